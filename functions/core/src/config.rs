@@ -1,0 +1,376 @@
+//! The typed configuration both hosts share. Hosts deserialise a
+//! [`RawConfig`] (TOML locally, env on Lambda) and call [`Config::build`],
+//! which reports every problem at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::channel::Channel;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body_bytes: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    pub history_max_events: Option<u32>,
+    pub history_max_age_secs: Option<u64>,
+    pub dedupe_ttl_secs: Option<u64>,
+    pub fanout_concurrency: Option<usize>,
+    pub max_subscriptions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForm {
+    /// Submitted fields forwarded to pages; everything else is dropped.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub kind: String,
+    pub secret: Option<String>,
+    /// Name of an environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// `token` sources: the header carrying the shared secret.
+    pub header: Option<String>,
+    /// Channels this source may publish to: exact names or `prefix*`.
+    pub channels: Option<Vec<String>>,
+    /// `standard` sources: allowed clock skew, default 300 s.
+    pub tolerance_secs: Option<u64>,
+    /// `netlify` sources: per-form field allow-lists.
+    #[serde(default)]
+    pub forms: BTreeMap<String, RawForm>,
+}
+
+impl std::fmt::Debug for RawSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSource").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Origins allowed to open a socket; empty means any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub sources: BTreeMap<String, RawSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_event_bytes: usize,
+    pub history_max_events: u32,
+    pub history_max_age: Duration,
+    pub dedupe_ttl: Duration,
+    pub fanout_concurrency: usize,
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            // Leaves room for the envelope inside API Gateway's 128 KB message.
+            max_event_bytes: 100 * 1024,
+            history_max_events: 100,
+            history_max_age: Duration::from_secs(24 * 3600),
+            dedupe_ttl: Duration::from_secs(24 * 3600),
+            fanout_concurrency: 64,
+            max_subscriptions: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Netlify { secret: Secret, forms: BTreeMap<String, Vec<String>> },
+    Hmac { secret: Secret },
+    Standard { secret: Secret, tolerance: Duration },
+    Token { header: String, secret: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+    /// Allow-list for generic sources; Netlify's channels are fixed.
+    pub channels: Vec<String>,
+}
+
+impl Source {
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Netlify { .. } => "netlify",
+            SourceKind::Hmac { .. } => "hmac",
+            SourceKind::Standard { .. } => "standard",
+            SourceKind::Token { .. } => "token",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+    pub sources: BTreeMap<String, Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// The env var that overrides source `name`'s secret: `HOOKCAST_SECRET_<NAME>`.
+pub fn secret_env_name(source: &str) -> String {
+    let upper: String = source
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    format!("HOOKCAST_SECRET_{upper}")
+}
+
+/// Decodes a Standard Webhooks secret: `whsec_` + base64.
+pub fn decode_standard_secret(s: &str) -> Result<Secret, String> {
+    let b64 = s.strip_prefix("whsec_").unwrap_or(s);
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map(Secret::new)
+        .map_err(|_| "must be whsec_ followed by base64".to_owned())
+}
+
+impl Config {
+    /// `env` looks up environment variables; injected so tests need not touch
+    /// the process environment.
+    pub fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let d = Limits::default();
+        let l = &raw.limits;
+        let mut positive = |name: &str, v: Option<usize>, default: usize| -> usize {
+            match v {
+                Some(0) => {
+                    problems.push(format!("limits.{name} must be greater than 0"));
+                    default
+                }
+                Some(n) => n,
+                None => default,
+            }
+        };
+        let limits = Limits {
+            max_body_bytes: positive("max_body_bytes", l.max_body_bytes, d.max_body_bytes),
+            max_event_bytes: positive("max_event_bytes", l.max_event_bytes, d.max_event_bytes),
+            history_max_events: positive("history_max_events", l.history_max_events.map(|v| v as usize), d.history_max_events as usize) as u32,
+            history_max_age: l.history_max_age_secs.map_or(d.history_max_age, Duration::from_secs),
+            dedupe_ttl: l.dedupe_ttl_secs.map_or(d.dedupe_ttl, Duration::from_secs),
+            fanout_concurrency: positive("fanout_concurrency", l.fanout_concurrency, d.fanout_concurrency),
+            max_subscriptions: positive("max_subscriptions", l.max_subscriptions, d.max_subscriptions),
+        };
+        if limits.max_event_bytes > 120 * 1024 {
+            problems.push("limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into());
+        }
+        for o in &raw.allowed_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                problems.push(format!("allowed_origins: {o:?} must look like https://example.com"));
+            }
+        }
+
+        let mut sources = BTreeMap::new();
+        for (name, rs) in raw.sources {
+            let at = format!("sources.{name}");
+            let before = problems.len();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                problems.push(format!("{at}: source names may use only letters, digits, '-' and '_' (they appear in /hooks/{{source}})"));
+            }
+            let secret = resolve_secret(&name, &rs, env, &mut problems);
+            let channels = rs.channels.clone().unwrap_or_default();
+            for p in &channels {
+                if p != "*" && Channel::parse(p.strip_suffix('*').unwrap_or(p).trim_end_matches('/')).is_err() {
+                    problems.push(format!("{at}.channels: {p:?} is neither a channel name nor a prefix ending in '*'"));
+                }
+            }
+            let generic = |problems: &mut Vec<String>| {
+                if channels.is_empty() {
+                    problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
+                }
+            };
+            let misplaced = |field: &str, set: bool, problems: &mut Vec<String>| {
+                if set {
+                    problems.push(format!("{at}.{field} does not apply to kind {:?}", rs.kind));
+                }
+            };
+            let kind = match rs.kind.as_str() {
+                "netlify" => {
+                    if rs.channels.is_some() {
+                        problems.push(format!("{at}.channels: netlify sources publish to \"deploys\" and \"forms/<form name>\"; remove channels"));
+                    }
+                    misplaced("header", rs.header.is_some(), &mut problems);
+                    misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
+                    let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
+                    secret.map(|s| SourceKind::Netlify { secret: Secret::new(s), forms })
+                }
+                "hmac" => {
+                    generic(&mut problems);
+                    misplaced("header", rs.header.is_some(), &mut problems);
+                    misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
+                    misplaced("forms", !rs.forms.is_empty(), &mut problems);
+                    secret.map(|s| SourceKind::Hmac { secret: Secret::new(s) })
+                }
+                "standard" => {
+                    generic(&mut problems);
+                    misplaced("header", rs.header.is_some(), &mut problems);
+                    misplaced("forms", !rs.forms.is_empty(), &mut problems);
+                    let tolerance = Duration::from_secs(rs.tolerance_secs.unwrap_or(300));
+                    secret.and_then(|s| match decode_standard_secret(&s) {
+                        Ok(secret) => Some(SourceKind::Standard { secret, tolerance }),
+                        Err(why) => {
+                            problems.push(format!("{at}.secret {why}"));
+                            None
+                        }
+                    })
+                }
+                "token" => {
+                    generic(&mut problems);
+                    misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
+                    misplaced("forms", !rs.forms.is_empty(), &mut problems);
+                    let header = rs.header.clone().unwrap_or_else(|| "x-hookcast-token".into()).to_ascii_lowercase();
+                    if header.is_empty() || !header.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                        problems.push(format!("{at}.header {header:?} is not a valid header name"));
+                    }
+                    secret.map(|s| SourceKind::Token { header, secret: Secret::new(s) })
+                }
+                other => {
+                    problems.push(format!("{at}.kind {other:?} is not one of netlify, hmac, standard, token"));
+                    None
+                }
+            };
+            if let (Some(kind), true) = (kind, problems.len() == before) {
+                sources.insert(name.clone(), Source { name, kind, channels });
+            }
+        }
+        if problems.is_empty() {
+            Ok(Config { allowed_origins: raw.allowed_origins, limits, sources })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+fn resolve_secret(
+    name: &str,
+    rs: &RawSource,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let override_var = secret_env_name(name);
+    let found = if let Some(v) = env(&override_var).filter(|v| !v.is_empty()) {
+        Some(v)
+    } else if let Some(var) = &rs.secret_env {
+        match env(var).filter(|v| !v.is_empty()) {
+            Some(v) => Some(v),
+            None => {
+                problems.push(format!("sources.{name}.secret_env: environment variable {var} is not set"));
+                return None;
+            }
+        }
+    } else {
+        rs.secret.clone().filter(|s| !s.is_empty())
+    };
+    if found.is_none() {
+        problems.push(format!("sources.{name}: no secret; set secret, secret_env, or {override_var}"));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(toml_like: &[(&str, RawSource)]) -> RawConfig {
+        RawConfig {
+            sources: toml_like.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+            ..Default::default()
+        }
+    }
+    fn src(kind: &str, secret: Option<&str>, channels: Option<&[&str]>) -> RawSource {
+        RawSource {
+            kind: kind.into(),
+            secret: secret.map(Into::into),
+            channels: channels.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let mut bad_limits = raw(&[
+            ("netlify", src("netlify", None, None)),
+            ("zap", src("token", Some("s"), None)),
+            ("std", src("standard", Some("whsec_***"), Some(&["x"]))),
+            ("weird", src("carrier-pigeon", Some("s"), None)),
+            ("bad name", src("hmac", Some("s"), Some(&["a b"]))),
+        ]);
+        bad_limits.limits.max_body_bytes = Some(0);
+        let err = Config::build(bad_limits, &no_env).unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "limits.max_body_bytes must be greater than 0",
+            "sources.netlify: no secret; set secret, secret_env, or HOOKCAST_SECRET_NETLIFY",
+            "sources.zap: set channels",
+            "sources.std.secret must be whsec_",
+            "sources.weird.kind \"carrier-pigeon\"",
+            "sources.bad name: source names may use only",
+            "\"a b\" is neither a channel name",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in\n{all}");
+        }
+        assert_eq!(err.problems.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn env_overrides_and_secret_env() {
+        let mut s = src("hmac", Some("from-file"), Some(&["news"]));
+        s.secret_env = None;
+        let env = |k: &str| (k == "HOOKCAST_SECRET_GH_APP").then(|| "from-env".to_string());
+        let cfg = Config::build(raw(&[("gh-app", s)]), &env).unwrap();
+        match &cfg.sources["gh-app"].kind {
+            SourceKind::Hmac { secret } => assert_eq!(secret.expose(), b"from-env"),
+            k => panic!("{k:?}"),
+        }
+        let mut s = src("netlify", None, None);
+        s.secret_env = Some("MY_NETLIFY".into());
+        let err = Config::build(raw(&[("n", s.clone())]), &no_env).unwrap_err();
+        assert_eq!(err.problems, vec!["sources.n.secret_env: environment variable MY_NETLIFY is not set"]);
+        let env = |k: &str| (k == "MY_NETLIFY").then(|| "jws".to_string());
+        assert!(Config::build(raw(&[("n", s)]), &env).is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_contains_secrets() {
+        let cfg = Config::build(raw(&[("n", src("netlify", Some("topsecretvalue"), None))]), &no_env).unwrap();
+        assert!(!format!("{cfg:?}").contains("topsecretvalue"));
+        let r = src("netlify", Some("topsecretvalue"), None);
+        assert!(!format!("{r:?}").contains("topsecretvalue"));
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = Config::build(RawConfig::default(), &no_env).unwrap();
+        assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.limits.max_body_bytes, 1_048_576);
+    }
+}

@@ -1,0 +1,283 @@
+//! Turning a verified webhook body into one event on one channel.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::channel::{pattern_matches, Channel, EventName};
+use crate::config::{Source, SourceKind};
+use crate::error::HookError;
+
+/// A validated event, not yet in a channel log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub channel: Channel,
+    pub event: EventName,
+    pub data: Value,
+    /// Identifies this delivery for dedupe, scoped to its source.
+    pub dedupe_key: String,
+}
+
+/// The fields of a Netlify deploy that reach pages; the rest (admin URLs,
+/// committer details, build logs, …) never leaves the server.
+const DEPLOY_FIELDS: &[&str] = &[
+    "id", "state", "branch", "context", "commit_ref", "deploy_ssl_url", "deploy_url", "published_at", "title",
+];
+
+enum Body {
+    Json(Value),
+    Form(Vec<(String, String)>),
+}
+
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, HookError> {
+    let media = content_type
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|m| !m.is_empty());
+    match media.as_deref() {
+        None | Some("application/json") => json(body),
+        Some(m) if m.ends_with("+json") => json(body),
+        Some("application/x-www-form-urlencoded") => serde_urlencoded::from_bytes(body)
+            .map(Body::Form)
+            .map_err(|_| HookError::BadPayload("body is not valid application/x-www-form-urlencoded".into())),
+        Some(other) => Err(HookError::UnsupportedMediaType(other.to_owned())),
+    }
+}
+
+fn json(body: &[u8]) -> Result<Body, HookError> {
+    serde_json::from_slice(body)
+        .map(Body::Json)
+        .map_err(|e| HookError::BadPayload(format!("body is not valid JSON: {e}")))
+}
+
+fn body_hash(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// `delivery_id` is the sender's id for this delivery, when it sends one.
+pub fn normalise(
+    source: &Source,
+    content_type: Option<&str>,
+    body: &[u8],
+    delivery_id: Option<&str>,
+) -> Result<NewEvent, HookError> {
+    let parsed = parse_body(content_type, body)?;
+    let mut ev = match &source.kind {
+        SourceKind::Netlify { forms, .. } => {
+            let Body::Json(Value::Object(obj)) = parsed else {
+                return Err(HookError::BadPayload("Netlify payloads are JSON objects".into()));
+            };
+            netlify(&obj, forms, body)?
+        }
+        _ => generic(source, parsed, body)?,
+    };
+    if let Some(id) = delivery_id {
+        ev.dedupe_key = format!("id:{id}");
+    }
+    ev.dedupe_key = format!("{}:{}", source.name, ev.dedupe_key);
+    Ok(ev)
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    obj.get(k).and_then(Value::as_str)
+}
+
+fn netlify(
+    obj: &Map<String, Value>,
+    forms: &std::collections::BTreeMap<String, Vec<String>>,
+    raw: &[u8],
+) -> Result<NewEvent, HookError> {
+    if let Some(form_name) = str_field(obj, "form_name") {
+        let channel = Channel::parse(&format!("forms/{form_name}")).map_err(|e| {
+            HookError::BadPayload(format!("form name {form_name:?} cannot be a channel: {e}"))
+        })?;
+        let mut data = Map::new();
+        data.insert("form".into(), Value::from(form_name));
+        if let Some(at) = obj.get("created_at") {
+            data.insert("created_at".into(), at.clone());
+        }
+        let submitted = obj.get("data").and_then(Value::as_object);
+        let mut fields = Map::new();
+        for name in forms.get(form_name).into_iter().flatten() {
+            if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
+                fields.insert(name.clone(), v.clone());
+            }
+        }
+        data.insert("fields".into(), Value::Object(fields));
+        let key = match str_field(obj, "id") {
+            Some(id) => format!("form:{id}"),
+            None => format!("body:{}", body_hash(raw)),
+        };
+        return Ok(NewEvent {
+            channel,
+            event: EventName::parse("form.submitted").expect("valid literal"),
+            data: Value::Object(data),
+            dedupe_key: key,
+        });
+    }
+    if let Some(state) = str_field(obj, "state") {
+        let name = match state {
+            "building" | "enqueued" | "new" => "started".to_owned(),
+            "ready" => "succeeded".to_owned(),
+            "error" => "failed".to_owned(),
+            other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect(),
+        };
+        let event = EventName::parse(&format!("deploy.{name}"))
+            .map_err(|_| HookError::BadPayload(format!("deploy state {state:?} is not recognised")))?;
+        let data: Map<String, Value> = DEPLOY_FIELDS
+            .iter()
+            .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
+        let key = match str_field(obj, "id") {
+            Some(id) => format!("deploy:{id}:{state}"),
+            None => format!("body:{}", body_hash(raw)),
+        };
+        return Ok(NewEvent {
+            channel: Channel::parse("deploys").expect("valid literal"),
+            event,
+            data: Value::Object(data),
+            dedupe_key: key,
+        });
+    }
+    Err(HookError::BadPayload(
+        "not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into(),
+    ))
+}
+
+fn generic(source: &Source, parsed: Body, raw: &[u8]) -> Result<NewEvent, HookError> {
+    let (channel, event, data) = match parsed {
+        Body::Json(Value::Object(mut obj)) => {
+            let take = |obj: &mut Map<String, Value>, k: &str| match obj.remove(k) {
+                Some(Value::String(s)) => Ok(s),
+                Some(_) => Err(HookError::BadPayload(format!("\"{k}\" must be a string"))),
+                None => Err(HookError::BadPayload(format!("body needs \"{k}\": {{\"channel\", \"event\", \"data\"}}"))),
+            };
+            let channel = take(&mut obj, "channel")?;
+            let event = take(&mut obj, "event")?;
+            let data = obj.remove("data").unwrap_or(Value::Object(Map::new()));
+            (channel, event, data)
+        }
+        Body::Json(_) => {
+            return Err(HookError::BadPayload("body must be a JSON object {\"channel\", \"event\", \"data\"}".into()))
+        }
+        Body::Form(pairs) => {
+            // Zapier's default: `channel`, `event`, and every other field becomes data.
+            let (mut channel, mut event, mut data) = (None, None, Map::new());
+            for (k, v) in pairs {
+                match k.as_str() {
+                    "channel" => channel = Some(v),
+                    "event" => event = Some(v),
+                    _ => {
+                        data.insert(k, Value::String(v));
+                    }
+                }
+            }
+            let need = |v: Option<String>, k: &str| {
+                v.ok_or_else(|| HookError::BadPayload(format!("form body needs a \"{k}\" field")))
+            };
+            (need(channel, "channel")?, need(event, "event")?, Value::Object(data))
+        }
+    };
+    let channel = Channel::parse(&channel).map_err(|e| HookError::BadPayload(e.to_string()))?;
+    let event = EventName::parse(&event).map_err(|e| HookError::BadPayload(e.to_string()))?;
+    if !source.channels.iter().any(|p| pattern_matches(p, &channel)) {
+        return Err(HookError::ChannelNotAllowed(channel.to_string()));
+    }
+    Ok(NewEvent { channel, event, data, dedupe_key: format!("body:{}", body_hash(raw)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn netlify_src(forms: &[(&str, &[&str])]) -> Source {
+        let forms: BTreeMap<_, _> =
+            forms.iter().map(|(f, fs)| (f.to_string(), fs.iter().map(|s| s.to_string()).collect())).collect();
+        Source { name: "netlify".into(), kind: SourceKind::Netlify { secret: Secret::new("s"), forms }, channels: vec![] }
+    }
+    fn zap() -> Source {
+        Source {
+            name: "zap".into(),
+            kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("s") },
+            channels: vec!["news/*".into(), "alerts".into()],
+        }
+    }
+
+    /// A Netlify deploy notification with every field Netlify sends (shared fixture).
+    pub(crate) fn deploy_payload(state: &str) -> Value {
+        let mut v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/netlify/deploy.json")).unwrap();
+        v["state"] = Value::from(state);
+        v
+    }
+
+    #[test]
+    fn netlify_deploy_carries_only_the_safe_subset() {
+        let body = deploy_payload("ready").to_string();
+        let ev = normalise(&netlify_src(&[]), Some("application/json"), body.as_bytes(), None).unwrap();
+        assert_eq!(ev.channel.as_str(), "deploys");
+        assert_eq!(ev.event.as_str(), "deploy.succeeded");
+        let keys: Vec<_> = ev.data.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), DEPLOY_FIELDS.len(), "{keys:?}");
+        assert_eq!(ev.data["title"], "Update pricing page");
+        assert!(!ev.data.to_string().contains("LOGTOKEN"));
+        assert!(ev.data.get("admin_url").is_none());
+        assert_eq!(ev.dedupe_key, "netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready");
+
+        for (state, name) in [("building", "deploy.started"), ("error", "deploy.failed"), ("processing", "deploy.processing")] {
+            let body = deploy_payload(state).to_string();
+            assert_eq!(normalise(&netlify_src(&[]), None, body.as_bytes(), None).unwrap().event.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn netlify_form_carries_only_allow_listed_fields() {
+        let body = include_str!("../../../tests/fixtures/netlify/form.json");
+        let ev = normalise(&netlify_src(&[("guestbook", &["name", "message"])]), None, body.as_bytes(), None).unwrap();
+        assert_eq!(ev.channel.as_str(), "forms/guestbook");
+        assert_eq!(ev.event.as_str(), "form.submitted");
+        assert_eq!(
+            ev.data,
+            json!({"form":"guestbook","created_at":"2026-11-23T07:00:00.000Z","fields":{"name":"Ada","message":"Hello!"}})
+        );
+        // Default: nothing beyond the form name and time.
+        let ev = normalise(&netlify_src(&[]), None, body.as_bytes(), None).unwrap();
+        assert_eq!(ev.data["fields"], json!({}));
+        assert!(!ev.data.to_string().contains("203.0.113.9"));
+        assert_eq!(ev.dedupe_key, "netlify:form:6571c0de");
+
+        let bad = json!({"form_name": "my form!", "data": {}}).to_string();
+        let err = normalise(&netlify_src(&[]), None, bad.as_bytes(), None).unwrap_err();
+        assert!(matches!(&err, HookError::BadPayload(m) if m.contains("cannot be a channel")), "{err:?}");
+        let neither = normalise(&netlify_src(&[]), None, br#"{"hello":1}"#, None).unwrap_err();
+        assert!(matches!(neither, HookError::BadPayload(m) if m.contains("not a Netlify")));
+    }
+
+    #[test]
+    fn generic_json_and_form_bodies() {
+        let body = br#"{"channel":"news/today","event":"post.published","data":{"title":"Hi"}}"#;
+        let ev = normalise(&zap(), Some("application/json; charset=utf-8"), body, None).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("news/today", "post.published"));
+        assert_eq!(ev.data, json!({"title":"Hi"}));
+        assert!(ev.dedupe_key.starts_with("zap:body:"));
+
+        let form = b"channel=alerts&event=zap.fired&title=Hello+world&url=https%3A%2F%2Fx.test";
+        let ev = normalise(&zap(), Some("application/x-www-form-urlencoded"), form, Some("msg_1")).unwrap();
+        assert_eq!(ev.channel.as_str(), "alerts");
+        assert_eq!(ev.data, json!({"title":"Hello world","url":"https://x.test"}));
+        assert_eq!(ev.dedupe_key, "zap:id:msg_1");
+    }
+
+    #[test]
+    fn generic_refusals() {
+        let n = |ct: Option<&str>, b: &[u8]| normalise(&zap(), ct, b, None).unwrap_err();
+        assert!(matches!(n(Some("text/plain"), b"{}"), HookError::UnsupportedMediaType(m) if m == "text/plain"));
+        assert!(matches!(n(None, b"{nope"), HookError::BadPayload(m) if m.contains("not valid JSON")));
+        assert!(matches!(n(None, b"[1]"), HookError::BadPayload(m) if m.contains("JSON object")));
+        assert!(matches!(n(None, br#"{"event":"x"}"#), HookError::BadPayload(m) if m.contains("\"channel\"")));
+        assert!(matches!(n(None, br#"{"channel":"news/a","event":7}"#), HookError::BadPayload(m) if m.contains("must be a string")));
+        assert!(matches!(n(None, br#"{"channel":"bad name","event":"e"}"#), HookError::BadPayload(m) if m.contains("channel name")));
+        assert!(matches!(n(None, br#"{"channel":"secret","event":"e"}"#), HookError::ChannelNotAllowed(c) if c == "secret"));
+        assert!(matches!(n(Some("application/x-www-form-urlencoded"), b"event=x"), HookError::BadPayload(m) if m.contains("\"channel\"")));
+    }
+}

@@ -1,0 +1,121 @@
+//! The seams between the core and the world. Each host supplies a store and a
+//! gateway; the relay does the rest once for both.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::channel::Channel;
+use crate::protocol::Event;
+
+/// A connection id: API Gateway's `connectionId`, or one the local server made.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub String);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What happened to one frame sent to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// The connection no longer exists (API Gateway's 410); forget it.
+    Gone,
+    /// A transient failure; the connection may still be there.
+    Failed,
+}
+
+/// The store failed; the detail is for logs, never for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// How long a channel's history and dedupe keys are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_events: u32,
+    pub max_age: Duration,
+    pub dedupe_ttl: Duration,
+}
+
+impl From<&crate::config::Limits> for Retention {
+    fn from(l: &crate::config::Limits) -> Self {
+        Self { max_events: l.history_max_events, max_age: l.history_max_age, dedupe_ttl: l.dedupe_ttl }
+    }
+}
+
+/// An event ready to append; the store assigns `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub channel: Channel,
+    pub event: String,
+    pub data: Value,
+    pub at: String,
+    pub at_ms: u64,
+    pub dedupe_key: String,
+}
+
+impl Pending {
+    pub fn with_seq(&self, seq: u64) -> Event {
+        Event {
+            channel: self.channel.to_string(),
+            seq,
+            event: self.event.clone(),
+            data: self.data.clone(),
+            at: self.at.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    Stored(Event),
+    /// The dedupe key was seen before; nothing was written.
+    Duplicate { seq: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// Events with seq > since, oldest first.
+    pub events: Vec<Event>,
+    /// The channel's latest seq (0 when it has none).
+    pub head: u64,
+    /// The oldest seq still retained (head + 1 when none is).
+    pub first_retained: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubOutcome {
+    Added,
+    AlreadySubscribed,
+    LimitReached,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn add_connection(&self, conn: &ConnId, now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Forgets the connection and all its subscriptions.
+    fn remove_connection(&self, conn: &ConnId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn subscribe(
+        &self,
+        conn: &ConnId,
+        channel: &Channel,
+        max_per_conn: usize,
+    ) -> impl Future<Output = Result<SubOutcome, StoreError>> + Send;
+    fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn subscribers(&self, channel: &Channel) -> impl Future<Output = Result<Vec<ConnId>, StoreError>> + Send;
+    /// Atomically: refuse a seen dedupe key, else assign the next seq, store
+    /// the event and the key, and prune by retention. All or nothing.
+    fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+    /// Retained events with seq > `since`, at most `limit`.
+    fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;
+}
+
+pub trait Gateway: Send + Sync + 'static {
+    fn send(&self, conn: &ConnId, frame: &str) -> impl Future<Output = Delivery> + Send;
+    fn close(&self, conn: &ConnId) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,147 @@
+//! Wire protocol v1: JSON text frames (see DESIGN.md). API Gateway routes on
+//! `$request.body.action`, so client messages are tagged by `action`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum ClientMsg {
+    /// `since` is the last seq the client has seen; the server replays what
+    /// it retains after it.
+    Subscribe {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    Unsubscribe { channel: String },
+    Ping,
+}
+
+/// One event in a channel's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub channel: String,
+    pub seq: u64,
+    pub event: String,
+    pub data: Value,
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+}
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMsg {
+    Event(Event),
+    /// Sent after any replay; `seq` is the channel's head.
+    Subscribed {
+        channel: String,
+        seq: u64,
+        /// True when `since` was older than the retained history: events were
+        /// missed and the page should refetch its state.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reset: bool,
+    },
+    Pong,
+    Error { code: String, message: String },
+}
+
+impl ServerMsg {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Self::Error { code: code.to_owned(), message: message.into() }
+    }
+    pub fn to_json(&self) -> String {
+        // Serialising these types cannot fail: no maps with non-string keys.
+        serde_json::to_string(self).expect("ServerMsg serialises")
+    }
+}
+
+/// Why a client frame was refused; `code` goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadMessage {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ClientMsg {
+    pub fn parse(text: &str) -> Result<Self, BadMessage> {
+        let value: Value = serde_json::from_str(text).map_err(|e| BadMessage {
+            code: "bad_json",
+            message: format!("message is not JSON: {e}"),
+        })?;
+        let action = value.get("action").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| BadMessage {
+            code: "bad_message",
+            message: "message needs a string \"action\"".into(),
+        })?;
+        if !matches!(action.as_str(), "subscribe" | "unsubscribe" | "ping") {
+            return Err(BadMessage {
+                code: "unknown_action",
+                message: format!("unknown action {action:?}; expected subscribe, unsubscribe or ping"),
+            });
+        }
+        serde_json::from_value(value).map_err(|e| BadMessage {
+            code: "bad_message",
+            message: format!("bad {action} message: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_messages_match_the_design_doc() {
+        let cases = [
+            (r#"{"action":"subscribe","channel":"deploys","since":41}"#,
+             ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41) }),
+            (r#"{"action":"subscribe","channel":"deploys"}"#,
+             ClientMsg::Subscribe { channel: "deploys".into(), since: None }),
+            (r#"{"action":"unsubscribe","channel":"deploys"}"#,
+             ClientMsg::Unsubscribe { channel: "deploys".into() }),
+            (r#"{"action":"ping"}"#, ClientMsg::Ping),
+        ];
+        for (text, msg) in cases {
+            assert_eq!(ClientMsg::parse(text).unwrap(), msg);
+            let back: Value = serde_json::to_value(&msg).unwrap();
+            assert_eq!(back, serde_json::from_str::<Value>(text).unwrap());
+        }
+    }
+
+    #[test]
+    fn server_messages_match_the_design_doc() {
+        let ev = ServerMsg::Event(Event {
+            channel: "deploys".into(),
+            seq: 42,
+            event: "deploy.succeeded".into(),
+            data: json!({"state": "ready"}),
+            at: "2026-11-23T07:00:00.000Z".into(),
+        });
+        let cases = [
+            (ev, json!({"type":"event","channel":"deploys","seq":42,"event":"deploy.succeeded",
+                        "data":{"state":"ready"},"at":"2026-11-23T07:00:00.000Z"})),
+            (ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: false },
+             json!({"type":"subscribed","channel":"deploys","seq":42})),
+            (ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: true },
+             json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true})),
+            (ServerMsg::Pong, json!({"type":"pong"})),
+            (ServerMsg::error("bad_json", "nope"), json!({"type":"error","code":"bad_json","message":"nope"})),
+        ];
+        for (msg, wire) in cases {
+            assert_eq!(serde_json::from_str::<Value>(&msg.to_json()).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<ServerMsg>(wire).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_codes() {
+        assert_eq!(ClientMsg::parse("{").unwrap_err().code, "bad_json");
+        assert_eq!(ClientMsg::parse("[]").unwrap_err().code, "bad_message");
+        assert_eq!(ClientMsg::parse(r#"{"action":"dance"}"#).unwrap_err().code, "unknown_action");
+        assert_eq!(ClientMsg::parse(r#"{"action":"subscribe"}"#).unwrap_err().code, "bad_message");
+        assert_eq!(ClientMsg::parse(r#"{"action":"subscribe","channel":"a","since":-1}"#).unwrap_err().code, "bad_message");
+    }
+}

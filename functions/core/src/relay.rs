@@ -1,0 +1,483 @@
+//! The relay engine: webhook → event → channel log → fan-out, and the
+//! WebSocket message handling. Written once, hosted locally and on Lambda.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use tracing::{debug, warn};
+
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::error::HookError;
+use crate::normalize::normalise;
+use crate::ports::{Appended, ConnId, Delivery, Gateway, History, Pending, Store, StoreError, SubOutcome};
+use crate::protocol::{ClientMsg, Event, ServerMsg};
+use crate::verify::{verify, HookRequest};
+
+/// API Gateway's WebSocket frame limit; client frames above it are refused.
+pub const MAX_CLIENT_FRAME: usize = 32 * 1024;
+
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FanoutReport {
+    pub delivered: usize,
+    pub gone: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Ingested {
+    pub channel: String,
+    pub event: String,
+    pub seq: u64,
+    pub duplicate: bool,
+    #[serde(flatten)]
+    pub fanout: FanoutReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Relay<S, G> {
+    config: Config,
+    store: S,
+    gateway: G,
+    clock: Clock,
+}
+
+pub fn format_at(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<S: Store, G: Gateway> Relay<S, G> {
+    pub fn new(config: Config, store: S, gateway: G) -> Self {
+        Self { config, store, gateway, clock: Arc::new(SystemTime::now) }
+    }
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+    pub fn gateway(&self) -> &G {
+        &self.gateway
+    }
+
+    /// Browsers always send Origin; other clients may not and cannot be
+    /// stopped by it anyway, so a missing Origin is allowed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let list = &self.config.allowed_origins;
+        match origin {
+            _ if list.is_empty() || list.iter().any(|o| o == "*") => true,
+            None => true,
+            Some(o) => list.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o.trim_end_matches('/'))),
+        }
+    }
+
+    pub async fn connect(&self, conn: &ConnId, origin: Option<&str>) -> Result<(), ConnectError> {
+        if !self.origin_allowed(origin) {
+            return Err(ConnectError::OriginNotAllowed);
+        }
+        self.store.add_connection(conn, millis((self.clock)())).await?;
+        Ok(())
+    }
+
+    pub async fn disconnect(&self, conn: &ConnId) -> Result<(), StoreError> {
+        self.store.remove_connection(conn).await
+    }
+
+    /// Handles one client frame; replies go out through the gateway.
+    pub async fn message(&self, conn: &ConnId, text: &str) {
+        for reply in self.reply_to(conn, text).await {
+            if self.gateway.send(conn, &reply.to_json()).await == Delivery::Gone {
+                self.forget(conn).await;
+                return;
+            }
+        }
+    }
+
+    async fn reply_to(&self, conn: &ConnId, text: &str) -> Vec<ServerMsg> {
+        if text.len() > MAX_CLIENT_FRAME {
+            return vec![ServerMsg::error("message_too_large", format!("messages are limited to {MAX_CLIENT_FRAME} bytes"))];
+        }
+        let msg = match ClientMsg::parse(text) {
+            Ok(m) => m,
+            Err(bad) => return vec![ServerMsg::error(bad.code, bad.message)],
+        };
+        let unavailable = |e: StoreError| {
+            warn!(error = %e, conn = %conn, "store failed while handling a client message");
+            vec![ServerMsg::error("unavailable", "the server could not do that now; retry")]
+        };
+        match msg {
+            ClientMsg::Ping => vec![ServerMsg::Pong],
+            ClientMsg::Unsubscribe { channel } => {
+                let channel = match Channel::parse(&channel) {
+                    Ok(c) => c,
+                    Err(e) => return vec![ServerMsg::error("invalid_channel", e.to_string())],
+                };
+                match self.store.unsubscribe(conn, &channel).await {
+                    Ok(()) => vec![],
+                    Err(e) => unavailable(e),
+                }
+            }
+            ClientMsg::Subscribe { channel, since } => {
+                let channel = match Channel::parse(&channel) {
+                    Ok(c) => c,
+                    Err(e) => return vec![ServerMsg::error("invalid_channel", e.to_string())],
+                };
+                // Subscribe first, read second: an event appended in between is
+                // then both replayed and pushed, and the client drops the copy.
+                // The other order could lose it.
+                let max = self.config.limits.max_subscriptions;
+                match self.store.subscribe(conn, &channel, max).await {
+                    Ok(SubOutcome::LimitReached) => {
+                        return vec![ServerMsg::error(
+                            "too_many_subscriptions",
+                            format!("a connection may subscribe to at most {max} channels"),
+                        )]
+                    }
+                    Ok(_) => {}
+                    Err(e) => return unavailable(e),
+                }
+                let limit = if since.is_some() { self.config.limits.history_max_events as usize } else { 0 };
+                let history = match self.store.read(&channel, since.unwrap_or(0), limit).await {
+                    Ok(h) => h,
+                    Err(e) => return unavailable(e),
+                };
+                let reset = since.is_some_and(|s| missed_history(s, &history));
+                let head = history.head;
+                let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
+                out.push(ServerMsg::Subscribed { channel: channel.to_string(), seq: head, reset });
+                out
+            }
+        }
+    }
+
+    /// Catch-up over HTTP: retained events after `since`.
+    pub async fn history(&self, channel: &Channel, since: u64) -> Result<(History, bool), StoreError> {
+        let h = self.store.read(channel, since, self.config.limits.history_max_events as usize).await?;
+        let reset = missed_history(since, &h);
+        Ok((h, reset))
+    }
+
+    /// The webhook path: verify the raw bytes, normalise, append durably
+    /// (deduped), then fan out. `Ok` means the event is in the log.
+    pub async fn ingest(
+        &self,
+        source_name: &str,
+        content_type: Option<&str>,
+        req: &HookRequest<'_>,
+    ) -> Result<Ingested, HookError> {
+        let source =
+            self.config.sources.get(source_name).ok_or_else(|| HookError::UnknownSource(source_name.to_owned()))?;
+        let limit = self.config.limits.max_body_bytes;
+        if req.body.len() > limit {
+            return Err(HookError::TooLarge { size: req.body.len(), limit });
+        }
+        let now = (self.clock)();
+        let verified = verify(source, req, now)?;
+        let ev = normalise(source, content_type, req.body, verified.delivery_id.as_deref())?;
+        let data_len = ev.data.to_string().len();
+        if data_len > self.config.limits.max_event_bytes {
+            return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });
+        }
+        let pending = Pending {
+            channel: ev.channel,
+            event: ev.event.to_string(),
+            data: ev.data,
+            at: format_at(now),
+            at_ms: millis(now),
+            dedupe_key: ev.dedupe_key,
+        };
+        let appended = self.store.append(&pending).await.map_err(|e| {
+            warn!(error = %e, source = source_name, "append failed; answering 503");
+            HookError::Unavailable
+        })?;
+        match appended {
+            Appended::Duplicate { seq } => Ok(Ingested {
+                channel: pending.channel.to_string(),
+                event: pending.event,
+                seq,
+                duplicate: true,
+                fanout: FanoutReport::default(),
+            }),
+            Appended::Stored(event) => {
+                let fanout = self.fan_out(&event).await;
+                Ok(Ingested { channel: event.channel, event: event.event, seq: event.seq, duplicate: false, fanout })
+            }
+        }
+    }
+
+    /// Sends one event to every subscriber with bounded concurrency, then
+    /// forgets exactly the connections the gateway reported Gone.
+    pub async fn fan_out(&self, event: &Event) -> FanoutReport {
+        let Ok(channel) = Channel::parse(&event.channel) else { return FanoutReport::default() };
+        let subs = match self.store.subscribers(&channel).await {
+            Ok(s) => s,
+            Err(e) => {
+                // The event is durable; pages catch up when they resubscribe.
+                warn!(error = %e, channel = %channel, "could not list subscribers; event stays in history");
+                return FanoutReport::default();
+            }
+        };
+        let frame = ServerMsg::Event(event.clone()).to_json();
+        let n = self.config.limits.fanout_concurrency;
+        let results: Vec<(ConnId, Delivery)> = futures::stream::iter(subs)
+            .map(|c| {
+                let frame = &frame;
+                async move {
+                    let d = self.gateway.send(&c, frame).await;
+                    (c, d)
+                }
+            })
+            .buffer_unordered(n)
+            .collect()
+            .await;
+        let mut report = FanoutReport::default();
+        let mut gone = Vec::new();
+        for (c, d) in results {
+            match d {
+                Delivery::Delivered => report.delivered += 1,
+                Delivery::Failed => report.failed += 1,
+                Delivery::Gone => {
+                    report.gone += 1;
+                    gone.push(c);
+                }
+            }
+        }
+        futures::stream::iter(gone)
+            .for_each_concurrent(n, |c| async move { self.forget(&c).await })
+            .await;
+        debug!(channel = %channel, seq = event.seq, ?report, "fanned out");
+        report
+    }
+
+    async fn forget(&self, conn: &ConnId) {
+        if let Err(e) = self.store.remove_connection(conn).await {
+            warn!(error = %e, conn = %conn, "could not remove a gone connection");
+        }
+    }
+}
+
+/// True when events after `since` were pruned, or `since` is ahead of the
+/// log (the log was reset): either way the page must refetch its state.
+fn missed_history(since: u64, h: &History) -> bool {
+    since > h.head || (since < h.head && since + 1 < h.first_retained)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{Limits, Source, SourceKind};
+    use crate::ports::Retention;
+    use crate::secret::Secret;
+    use crate::sign;
+    use crate::testutil::{MemStore, RecordingGateway};
+
+    const NETLIFY_SECRET: &[u8] = b"jws-secret";
+
+    fn relay() -> Relay<MemStore, RecordingGateway> {
+        let mut sources = BTreeMap::new();
+        sources.insert(
+            "netlify".into(),
+            Source {
+                name: "netlify".into(),
+                kind: SourceKind::Netlify { secret: Secret::new(NETLIFY_SECRET), forms: BTreeMap::new() },
+                channels: vec![],
+            },
+        );
+        sources.insert(
+            "gh".into(),
+            Source { name: "gh".into(), kind: SourceKind::Hmac { secret: Secret::new("gh") }, channels: vec!["news".into()] },
+        );
+        let limits = Limits { history_max_events: 3, max_body_bytes: 4096, ..Limits::default() };
+        let config = Config { allowed_origins: vec!["https://site.example".into()], limits: limits.clone(), sources };
+        Relay::new(config, MemStore::new(Retention::from(&limits)), RecordingGateway::default())
+            .with_clock(Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000)))
+    }
+
+    fn deploy_body(id: &str, state: &str) -> Vec<u8> {
+        json!({"id": id, "state": state, "branch": "main", "admin_url": "https://app.netlify.com/x"}).to_string().into_bytes()
+    }
+    fn netlify_headers(body: &[u8]) -> Vec<(String, String)> {
+        vec![("X-Webhook-Signature".into(), sign::netlify(NETLIFY_SECRET, body))]
+    }
+    fn ingest(r: &Relay<MemStore, RecordingGateway>, body: &[u8]) -> Result<Ingested, HookError> {
+        let headers = netlify_headers(body);
+        block_on(r.ingest("netlify", Some("application/json"), &HookRequest { headers: &headers, body }))
+    }
+    fn subscribe(r: &Relay<MemStore, RecordingGateway>, conn: &str, channel: &str, since: Option<u64>) {
+        let c = ConnId(conn.into());
+        block_on(r.connect(&c, Some("https://site.example"))).unwrap();
+        let msg = serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since }).unwrap();
+        block_on(r.message(&c, &msg));
+    }
+
+    #[test]
+    fn webhook_reaches_subscribers_once() {
+        let r = relay();
+        subscribe(&r, "page", "deploys", None);
+        assert_eq!(r.gateway().frames("page"), vec![json!({"type":"subscribed","channel":"deploys","seq":0})]);
+
+        let body = deploy_body("d1", "ready");
+        let got = ingest(&r, &body).unwrap();
+        assert_eq!((got.seq, got.duplicate, got.fanout.delivered), (1, false, 1));
+        let frames = r.gateway().frames("page");
+        assert_eq!(frames[1]["type"], "event");
+        assert_eq!(frames[1]["event"], "deploy.succeeded");
+        assert_eq!(frames[1]["seq"], 1);
+        assert_eq!(frames[1]["at"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(frames[1]["data"], json!({"id":"d1","state":"ready","branch":"main"}));
+
+        // The same delivery again: acknowledged as a duplicate, not sent again.
+        let again = ingest(&r, &body).unwrap();
+        assert_eq!((again.seq, again.duplicate), (1, true));
+        assert_eq!(r.gateway().frames("page").len(), 2);
+    }
+
+    #[test]
+    fn refused_webhooks_store_and_send_nothing() {
+        let r = relay();
+        subscribe(&r, "page", "deploys", None);
+        let body = deploy_body("d1", "ready");
+        let forged = vec![("X-Webhook-Signature".to_string(), sign::netlify(b"not the secret", &body))];
+        let e = block_on(r.ingest("netlify", None, &HookRequest { headers: &forged, body: &body })).unwrap_err();
+        assert_eq!(e.status(), 401);
+        let tampered = netlify_headers(&body);
+        let e = block_on(r.ingest("netlify", None, &HookRequest { headers: &tampered, body: b"{\"state\":\"error\"}" })).unwrap_err();
+        assert_eq!(e.status(), 401);
+        let e = block_on(r.ingest("nope", None, &HookRequest { headers: &tampered, body: &body })).unwrap_err();
+        assert_eq!((e.status(), e.code()), (404, "unknown_source"));
+        let big = vec![b' '; 4097];
+        let e = block_on(r.ingest("netlify", None, &HookRequest { headers: &netlify_headers(&big), body: &big })).unwrap_err();
+        assert_eq!(e.status(), 413);
+        let gh_body = br#"{"channel":"secret","event":"x"}"#;
+        let gh = vec![("x-hub-signature-256".to_string(), sign::github(b"gh", gh_body))];
+        let e = block_on(r.ingest("gh", None, &HookRequest { headers: &gh, body: gh_body })).unwrap_err();
+        assert_eq!(e.status(), 403);
+
+        assert_eq!(block_on(r.history(&Channel::parse("deploys").unwrap(), 0)).unwrap().0.head, 0);
+        assert_eq!(block_on(r.history(&Channel::parse("secret").unwrap(), 0)).unwrap().0.head, 0);
+        assert_eq!(r.gateway().frames("page").len(), 1, "only the subscribed reply");
+    }
+
+    #[test]
+    fn store_down_is_503_and_nothing_is_sent() {
+        let r = relay();
+        subscribe(&r, "page", "deploys", None);
+        r.store().fail.store(true, Ordering::SeqCst);
+        let e = ingest(&r, &deploy_body("d1", "ready")).unwrap_err();
+        assert_eq!((e.status(), e.retry_after()), (503, Some(5)));
+        assert!(!e.body().contains("injected"), "internal detail must not reach the client");
+        r.store().fail.store(false, Ordering::SeqCst);
+        assert_eq!(r.gateway().frames("page").len(), 1);
+        // The retry succeeds: nothing half-written blocks it as a duplicate.
+        assert!(!ingest(&r, &deploy_body("d1", "ready")).unwrap().duplicate);
+    }
+
+    #[test]
+    fn fan_out_forgets_exactly_the_gone_connections() {
+        let r = relay();
+        for i in 0..200 {
+            subscribe(&r, &format!("c{i}"), "deploys", None);
+        }
+        for i in (0..200).step_by(20) {
+            r.gateway().gone.lock().unwrap().insert(ConnId(format!("c{i}")));
+        }
+        let got = ingest(&r, &deploy_body("d1", "ready")).unwrap();
+        assert_eq!((got.fanout.delivered, got.fanout.gone, got.fanout.failed), (190, 10, 0));
+        let mut left = block_on(r.store().subscribers(&Channel::parse("deploys").unwrap())).unwrap();
+        left.sort();
+        let mut want: Vec<_> = (0..200).filter(|i| i % 20 != 0).map(|i| ConnId(format!("c{i}"))).collect();
+        want.sort();
+        assert_eq!(left, want);
+        for i in (1..200).filter(|i| i % 20 != 0) {
+            let events: Vec<_> = r.gateway().frames(&format!("c{i}")).into_iter().filter(|f| f["type"] == "event").collect();
+            assert_eq!(events.len(), 1, "c{i}");
+        }
+    }
+
+    #[test]
+    fn subscribe_since_replays_then_reports_head() {
+        let r = relay();
+        for (i, st) in ["building", "ready"].iter().enumerate() {
+            ingest(&r, &deploy_body(&format!("d{i}"), st)).unwrap();
+        }
+        subscribe(&r, "late", "deploys", Some(0));
+        let f = r.gateway().frames("late");
+        let kinds: Vec<_> = f.iter().map(|m| (m["type"].clone(), m["seq"].clone())).collect();
+        assert_eq!(kinds, vec![(json!("event"), json!(1)), (json!("event"), json!(2)), (json!("subscribed"), json!(2))]);
+        assert!(f[2].get("reset").is_none());
+
+        // History keeps 3: after 5 events, since=1 has missed seq 2.
+        for i in 2..5 {
+            ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+        }
+        subscribe(&r, "stale", "deploys", Some(1));
+        let f = r.gateway().frames("stale");
+        assert_eq!(f.last().unwrap(), &json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true}));
+        assert_eq!(f.iter().filter(|m| m["type"] == "event").map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
+        // A client ahead of the log (server data wiped) is told to reset too.
+        subscribe(&r, "future", "deploys", Some(99));
+        assert_eq!(r.gateway().frames("future").last().unwrap()["reset"], true);
+    }
+
+    #[test]
+    fn client_messages() {
+        let r = relay();
+        let c = ConnId("c".into());
+        block_on(r.connect(&c, None)).unwrap();
+        for (text, want) in [
+            (r#"{"action":"ping"}"#.to_string(), json!({"type":"pong"})),
+            ("nope".to_string(), json!("bad_json")),
+            (r#"{"action":"x"}"#.to_string(), json!("unknown_action")),
+            (r#"{"action":"subscribe","channel":"a b"}"#.to_string(), json!("invalid_channel")),
+            ("x".repeat(MAX_CLIENT_FRAME + 1), json!("message_too_large")),
+        ] {
+            block_on(r.message(&c, &text));
+            let last = r.gateway().frames("c").pop().unwrap();
+            let got = if last["type"] == "error" { last["code"].clone() } else { last };
+            assert_eq!(got, want, "{}", &text[..text.len().min(40)]);
+        }
+        let frames_before = r.gateway().frames("c").len();
+        block_on(r.message(&c, r#"{"action":"unsubscribe","channel":"deploys"}"#));
+        assert_eq!(r.gateway().frames("c").len(), frames_before, "unsubscribe is silent");
+        for i in 0..32 {
+            block_on(r.message(&c, &format!(r#"{{"action":"subscribe","channel":"ch{i}"}}"#)));
+        }
+        block_on(r.message(&c, r#"{"action":"subscribe","channel":"one-too-many"}"#));
+        assert_eq!(r.gateway().frames("c").pop().unwrap()["code"], "too_many_subscriptions");
+    }
+
+    #[test]
+    fn origins() {
+        let r = relay();
+        assert!(r.origin_allowed(Some("https://site.example")));
+        assert!(r.origin_allowed(Some("https://SITE.example/")));
+        assert!(r.origin_allowed(None));
+        assert!(!r.origin_allowed(Some("https://evil.example")));
+        assert_eq!(block_on(r.connect(&ConnId("x".into()), Some("https://evil.example"))), Err(ConnectError::OriginNotAllowed));
+    }
+}

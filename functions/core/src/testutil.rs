@@ -1,0 +1,322 @@
+//! Test doubles and the store conformance suite (feature `test-util`). Every
+//! `Store` implementation runs [`conformance::run`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::channel::Channel;
+use crate::ports::*;
+use crate::protocol::Event;
+
+/// A correct, unoptimised in-memory store: the reference the suite is checked against.
+pub struct MemStore {
+    retention: Retention,
+    inner: Mutex<Mem>,
+    /// When set, every call fails: for "store down" tests.
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Mem {
+    conns: HashMap<ConnId, BTreeSet<Channel>>,
+    subs: HashMap<Channel, BTreeSet<ConnId>>,
+    logs: HashMap<Channel, (u64, Vec<(u64, Event)>)>,
+    dedupe: HashMap<String, (u64, u64)>,
+}
+
+impl MemStore {
+    pub fn new(retention: Retention) -> Self {
+        Self { retention, inner: Mutex::default(), fail: Default::default() }
+    }
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Mem>, StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError("injected failure".into()));
+        }
+        Ok(self.inner.lock().unwrap())
+    }
+}
+
+impl Store for MemStore {
+    async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
+        self.lock()?.conns.entry(conn.clone()).or_default();
+        Ok(())
+    }
+    async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
+        let mut m = self.lock()?;
+        for ch in m.conns.remove(conn).unwrap_or_default() {
+            if let Some(s) = m.subs.get_mut(&ch) {
+                s.remove(conn);
+            }
+        }
+        Ok(())
+    }
+    async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
+        let mut m = self.lock()?;
+        let set = m.conns.entry(conn.clone()).or_default();
+        if set.contains(channel) {
+            return Ok(SubOutcome::AlreadySubscribed);
+        }
+        if set.len() >= max {
+            return Ok(SubOutcome::LimitReached);
+        }
+        set.insert(channel.clone());
+        m.subs.entry(channel.clone()).or_default().insert(conn.clone());
+        Ok(SubOutcome::Added)
+    }
+    async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
+        let mut m = self.lock()?;
+        if let Some(s) = m.conns.get_mut(conn) {
+            s.remove(channel);
+        }
+        if let Some(s) = m.subs.get_mut(channel) {
+            s.remove(conn);
+        }
+        Ok(())
+    }
+    async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
+        Ok(self.lock()?.subs.get(channel).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+    }
+    async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
+        let mut m = self.lock()?;
+        let ttl = self.retention.dedupe_ttl.as_millis() as u64;
+        m.dedupe.retain(|_, (_, exp)| *exp > ev.at_ms);
+        if let Some((seq, _)) = m.dedupe.get(&ev.dedupe_key) {
+            return Ok(Appended::Duplicate { seq: *seq });
+        }
+        let (head, log) = m.logs.entry(ev.channel.clone()).or_default();
+        *head += 1;
+        let seq = *head;
+        let event = ev.with_seq(seq);
+        log.push((ev.at_ms, event.clone()));
+        let max_age = self.retention.max_age.as_millis() as u64;
+        log.retain(|(at, e)| e.seq + self.retention.max_events as u64 > seq && at + max_age >= ev.at_ms);
+        m.dedupe.insert(ev.dedupe_key.clone(), (seq, ev.at_ms + ttl));
+        Ok(Appended::Stored(event))
+    }
+    async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
+        let m = self.lock()?;
+        let (head, log) = m.logs.get(channel).map(|(h, l)| (*h, l.as_slice())).unwrap_or((0, &[]));
+        let first_retained = log.first().map_or(head + 1, |(_, e)| e.seq);
+        let events = log.iter().map(|(_, e)| e).filter(|e| e.seq > since).take(limit).cloned().collect();
+        Ok(History { events, head, first_retained })
+    }
+}
+
+/// Records every frame; answers Gone for the ids in `gone`.
+#[derive(Default)]
+pub struct RecordingGateway {
+    pub gone: Mutex<HashSet<ConnId>>,
+    pub sent: Mutex<BTreeMap<ConnId, Vec<String>>>,
+    pub closed: Mutex<Vec<ConnId>>,
+}
+
+impl RecordingGateway {
+    pub fn frames(&self, conn: &str) -> Vec<serde_json::Value> {
+        let sent = self.sent.lock().unwrap();
+        sent.get(&ConnId(conn.into()))
+            .map(|v| v.iter().map(|f| serde_json::from_str(f).unwrap()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Gateway for RecordingGateway {
+    async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
+        if self.gone.lock().unwrap().contains(conn) {
+            return Delivery::Gone;
+        }
+        self.sent.lock().unwrap().entry(conn.clone()).or_default().push(frame.to_owned());
+        Delivery::Delivered
+    }
+    async fn close(&self, conn: &ConnId) {
+        self.closed.lock().unwrap().push(conn.clone());
+    }
+}
+
+pub mod conformance {
+    //! The store contract. Call [`run`] with a factory that makes a fresh,
+    //! empty store for the given retention.
+
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    pub const T0: u64 = 1_800_000_000_000;
+
+    pub fn retention() -> Retention {
+        Retention { max_events: 5, max_age: Duration::from_secs(3600), dedupe_ttl: Duration::from_secs(600) }
+    }
+
+    pub fn ch(s: &str) -> Channel {
+        Channel::parse(s).unwrap()
+    }
+    pub fn pending(channel: &str, key: &str, at_ms: u64) -> Pending {
+        Pending {
+            channel: ch(channel),
+            event: "thing.happened".into(),
+            data: json!({"key": key, "nested": {"list": [1, 2.5, "ü✓"], "null": null}}),
+            at: "2027-01-15T08:00:00.000Z".into(),
+            at_ms,
+            dedupe_key: key.into(),
+        }
+    }
+    fn conn(s: &str) -> ConnId {
+        ConnId(s.into())
+    }
+    async fn seq_of<S: Store>(s: &S, p: &Pending) -> u64 {
+        match s.append(p).await.unwrap() {
+            Appended::Stored(e) => e.seq,
+            Appended::Duplicate { .. } => panic!("unexpected duplicate {}", p.dedupe_key),
+        }
+    }
+
+    /// Runs every check, each on a fresh store.
+    pub async fn run<S: Store, F: Fn(Retention) -> S>(make: F) {
+        seq_is_gapless_per_channel(make(retention())).await;
+        events_round_trip_exactly(make(retention())).await;
+        dedupe_refuses_a_seen_key(make(retention())).await;
+        dedupe_keys_expire(make(retention())).await;
+        retention_by_count(make(retention())).await;
+        retention_by_age(make(retention())).await;
+        read_since_and_limit(make(retention())).await;
+        concurrent_appends_get_distinct_consecutive_seqs(make(Retention { max_events: 1000, ..retention() })).await;
+        subscriptions(make(retention())).await;
+        subscription_limit(make(retention())).await;
+        remove_connection_drops_all_its_subscriptions(make(retention())).await;
+    }
+
+    pub async fn seq_is_gapless_per_channel<S: Store>(s: S) {
+        for i in 1..=3 {
+            assert_eq!(seq_of(&s, &pending("a", &format!("a{i}"), T0)).await, i);
+        }
+        assert_eq!(seq_of(&s, &pending("b", "b1", T0)).await, 1, "channels count independently");
+        assert_eq!(seq_of(&s, &pending("a", "a4", T0)).await, 4);
+    }
+
+    pub async fn events_round_trip_exactly<S: Store>(s: S) {
+        let p = pending("forms/guestbook", "k", T0);
+        let Appended::Stored(stored) = s.append(&p).await.unwrap() else { panic!("duplicate") };
+        assert_eq!(stored, p.with_seq(1));
+        let h = s.read(&ch("forms/guestbook"), 0, 10).await.unwrap();
+        assert_eq!(h.events, vec![p.with_seq(1)]);
+        assert_eq!((h.head, h.first_retained), (1, 1));
+        let empty = s.read(&ch("never"), 0, 10).await.unwrap();
+        assert_eq!((empty.events.len(), empty.head, empty.first_retained), (0, 0, 1));
+    }
+
+    pub async fn dedupe_refuses_a_seen_key<S: Store>(s: S) {
+        assert_eq!(seq_of(&s, &pending("a", "same", T0)).await, 1);
+        assert_eq!(seq_of(&s, &pending("a", "other", T0)).await, 2);
+        assert_eq!(s.append(&pending("a", "same", T0 + 1)).await.unwrap(), Appended::Duplicate { seq: 1 });
+        // Keys are global: the same key on another channel is still a duplicate.
+        assert_eq!(s.append(&pending("b", "same", T0 + 1)).await.unwrap(), Appended::Duplicate { seq: 1 });
+        let h = s.read(&ch("a"), 0, 10).await.unwrap();
+        assert_eq!(h.head, 2, "a duplicate writes nothing");
+        assert_eq!(s.read(&ch("b"), 0, 10).await.unwrap().head, 0);
+    }
+
+    pub async fn dedupe_keys_expire<S: Store>(s: S) {
+        let ttl = retention().dedupe_ttl.as_millis() as u64;
+        assert_eq!(seq_of(&s, &pending("a", "k", T0)).await, 1);
+        assert!(matches!(s.append(&pending("a", "k", T0 + ttl - 1)).await.unwrap(), Appended::Duplicate { .. }));
+        assert_eq!(seq_of(&s, &pending("a", "k", T0 + ttl + 1)).await, 2);
+    }
+
+    pub async fn retention_by_count<S: Store>(s: S) {
+        for i in 1..=8 {
+            seq_of(&s, &pending("a", &format!("k{i}"), T0 + i)).await;
+        }
+        let h = s.read(&ch("a"), 0, 100).await.unwrap();
+        assert_eq!(h.head, 8);
+        assert_eq!(h.first_retained, 4, "max_events = 5 keeps 4..=8");
+        assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
+    }
+
+    pub async fn retention_by_age<S: Store>(s: S) {
+        let age = retention().max_age.as_millis() as u64;
+        seq_of(&s, &pending("a", "old", T0)).await;
+        seq_of(&s, &pending("a", "mid", T0 + age / 2)).await;
+        seq_of(&s, &pending("a", "new", T0 + age + 1)).await;
+        let h = s.read(&ch("a"), 0, 100).await.unwrap();
+        assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!((h.head, h.first_retained), (3, 2));
+    }
+
+    pub async fn read_since_and_limit<S: Store>(s: S) {
+        for i in 1..=5 {
+            seq_of(&s, &pending("a", &format!("k{i}"), T0)).await;
+        }
+        let seqs = |h: History| h.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.read(&ch("a"), 2, 100).await.unwrap()), vec![3, 4, 5]);
+        assert_eq!(seqs(s.read(&ch("a"), 2, 2).await.unwrap()), vec![3, 4], "oldest first");
+        assert_eq!(seqs(s.read(&ch("a"), 5, 100).await.unwrap()), Vec::<u64>::new());
+        let h = s.read(&ch("a"), 0, 0).await.unwrap();
+        assert_eq!((h.events.len(), h.head), (0, 5));
+    }
+
+    pub async fn concurrent_appends_get_distinct_consecutive_seqs<S: Store>(s: S) {
+        let ps: Vec<_> = (0..40).map(|i| pending("hot", &format!("c{i}"), T0)).collect();
+        let got = futures::future::join_all(ps.iter().map(|p| s.append(p))).await;
+        let mut seqs: Vec<u64> = got
+            .into_iter()
+            .map(|r| match r.unwrap() {
+                Appended::Stored(e) => e.seq,
+                d => panic!("{d:?}"),
+            })
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        let h = s.read(&ch("hot"), 0, 1000).await.unwrap();
+        assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+    }
+
+    pub async fn subscriptions<S: Store>(s: S) {
+        s.add_connection(&conn("c1"), T0).await.unwrap();
+        s.add_connection(&conn("c2"), T0).await.unwrap();
+        assert_eq!(s.subscribe(&conn("c1"), &ch("a"), 10).await.unwrap(), SubOutcome::Added);
+        assert_eq!(s.subscribe(&conn("c1"), &ch("a"), 10).await.unwrap(), SubOutcome::AlreadySubscribed);
+        assert_eq!(s.subscribe(&conn("c2"), &ch("a"), 10).await.unwrap(), SubOutcome::Added);
+        assert_eq!(s.subscribe(&conn("c2"), &ch("b"), 10).await.unwrap(), SubOutcome::Added);
+        let mut a = s.subscribers(&ch("a")).await.unwrap();
+        a.sort();
+        assert_eq!(a, vec![conn("c1"), conn("c2")]);
+        s.unsubscribe(&conn("c1"), &ch("a")).await.unwrap();
+        assert_eq!(s.subscribers(&ch("a")).await.unwrap(), vec![conn("c2")]);
+        assert_eq!(s.subscribers(&ch("b")).await.unwrap(), vec![conn("c2")]);
+        assert!(s.subscribers(&ch("nobody")).await.unwrap().is_empty());
+        s.unsubscribe(&conn("c1"), &ch("never-subscribed")).await.unwrap();
+    }
+
+    pub async fn subscription_limit<S: Store>(s: S) {
+        s.add_connection(&conn("c"), T0).await.unwrap();
+        for i in 0..3 {
+            assert_eq!(s.subscribe(&conn("c"), &ch(&format!("ch{i}")), 3).await.unwrap(), SubOutcome::Added);
+        }
+        assert_eq!(s.subscribe(&conn("c"), &ch("ch3"), 3).await.unwrap(), SubOutcome::LimitReached);
+        assert_eq!(s.subscribe(&conn("c"), &ch("ch0"), 3).await.unwrap(), SubOutcome::AlreadySubscribed);
+        s.unsubscribe(&conn("c"), &ch("ch0")).await.unwrap();
+        assert_eq!(s.subscribe(&conn("c"), &ch("ch3"), 3).await.unwrap(), SubOutcome::Added);
+    }
+
+    pub async fn remove_connection_drops_all_its_subscriptions<S: Store>(s: S) {
+        for c in ["c1", "c2"] {
+            s.add_connection(&conn(c), T0).await.unwrap();
+            s.subscribe(&conn(c), &ch("a"), 10).await.unwrap();
+            s.subscribe(&conn(c), &ch("b"), 10).await.unwrap();
+        }
+        s.remove_connection(&conn("c1")).await.unwrap();
+        assert_eq!(s.subscribers(&ch("a")).await.unwrap(), vec![conn("c2")]);
+        assert_eq!(s.subscribers(&ch("b")).await.unwrap(), vec![conn("c2")]);
+        s.remove_connection(&conn("c1")).await.unwrap(); // idempotent
+        s.remove_connection(&conn("unknown")).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mem_store_passes_conformance() {
+        futures::executor::block_on(super::conformance::run(super::MemStore::new));
+    }
+}
