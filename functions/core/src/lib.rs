@@ -8,6 +8,7 @@ pub mod error;
 pub mod normalize;
 pub mod ports;
 pub mod protocol;
+pub mod registry;
 pub mod relay;
 pub mod secret;
 pub mod sign;

@@ -1,12 +1,13 @@
 //! Test doubles and the store conformance suite (feature `test-util`). Every
 //! `Store` implementation runs [`conformance::run`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::channel::Channel;
 use crate::ports::*;
 use crate::protocol::Event;
+use crate::registry::Registry;
 
 /// A correct, unoptimised in-memory store: the reference the suite is checked against.
 pub struct MemStore {
@@ -18,8 +19,7 @@ pub struct MemStore {
 
 #[derive(Default)]
 struct Mem {
-    conns: HashMap<ConnId, BTreeSet<Channel>>,
-    subs: HashMap<Channel, BTreeSet<ConnId>>,
+    live: Registry,
     logs: HashMap<Channel, (u64, Vec<(u64, Event)>)>,
     dedupe: HashMap<String, (u64, u64)>,
 }
@@ -38,43 +38,22 @@ impl MemStore {
 
 impl Store for MemStore {
     async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
-        self.lock()?.conns.entry(conn.clone()).or_default();
+        self.lock()?.live.add_connection(conn);
         Ok(())
     }
     async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
-        let mut m = self.lock()?;
-        for ch in m.conns.remove(conn).unwrap_or_default() {
-            if let Some(s) = m.subs.get_mut(&ch) {
-                s.remove(conn);
-            }
-        }
+        self.lock()?.live.remove_connection(conn);
         Ok(())
     }
     async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
-        let mut m = self.lock()?;
-        let set = m.conns.entry(conn.clone()).or_default();
-        if set.contains(channel) {
-            return Ok(SubOutcome::AlreadySubscribed);
-        }
-        if set.len() >= max {
-            return Ok(SubOutcome::LimitReached);
-        }
-        set.insert(channel.clone());
-        m.subs.entry(channel.clone()).or_default().insert(conn.clone());
-        Ok(SubOutcome::Added)
+        Ok(self.lock()?.live.subscribe(conn, channel, max))
     }
     async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
-        let mut m = self.lock()?;
-        if let Some(s) = m.conns.get_mut(conn) {
-            s.remove(channel);
-        }
-        if let Some(s) = m.subs.get_mut(channel) {
-            s.remove(conn);
-        }
+        self.lock()?.live.unsubscribe(conn, channel);
         Ok(())
     }
     async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
-        Ok(self.lock()?.subs.get(channel).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+        Ok(self.lock()?.live.subscribers(channel))
     }
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let mut m = self.lock()?;

@@ -1,1 +1,129 @@
-fn main(){}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hookcast::settings::{self, DevSecrets, Overrides};
+
+#[derive(Parser)]
+#[command(name = "hookcast", version, about = "Signed webhooks in, live static pages out")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeOpts {
+    /// Address to listen on.
+    #[arg(long, env = "HOOKCAST_BIND")]
+    bind: Option<String>,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "HOOKCAST_PORT")]
+    port: Option<u16>,
+    /// Where the event log lives.
+    #[arg(long, env = "HOOKCAST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run locally with the demo site and generated dev secrets (or --config).
+    Dev {
+        #[command(flatten)]
+        opts: ServeOpts,
+        #[arg(long, env = "HOOKCAST_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run a configured server (no demo site).
+    Serve {
+        #[command(flatten)]
+        opts: ServeOpts,
+        #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
+        config: PathBuf,
+    },
+    /// Sign and post a webhook exactly as its real sender would.
+    Send(hookcast::send::SendArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "hookcast=info,warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Dev { opts, config } => serve(opts, config, true).await,
+            Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
+            Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(String::new()) }),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(), String> {
+    let cli = Overrides { bind: opts.bind, port: opts.port, data_dir: opts.data_dir };
+    let (settings, secrets) = match config {
+        Some(path) => (settings::load_file(&path, &cli)?, None),
+        None => {
+            let data_dir = cli.data_dir.clone().unwrap_or_else(|| ".hookcast".into());
+            std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            let secrets = DevSecrets::load_or_create(&data_dir)?;
+            (settings::dev_settings(&secrets, &cli)?, Some(secrets))
+        }
+    };
+    let state = hookcast::state(&settings, demo)?;
+    let (addr, serving) = hookcast::bind(&settings, state, hookcast::shutdown_signal()).await?;
+    print_banner(addr, &settings, secrets.as_ref(), demo);
+    serving.await.map_err(|e| format!("server failed: {e}"))
+}
+
+fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Option<&DevSecrets>, demo: bool) {
+    let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
+    let http = format!("http://{host}");
+    // The first line is stable: tests and scripts read the port from it.
+    println!("hookcast listening on {http}");
+    if demo {
+        println!("  demo site   {http}/");
+    }
+    println!("  websocket   ws://{host}/ws");
+    println!("  snippet     {http}/hookcast.js");
+    println!("  history     {http}/channels/{{channel}}/events?since=N");
+    println!("  data        {}", s.data_dir.join("hookcast.db").display());
+    println!("  webhooks:");
+    for src in s.core.sources.values() {
+        println!("    {http}/hooks/{:<10} ({})", src.name, src.kind_name());
+    }
+    if let Some(sec) = secrets {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "hookcast".into());
+        println!("  dev secrets (kept in {}):", s.data_dir.join("dev-secrets.json").display());
+        println!("    netlify   JWS secret          {}", sec.netlify);
+        println!("    zapier    x-hookcast-token    {}", sec.zapier);
+        println!("    hmac      X-Hub-Signature-256 {}", sec.hmac);
+        println!("    standard  webhook secret      {}", sec.standard);
+        println!();
+        println!("Open {http}/ and, in another terminal, send a signed Netlify deploy notification:");
+        println!("  {exe} send --url {http}/hooks/netlify --secret {} --deploy succeeded", sec.netlify);
+        println!("or a guestbook entry:");
+        println!(
+            "  {exe} send --url {http}/hooks/netlify --secret {} --form guestbook --field name=Ada --field message=Hello",
+            sec.netlify
+        );
+    }
+}

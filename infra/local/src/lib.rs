@@ -1,0 +1,67 @@
+//! The `hookcast` local binary as a library, so tests start it in-process.
+
+pub mod gateway;
+pub mod send;
+pub mod server;
+pub mod settings;
+pub mod store;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hookcast_core::ports::Retention;
+use hookcast_core::Relay;
+use tokio::net::TcpListener;
+
+use crate::gateway::LocalGateway;
+use crate::server::{app, AppState};
+use crate::settings::Settings;
+use crate::store::SqliteStore;
+
+/// Opens the store in `settings.data_dir` and builds the shared state.
+pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", settings.data_dir.display()))?;
+    let db = settings.data_dir.join("hookcast.db");
+    let store = SqliteStore::open(&db, Retention::from(&settings.core.limits))
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    let relay = Relay::new(settings.core.clone(), store, LocalGateway::default());
+    Ok(Arc::new(AppState { relay, demo }))
+}
+
+/// Binds (port 0 allowed) and returns the address and the serving future,
+/// which ends after `shutdown` completes and open requests finish.
+pub async fn bind(
+    settings: &Settings,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), String> {
+    let listener = TcpListener::bind((settings.bind, settings.port))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).into_future();
+    Ok((addr, serve))
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,207 @@
+//! `hookcast send`: builds and signs a webhook exactly as its real sender
+//! would, and posts it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hookcast_core::config::decode_standard_secret;
+use hookcast_core::sign;
+use rand::RngCore;
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Netlify,
+    Hmac,
+    Standard,
+    Token,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// The webhook URL, e.g. http://127.0.0.1:8787/hooks/netlify
+    #[arg(long)]
+    pub url: String,
+    /// How to sign: as Netlify (JWS), GitHub-style HMAC, Standard Webhooks, or a token header.
+    #[arg(long, value_enum, default_value = "netlify")]
+    pub kind: Kind,
+    /// The source's secret.
+    #[arg(long, env = "HOOKCAST_SEND_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Netlify deploy notification: succeeded, started, failed, or a raw Netlify state.
+    #[arg(long, conflicts_with = "form")]
+    pub deploy: Option<String>,
+    /// Netlify form submission for this form name.
+    #[arg(long)]
+    pub form: Option<String>,
+    /// Generic events: the channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Generic events: the event name.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Generic events: data as a JSON value.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// A field, name=value (form fields for --form; data fields otherwise). Repeatable.
+    #[arg(long = "field", value_name = "NAME=VALUE")]
+    pub fields: Vec<String>,
+    /// Send application/x-www-form-urlencoded, as Zapier does by default.
+    #[arg(long)]
+    pub form_encoded: bool,
+    /// Token sources: the header to carry the secret.
+    #[arg(long, default_value = "x-hookcast-token")]
+    pub header: String,
+}
+
+pub struct Built {
+    pub content_type: &'static str,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    format!("{prefix}{}", hex::encode(b))
+}
+
+fn now_rfc3339() -> String {
+    humantime_like(SystemTime::now())
+}
+
+fn humantime_like(t: SystemTime) -> String {
+    hookcast_core::relay::format_at(t)
+}
+
+fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, String> {
+    fields
+        .iter()
+        .map(|f| f.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("--field {f:?} is not NAME=VALUE")))
+        .collect()
+}
+
+/// A deploy notification with the fields Netlify sends.
+pub fn netlify_deploy(state: &str) -> Value {
+    let state = match state {
+        "succeeded" => "ready",
+        "started" => "building",
+        "failed" => "error",
+        other => other,
+    };
+    let id = random_id("")[..24].to_owned();
+    let now = now_rfc3339();
+    json!({
+        "id": id, "site_id": "00000000-hookcast-dev-site", "build_id": id, "state": state,
+        "name": "hookcast-dev", "url": "http://hookcast-dev.netlify.app", "ssl_url": "https://hookcast-dev.netlify.app",
+        "admin_url": "https://app.netlify.com/sites/hookcast-dev",
+        "deploy_url": format!("http://{id}--hookcast-dev.netlify.app"),
+        "deploy_ssl_url": format!("https://{id}--hookcast-dev.netlify.app"),
+        "created_at": now, "updated_at": now, "published_at": if state == "ready" { json!(now) } else { Value::Null },
+        "error_message": if state == "error" { json!("Build script returned non-zero exit code: 2") } else { Value::Null },
+        "branch": "main", "context": "production", "commit_ref": &id[..7], "title": "Sent by hookcast send",
+        "commit_url": null, "review_id": null, "review_url": null, "skipped": null, "locked": null,
+        "deploy_time": 12, "manual_deploy": false, "framework": "unknown", "committer": "hookcast"
+    })
+}
+
+/// A form submission with the fields Netlify sends.
+pub fn netlify_form(form: &str, fields: &[(String, String)]) -> Value {
+    let data: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .chain([
+            ("ip".to_owned(), json!("127.0.0.1")),
+            ("user_agent".to_owned(), json!("hookcast send")),
+            ("referrer".to_owned(), json!("http://127.0.0.1/")),
+        ])
+        .collect();
+    let human: Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    json!({
+        "number": 1, "title": null, "email": null, "name": fields.iter().find(|(k, _)| k == "name").map(|(_, v)| v),
+        "first_name": null, "last_name": null, "company": null, "summary": "", "body": "",
+        "data": data, "created_at": now_rfc3339(), "human_fields": human, "ordered_human_fields": [],
+        "id": random_id("")[..24].to_owned(), "form_id": "00000000hookcastform", "site_url": "https://hookcast-dev.netlify.app",
+        "form_name": form
+    })
+}
+
+pub fn build(a: &SendArgs) -> Result<Built, String> {
+    let fields = parse_fields(&a.fields)?;
+    let (content_type, body): (&'static str, Vec<u8>) = if a.kind == Kind::Netlify {
+        let payload = match (&a.deploy, &a.form) {
+            (Some(state), None) => netlify_deploy(state),
+            (None, Some(form)) => netlify_form(form, &fields),
+            _ => return Err("netlify: pass --deploy STATE or --form NAME".into()),
+        };
+        ("application/json", payload.to_string().into_bytes())
+    } else {
+        let channel = a.channel.clone().ok_or("--channel is required for generic events")?;
+        let event = a.event.clone().ok_or("--event is required for generic events")?;
+        if a.form_encoded {
+            let mut pairs = vec![("channel".to_owned(), channel), ("event".to_owned(), event)];
+            pairs.extend(fields);
+            ("application/x-www-form-urlencoded", serde_urlencoded_pairs(&pairs).into_bytes())
+        } else {
+            let mut data = match &a.data {
+                Some(d) => serde_json::from_str(d).map_err(|e| format!("--data is not JSON: {e}"))?,
+                None => json!({}),
+            };
+            if let Some(obj) = data.as_object_mut() {
+                for (k, v) in fields {
+                    obj.insert(k, json!(v));
+                }
+            }
+            ("application/json", json!({"channel": channel, "event": event, "data": data}).to_string().into_bytes())
+        }
+    };
+    let secret = a.secret.as_bytes();
+    let headers = match a.kind {
+        Kind::Netlify => vec![("X-Webhook-Signature".into(), sign::netlify(secret, &body))],
+        Kind::Hmac => vec![("X-Hub-Signature-256".into(), sign::github(secret, &body))],
+        Kind::Standard => {
+            let key = decode_standard_secret(&a.secret)?;
+            let id = random_id("msg_");
+            let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            vec![
+                ("webhook-signature".into(), sign::standard(key.expose(), &id, ts, &body)),
+                ("webhook-id".into(), id),
+                ("webhook-timestamp".into(), ts.to_string()),
+            ]
+        }
+        Kind::Token => vec![(a.header.clone(), a.secret.clone())],
+    };
+    Ok(Built { content_type, headers, body })
+}
+
+fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_escape(k), form_escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn form_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Posts and prints the answer; Ok(true) on 2xx.
+pub async fn run(a: SendArgs) -> Result<bool, String> {
+    let built = build(&a)?;
+    let client = reqwest::Client::new();
+    let mut req = client.post(&a.url).header("content-type", built.content_type).body(built.body);
+    for (k, v) in &built.headers {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.map_err(|e| format!("could not reach {}: {e}", a.url))?;
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    println!("{} {}", status.as_u16(), text);
+    Ok(status.is_success())
+}

@@ -1,0 +1,213 @@
+//! The local server: WebSocket, webhooks, history, the snippet and (in dev)
+//! the demo site, on one port. `app` is separate from binding so tests drive
+//! it on port 0.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::{SinkExt, StreamExt};
+use hookcast_core::channel::Channel;
+use hookcast_core::ports::ConnId;
+use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
+use hookcast_core::verify::HookRequest;
+use hookcast_core::{Gateway, HookError, ServerMsg};
+use rand::RngCore;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::gateway::LocalGateway;
+use crate::store::SqliteStore;
+
+pub const SNIPPET: &str = include_str!("../../../site-snippet/hookcast.js");
+const DEMO_HTML: &str = include_str!("../../../site-snippet/demo/index.html");
+const DEMO_CSS: &str = include_str!("../../../site-snippet/demo/demo.css");
+const DEMO_JS: &str = include_str!("../../../site-snippet/demo/demo.js");
+
+pub type LocalRelay = Relay<SqliteStore, LocalGateway>;
+
+pub struct AppState {
+    pub relay: LocalRelay,
+    /// Serve the demo site at `/` (hookcast dev).
+    pub demo: bool,
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/hooks/{source}", post(hook).layer(DefaultBodyLimit::disable()))
+        .route("/channels/{*path}", get(history))
+        .route("/hookcast.js", get(|| async { asset("application/javascript; charset=utf-8", SNIPPET) }))
+        .route("/healthz", get(|| async { "ok" }));
+    if state.demo {
+        router = router
+            .route("/", get(|| async { asset("text/html; charset=utf-8", DEMO_HTML) }))
+            .route("/demo.css", get(|| async { asset("text/css; charset=utf-8", DEMO_CSS) }))
+            .route("/demo.js", get(|| async { asset("application/javascript; charset=utf-8", DEMO_JS) }));
+    }
+    router.fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], json!({"error": code, "message": message}).to_string())
+        .into_response()
+}
+
+fn hook_error(e: &HookError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut res = (status, [(header::CONTENT_TYPE, "application/json")], e.body()).into_response();
+    if let Some(secs) = e.retry_after() {
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+async fn hook(State(st): State<Arc<AppState>>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let limit = st.relay.config().limits.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(size) = declared.filter(|s: &usize| *s > limit) {
+        return hook_error(&HookError::TooLarge { size, limit });
+    }
+    let bytes = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return hook_error(&HookError::TooLarge { size: limit + 1, limit }),
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    match st.relay.ingest(&source, content_type, &HookRequest { headers: &pairs, body: &bytes }).await {
+        Ok(done) => {
+            info!(source, channel = done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
+            let mut body = serde_json::to_value(&done).expect("serialises");
+            body["ok"] = json!(true);
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+        Err(e) => {
+            info!(source, status = e.status(), code = e.code(), "webhook refused");
+            hook_error(&e)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SinceQuery {
+    since: Option<String>,
+}
+
+/// `GET /channels/{channel}/events?since=N`; channel names may contain '/'.
+async fn history(
+    State(st): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    Query(q): Query<SinceQuery>,
+) -> Response {
+    let Some(name) = path.strip_suffix("/events") else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events");
+    };
+    let channel = match Channel::parse(name) {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string()),
+    };
+    let since = match q.since.as_deref().map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "invalid_since", "since must be a whole number"),
+    };
+    match st.relay.history(&channel, since).await {
+        Ok((h, reset)) => {
+            let body = json!({"channel": channel, "head": h.head, "reset": reset, "events": h.events});
+            let mut res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+            // Pages on any allowed origin may catch up over HTTP.
+            let origins = &st.relay.config().allowed_origins;
+            let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") { "*".to_owned() } else { origins.join(" ") };
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                if allow == "*" || !allow.contains(' ') {
+                    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                }
+            }
+            res
+        }
+        Err(e) => {
+            warn!(error = %e, "history read failed");
+            hook_error(&HookError::Unavailable)
+        }
+    }
+}
+
+async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !st.relay.origin_allowed(origin) {
+        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
+    }
+    ws.max_message_size(2 * MAX_CLIENT_FRAME).on_upgrade(move |socket| run_socket(st, socket))
+}
+
+fn new_conn_id() -> ConnId {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    ConnId(hex::encode(b))
+}
+
+async fn run_socket(st: Arc<AppState>, socket: WebSocket) {
+    let id = new_conn_id();
+    let gateway = st.relay.gateway();
+    let mut out = gateway.register(&id);
+    if let Err(e) = st.relay.connect(&id, None).await {
+        warn!(error = %e, "could not record a connection");
+        gateway.unregister(&id);
+        return;
+    }
+    debug!(conn = %id, "connected");
+    let (mut sink, mut stream) = socket.split();
+
+    let writer = async {
+        loop {
+            tokio::select! {
+                frame = out.frames.recv() => match frame {
+                    Some(f) => if sink.send(Message::Text(f.into())).await.is_err() { break },
+                    None => break,
+                },
+                _ = out.close.notified() => {
+                    // 1013 "try again later": the snippet reconnects and resumes.
+                    let frame = CloseFrame { code: 1013, reason: "too slow; resume with since".into() };
+                    if let Err(e) = sink.send(Message::Close(Some(frame))).await {
+                        debug!(error = %e, "close frame not sent");
+                    }
+                    break;
+                }
+            }
+        }
+    };
+    let reader = async {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Text(t)) => st.relay.message(&id, t.as_str()).await,
+                Ok(Message::Binary(_)) => {
+                    let reply = ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
+                    gateway.send(&id, &reply.to_json()).await;
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {} // ping/pong are answered by the WebSocket layer
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+    }
+    gateway.unregister(&id);
+    if let Err(e) = st.relay.disconnect(&id).await {
+        warn!(error = %e, conn = %id, "could not forget a connection");
+    }
+    debug!(conn = %id, "disconnected");
+}

@@ -1,0 +1,211 @@
+//! The embedded durable store: channel logs and dedupe keys in SQLite (WAL,
+//! synchronous=FULL, so an acknowledged event survives kill -9 and power loss);
+//! live connections in memory, since they die with the process anyway.
+//!
+//! SQLite over redb: one transaction gives the append its all-or-nothing
+//! (dedupe check, seq, insert, prune), range reads are plain SQL, and an
+//! operator can inspect the file with the sqlite3 shell.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use hookcast_core::channel::Channel;
+use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome};
+use hookcast_core::protocol::Event;
+use hookcast_core::registry::Registry;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+pub struct SqliteStore {
+    db: Arc<Mutex<Connection>>,
+    retention: Retention,
+    live: Mutex<Registry>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS channels (
+    channel TEXT PRIMARY KEY,
+    head    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    channel TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    event   TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (channel, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedupe (
+    key        TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe (expires_ms);
+";
+
+impl SqliteStore {
+    pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(err)?;
+        Self::init(conn, retention)
+    }
+
+    pub fn in_memory(retention: Retention) -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(err)?, retention)
+    }
+
+    fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Self { db: Arc::new(Mutex::new(conn)), retention, live: Mutex::default() })
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
+            f(&mut conn).map_err(err)
+        })
+        .await
+        .map_err(err)?
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // The registry holds no invariants a panic elsewhere could break.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.live().connections()
+    }
+}
+
+impl Store for SqliteStore {
+    async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
+        self.live().add_connection(conn);
+        Ok(())
+    }
+    async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
+        self.live().remove_connection(conn);
+        Ok(())
+    }
+    async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
+        Ok(self.live().subscribe(conn, channel, max))
+    }
+    async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
+        self.live().unsubscribe(conn, channel);
+        Ok(())
+    }
+    async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
+        Ok(self.live().subscribers(channel))
+    }
+
+    async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
+        let ev = ev.clone();
+        let r = self.retention;
+        self.with_db(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM dedupe WHERE expires_ms <= ?1", params![ev.at_ms as i64])?;
+            let seen: Option<i64> =
+                tx.query_row("SELECT seq FROM dedupe WHERE key = ?1", params![ev.dedupe_key], |r| r.get(0)).optional()?;
+            if let Some(seq) = seen {
+                return Ok(Appended::Duplicate { seq: seq as u64 });
+            }
+            let channel = ev.channel.as_str();
+            let seq: i64 = tx.query_row(
+                "INSERT INTO channels (channel, head) VALUES (?1, 1)
+                 ON CONFLICT (channel) DO UPDATE SET head = head + 1 RETURNING head",
+                params![channel],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![channel, seq, ev.event, ev.data.to_string(), ev.at, ev.at_ms as i64],
+            )?;
+            let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
+            tx.execute(
+                "DELETE FROM events WHERE channel = ?1 AND (seq <= ?2 OR at_ms < ?3)",
+                params![channel, seq - r.max_events as i64, oldest_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)",
+                params![ev.dedupe_key, seq, (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64],
+            )?;
+            tx.commit()?;
+            Ok(Appended::Stored(ev.with_seq(seq as u64)))
+        })
+        .await
+    }
+
+    async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
+        let channel = channel.clone();
+        self.with_db(move |db| {
+            let tx = db.transaction()?; // one snapshot for head and events
+            let name = channel.as_str();
+            let head: i64 = tx
+                .query_row("SELECT head FROM channels WHERE channel = ?1", params![name], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let first: Option<i64> =
+                tx.query_row("SELECT MIN(seq) FROM events WHERE channel = ?1", params![name], |r| r.get(0))?;
+            let mut stmt = tx.prepare(
+                "SELECT seq, event, data, at FROM events WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let events = stmt
+                .query_map(params![name, since.min(i64::MAX as u64) as i64, limit as i64], |r| {
+                    let data: String = r.get(2)?;
+                    Ok(Event {
+                        channel: name.to_owned(),
+                        seq: r.get::<_, i64>(0)? as u64,
+                        event: r.get(1)?,
+                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                        at: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            tx.finish()?;
+            Ok(History { events, head: head as u64, first_retained: first.map_or(head as u64 + 1, |f| f as u64) })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookcast_core::testutil::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_store_conformance_suite() {
+        conformance::run(|r| SqliteStore::in_memory(r).unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_and_dedupe_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let r = conformance::retention();
+        {
+            let s = SqliteStore::open(&path, r).unwrap();
+            for i in 0..3 {
+                s.append(&conformance::pending("a", &format!("k{i}"), conformance::T0)).await.unwrap();
+            }
+        }
+        let s = SqliteStore::open(&path, r).unwrap();
+        let h = s.read(&conformance::ch("a"), 0, 10).await.unwrap();
+        assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(h.events[0], conformance::pending("a", "k0", conformance::T0).with_seq(1));
+        let again = s.append(&conformance::pending("a", "k1", conformance::T0)).await.unwrap();
+        assert_eq!(again, Appended::Duplicate { seq: 2 });
+    }
+}
