@@ -1,0 +1,316 @@
+//! End to end over real sockets: the server on port 0, a real WebSocket
+//! client, real HTTP webhooks signed as the senders sign them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hookcast::server::AppState;
+use hookcast::settings::{self, DevSecrets, Overrides};
+use hookcast_core::sign;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn secrets() -> DevSecrets {
+    DevSecrets {
+        netlify: "netlify-test-secret".into(),
+        zapier: "zapier-test-token".into(),
+        hmac: "hmac-test-secret".into(),
+        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    #[allow(dead_code)]
+    state: Arc<AppState>,
+}
+
+impl Server {
+    async fn start(data_dir: &Path) -> Self {
+        let cli = Overrides { port: Some(0), data_dir: Some(data_dir.to_owned()), ..Default::default() };
+        Self::start_with(settings::dev_settings(&secrets(), &cli).unwrap()).await
+    }
+    async fn start_with(s: settings::Settings) -> Self {
+        let state = hookcast::state(&s, true).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let (addr, serving) = hookcast::bind(&s, state.clone(), async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+        let done = tokio::spawn(async move { serving.await.unwrap() });
+        Server { addr, stop: Some(tx), done: Some(done), state }
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    async fn ws(&self) -> Ws {
+        connect_async(format!("ws://{}/ws", self.addr)).await.unwrap().0
+    }
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(WAIT, self.done.take().unwrap()).await.unwrap().unwrap();
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next text frame as JSON, failing after WAIT.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.expect("timed out waiting for a frame");
+        match msg.expect("socket ended").unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Ws, channel: &str, since: Option<u64>) -> Value {
+    let mut m = json!({"action": "subscribe", "channel": channel});
+    if let Some(s) = since {
+        m["since"] = json!(s);
+    }
+    send(ws, m).await;
+    next(ws).await
+}
+
+async fn post(url: &str, content_type: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/json"), "every answer is JSON");
+    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+}
+
+fn deploy_body(state: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/netlify/deploy.json")).unwrap();
+    v["state"] = json!(state);
+    v.to_string().into_bytes()
+}
+
+fn netlify_sig(body: &[u8]) -> Vec<(String, String)> {
+    vec![("X-Webhook-Signature".into(), sign::netlify(secrets().netlify.as_bytes(), body))]
+}
+
+async fn head(s: &Server, channel: &str) -> u64 {
+    let v: Value = reqwest::get(s.url(&format!("/channels/{channel}/events?since=0"))).await.unwrap().json().await.unwrap();
+    v["head"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn signed_netlify_deploy_reaches_a_websocket_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    assert_eq!(subscribe(&mut ws, "deploys", None).await, json!({"type":"subscribed","channel":"deploys","seq":0}));
+
+    let body = deploy_body("ready");
+    let (status, ack) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!((ack["ok"].clone(), ack["seq"].clone(), ack["delivered"].clone()), (json!(true), json!(1), json!(1)));
+
+    let ev = next(&mut ws).await;
+    assert_eq!(ev["type"], "event");
+    assert_eq!(ev["channel"], "deploys");
+    assert_eq!(ev["seq"], 1);
+    assert_eq!(ev["event"], "deploy.succeeded");
+    assert_eq!(ev["data"]["title"], "Update pricing page");
+    assert_eq!(ev["data"]["commit_ref"], "a1b2c3d");
+    assert!(ev["data"].get("admin_url").is_none() && ev["data"].get("log_access_attributes").is_none());
+    assert!(ev["at"].as_str().unwrap().ends_with('Z'));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refused_webhooks_answer_json_errors_and_store_and_send_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    subscribe(&mut ws, "deploys", None).await;
+    subscribe(&mut ws, "news", None).await;
+
+    let good = deploy_body("ready");
+    let url = s.url("/hooks/netlify");
+    let forged = vec![("X-Webhook-Signature".to_string(), sign::netlify(b"guessed", &good))];
+    let malformed = b"{\"state\": \"ready\",".to_vec();
+    let huge = vec![b' '; 1024 * 1024 + 1];
+    let cases: Vec<(&str, u16, &str, Vec<(String, String)>, Vec<u8>, &str)> = vec![
+        ("forged signature", 401, "application/json", forged, good.clone(), "invalid_signature"),
+        ("tampered body", 401, "application/json", netlify_sig(&good), deploy_body("error"), "invalid_signature"),
+        ("no signature", 401, "application/json", vec![], good.clone(), "invalid_signature"),
+        ("malformed JSON, validly signed", 400, "application/json", netlify_sig(&malformed), malformed.clone(), "invalid_payload"),
+        ("body over 1 MiB", 413, "application/json", netlify_sig(&huge), huge.clone(), "payload_too_large"),
+        ("wrong content type, validly signed", 415, "text/plain", netlify_sig(&good), good.clone(), "unsupported_media_type"),
+    ];
+    for (what, want_status, ct, headers, body, code) in cases {
+        let (status, err) = post(&url, ct, &headers, body).await;
+        assert_eq!((status, err["error"].as_str().unwrap()), (want_status, code), "{what}: {err}");
+        assert!(!err["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    let (status, err) = post(&s.url("/hooks/unknown"), "application/json", &[], b"{}".to_vec()).await;
+    assert_eq!((status, err["error"].as_str().unwrap()), (404, "unknown_source"));
+    // A token source publishing outside its allow-list.
+    let zap = vec![("x-hookcast-token".to_string(), secrets().zapier)];
+    let (status, _) = post(&s.url("/hooks/zapier"), "application/json", &[("x-hookcast-token".into(), "wrong".into())],
+        br#"{"channel":"news","event":"x"}"#.to_vec()).await;
+    assert_eq!(status, 401);
+    let (status, err) = post(&s.url("/hooks/zapier"), "application/json", &zap, br#"{"channel":"bad name","event":"x"}"#.to_vec()).await;
+    assert_eq!((status, err["error"].as_str().unwrap()), (400, "invalid_payload"));
+
+    assert_eq!(head(&s, "deploys").await, 0, "nothing stored");
+    assert_eq!(head(&s, "news").await, 0, "nothing stored");
+    // Nothing was sent either: the first frame after all that is this good event.
+    let (status, _) = post(&url, "application/json", &netlify_sig(&good), good.clone()).await;
+    assert_eq!(status, 200);
+    let ev = next(&mut ws).await;
+    assert_eq!((ev["channel"].as_str(), ev["seq"].as_u64()), (Some("deploys"), Some(1)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_signing_kind_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    subscribe(&mut ws, "news", None).await;
+
+    // GitHub-style HMAC.
+    let body = br#"{"channel":"news","event":"post.published","data":{"title":"Hello"}}"#.to_vec();
+    let h = vec![("X-Hub-Signature-256".into(), sign::github(secrets().hmac.as_bytes(), &body))];
+    let (status, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body).await;
+    assert_eq!((status, ack["seq"].as_u64()), (200, Some(1)), "{ack}");
+    let ev = next(&mut ws).await;
+    assert_eq!((ev["event"].as_str(), ev["data"]["title"].as_str()), (Some("post.published"), Some("Hello")));
+
+    // Standard Webhooks, delivered twice with the same webhook-id: stored once.
+    let key = hookcast_core::config::decode_standard_secret(&secrets().standard).unwrap();
+    let body = br#"{"channel":"news","event":"post.updated","data":{"title":"Again"}}"#.to_vec();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let h = vec![
+        ("webhook-id".into(), "msg_2LJ9".into()),
+        ("webhook-timestamp".into(), ts.to_string()),
+        ("webhook-signature".into(), sign::standard(key.expose(), "msg_2LJ9", ts, &body)),
+    ];
+    let (status, ack) = post(&s.url("/hooks/standard"), "application/json", &h, body.clone()).await;
+    assert_eq!((status, ack["seq"].as_u64(), ack["duplicate"].as_bool()), (200, Some(2), Some(false)));
+    let (status, ack) = post(&s.url("/hooks/standard"), "application/json", &h, body).await;
+    assert_eq!((status, ack["seq"].as_u64(), ack["duplicate"].as_bool()), (200, Some(2), Some(true)));
+    assert_eq!(next(&mut ws).await["seq"], 2);
+
+    // Zapier: token header, form-encoded body.
+    let h = vec![("x-hookcast-token".into(), secrets().zapier)];
+    let form = b"channel=news&event=zap.fired&title=From+Zapier&count=3".to_vec();
+    let (status, ack) = post(&s.url("/hooks/zapier"), "application/x-www-form-urlencoded", &h, form).await;
+    assert_eq!((status, ack["seq"].as_u64()), (200, Some(3)), "{ack}");
+    let ev = next(&mut ws).await;
+    assert_eq!(ev["data"], json!({"title": "From Zapier", "count": "3"}));
+
+    // Netlify forms: only allow-listed fields reach the page.
+    let mut ws2 = s.ws().await;
+    subscribe(&mut ws2, "forms/guestbook", None).await;
+    let body = include_bytes!("../../../tests/fixtures/netlify/form.json").to_vec();
+    let (status, _) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
+    assert_eq!(status, 200);
+    let ev = next(&mut ws2).await;
+    assert_eq!(ev["channel"], "forms/guestbook");
+    assert_eq!(ev["data"]["fields"], json!({"name": "Ada", "message": "Hello!"}));
+    assert!(!ev.to_string().contains("203.0.113.9"), "the submitter's IP never reaches pages");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn log_survives_a_restart_and_clients_resume_with_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    for state in ["building", "ready", "error"] {
+        let body = deploy_body(state);
+        assert_eq!(post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await.0, 200);
+    }
+    s.stop().await;
+
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    send(&mut ws, json!({"action":"subscribe","channel":"deploys","since":1})).await;
+    let replay: Vec<Value> = vec![next(&mut ws).await, next(&mut ws).await, next(&mut ws).await];
+    assert_eq!(replay[0]["seq"], 2);
+    assert_eq!(replay[0]["event"], "deploy.succeeded");
+    assert_eq!(replay[1]["seq"], 3);
+    assert_eq!(replay[1]["event"], "deploy.failed");
+    assert_eq!(replay[2], json!({"type":"subscribed","channel":"deploys","seq":3}));
+    // Dedupe keys survived too: the same deploy+state is a duplicate.
+    let body = deploy_body("ready");
+    let (_, ack) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
+    assert_eq!((ack["duplicate"].as_bool(), ack["seq"].as_u64()), (Some(true), Some(2)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn socket_protocol_errors_ping_and_history_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    send(&mut ws, json!({"action":"ping"})).await;
+    assert_eq!(next(&mut ws).await, json!({"type":"pong"}));
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_json");
+    send(&mut ws, json!({"action":"subscribe","channel":"../etc"})).await;
+    assert_eq!(next(&mut ws).await["code"], "invalid_channel");
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_message");
+
+    let res = reqwest::get(s.url("/channels/deploys/events?since=x")).await.unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_since");
+    let res = reqwest::get(s.url("/channels/forms/guestbook/events")).await.unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"channel":"forms/guestbook","head":0,"reset":false,"events":[]}));
+    let res = reqwest::get(s.url("/nope")).await.unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "not_found");
+    let js = reqwest::get(s.url("/hookcast.js")).await.unwrap();
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("application/javascript"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_cannot_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let mut settings = settings::dev_settings(&secrets(), &cli).unwrap();
+    settings.core.allowed_origins = vec!["https://site.example".into()];
+    let s = Server::start_with(settings).await;
+    let req = |origin: &str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = format!("ws://{}/ws", s.addr).into_client_request().unwrap();
+        r.headers_mut().insert("origin", origin.parse().unwrap());
+        r
+    };
+    match connect_async(req("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status().as_u16(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = connect_async(req("https://site.example")).await.unwrap();
+    send(&mut ws, json!({"action":"ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    s.stop().await;
+}
