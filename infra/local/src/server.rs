@@ -28,6 +28,7 @@ pub const SNIPPET: &str = include_str!("../../../site-snippet/hookcast.js");
 const DEMO_HTML: &str = include_str!("../../../site-snippet/demo/index.html");
 const DEMO_CSS: &str = include_str!("../../../site-snippet/demo/demo.css");
 const DEMO_JS: &str = include_str!("../../../site-snippet/demo/demo.js");
+const DEMO_ICON: &str = include_str!("../../../site-snippet/demo/favicon.svg");
 
 pub type LocalRelay = Relay<SqliteStore, LocalGateway>;
 
@@ -48,7 +49,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         router = router
             .route("/", get(|| async { asset("text/html; charset=utf-8", DEMO_HTML) }))
             .route("/demo.css", get(|| async { asset("text/css; charset=utf-8", DEMO_CSS) }))
-            .route("/demo.js", get(|| async { asset("application/javascript; charset=utf-8", DEMO_JS) }));
+            .route("/demo.js", get(|| async { asset("application/javascript; charset=utf-8", DEMO_JS) }))
+            .route("/favicon.svg", get(|| async { asset("image/svg+xml", DEMO_ICON) }))
+            .route("/favicon.ico", get(|| async { asset("image/svg+xml", DEMO_ICON) }));
     }
     router.fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(state)
 }

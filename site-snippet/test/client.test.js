@@ -1,0 +1,212 @@
+// The snippet's connection logic with an injected fake WebSocket and clock:
+// reconnect, backoff, resume, dedupe and gap repair, without a network.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { createClient, backoff, pick, matches } = require('../hookcast.js');
+
+function fakeWorld() {
+  let t = 0;
+  let timers = [];
+  let nextId = 1;
+  const sockets = [];
+  class FakeSocket {
+    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
+    send(s) { this.sent.push(JSON.parse(s)); }
+    close(code) { this.readyState = 3; this.closedWith = code; }
+    // Test drivers:
+    open() { this.readyState = 1; this.onopen && this.onopen({}); }
+    receive(obj) { this.onmessage && this.onmessage({ data: JSON.stringify(obj) }); }
+    drop(code = 1006) { this.readyState = 3; this.onclose && this.onclose({ code, reason: '' }); }
+  }
+  return {
+    sockets,
+    FakeSocket,
+    now: () => t,
+    setTimeout: (fn, ms) => { const id = nextId++; timers.push({ id, at: t + ms, fn }); return id; },
+    clearTimeout: (id) => { timers = timers.filter((x) => x.id !== id); },
+    advance(ms) {
+      const end = t + ms;
+      for (;;) {
+        timers.sort((a, b) => a.at - b.at);
+        const due = timers.find((x) => x.at <= end);
+        if (!due) break;
+        timers = timers.filter((x) => x !== due);
+        t = due.at;
+        due.fn();
+      }
+      t = end;
+    },
+    pending: () => timers.map((x) => x.at - t),
+  };
+}
+
+function client(w, extra = {}) {
+  const events = [];
+  const statuses = [];
+  const resets = [];
+  const c = createClient({
+    url: 'ws://h/ws', WebSocket: w.FakeSocket, now: w.now, random: () => 0.5,
+    setTimeout: w.setTimeout, clearTimeout: w.clearTimeout,
+    onEvent: (e) => events.push(e.seq), onStatus: (s) => statuses.push(s), onReset: (ch, seq) => resets.push([ch, seq]),
+    ...extra,
+  });
+  return { c, events, statuses, resets };
+}
+
+const ev = (seq, channel = 'deploys') => ({ type: 'event', channel, seq, event: 'deploy.succeeded', data: {}, at: '' });
+
+test('backoff is capped exponential with full jitter', () => {
+  assert.equal(backoff(0, 500, 30000, () => 0.999), 499);
+  assert.equal(backoff(3, 500, 30000, () => 0.999), 3996);
+  assert.equal(backoff(20, 500, 30000, () => 0.999), 29970);
+  assert.equal(backoff(20, 500, 30000, () => 0), 0);
+});
+
+test('subscribes on open, delivers in order, drops duplicates', () => {
+  const w = fakeWorld();
+  const { c, events, statuses } = client(w);
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  assert.deepEqual(s.sent, [{ action: 'subscribe', channel: 'deploys' }]);
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 4 });
+  assert.equal(c.lastSeq('deploys'), 4);
+  s.receive(ev(5));
+  s.receive(ev(5));
+  s.receive(ev(4));
+  s.receive(ev(6));
+  assert.deepEqual(events, [5, 6]);
+  assert.deepEqual(statuses, ['connecting', 'live']);
+});
+
+test('a gap re-subscribes with since and applies buffered events in order', () => {
+  const w = fakeWorld();
+  const { c, events } = client(w);
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 1 });
+  s.receive(ev(4)); // 2 and 3 went missing
+  assert.deepEqual(s.sent.at(-1), { action: 'subscribe', channel: 'deploys', since: 1 });
+  s.receive(ev(5)); // no second resync while one is pending
+  assert.equal(s.sent.length, 2);
+  s.receive(ev(2));
+  s.receive(ev(3));
+  s.receive(ev(4));
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 5 });
+  assert.deepEqual(events, [2, 3, 4, 5]);
+  assert.equal(c.lastSeq('deploys'), 5);
+});
+
+test('reconnects with backoff and resumes with since = last seq', () => {
+  const w = fakeWorld();
+  const { c, events, statuses } = client(w, { baseDelay: 1000, maxDelay: 8000 });
+  c.add('deploys');
+  c.start();
+  w.sockets[0].open();
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 0 });
+  w.sockets[0].receive(ev(1));
+  w.sockets[0].drop();
+  assert.equal(statuses.at(-1), 'reconnecting');
+  assert.deepEqual(w.pending(), [500]); // random 0.5 * 1000 * 2^0
+  w.advance(499);
+  assert.equal(w.sockets.length, 1);
+  w.advance(1);
+  assert.equal(w.sockets.length, 2);
+  w.sockets[1].drop(); // fails again before opening: the delay doubles
+  assert.deepEqual(w.pending(), [1000]);
+  w.advance(1000);
+  w.sockets[2].open();
+  assert.deepEqual(w.sockets[2].sent, [{ action: 'subscribe', channel: 'deploys', since: 1 }]);
+  w.sockets[2].receive(ev(2));
+  assert.deepEqual(events, [1, 2]);
+});
+
+test('backoff resets only after the connection stayed up minUptime', () => {
+  const w = fakeWorld();
+  const { c } = client(w, { baseDelay: 1000, maxDelay: 64000, minUptime: 5000 });
+  c.add('x');
+  c.start();
+  for (let i = 0; i < 3; i++) { w.sockets.at(-1).drop(); w.advance(60000); }
+  w.sockets.at(-1).open();
+  w.advance(1000); // up 1 s: a flap, not a recovery
+  w.sockets.at(-1).drop();
+  assert.deepEqual(w.pending(), [4000]); // 0.5 * 1000 * 2^3: not reset
+  w.advance(4000);
+  w.sockets.at(-1).open();
+  w.advance(5000);
+  w.sockets.at(-1).drop();
+  assert.deepEqual(w.pending(), [500]);
+});
+
+test('no retry after a policy close', () => {
+  const w = fakeWorld();
+  const { c, statuses } = client(w);
+  c.add('x');
+  c.start();
+  w.sockets[0].open();
+  w.sockets[0].drop(1008);
+  assert.equal(statuses.at(-1), 'closed');
+  assert.deepEqual(w.pending(), []);
+});
+
+test('a reset jumps to the head and tells the page', () => {
+  const w = fakeWorld();
+  const { c, events, resets } = client(w);
+  c.add('deploys');
+  c.start();
+  w.sockets[0].open();
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 3 });
+  w.sockets[0].receive(ev(10));
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 12, reset: true });
+  assert.deepEqual(resets, [['deploys', 12]]);
+  w.sockets[0].receive(ev(13));
+  assert.deepEqual(events, [13]);
+});
+
+test('the last seq survives a reload through storage', () => {
+  const w = fakeWorld();
+  const mem = new Map();
+  const storage = { getItem: (k) => (mem.has(k) ? mem.get(k) : null), setItem: (k, v) => mem.set(k, v) };
+  const first = client(w, { storage });
+  first.c.add('deploys');
+  first.c.start();
+  w.sockets[0].open();
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 0 });
+  w.sockets[0].receive(ev(1));
+  w.sockets[0].receive(ev(2));
+  first.c.stop();
+  assert.equal(w.sockets[0].closedWith, 1000);
+  const second = client(w, { storage });
+  second.c.add('deploys');
+  second.c.start();
+  w.sockets[1].open();
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 2 }]);
+});
+
+test('pings well inside API Gateway idle timeout', () => {
+  const w = fakeWorld();
+  const { c } = client(w);
+  c.add('x');
+  c.start();
+  w.sockets[0].open();
+  w.advance(4 * 60 * 1000);
+  assert.deepEqual(w.sockets[0].sent.at(-1), { action: 'ping' });
+  w.advance(4 * 60 * 1000);
+  assert.equal(w.sockets[0].sent.filter((m) => m.action === 'ping').length, 2);
+});
+
+test('paths and filters', () => {
+  const e = { channel: 'c', seq: 3, event: 'deploy.ready', data: { a: { b: 'x' }, n: 0 }, at: 'T' };
+  assert.equal(pick(e, 'a.b'), 'x');
+  assert.equal(pick(e, 'n'), 0);
+  assert.equal(pick(e, 'a.z.q'), undefined);
+  assert.equal(pick(e, '@seq'), 3);
+  assert.ok(matches('deploy.*', 'deploy.ready'));
+  assert.ok(matches('x deploy.ready', 'deploy.ready'));
+  assert.ok(!matches('form.*', 'deploy.ready'));
+  assert.ok(matches(null, 'anything'));
+});

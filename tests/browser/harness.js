@@ -1,0 +1,75 @@
+// Shared by the browser tests: start `hookcast dev` on port 0, launch Debian
+// chromium headless, and clean both up.
+'use strict';
+const { spawn, execFile } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const BIN = process.env.HOOKCAST_BIN || path.join(ROOT, 'target', 'debug', 'hookcast');
+const ARTIFACTS = path.join(ROOT, 'tests', 'artifacts');
+
+/** Starts `hookcast dev`; resolves once it printed its banner. */
+function startServer({ dataDir, port = 0 } = {}) {
+  dataDir = dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-browser-'));
+  const child = spawn(BIN, ['dev', '--port', String(port), '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`hookcast dev printed no banner:\n${out}\n${err}`)), 20000);
+    child.on('exit', (code) => reject(new Error(`hookcast dev exited ${code}:\n${err}`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      // The banner ends with the form command; wait for all of it.
+      if (!/--form guestbook[^\n]*\n/.test(out)) return;
+      clearTimeout(timer);
+      const base = /hookcast listening on (http:\/\/\S+)/.exec(out)[1];
+      const sendLines = out.split('\n').map((l) => l.trim()).filter((l) => / send --url /.test(l));
+      resolve({
+        child, base, dataDir, banner: out,
+        deployCommand: sendLines.find((l) => l.includes('--deploy')),
+        formCommand: sendLines.find((l) => l.includes('--form')),
+        stop(signal = 'SIGTERM') {
+          if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+          return new Promise((res) => { child.once('exit', () => res()); child.kill(signal); });
+        },
+      });
+    });
+  });
+}
+
+/** Runs a command line printed by the server, exactly as a user would paste it. */
+function runPrinted(line, replace = []) {
+  let args = line.split(/\s+/);
+  for (const [from, to] of replace) args = args.map((a) => (a === from ? to : a));
+  return new Promise((resolve, reject) => {
+    execFile(args[0], args.slice(1), (e, stdout, stderr) => (e ? reject(new Error(`${line}\n${stdout}${stderr}`)) : resolve(stdout)));
+  });
+}
+
+async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+}
+
+/** A page that records console errors and CSP violations. */
+async function openPage(browser, url) {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  page.on('pageerror', (e) => problems.push(String(e)));
+  await page.goto(url);
+  return { page, problems };
+}
+
+module.exports = { startServer, runPrinted, launch, openPage, ARTIFACTS, BIN };
