@@ -108,7 +108,10 @@
     function deliver(ch, ev) {
       ch.last = ev.seq;
       remember(ev.channel, ev.seq);
-      if (o.onEvent) o.onEvent(ev);
+      // A throwing page handler must not stall the channel: report it later.
+      if (o.onEvent) {
+        try { o.onEvent(ev); } catch (err) { setT(function () { throw err; }, 0); }
+      }
     }
 
     /** Applies buffered events that are now next in line; resyncs if a gap remains. */

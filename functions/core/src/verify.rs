@@ -52,7 +52,8 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
                 .header("x-hub-signature-256")
                 .ok_or_else(|| unauthorized("missing X-Hub-Signature-256 header"))?;
             github(secret.expose(), sig, req.body)?;
-            Ok(Verified::default())
+            // GitHub names each delivery; redeliveries keep the id.
+            Ok(Verified { delivery_id: req.header("x-github-delivery").map(str::to_owned) })
         }
         SourceKind::Standard { secret, tolerance } => {
             let get = |h: &str| req.header(h).ok_or_else(|| unauthorized(format!("missing {h} header")));

@@ -113,7 +113,9 @@ async fn history(
     State(st): State<Arc<AppState>>,
     Path(path): Path<String>,
     Query(q): Query<SinceQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let Some(name) = path.strip_suffix("/events") else {
         return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events");
     };
@@ -132,12 +134,15 @@ async fn history(
             let mut res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
             // Pages on any allowed origin may catch up over HTTP.
             let origins = &st.relay.config().allowed_origins;
-            let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") { "*".to_owned() } else { origins.join(" ") };
-            if let Ok(v) = HeaderValue::from_str(&allow) {
-                if allow == "*" || !allow.contains(' ') {
-                    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-                }
+            let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+                Some("*")
+            } else {
+                origin.filter(|o| st.relay.origin_allowed(Some(o)))
+            };
+            if let Some(v) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
+                res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
             }
+            res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
             res
         }
         Err(e) => {
@@ -152,7 +157,8 @@ async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: Web
     if !st.relay.origin_allowed(origin) {
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
     }
-    ws.max_message_size(2 * MAX_CLIENT_FRAME).on_upgrade(move |socket| run_socket(st, socket))
+    let origin = origin.map(str::to_owned);
+    ws.max_message_size(2 * MAX_CLIENT_FRAME).on_upgrade(move |socket| run_socket(st, socket, origin))
 }
 
 fn new_conn_id() -> ConnId {
@@ -161,11 +167,11 @@ fn new_conn_id() -> ConnId {
     ConnId(hex::encode(b))
 }
 
-async fn run_socket(st: Arc<AppState>, socket: WebSocket) {
+async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>) {
     let id = new_conn_id();
     let gateway = st.relay.gateway();
     let mut out = gateway.register(&id);
-    if let Err(e) = st.relay.connect(&id, None).await {
+    if let Err(e) = st.relay.connect(&id, origin.as_deref()).await {
         warn!(error = %e, "could not record a connection");
         gateway.unregister(&id);
         return;

@@ -196,9 +196,14 @@ async fn every_signing_kind_end_to_end() {
 
     // GitHub-style HMAC.
     let body = br#"{"channel":"news","event":"post.published","data":{"title":"Hello"}}"#.to_vec();
-    let h = vec![("X-Hub-Signature-256".into(), sign::github(secrets().hmac.as_bytes(), &body))];
-    let (status, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body).await;
+    let h = vec![
+        ("X-Hub-Signature-256".into(), sign::github(secrets().hmac.as_bytes(), &body)),
+        ("X-GitHub-Delivery".into(), "72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+    ];
+    let (status, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body.clone()).await;
     assert_eq!((status, ack["seq"].as_u64()), (200, Some(1)), "{ack}");
+    let (_, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body).await;
+    assert_eq!(ack["duplicate"], true, "a redelivery keeps its X-GitHub-Delivery id");
     let ev = next(&mut ws).await;
     assert_eq!((ev["event"].as_str(), ev["data"]["title"].as_str()), (Some("post.published"), Some("Hello")));
 
@@ -282,7 +287,7 @@ async fn socket_protocol_errors_ping_and_history_endpoint() {
     assert_eq!(res.status().as_u16(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_since");
     let res = reqwest::get(s.url("/channels/forms/guestbook/events")).await.unwrap();
-    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(res.headers()["access-control-allow-origin"], "*", "dev allows any origin");
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"channel":"forms/guestbook","head":0,"reset":false,"events":[]}));
     let res = reqwest::get(s.url("/nope")).await.unwrap();
     assert_eq!(res.status().as_u16(), 404);
@@ -312,5 +317,16 @@ async fn origins_outside_the_allow_list_cannot_connect() {
     let (mut ws, _) = connect_async(req("https://site.example")).await.unwrap();
     send(&mut ws, json!({"action":"ping"})).await;
     assert_eq!(next(&mut ws).await["type"], "pong");
+
+    // History over HTTP names only an allowed origin in CORS.
+    let cors = |origin: &'static str| {
+        let url = s.url("/channels/deploys/events");
+        async move {
+            let res = reqwest::Client::new().get(url).header("origin", origin).send().await.unwrap();
+            res.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(cors("https://site.example").await.as_deref(), Some("https://site.example"));
+    assert_eq!(cors("https://evil.example").await, None);
     s.stop().await;
 }
