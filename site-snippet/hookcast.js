@@ -3,22 +3,29 @@
  *   <script src="https://hooks.example.com/hookcast.js" defer></script>
  *   <span data-hookcast-channel="deploys" data-hookcast-text="state">unknown</span>
  *
- * Options (attributes on the script tag):
- *   data-url       WebSocket URL; default: /ws on the script's own host
- *   data-storage   "session" (default) keeps the last seq per channel in
- *                  sessionStorage so a reload resumes; "none" turns it off
+ * Script tag options: data-url (WebSocket URL; default /ws on the script's
+ * host), data-storage="none" (don't keep the last seq per channel in
+ * sessionStorage), data-spread (poke/pull refetch window in ms, default 5000),
+ * data-pause-hidden (seconds a hidden tab stays connected, default 300; 0 =
+ * always), data-manual (don't start; call Hookcast.start()).
  *
- * Page bindings:
- *   data-hookcast-channel="c"   subscribes; bindings inside it follow channel c
- *   data-hookcast-event="deploy.*"  only events matching this name (prefix*)
- *   data-hookcast-text="a.b"    textContent = event data at path a.b
- *                               (@event, @seq, @at, @channel: the envelope)
- *   <template data-hookcast-append="c" data-hookcast-max="20"> renders each
- *                               event on c into a copy, newest first
- *   data-hookcast-status        shows connecting / live / reconnecting
- * Events on document: hookcast:event {channel, seq, event, data, at},
- * hookcast:open, hookcast:close, hookcast:reconnecting, hookcast:reset.
- * Event data only ever reaches textContent: never innerHTML, never eval.
+ * Page attributes:
+ *   data-hookcast-channel="c"      subscribe; bindings inside follow channel c
+ *   data-hookcast-event="deploy.*" only matching event names
+ *   data-hookcast-text="a.b"       textContent = data.a.b (@event @seq @at @channel)
+ *   data-hookcast-attr="href:url title:t"  attributes from data (no on*, style,
+ *                                  or non-http(s) URLs)
+ *   data-hookcast-state            on a channel element: data are RFC 7386 merge
+ *                                  patches on a per-channel state the bindings read
+ *   <template data-hookcast-append="c" data-hookcast-max="20">  one copy per event
+ *   data-hookcast-refresh="c"      on an element with an id: refetch this page
+ *                                  after a random delay and swap in that element
+ *   data-hookcast-banner="c"       unhide on an event; [data-hookcast-reload] reloads
+ *   data-hookcast-status           connecting / live / reconnecting / paused
+ * DOM events: hookcast:event {channel, seq, event, data, at}, hookcast:open,
+ * hookcast:close, hookcast:reconnecting, hookcast:reset, hookcast:refresh.
+ * Event data only ever reaches textContent and vetted attributes: never
+ * innerHTML, never eval.
  */
 (function () {
   'use strict';
@@ -26,6 +33,7 @@
   /**
    * @typedef {{type: 'event', channel: string, seq: number, event: string, data: any, at: string}} HookcastEvent
    * @typedef {{last: number|null, pending: boolean, buffer: Map<number, HookcastEvent>}} ChannelState
+   * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'} Status
    * @typedef {{
    *   url: string,
    *   WebSocket?: any,
@@ -34,9 +42,9 @@
    *   setTimeout?: (fn: () => void, ms: number) => any,
    *   clearTimeout?: (id: any) => void,
    *   storage?: {getItem(k: string): string|null, setItem(k: string, v: string): void}|null,
-   *   baseDelay?: number, maxDelay?: number, minUptime?: number, pingInterval?: number,
+   *   baseDelay?: number, maxDelay?: number, minUptime?: number, pingInterval?: number, maxLifetime?: number,
    *   onEvent?: (ev: HookcastEvent) => void,
-   *   onStatus?: (status: string, detail?: any) => void,
+   *   onStatus?: (status: Status, detail?: any) => void,
    *   onReset?: (channel: string, head: number) => void,
    * }} ClientOptions
    */
@@ -67,12 +75,16 @@
     var minUptime = o.minUptime || 5000;
     // API Gateway drops sockets idle for 10 minutes and has no protocol ping.
     var pingEvery = o.pingInterval || 4 * 60 * 1000;
+    // It also closes every socket at 2 hours: reconnect on our terms before then.
+    var maxLifetime = o.maxLifetime || 110 * 60 * 1000;
 
     /** @type {Map<string, ChannelState>} */
     var channels = new Map();
-    var ws = null, attempt = 0, openedAt = 0, retryTimer = null, pingTimer = null, stopped = false;
+    var ws = null, attempt = 0, openedAt = 0, retryTimer = null, pingTimer = null, lifeTimer = null, stopped = false;
+    /** @type {Status} */
     var status = 'idle';
 
+    /** @param {Status} s @param {any} [detail] */
     function setStatus(s, detail) {
       status = s;
       if (o.onStatus) o.onStatus(s, detail);
@@ -182,12 +194,24 @@
         setStatus('live');
         channels.forEach(function (_, name) { subscribe(name); });
         schedulePing();
+        clearT(lifeTimer);
+        lifeTimer = setT(function () {
+          // A planned hand-over: resume at once with since, no backoff.
+          if (sock !== ws) return;
+          ws = null;
+          clearT(pingTimer);
+          channels.forEach(function (ch) { ch.pending = false; });
+          sock.close(1000, 'planned reconnect');
+          attempt = 0;
+          openedAt = 0;
+          connect();
+        }, maxLifetime);
       };
       sock.onmessage = function (e) { if (sock === ws) onMessage(e); };
       sock.onclose = function (e) {
         if (sock !== ws) return;
         ws = null;
-        clearT(pingTimer);
+        clearT(pingTimer); clearT(lifeTimer);
         channels.forEach(function (ch) { ch.pending = false; });
         retry(e);
       };
@@ -215,11 +239,14 @@
         subscribe(name);
       },
       start: function () { stopped = false; if (!ws && !retryTimer) connect(); },
-      stop: function () {
+      /** @param {Status} [label] status to show, default "closed" */
+      stop: function (label) {
         stopped = true;
-        clearT(retryTimer); clearT(pingTimer); retryTimer = null;
+        clearT(retryTimer); clearT(pingTimer); clearT(lifeTimer); retryTimer = null;
         if (ws) { var s = ws; ws = null; s.close(1000, 'page closed'); }
-        setStatus('closed');
+        channels.forEach(function (ch) { ch.pending = false; });
+        attempt = 0;
+        setStatus(label || 'closed');
       },
       /** Test and debugging view of the resume state. */
       lastSeq: function (name) { var ch = channels.get(name); return ch ? ch.last : null; },
@@ -229,7 +256,7 @@
 
   // ---- DOM bindings -------------------------------------------------------
 
-  /** Reads a dotted path from the event; @names read the envelope. */
+  /** Reads a dotted path from the event's data; @names read the envelope. */
   function pick(ev, path) {
     if (path.charAt(0) === '@') return ev[path.slice(1)];
     var v = ev.data;
@@ -241,6 +268,7 @@
     return v;
   }
 
+  /** Event-name filter: space-separated names, `prefix*` allowed. */
   function matches(filter, name) {
     if (!filter) return true;
     return filter.split(/\s+/).some(function (f) {
@@ -248,123 +276,256 @@
     });
   }
 
-  function fill(scope, ev) {
-    var nodes = [scope].concat(Array.prototype.slice.call(scope.querySelectorAll('[data-hookcast-text]')));
+  /** RFC 7386 JSON merge patch; returns a new value, never mutates. */
+  function mergePatch(target, patch) {
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+    var out = target && typeof target === 'object' && !Array.isArray(target) ? Object.assign({}, target) : {};
+    Object.keys(patch).forEach(function (k) {
+      if (patch[k] === null) delete out[k];
+      else out[k] = mergePatch(out[k], patch[k]);
+    });
+    return out;
+  }
+
+  var URL_ATTRS = { href: 1, src: 1, action: 1, formaction: 1, poster: 1, cite: 1, 'xlink:href': 1 };
+
+  /** Attribute bindings refuse handlers, styles and non-http(s) URLs. */
+  function safeAttr(name, value, base) {
+    name = name.toLowerCase();
+    if (name.indexOf('on') === 0 || name === 'style' || name === 'srcdoc') return false;
+    if (!URL_ATTRS[name]) return true;
+    try { return /^https?:$/.test(new URL(String(value), base).protocol); } catch (_) { return false; }
+  }
+
+  function text(v) {
+    return v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  }
+
+  /** Writes bindings in `scope` from `ev`, touching only what changed. */
+  function fill(scope, ev, base) {
+    var nodes = [scope].concat(Array.prototype.slice.call(
+      scope.querySelectorAll('[data-hookcast-text],[data-hookcast-attr]')));
     nodes.forEach(function (el) {
-      var path = el.getAttribute && el.getAttribute('data-hookcast-text');
-      if (!path) return;
-      var v = pick(ev, path);
-      if (v === undefined) return;
-      var text = v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
-      if (el.textContent !== text) el.textContent = text;
-    });
-  }
-
-  function applyToDom(doc, ev) {
-    var bound = doc.querySelectorAll('[data-hookcast-channel]');
-    for (var i = 0; i < bound.length; i++) {
-      var el = bound[i];
-      if (el.getAttribute('data-hookcast-channel') !== ev.channel) continue;
-      if (!matches(el.getAttribute('data-hookcast-event'), ev.event)) continue;
-      fill(el, ev);
-    }
-    var templates = doc.querySelectorAll('template[data-hookcast-append]');
-    for (var j = 0; j < templates.length; j++) {
-      var t = templates[j];
-      if (t.getAttribute('data-hookcast-append') !== ev.channel) continue;
-      if (!matches(t.getAttribute('data-hookcast-event'), ev.event)) continue;
-      var frag = t.content.cloneNode(true);
-      var items = Array.prototype.slice.call(frag.children);
-      items.forEach(function (item) { item.setAttribute('data-hookcast-item', ''); fill(item, ev); });
-      var parent = t.parentNode;
-      // Newest first: right after the template.
-      parent.insertBefore(frag, t.nextSibling);
-      var maxItems = Number(t.getAttribute('data-hookcast-max')) || 50;
-      var all = parent.querySelectorAll(':scope > [data-hookcast-item]');
-      for (var k = maxItems; k < all.length; k++) parent.removeChild(all[k]);
-    }
-  }
-
-  function emit(doc, name, detail) {
-    doc.dispatchEvent(new CustomEvent('hookcast:' + name, { detail: detail }));
-  }
-
-  function showStatus(doc, s) {
-    var text = s === 'idle' ? 'connecting' : s;
-    var els = doc.querySelectorAll('[data-hookcast-status]');
-    for (var i = 0; i < els.length; i++) {
-      els[i].setAttribute('data-state', text);
-      els[i].textContent = text;
-    }
-  }
-
-  function socketUrl(script, loc) {
-    var explicit = script && script.getAttribute('data-url');
-    if (explicit) return explicit;
-    var u = new URL(script && script.src ? script.src : loc.href, loc.href);
-    return (u.protocol === 'https:' ? 'wss://' : 'ws://') + u.host + '/ws';
-  }
-
-  /** Wires a client to the page. */
-  function startPage(doc, win, script) {
-    var listeners = [];
-    var storageOpt = script && script.getAttribute('data-storage');
-    var storage = null;
-    if (storageOpt !== 'none') { try { storage = win.sessionStorage; } catch (_) { storage = null; } }
-    var client = createClient({
-      url: socketUrl(script, win.location),
-      storage: storage,
-      onEvent: function (ev) {
-        applyToDom(doc, ev);
-        var detail = { channel: ev.channel, seq: ev.seq, event: ev.event, data: ev.data, at: ev.at };
-        listeners.forEach(function (l) {
-          if (l.channel === ev.channel && matches(l.event, ev.event)) {
-            try { l.fn(detail); } catch (err) { setTimeout(function () { throw err; }); }
-          }
-        });
-        emit(doc, 'event', detail);
-      },
-      onStatus: function (s, detail) {
-        showStatus(doc, s);
-        if (s === 'live') emit(doc, 'open', {});
-        else if (s === 'reconnecting') emit(doc, 'reconnecting', detail || {});
-        else if (s === 'closed') emit(doc, 'close', detail || {});
-      },
-      onReset: function (channel, head) { emit(doc, 'reset', { channel: channel, seq: head }); },
-    });
-    function scan() {
-      var els = doc.querySelectorAll('[data-hookcast-channel], template[data-hookcast-append]');
-      for (var i = 0; i < els.length; i++) {
-        client.add(els[i].getAttribute('data-hookcast-channel') || els[i].getAttribute('data-hookcast-append'));
+      if (!el.getAttribute) return;
+      var path = el.getAttribute('data-hookcast-text');
+      if (path) {
+        var v = pick(ev, path);
+        if (v !== undefined && el.textContent !== text(v)) el.textContent = text(v);
       }
+      var attrs = el.getAttribute('data-hookcast-attr');
+      if (!attrs) return;
+      attrs.split(/[\s,]+/).forEach(function (pair) {
+        var i = pair.indexOf(':');
+        if (i < 1) return;
+        var name = pair.slice(0, i), val = pick(ev, pair.slice(i + 1));
+        if (val === undefined) return;
+        if (val === false || val === null) { if (el.hasAttribute(name)) el.removeAttribute(name); return; }
+        var s = val === true ? '' : text(val);
+        if (el.getAttribute(name) !== s && safeAttr(name, s, base)) el.setAttribute(name, s);
+      });
+    });
+  }
+
+  function each(doc, selector, fn) {
+    Array.prototype.forEach.call(doc.querySelectorAll(selector), fn);
+  }
+
+  /** @param {Document} doc @param {Window} win */
+  function createPage(doc, win, opts) {
+    var states = new Map();
+    var refreshIds = {}, refreshTimer = null;
+    var spread = opts.spread == null || opts.spread === '' ? 5000 : Number(opts.spread);
+    if (!(spread >= 0)) spread = 5000;
+
+    function emit(name, detail) {
+      doc.dispatchEvent(new CustomEvent('hookcast:' + name, { detail: detail }));
     }
-    scan();
-    client.start();
+
+    // Poke/pull: refetch this page after a random delay, so a thousand pages
+    // do not hit the origin in the same second, and swap in only the regions.
+    function refresh() {
+      refreshTimer = null;
+      var ids = Object.keys(refreshIds);
+      refreshIds = {};
+      var url = new URL(win.location.href);
+      url.searchParams.set('hookcast', String(Date.now()));
+      win.fetch(url.href, { credentials: 'same-origin', cache: 'no-store' })
+        .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.text(); })
+        .then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, 'text/html');
+          var done = [];
+          ids.forEach(function (id) {
+            var now = doc.getElementById(id), next = fresh.getElementById(id);
+            if (now && next) { now.replaceWith(doc.importNode(next, true)); done.push(id); }
+          });
+          page.rescan();
+          emit('refresh', { ids: done });
+        })
+        .catch(function (err) { emit('refresh', { ids: [], error: String(err) }); });
+    }
+
+    function apply(ev) {
+      var base = win.location.href;
+      var state = null;
+      each(doc, '[data-hookcast-channel]', function (el) {
+        if (el.getAttribute('data-hookcast-channel') !== ev.channel) return;
+        if (!matches(el.getAttribute('data-hookcast-event'), ev.event)) return;
+        if (el.hasAttribute('data-hookcast-state')) {
+          // Push state diffs: each event's data is a merge patch on the channel state.
+          if (!state) {
+            state = mergePatch(states.get(ev.channel), ev.data);
+            states.set(ev.channel, state);
+          }
+          fill(el, { channel: ev.channel, seq: ev.seq, event: ev.event, at: ev.at, data: state }, base);
+        } else {
+          fill(el, ev, base);
+        }
+      });
+      each(doc, 'template[data-hookcast-append]', function (t) {
+        if (t.getAttribute('data-hookcast-append') !== ev.channel) return;
+        if (!matches(t.getAttribute('data-hookcast-event'), ev.event)) return;
+        var frag = t.content.cloneNode(true);
+        Array.prototype.forEach.call(frag.children, function (item) {
+          item.setAttribute('data-hookcast-item', '');
+          fill(item, ev, base);
+        });
+        var parent = t.parentNode;
+        parent.insertBefore(frag, t.nextSibling); // newest first
+        var max = Number(t.getAttribute('data-hookcast-max')) || 50;
+        var items = parent.querySelectorAll(':scope > [data-hookcast-item]');
+        for (var k = max; k < items.length; k++) parent.removeChild(items[k]);
+      });
+      each(doc, '[data-hookcast-banner]', function (el) {
+        if (el.getAttribute('data-hookcast-banner') === ev.channel && matches(el.getAttribute('data-hookcast-event'), ev.event)) {
+          el.hidden = false;
+        }
+      });
+      each(doc, '[data-hookcast-refresh]', function (el) {
+        if (el.getAttribute('data-hookcast-refresh') !== ev.channel || !el.id) return;
+        if (!matches(el.getAttribute('data-hookcast-event'), ev.event)) return;
+        refreshIds[el.id] = 1;
+        if (!refreshTimer) refreshTimer = win.setTimeout(refresh, Math.floor(Math.random() * spread));
+      });
+      var detail = { channel: ev.channel, seq: ev.seq, event: ev.event, data: ev.data, at: ev.at };
+      listeners.forEach(function (l) {
+        if (l.channel !== ev.channel || !matches(l.event, ev.event)) return;
+        try { l.fn(detail); } catch (err) { win.setTimeout(function () { throw err; }, 0); }
+      });
+      emit('event', detail);
+    }
+
+    function showStatus(s) {
+      each(doc, '[data-hookcast-status]', function (el) {
+        el.setAttribute('data-state', s);
+        el.textContent = s;
+      });
+    }
+
+    var client = createClient({
+      url: opts.url,
+      storage: opts.storage,
+      onEvent: apply,
+      onStatus: function (s, detail) {
+        showStatus(s);
+        if (s === 'live') emit('open', {});
+        else if (s === 'reconnecting') emit('reconnecting', detail || {});
+        else if (s === 'closed' || s === 'paused') emit('close', detail || { reason: s });
+      },
+      onReset: function (channel, head) { emit('reset', { channel: channel, seq: head }); },
+    });
+
+    var page = {
+      client: client,
+      rescan: function () {
+        each(doc, '[data-hookcast-channel],[data-hookcast-refresh],[data-hookcast-banner],template[data-hookcast-append]', function (el) {
+          client.add(el.getAttribute('data-hookcast-channel') || el.getAttribute('data-hookcast-append') ||
+            el.getAttribute('data-hookcast-refresh') || el.getAttribute('data-hookcast-banner'));
+        });
+        listeners.forEach(function (l) { client.add(l.channel); });
+      },
+    };
+
+    // A background tab may pause and resume later with since.
+    var pauseAfter = opts.pauseHidden == null ? 300000 : Number(opts.pauseHidden) * 1000;
+    var pauseTimer = null, paused = false;
+    doc.addEventListener('visibilitychange', function () {
+      if (doc.visibilityState === 'hidden') {
+        if (pauseAfter > 0) pauseTimer = win.setTimeout(function () { paused = true; client.stop('paused'); }, pauseAfter);
+      } else {
+        win.clearTimeout(pauseTimer);
+        if (paused) { paused = false; client.start(); }
+      }
+    });
+    doc.addEventListener('click', function (e) {
+      var t = /** @type {Element} */ (e.target);
+      if (t && t.closest && t.closest('[data-hookcast-reload]')) win.location.reload();
+    });
     // Leave cleanly so the page can enter the back/forward cache; resume on return.
     win.addEventListener('pagehide', function () { client.stop(); });
     win.addEventListener('pageshow', function (e) { if (e.persisted) client.start(); });
-    return {
-      client: client,
-      /** Hookcast.on(channel, [event filter], fn) */
-      on: function (channel, event, fn) {
-        if (typeof event === 'function') { fn = event; event = null; }
-        listeners.push({ channel: channel, event: event, fn: fn });
-        client.add(channel);
-      },
-      rescan: scan,
-    };
+
+    page.rescan();
+    client.start();
+    return page;
   }
 
-  var api = { createClient: createClient, backoff: backoff, pick: pick, matches: matches };
+  /** @type {{channel: string, event: string|null, fn: (detail: any) => void}[]} */
+  var listeners = [];
+  var current = null;
+
+  function defaultUrl(src, href) {
+    var u = new URL(src || href, href);
+    return (u.protocol === 'https:' ? 'wss://' : 'ws://') + u.host + '/ws';
+  }
+
+  var Hookcast = {
+    createClient: createClient,
+    backoff: backoff,
+    mergePatch: mergePatch,
+    pick: pick,
+    matches: matches,
+    safeAttr: safeAttr,
+    /** Starts on this page (idempotent). Options: url, storage ("session"|"none"), spread (ms), pauseHidden (s). */
+    start: function (options) {
+      if (current) return current;
+      options = options || {};
+      var storage = null;
+      if (options.storage !== 'none') { try { storage = window.sessionStorage; } catch (_) { storage = null; } }
+      current = createPage(document, window, {
+        url: options.url || defaultUrl(null, location.href),
+        storage: storage,
+        spread: options.spread,
+        pauseHidden: options.pauseHidden,
+      });
+      Hookcast.client = current.client;
+      return current;
+    },
+    /** Hookcast.on(channel, [event filter], fn): business events from script. */
+    on: function (channel, event, fn) {
+      if (typeof event === 'function') { fn = event; event = null; }
+      listeners.push({ channel: channel, event: event, fn: fn });
+      if (current) current.client.add(channel);
+    },
+    client: null,
+  };
+
   if (typeof module === 'object' && module.exports) {
-    module.exports = api;
-  } else if (typeof window !== 'undefined' && typeof document !== 'undefined') {
+    module.exports = Hookcast;
+  } else if (typeof window !== 'undefined') {
+    window.Hookcast = Hookcast;
+    // A classic <script> tag configures itself from its data attributes.
     var script = /** @type {HTMLScriptElement|null} */ (document.currentScript);
-    var boot = function () {
-      var page = startPage(document, window, script);
-      window.Hookcast = Object.assign(api, page);
-    };
-    if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
-    else boot();
+    if (script && !script.hasAttribute('data-manual')) {
+      var boot = function () {
+        Hookcast.start({
+          url: script.getAttribute('data-url') || defaultUrl(script.src, location.href),
+          storage: script.getAttribute('data-storage') || 'session',
+          spread: script.getAttribute('data-spread'),
+          pauseHidden: script.getAttribute('data-pause-hidden'),
+        });
+      };
+      if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+      else boot();
+    }
   }
 })();

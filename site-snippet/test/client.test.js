@@ -3,7 +3,7 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { createClient, backoff, pick, matches } = require('../hookcast.js');
+const { createClient, backoff, pick, matches, mergePatch, safeAttr } = require('../hookcast.js');
 
 function fakeWorld() {
   let t = 0;
@@ -209,4 +209,79 @@ test('paths and filters', () => {
   assert.ok(matches('x deploy.ready', 'deploy.ready'));
   assert.ok(!matches('form.*', 'deploy.ready'));
   assert.ok(matches(null, 'anything'));
+});
+
+// RFC 7386, Appendix A: every published example.
+test('merge patch matches RFC 7386 Appendix A', () => {
+  const cases = [
+    [{ a: 'b' }, { a: 'c' }, { a: 'c' }],
+    [{ a: 'b' }, { b: 'c' }, { a: 'b', b: 'c' }],
+    [{ a: 'b' }, { a: null }, {}],
+    [{ a: 'b', b: 'c' }, { a: null }, { b: 'c' }],
+    [{ a: ['b'] }, { a: 'c' }, { a: 'c' }],
+    [{ a: 'c' }, { a: ['b'] }, { a: ['b'] }],
+    [{ a: { b: 'c' } }, { a: { b: 'd', c: null } }, { a: { b: 'd' } }],
+    [{ a: [{ b: 'c' }] }, { a: [1] }, { a: [1] }],
+    [['a', 'b'], ['c', 'd'], ['c', 'd']],
+    [{ a: 'b' }, ['c'], ['c']],
+    [{ a: 'foo' }, null, null],
+    [{ a: 'foo' }, 'bar', 'bar'],
+    [{ e: null }, { a: 1 }, { e: null, a: 1 }],
+    [[1, 2], { a: 'b', c: null }, { a: 'b' }],
+    [{}, { a: { bb: { ccc: null } } }, { a: { bb: {} } }],
+  ];
+  for (const [target, patch, want] of cases) {
+    const before = JSON.stringify(target);
+    assert.deepEqual(mergePatch(target, patch), want, `${before} + ${JSON.stringify(patch)}`);
+    assert.equal(JSON.stringify(target), before, 'the target is not mutated');
+  }
+});
+
+test('attribute bindings refuse handlers, styles and script URLs', () => {
+  const base = 'https://site.example/page';
+  assert.ok(safeAttr('title', 'anything <b>', base));
+  assert.ok(safeAttr('href', 'https://x.example/a', base));
+  assert.ok(safeAttr('href', '/relative', base));
+  assert.ok(safeAttr('data-state', 'ready', base));
+  assert.ok(!safeAttr('href', 'javascript:alert(1)', base));
+  assert.ok(!safeAttr('HREF', ' JavaScript:alert(1)', base));
+  assert.ok(!safeAttr('src', 'data:text/html,<script>', base));
+  assert.ok(!safeAttr('onclick', 'x()', base));
+  assert.ok(!safeAttr('OnMouseOver', 'x()', base));
+  assert.ok(!safeAttr('style', 'background:url(//evil)', base));
+  assert.ok(!safeAttr('srcdoc', '<script>', base));
+});
+
+test('a planned reconnect before API Gateway\'s 2-hour cap resumes at once with since', () => {
+  const w = fakeWorld();
+  const { c, events } = client(w, { maxLifetime: 60000 });
+  c.add('deploys');
+  c.start();
+  w.sockets[0].open();
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 7 });
+  w.sockets[0].receive(ev(8));
+  w.advance(60000);
+  assert.equal(w.sockets[0].closedWith, 1000);
+  assert.equal(w.sockets.length, 2, 'the new socket opens without waiting for a backoff');
+  w.sockets[1].open();
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 8 }]);
+  w.sockets[0].drop(1000); // the old socket's late close changes nothing
+  assert.equal(c.status(), 'live');
+  w.sockets[1].receive(ev(9));
+  assert.deepEqual(events, [8, 9]);
+});
+
+test('a paused client resumes with since', () => {
+  const w = fakeWorld();
+  const { c, statuses } = client(w);
+  c.add('deploys');
+  c.start();
+  w.sockets[0].open();
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 3 });
+  c.stop('paused');
+  assert.equal(statuses.at(-1), 'paused');
+  assert.deepEqual(w.pending(), [], 'no reconnect while paused');
+  c.start();
+  w.sockets[1].open();
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 3 }]);
 });

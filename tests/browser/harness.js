@@ -26,8 +26,8 @@ function startServer({ dataDir, port = 0 } = {}) {
     child.on('exit', (code) => reject(new Error(`hookcast dev exited ${code}:\n${err}`)));
     child.stdout.on('data', (d) => {
       out += d;
-      // The banner ends with the form command; wait for all of it.
-      if (!/--form guestbook[^\n]*\n/.test(out)) return;
+      // The banner ends with the scoreboard command; wait for all of it.
+      if (!/--channel scoreboard[^\n]*\n/.test(out)) return;
       clearTimeout(timer);
       const base = /hookcast listening on (http:\/\/\S+)/.exec(out)[1];
       const sendLines = out.split('\n').map((l) => l.trim()).filter((l) => / send --url /.test(l));
@@ -35,6 +35,10 @@ function startServer({ dataDir, port = 0 } = {}) {
         child, base, dataDir, banner: out,
         deployCommand: sendLines.find((l) => l.includes('--deploy')),
         formCommand: sendLines.find((l) => l.includes('--form')),
+        secrets: {
+          netlify: /netlify\s+JWS secret\s+(\S+)/.exec(out)[1],
+          hmac: /hmac\s+X-Hub-Signature-256\s+(\S+)/.exec(out)[1],
+        },
         stop(signal = 'SIGTERM') {
           if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
           return new Promise((res) => { child.once('exit', () => res()); child.kill(signal); });
@@ -72,4 +76,38 @@ async function openPage(browser, url) {
   return { page, problems };
 }
 
-module.exports = { startServer, runPrinted, launch, openPage, ARTIFACTS, BIN };
+// An independent signer (node's crypto, not the Rust code under test).
+const crypto = require('node:crypto');
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+function netlifyJws(secret, body) {
+  const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const claims = b64url(JSON.stringify({ iss: 'netlify', sha256: crypto.createHash('sha256').update(body).digest('hex') }));
+  const sig = crypto.createHmac('sha256', secret).update(`${header}.${claims}`).digest('base64url');
+  return `${header}.${claims}.${sig}`;
+}
+
+/** Posts a webhook signed the way its sender signs it. */
+async function postSigned(server, kind, payload) {
+  const body = JSON.stringify(payload);
+  const headers = { 'content-type': 'application/json' };
+  let source;
+  if (kind === 'netlify') {
+    source = 'netlify';
+    headers['x-webhook-signature'] = netlifyJws(server.secrets.netlify, body);
+  } else {
+    source = 'hmac';
+    headers['x-hub-signature-256'] = 'sha256=' + crypto.createHmac('sha256', server.secrets.hmac).update(body).digest('hex');
+  }
+  const res = await fetch(`${server.base}/hooks/${source}`, { method: 'POST', headers, body });
+  const json = await res.json();
+  if (res.status !== 200) throw new Error(`${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+function deploy(state, extra = {}) {
+  const base = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'netlify', 'deploy.json'), 'utf8'));
+  return { ...base, id: crypto.randomBytes(12).toString('hex'), state, ...extra };
+}
+
+module.exports = { startServer, runPrinted, launch, openPage, postSigned, deploy, ARTIFACTS, BIN };

@@ -125,5 +125,10 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
             "  {exe} send --url {http}/hooks/netlify --secret {} --form guestbook --field name=Ada --field message=Hello",
             sec.netlify
         );
+        println!("or a scoreboard merge patch (GitHub-style HMAC):");
+        println!(
+            "  {exe} send --url {http}/hooks/hmac --kind hmac --secret {} --channel scoreboard --event score --field home=2",
+            sec.hmac
+        );
     }
 }

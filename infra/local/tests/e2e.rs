@@ -292,8 +292,11 @@ async fn socket_protocol_errors_ping_and_history_endpoint() {
     let res = reqwest::get(s.url("/nope")).await.unwrap();
     assert_eq!(res.status().as_u16(), 404);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "not_found");
-    let js = reqwest::get(s.url("/hookcast.js")).await.unwrap();
-    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("application/javascript"));
+    for path in ["/hookcast.js", "/hookcast.mjs"] {
+        let js = reqwest::get(s.url(path)).await.unwrap();
+        assert_eq!(js.status().as_u16(), 200, "{path}");
+        assert!(js.headers()["content-type"].to_str().unwrap().starts_with("application/javascript"), "{path}");
+    }
     s.stop().await;
 }
 

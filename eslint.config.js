@@ -1,0 +1,21 @@
+'use strict';
+const js = require('@eslint/js');
+const globals = require('globals');
+
+module.exports = [
+  { ignores: ['node_modules/', 'target/', 'site-snippet/dist/', 'tests/artifacts/'] },
+  js.configs.recommended,
+  {
+    files: ['site-snippet/hookcast.js', 'site-snippet/demo/demo.js'],
+    languageOptions: { sourceType: 'script', ecmaVersion: 2020, globals: { ...globals.browser, module: 'writable' } },
+  },
+  {
+    files: ['site-snippet/hookcast.mjs', 'site-snippet/demo/module.js'],
+    languageOptions: { sourceType: 'module', ecmaVersion: 2022, globals: globals.browser },
+  },
+  {
+    files: ['site-snippet/test/**/*.js', 'site-snippet/build.js', 'tests/**/*.js', 'eslint.config.js'],
+    languageOptions: { sourceType: 'commonjs', ecmaVersion: 2022, globals: { ...globals.node, ...globals.browser } },
+  },
+  { rules: { 'no-unused-vars': ['error', { args: 'after-used', caughtErrors: 'none' }] } },
+];

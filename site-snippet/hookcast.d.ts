@@ -1,0 +1,89 @@
+// Hand-written types for hookcast.js (global `Hookcast`) and hookcast.mjs.
+
+export interface HookcastEvent<D = unknown> {
+  channel: string;
+  seq: number;
+  event: string;
+  data: D;
+  /** RFC 3339, UTC. */
+  at: string;
+}
+
+export type Status = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'paused' | 'closed';
+
+export interface ClientOptions {
+  url: string;
+  WebSocket?: new (url: string) => WebSocket;
+  now?: () => number;
+  random?: () => number;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (id: unknown) => void;
+  storage?: Pick<Storage, 'getItem' | 'setItem'> | null;
+  /** Backoff base and cap, ms (500, 30000). */
+  baseDelay?: number;
+  maxDelay?: number;
+  /** The backoff resets only after a connection stayed up this long, ms (5000). */
+  minUptime?: number;
+  /** App-level ping, ms (240000: inside API Gateway's 10-minute idle timeout). */
+  pingInterval?: number;
+  /** Planned reconnect, ms (6600000: before API Gateway's 2-hour cap). */
+  maxLifetime?: number;
+  onEvent?: (ev: HookcastEvent) => void;
+  onStatus?: (status: Status, detail?: unknown) => void;
+  onReset?: (channel: string, head: number) => void;
+}
+
+export interface Client {
+  add(channel: string): void;
+  start(): void;
+  stop(label?: Status): void;
+  lastSeq(channel: string): number | null;
+  status(): Status;
+}
+
+export interface StartOptions {
+  /** WebSocket URL; default /ws on the script's host. */
+  url?: string;
+  /** "session" keeps the last seq per channel in sessionStorage (default). */
+  storage?: 'session' | 'none';
+  /** Poke/pull refetch window, ms (5000). */
+  spread?: number | string | null;
+  /** Seconds a hidden tab stays connected (300; 0 = always). */
+  pauseHidden?: number | string | null;
+}
+
+export interface Page {
+  client: Client;
+  rescan(): void;
+}
+
+export interface Hookcast {
+  start(options?: StartOptions): Page;
+  on(channel: string, fn: (ev: HookcastEvent) => void): void;
+  on(channel: string, event: string | null, fn: (ev: HookcastEvent) => void): void;
+  createClient(options: ClientOptions): Client;
+  mergePatch<T>(target: T, patch: unknown): T;
+  backoff(attempt: number, base: number, max: number, random: () => number): number;
+  client: Client | null;
+}
+
+export declare function start(options?: StartOptions): Page;
+export declare const on: Hookcast['on'];
+export declare const createClient: Hookcast['createClient'];
+export declare const mergePatch: Hookcast['mergePatch'];
+declare const _default: Pick<Hookcast, 'start' | 'on' | 'createClient' | 'mergePatch'>;
+export default _default;
+
+declare global {
+  interface Window {
+    Hookcast: Hookcast;
+  }
+  interface DocumentEventMap {
+    'hookcast:event': CustomEvent<HookcastEvent>;
+    'hookcast:open': CustomEvent<Record<string, never>>;
+    'hookcast:close': CustomEvent<unknown>;
+    'hookcast:reconnecting': CustomEvent<{ delay: number; attempt: number }>;
+    'hookcast:reset': CustomEvent<{ channel: string; seq: number }>;
+    'hookcast:refresh': CustomEvent<{ ids: string[]; error?: string }>;
+  }
+}
