@@ -333,3 +333,43 @@ async fn origins_outside_the_allow_list_cannot_connect() {
     assert_eq!(cors("https://evil.example").await, None);
     s.stop().await;
 }
+
+/// `hookcast send`, the real binary, for each signing kind.
+#[tokio::test]
+async fn hookcast_send_signs_every_kind_as_the_sender_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    subscribe(&mut ws, "news", None).await;
+    let sec = secrets();
+    let runs: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--kind".into(), "hmac".into(), "--secret".into(), sec.hmac.clone(), "--data".into(), r#"{"title":"hmac"}"#.into()], "hmac"),
+        (vec!["--kind".into(), "standard".into(), "--secret".into(), sec.standard.clone(), "--field".into(), "title=standard".into()], "standard"),
+        (vec!["--kind".into(), "token".into(), "--secret".into(), sec.zapier.clone(), "--form-encoded".into(), "--field".into(), "title=zapier form".into()], "zapier"),
+        (vec!["--kind".into(), "token".into(), "--secret".into(), sec.zapier.clone(), "--field".into(), "title=zapier json".into()], "zapier"),
+    ];
+    for (i, (args, source)) in runs.into_iter().enumerate() {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+            .args(["send", "--url", &s.url(&format!("/hooks/{source}")), "--channel", "news", "--event", "item.added"])
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{source}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("200 "), "{stdout}");
+        let ev = next(&mut ws).await;
+        assert_eq!(ev["seq"], i as u64 + 1);
+        assert_eq!(ev["event"], "item.added");
+        assert!(ev["data"]["title"].as_str().unwrap().starts_with(source), "{ev}");
+    }
+    // A wrong secret: the command fails and says why.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+        .args(["send", "--url", &s.url("/hooks/hmac"), "--kind", "hmac", "--secret", "nope", "--channel", "news", "--event", "x"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+    s.stop().await;
+}
