@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod normalize;
 pub mod ports;
 pub mod protocol;

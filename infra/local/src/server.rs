@@ -15,11 +15,10 @@ use futures::{SinkExt, StreamExt};
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
-use hookcast_core::verify::HookRequest;
+use hookcast_core::http::{self, HttpResponse};
 use hookcast_core::{Gateway, HookError, ServerMsg};
 use rand::RngCore;
-use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::gateway::LocalGateway;
 use crate::store::SqliteStore;
@@ -91,46 +90,32 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], json!({"error": code, "message": message}).to_string())
-        .into_response()
+    respond(HttpResponse::error(status.as_u16(), code, message))
 }
 
-fn hook_error(e: &HookError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut res = (status, [(header::CONTENT_TYPE, "application/json")], e.body()).into_response();
-    if let Some(secs) = e.retry_after() {
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+fn respond(r: HttpResponse) -> Response {
+    let mut res = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), r.body).into_response();
+    for (k, v) in r.headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            res.headers_mut().insert(k, v);
+        }
     }
     res
 }
 
 async fn hook(State(st): State<Arc<AppState>>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let limit = st.relay.config().limits.max_body_bytes;
+    let too_large = |size| respond(HttpResponse::from(&HookError::TooLarge { size, limit }));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if let Some(size) = declared.filter(|s: &usize| *s > limit) {
-        return hook_error(&HookError::TooLarge { size, limit });
+        return too_large(size);
     }
-    let bytes = match to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return hook_error(&HookError::TooLarge { size: limit + 1, limit }),
-    };
+    let Ok(bytes) = to_bytes(body, limit).await else { return too_large(limit + 1) };
     let pairs: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
         .collect();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    match st.relay.ingest(&source, content_type, &HookRequest { headers: &pairs, body: &bytes }).await {
-        Ok(done) => {
-            info!(source, channel = done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
-            let mut body = serde_json::to_value(&done).expect("serialises");
-            body["ok"] = json!(true);
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-        }
-        Err(e) => {
-            info!(source, status = e.status(), code = e.code(), "webhook refused");
-            hook_error(&e)
-        }
-    }
+    respond(http::webhook(&st.relay, &source, &pairs, &bytes).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -146,40 +131,7 @@ async fn history(
     headers: HeaderMap,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let Some(name) = path.strip_suffix("/events") else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events");
-    };
-    let channel = match Channel::parse(name) {
-        Ok(c) => c,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string()),
-    };
-    let since = match q.since.as_deref().map(str::parse::<u64>) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "invalid_since", "since must be a whole number"),
-    };
-    match st.relay.history(&channel, since).await {
-        Ok((h, reset)) => {
-            let body = json!({"channel": channel, "head": h.head, "reset": reset, "events": h.events});
-            let mut res = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
-            // Pages on any allowed origin may catch up over HTTP.
-            let origins = &st.relay.config().allowed_origins;
-            let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
-                Some("*")
-            } else {
-                origin.filter(|o| st.relay.origin_allowed(Some(o)))
-            };
-            if let Some(v) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
-                res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            }
-            res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
-            res
-        }
-        Err(e) => {
-            warn!(error = %e, "history read failed");
-            hook_error(&HookError::Unavailable)
-        }
-    }
+    respond(http::history(&st.relay, &path, q.since.as_deref(), origin).await)
 }
 
 async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {

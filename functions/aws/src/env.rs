@@ -1,0 +1,97 @@
+//! Lambda configuration from the environment, through the same typed schema
+//! the local binary reads from TOML. Every problem is listed at once.
+
+use hookcast_core::config::{Config, ConfigError, RawConfig};
+
+#[derive(Debug)]
+pub struct LambdaConfig {
+    pub table: String,
+    /// The Management API endpoint: `https://{api}.execute-api.{region}.amazonaws.com/{stage}`.
+    pub ws_endpoint: String,
+    pub shards: u32,
+    pub core: Config,
+}
+
+impl LambdaConfig {
+    /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required; `HOOKCAST_CONFIG`
+    /// (TOML: allowed_origins, limits, sources) and `HOOKCAST_SHARDS` optional;
+    /// secrets from `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut required = |k: &str| {
+            let v = env(k).filter(|v| !v.is_empty());
+            if v.is_none() {
+                problems.push(format!("environment variable {k} is not set"));
+            }
+            v.unwrap_or_default()
+        };
+        let table = required("HOOKCAST_TABLE");
+        let ws_endpoint = required("HOOKCAST_WS_ENDPOINT");
+        if !ws_endpoint.is_empty() && !ws_endpoint.starts_with("http") {
+            problems.push(format!("HOOKCAST_WS_ENDPOINT {ws_endpoint:?} must be an https:// URL"));
+        }
+        let shards = match env("HOOKCAST_SHARDS").map(|v| v.parse::<u32>()) {
+            None => 8,
+            Some(Ok(n)) if (1..=64).contains(&n) => n,
+            Some(_) => {
+                problems.push("HOOKCAST_SHARDS must be a whole number from 1 to 64".into());
+                8
+            }
+        };
+        let raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
+            None => RawConfig::default(),
+            Some(text) => toml::from_str(&text).unwrap_or_else(|e| {
+                problems.push(format!("HOOKCAST_CONFIG: {e}"));
+                RawConfig::default()
+            }),
+        };
+        let core = Config::build(raw, env).map_err(|e| problems.extend(e.problems)).ok();
+        match core {
+            Some(core) if problems.is_empty() => Ok(Self { table, ws_endpoint, shards, core }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// The wss:// URL pages connect to.
+    pub fn ws_url(&self) -> String {
+        self.ws_endpoint.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_missing_variable() {
+        let env = |k: &str| (k == "HOOKCAST_CONFIG").then(|| "[sources.n]\nkind = \"netlify\"\n".to_string());
+        let e = LambdaConfig::from_env(&env).unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec![
+                "environment variable HOOKCAST_TABLE is not set",
+                "environment variable HOOKCAST_WS_ENDPOINT is not set",
+                "sources.n: no secret; set secret, secret_env, or HOOKCAST_SECRET_N",
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_the_shared_schema() {
+        let env = |k: &str| {
+            Some(match k {
+                "HOOKCAST_TABLE" => "t",
+                "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                "HOOKCAST_CONFIG" => "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n",
+                "HOOKCAST_SECRET_NETLIFY" => "jws",
+                _ => return None,
+            }
+            .to_string())
+        };
+        let c = LambdaConfig::from_env(&env).unwrap();
+        assert_eq!(c.ws_url(), "wss://abc.execute-api.eu-west-1.amazonaws.com/live");
+        assert_eq!(c.core.allowed_origins, vec!["https://x.netlify.app"]);
+        assert!(c.core.sources.contains_key("netlify"));
+        assert!(!format!("{c:?}").contains("jws\""), "no secret in Debug");
+    }
+}

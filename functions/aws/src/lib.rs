@@ -1,0 +1,34 @@
+//! hookcast on AWS: the DynamoDB store and API Gateway gateway adapters, the
+//! Lambda configuration, and the handlers the Lambda mains call.
+
+pub mod apigw;
+pub mod dynamo;
+pub mod env;
+pub mod handlers;
+
+use hookcast_core::ports::Retention;
+use hookcast_core::Relay;
+
+pub type AwsRelay = Relay<dynamo::DynamoStore, apigw::ApiGwGateway>;
+
+/// Builds the relay once per cold start: SDK config from the environment,
+/// both clients, typed config. Used by every Lambda main.
+pub async fn relay_from_env() -> Result<(AwsRelay, env::LambdaConfig), String> {
+    let cfg = env::LambdaConfig::from_env(&|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    let sdk = aws_config::load_from_env().await;
+    let store = dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.table, Retention::from(&cfg.core.limits))
+        .with_shards(cfg.shards);
+    let gateway = apigw::ApiGwGateway::new(&sdk, &cfg.ws_endpoint);
+    Ok((Relay::new(cfg.core.clone(), store, gateway), cfg))
+}
+
+/// Plain-text logs for CloudWatch (it adds the timestamps).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .without_time()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
