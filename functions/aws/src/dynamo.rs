@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use futures::future::try_join_all;
@@ -193,6 +193,10 @@ impl DynamoStore {
         Ok(())
     }
 
+    fn put_req(item: Item) -> Result<WriteRequest, StoreError> {
+        Ok(WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().map_err(err)?).build())
+    }
+
     fn delete_req(item_key: Item) -> Result<WriteRequest, StoreError> {
         Ok(WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(item_key)).build().map_err(err)?).build())
     }
@@ -357,31 +361,19 @@ impl Store for DynamoStore {
         by_conn.insert("ttl".into(), ttl.clone());
         let mut by_channel = key(self.subs_pk(channel, conn), conn.0.clone());
         by_channel.insert("ttl".into(), ttl);
-        let put = |item| {
-            Put::builder().table_name(&self.table).set_item(Some(item)).build().map(|p| TransactWriteItem::builder().put(p).build())
-        };
-        self.client
-            .transact_write_items()
-            .transact_items(put(by_conn).map_err(err)?)
-            .transact_items(put(by_channel).map_err(err)?)
-            .send()
-            .await
-            .map_err(sdk_err)?;
+        // Not a transaction: both items are idempotent and expire with the
+        // connection, a half-written pair heals (a stray subscriber is Gone
+        // on the next fan-out), and transactions cost twice the writes.
+        self.batch_write(vec![Self::put_req(by_conn)?, Self::put_req(by_channel)?]).await?;
         Ok(SubOutcome::Added)
     }
 
     async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
-        let del = |k| {
-            Delete::builder().table_name(&self.table).set_key(Some(k)).build().map(|d| TransactWriteItem::builder().delete(d).build())
-        };
-        self.client
-            .transact_write_items()
-            .transact_items(del(key(conn_pk(conn), format!("sub#{channel}"))).map_err(err)?)
-            .transact_items(del(key(self.subs_pk(channel, conn), conn.0.clone())).map_err(err)?)
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(())
+        self.batch_write(vec![
+            Self::delete_req(key(conn_pk(conn), format!("sub#{channel}")))?,
+            Self::delete_req(key(self.subs_pk(channel, conn), conn.0.clone()))?,
+        ])
+        .await
     }
 
     async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {

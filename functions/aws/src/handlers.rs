@@ -93,3 +93,28 @@ pub async fn http<S: Store, G: Gateway>(
         _ => HttpResponse::not_found(),
     }
 }
+
+/// The webhook function's whole request → response translation.
+pub async fn http_request<S: Store, G: Gateway>(
+    relay: &Relay<S, G>,
+    snippet: &str,
+    req: lambda_http::Request,
+) -> lambda_http::Response<lambda_http::Body> {
+    use lambda_http::RequestExt;
+    let since = req.query_string_parameters_ref().and_then(|q| q.first("since")).map(str::to_owned);
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect();
+    let r = http(relay, snippet, req.method().as_str(), req.raw_http_path(), since.as_deref(), &headers, req.body().as_ref()).await;
+    let mut res = lambda_http::Response::builder().status(r.status);
+    for (k, v) in r.headers {
+        res = res.header(k, v);
+    }
+    res.body(lambda_http::Body::Text(r.body)).unwrap_or_else(|_| {
+        let mut fallback = lambda_http::Response::new(lambda_http::Body::Empty);
+        *fallback.status_mut() = lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR;
+        fallback
+    })
+}
