@@ -14,7 +14,8 @@ pub struct LambdaConfig {
 
 impl LambdaConfig {
     /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required; `HOOKCAST_CONFIG`
-    /// (TOML: allowed_origins, limits, sources) and `HOOKCAST_SHARDS` optional;
+    /// (TOML: allowed_origins, limits, sources), `HOOKCAST_ALLOWED_ORIGINS`
+    /// (comma-separated) and `HOOKCAST_SHARDS` optional;
     /// secrets from `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
@@ -45,6 +46,11 @@ impl LambdaConfig {
                 RawConfig::default()
             }),
         };
+        let mut raw = raw;
+        // A comma-separated list from the stack's parameters wins over the TOML.
+        if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
+            raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+        }
         let core = Config::build(raw, env).map_err(|e| problems.extend(e.problems)).ok();
         match core {
             Some(core) if problems.is_empty() => Ok(Self { table, ws_endpoint, shards, core }),
@@ -84,13 +90,14 @@ mod tests {
                 "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
                 "HOOKCAST_CONFIG" => "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n",
                 "HOOKCAST_SECRET_NETLIFY" => "jws",
+                "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://b.example",
                 _ => return None,
             }
             .to_string())
         };
         let c = LambdaConfig::from_env(&env).unwrap();
         assert_eq!(c.ws_url(), "wss://abc.execute-api.eu-west-1.amazonaws.com/live");
-        assert_eq!(c.core.allowed_origins, vec!["https://x.netlify.app"]);
+        assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));
         assert!(!format!("{c:?}").contains("jws\""), "no secret in Debug");
     }

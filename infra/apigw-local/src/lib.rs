@@ -40,6 +40,8 @@ pub struct Options {
     pub latency: Duration,
     /// @connections calls allowed per second; beyond that, 429.
     pub rate_limit: Option<u32>,
+    /// Token-bucket burst for `rate_limit` (API Gateway's account default: 5,000).
+    pub burst: u32,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             routes: vec!["subscribe".into(), "unsubscribe".into(), "ping".into()],
             latency: Duration::ZERO,
             rate_limit: None,
+            burst: 5000,
         }
     }
 }
@@ -109,13 +112,13 @@ impl Emulator {
 /// Binds on 127.0.0.1:0 and serves until the returned emulator is dropped
 /// with its runtime.
 pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
-    let rate = opts.rate_limit.unwrap_or(0) as f64;
+    let burst = opts.burst as f64;
     let inner = Arc::new(Inner {
         opts,
         invoke,
         addr: Mutex::new(None),
         conns: Mutex::default(),
-        bucket: Mutex::new(Bucket { tokens: rate, last: Instant::now() }),
+        bucket: Mutex::new(Bucket { tokens: burst, last: Instant::now() }),
         counters: Counters::default(),
     });
     let stage = inner.opts.stage.clone();
@@ -229,7 +232,7 @@ fn take_token(inner: &Inner) -> bool {
     let Some(rate) = inner.opts.rate_limit else { return true };
     let mut b = inner.bucket.lock().unwrap();
     let now = Instant::now();
-    b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate as f64).min(rate as f64);
+    b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate as f64).min(inner.opts.burst as f64);
     b.last = now;
     if b.tokens >= 1.0 {
         b.tokens -= 1.0;
