@@ -16,13 +16,9 @@ pub struct ApiGwGateway {
     client: Client,
 }
 
-/// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}` from the
-/// WebSocket API's domain and stage.
-pub fn endpoint(domain: &str, stage: &str) -> String {
-    format!("https://{}/{}", domain.trim_end_matches('/'), stage.trim_matches('/'))
-}
-
 impl ApiGwGateway {
+    /// `endpoint`: `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`
+    /// (template.yaml passes it as HOOKCAST_WS_ENDPOINT).
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)

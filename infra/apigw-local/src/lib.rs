@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+pub use axum::extract::ws::Message;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +43,8 @@ pub struct Options {
     pub rate_limit: Option<u32>,
     /// Token-bucket burst for `rate_limit` (API Gateway's account default: 5,000).
     pub burst: u32,
+    /// Answer 429 to this many @connections calls first (deterministic retry tests).
+    pub throttle_first: u64,
 }
 
 impl Default for Options {
@@ -52,12 +55,14 @@ impl Default for Options {
             latency: Duration::ZERO,
             rate_limit: None,
             burst: 5000,
+            throttle_first: 0,
         }
     }
 }
 
 #[derive(Default)]
 pub struct Counters {
+    pub calls: AtomicU64,
     pub posted: AtomicU64,
     pub gone: AtomicU64,
     pub throttled: AtomicU64,
@@ -246,7 +251,8 @@ async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<Stri
     if !inner.opts.latency.is_zero() {
         tokio::time::sleep(inner.opts.latency).await;
     }
-    if !take_token(&inner) {
+    let calls = inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+    if calls < inner.opts.throttle_first || !take_token(&inner) {
         inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
         return aws_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", "Rate exceeded");
     }
