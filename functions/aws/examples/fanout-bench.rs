@@ -4,7 +4,7 @@
 //! like an account's default limit. Subscribers come from the in-memory
 //! reference store so the numbers are the gateway fan-out alone.
 //!
-//!   cargo run --release -p hookcast-aws --example fanout-bench [connections] [concurrency,...]
+//!   cargo run --release -p hookcast-aws --example fanout-bench [connections] [concurrency,...] [rate/s]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -27,10 +27,11 @@ async fn main() {
         .get(2)
         .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![16, 64, 256, 512]);
+    let rate: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10_000);
 
     let invoke: apigw_local::Invoke = Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }));
     let emu = apigw_local::start(
-        Options { latency: Duration::from_millis(20), rate_limit: Some(10_000), burst: 5_000, ..Options::default() },
+        Options { latency: Duration::from_millis(20), rate_limit: Some(rate), burst: rate / 2, ..Options::default() },
         invoke,
     )
     .await;
@@ -50,11 +51,11 @@ async fn main() {
         data: serde_json::json!({"state": "ready", "title": "Benchmark deploy", "branch": "main"}),
         at: "2026-11-23T08:00:00.000Z".into(),
     };
-    println!("fan-out of one event to {n} connections; @connections: 20 ms per call, 10,000 req/s, burst 5,000");
+    println!("fan-out of one event to {n} connections; @connections: 20 ms per call, {rate} req/s, burst {}", rate / 2);
     println!("{:>11} {:>9} {:>10} {:>9} {:>7} {:>10} {:>11}", "concurrency", "seconds", "msgs/s", "delivered", "failed", "429s seen", "dup/lost");
     for c in levels {
         // Refill the bucket between runs, as a quiet account would.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(600).max(Duration::from_secs_f64(0.6 * 10_000.0 / rate as f64))).await;
         let limits = Limits { fanout_concurrency: c, ..Limits::default() };
         let store = MemStore::new(Retention::from(&limits));
         let ch = Channel::parse("bench").unwrap();

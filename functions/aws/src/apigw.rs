@@ -22,7 +22,9 @@ impl ApiGwGateway {
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
-            .retry_config(RetryConfig::standard().with_max_attempts(4).with_initial_backoff(Duration::from_millis(50)))
+            // Adaptive: once throttled, the client paces itself instead of
+            // spending the standard retry quota and dropping a fan-out.
+            .retry_config(RetryConfig::adaptive().with_max_attempts(4).with_initial_backoff(Duration::from_millis(50)))
             .build();
         Self { client: Client::from_conf(conf) }
     }
