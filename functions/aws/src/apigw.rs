@@ -8,6 +8,7 @@ use aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
+use hookcast_core::backoff::full_jitter;
 use hookcast_core::ports::{ConnId, Delivery, Gateway};
 use tracing::warn;
 
@@ -22,29 +23,43 @@ impl ApiGwGateway {
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
-            // Adaptive: once throttled, the client paces itself instead of
-            // spending the standard retry quota and dropping a fan-out.
-            .retry_config(RetryConfig::adaptive().with_max_attempts(4).with_initial_backoff(Duration::from_millis(50)))
+            // Retries are ours (below): the SDK's standard mode spends a shared
+            // retry quota and drops most of a throttled fan-out; adaptive mode
+            // slows the client long after the throttling ends.
+            .retry_config(RetryConfig::disabled())
             .build();
         Self { client: Client::from_conf(conf) }
     }
 }
 
+/// Attempts per post: with the backoff below, up to about 8 s of retrying.
+pub const MAX_ATTEMPTS: u32 = 8;
+const BASE: Duration = Duration::from_millis(50);
+const CAP: Duration = Duration::from_secs(2);
+
 impl Gateway for ApiGwGateway {
+    /// 429 and 5xx (and transport errors) are retried with capped full-jitter
+    /// backoff; 410 is Gone at once; anything else is Failed at once.
     async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
-        let res = self.client.post_to_connection().connection_id(&conn.0).data(Blob::new(frame.as_bytes())).send().await;
-        match res {
-            Ok(_) => Delivery::Delivered,
-            Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                if matches!(e.as_service_error(), Some(PostToConnectionError::GoneException(_))) || status == Some(410) {
-                    Delivery::Gone
-                } else {
-                    warn!(conn = %conn, status, code = e.code(), "PostToConnection failed");
-                    Delivery::Failed
-                }
+        for attempt in 0..MAX_ATTEMPTS {
+            let res = self.client.post_to_connection().connection_id(&conn.0).data(Blob::new(frame.as_bytes())).send().await;
+            let e = match res {
+                Ok(_) => return Delivery::Delivered,
+                Err(e) => e,
+            };
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if matches!(e.as_service_error(), Some(PostToConnectionError::GoneException(_))) || status == Some(410) {
+                return Delivery::Gone;
             }
+            let retryable = matches!(status, None | Some(429) | Some(500..=599));
+            if !retryable || attempt + 1 == MAX_ATTEMPTS {
+                warn!(conn = %conn, status, code = e.code(), attempts = attempt + 1, "PostToConnection failed");
+                return Delivery::Failed;
+            }
+            let r: f64 = rand::random();
+            tokio::time::sleep(full_jitter(attempt, BASE, CAP, r)).await;
         }
+        Delivery::Failed
     }
 
     async fn close(&self, conn: &ConnId) {

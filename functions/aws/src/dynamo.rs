@@ -26,10 +26,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use futures::future::try_join_all;
+use hookcast_core::backoff::full_jitter;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome};
 use hookcast_core::protocol::Event;
-use rand::Rng;
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
@@ -176,9 +176,8 @@ impl DynamoStore {
                 match res.unprocessed_items {
                     Some(u) if u.values().any(|v| !v.is_empty()) => {
                         pending = u;
-                        let cap = 20u64 << attempt;
-                        let wait = rand::rng().random_range(0..cap);
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let r: f64 = rand::random();
+                        tokio::time::sleep(full_jitter(attempt, Duration::from_millis(20), Duration::from_secs(2), r)).await;
                     }
                     _ => {
                         pending = HashMap::new();
@@ -421,9 +420,8 @@ impl Store for DynamoStore {
                         }
                     }
                     // Another writer took this seq first: read the head again.
-                    let cap = 10u64 << attempt.min(5);
-                    let wait = rand::rng().random_range(0..=cap);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    let r: f64 = rand::random();
+                    tokio::time::sleep(full_jitter(attempt, Duration::from_millis(10), Duration::from_millis(320), r)).await;
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! functions) share. It knows nothing of AWS, Lambda, HTTP servers or storage
 //! engines; those live behind the [`ports`].
 
+pub mod backoff;
 pub mod channel;
 pub mod config;
 pub mod error;
