@@ -32,3 +32,24 @@ pub fn init_tracing() {
         )
         .init();
 }
+
+/// The whole life of a WebSocket route's Lambda: tracing, config, clients
+/// once per cold start, then `handler` per event.
+pub async fn run_websocket_function<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(std::sync::Arc<AwsRelay>, aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> Fut,
+    Fut: std::future::Future<Output = aws_lambda_events::apigw::ApiGatewayProxyResponse> + Send,
+{
+    init_tracing();
+    let (relay, _) = relay_from_env().await?;
+    let relay = std::sync::Arc::new(relay);
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>| {
+            // Boxed: the handler futures nest deep enough to overflow layout queries.
+            let fut = Box::pin(handler(relay.clone(), ev.payload));
+            async move { Ok::<_, lambda_runtime::Error>(fut.await) }
+        },
+    ))
+    .await
+}
