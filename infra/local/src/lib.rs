@@ -27,7 +27,7 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
     let store = SqliteStore::open(&db, Retention::from(&settings.core.limits))
         .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
     let relay = Relay::new(settings.core.clone(), store, LocalGateway::default());
-    Ok(Arc::new(AppState { relay, demo }))
+    Ok(Arc::new(AppState { relay, demo, shutdown: tokio::sync::watch::Sender::new(false) }))
 }
 
 /// Binds (port 0 allowed) and returns the address and the serving future,
@@ -41,7 +41,12 @@ pub async fn bind(
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).into_future();
+    let st = state.clone();
+    let signal = async move {
+        shutdown.await;
+        st.shutdown.send_replace(true);
+    };
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(signal).into_future();
     Ok((addr, serve))
 }
 

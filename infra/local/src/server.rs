@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub relay: LocalRelay,
     /// Serve the demo site at `/` (hookcast dev).
     pub demo: bool,
+    /// Set on shutdown: endless responses (SSE) end so graceful shutdown can finish.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
@@ -46,6 +48,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws_upgrade))
         .route("/hooks/{source}", post(hook).layer(DefaultBodyLimit::disable()))
         .route("/channels/{*path}", get(history))
+        .route("/sse", get(sse))
         .route("/hookcast.js", get(|| async { asset("application/javascript; charset=utf-8", SNIPPET) }))
         .route("/hookcast.mjs", get(|| async { asset("application/javascript; charset=utf-8", SNIPPET_MODULE) }))
         .route("/healthz", get(|| async { "ok" }));
@@ -201,4 +204,93 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
         warn!(error = %e, conn = %id, "could not forget a connection");
     }
     debug!(conn = %id, "disconnected");
+}
+
+/// Each SSE event's id: every channel's last seq, so one `Last-Event-ID`
+/// resumes them all: `deploys=42;forms/guestbook=7`.
+fn cursor_id(cursor: &std::collections::BTreeMap<String, u64>) -> String {
+    cursor.iter().map(|(c, s)| format!("{c}={s}")).collect::<Vec<_>>().join(";")
+}
+
+fn parse_cursor(id: &str) -> std::collections::BTreeMap<String, u64> {
+    id.split(';')
+        .filter_map(|part| part.rsplit_once('='))
+        .filter_map(|(c, s)| Some((c.to_owned(), s.parse().ok()?)))
+        .collect()
+}
+
+/// Forgets the SSE client when its stream is dropped (the client went away).
+struct SseGuard {
+    st: Arc<AppState>,
+    id: ConnId,
+}
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        self.st.relay.gateway().unregister(&self.id);
+        let (st, id) = (self.st.clone(), self.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = st.relay.disconnect(&id).await {
+                warn!(error = %e, conn = %id, "could not forget an SSE client");
+            }
+        });
+    }
+}
+
+/// `GET /sse?channel=a&channel=b`: the WebSocket's frames as Server-Sent
+/// Events, for clients that cannot hold a WebSocket; resumes from `Last-Event-ID`.
+async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let channels: Vec<&String> = pairs.iter().filter(|(k, _)| k == "channel").map(|(_, v)| v).collect();
+    if channels.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "missing_channel", "add ?channel=name (repeatable)");
+    }
+    for c in &channels {
+        if let Err(e) = Channel::parse(c) {
+            return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string());
+        }
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !st.relay.origin_allowed(origin) {
+        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
+    }
+    let cursor = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(parse_cursor)
+        .unwrap_or_default();
+    let id = new_conn_id();
+    let out = st.relay.gateway().register(&id);
+    if let Err(e) = st.relay.connect(&id, origin).await {
+        warn!(error = %e, "could not record an SSE client");
+        st.relay.gateway().unregister(&id);
+        return respond(HttpResponse::from(&HookError::Unavailable));
+    }
+    let guard = SseGuard { st: st.clone(), id: id.clone() };
+    for c in channels {
+        let mut sub = serde_json::json!({"action": "subscribe", "channel": c});
+        if let Some(since) = cursor.get(c.as_str()) {
+            sub["since"] = serde_json::json!(since);
+        }
+        st.relay.message(&id, &sub.to_string()).await;
+    }
+    let stop = st.shutdown.subscribe();
+    let stream = futures::stream::unfold((out, cursor, guard, stop), |(mut out, mut cursor, guard, mut stop)| async move {
+        let frame = tokio::select! {
+            f = out.frames.recv() => f?,
+            _ = out.close.notified() => return None,
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        let mut ev = SseEvent::default();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&frame) {
+            if let (Some("event"), Some(c), Some(seq)) = (v["type"].as_str(), v["channel"].as_str(), v["seq"].as_u64()) {
+                cursor.insert(c.to_owned(), seq);
+                ev = ev.id(cursor_id(&cursor));
+            }
+        }
+        Some((Ok::<_, std::convert::Infallible>(ev.data(frame)), (out, cursor, guard, stop)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

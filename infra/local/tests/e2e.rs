@@ -373,3 +373,92 @@ async fn hookcast_send_signs_every_kind_as_the_sender_would() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 "));
     s.stop().await;
 }
+
+/// Reads SSE messages from a streaming response until `done` says stop.
+async fn sse_until(res: &mut reqwest::Response, buf: &mut String, mut done: impl FnMut(&str, &Value) -> bool) -> Vec<(Option<String>, Value)> {
+    let mut got = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                    data.push_str(v);
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            let v: Value = serde_json::from_str(&data).unwrap();
+            let stop = done(id.as_deref().unwrap_or(""), &v);
+            got.push((id, v));
+            if stop {
+                return got;
+            }
+        }
+        let chunk = tokio::time::timeout(WAIT, res.chunk()).await.expect("timed out on SSE").unwrap().expect("SSE ended");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn sse_streams_events_and_resumes_from_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let hmac = |body: &[u8]| vec![("X-Hub-Signature-256".to_string(), sign::github(secrets().hmac.as_bytes(), body))];
+    let publish = |channel: &'static str, n: u64| {
+        let body = json!({"channel": channel, "event": "tick", "data": {"n": n}}).to_string().into_bytes();
+        let url = s.url("/hooks/hmac");
+        async move { assert_eq!(post(&url, "application/json", &hmac(&body), body.clone()).await.0, 200) }
+    };
+    let mut res = reqwest::get(s.url("/sse?channel=news&channel=alerts")).await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    let mut subscribed = 0;
+    sse_until(&mut res, &mut buf, |_, v| {
+        subscribed += (v["type"] == "subscribed") as u32;
+        subscribed == 2
+    })
+    .await;
+    publish("news", 1).await;
+    publish("alerts", 1).await;
+    let got = sse_until(&mut res, &mut buf, |_, v| v["channel"] == "alerts").await;
+    let last_id = got.last().unwrap().0.clone().unwrap();
+    assert_eq!(last_id, "alerts=1;news=1", "the id carries every channel's cursor");
+    drop(res);
+
+    // Missed while away: replayed after Last-Event-ID, nothing twice.
+    publish("news", 2).await;
+    publish("news", 3).await;
+    publish("alerts", 2).await;
+    let mut res = reqwest::Client::new()
+        .get(s.url("/sse?channel=news&channel=alerts"))
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let mut subscribed = 0;
+    let got = sse_until(&mut res, &mut buf, |_, v| {
+        subscribed += (v["type"] == "subscribed") as u32;
+        subscribed == 2
+    })
+    .await;
+    let events: Vec<(String, u64)> = got
+        .iter()
+        .filter(|(_, v)| v["type"] == "event")
+        .map(|(_, v)| (v["channel"].as_str().unwrap().to_owned(), v["seq"].as_u64().unwrap()))
+        .collect();
+    let mut sorted = events.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![("alerts".into(), 2), ("news".into(), 2), ("news".into(), 3)]);
+
+    let bad = reqwest::get(s.url("/sse")).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let bad = reqwest::get(s.url("/sse?channel=a%20b")).await.unwrap();
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_channel");
+    s.stop().await;
+}
