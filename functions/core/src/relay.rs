@@ -50,6 +50,9 @@ pub struct Relay<S, G> {
     store: S,
     gateway: G,
     clock: Clock,
+    /// Per-channel order: append and fan-out of one event finish before the
+    /// next event on that channel is appended, so sockets get seqs in order.
+    order: std::sync::Mutex<std::collections::HashMap<Channel, Arc<futures::lock::Mutex<()>>>>,
 }
 
 pub fn format_at(t: SystemTime) -> String {
@@ -62,7 +65,7 @@ fn millis(t: SystemTime) -> u64 {
 
 impl<S: Store, G: Gateway> Relay<S, G> {
     pub fn new(config: Config, store: S, gateway: G) -> Self {
-        Self { config, store, gateway, clock: Arc::new(SystemTime::now) }
+        Self { config, store, gateway, clock: Arc::new(SystemTime::now), order: Default::default() }
     }
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -204,6 +207,11 @@ impl<S: Store, G: Gateway> Relay<S, G> {
             at_ms: millis(now),
             dedupe_key: ev.dedupe_key,
         };
+        let lock = {
+            let mut locks = self.order.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(pending.channel.clone()).or_default().clone()
+        };
+        let _in_order = lock.lock().await;
         let appended = self.store.append(&pending).await.map_err(|e| {
             warn!(error = %e, source = source_name, "append failed; answering 503");
             HookError::Unavailable

@@ -462,3 +462,31 @@ async fn sse_streams_events_and_resumes_from_last_event_id() {
     assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_channel");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_webhooks_reach_every_subscriber_in_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut ws = s.ws().await;
+        subscribe(&mut ws, "news", None).await;
+        clients.push(ws);
+    }
+    let posts = (0..60u64).map(|n| {
+        let body = json!({"channel": "news", "event": "tick", "data": {"n": n}}).to_string().into_bytes();
+        let h = vec![("X-Hub-Signature-256".to_string(), sign::github(secrets().hmac.as_bytes(), &body))];
+        let url = s.url("/hooks/hmac");
+        async move { post(&url, "application/json", &h, body).await.0 }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    for ws in clients.iter_mut() {
+        let mut seqs = Vec::new();
+        for _ in 0..60 {
+            seqs.push(next(ws).await["seq"].as_u64().unwrap());
+        }
+        assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "in seq order on the wire");
+    }
+    s.stop().await;
+}
