@@ -28,13 +28,18 @@ export interface ClientOptions {
   pingInterval?: number;
   /** Planned reconnect, ms (6600000: before API Gateway's 2-hour cap). */
   maxLifetime?: number;
+  /** How often to ask watched channels' occupancy, ms (30000; at least 10000). */
+  occupancyInterval?: number;
   onEvent?: (ev: HookcastEvent) => void;
   onStatus?: (status: Status, detail?: unknown) => void;
   onReset?: (channel: string, head: number) => void;
+  onOccupancy?: (channel: string, count: number) => void;
 }
 
 export interface Client {
   add(channel: string): void;
+  /** Subscribes and asks how many pages view the channel, now and periodically. */
+  watchOccupancy(channel: string): void;
   start(): void;
   stop(label?: Status): void;
   lastSeq(channel: string): number | null;
@@ -50,6 +55,8 @@ export interface StartOptions {
   spread?: number | string | null;
   /** Seconds a hidden tab stays connected (300; 0 = always). */
   pauseHidden?: number | string | null;
+  /** Seconds between occupancy asks (30; at least 10). */
+  occupancyInterval?: number | string | null;
 }
 
 export interface Page {
@@ -85,5 +92,6 @@ declare global {
     'hookcast:reconnecting': CustomEvent<{ delay: number; attempt: number }>;
     'hookcast:reset': CustomEvent<{ channel: string; seq: number }>;
     'hookcast:refresh': CustomEvent<{ ids: string[]; error?: string }>;
+    'hookcast:occupancy': CustomEvent<{ channel: string; count: number }>;
   }
 }

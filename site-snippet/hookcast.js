@@ -6,6 +6,7 @@
  * Script tag options: data-url (WebSocket URL; default /ws on the script's
  * host), data-storage="none" (don't keep the last seq per channel in
  * sessionStorage), data-spread (poke/pull refetch window in ms, default 5000),
+ * data-occupancy-interval (seconds between occupancy asks, default 30),
  * data-pause-hidden (seconds a hidden tab stays connected, default 300; 0 =
  * always), data-manual (don't start; call Hookcast.start()).
  *
@@ -22,8 +23,11 @@
  *                                  after a random delay and swap in that element
  *   data-hookcast-banner="c"       unhide on an event; [data-hookcast-reload] reloads
  *   data-hookcast-status           connecting / live / reconnecting / paused
+ *   data-hookcast-occupancy="c"    textContent = pages viewing channel c (asked
+ *                                  every data-occupancy-interval s, default 30, min 10)
  * DOM events: hookcast:event {channel, seq, event, data, at}, hookcast:open,
- * hookcast:close, hookcast:reconnecting, hookcast:reset, hookcast:refresh.
+ * hookcast:close, hookcast:reconnecting, hookcast:reset, hookcast:refresh,
+ * hookcast:occupancy {channel, count}.
  * Event data only ever reaches textContent and vetted attributes: never
  * innerHTML, never eval.
  */
@@ -32,7 +36,7 @@
 
   /**
    * @typedef {{type: 'event', channel: string, seq: number, event: string, data: any, at: string}} HookcastEvent
-   * @typedef {{last: number|null, pending: boolean, buffer: Map<number, HookcastEvent>}} ChannelState
+   * @typedef {{last: number|null, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
    * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'} Status
    * @typedef {{
    *   url: string,
@@ -43,6 +47,8 @@
    *   clearTimeout?: (id: any) => void,
    *   storage?: {getItem(k: string): string|null, setItem(k: string, v: string): void}|null,
    *   baseDelay?: number, maxDelay?: number, minUptime?: number, pingInterval?: number, maxLifetime?: number,
+   *   occupancyInterval?: number,
+   *   onOccupancy?: (channel: string, count: number) => void,
    *   onEvent?: (ev: HookcastEvent) => void,
    *   onStatus?: (status: Status, detail?: any) => void,
    *   onReset?: (channel: string, head: number) => void,
@@ -77,10 +83,13 @@
     var pingEvery = o.pingInterval || 4 * 60 * 1000;
     // It also closes every socket at 2 hours: reconnect on our terms before then.
     var maxLifetime = o.maxLifetime || 110 * 60 * 1000;
+    // The server allows one occupancy ask per channel every 10 s by default.
+    var occEvery = Math.max(o.occupancyInterval || 30000, 10000);
 
     /** @type {Map<string, ChannelState>} */
     var channels = new Map();
-    var ws = null, attempt = 0, openedAt = 0, retryTimer = null, pingTimer = null, lifeTimer = null, stopped = false;
+    var ws = null, attempt = 0, openedAt = 0, retryTimer = null, pingTimer = null, lifeTimer = null, occTimer = null;
+    var stopped = false;
     /** @type {Status} */
     var status = 'idle';
 
@@ -166,6 +175,23 @@
         remember(msg.channel, msg.seq);
       }
       drain(msg.channel, ch);
+      firstAsk(msg.channel, ch);
+    }
+
+    /** A watched channel's first count comes right after subscribing, once per connection. */
+    function firstAsk(name, ch) {
+      if (!ch.occ || ch.asked) return;
+      ch.asked = true;
+      send({ action: 'occupancy', channel: name });
+      if (!occTimer) occTimer = setT(askOccupancy, occEvery);
+    }
+
+    /** Asks again for every watched channel every occEvery ms while connected. */
+    function askOccupancy() {
+      occTimer = setT(askOccupancy, occEvery);
+      channels.forEach(function (ch, name) {
+        if (ch.occ && !ch.pending) send({ action: 'occupancy', channel: name });
+      });
     }
 
     function onMessage(e) {
@@ -174,6 +200,7 @@
       if (!msg || typeof msg !== 'object') return;
       if (msg.type === 'event') onEvent(msg);
       else if (msg.type === 'subscribed') onSubscribed(msg);
+      else if (msg.type === 'occupancy' && o.onOccupancy && channels.has(msg.channel)) o.onOccupancy(msg.channel, msg.count);
     }
 
     function schedulePing() {
@@ -199,8 +226,8 @@
           // A planned hand-over: resume at once with since, no backoff.
           if (sock !== ws) return;
           ws = null;
-          clearT(pingTimer);
-          channels.forEach(function (ch) { ch.pending = false; });
+          clearT(pingTimer); clearT(occTimer); occTimer = null;
+          channels.forEach(function (ch) { ch.pending = ch.asked = false; });
           sock.close(1000, 'planned reconnect');
           attempt = 0;
           openedAt = 0;
@@ -211,8 +238,8 @@
       sock.onclose = function (e) {
         if (sock !== ws) return;
         ws = null;
-        clearT(pingTimer); clearT(lifeTimer);
-        channels.forEach(function (ch) { ch.pending = false; });
+        clearT(pingTimer); clearT(lifeTimer); clearT(occTimer); occTimer = null;
+        channels.forEach(function (ch) { ch.pending = ch.asked = false; });
         retry(e);
       };
       sock.onerror = function () { /* onclose follows */ };
@@ -238,13 +265,20 @@
         channels.set(name, { last: remembered(name), pending: false, buffer: new Map() });
         subscribe(name);
       },
+      /** Subscribes and asks how many pages view the channel, periodically. @param {string} name */
+      watchOccupancy: function (name) {
+        this.add(name);
+        var ch = /** @type {ChannelState} */ (channels.get(name));
+        ch.occ = true;
+        if (ws && !ch.pending) firstAsk(name, ch);
+      },
       start: function () { stopped = false; if (!ws && !retryTimer) connect(); },
       /** @param {Status} [label] status to show, default "closed" */
       stop: function (label) {
         stopped = true;
-        clearT(retryTimer); clearT(pingTimer); clearT(lifeTimer); retryTimer = null;
+        clearT(retryTimer); clearT(pingTimer); clearT(lifeTimer); clearT(occTimer); retryTimer = occTimer = null;
         if (ws) { var s = ws; ws = null; s.close(1000, 'page closed'); }
-        channels.forEach(function (ch) { ch.pending = false; });
+        channels.forEach(function (ch) { ch.pending = ch.asked = false; });
         attempt = 0;
         setStatus(label || 'closed');
       },
@@ -414,6 +448,13 @@
       emit('event', detail);
     }
 
+    function showOccupancy(channel, count) {
+      each(doc, '[data-hookcast-occupancy]', function (el) {
+        if (el.getAttribute('data-hookcast-occupancy') === channel && el.textContent !== String(count)) el.textContent = String(count);
+      });
+      emit('occupancy', { channel: channel, count: count });
+    }
+
     function showStatus(s) {
       each(doc, '[data-hookcast-status]', function (el) {
         el.setAttribute('data-state', s);
@@ -432,6 +473,8 @@
         else if (s === 'closed' || s === 'paused') emit('close', detail || { reason: s });
       },
       onReset: function (channel, head) { emit('reset', { channel: channel, seq: head }); },
+      onOccupancy: showOccupancy,
+      occupancyInterval: opts.occupancyInterval ? Number(opts.occupancyInterval) * 1000 : 0,
     });
 
     var page = {
@@ -440,6 +483,9 @@
         each(doc, '[data-hookcast-channel],[data-hookcast-refresh],[data-hookcast-banner],template[data-hookcast-append]', function (el) {
           client.add(el.getAttribute('data-hookcast-channel') || el.getAttribute('data-hookcast-append') ||
             el.getAttribute('data-hookcast-refresh') || el.getAttribute('data-hookcast-banner'));
+        });
+        each(doc, '[data-hookcast-occupancy]', function (el) {
+          client.watchOccupancy(/** @type {string} */ (el.getAttribute('data-hookcast-occupancy')));
         });
         listeners.forEach(function (l) { client.add(l.channel); });
       },
@@ -485,7 +531,7 @@
     pick: pick,
     matches: matches,
     safeAttr: safeAttr,
-    /** Starts on this page (idempotent). Options: url, storage ("session"|"none"), spread (ms), pauseHidden (s). */
+    /** Starts on this page (idempotent). Options: url, storage ("session"|"none"), spread (ms), pauseHidden (s), occupancyInterval (s). */
     start: function (options) {
       if (current) return current;
       options = options || {};
@@ -496,6 +542,7 @@
         storage: storage,
         spread: options.spread,
         pauseHidden: options.pauseHidden,
+        occupancyInterval: options.occupancyInterval,
       });
       Hookcast.client = current.client;
       return current;
@@ -522,6 +569,7 @@
           storage: script.getAttribute('data-storage') || 'session',
           spread: script.getAttribute('data-spread'),
           pauseHidden: script.getAttribute('data-pause-hidden'),
+          occupancyInterval: script.getAttribute('data-occupancy-interval'),
         });
       };
       if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);

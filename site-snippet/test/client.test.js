@@ -285,3 +285,62 @@ test('a paused client resumes with since', () => {
   w.sockets[1].open();
   assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 3 }]);
 });
+
+test('occupancy: asked after subscribing, then every interval, again after a reconnect', () => {
+  const w = fakeWorld();
+  const counts = [];
+  const { c } = client(w, { occupancyInterval: 30000, onOccupancy: (ch, n) => counts.push([ch, n]) });
+  c.watchOccupancy('deploys');
+  c.add('news');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  const asks = (sock) => sock.sent.filter((m) => m.action === 'occupancy');
+  assert.deepEqual(asks(s), [], 'not before the subscription is confirmed');
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 0 });
+  s.receive({ type: 'subscribed', channel: 'news', seq: 0 });
+  assert.deepEqual(asks(s), [{ action: 'occupancy', channel: 'deploys' }], 'only watched channels');
+  s.receive({ type: 'occupancy', channel: 'deploys', count: 12 });
+  s.receive({ type: 'occupancy', channel: 'unknown', count: 3 });
+  assert.deepEqual(counts, [['deploys', 12]]);
+  // A gap repair re-subscribes; that is not a reason to ask again.
+  s.receive(ev(2));
+  s.receive(ev(1));
+  s.receive(ev(2));
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 2 });
+  assert.equal(c.lastSeq('deploys'), 2);
+  assert.equal(asks(s).length, 1);
+  w.advance(29999);
+  assert.equal(asks(s).length, 1);
+  w.advance(1);
+  assert.equal(asks(s).length, 2);
+  w.advance(60000);
+  assert.equal(asks(s).length, 4);
+  // A late watcher on a live connection is asked at once.
+  c.watchOccupancy('news');
+  assert.deepEqual(asks(s).at(-1), { action: 'occupancy', channel: 'news' });
+  s.drop();
+  w.advance(60000); // reconnect delay, no asks on a dead socket
+  assert.equal(asks(s).length, 5);
+  const s2 = w.sockets[1];
+  s2.open();
+  s2.receive({ type: 'subscribed', channel: 'deploys', seq: 2 });
+  assert.deepEqual(asks(s2), [{ action: 'occupancy', channel: 'deploys' }]);
+  c.stop();
+  w.advance(120000);
+  assert.equal(asks(s2).length, 1, 'stopped clients do not ask');
+});
+
+test('occupancy interval is at least 10 s', () => {
+  const w = fakeWorld();
+  const { c } = client(w, { occupancyInterval: 1000 });
+  c.watchOccupancy('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 0 });
+  w.advance(9999);
+  assert.equal(s.sent.filter((m) => m.action === 'occupancy').length, 1);
+  w.advance(1);
+  assert.equal(s.sent.filter((m) => m.action === 'occupancy').length, 2);
+});

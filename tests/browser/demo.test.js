@@ -76,3 +76,21 @@ test('after the server is killed and restarted, the page resumes without losing 
     'every event once, in order');
   await page.close();
 });
+
+test('the viewer count follows pages opening and closing', async () => {
+  const server = await startServer();
+  servers.push(server);
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const { page, problems } = await openPage(browser, server.base + '/');
+    pages.push({ page, problems });
+    // Each page asks right after subscribing, so it counts itself and those before it.
+    await page.waitForFunction((n) => document.querySelector('#viewers').textContent === String(n), i + 1);
+  }
+  // The first page asks again on its 10 s interval (data-occupancy-interval="10").
+  await pages[0].page.waitForFunction(() => document.querySelector('#viewers').textContent === '3', null, { timeout: 20000 });
+  await pages[2].page.close();
+  await pages[0].page.waitForFunction(() => document.querySelector('#viewers').textContent === '2', null, { timeout: 20000 });
+  for (const p of pages) assert.deepEqual(p.problems, []);
+  await Promise.all(pages.slice(0, 2).map((p) => p.page.close()));
+});

@@ -5,7 +5,7 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | connection | `conn#<id>` | `meta` |
-//! | its subscription | `conn#<id>` | `sub#<channel>` |
+//! | its subscription (+ `occ_at`: last occupancy ask, ms) | `conn#<id>` | `sub#<channel>` |
 //! | channel subscriber | `subs#<channel>#<shard>` | `<conn id>` |
 //! | channel head | `chan#<channel>` | `head` |
 //! | event | `chan#<channel>` | `ev#<seq, 20 digits>` |
@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
@@ -28,7 +29,7 @@ use aws_sdk_dynamodb::Client;
 use futures::future::try_join_all;
 use hookcast_core::backoff::full_jitter;
 use hookcast_core::channel::Channel;
-use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome};
+use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome, Turn};
 use hookcast_core::protocol::Event;
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
@@ -44,7 +45,14 @@ pub struct DynamoStore {
     table: String,
     retention: Retention,
     shards: u32,
+    /// Occupancy counts reused for this long, per channel, in this instance:
+    /// a count reads every subscription item, and a popular page asks often.
+    count_ttl: Duration,
+    counts: std::sync::Arc<std::sync::Mutex<HashMap<Channel, (u64, std::time::Instant)>>>,
 }
+
+/// Counted channels kept before stale counts are dropped.
+const COUNT_CACHE_ENTRIES: usize = 4096;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -97,7 +105,19 @@ fn shard_of(conn: &ConnId, shards: u32) -> u32 {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, retention: Retention) -> Self {
-        Self { client, table: table.into(), retention, shards: 8 }
+        Self {
+            client,
+            table: table.into(),
+            retention,
+            shards: 8,
+            count_ttl: Duration::from_secs(5),
+            counts: Default::default(),
+        }
+    }
+    /// How long an occupancy count is reused (default 5 s; zero: always count).
+    pub fn with_count_ttl(mut self, ttl: Duration) -> Self {
+        self.count_ttl = ttl;
+        self
     }
     pub fn with_shards(mut self, shards: u32) -> Self {
         self.shards = shards.max(1);
@@ -312,6 +332,44 @@ impl DynamoStore {
             .collect::<Result<_, _>>()?;
         self.batch_write(doomed).await
     }
+
+    /// Live subscriptions of a channel, all shards, all pages.
+    async fn count_uncached(&self, channel: &Channel) -> Result<u64, StoreError> {
+        let now = now_secs();
+        let shards = (0..self.shards).map(|sh| {
+            let pk = format!("subs#{channel}#{sh}");
+            async move {
+                let mut total = 0u64;
+                let mut start: Option<Item> = None;
+                loop {
+                    // Select COUNT returns no items, but DynamoDB still reads
+                    // (and bills) them: hence the count cache.
+                    let page = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .consistent_read(true)
+                        .select(aws_sdk_dynamodb::types::Select::Count)
+                        .key_condition_expression("pk = :pk")
+                        // TTL deletes lazily; an expired subscription is already dead.
+                        .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
+                        .expression_attribute_names("#ttl", "ttl")
+                        .expression_attribute_values(":pk", s(&pk))
+                        .expression_attribute_values(":now", n(now))
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
+                    total += page.count.max(0) as u64;
+                    match page.last_evaluated_key {
+                        Some(k) if !k.is_empty() => start = Some(k),
+                        _ => return Ok::<u64, StoreError>(total),
+                    }
+                }
+            }
+        });
+        Ok(try_join_all(shards).await?.into_iter().sum())
+    }
 }
 
 fn to_event(channel: &Channel, i: &Item) -> Event {
@@ -389,6 +447,56 @@ impl Store for DynamoStore {
             .filter(|i| get_n(i, "ttl").is_none_or(|t| t > now))
             .filter_map(|i| get_s(&i, "sk").map(|c| ConnId(c.to_owned())))
             .collect())
+    }
+
+    async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
+        let fresh = |at: &std::time::Instant| at.elapsed() < self.count_ttl;
+        if let Some((n, _)) = self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(channel).filter(|(_, at)| fresh(at)) {
+            return Ok(*n);
+        }
+        let n = self.count_uncached(channel).await?;
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() >= COUNT_CACHE_ENTRIES {
+            counts.retain(|_, (_, at)| fresh(at));
+        }
+        counts.insert(channel.clone(), (n, std::time::Instant::now()));
+        Ok(n)
+    }
+
+    async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
+        let item_key = key(conn_pk(conn), format!("sub#{channel}"));
+        // One conditional write on the connection's own subscription item:
+        // racing asks (even from other Lambda instances) cannot both pass.
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key.clone()))
+            .update_expression("SET occ_at = :now")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(occ_at) OR occ_at <= :cutoff)")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":cutoff", n(now_ms.saturating_sub(interval_ms)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Turn::Granted),
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+                let got = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(item_key))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                Ok(match got.item.and_then(|i| get_n(&i, "occ_at")) {
+                    None => Turn::NotSubscribed,
+                    Some(at) => Turn::TooSoon { wait_ms: (at + interval_ms).saturating_sub(now_ms).max(1) },
+                })
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
     }
 
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {

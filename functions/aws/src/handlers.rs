@@ -47,7 +47,7 @@ pub async fn ws_disconnect<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGat
     ws_response(200, None)
 }
 
-/// subscribe / unsubscribe / ping and `$default`: replies go out through
+/// subscribe / unsubscribe / ping / occupancy and `$default`: replies go out through
 /// PostToConnection, so the integration response stays empty.
 pub async fn ws_message<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else { return ws_response(400, None) };

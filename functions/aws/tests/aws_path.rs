@@ -100,6 +100,24 @@ async fn next(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::May
     }
 }
 
+/// The emulator routes exactly the actions template.yaml declares, so a route
+/// forgotten in the template fails here rather than after `sam deploy`.
+#[test]
+fn the_template_routes_every_protocol_action() {
+    let template = std::fs::read_to_string(format!("{}/../../template.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut keys: Vec<&str> =
+        template.lines().filter_map(|l| l.trim().strip_prefix("RouteKey:")).map(str::trim).collect();
+    keys.sort();
+    let mut want: Vec<String> = Options::default().routes;
+    want.extend(["$connect", "$disconnect", "$default"].map(String::from));
+    want.sort();
+    assert_eq!(keys, want);
+    for action in ["subscribe", "unsubscribe", "ping", "occupancy"] {
+        let msg = json!({"action": action, "channel": "c"}).to_string();
+        assert!(hookcast_core::protocol::ClientMsg::parse(&msg).is_ok(), "{action} is a protocol action");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fixture_events_drive_connect_and_disconnect() {
     let s = stack(Options::default(), &["https://site.example"]).await;
@@ -165,6 +183,13 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     late.send(Message::Text(r#"{"action":"subscribe","channel":"deploys","since":0}"#.into())).await.unwrap();
     assert_eq!(next(&mut late).await["seq"], 1);
     assert_eq!(next(&mut late).await, json!({"type":"subscribed","channel":"deploys","seq":1}));
+    // Occupancy through its own route: both pages are viewing; asking again at once is refused.
+    late.send(Message::Text(r#"{"action":"occupancy","channel":"deploys"}"#.into())).await.unwrap();
+    assert_eq!(next(&mut late).await, json!({"type":"occupancy","channel":"deploys","count":2}));
+    late.send(Message::Text(r#"{"action":"occupancy","channel":"deploys"}"#.into())).await.unwrap();
+    assert_eq!(next(&mut late).await["code"], "rate_limited");
+    ws.send(Message::Text(r#"{"action":"occupancy","channel":"elsewhere"}"#.into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "not_subscribed");
 
     // History over the HTTP API, and the snippet with the WebSocket URL built in.
     let mut ev = fixture("example-apigw-v2-request-no-authorizer.json");

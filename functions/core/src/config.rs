@@ -21,6 +21,7 @@ pub struct RawLimits {
     pub dedupe_ttl_secs: Option<u64>,
     pub fanout_concurrency: Option<usize>,
     pub max_subscriptions: Option<usize>,
+    pub occupancy_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -76,6 +77,8 @@ pub struct Limits {
     pub dedupe_ttl: Duration,
     pub fanout_concurrency: usize,
     pub max_subscriptions: usize,
+    /// How often one connection may ask for one channel's occupancy.
+    pub occupancy_interval: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +92,7 @@ impl Default for Limits {
             dedupe_ttl: Duration::from_secs(24 * 3600),
             fanout_concurrency: 64,
             max_subscriptions: 32,
+            occupancy_interval: Duration::from_secs(10),
         }
     }
 }
@@ -176,6 +180,11 @@ impl Config {
             dedupe_ttl: l.dedupe_ttl_secs.map_or(d.dedupe_ttl, Duration::from_secs),
             fanout_concurrency: positive("fanout_concurrency", l.fanout_concurrency, d.fanout_concurrency),
             max_subscriptions: positive("max_subscriptions", l.max_subscriptions, d.max_subscriptions),
+            occupancy_interval: Duration::from_secs(positive(
+                "occupancy_interval_secs",
+                l.occupancy_interval_secs.map(|v| v as usize),
+                d.occupancy_interval.as_secs() as usize,
+            ) as u64),
         };
         if limits.max_event_bytes > 120 * 1024 {
             problems.push("limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into());

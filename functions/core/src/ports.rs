@@ -96,6 +96,17 @@ pub enum SubOutcome {
     LimitReached,
 }
 
+/// Whether a connection may ask for a channel's occupancy now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Allowed; the ask is recorded, so the next one waits a full interval.
+    Granted,
+    /// Asked less than an interval ago; may ask again after `wait_ms`.
+    TooSoon { wait_ms: u64 },
+    /// Only subscribers may ask (it is their own page's count).
+    NotSubscribed,
+}
+
 pub trait Store: Send + Sync + 'static {
     fn add_connection(&self, conn: &ConnId, now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Forgets the connection and all its subscriptions.
@@ -108,6 +119,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SubOutcome, StoreError>> + Send;
     fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn subscribers(&self, channel: &Channel) -> impl Future<Output = Result<Vec<ConnId>, StoreError>> + Send;
+    /// How many connections are subscribed to `channel` (occupancy).
+    fn count_subscribers(&self, channel: &Channel) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Rate limit for occupancy requests, per connection and channel: grants
+    /// at most one ask per `interval_ms`, atomically (two racing asks cannot
+    /// both be granted).
+    fn occupancy_turn(
+        &self,
+        conn: &ConnId,
+        channel: &Channel,
+        now_ms: u64,
+        interval_ms: u64,
+    ) -> impl Future<Output = Result<Turn, StoreError>> + Send;
     /// Atomically: refuse a seen dedupe key, else assign the next seq, store
     /// the event and the key, and prune by retention. All or nothing.
     fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send;

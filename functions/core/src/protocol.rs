@@ -17,6 +17,9 @@ pub enum ClientMsg {
     },
     Unsubscribe { channel: String },
     Ping,
+    /// How many connections are subscribed to `channel`; the asker must be
+    /// one of them, and may ask once per `limits.occupancy_interval_secs`.
+    Occupancy { channel: String },
 }
 
 /// One event in a channel's log.
@@ -45,6 +48,8 @@ pub enum ServerMsg {
         reset: bool,
     },
     Pong,
+    /// The answer to an `occupancy` request.
+    Occupancy { channel: String, count: u64 },
     Error { code: String, message: String },
 }
 
@@ -75,10 +80,10 @@ impl ClientMsg {
             code: "bad_message",
             message: "message needs a string \"action\"".into(),
         })?;
-        if !matches!(action.as_str(), "subscribe" | "unsubscribe" | "ping") {
+        if !matches!(action.as_str(), "subscribe" | "unsubscribe" | "ping" | "occupancy") {
             return Err(BadMessage {
                 code: "unknown_action",
-                message: format!("unknown action {action:?}; expected subscribe, unsubscribe or ping"),
+                message: format!("unknown action {action:?}; expected subscribe, unsubscribe, ping or occupancy"),
             });
         }
         serde_json::from_value(value).map_err(|e| BadMessage {
@@ -103,6 +108,7 @@ mod tests {
             (r#"{"action":"unsubscribe","channel":"deploys"}"#,
              ClientMsg::Unsubscribe { channel: "deploys".into() }),
             (r#"{"action":"ping"}"#, ClientMsg::Ping),
+            (r#"{"action":"occupancy","channel":"deploys"}"#, ClientMsg::Occupancy { channel: "deploys".into() }),
         ];
         for (text, msg) in cases {
             assert_eq!(ClientMsg::parse(text).unwrap(), msg);
@@ -128,6 +134,8 @@ mod tests {
             (ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: true },
              json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true})),
             (ServerMsg::Pong, json!({"type":"pong"})),
+            (ServerMsg::Occupancy { channel: "deploys".into(), count: 12 },
+             json!({"type":"occupancy","channel":"deploys","count":12})),
             (ServerMsg::error("bad_json", "nope"), json!({"type":"error","code":"bad_json","message":"nope"})),
         ];
         for (msg, wire) in cases {
@@ -142,6 +150,7 @@ mod tests {
         assert_eq!(ClientMsg::parse("[]").unwrap_err().code, "bad_message");
         assert_eq!(ClientMsg::parse(r#"{"action":"dance"}"#).unwrap_err().code, "unknown_action");
         assert_eq!(ClientMsg::parse(r#"{"action":"subscribe"}"#).unwrap_err().code, "bad_message");
+        assert_eq!(ClientMsg::parse(r#"{"action":"occupancy"}"#).unwrap_err().code, "bad_message");
         assert_eq!(ClientMsg::parse(r#"{"action":"subscribe","channel":"a","since":-1}"#).unwrap_err().code, "bad_message");
     }
 }

@@ -1,14 +1,15 @@
 //! Live subscriptions held in memory: the local binary's connections live only
 //! as long as its process, so they need no durable store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::channel::Channel;
-use crate::ports::{ConnId, SubOutcome};
+use crate::ports::{ConnId, SubOutcome, Turn};
 
 #[derive(Debug, Default)]
 pub struct Registry {
-    conns: HashMap<ConnId, BTreeSet<Channel>>,
+    /// Each connection's channels, with when it last asked for their occupancy.
+    conns: HashMap<ConnId, BTreeMap<Channel, Option<u64>>>,
     subs: HashMap<Channel, BTreeSet<ConnId>>,
 }
 
@@ -17,19 +18,19 @@ impl Registry {
         self.conns.entry(conn.clone()).or_default();
     }
     pub fn remove_connection(&mut self, conn: &ConnId) {
-        for ch in self.conns.remove(conn).unwrap_or_default() {
+        for ch in self.conns.remove(conn).unwrap_or_default().into_keys() {
             self.unlink(conn, &ch);
         }
     }
     pub fn subscribe(&mut self, conn: &ConnId, channel: &Channel, max: usize) -> SubOutcome {
         let set = self.conns.entry(conn.clone()).or_default();
-        if set.contains(channel) {
+        if set.contains_key(channel) {
             return SubOutcome::AlreadySubscribed;
         }
         if set.len() >= max {
             return SubOutcome::LimitReached;
         }
-        set.insert(channel.clone());
+        set.insert(channel.clone(), None);
         self.subs.entry(channel.clone()).or_default().insert(conn.clone());
         SubOutcome::Added
     }
@@ -41,6 +42,21 @@ impl Registry {
     }
     pub fn subscribers(&self, channel: &Channel) -> Vec<ConnId> {
         self.subs.get(channel).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+    pub fn count(&self, channel: &Channel) -> u64 {
+        self.subs.get(channel).map_or(0, |s| s.len() as u64)
+    }
+    pub fn occupancy_turn(&mut self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Turn {
+        let Some(last) = self.conns.get_mut(conn).and_then(|s| s.get_mut(channel)) else {
+            return Turn::NotSubscribed;
+        };
+        match *last {
+            Some(at) if at + interval_ms > now_ms => Turn::TooSoon { wait_ms: at + interval_ms - now_ms },
+            _ => {
+                *last = Some(now_ms);
+                Turn::Granted
+            }
+        }
     }
     pub fn connections(&self) -> usize {
         self.conns.len()

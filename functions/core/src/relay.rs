@@ -11,7 +11,7 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::error::HookError;
 use crate::normalize::normalise;
-use crate::ports::{Appended, ConnId, Delivery, Gateway, History, Pending, Store, StoreError, SubOutcome};
+use crate::ports::{Appended, ConnId, Delivery, Gateway, History, Pending, Store, StoreError, SubOutcome, Turn};
 use crate::protocol::{ClientMsg, Event, ServerMsg};
 use crate::verify::{verify, HookRequest};
 
@@ -65,7 +65,13 @@ fn millis(t: SystemTime) -> u64 {
 
 impl<S: Store, G: Gateway> Relay<S, G> {
     pub fn new(config: Config, store: S, gateway: G) -> Self {
-        Self { config, store, gateway, clock: Arc::new(SystemTime::now), order: Default::default() }
+        Self {
+            config,
+            store,
+            gateway,
+            clock: Arc::new(SystemTime::now),
+            order: Default::default(),
+        }
     }
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -128,6 +134,16 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         };
         match msg {
             ClientMsg::Ping => vec![ServerMsg::Pong],
+            ClientMsg::Occupancy { channel } => {
+                let channel = match Channel::parse(&channel) {
+                    Ok(c) => c,
+                    Err(e) => return vec![ServerMsg::error("invalid_channel", e.to_string())],
+                };
+                match self.occupancy(conn, &channel).await {
+                    Ok(reply) => vec![reply],
+                    Err(e) => unavailable(e),
+                }
+            }
             ClientMsg::Unsubscribe { channel } => {
                 let channel = match Channel::parse(&channel) {
                     Ok(c) => c,
@@ -169,6 +185,25 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 out
             }
         }
+    }
+
+    async fn occupancy(&self, conn: &ConnId, channel: &Channel) -> Result<ServerMsg, StoreError> {
+        let now = millis((self.clock)());
+        let interval = self.config.limits.occupancy_interval.as_millis() as u64;
+        match self.store.occupancy_turn(conn, channel, now, interval).await? {
+            Turn::NotSubscribed => {
+                return Ok(ServerMsg::error("not_subscribed", format!("subscribe to {channel} before asking its occupancy")))
+            }
+            Turn::TooSoon { wait_ms } => {
+                return Ok(ServerMsg::error(
+                    "rate_limited",
+                    format!("occupancy of {channel} may be asked every {} s; ask again in {} ms", interval / 1000, wait_ms),
+                ))
+            }
+            Turn::Granted => {}
+        }
+        let count = self.store.count_subscribers(channel).await?;
+        Ok(ServerMsg::Occupancy { channel: channel.to_string(), count })
     }
 
     /// Catch-up over HTTP: retained events after `since`.
@@ -477,6 +512,42 @@ mod tests {
         }
         block_on(r.message(&c, r#"{"action":"subscribe","channel":"one-too-many"}"#));
         assert_eq!(r.gateway().frames("c").pop().unwrap()["code"], "too_many_subscriptions");
+    }
+
+    #[test]
+    fn occupancy_is_for_subscribers_and_rate_limited() {
+        let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let t = offset.clone();
+        let r = relay().with_clock(Arc::new(move || {
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_millis(t.load(Ordering::SeqCst))
+        }));
+        for i in 0..12 {
+            subscribe(&r, &format!("p{i}"), "deploys", None);
+        }
+        let ask = |c: &str, channel: &str| {
+            block_on(r.message(&ConnId(c.into()), &format!(r#"{{"action":"occupancy","channel":"{channel}"}}"#)));
+            r.gateway().frames(c).pop().unwrap()
+        };
+        assert_eq!(ask("p0", "deploys"), json!({"type":"occupancy","channel":"deploys","count":12}));
+        let limited = ask("p0", "deploys");
+        assert_eq!((limited["type"].as_str(), limited["code"].as_str()), (Some("error"), Some("rate_limited")));
+        assert!(limited["message"].as_str().unwrap().contains("10000 ms"), "{limited}");
+
+        // A 13th page joins; another page's ask is its own turn and sees it.
+        subscribe(&r, "p12", "deploys", None);
+        assert_eq!(ask("p1", "deploys")["count"], 13);
+        offset.store(9_999, Ordering::SeqCst);
+        assert_eq!(ask("p0", "deploys")["code"], "rate_limited");
+        offset.store(10_000, Ordering::SeqCst);
+        assert_eq!(ask("p0", "deploys")["count"], 13);
+
+        subscribe(&r, "elsewhere", "forms/guestbook", None);
+        assert_eq!(ask("elsewhere", "deploys")["code"], "not_subscribed");
+        assert_eq!(ask("elsewhere", "a b")["code"], "invalid_channel");
+        block_on(r.message(&ConnId("p3".into()), r#"{"action":"unsubscribe","channel":"deploys"}"#));
+        assert_eq!(ask("p3", "deploys")["code"], "not_subscribed");
+        r.store().fail.store(true, Ordering::SeqCst);
+        assert_eq!(ask("p4", "deploys")["code"], "unavailable");
     }
 
     #[test]

@@ -55,6 +55,12 @@ impl Store for MemStore {
     async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
         Ok(self.lock()?.live.subscribers(channel))
     }
+    async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
+        Ok(self.lock()?.live.count(channel))
+    }
+    async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
+        Ok(self.lock()?.live.occupancy_turn(conn, channel, now_ms, interval_ms))
+    }
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let mut m = self.lock()?;
         let ttl = self.retention.dedupe_ttl.as_millis() as u64;
@@ -163,6 +169,8 @@ pub mod conformance {
         subscriptions(make(retention())).await;
         subscription_limit(make(retention())).await;
         remove_connection_drops_all_its_subscriptions(make(retention())).await;
+        occupancy_counts_subscribers(make(retention())).await;
+        occupancy_turns_are_rate_limited(make(retention())).await;
     }
 
     pub async fn seq_is_gapless_per_channel<S: Store>(s: S) {
@@ -289,6 +297,44 @@ pub mod conformance {
         assert_eq!(s.subscribers(&ch("b")).await.unwrap(), vec![conn("c2")]);
         s.remove_connection(&conn("c1")).await.unwrap(); // idempotent
         s.remove_connection(&conn("unknown")).await.unwrap();
+    }
+
+    pub async fn occupancy_counts_subscribers<S: Store>(s: S) {
+        assert_eq!(s.count_subscribers(&ch("a")).await.unwrap(), 0);
+        for i in 0..7 {
+            let c = conn(&format!("c{i}"));
+            s.add_connection(&c, T0).await.unwrap();
+            s.subscribe(&c, &ch("a"), 10).await.unwrap();
+            s.subscribe(&c, &ch("a"), 10).await.unwrap(); // twice counts once
+        }
+        s.subscribe(&conn("c0"), &ch("b"), 10).await.unwrap();
+        assert_eq!(s.count_subscribers(&ch("a")).await.unwrap(), 7);
+        assert_eq!(s.count_subscribers(&ch("b")).await.unwrap(), 1);
+        s.unsubscribe(&conn("c1"), &ch("a")).await.unwrap();
+        s.remove_connection(&conn("c2")).await.unwrap();
+        assert_eq!(s.count_subscribers(&ch("a")).await.unwrap(), 5);
+        assert_eq!(s.count_subscribers(&ch("nobody")).await.unwrap(), 0);
+    }
+
+    pub async fn occupancy_turns_are_rate_limited<S: Store>(s: S) {
+        let (a, b) = (ch("a"), ch("b"));
+        s.add_connection(&conn("c"), T0).await.unwrap();
+        assert_eq!(s.occupancy_turn(&conn("c"), &a, T0, 10_000).await.unwrap(), Turn::NotSubscribed);
+        s.subscribe(&conn("c"), &a, 10).await.unwrap();
+        s.subscribe(&conn("c"), &b, 10).await.unwrap();
+        assert_eq!(s.occupancy_turn(&conn("c"), &a, T0, 10_000).await.unwrap(), Turn::Granted);
+        assert_eq!(s.occupancy_turn(&conn("c"), &a, T0 + 4_000, 10_000).await.unwrap(), Turn::TooSoon { wait_ms: 6_000 });
+        assert_eq!(s.occupancy_turn(&conn("c"), &b, T0 + 4_000, 10_000).await.unwrap(), Turn::Granted, "per channel");
+        assert_eq!(s.occupancy_turn(&conn("c"), &a, T0 + 10_000, 10_000).await.unwrap(), Turn::Granted);
+        // Racing asks: exactly one is granted.
+        let c = conn("c");
+        let asks = (0..8).map(|_| s.occupancy_turn(&c, &a, T0 + 20_000, 10_000));
+        let got = futures::future::join_all(asks).await;
+        let granted = got.iter().filter(|t| matches!(t, Ok(Turn::Granted))).count();
+        assert_eq!(granted, 1, "{got:?}");
+        s.unsubscribe(&conn("c"), &a).await.unwrap();
+        assert_eq!(s.occupancy_turn(&conn("c"), &a, T0 + 40_000, 10_000).await.unwrap(), Turn::NotSubscribed);
+        assert_eq!(s.occupancy_turn(&conn("other"), &b, T0, 10_000).await.unwrap(), Turn::NotSubscribed);
     }
 }
 

@@ -51,7 +51,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             stage: "live".into(),
-            routes: vec!["subscribe".into(), "unsubscribe".into(), "ping".into()],
+            routes: vec!["subscribe".into(), "unsubscribe".into(), "ping".into(), "occupancy".into()],
             latency: Duration::ZERO,
             rate_limit: None,
             burst: 5000,

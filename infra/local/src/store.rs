@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use hookcast_core::channel::Channel;
-use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome};
+use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome, Turn};
 use hookcast_core::protocol::Event;
 use hookcast_core::registry::Registry;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -107,6 +107,12 @@ impl Store for SqliteStore {
     }
     async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
         Ok(self.live().subscribers(channel))
+    }
+    async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
+        Ok(self.live().count(channel))
+    }
+    async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
+        Ok(self.live().occupancy_turn(conn, channel, now_ms, interval_ms))
     }
 
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {

@@ -490,3 +490,46 @@ async fn concurrent_webhooks_reach_every_subscriber_in_seq_order() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn occupancy_counts_the_pages_on_a_channel_and_follows_disconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let occupancy = json!({"action":"occupancy","channel":"deploys"});
+    let mut pages = Vec::new();
+    for _ in 0..3 {
+        let mut ws = s.ws().await;
+        assert_eq!(subscribe(&mut ws, "deploys", None).await["type"], "subscribed");
+        pages.push(ws);
+    }
+    let mut other = s.ws().await;
+    subscribe(&mut other, "forms/guestbook", None).await;
+    send(&mut other, occupancy.clone()).await;
+    assert_eq!(next(&mut other).await["code"], "not_subscribed");
+
+    send(&mut pages[0], occupancy.clone()).await;
+    assert_eq!(next(&mut pages[0]).await, json!({"type":"occupancy","channel":"deploys","count":3}));
+    send(&mut pages[0], occupancy.clone()).await;
+    let limited = next(&mut pages[0]).await;
+    assert_eq!(limited["code"], "rate_limited", "{limited}");
+
+    // A page closes: once the server has seen it go, the next ask counts 2.
+    let mut gone = pages.pop().unwrap();
+    gone.close(None).await.unwrap();
+    while gone.next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // Another connection's turn each time, or a fresh one.
+        let mut asker = s.ws().await;
+        subscribe(&mut asker, "deploys", None).await;
+        send(&mut asker, occupancy.clone()).await;
+        let n = next(&mut asker).await["count"].as_u64().unwrap();
+        if n == 3 {
+            break; // two pages left, plus the asker
+        }
+        assert!(tokio::time::Instant::now() < deadline, "count stayed {n}");
+        asker.close(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.stop().await;
+}
