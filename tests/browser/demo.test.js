@@ -5,7 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { startServer, runPrinted, launch, openPage, ARTIFACTS } = require('./harness.js');
+const { startServer, runPrinted, launch, openPage, subscribed, ARTIFACTS } = require('./harness.js');
 
 let browser;
 const servers = [];
@@ -20,7 +20,7 @@ test('the printed send commands update the demo page live', async () => {
   servers.push(server);
   assert.ok(server.deployCommand && server.formCommand, server.banner);
   const { page, problems } = await openPage(browser, server.base + '/');
-  await page.waitForSelector('[data-hookcast-status][data-state="live"]');
+  await subscribed(page, ['deploys', 'forms/guestbook']);
   assert.equal(await page.textContent('#deploy-state'), 'unknown');
   // Marks the page so a reload would be detected.
   await page.evaluate(() => { window.__noReload = true; });
@@ -57,7 +57,7 @@ test('after the server is killed and restarted, the page resumes without losing 
   servers.push(server);
   const port = new URL(server.base).port;
   const { page } = await openPage(browser, server.base + '/');
-  await page.waitForSelector('[data-hookcast-status][data-state="live"]');
+  await subscribed(page, ['deploys']);
   await runPrinted(server.deployCommand.replace('--deploy succeeded', '--deploy started'));
   await page.waitForFunction(() => document.querySelector('#deploy-state').textContent === 'building');
 

@@ -76,6 +76,20 @@ async function openPage(browser, url) {
   return { page, problems };
 }
 
+/**
+ * Waits until the page is live and the server has confirmed its subscription
+ * to every channel named. "live" alone only means the socket is open: a
+ * webhook sent before the subscribe arrives is, by design, before "now" for a
+ * page that subscribes without `since`, so tests wait for this instead.
+ */
+async function subscribed(page, channels, timeout = 30000) {
+  await page.waitForSelector('[data-hookcast-status][data-state="live"]', { timeout });
+  await page.waitForFunction((chs) => {
+    const c = window.Hookcast && window.Hookcast.client;
+    return !!c && chs.every((ch) => c.lastSeq(ch) !== null);
+  }, channels, { timeout });
+}
+
 // An independent signer (node's crypto, not the Rust code under test).
 const crypto = require('node:crypto');
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
@@ -110,4 +124,4 @@ function deploy(state, extra = {}) {
   return { ...base, id: crypto.randomBytes(12).toString('hex'), state, ...extra };
 }
 
-module.exports = { startServer, runPrinted, launch, openPage, postSigned, deploy, ARTIFACTS, BIN };
+module.exports = { startServer, runPrinted, launch, openPage, subscribed, postSigned, deploy, ARTIFACTS, BIN };

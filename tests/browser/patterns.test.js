@@ -2,7 +2,7 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, launch, openPage, postSigned, deploy } = require('./harness.js');
+const { startServer, launch, openPage, subscribed, postSigned, deploy } = require('./harness.js');
 
 let browser, server;
 test.before(async () => {
@@ -13,11 +13,9 @@ test.after(async () => {
   if (browser) await browser.close();
 });
 
-const live = (page) => page.waitForSelector('[data-hookcast-status][data-state="live"]');
-
 test('poke/pull swaps only the region, banner and attributes follow, no reload', async () => {
   const { page, problems } = await openPage(browser, server.base + '/');
-  await live(page);
+  await subscribed(page, ['deploys', 'forms/guestbook']);
   assert.equal(await page.textContent('#build-seq'), 'none yet');
   assert.equal(await page.isHidden('#banner'), true);
   await page.evaluate(() => { window.__noReload = true; });
@@ -45,7 +43,7 @@ test('poke/pull swaps only the region, banner and attributes follow, no reload',
 
 test('merge patches rewrite only the bindings whose values changed; Hookcast.on sees business events', async () => {
   const { page, problems } = await openPage(browser, server.base + '/');
-  await live(page);
+  await subscribed(page, ['scoreboard']);
   await page.evaluate(() => {
     window.__seen = [];
     window.Hookcast.on('scoreboard', 'score', (d) => window.__seen.push(d.data));
@@ -83,7 +81,7 @@ test('merge patches rewrite only the bindings whose values changed; Hookcast.on 
 
 test('the ES module entry (import + on + start) works under a strict CSP', async () => {
   const { page, problems } = await openPage(browser, server.base + '/module.html');
-  await live(page);
+  await subscribed(page, ['news']);
   await postSigned(server, 'hmac', { channel: 'news', event: 'post.published', data: { title: 'From a module' } });
   await page.waitForFunction(() => document.querySelector('#headline').textContent === 'From a module');
   assert.deepEqual(await page.$$eval('#received li', (l) => l.map((x) => x.textContent)), ['post.published: From a module']);
@@ -101,7 +99,7 @@ test('50 pages spread their refetches over the window instead of stampeding', as
     await p.goto(server.base + '/');
     pages.push(p);
   }
-  await Promise.all(pages.map(live));
+  await Promise.all(pages.map((p) => subscribed(p, ['deploys'])));
   const sentAt = Date.now();
   const ack = await postSigned(server, 'netlify', deploy('ready', { title: 'Herd test' }));
   await Promise.all(pages.map((p) => p.waitForFunction(

@@ -190,7 +190,10 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     async fn occupancy(&self, conn: &ConnId, channel: &Channel) -> Result<ServerMsg, StoreError> {
         let now = millis((self.clock)());
         let interval = self.config.limits.occupancy_interval.as_millis() as u64;
-        match self.store.occupancy_turn(conn, channel, now, interval).await? {
+        // A page asking exactly every interval must not be refused because
+        // one ask travelled faster than the last: allow a tenth as slack.
+        let gate = interval - interval / 10;
+        match self.store.occupancy_turn(conn, channel, now, gate).await? {
             Turn::NotSubscribed => {
                 return Ok(ServerMsg::error("not_subscribed", format!("subscribe to {channel} before asking its occupancy")))
             }
@@ -531,14 +534,15 @@ mod tests {
         assert_eq!(ask("p0", "deploys"), json!({"type":"occupancy","channel":"deploys","count":12}));
         let limited = ask("p0", "deploys");
         assert_eq!((limited["type"].as_str(), limited["code"].as_str()), (Some("error"), Some("rate_limited")));
-        assert!(limited["message"].as_str().unwrap().contains("10000 ms"), "{limited}");
+        assert!(limited["message"].as_str().unwrap().contains("9000 ms"), "{limited}");
 
         // A 13th page joins; another page's ask is its own turn and sees it.
         subscribe(&r, "p12", "deploys", None);
         assert_eq!(ask("p1", "deploys")["count"], 13);
-        offset.store(9_999, Ordering::SeqCst);
+        offset.store(8_999, Ordering::SeqCst);
         assert_eq!(ask("p0", "deploys")["code"], "rate_limited");
-        offset.store(10_000, Ordering::SeqCst);
+        // A tenth of the interval is slack for network jitter on a page asking on schedule.
+        offset.store(9_000, Ordering::SeqCst);
         assert_eq!(ask("p0", "deploys")["count"], 13);
 
         subscribe(&r, "elsewhere", "forms/guestbook", None);
