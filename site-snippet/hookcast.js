@@ -203,6 +203,12 @@
       else if (msg.type === 'occupancy' && o.onOccupancy && channels.has(msg.channel)) o.onOccupancy(msg.channel, msg.count);
     }
 
+    /** The socket is gone: its timers and the channels' per-connection flags go with it. */
+    function detach() {
+      clearT(pingTimer); clearT(lifeTimer); clearT(occTimer); occTimer = null;
+      channels.forEach(function (ch) { ch.pending = ch.asked = false; });
+    }
+
     function schedulePing() {
       clearT(pingTimer);
       pingTimer = setT(function () { send({ action: 'ping' }); schedulePing(); }, pingEvery);
@@ -226,8 +232,7 @@
           // A planned hand-over: resume at once with since, no backoff.
           if (sock !== ws) return;
           ws = null;
-          clearT(pingTimer); clearT(occTimer); occTimer = null;
-          channels.forEach(function (ch) { ch.pending = ch.asked = false; });
+          detach();
           sock.close(1000, 'planned reconnect');
           attempt = 0;
           openedAt = 0;
@@ -238,8 +243,7 @@
       sock.onclose = function (e) {
         if (sock !== ws) return;
         ws = null;
-        clearT(pingTimer); clearT(lifeTimer); clearT(occTimer); occTimer = null;
-        channels.forEach(function (ch) { ch.pending = ch.asked = false; });
+        detach();
         retry(e);
       };
       sock.onerror = function () { /* onclose follows */ };
@@ -276,9 +280,9 @@
       /** @param {Status} [label] status to show, default "closed" */
       stop: function (label) {
         stopped = true;
-        clearT(retryTimer); clearT(pingTimer); clearT(lifeTimer); clearT(occTimer); retryTimer = occTimer = null;
+        clearT(retryTimer); retryTimer = null;
+        detach();
         if (ws) { var s = ws; ws = null; s.close(1000, 'page closed'); }
-        channels.forEach(function (ch) { ch.pending = ch.asked = false; });
         attempt = 0;
         setStatus(label || 'closed');
       },

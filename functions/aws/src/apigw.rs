@@ -8,7 +8,6 @@ use aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
-use hookcast_core::backoff::full_jitter;
 use hookcast_core::ports::{ConnId, Delivery, Gateway};
 use tracing::warn;
 
@@ -56,8 +55,7 @@ impl Gateway for ApiGwGateway {
                 warn!(conn = %conn, status, code = e.code(), attempts = attempt + 1, "PostToConnection failed");
                 return Delivery::Failed;
             }
-            let r: f64 = rand::random();
-            tokio::time::sleep(full_jitter(attempt, BASE, CAP, r)).await;
+            crate::backoff_sleep(attempt, BASE, CAP).await;
         }
         Delivery::Failed
     }

@@ -27,7 +27,6 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use futures::future::try_join_all;
-use hookcast_core::backoff::full_jitter;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome, Turn};
 use hookcast_core::protocol::Event;
@@ -89,6 +88,10 @@ fn ev_sk(seq: u64) -> String {
 fn conn_pk(c: &ConnId) -> String {
     format!("conn#{}", c.0)
 }
+/// One shard of a channel's subscribers.
+fn shard_pk(channel: &Channel, shard: u32) -> String {
+    format!("subs#{channel}#{shard}")
+}
 fn chan_pk(c: &Channel) -> String {
     format!("chan#{c}")
 }
@@ -124,7 +127,7 @@ impl DynamoStore {
         self
     }
     fn subs_pk(&self, channel: &Channel, conn: &ConnId) -> String {
-        format!("subs#{channel}#{}", shard_of(conn, self.shards))
+        shard_pk(channel, shard_of(conn, self.shards))
     }
 
     /// Creates the table as template.yaml does (tests and local setups).
@@ -196,8 +199,7 @@ impl DynamoStore {
                 match res.unprocessed_items {
                     Some(u) if u.values().any(|v| !v.is_empty()) => {
                         pending = u;
-                        let r: f64 = rand::random();
-                        tokio::time::sleep(full_jitter(attempt, Duration::from_millis(20), Duration::from_secs(2), r)).await;
+                        crate::backoff_sleep(attempt, Duration::from_millis(20), Duration::from_secs(2)).await;
                     }
                     _ => {
                         pending = HashMap::new();
@@ -337,7 +339,7 @@ impl DynamoStore {
     async fn count_uncached(&self, channel: &Channel) -> Result<u64, StoreError> {
         let now = now_secs();
         let shards = (0..self.shards).map(|sh| {
-            let pk = format!("subs#{channel}#{sh}");
+            let pk = shard_pk(channel, sh);
             async move {
                 let mut total = 0u64;
                 let mut start: Option<Item> = None;
@@ -436,7 +438,7 @@ impl Store for DynamoStore {
     async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
         let now = now_secs();
         let shards = (0..self.shards).map(|sh| {
-            let pk = format!("subs#{channel}#{sh}");
+            let pk = shard_pk(channel, sh);
             async move { self.query_all(&pk, None).await }
         });
         let pages = try_join_all(shards).await?;
@@ -528,8 +530,7 @@ impl Store for DynamoStore {
                         }
                     }
                     // Another writer took this seq first: read the head again.
-                    let r: f64 = rand::random();
-                    tokio::time::sleep(full_jitter(attempt, Duration::from_millis(10), Duration::from_millis(320), r)).await;
+                    crate::backoff_sleep(attempt, Duration::from_millis(10), Duration::from_millis(320)).await;
                 }
             }
         }

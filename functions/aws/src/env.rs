@@ -39,14 +39,13 @@ impl LambdaConfig {
                 8
             }
         };
-        let raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
+        let mut raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
             None => RawConfig::default(),
             Some(text) => toml::from_str(&text).unwrap_or_else(|e| {
                 problems.push(format!("HOOKCAST_CONFIG: {e}"));
                 RawConfig::default()
             }),
         };
-        let mut raw = raw;
         // A comma-separated list from the stack's parameters wins over the TOML.
         if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
             raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();

@@ -11,6 +11,11 @@ use hookcast_core::Relay;
 
 pub type AwsRelay = Relay<dynamo::DynamoStore, apigw::ApiGwGateway>;
 
+/// Sleeps before retry `attempt`: hookcast_core's capped full-jitter backoff.
+pub(crate) async fn backoff_sleep(attempt: u32, base: std::time::Duration, cap: std::time::Duration) {
+    tokio::time::sleep(hookcast_core::backoff::full_jitter(attempt, base, cap, rand::random())).await;
+}
+
 /// Builds the relay once per cold start: SDK config from the environment,
 /// both clients, typed config. Used by every Lambda main.
 pub async fn relay_from_env() -> Result<(AwsRelay, env::LambdaConfig), String> {

@@ -120,92 +120,71 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         }
     }
 
+    /// The replies to one frame; a refusal is the single error frame.
     async fn reply_to(&self, conn: &ConnId, text: &str) -> Vec<ServerMsg> {
+        self.handle(conn, text).await.unwrap_or_else(|refusal| vec![refusal])
+    }
+
+    async fn handle(&self, conn: &ConnId, text: &str) -> Result<Vec<ServerMsg>, ServerMsg> {
         if text.len() > MAX_CLIENT_FRAME {
-            return vec![ServerMsg::error("message_too_large", format!("messages are limited to {MAX_CLIENT_FRAME} bytes"))];
+            return Err(ServerMsg::error("message_too_large", format!("messages are limited to {MAX_CLIENT_FRAME} bytes")));
         }
-        let msg = match ClientMsg::parse(text) {
-            Ok(m) => m,
-            Err(bad) => return vec![ServerMsg::error(bad.code, bad.message)],
-        };
-        let unavailable = |e: StoreError| {
-            warn!(error = %e, conn = %conn, "store failed while handling a client message");
-            vec![ServerMsg::error("unavailable", "the server could not do that now; retry")]
-        };
+        let msg = ClientMsg::parse(text).map_err(|bad| ServerMsg::error(bad.code, bad.message))?;
+        let channel = |name: &str| Channel::parse(name).map_err(|e| ServerMsg::error("invalid_channel", e.to_string()));
+        let unavailable = |e| unavailable(conn, e);
         match msg {
-            ClientMsg::Ping => vec![ServerMsg::Pong],
-            ClientMsg::Occupancy { channel } => {
-                let channel = match Channel::parse(&channel) {
-                    Ok(c) => c,
-                    Err(e) => return vec![ServerMsg::error("invalid_channel", e.to_string())],
-                };
-                match self.occupancy(conn, &channel).await {
-                    Ok(reply) => vec![reply],
-                    Err(e) => unavailable(e),
-                }
+            ClientMsg::Ping => Ok(vec![ServerMsg::Pong]),
+            ClientMsg::Occupancy { channel: name } => {
+                let channel = channel(&name)?;
+                Ok(vec![self.occupancy(conn, &channel).await?])
             }
-            ClientMsg::Unsubscribe { channel } => {
-                let channel = match Channel::parse(&channel) {
-                    Ok(c) => c,
-                    Err(e) => return vec![ServerMsg::error("invalid_channel", e.to_string())],
-                };
-                match self.store.unsubscribe(conn, &channel).await {
-                    Ok(()) => vec![],
-                    Err(e) => unavailable(e),
-                }
+            ClientMsg::Unsubscribe { channel: name } => {
+                self.store.unsubscribe(conn, &channel(&name)?).await.map_err(unavailable)?;
+                Ok(vec![])
             }
-            ClientMsg::Subscribe { channel, since } => {
-                let channel = match Channel::parse(&channel) {
-                    Ok(c) => c,
-                    Err(e) => return vec![ServerMsg::error("invalid_channel", e.to_string())],
-                };
+            ClientMsg::Subscribe { channel: name, since } => {
+                let channel = channel(&name)?;
                 // Subscribe first, read second: an event appended in between is
                 // then both replayed and pushed, and the client drops the copy.
                 // The other order could lose it.
                 let max = self.config.limits.max_subscriptions;
-                match self.store.subscribe(conn, &channel, max).await {
-                    Ok(SubOutcome::LimitReached) => {
-                        return vec![ServerMsg::error(
-                            "too_many_subscriptions",
-                            format!("a connection may subscribe to at most {max} channels"),
-                        )]
-                    }
-                    Ok(_) => {}
-                    Err(e) => return unavailable(e),
+                if self.store.subscribe(conn, &channel, max).await.map_err(unavailable)? == SubOutcome::LimitReached {
+                    return Err(ServerMsg::error(
+                        "too_many_subscriptions",
+                        format!("a connection may subscribe to at most {max} channels"),
+                    ));
                 }
                 let limit = if since.is_some() { self.config.limits.history_max_events as usize } else { 0 };
-                let history = match self.store.read(&channel, since.unwrap_or(0), limit).await {
-                    Ok(h) => h,
-                    Err(e) => return unavailable(e),
-                };
+                let history = self.store.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
                 let reset = since.is_some_and(|s| missed_history(s, &history));
                 let head = history.head;
                 let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
                 out.push(ServerMsg::Subscribed { channel: channel.to_string(), seq: head, reset });
-                out
+                Ok(out)
             }
         }
     }
 
-    async fn occupancy(&self, conn: &ConnId, channel: &Channel) -> Result<ServerMsg, StoreError> {
+    /// The count, or the refusal: `not_subscribed`, `rate_limited`, `unavailable`.
+    async fn occupancy(&self, conn: &ConnId, channel: &Channel) -> Result<ServerMsg, ServerMsg> {
         let now = millis((self.clock)());
         let interval = self.config.limits.occupancy_interval.as_millis() as u64;
         // A page asking exactly every interval must not be refused because
         // one ask travelled faster than the last: allow a tenth as slack.
         let gate = interval - interval / 10;
-        match self.store.occupancy_turn(conn, channel, now, gate).await? {
+        match self.store.occupancy_turn(conn, channel, now, gate).await.map_err(|e| unavailable(conn, e))? {
+            Turn::Granted => {}
             Turn::NotSubscribed => {
-                return Ok(ServerMsg::error("not_subscribed", format!("subscribe to {channel} before asking its occupancy")))
+                return Err(ServerMsg::error("not_subscribed", format!("subscribe to {channel} before asking its occupancy")))
             }
             Turn::TooSoon { wait_ms } => {
-                return Ok(ServerMsg::error(
+                return Err(ServerMsg::error(
                     "rate_limited",
-                    format!("occupancy of {channel} may be asked every {} s; ask again in {} ms", interval / 1000, wait_ms),
+                    format!("occupancy of {channel} may be asked every {} s; ask again in {wait_ms} ms", interval / 1000),
                 ))
             }
-            Turn::Granted => {}
         }
-        let count = self.store.count_subscribers(channel).await?;
+        let count = self.store.count_subscribers(channel).await.map_err(|e| unavailable(conn, e))?;
         Ok(ServerMsg::Occupancy { channel: channel.to_string(), count })
     }
 
@@ -318,6 +297,12 @@ impl<S: Store, G: Gateway> Relay<S, G> {
             warn!(error = %e, conn = %conn, "could not remove a gone connection");
         }
     }
+}
+
+/// A store failure as the client sees it: logged here, never detailed there.
+fn unavailable(conn: &ConnId, e: StoreError) -> ServerMsg {
+    warn!(error = %e, conn = %conn, "store failed while handling a client message");
+    ServerMsg::error("unavailable", "the server could not do that now; retry")
 }
 
 /// True when events after `since` were pruned, or `since` is ahead of the
