@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use apigw_local::Options;
 use hookcast_aws::apigw::ApiGwGateway;
 use hookcast_core::config::{Config, Limits};
-use hookcast_core::ports::{ConnId, Retention, Store};
+use hookcast_core::ports::{ConnId, Retention, Subscriptions};
 use hookcast_core::protocol::Event;
 use hookcast_core::testutil::MemStore;
 use hookcast_core::{Channel, Relay};
@@ -23,10 +23,8 @@ use hookcast_core::{Channel, Relay};
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let levels: Vec<usize> = args
-        .get(2)
-        .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_else(|| vec![16, 64, 256, 512]);
+    let levels: Vec<usize> =
+        args.get(2).map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![16, 64, 256, 512]);
     let rate: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10_000);
 
     let invoke: apigw_local::Invoke = Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }));
@@ -52,7 +50,10 @@ async fn main() {
         at: "2026-11-23T08:00:00.000Z".into(),
     };
     println!("fan-out of one event to {n} connections; @connections: 20 ms per call, {rate} req/s, burst {}", rate / 2);
-    println!("{:>11} {:>9} {:>10} {:>9} {:>7} {:>10} {:>11}", "concurrency", "seconds", "msgs/s", "delivered", "failed", "429s seen", "dup/lost");
+    println!(
+        "{:>11} {:>9} {:>10} {:>9} {:>7} {:>10} {:>11}",
+        "concurrency", "seconds", "msgs/s", "delivered", "failed", "429s seen", "dup/lost"
+    );
     for c in levels {
         // Refill the bucket between runs, as a quiet account would.
         tokio::time::sleep(Duration::from_millis(600).max(Duration::from_secs_f64(0.6 * 10_000.0 / rate as f64))).await;
@@ -63,10 +64,10 @@ async fn main() {
             store.subscribe(&ConnId(id.clone()), &ch, 10).await.unwrap();
         }
         let config = Config { allowed_origins: vec![], limits, sources: BTreeMap::new() };
-        let relay = Relay::new(config, store, ApiGwGateway::new(&sdk, &emu.management_endpoint()));
+        let relay = Relay::new(Arc::new(config), store, ApiGwGateway::new(&sdk, &emu.management_endpoint()));
         let throttled_before = emu.counters().throttled.load(Ordering::Relaxed);
         let start = Instant::now();
-        let report = relay.fan_out(&event).await;
+        let report = relay.fan_out(&event).await.expect("in-memory subscribers");
         let secs = start.elapsed().as_secs_f64();
         let throttled = emu.counters().throttled.load(Ordering::Relaxed) - throttled_before;
         let mut odd = 0;
@@ -82,7 +83,14 @@ async fn main() {
         let lost = n - report.delivered - report.failed;
         println!(
             "{:>11} {:>9.2} {:>10.0} {:>9} {:>7} {:>10} {:>5}/{:<5}",
-            c, secs, report.delivered as f64 / secs, report.delivered, report.failed, throttled, odd, lost
+            c,
+            secs,
+            report.delivered as f64 / secs,
+            report.delivered,
+            report.failed,
+            throttled,
+            odd,
+            lost
         );
     }
 }

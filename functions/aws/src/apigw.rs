@@ -14,6 +14,38 @@ use tracing::warn;
 #[derive(Clone)]
 pub struct ApiGwGateway {
     client: Client,
+    pacer: Option<std::sync::Arc<Pacer>>,
+}
+
+/// A token bucket for this instance's posts: the account's PostToConnection
+/// quota (10,000/s) is shared by every API, so fan-out takes a set share.
+pub struct Pacer {
+    rate: f64,
+    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Pacer {
+    pub fn new(per_second: u32) -> Self {
+        let rate = per_second.max(1) as f64;
+        // A tenth of a second of burst.
+        Self { rate, state: tokio::sync::Mutex::new((rate / 10.0, tokio::time::Instant::now())) }
+    }
+    /// Waits for one token. The lock is held only to do arithmetic.
+    pub async fn take(&self) {
+        let wait = {
+            let mut st = self.state.lock().await;
+            let now = tokio::time::Instant::now();
+            let burst = (self.rate / 10.0).max(1.0);
+            st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * self.rate).min(burst);
+            st.1 = now;
+            st.0 -= 1.0;
+            if st.0 >= 0.0 {
+                return;
+            }
+            Duration::from_secs_f64(-st.0 / self.rate)
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 impl ApiGwGateway {
@@ -27,7 +59,12 @@ impl ApiGwGateway {
             // slows the client long after the throttling ends.
             .retry_config(RetryConfig::disabled())
             .build();
-        Self { client: Client::from_conf(conf) }
+        Self { client: Client::from_conf(conf), pacer: None }
+    }
+    /// At most `per_second` posts per second from this instance.
+    pub fn with_rate(mut self, per_second: u32) -> Self {
+        self.pacer = Some(std::sync::Arc::new(Pacer::new(per_second)));
+        self
     }
 }
 
@@ -41,6 +78,9 @@ impl Gateway for ApiGwGateway {
     /// backoff; 410 is Gone at once; anything else is Failed at once.
     async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
         for attempt in 0..MAX_ATTEMPTS {
+            if let Some(p) = &self.pacer {
+                p.take().await;
+            }
             let res = self.client.post_to_connection().connection_id(&conn.0).data(Blob::new(frame.as_bytes())).send().await;
             let e = match res {
                 Ok(_) => return Delivery::Delivered,

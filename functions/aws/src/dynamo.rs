@@ -4,17 +4,22 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | connection | `conn#<id>` | `meta` |
+//! | connection (+ `subs`: how many channels it has) | `conn#<id>` | `meta` |
 //! | its subscription (+ `occ_at`: last occupancy ask, ms) | `conn#<id>` | `sub#<channel>` |
 //! | channel subscriber | `subs#<channel>#<shard>` | `<conn id>` |
+//! | subscriber count of one shard (`n`) | `count#<channel>` | `<shard>` |
 //! | channel head | `chan#<channel>` | `head` |
 //! | event | `chan#<channel>` | `ev#<seq, 20 digits>` |
 //! | dedupe key | `dedupe#<key>` | `dedupe` |
 //!
 //! Subscribers are sharded by a hash of the connection id so one hot channel
-//! spreads over partitions. Seq is assigned by an optimistic transaction
-//! (head, event and dedupe key conditional in one TransactWriteItems), so it
-//! is gapless and two writers can never take the same seq.
+//! spreads over partitions, and fan-out works one (channel, shard) at a time.
+//! Seq is assigned by an optimistic transaction (head, event and dedupe key
+//! conditional in one TransactWriteItems), so it is gapless and two writers
+//! can never take the same seq. New event items are what the table's stream
+//! carries to the fan-out. Appends never prune: retention is applied in reads
+//! (the newest `max_events`, none older than `max_age`) and TTL deletes the
+//! rest; items past their TTL that AWS has not deleted yet are filtered out.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,19 +27,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use futures::future::try_join_all;
 use hookcast_core::channel::Channel;
-use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome, Turn};
+use hookcast_core::ports::{
+    Appended, ConnId, EventLog, History, Pending, Retention, StoreError, SubOutcome, SubscriberPage, Subscriptions, Turn,
+};
 use hookcast_core::protocol::Event;
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
 const MAX_APPEND_ATTEMPTS: u32 = 60;
-const PRUNE_BATCH: i32 = 25;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -44,14 +48,7 @@ pub struct DynamoStore {
     table: String,
     retention: Retention,
     shards: u32,
-    /// Occupancy counts reused for this long, per channel, in this instance:
-    /// a count reads every subscription item, and a popular page asks often.
-    count_ttl: Duration,
-    counts: std::sync::Arc<std::sync::Mutex<HashMap<Channel, (u64, std::time::Instant)>>>,
 }
-
-/// Counted channels kept before stale counts are dropped.
-const COUNT_CACHE_ENTRIES: usize = 4096;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -95,6 +92,24 @@ fn shard_pk(channel: &Channel, shard: u32) -> String {
 fn chan_pk(c: &Channel) -> String {
     format!("chan#{c}")
 }
+fn count_pk(c: &Channel) -> String {
+    format!("count#{c}")
+}
+/// A sender's delivery id can be longer than DynamoDB's 2 KB partition key:
+/// long ones are keyed by their SHA-256 (a permanent limit must not become a
+/// 503 on every retry).
+fn dedupe_pk(dedupe_key: &str) -> String {
+    if dedupe_key.len() <= 512 {
+        format!("dedupe#{dedupe_key}")
+    } else {
+        use sha2::Digest;
+        format!("dedupe#sha256:{}", hex::encode(sha2::Sha256::digest(dedupe_key.as_bytes())))
+    }
+}
+/// Whether an item is past its TTL (AWS deletes such items lazily).
+fn expired(item: &Item, now_s: u64) -> bool {
+    get_n(item, "ttl").is_some_and(|t| t <= now_s)
+}
 
 /// FNV-1a: stable across processes and releases, unlike `DefaultHasher`.
 fn shard_of(conn: &ConnId, shards: u32) -> u32 {
@@ -108,19 +123,10 @@ fn shard_of(conn: &ConnId, shards: u32) -> u32 {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, retention: Retention) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retention,
-            shards: 8,
-            count_ttl: Duration::from_secs(5),
-            counts: Default::default(),
-        }
+        Self { client, table: table.into(), retention, shards: 8 }
     }
-    /// How long an occupancy count is reused (default 5 s; zero: always count).
-    pub fn with_count_ttl(mut self, ttl: Duration) -> Self {
-        self.count_ttl = ttl;
-        self
+    pub fn table(&self) -> &str {
+        &self.table
     }
     pub fn with_shards(mut self, shards: u32) -> Self {
         self.shards = shards.max(1);
@@ -131,9 +137,11 @@ impl DynamoStore {
     }
 
     /// Creates the table as template.yaml does (tests and local setups).
+    /// Returns nothing; the stream's ARN is [`DynamoStore::stream_arn`].
     pub async fn create_table(&self) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+            StreamViewType, TimeToLiveSpecification,
         };
         let attr = |name: &str| {
             AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().map_err(err)
@@ -147,6 +155,14 @@ impl DynamoStore {
             .attribute_definitions(attr("sk")?)
             .key_schema(key_el("pk", KeyType::Hash)?)
             .key_schema(key_el("sk", KeyType::Range)?)
+            // New event items feed the fan-out (template.yaml: StreamSpecification).
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewImage)
+                    .build()
+                    .map_err(err)?,
+            )
             .send()
             .await
             .map_err(sdk_err)?;
@@ -175,9 +191,7 @@ impl DynamoStore {
                 .expression_attribute_values(":pk", s(pk))
                 .set_exclusive_start_key(start.take());
             q = match sk_prefix {
-                Some(p) => q
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", s(p)),
+                Some(p) => q.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(p)),
                 None => q.key_condition_expression("pk = :pk"),
             };
             let page = q.send().await.map_err(sdk_err)?;
@@ -214,15 +228,12 @@ impl DynamoStore {
         Ok(())
     }
 
-    fn put_req(item: Item) -> Result<WriteRequest, StoreError> {
-        Ok(WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().map_err(err)?).build())
-    }
-
     fn delete_req(item_key: Item) -> Result<WriteRequest, StoreError> {
         Ok(WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(item_key)).build().map_err(err)?).build())
     }
 
-    async fn head(&self, channel: &Channel) -> Result<(u64, bool), StoreError> {
+    /// The channel's head seq, the `at_ms` of its newest event, and whether it exists.
+    async fn head(&self, channel: &Channel) -> Result<(u64, u64, bool), StoreError> {
         let got = self
             .client
             .get_item()
@@ -233,22 +244,23 @@ impl DynamoStore {
             .await
             .map_err(sdk_err)?;
         Ok(match got.item {
-            Some(i) => (get_n(&i, "seq").unwrap_or(0), true),
-            None => (0, false),
+            Some(i) => (get_n(&i, "seq").unwrap_or(0), get_n(&i, "last_at_ms").unwrap_or(0), true),
+            None => (0, 0, false),
         })
     }
 
-    async fn dedupe_seq(&self, dedupe_key: &str) -> Result<Option<u64>, StoreError> {
+    /// The seq a live (unexpired) dedupe key points at.
+    async fn dedupe_seq(&self, dedupe_key: &str, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let got = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("dedupe#{dedupe_key}"), "dedupe".into())))
+            .set_key(Some(key(dedupe_pk(dedupe_key), "dedupe".into())))
             .consistent_read(true)
             .send()
             .await
             .map_err(sdk_err)?;
-        Ok(got.item.and_then(|i| get_n(&i, "seq")))
+        Ok(got.item.filter(|i| get_n(i, "expires_ms").is_some_and(|e| e > now_ms)).and_then(|i| get_n(&i, "seq")))
     }
 
     fn append_transaction(&self, ev: &Pending, old: u64, exists: bool) -> Result<Vec<TransactWriteItem>, StoreError> {
@@ -258,7 +270,7 @@ impl DynamoStore {
         let dedupe = Put::builder()
             .table_name(&self.table)
             .set_item(Some(HashMap::from([
-                ("pk".to_owned(), s(format!("dedupe#{}", ev.dedupe_key))),
+                ("pk".to_owned(), s(dedupe_pk(&ev.dedupe_key))),
                 ("sk".to_owned(), s("dedupe")),
                 ("seq".to_owned(), n(new)),
                 ("channel".to_owned(), s(ev.channel.as_str())),
@@ -306,71 +318,19 @@ impl DynamoStore {
         ])
     }
 
-    /// Deletes the oldest events past the count or age limit (a bounded batch per append).
-    async fn prune(&self, channel: &Channel, head: u64, head_at_ms: u64) -> Result<(), StoreError> {
-        let r = &self.retention;
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :ev)")
-            .expression_attribute_values(":pk", s(chan_pk(channel)))
-            .expression_attribute_values(":ev", s("ev#"))
-            .consistent_read(true)
-            .limit(PRUNE_BATCH)
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        let cutoff_ms = head_at_ms.saturating_sub(r.max_age.as_millis() as u64);
-        let doomed: Vec<WriteRequest> = page
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| {
-                let seq = get_n(i, "seq").unwrap_or(0);
-                seq + r.max_events as u64 <= head || get_n(i, "at_ms").unwrap_or(0) < cutoff_ms
-            })
-            .map(|i| Self::delete_req(key(chan_pk(channel), get_s(&i, "sk").unwrap_or_default().to_owned())))
-            .collect::<Result<_, _>>()?;
-        self.batch_write(doomed).await
+    fn update(&self, item_key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder().table_name(&self.table).set_key(Some(item_key))
     }
+}
 
-    /// Live subscriptions of a channel, all shards, all pages.
-    async fn count_uncached(&self, channel: &Channel) -> Result<u64, StoreError> {
-        let now = now_secs();
-        let shards = (0..self.shards).map(|sh| {
-            let pk = shard_pk(channel, sh);
-            async move {
-                let mut total = 0u64;
-                let mut start: Option<Item> = None;
-                loop {
-                    // Select COUNT returns no items, but DynamoDB still reads
-                    // (and bills) them: hence the count cache.
-                    let page = self
-                        .client
-                        .query()
-                        .table_name(&self.table)
-                        .consistent_read(true)
-                        .select(aws_sdk_dynamodb::types::Select::Count)
-                        .key_condition_expression("pk = :pk")
-                        // TTL deletes lazily; an expired subscription is already dead.
-                        .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
-                        .expression_attribute_names("#ttl", "ttl")
-                        .expression_attribute_values(":pk", s(&pk))
-                        .expression_attribute_values(":now", n(now))
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(sdk_err)?;
-                    total += page.count.max(0) as u64;
-                    match page.last_evaluated_key {
-                        Some(k) if !k.is_empty() => start = Some(k),
-                        _ => return Ok::<u64, StoreError>(total),
-                    }
-                }
-            }
-        });
-        Ok(try_join_all(shards).await?.into_iter().sum())
+/// The codes of a cancelled transaction's items, in order ("None" where that item was fine).
+fn cancellation_reasons<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+            Some(c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect())
+        }
+        Some(TransactWriteItemsError::TransactionInProgressException(_)) => Some(vec!["InProgress".into()]),
+        _ => None,
     }
 }
 
@@ -384,7 +344,7 @@ fn to_event(channel: &Channel, i: &Item) -> Event {
     }
 }
 
-impl Store for DynamoStore {
+impl Subscriptions for DynamoStore {
     async fn add_connection(&self, conn: &ConnId, now_ms: u64) -> Result<(), StoreError> {
         let mut item = key(conn_pk(conn), "meta".into());
         item.insert("connected_at".into(), n(now_ms));
@@ -394,75 +354,144 @@ impl Store for DynamoStore {
     }
 
     async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
-        let items = self.query_all(&conn_pk(conn), None).await?;
-        let mut reqs = Vec::with_capacity(items.len() * 2);
-        for i in &items {
-            let sk = get_s(i, "sk").unwrap_or_default();
-            if let Some(channel) = sk.strip_prefix("sub#").and_then(|c| Channel::parse(c).ok()) {
-                reqs.push(Self::delete_req(key(self.subs_pk(&channel, conn), conn.0.clone()))?);
-            }
-            reqs.push(Self::delete_req(key(conn_pk(conn), sk.to_owned()))?);
-        }
-        self.batch_write(reqs).await
+        let items = self.query_all(&conn_pk(conn), Some("sub#")).await?;
+        let channels: Vec<Channel> =
+            items.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("sub#").and_then(|c| Channel::parse(c).ok())).collect();
+        // Each one conditional, so a $disconnect racing a 410 clean-up
+        // decrements each counter once.
+        try_join_all(channels.iter().map(|c| self.unsubscribe(conn, c))).await?;
+        self.batch_write(vec![Self::delete_req(key(conn_pk(conn), "meta".into()))?]).await
     }
 
+    /// One transaction: the connection's own count (the cap, atomic across
+    /// Lambda instances), its subscription item (absent: not a repeat), the
+    /// channel's subscriber item and the shard's counter.
     async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
-        let mine = self.query_all(&conn_pk(conn), Some("sub#")).await?;
-        let sk = format!("sub#{channel}");
-        if mine.iter().any(|i| get_s(i, "sk") == Some(sk.as_str())) {
-            return Ok(SubOutcome::AlreadySubscribed);
-        }
-        if mine.len() >= max {
-            return Ok(SubOutcome::LimitReached);
-        }
         let ttl = n(now_secs() + CONNECTION_TTL.as_secs());
-        let mut by_conn = key(conn_pk(conn), sk);
+        let cap = self
+            .update(key(conn_pk(conn), "meta".into()))
+            .update_expression("SET subs = if_not_exists(subs, :zero) + :one, #ttl = if_not_exists(#ttl, :ttl)")
+            .condition_expression("attribute_not_exists(subs) OR subs < :max")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max))
+            .expression_attribute_values(":ttl", ttl.clone())
+            .build()
+            .map_err(err)?;
+        let mut by_conn = key(conn_pk(conn), format!("sub#{channel}"));
         by_conn.insert("ttl".into(), ttl.clone());
+        let by_conn = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(by_conn))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(err)?;
         let mut by_channel = key(self.subs_pk(channel, conn), conn.0.clone());
         by_channel.insert("ttl".into(), ttl);
-        // Not a transaction: both items are idempotent and expire with the
-        // connection, a half-written pair heals (a stray subscriber is Gone
-        // on the next fan-out), and transactions cost twice the writes.
-        self.batch_write(vec![Self::put_req(by_conn)?, Self::put_req(by_channel)?]).await?;
-        Ok(SubOutcome::Added)
+        let by_channel = Put::builder().table_name(&self.table).set_item(Some(by_channel)).build().map_err(err)?;
+        let counter = self
+            .update(key(count_pk(channel), shard_of(conn, self.shards).to_string()))
+            .update_expression("ADD n :one")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(err)?;
+        let items = vec![
+            TransactWriteItem::builder().update(cap).build(),
+            TransactWriteItem::builder().put(by_conn).build(),
+            TransactWriteItem::builder().put(by_channel).build(),
+            TransactWriteItem::builder().update(counter).build(),
+        ];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(SubOutcome::Added),
+            Err(e) => match cancellation_reasons(&e) {
+                Some(r) if r.get(1).map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::AlreadySubscribed),
+                Some(r) if r.first().map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::LimitReached),
+                _ => Err(sdk_err(e)),
+            },
+        }
     }
 
+    /// One transaction, conditional on the subscription existing, so the
+    /// counters move exactly once however often it is called.
     async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
-        self.batch_write(vec![
-            Self::delete_req(key(conn_pk(conn), format!("sub#{channel}")))?,
-            Self::delete_req(key(self.subs_pk(channel, conn), conn.0.clone()))?,
-        ])
-        .await
+        use aws_sdk_dynamodb::types::Delete;
+        let by_conn = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(conn_pk(conn), format!("sub#{channel}"))))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(err)?;
+        let by_channel = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(self.subs_pk(channel, conn), conn.0.clone())))
+            .build()
+            .map_err(err)?;
+        let counter = self
+            .update(key(count_pk(channel), shard_of(conn, self.shards).to_string()))
+            .update_expression("ADD n :minus")
+            .expression_attribute_values(":minus", n(-1))
+            .build()
+            .map_err(err)?;
+        let cap = self
+            .update(key(conn_pk(conn), "meta".into()))
+            .update_expression("ADD subs :minus")
+            .condition_expression("attribute_exists(subs)")
+            .expression_attribute_values(":minus", n(-1))
+            .build()
+            .map_err(err)?;
+        let items = vec![
+            TransactWriteItem::builder().delete(by_conn).build(),
+            TransactWriteItem::builder().delete(by_channel).build(),
+            TransactWriteItem::builder().update(counter).build(),
+            TransactWriteItem::builder().update(cap).build(),
+        ];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            // Not subscribed (or the connection item is gone): nothing to undo.
+            Err(e) if cancellation_reasons(&e).is_some_and(|r| r.iter().any(|c| c == "ConditionalCheckFailed")) => Ok(()),
+            Err(e) => Err(sdk_err(e)),
+        }
     }
 
-    async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
+    fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    async fn subscriber_page(
+        &self,
+        channel: &Channel,
+        shard: u32,
+        after: Option<&ConnId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        let pk = shard_pk(channel, shard);
+        let start = after.map(|c| key(pk.clone(), c.0.clone()));
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .set_exclusive_start_key(start)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(sdk_err)?;
         let now = now_secs();
-        let shards = (0..self.shards).map(|sh| {
-            let pk = shard_pk(channel, sh);
-            async move { self.query_all(&pk, None).await }
-        });
-        let pages = try_join_all(shards).await?;
-        Ok(pages
-            .into_iter()
-            .flatten()
-            // TTL deletes lazily; an expired subscription is already dead.
-            .filter(|i| get_n(i, "ttl").is_none_or(|t| t > now))
-            .filter_map(|i| get_s(&i, "sk").map(|c| ConnId(c.to_owned())))
-            .collect())
+        let items = page.items.unwrap_or_default();
+        let conns =
+            items.iter().filter(|i| !expired(i, now)).filter_map(|i| get_s(i, "sk").map(|c| ConnId(c.to_owned()))).collect();
+        let next = page.last_evaluated_key.and_then(|k| get_s(&k, "sk").map(|c| ConnId(c.to_owned())));
+        Ok(SubscriberPage { conns, next })
     }
 
+    /// The shards' counters: a handful of small items, not every subscription.
     async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
-        let fresh = |at: &std::time::Instant| at.elapsed() < self.count_ttl;
-        if let Some((n, _)) = self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(channel).filter(|(_, at)| fresh(at)) {
-            return Ok(*n);
-        }
-        let n = self.count_uncached(channel).await?;
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.len() >= COUNT_CACHE_ENTRIES {
-            counts.retain(|_, (_, at)| fresh(at));
-        }
-        counts.insert(channel.clone(), (n, std::time::Instant::now()));
-        Ok(n)
+        let items = self.query_all(&count_pk(channel), None).await?;
+        let total: i64 =
+            items.iter().filter_map(|i| i.get("n").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok())).sum();
+        Ok(total.max(0) as u64)
     }
 
     async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
@@ -500,32 +529,22 @@ impl Store for DynamoStore {
             Err(e) => Err(sdk_err(e)),
         }
     }
+}
 
+impl EventLog for DynamoStore {
+    /// No prune here: a busy channel pays one transaction per event.
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         for attempt in 0..MAX_APPEND_ATTEMPTS {
-            let (old, exists) = self.head(&ev.channel).await?;
+            let (old, _, exists) = self.head(&ev.channel).await?;
             let items = self.append_transaction(ev, old, exists)?;
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => {
-                    let seq = old + 1;
-                    if let Err(e) = self.prune(&ev.channel, seq, ev.at_ms).await {
-                        // The event is stored; pruning catches up on the next append.
-                        tracing::warn!(error = %e, channel = %ev.channel, "prune failed");
-                    }
-                    return Ok(Appended::Stored(ev.with_seq(seq)));
-                }
+                Ok(_) => return Ok(Appended::Stored(ev.with_seq(old + 1))),
                 Err(e) => {
-                    let reasons: Vec<String> = match e.as_service_error() {
-                        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
-                            .cancellation_reasons()
-                            .iter()
-                            .map(|r| r.code().unwrap_or("None").to_owned())
-                            .collect(),
-                        Some(TransactWriteItemsError::TransactionInProgressException(_)) => vec!["InProgress".into()],
-                        _ => return Err(sdk_err(e)),
+                    let Some(reasons) = cancellation_reasons(&e) else {
+                        return Err(sdk_err(e));
                     };
                     if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") {
-                        if let Some(seq) = self.dedupe_seq(&ev.dedupe_key).await? {
+                        if let Some(seq) = self.dedupe_seq(&ev.dedupe_key, ev.at_ms).await? {
                             return Ok(Appended::Duplicate { seq });
                         }
                     }
@@ -537,29 +556,60 @@ impl Store for DynamoStore {
         Err(StoreError(format!("append to {} lost the seq race {MAX_APPEND_ATTEMPTS} times", ev.channel)))
     }
 
+    /// Retention in the read: from the newest `max_events`, none older than
+    /// `max_age` before the newest event, none past its TTL.
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
-        let (head, _) = self.head(channel).await?;
+        let (head, head_at_ms, _) = self.head(channel).await?;
+        let r = &self.retention;
+        let window_start = head.saturating_sub(r.max_events as u64) + 1;
+        let cutoff_ms = head_at_ms.saturating_sub(r.max_age.as_millis() as u64);
+        let now = now_secs();
+        let kept = |i: &Item| get_n(i, "at_ms").unwrap_or(0) >= cutoff_ms && !expired(i, now);
         let pk = chan_pk(channel);
-        let query = |from: u64, limit: i32| {
+        let query = |from: u64| {
             self.client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                 .expression_attribute_values(":pk", s(&pk))
                 .expression_attribute_values(":from", s(ev_sk(from)))
-                .expression_attribute_values(":to", s(ev_sk(u64::MAX >> 1)))
+                .expression_attribute_values(":to", s(ev_sk(head)))
                 .consistent_read(true)
-                .limit(limit)
         };
-        let first = query(0, 1).send().await.map_err(sdk_err)?;
-        let first_retained =
-            first.items.unwrap_or_default().first().and_then(|i| get_n(i, "seq")).unwrap_or(head + 1);
-        let mut events = Vec::new();
+        // The first retained seq: events age in seq order, so this is the
+        // first kept item of the window (almost always its first item).
+        let mut first_retained = head + 1;
         let mut start: Option<Item> = None;
-        while events.len() < limit && since < head {
+        'find: loop {
+            if head == 0 {
+                break;
+            }
+            let page = query(window_start)
+                .projection_expression("seq, at_ms, #ttl")
+                .expression_attribute_names("#ttl", "ttl")
+                .limit(25)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for i in page.items.unwrap_or_default() {
+                if kept(&i) {
+                    first_retained = get_n(&i, "seq").unwrap_or(head + 1);
+                    break 'find;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        let mut events = Vec::new();
+        let from = since.saturating_add(1).max(first_retained);
+        let mut start: Option<Item> = None;
+        while events.len() < limit && from <= head {
             let want = (limit - events.len()).min(1000) as i32;
-            let page = query(since.saturating_add(1), want).set_exclusive_start_key(start.take()).send().await.map_err(sdk_err)?;
-            events.extend(page.items.unwrap_or_default().iter().map(|i| to_event(channel, i)));
+            let page = query(from).limit(want).set_exclusive_start_key(start.take()).send().await.map_err(sdk_err)?;
+            events.extend(page.items.unwrap_or_default().iter().filter(|i| kept(i)).map(|i| to_event(channel, i)));
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,

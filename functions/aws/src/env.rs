@@ -3,12 +3,30 @@
 
 use hookcast_core::config::{Config, ConfigError, RawConfig};
 
+/// Which function is starting: each reads only what it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `POST /hooks/…`, history, the snippet: the table and the sources with their secrets.
+    Webhook,
+    /// `$connect`, `$disconnect`, messages: the table and `@connections`.
+    Socket,
+    /// Stream → SQS: the queue and the shard count.
+    Dispatch,
+    /// SQS → `@connections`: the table, `@connections` and the queue (retries).
+    Fanout,
+}
+
 #[derive(Debug)]
 pub struct LambdaConfig {
     pub table: String,
     /// The Management API endpoint: `https://{api}.execute-api.{region}.amazonaws.com/{stage}`.
     pub ws_endpoint: String,
+    /// The fan-out SQS FIFO queue's URL.
+    pub queue_url: String,
     pub shards: u32,
+    /// PostToConnection calls per second per fan-out instance (the stack caps
+    /// instances, so this sets the share of the account's quota).
+    pub posts_per_second: u32,
     pub core: Config,
 }
 
@@ -17,17 +35,18 @@ impl LambdaConfig {
     /// (TOML: allowed_origins, limits, sources), `HOOKCAST_ALLOWED_ORIGINS`
     /// (comma-separated) and `HOOKCAST_SHARDS` optional;
     /// secrets from `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>, role: Role) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let mut required = |k: &str| {
+        let mut required = |k: &str, needed: bool| {
             let v = env(k).filter(|v| !v.is_empty());
-            if v.is_none() {
+            if v.is_none() && needed {
                 problems.push(format!("environment variable {k} is not set"));
             }
             v.unwrap_or_default()
         };
-        let table = required("HOOKCAST_TABLE");
-        let ws_endpoint = required("HOOKCAST_WS_ENDPOINT");
+        let table = required("HOOKCAST_TABLE", role != Role::Dispatch);
+        let ws_endpoint = required("HOOKCAST_WS_ENDPOINT", matches!(role, Role::Socket | Role::Fanout));
+        let queue_url = required("HOOKCAST_QUEUE_URL", matches!(role, Role::Dispatch | Role::Fanout));
         if !ws_endpoint.is_empty() && !ws_endpoint.starts_with("http") {
             problems.push(format!("HOOKCAST_WS_ENDPOINT {ws_endpoint:?} must be an https:// URL"));
         }
@@ -37,6 +56,14 @@ impl LambdaConfig {
             Some(_) => {
                 problems.push("HOOKCAST_SHARDS must be a whole number from 1 to 64".into());
                 8
+            }
+        };
+        let posts_per_second = match env("HOOKCAST_POSTS_PER_SECOND").map(|v| v.parse::<u32>()) {
+            None => 1000,
+            Some(Ok(n)) if n >= 1 => n,
+            Some(_) => {
+                problems.push("HOOKCAST_POSTS_PER_SECOND must be a whole number of at least 1".into());
+                1000
             }
         };
         let mut raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
@@ -50,9 +77,14 @@ impl LambdaConfig {
         if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
             raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
         }
+        // Only the webhook function verifies signatures; the others never see
+        // the sources or their secrets.
+        if role != Role::Webhook {
+            raw.sources.clear();
+        }
         let core = Config::build(raw, env).map_err(|e| problems.extend(e.problems)).ok();
         match core {
-            Some(core) if problems.is_empty() => Ok(Self { table, ws_endpoint, shards, core }),
+            Some(core) if problems.is_empty() => Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, core }),
             _ => Err(ConfigError { problems }),
         }
     }
@@ -70,13 +102,21 @@ mod tests {
     #[test]
     fn lists_every_missing_variable() {
         let env = |k: &str| (k == "HOOKCAST_CONFIG").then(|| "[sources.n]\nkind = \"netlify\"\n".to_string());
-        let e = LambdaConfig::from_env(&env).unwrap_err();
+        let e = LambdaConfig::from_env(&env, Role::Webhook).unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec![
+                "environment variable HOOKCAST_TABLE is not set",
+                "sources.n: no secret; set secret, secret_env, or HOOKCAST_SECRET_N"
+            ]
+        );
+        let e = LambdaConfig::from_env(&env, Role::Fanout).unwrap_err();
         assert_eq!(
             e.problems,
             vec![
                 "environment variable HOOKCAST_TABLE is not set",
                 "environment variable HOOKCAST_WS_ENDPOINT is not set",
-                "sources.n: no secret; set secret, secret_env, or HOOKCAST_SECRET_N",
+                "environment variable HOOKCAST_QUEUE_URL is not set",
             ]
         );
     }
@@ -84,17 +124,19 @@ mod tests {
     #[test]
     fn reads_the_shared_schema() {
         let env = |k: &str| {
-            Some(match k {
-                "HOOKCAST_TABLE" => "t",
-                "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                "HOOKCAST_CONFIG" => "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n",
-                "HOOKCAST_SECRET_NETLIFY" => "jws",
-                "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://b.example",
-                _ => return None,
-            }
-            .to_string())
+            Some(
+                match k {
+                    "HOOKCAST_TABLE" => "t",
+                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                    "HOOKCAST_CONFIG" => "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n",
+                    "HOOKCAST_SECRET_NETLIFY" => "jws",
+                    "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://b.example",
+                    _ => return None,
+                }
+                .to_string(),
+            )
         };
-        let c = LambdaConfig::from_env(&env).unwrap();
+        let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
         assert_eq!(c.ws_url(), "wss://abc.execute-api.eu-west-1.amazonaws.com/live");
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));

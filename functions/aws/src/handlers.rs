@@ -4,8 +4,9 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use hookcast_core::http::{self, HttpResponse};
-use hookcast_core::ports::{ConnId, Gateway, Store};
+use hookcast_core::ports::{ConnId, EventLog, Gateway, Store};
 use hookcast_core::relay::{ConnectError, Relay};
+use hookcast_core::Hooks;
 use tracing::warn;
 
 /// The minified snippet; the webhook function serves it with the deployed
@@ -25,8 +26,13 @@ fn conn_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<ConnId> {
 
 /// `$connect`: check Origin, record the connection. Never posts: API Gateway
 /// answers 410 to any post before `$connect` returns.
-pub async fn ws_connect<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
-    let Some(conn) = conn_id(&ev) else { return ws_response(400, Some("no connectionId")) };
+pub async fn ws_connect<S: Store, G: Gateway>(
+    relay: &Relay<S, G>,
+    ev: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(conn) = conn_id(&ev) else {
+        return ws_response(400, Some("no connectionId"));
+    };
     let origin = ev.headers.get("origin").and_then(|v| v.to_str().ok());
     match relay.connect(&conn, origin).await {
         Ok(()) => ws_response(200, None),
@@ -38,8 +44,13 @@ pub async fn ws_connect<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGatewa
     }
 }
 
-pub async fn ws_disconnect<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
-    let Some(conn) = conn_id(&ev) else { return ws_response(400, None) };
+pub async fn ws_disconnect<S: Store, G: Gateway>(
+    relay: &Relay<S, G>,
+    ev: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(conn) = conn_id(&ev) else {
+        return ws_response(400, None);
+    };
     if let Err(e) = relay.disconnect(&conn).await {
         // The items expire by TTL anyway.
         warn!(error = %e, conn = %conn, "could not forget a connection");
@@ -49,8 +60,13 @@ pub async fn ws_disconnect<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGat
 
 /// subscribe / unsubscribe / ping / occupancy and `$default`: replies go out through
 /// PostToConnection, so the integration response stays empty.
-pub async fn ws_message<S: Store, G: Gateway>(relay: &Relay<S, G>, ev: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
-    let Some(conn) = conn_id(&ev) else { return ws_response(400, None) };
+pub async fn ws_message<S: Store, G: Gateway>(
+    relay: &Relay<S, G>,
+    ev: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    let Some(conn) = conn_id(&ev) else {
+        return ws_response(400, None);
+    };
     let body = ev.body.as_deref().unwrap_or("");
     let text = if ev.is_base64_encoded {
         // Binary frames are not part of the protocol; the relay explains.
@@ -69,8 +85,8 @@ pub fn snippet_with_url(ws_url: &str) -> String {
 }
 
 /// The webhook function's HTTP API (payload v2) routes.
-pub async fn http<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
+pub async fn http<L: EventLog>(
+    hooks: &Hooks<L>,
     snippet: &str,
     method: &str,
     path: &str,
@@ -80,7 +96,7 @@ pub async fn http<S: Store, G: Gateway>(
 ) -> HttpResponse {
     let origin = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("origin")).map(|(_, v)| v.as_str());
     match (method, path) {
-        ("POST", p) if p.starts_with("/hooks/") => http::webhook(relay, &p["/hooks/".len()..], headers, body).await,
+        ("POST", p) if p.starts_with("/hooks/") => http::webhook(hooks, &p["/hooks/".len()..], headers, body).await,
         ("GET", "/hookcast.js") => HttpResponse {
             status: 200,
             headers: vec![
@@ -89,25 +105,23 @@ pub async fn http<S: Store, G: Gateway>(
             ],
             body: snippet.to_owned(),
         },
-        ("GET", p) if p.starts_with("/channels/") => http::history(relay, &p["/channels/".len()..], query_since, origin).await,
+        ("GET", p) if p.starts_with("/channels/") => http::history(hooks, &p["/channels/".len()..], query_since, origin).await,
         _ => HttpResponse::not_found(),
     }
 }
 
 /// The webhook function's whole request → response translation.
-pub async fn http_request<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
+pub async fn http_request<L: EventLog>(
+    hooks: &Hooks<L>,
     snippet: &str,
     req: lambda_http::Request,
 ) -> lambda_http::Response<lambda_http::Body> {
     use lambda_http::RequestExt;
     let since = req.query_string_parameters_ref().and_then(|q| q.first("since")).map(str::to_owned);
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect();
-    let r = http(relay, snippet, req.method().as_str(), req.raw_http_path(), since.as_deref(), &headers, req.body().as_ref()).await;
+    let headers: Vec<(String, String)> =
+        req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
+    let r =
+        http(hooks, snippet, req.method().as_str(), req.raw_http_path(), since.as_deref(), &headers, req.body().as_ref()).await;
     let mut res = lambda_http::Response::builder().status(r.status);
     for (k, v) in r.headers {
         res = res.header(k, v);

@@ -5,26 +5,72 @@ pub mod apigw;
 pub mod dynamo;
 pub mod env;
 pub mod handlers;
+pub mod pipeline;
 
 use hookcast_core::ports::Retention;
 use hookcast_core::Relay;
 
-pub type AwsRelay = Relay<dynamo::DynamoStore, apigw::ApiGwGateway>;
+pub type AwsRelay = Relay<std::sync::Arc<dynamo::DynamoStore>, apigw::ApiGwGateway>;
+pub type AwsHooks = hookcast_core::Hooks<dynamo::DynamoStore>;
 
 /// Sleeps before retry `attempt`: hookcast_core's capped full-jitter backoff.
 pub(crate) async fn backoff_sleep(attempt: u32, base: std::time::Duration, cap: std::time::Duration) {
     tokio::time::sleep(hookcast_core::backoff::full_jitter(attempt, base, cap, rand::random())).await;
 }
 
-/// Builds the relay once per cold start: SDK config from the environment,
-/// both clients, typed config. Used by every Lambda main.
-pub async fn relay_from_env() -> Result<(AwsRelay, env::LambdaConfig), String> {
-    let cfg = env::LambdaConfig::from_env(&|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
-    let sdk = aws_config::load_from_env().await;
-    let store = dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.table, Retention::from(&cfg.core.limits))
-        .with_shards(cfg.shards);
-    let gateway = apigw::ApiGwGateway::new(&sdk, &cfg.ws_endpoint);
-    Ok((Relay::new(cfg.core.clone(), store, gateway), cfg))
+/// What a function builds once per cold start.
+pub struct Startup {
+    pub cfg: env::LambdaConfig,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Startup {
+    /// Typed config from the environment (every problem listed at once) and
+    /// the SDK config. The webhook function also reads its sources' secrets
+    /// from Secrets Manager (`HOOKCAST_SECRETS_ARN`: a JSON object of source
+    /// name → secret), so no secret sits in a Lambda environment variable.
+    pub async fn load(role: env::Role) -> Result<Self, String> {
+        let sdk = aws_config::load_from_env().await;
+        let secrets = match (role, std::env::var("HOOKCAST_SECRETS_ARN").ok().filter(|v| !v.is_empty())) {
+            (env::Role::Webhook, Some(arn)) => fetch_secrets(&sdk, &arn).await?,
+            _ => Default::default(),
+        };
+        let lookup = |k: &str| secrets.get(k).cloned().or_else(|| std::env::var(k).ok());
+        let cfg = env::LambdaConfig::from_env(&lookup, role).map_err(|e| e.to_string())?;
+        Ok(Self { cfg, sdk })
+    }
+    pub fn store(&self) -> dynamo::DynamoStore {
+        dynamo::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            &self.cfg.table,
+            Retention::from(&self.cfg.core.limits),
+        )
+        .with_shards(self.cfg.shards)
+    }
+    pub fn hooks(&self) -> AwsHooks {
+        hookcast_core::Hooks::new(std::sync::Arc::new(self.cfg.core.clone()), self.store())
+    }
+    pub fn relay(&self) -> AwsRelay {
+        let gateway = apigw::ApiGwGateway::new(&self.sdk, &self.cfg.ws_endpoint).with_rate(self.cfg.posts_per_second);
+        Relay::new(std::sync::Arc::new(self.cfg.core.clone()), std::sync::Arc::new(self.store()), gateway)
+    }
+    pub fn queue(&self) -> pipeline::SqsQueue {
+        pipeline::SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), &self.cfg.queue_url)
+    }
+}
+
+/// The secret JSON, as `HOOKCAST_SECRET_<SOURCE>` lookups.
+async fn fetch_secrets(sdk: &aws_config::SdkConfig, arn: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let out = aws_sdk_secretsmanager::Client::new(sdk)
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| format!("cannot read the secrets {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+    let text = out.secret_string().unwrap_or_default();
+    let map: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(text).map_err(|_| format!("the secret {arn} must be a JSON object of source name to secret"))?;
+    Ok(map.into_iter().map(|(k, v)| (hookcast_core::config::secret_env_name(&k), v)).collect())
 }
 
 /// Plain-text logs for CloudWatch (it adds the timestamps).
@@ -32,9 +78,7 @@ pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_ansi(false)
         .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
 }
 
@@ -46,8 +90,7 @@ where
     Fut: std::future::Future<Output = aws_lambda_events::apigw::ApiGatewayProxyResponse> + Send,
 {
     init_tracing();
-    let (relay, _) = relay_from_env().await?;
-    let relay = std::sync::Arc::new(relay);
+    let relay = std::sync::Arc::new(Startup::load(env::Role::Socket).await?.relay());
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>| {
@@ -56,5 +99,33 @@ where
             async move { Ok::<_, lambda_runtime::Error>(fut.await) }
         },
     ))
+    .await
+}
+
+/// The dispatcher Lambda: DynamoDB stream batches of new event items → SQS FIFO jobs.
+pub async fn run_dispatch_function() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let startup = Startup::load(env::Role::Dispatch).await?;
+    let (queue, shards) = (std::sync::Arc::new(startup.queue()), startup.cfg.shards);
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::dynamodb::Event>| {
+        let queue = queue.clone();
+        async move {
+            // An error fails the batch: Lambda retries it in order, then sends
+            // it to the on-failure destination.
+            pipeline::dispatch(&*queue, shards, &ev.payload).await.map(|_| ()).map_err(lambda_runtime::Error::from)
+        }
+    }))
+    .await
+}
+
+/// The fan-out worker Lambda: SQS FIFO batches → PostToConnection, partial batch failures.
+pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let startup = Startup::load(env::Role::Fanout).await?;
+    let state = std::sync::Arc::new((startup.relay(), startup.queue()));
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
+        let state = state.clone();
+        async move { Ok::<_, lambda_runtime::Error>(Box::pin(pipeline::fan_out_batch(&state.0, &state.1, &ev.payload)).await) }
+    }))
     .await
 }

@@ -41,5 +41,9 @@ async fn persistent_throttling_is_a_failure_not_gone() {
     let _rx = emu.register_sink("conn-b=");
     let gw = ApiGwGateway::new(&common::sdk_config(None), &emu.management_endpoint());
     assert_eq!(gw.send(&ConnId("conn-b=".into()), "x").await, Delivery::Failed);
-    assert_eq!(emu.counters().throttled.load(Ordering::Relaxed), hookcast_aws::apigw::MAX_ATTEMPTS as u64, "every attempt was made");
+    assert_eq!(
+        emu.counters().throttled.load(Ordering::Relaxed),
+        hookcast_aws::apigw::MAX_ATTEMPTS as u64,
+        "every attempt was made"
+    );
 }

@@ -139,10 +139,7 @@ pub struct ConfigError {
 
 /// The env var that overrides source `name`'s secret: `HOOKCAST_SECRET_<NAME>`.
 pub fn secret_env_name(source: &str) -> String {
-    let upper: String = source
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-        .collect();
+    let upper: String = source.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("HOOKCAST_SECRET_{upper}")
 }
 
@@ -175,7 +172,11 @@ impl Config {
         let limits = Limits {
             max_body_bytes: positive("max_body_bytes", l.max_body_bytes, d.max_body_bytes),
             max_event_bytes: positive("max_event_bytes", l.max_event_bytes, d.max_event_bytes),
-            history_max_events: positive("history_max_events", l.history_max_events.map(|v| v as usize), d.history_max_events as usize) as u32,
+            history_max_events: positive(
+                "history_max_events",
+                l.history_max_events.map(|v| v as usize),
+                d.history_max_events as usize,
+            ) as u32,
             history_max_age: l.history_max_age_secs.map_or(d.history_max_age, Duration::from_secs),
             dedupe_ttl: l.dedupe_ttl_secs.map_or(d.dedupe_ttl, Duration::from_secs),
             fanout_concurrency: positive("fanout_concurrency", l.fanout_concurrency, d.fanout_concurrency),
@@ -187,7 +188,9 @@ impl Config {
             ) as u64),
         };
         if limits.max_event_bytes > 120 * 1024 {
-            problems.push("limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into());
+            problems.push(
+                "limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into(),
+            );
         }
         for o in &raw.allowed_origins {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
@@ -200,7 +203,9 @@ impl Config {
             let at = format!("sources.{name}");
             let before = problems.len();
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                problems.push(format!("{at}: source names may use only letters, digits, '-' and '_' (they appear in /hooks/{{source}})"));
+                problems.push(format!(
+                    "{at}: source names may use only letters, digits, '-' and '_' (they appear in /hooks/{{source}})"
+                ));
             }
             let secret = resolve_secret(&name, &rs, env, &mut problems);
             let channels = rs.channels.clone().unwrap_or_default();
@@ -222,7 +227,9 @@ impl Config {
             let kind = match rs.kind.as_str() {
                 "netlify" => {
                     if rs.channels.is_some() {
-                        problems.push(format!("{at}.channels: netlify sources publish to \"deploys\" and \"forms/<form name>\"; remove channels"));
+                        problems.push(format!(
+                            "{at}.channels: netlify sources publish to \"deploys\" and \"forms/<form name>\"; remove channels"
+                        ));
                     }
                     misplaced("header", rs.header.is_some(), &mut problems);
                     misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
@@ -307,10 +314,7 @@ mod tests {
     use super::*;
 
     fn raw(toml_like: &[(&str, RawSource)]) -> RawConfig {
-        RawConfig {
-            sources: toml_like.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
-            ..Default::default()
-        }
+        RawConfig { sources: toml_like.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(), ..Default::default() }
     }
     fn src(kind: &str, secret: Option<&str>, channels: Option<&[&str]>) -> RawSource {
         RawSource {

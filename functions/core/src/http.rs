@@ -6,8 +6,9 @@ use tracing::{info, warn};
 
 use crate::channel::Channel;
 use crate::error::HookError;
-use crate::ports::{Gateway, Store};
-use crate::relay::Relay;
+use crate::hooks::Hooks;
+use crate::ports::EventLog;
+use crate::relay::origin_allowed;
 use crate::verify::HookRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,16 +48,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// `POST /hooks/{source}`: 200 only once the event is durably in the log.
-pub async fn webhook<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
-    source: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> HttpResponse {
+pub async fn webhook<L: EventLog>(hooks: &Hooks<L>, source: &str, headers: &[(String, String)], body: &[u8]) -> HttpResponse {
     let content_type = header(headers, "content-type");
-    match relay.ingest(source, content_type, &HookRequest { headers, body }).await {
+    match hooks.ingest(source, content_type, &HookRequest { headers, body }).await {
         Ok(done) => {
-            info!(source, channel = done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
+            info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
             let mut v = serde_json::to_value(&done).unwrap_or_default();
             v["ok"] = json!(true);
             HttpResponse::json(200, v.to_string())
@@ -69,8 +65,8 @@ pub async fn webhook<S: Store, G: Gateway>(
 }
 
 /// `GET /channels/{channel}/events?since=N`, given the `{channel}/events` part.
-pub async fn history<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
+pub async fn history<L: EventLog>(
+    hooks: &Hooks<L>,
     channel_and_events: &str,
     since: Option<&str>,
     origin: Option<&str>,
@@ -87,16 +83,16 @@ pub async fn history<S: Store, G: Gateway>(
         Some(Ok(n)) => n,
         Some(Err(_)) => return HttpResponse::error(400, "invalid_since", "since must be a whole number"),
     };
-    match relay.history(&channel, since).await {
+    match hooks.history(&channel, since).await {
         Ok((h, reset)) => {
             let body = json!({"channel": channel, "head": h.head, "reset": reset, "events": h.events});
             let mut r = HttpResponse::json(200, body.to_string());
             // Pages on any allowed origin may catch up over HTTP.
-            let origins = &relay.config().allowed_origins;
+            let origins = &hooks.config().allowed_origins;
             let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
                 Some("*".to_owned())
             } else {
-                origin.filter(|o| relay.origin_allowed(Some(o))).map(str::to_owned)
+                origin.filter(|o| origin_allowed(hooks.config(), Some(o))).map(str::to_owned)
             };
             if let Some(a) = allow {
                 r.headers.push(("access-control-allow-origin", a));

@@ -19,9 +19,8 @@ pub struct NewEvent {
 
 /// The fields of a Netlify deploy that reach pages; the rest (admin URLs,
 /// committer details, build logs, …) never leaves the server.
-const DEPLOY_FIELDS: &[&str] = &[
-    "id", "state", "branch", "context", "commit_ref", "deploy_ssl_url", "deploy_url", "published_at", "title",
-];
+const DEPLOY_FIELDS: &[&str] =
+    &["id", "state", "branch", "context", "commit_ref", "deploy_ssl_url", "deploy_url", "published_at", "title"];
 
 enum Body {
     Json(Value),
@@ -29,9 +28,7 @@ enum Body {
 }
 
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, HookError> {
-    let media = content_type
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .filter(|m| !m.is_empty());
+    let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|m| !m.is_empty());
     match media.as_deref() {
         None | Some("application/json") => json(body),
         Some(m) if m.ends_with("+json") => json(body),
@@ -43,9 +40,7 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, HookError
 }
 
 fn json(body: &[u8]) -> Result<Body, HookError> {
-    serde_json::from_slice(body)
-        .map(Body::Json)
-        .map_err(|e| HookError::BadPayload(format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map(Body::Json).map_err(|e| HookError::BadPayload(format!("body is not valid JSON: {e}")))
 }
 
 fn body_hash(body: &[u8]) -> String {
@@ -86,9 +81,8 @@ fn netlify(
     raw: &[u8],
 ) -> Result<NewEvent, HookError> {
     if let Some(form_name) = str_field(obj, "form_name") {
-        let channel = Channel::parse(&format!("forms/{form_name}")).map_err(|e| {
-            HookError::BadPayload(format!("form name {form_name:?} cannot be a channel: {e}"))
-        })?;
+        let channel = Channel::parse(&format!("forms/{form_name}"))
+            .map_err(|e| HookError::BadPayload(format!("form name {form_name:?} cannot be a channel: {e}")))?;
         let mut data = Map::new();
         data.insert("form".into(), Value::from(form_name));
         if let Some(at) = obj.get("created_at") {
@@ -137,9 +131,7 @@ fn netlify(
             dedupe_key: key,
         });
     }
-    Err(HookError::BadPayload(
-        "not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into(),
-    ))
+    Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
 }
 
 fn generic(source: &Source, parsed: Body, raw: &[u8]) -> Result<NewEvent, HookError> {
@@ -170,9 +162,8 @@ fn generic(source: &Source, parsed: Body, raw: &[u8]) -> Result<NewEvent, HookEr
                     }
                 }
             }
-            let need = |v: Option<String>, k: &str| {
-                v.ok_or_else(|| HookError::BadPayload(format!("form body needs a \"{k}\" field")))
-            };
+            let need =
+                |v: Option<String>, k: &str| v.ok_or_else(|| HookError::BadPayload(format!("form body needs a \"{k}\" field")));
             (need(channel, "channel")?, need(event, "event")?, Value::Object(data))
         }
     };
@@ -275,9 +266,15 @@ mod tests {
         assert!(matches!(n(None, b"{nope"), HookError::BadPayload(m) if m.contains("not valid JSON")));
         assert!(matches!(n(None, b"[1]"), HookError::BadPayload(m) if m.contains("JSON object")));
         assert!(matches!(n(None, br#"{"event":"x"}"#), HookError::BadPayload(m) if m.contains("\"channel\"")));
-        assert!(matches!(n(None, br#"{"channel":"news/a","event":7}"#), HookError::BadPayload(m) if m.contains("must be a string")));
-        assert!(matches!(n(None, br#"{"channel":"bad name","event":"e"}"#), HookError::BadPayload(m) if m.contains("channel name")));
+        assert!(
+            matches!(n(None, br#"{"channel":"news/a","event":7}"#), HookError::BadPayload(m) if m.contains("must be a string"))
+        );
+        assert!(
+            matches!(n(None, br#"{"channel":"bad name","event":"e"}"#), HookError::BadPayload(m) if m.contains("channel name"))
+        );
         assert!(matches!(n(None, br#"{"channel":"secret","event":"e"}"#), HookError::ChannelNotAllowed(c) if c == "secret"));
-        assert!(matches!(n(Some("application/x-www-form-urlencoded"), b"event=x"), HookError::BadPayload(m) if m.contains("\"channel\"")));
+        assert!(
+            matches!(n(Some("application/x-www-form-urlencoded"), b"event=x"), HookError::BadPayload(m) if m.contains("\"channel\""))
+        );
     }
 }

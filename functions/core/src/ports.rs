@@ -62,13 +62,7 @@ pub struct Pending {
 
 impl Pending {
     pub fn with_seq(&self, seq: u64) -> Event {
-        Event {
-            channel: self.channel.to_string(),
-            seq,
-            event: self.event.clone(),
-            data: self.data.clone(),
-            at: self.at.clone(),
-        }
+        Event { channel: self.channel.to_string(), seq, event: self.event.clone(), data: self.data.clone(), at: self.at.clone() }
     }
 }
 
@@ -76,7 +70,9 @@ impl Pending {
 pub enum Appended {
     Stored(Event),
     /// The dedupe key was seen before; nothing was written.
-    Duplicate { seq: u64 },
+    Duplicate {
+        seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,10 +103,39 @@ pub enum Turn {
     NotSubscribed,
 }
 
-pub trait Store: Send + Sync + 'static {
+/// A page of one subscriber shard, in a stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriberPage {
+    pub conns: Vec<ConnId>,
+    /// Pass as `after` for the next page; `None` when this was the last.
+    pub next: Option<ConnId>,
+}
+
+/// The channel logs. The webhook path needs only this.
+///
+/// Contract (checked by `testutil::conformance` on every implementation):
+/// per channel, `seq` is gapless and increasing, assigned atomically with the
+/// event and its dedupe key (all or nothing); a key seen within `dedupe_ttl`
+/// is refused; reads return only what retention keeps (the newest
+/// `max_events`, none older than `max_age`), oldest first.
+pub trait EventLog: Send + Sync + 'static {
+    /// Atomically: refuse a seen dedupe key, else assign the next seq and
+    /// store the event and the key. Returns once both are durable.
+    fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+    /// Retained events with seq > `since`, at most `limit`.
+    fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;
+}
+
+/// Connections and their channels. The socket functions and the fan-out
+/// workers need this. Subscribers are spread over `shards()` shards by
+/// connection id; one fan-out work unit is one (channel, shard), paged, so
+/// memory stays bounded at any audience.
+pub trait Subscriptions: Send + Sync + 'static {
     fn add_connection(&self, conn: &ConnId, now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Forgets the connection and all its subscriptions.
     fn remove_connection(&self, conn: &ConnId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds the subscription unless the connection already has it, or already
+    /// has `max_per_conn` (checked atomically with the add).
     fn subscribe(
         &self,
         conn: &ConnId,
@@ -118,7 +143,18 @@ pub trait Store: Send + Sync + 'static {
         max_per_conn: usize,
     ) -> impl Future<Output = Result<SubOutcome, StoreError>> + Send;
     fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn subscribers(&self, channel: &Channel) -> impl Future<Output = Result<Vec<ConnId>, StoreError>> + Send;
+    /// How many shards each channel's subscribers are spread over.
+    fn shards(&self) -> u32 {
+        1
+    }
+    /// Up to `limit` subscribers of one shard after `after`.
+    fn subscriber_page(
+        &self,
+        channel: &Channel,
+        shard: u32,
+        after: Option<&ConnId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send;
     /// How many connections are subscribed to `channel` (occupancy).
     fn count_subscribers(&self, channel: &Channel) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Rate limit for occupancy requests, per connection and channel: grants
@@ -131,13 +167,84 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         interval_ms: u64,
     ) -> impl Future<Output = Result<Turn, StoreError>> + Send;
-    /// Atomically: refuse a seen dedupe key, else assign the next seq, store
-    /// the event and the key, and prune by retention. All or nothing.
-    fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send;
-    /// Retained events with seq > `since`, at most `limit`.
-    fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;
 }
 
+/// Every subscriber of a channel, all shards, all pages: for tests and small
+/// tools. Fan-out pages instead.
+pub async fn all_subscribers<S: Subscriptions>(s: &S, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
+    let mut out = Vec::new();
+    for shard in 0..s.shards() {
+        let mut after = None;
+        loop {
+            let page = s.subscriber_page(channel, shard, after.as_ref(), 1000).await?;
+            out.extend(page.conns);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl<T: EventLog> EventLog for std::sync::Arc<T> {
+    fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        (**self).append(ev)
+    }
+    fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send {
+        (**self).read(channel, since, limit)
+    }
+}
+
+impl<T: Subscriptions> Subscriptions for std::sync::Arc<T> {
+    fn add_connection(&self, conn: &ConnId, now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).add_connection(conn, now_ms)
+    }
+    fn remove_connection(&self, conn: &ConnId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).remove_connection(conn)
+    }
+    fn subscribe(
+        &self,
+        conn: &ConnId,
+        channel: &Channel,
+        max: usize,
+    ) -> impl Future<Output = Result<SubOutcome, StoreError>> + Send {
+        (**self).subscribe(conn, channel, max)
+    }
+    fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).unsubscribe(conn, channel)
+    }
+    fn shards(&self) -> u32 {
+        (**self).shards()
+    }
+    fn subscriber_page(
+        &self,
+        channel: &Channel,
+        shard: u32,
+        after: Option<&ConnId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send {
+        (**self).subscriber_page(channel, shard, after, limit)
+    }
+    fn count_subscribers(&self, channel: &Channel) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).count_subscribers(channel)
+    }
+    fn occupancy_turn(
+        &self,
+        conn: &ConnId,
+        channel: &Channel,
+        now_ms: u64,
+        interval_ms: u64,
+    ) -> impl Future<Output = Result<Turn, StoreError>> + Send {
+        (**self).occupancy_turn(conn, channel, now_ms, interval_ms)
+    }
+}
+
+/// Both halves: what a host that keeps logs and subscriptions in one place offers.
+pub trait Store: EventLog + Subscriptions {}
+impl<T: EventLog + Subscriptions> Store for T {}
+
+/// Pushes one encoded frame to one connection.
 pub trait Gateway: Send + Sync + 'static {
     fn send(&self, conn: &ConnId, frame: &str) -> impl Future<Output = Delivery> + Send;
     fn close(&self, conn: &ConnId) -> impl Future<Output = ()> + Send;

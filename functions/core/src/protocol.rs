@@ -15,11 +15,15 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
     },
-    Unsubscribe { channel: String },
+    Unsubscribe {
+        channel: String,
+    },
     Ping,
     /// How many connections are subscribed to `channel`; the asker must be
     /// one of them, and may ask once per `limits.occupancy_interval_secs`.
-    Occupancy { channel: String },
+    Occupancy {
+        channel: String,
+    },
 }
 
 /// One event in a channel's log.
@@ -49,8 +53,14 @@ pub enum ServerMsg {
     },
     Pong,
     /// The answer to an `occupancy` request.
-    Occupancy { channel: String, count: u64 },
-    Error { code: String, message: String },
+    Occupancy {
+        channel: String,
+        count: u64,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 impl ServerMsg {
@@ -72,24 +82,21 @@ pub struct BadMessage {
 
 impl ClientMsg {
     pub fn parse(text: &str) -> Result<Self, BadMessage> {
-        let value: Value = serde_json::from_str(text).map_err(|e| BadMessage {
-            code: "bad_json",
-            message: format!("message is not JSON: {e}"),
-        })?;
-        let action = value.get("action").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| BadMessage {
-            code: "bad_message",
-            message: "message needs a string \"action\"".into(),
-        })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| BadMessage { code: "bad_json", message: format!("message is not JSON: {e}") })?;
+        let action = value
+            .get("action")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| BadMessage { code: "bad_message", message: "message needs a string \"action\"".into() })?;
         if !matches!(action.as_str(), "subscribe" | "unsubscribe" | "ping" | "occupancy") {
             return Err(BadMessage {
                 code: "unknown_action",
                 message: format!("unknown action {action:?}; expected subscribe, unsubscribe, ping or occupancy"),
             });
         }
-        serde_json::from_value(value).map_err(|e| BadMessage {
-            code: "bad_message",
-            message: format!("bad {action} message: {e}"),
-        })
+        serde_json::from_value(value)
+            .map_err(|e| BadMessage { code: "bad_message", message: format!("bad {action} message: {e}") })
     }
 }
 
@@ -101,12 +108,12 @@ mod tests {
     #[test]
     fn client_messages_match_the_design_doc() {
         let cases = [
-            (r#"{"action":"subscribe","channel":"deploys","since":41}"#,
-             ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41) }),
-            (r#"{"action":"subscribe","channel":"deploys"}"#,
-             ClientMsg::Subscribe { channel: "deploys".into(), since: None }),
-            (r#"{"action":"unsubscribe","channel":"deploys"}"#,
-             ClientMsg::Unsubscribe { channel: "deploys".into() }),
+            (
+                r#"{"action":"subscribe","channel":"deploys","since":41}"#,
+                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41) },
+            ),
+            (r#"{"action":"subscribe","channel":"deploys"}"#, ClientMsg::Subscribe { channel: "deploys".into(), since: None }),
+            (r#"{"action":"unsubscribe","channel":"deploys"}"#, ClientMsg::Unsubscribe { channel: "deploys".into() }),
             (r#"{"action":"ping"}"#, ClientMsg::Ping),
             (r#"{"action":"occupancy","channel":"deploys"}"#, ClientMsg::Occupancy { channel: "deploys".into() }),
         ];
@@ -127,15 +134,24 @@ mod tests {
             at: "2026-11-23T07:00:00.000Z".into(),
         });
         let cases = [
-            (ev, json!({"type":"event","channel":"deploys","seq":42,"event":"deploy.succeeded",
-                        "data":{"state":"ready"},"at":"2026-11-23T07:00:00.000Z"})),
-            (ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: false },
-             json!({"type":"subscribed","channel":"deploys","seq":42})),
-            (ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: true },
-             json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true})),
+            (
+                ev,
+                json!({"type":"event","channel":"deploys","seq":42,"event":"deploy.succeeded",
+                        "data":{"state":"ready"},"at":"2026-11-23T07:00:00.000Z"}),
+            ),
+            (
+                ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: false },
+                json!({"type":"subscribed","channel":"deploys","seq":42}),
+            ),
+            (
+                ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: true },
+                json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true}),
+            ),
             (ServerMsg::Pong, json!({"type":"pong"})),
-            (ServerMsg::Occupancy { channel: "deploys".into(), count: 12 },
-             json!({"type":"occupancy","channel":"deploys","count":12})),
+            (
+                ServerMsg::Occupancy { channel: "deploys".into(), count: 12 },
+                json!({"type":"occupancy","channel":"deploys","count":12}),
+            ),
             (ServerMsg::error("bad_json", "nope"), json!({"type":"error","code":"bad_json","message":"nope"})),
         ];
         for (msg, wire) in cases {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::channel::Channel;
-use crate::ports::{ConnId, SubOutcome, Turn};
+use crate::ports::{ConnId, SubOutcome, SubscriberPage, Turn};
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -40,8 +40,16 @@ impl Registry {
         }
         self.unlink(conn, channel);
     }
-    pub fn subscribers(&self, channel: &Channel) -> Vec<ConnId> {
-        self.subs.get(channel).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    /// Up to `limit` subscribers after `after`, in id order.
+    pub fn subscriber_page(&self, channel: &Channel, after: Option<&ConnId>, limit: usize) -> SubscriberPage {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(set) = self.subs.get(channel) else {
+            return SubscriberPage::default();
+        };
+        let from = after.map_or(Unbounded, Excluded);
+        let conns: Vec<ConnId> = set.range((from, Unbounded)).take(limit).cloned().collect();
+        let next = (conns.len() == limit).then(|| conns.last().cloned()).flatten();
+        SubscriberPage { conns, next }
     }
     pub fn count(&self, channel: &Channel) -> u64 {
         self.subs.get(channel).map_or(0, |s| s.len() as u64)

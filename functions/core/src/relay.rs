@@ -1,24 +1,25 @@
-//! The relay engine: webhook → event → channel log → fan-out, and the
-//! WebSocket message handling. Written once, hosted locally and on Lambda.
+//! The socket side and the fan-out: client frames (subscribe with replay,
+//! unsubscribe, ping, occupancy) and pushing one logged event to every
+//! subscriber. Written once, hosted locally and on Lambda. The webhook path
+//! lives in [`crate::hooks`]; fan-out is called by whatever follows the log
+//! (the local dispatcher, the AWS fan-out worker), never by a webhook request.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use tracing::{debug, warn};
 
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::error::HookError;
-use crate::normalize::normalise;
-use crate::ports::{Appended, ConnId, Delivery, Gateway, History, Pending, Store, StoreError, SubOutcome, Turn};
+use crate::hooks::{millis, missed_history, Clock};
+use crate::ports::{ConnId, Delivery, Gateway, Store, StoreError, SubOutcome, Turn};
 use crate::protocol::{ClientMsg, Event, ServerMsg};
-use crate::verify::{verify, HookRequest};
 
 /// API Gateway's WebSocket frame limit; client frames above it are refused.
 pub const MAX_CLIENT_FRAME: usize = 32 * 1024;
-
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+/// Subscribers read per page during fan-out: memory stays bounded at any audience.
+pub const FANOUT_PAGE: usize = 1000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FanoutReport {
@@ -27,14 +28,20 @@ pub struct FanoutReport {
     pub failed: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Ingested {
-    pub channel: String,
-    pub event: String,
-    pub seq: u64,
-    pub duplicate: bool,
-    #[serde(flatten)]
-    pub fanout: FanoutReport,
+impl std::ops::AddAssign for FanoutReport {
+    fn add_assign(&mut self, o: Self) {
+        self.delivered += o.delivered;
+        self.gone += o.gone;
+        self.failed += o.failed;
+    }
+}
+
+/// What one fan-out work unit did, and which connections still need the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardOutcome {
+    pub report: FanoutReport,
+    /// Connections whose post failed (not Gone): worth one more try.
+    pub failed: Vec<ConnId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,32 +53,15 @@ pub enum ConnectError {
 }
 
 pub struct Relay<S, G> {
-    config: Config,
+    config: Arc<Config>,
     store: S,
     gateway: G,
     clock: Clock,
-    /// Per-channel order: append and fan-out of one event finish before the
-    /// next event on that channel is appended, so sockets get seqs in order.
-    order: std::sync::Mutex<std::collections::HashMap<Channel, Arc<futures::lock::Mutex<()>>>>,
-}
-
-pub fn format_at(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl<S: Store, G: Gateway> Relay<S, G> {
-    pub fn new(config: Config, store: S, gateway: G) -> Self {
-        Self {
-            config,
-            store,
-            gateway,
-            clock: Arc::new(SystemTime::now),
-            order: Default::default(),
-        }
+    pub fn new(config: Arc<Config>, store: S, gateway: G) -> Self {
+        Self { config, store, gateway, clock: Arc::new(SystemTime::now) }
     }
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -90,12 +80,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     /// Browsers always send Origin; other clients may not and cannot be
     /// stopped by it anyway, so a missing Origin is allowed.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        let list = &self.config.allowed_origins;
-        match origin {
-            _ if list.is_empty() || list.iter().any(|o| o == "*") => true,
-            None => true,
-            Some(o) => list.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o.trim_end_matches('/'))),
-        }
+        origin_allowed(&self.config, origin)
     }
 
     pub async fn connect(&self, conn: &ConnId, origin: Option<&str>) -> Result<(), ConnectError> {
@@ -188,108 +173,71 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         Ok(ServerMsg::Occupancy { channel: channel.to_string(), count })
     }
 
-    /// Catch-up over HTTP: retained events after `since`.
-    pub async fn history(&self, channel: &Channel, since: u64) -> Result<(History, bool), StoreError> {
-        let h = self.store.read(channel, since, self.config.limits.history_max_events as usize).await?;
-        let reset = missed_history(since, &h);
-        Ok((h, reset))
-    }
-
-    /// The webhook path: verify the raw bytes, normalise, append durably
-    /// (deduped), then fan out. `Ok` means the event is in the log.
-    pub async fn ingest(
-        &self,
-        source_name: &str,
-        content_type: Option<&str>,
-        req: &HookRequest<'_>,
-    ) -> Result<Ingested, HookError> {
-        let source =
-            self.config.sources.get(source_name).ok_or_else(|| HookError::UnknownSource(source_name.to_owned()))?;
-        let limit = self.config.limits.max_body_bytes;
-        if req.body.len() > limit {
-            return Err(HookError::TooLarge { size: req.body.len(), limit });
-        }
-        let now = (self.clock)();
-        let verified = verify(source, req, now)?;
-        let ev = normalise(source, content_type, req.body, verified.delivery_id.as_deref())?;
-        let data_len = ev.data.to_string().len();
-        if data_len > self.config.limits.max_event_bytes {
-            return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });
-        }
-        let pending = Pending {
-            channel: ev.channel,
-            event: ev.event.to_string(),
-            data: ev.data,
-            at: format_at(now),
-            at_ms: millis(now),
-            dedupe_key: ev.dedupe_key,
-        };
-        let lock = {
-            let mut locks = self.order.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(pending.channel.clone()).or_default().clone()
-        };
-        let _in_order = lock.lock().await;
-        let appended = self.store.append(&pending).await.map_err(|e| {
-            warn!(error = %e, source = source_name, "append failed; answering 503");
-            HookError::Unavailable
-        })?;
-        match appended {
-            Appended::Duplicate { seq } => Ok(Ingested {
-                channel: pending.channel.to_string(),
-                event: pending.event,
-                seq,
-                duplicate: true,
-                fanout: FanoutReport::default(),
-            }),
-            Appended::Stored(event) => {
-                let fanout = self.fan_out(&event).await;
-                Ok(Ingested { channel: event.channel, event: event.event, seq: event.seq, duplicate: false, fanout })
-            }
-        }
-    }
-
-    /// Sends one event to every subscriber with bounded concurrency, then
-    /// forgets exactly the connections the gateway reported Gone.
-    pub async fn fan_out(&self, event: &Event) -> FanoutReport {
-        let Ok(channel) = Channel::parse(&event.channel) else { return FanoutReport::default() };
-        let subs = match self.store.subscribers(&channel).await {
-            Ok(s) => s,
-            Err(e) => {
-                // The event is durable; pages catch up when they resubscribe.
-                warn!(error = %e, channel = %channel, "could not list subscribers; event stays in history");
-                return FanoutReport::default();
-            }
-        };
+    /// Pushes one logged event to every subscriber, shard by shard.
+    pub async fn fan_out(&self, event: &Event) -> Result<FanoutReport, StoreError> {
         let frame = ServerMsg::Event(event.clone()).to_json();
+        let mut report = FanoutReport::default();
+        for shard in 0..self.store.shards() {
+            report += self.fan_out_shard(event, &frame, shard, None).await?.report;
+        }
+        Ok(report)
+    }
+
+    /// One work unit: one event to one shard of its channel's subscribers,
+    /// page by page with bounded concurrency; then forgets exactly the
+    /// connections the gateway reported Gone. `only`, when given, limits the
+    /// push to those connections (a retry of the ones that failed).
+    /// `Err` means the subscribers could not be listed: retry the unit.
+    pub async fn fan_out_shard(
+        &self,
+        event: &Event,
+        frame: &str,
+        shard: u32,
+        only: Option<&[ConnId]>,
+    ) -> Result<ShardOutcome, StoreError> {
+        let channel = Channel::parse(&event.channel).map_err(|e| StoreError(format!("logged event has a bad channel: {e}")))?;
         let n = self.config.limits.fanout_concurrency;
-        let results: Vec<(ConnId, Delivery)> = futures::stream::iter(subs)
-            .map(|c| {
-                let frame = &frame;
-                async move {
-                    let d = self.gateway.send(&c, frame).await;
-                    (c, d)
-                }
-            })
-            .buffer_unordered(n)
-            .collect()
-            .await;
         let mut report = FanoutReport::default();
         let mut gone = Vec::new();
-        for (c, d) in results {
-            match d {
-                Delivery::Delivered => report.delivered += 1,
-                Delivery::Failed => report.failed += 1,
-                Delivery::Gone => {
-                    report.gone += 1;
-                    gone.push(c);
+        let mut failed = Vec::new();
+        let mut after: Option<ConnId> = None;
+        loop {
+            let (conns, next) = match only {
+                Some(list) => (list.to_vec(), None),
+                None => {
+                    let page = self.store.subscriber_page(&channel, shard, after.as_ref(), FANOUT_PAGE).await?;
+                    (page.conns, page.next)
+                }
+            };
+            let results: Vec<(ConnId, Delivery)> = futures::stream::iter(conns)
+                .map(|c| async move {
+                    let d = self.gateway.send(&c, frame).await;
+                    (c, d)
+                })
+                .buffer_unordered(n)
+                .collect()
+                .await;
+            for (c, d) in results {
+                match d {
+                    Delivery::Delivered => report.delivered += 1,
+                    Delivery::Failed => {
+                        report.failed += 1;
+                        failed.push(c);
+                    }
+                    Delivery::Gone => {
+                        report.gone += 1;
+                        gone.push(c);
+                    }
                 }
             }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
         }
-        futures::stream::iter(gone)
-            .for_each_concurrent(n, |c| async move { self.forget(&c).await })
-            .await;
-        debug!(channel = %channel, seq = event.seq, ?report, "fanned out");
-        report
+        futures::stream::iter(gone).for_each_concurrent(n, |c| async move { self.forget(&c).await }).await;
+        debug!(channel = %channel, seq = event.seq, shard, ?report, "fanned out");
+        Ok(ShardOutcome { report, failed })
     }
 
     async fn forget(&self, conn: &ConnId) {
@@ -299,37 +247,71 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     }
 }
 
+/// Whether a page on `origin` may connect or read history.
+pub fn origin_allowed(config: &Config, origin: Option<&str>) -> bool {
+    let list = &config.allowed_origins;
+    match origin {
+        _ if list.is_empty() || list.iter().any(|o| o == "*") => true,
+        None => true,
+        Some(o) => list.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o.trim_end_matches('/'))),
+    }
+}
+
 /// A store failure as the client sees it: logged here, never detailed there.
 fn unavailable(conn: &ConnId, e: StoreError) -> ServerMsg {
     warn!(error = %e, conn = %conn, "store failed while handling a client message");
     ServerMsg::error("unavailable", "the server could not do that now; retry")
 }
 
-/// True when events after `since` were pruned, or `since` is ahead of the
-/// log (the log was reset): either way the page must refetch its state.
-fn missed_history(since: u64, h: &History) -> bool {
-    since > h.head || (since < h.head && since + 1 < h.first_retained)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use futures::executor::block_on;
     use serde_json::json;
 
     use super::*;
     use crate::config::{Limits, Source, SourceKind};
-    use crate::ports::Retention;
+    use crate::error::HookError;
+    use crate::hooks::{Accepted, Hooks};
+    use crate::ports::{all_subscribers, History, Retention};
     use crate::secret::Secret;
     use crate::sign;
     use crate::testutil::{MemStore, RecordingGateway};
+    use crate::verify::HookRequest;
 
     const NETLIFY_SECRET: &[u8] = b"jws-secret";
 
-    fn relay() -> Relay<MemStore, RecordingGateway> {
+    /// The webhook side and the socket side over one store, as a host wires them.
+    struct World {
+        hooks: Hooks<Arc<MemStore>>,
+        relay: Relay<Arc<MemStore>, RecordingGateway>,
+    }
+
+    impl World {
+        fn gateway(&self) -> &RecordingGateway {
+            self.relay.gateway()
+        }
+        fn store(&self) -> &MemStore {
+            self.relay.store()
+        }
+        fn history(&self, c: &Channel, since: u64) -> Result<(History, bool), StoreError> {
+            block_on(self.hooks.history(c, since))
+        }
+        fn raw_ingest(&self, source: &str, headers: &[(String, String)], body: &[u8]) -> Result<Accepted, HookError> {
+            block_on(self.hooks.ingest(source, Some("application/json"), &HookRequest { headers, body }))
+        }
+        fn message(&self, conn: &str, text: &str) {
+            block_on(self.relay.message(&ConnId(conn.into()), text))
+        }
+        fn with_clock(self, clock: Clock) -> Self {
+            Self { hooks: self.hooks.with_clock(clock.clone()), relay: self.relay.with_clock(clock) }
+        }
+    }
+
+    fn relay() -> World {
         let mut sources = BTreeMap::new();
         sources.insert(
             "netlify".into(),
@@ -344,9 +326,13 @@ mod tests {
             Source { name: "gh".into(), kind: SourceKind::Hmac { secret: Secret::new("gh") }, channels: vec!["news".into()] },
         );
         let limits = Limits { history_max_events: 3, max_body_bytes: 4096, ..Limits::default() };
-        let config = Config { allowed_origins: vec!["https://site.example".into()], limits: limits.clone(), sources };
-        Relay::new(config, MemStore::new(Retention::from(&limits)), RecordingGateway::default())
-            .with_clock(Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000)))
+        let config = Arc::new(Config { allowed_origins: vec!["https://site.example".into()], limits: limits.clone(), sources });
+        let store = Arc::new(MemStore::new(Retention::from(&limits)));
+        let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        World {
+            hooks: Hooks::new(config.clone(), store.clone()).with_clock(clock.clone()),
+            relay: Relay::new(config, store, RecordingGateway::default()).with_clock(clock),
+        }
     }
 
     fn deploy_body(id: &str, state: &str) -> Vec<u8> {
@@ -355,15 +341,21 @@ mod tests {
     fn netlify_headers(body: &[u8]) -> Vec<(String, String)> {
         vec![("X-Webhook-Signature".into(), sign::netlify(NETLIFY_SECRET, body))]
     }
-    fn ingest(r: &Relay<MemStore, RecordingGateway>, body: &[u8]) -> Result<Ingested, HookError> {
-        let headers = netlify_headers(body);
-        block_on(r.ingest("netlify", Some("application/json"), &HookRequest { headers: &headers, body }))
+    /// A webhook, then what the dispatcher does after it: fan out what was logged.
+    fn ingest(w: &World, body: &[u8]) -> Result<(Accepted, FanoutReport), HookError> {
+        let got = w.raw_ingest("netlify", &netlify_headers(body), body)?;
+        if got.duplicate {
+            return Ok((got, FanoutReport::default()));
+        }
+        let h = w.history(&got.channel, got.seq - 1).unwrap().0;
+        let report = block_on(w.relay.fan_out(&h.events[0])).unwrap();
+        Ok((got, report))
     }
-    fn subscribe(r: &Relay<MemStore, RecordingGateway>, conn: &str, channel: &str, since: Option<u64>) {
+    fn subscribe(w: &World, conn: &str, channel: &str, since: Option<u64>) {
         let c = ConnId(conn.into());
-        block_on(r.connect(&c, Some("https://site.example"))).unwrap();
+        block_on(w.relay.connect(&c, Some("https://site.example"))).unwrap();
         let msg = serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since }).unwrap();
-        block_on(r.message(&c, &msg));
+        w.message(conn, &msg);
     }
 
     #[test]
@@ -373,8 +365,8 @@ mod tests {
         assert_eq!(r.gateway().frames("page"), vec![json!({"type":"subscribed","channel":"deploys","seq":0})]);
 
         let body = deploy_body("d1", "ready");
-        let got = ingest(&r, &body).unwrap();
-        assert_eq!((got.seq, got.duplicate, got.fanout.delivered), (1, false, 1));
+        let (got, fanout) = ingest(&r, &body).unwrap();
+        assert_eq!((got.seq, got.duplicate, fanout.delivered), (1, false, 1));
         let frames = r.gateway().frames("page");
         assert_eq!(frames[1]["type"], "event");
         assert_eq!(frames[1]["event"], "deploy.succeeded");
@@ -383,7 +375,7 @@ mod tests {
         assert_eq!(frames[1]["data"], json!({"id":"d1","state":"ready","branch":"main"}));
 
         // The same delivery again: acknowledged as a duplicate, not sent again.
-        let again = ingest(&r, &body).unwrap();
+        let (again, _) = ingest(&r, &body).unwrap();
         assert_eq!((again.seq, again.duplicate), (1, true));
         assert_eq!(r.gateway().frames("page").len(), 2);
     }
@@ -394,23 +386,23 @@ mod tests {
         subscribe(&r, "page", "deploys", None);
         let body = deploy_body("d1", "ready");
         let forged = vec![("X-Webhook-Signature".to_string(), sign::netlify(b"not the secret", &body))];
-        let e = block_on(r.ingest("netlify", None, &HookRequest { headers: &forged, body: &body })).unwrap_err();
+        let e = r.raw_ingest("netlify", &forged, &body).unwrap_err();
         assert_eq!(e.status(), 401);
         let tampered = netlify_headers(&body);
-        let e = block_on(r.ingest("netlify", None, &HookRequest { headers: &tampered, body: b"{\"state\":\"error\"}" })).unwrap_err();
+        let e = r.raw_ingest("netlify", &tampered, b"{\"state\":\"error\"}").unwrap_err();
         assert_eq!(e.status(), 401);
-        let e = block_on(r.ingest("nope", None, &HookRequest { headers: &tampered, body: &body })).unwrap_err();
+        let e = r.raw_ingest("nope", &tampered, &body).unwrap_err();
         assert_eq!((e.status(), e.code()), (404, "unknown_source"));
         let big = vec![b' '; 4097];
-        let e = block_on(r.ingest("netlify", None, &HookRequest { headers: &netlify_headers(&big), body: &big })).unwrap_err();
+        let e = r.raw_ingest("netlify", &netlify_headers(&big), &big).unwrap_err();
         assert_eq!(e.status(), 413);
         let gh_body = br#"{"channel":"secret","event":"x"}"#;
         let gh = vec![("x-hub-signature-256".to_string(), sign::github(b"gh", gh_body))];
-        let e = block_on(r.ingest("gh", None, &HookRequest { headers: &gh, body: gh_body })).unwrap_err();
+        let e = r.raw_ingest("gh", &gh, gh_body).unwrap_err();
         assert_eq!(e.status(), 403);
 
-        assert_eq!(block_on(r.history(&Channel::parse("deploys").unwrap(), 0)).unwrap().0.head, 0);
-        assert_eq!(block_on(r.history(&Channel::parse("secret").unwrap(), 0)).unwrap().0.head, 0);
+        assert_eq!(r.history(&Channel::parse("deploys").unwrap(), 0).unwrap().0.head, 0);
+        assert_eq!(r.history(&Channel::parse("secret").unwrap(), 0).unwrap().0.head, 0);
         assert_eq!(r.gateway().frames("page").len(), 1, "only the subscribed reply");
     }
 
@@ -425,7 +417,7 @@ mod tests {
         r.store().fail.store(false, Ordering::SeqCst);
         assert_eq!(r.gateway().frames("page").len(), 1);
         // The retry succeeds: nothing half-written blocks it as a duplicate.
-        assert!(!ingest(&r, &deploy_body("d1", "ready")).unwrap().duplicate);
+        assert!(!ingest(&r, &deploy_body("d1", "ready")).unwrap().0.duplicate);
     }
 
     #[test]
@@ -437,9 +429,9 @@ mod tests {
         for i in (0..200).step_by(20) {
             r.gateway().gone.lock().unwrap().insert(ConnId(format!("c{i}")));
         }
-        let got = ingest(&r, &deploy_body("d1", "ready")).unwrap();
-        assert_eq!((got.fanout.delivered, got.fanout.gone, got.fanout.failed), (190, 10, 0));
-        let mut left = block_on(r.store().subscribers(&Channel::parse("deploys").unwrap())).unwrap();
+        let (_, fanout) = ingest(&r, &deploy_body("d1", "ready")).unwrap();
+        assert_eq!((fanout.delivered, fanout.gone, fanout.failed), (190, 10, 0));
+        let mut left = block_on(all_subscribers(r.store(), &Channel::parse("deploys").unwrap())).unwrap();
         left.sort();
         let mut want: Vec<_> = (0..200).filter(|i| i % 20 != 0).map(|i| ConnId(format!("c{i}"))).collect();
         want.sort();
@@ -469,7 +461,10 @@ mod tests {
         subscribe(&r, "stale", "deploys", Some(1));
         let f = r.gateway().frames("stale");
         assert_eq!(f.last().unwrap(), &json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true}));
-        assert_eq!(f.iter().filter(|m| m["type"] == "event").map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(
+            f.iter().filter(|m| m["type"] == "event").map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         // A client ahead of the log (server data wiped) is told to reset too.
         subscribe(&r, "future", "deploys", Some(99));
         assert_eq!(r.gateway().frames("future").last().unwrap()["reset"], true);
@@ -479,7 +474,7 @@ mod tests {
     fn client_messages() {
         let r = relay();
         let c = ConnId("c".into());
-        block_on(r.connect(&c, None)).unwrap();
+        block_on(r.relay.connect(&c, None)).unwrap();
         for (text, want) in [
             (r#"{"action":"ping"}"#.to_string(), json!({"type":"pong"})),
             ("nope".to_string(), json!("bad_json")),
@@ -487,18 +482,18 @@ mod tests {
             (r#"{"action":"subscribe","channel":"a b"}"#.to_string(), json!("invalid_channel")),
             ("x".repeat(MAX_CLIENT_FRAME + 1), json!("message_too_large")),
         ] {
-            block_on(r.message(&c, &text));
+            block_on(r.relay.message(&c, &text));
             let last = r.gateway().frames("c").pop().unwrap();
             let got = if last["type"] == "error" { last["code"].clone() } else { last };
             assert_eq!(got, want, "{}", &text[..text.len().min(40)]);
         }
         let frames_before = r.gateway().frames("c").len();
-        block_on(r.message(&c, r#"{"action":"unsubscribe","channel":"deploys"}"#));
+        block_on(r.relay.message(&c, r#"{"action":"unsubscribe","channel":"deploys"}"#));
         assert_eq!(r.gateway().frames("c").len(), frames_before, "unsubscribe is silent");
         for i in 0..32 {
-            block_on(r.message(&c, &format!(r#"{{"action":"subscribe","channel":"ch{i}"}}"#)));
+            block_on(r.relay.message(&c, &format!(r#"{{"action":"subscribe","channel":"ch{i}"}}"#)));
         }
-        block_on(r.message(&c, r#"{"action":"subscribe","channel":"one-too-many"}"#));
+        block_on(r.relay.message(&c, r#"{"action":"subscribe","channel":"one-too-many"}"#));
         assert_eq!(r.gateway().frames("c").pop().unwrap()["code"], "too_many_subscriptions");
     }
 
@@ -513,7 +508,7 @@ mod tests {
             subscribe(&r, &format!("p{i}"), "deploys", None);
         }
         let ask = |c: &str, channel: &str| {
-            block_on(r.message(&ConnId(c.into()), &format!(r#"{{"action":"occupancy","channel":"{channel}"}}"#)));
+            block_on(r.relay.message(&ConnId(c.into()), &format!(r#"{{"action":"occupancy","channel":"{channel}"}}"#)));
             r.gateway().frames(c).pop().unwrap()
         };
         assert_eq!(ask("p0", "deploys"), json!({"type":"occupancy","channel":"deploys","count":12}));
@@ -533,7 +528,7 @@ mod tests {
         subscribe(&r, "elsewhere", "forms/guestbook", None);
         assert_eq!(ask("elsewhere", "deploys")["code"], "not_subscribed");
         assert_eq!(ask("elsewhere", "a b")["code"], "invalid_channel");
-        block_on(r.message(&ConnId("p3".into()), r#"{"action":"unsubscribe","channel":"deploys"}"#));
+        block_on(r.relay.message(&ConnId("p3".into()), r#"{"action":"unsubscribe","channel":"deploys"}"#));
         assert_eq!(ask("p3", "deploys")["code"], "not_subscribed");
         r.store().fail.store(true, Ordering::SeqCst);
         assert_eq!(ask("p4", "deploys")["code"], "unavailable");
@@ -542,10 +537,13 @@ mod tests {
     #[test]
     fn origins() {
         let r = relay();
-        assert!(r.origin_allowed(Some("https://site.example")));
-        assert!(r.origin_allowed(Some("https://SITE.example/")));
-        assert!(r.origin_allowed(None));
-        assert!(!r.origin_allowed(Some("https://evil.example")));
-        assert_eq!(block_on(r.connect(&ConnId("x".into()), Some("https://evil.example"))), Err(ConnectError::OriginNotAllowed));
+        assert!(r.relay.origin_allowed(Some("https://site.example")));
+        assert!(r.relay.origin_allowed(Some("https://SITE.example/")));
+        assert!(r.relay.origin_allowed(None));
+        assert!(!r.relay.origin_allowed(Some("https://evil.example")));
+        assert_eq!(
+            block_on(r.relay.connect(&ConnId("x".into()), Some("https://evil.example"))),
+            Err(ConnectError::OriginNotAllowed)
+        );
     }
 }

@@ -36,7 +36,7 @@ impl MemStore {
     }
 }
 
-impl Store for MemStore {
+impl Subscriptions for MemStore {
     async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
         self.lock()?.live.add_connection(conn);
         Ok(())
@@ -52,8 +52,14 @@ impl Store for MemStore {
         self.lock()?.live.unsubscribe(conn, channel);
         Ok(())
     }
-    async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
-        Ok(self.lock()?.live.subscribers(channel))
+    async fn subscriber_page(
+        &self,
+        channel: &Channel,
+        _shard: u32,
+        after: Option<&ConnId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        Ok(self.lock()?.live.subscriber_page(channel, after, limit))
     }
     async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
         Ok(self.lock()?.live.count(channel))
@@ -61,6 +67,9 @@ impl Store for MemStore {
     async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
         Ok(self.lock()?.live.occupancy_turn(conn, channel, now_ms, interval_ms))
     }
+}
+
+impl EventLog for MemStore {
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let mut m = self.lock()?;
         let ttl = self.retention.dedupe_ttl.as_millis() as u64;
@@ -98,9 +107,7 @@ pub struct RecordingGateway {
 impl RecordingGateway {
     pub fn frames(&self, conn: &str) -> Vec<serde_json::Value> {
         let sent = self.sent.lock().unwrap();
-        sent.get(&ConnId(conn.into()))
-            .map(|v| v.iter().map(|f| serde_json::from_str(f).unwrap()).collect())
-            .unwrap_or_default()
+        sent.get(&ConnId(conn.into())).map(|v| v.iter().map(|f| serde_json::from_str(f).unwrap()).collect()).unwrap_or_default()
     }
 }
 
@@ -167,6 +174,7 @@ pub mod conformance {
         read_since_and_limit(make(retention())).await;
         concurrent_appends_get_distinct_consecutive_seqs(make(Retention { max_events: 1000, ..retention() })).await;
         subscriptions(make(retention())).await;
+        subscriber_pages_cover_every_subscriber_once(make(retention())).await;
         subscription_limit(make(retention())).await;
         remove_connection_drops_all_its_subscriptions(make(retention())).await;
         occupancy_counts_subscribers(make(retention())).await;
@@ -265,14 +273,40 @@ pub mod conformance {
         assert_eq!(s.subscribe(&conn("c1"), &ch("a"), 10).await.unwrap(), SubOutcome::AlreadySubscribed);
         assert_eq!(s.subscribe(&conn("c2"), &ch("a"), 10).await.unwrap(), SubOutcome::Added);
         assert_eq!(s.subscribe(&conn("c2"), &ch("b"), 10).await.unwrap(), SubOutcome::Added);
-        let mut a = s.subscribers(&ch("a")).await.unwrap();
+        let mut a = all_subscribers(&s, &ch("a")).await.unwrap();
         a.sort();
         assert_eq!(a, vec![conn("c1"), conn("c2")]);
         s.unsubscribe(&conn("c1"), &ch("a")).await.unwrap();
-        assert_eq!(s.subscribers(&ch("a")).await.unwrap(), vec![conn("c2")]);
-        assert_eq!(s.subscribers(&ch("b")).await.unwrap(), vec![conn("c2")]);
-        assert!(s.subscribers(&ch("nobody")).await.unwrap().is_empty());
+        assert_eq!(all_subscribers(&s, &ch("a")).await.unwrap(), vec![conn("c2")]);
+        assert_eq!(all_subscribers(&s, &ch("b")).await.unwrap(), vec![conn("c2")]);
+        assert!(all_subscribers(&s, &ch("nobody")).await.unwrap().is_empty());
         s.unsubscribe(&conn("c1"), &ch("never-subscribed")).await.unwrap();
+    }
+
+    pub async fn subscriber_pages_cover_every_subscriber_once<S: Store>(s: S) {
+        let want: Vec<ConnId> = (0..57).map(|i| conn(&format!("p{i:02}"))).collect();
+        for c in &want {
+            s.add_connection(c, T0).await.unwrap();
+            s.subscribe(c, &ch("a"), 10).await.unwrap();
+        }
+        s.subscribe(&want[0], &ch("b"), 10).await.unwrap();
+        // Small pages across every shard: each subscriber exactly once.
+        let mut got = Vec::new();
+        for shard in 0..s.shards() {
+            let mut after = None;
+            loop {
+                let page = s.subscriber_page(&ch("a"), shard, after.as_ref(), 7).await.unwrap();
+                assert!(page.conns.len() <= 7);
+                got.extend(page.conns);
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(all_subscribers(&s, &ch("b")).await.unwrap(), vec![conn("p00")]);
     }
 
     pub async fn subscription_limit<S: Store>(s: S) {
@@ -293,8 +327,8 @@ pub mod conformance {
             s.subscribe(&conn(c), &ch("b"), 10).await.unwrap();
         }
         s.remove_connection(&conn("c1")).await.unwrap();
-        assert_eq!(s.subscribers(&ch("a")).await.unwrap(), vec![conn("c2")]);
-        assert_eq!(s.subscribers(&ch("b")).await.unwrap(), vec![conn("c2")]);
+        assert_eq!(all_subscribers(&s, &ch("a")).await.unwrap(), vec![conn("c2")]);
+        assert_eq!(all_subscribers(&s, &ch("b")).await.unwrap(), vec![conn("c2")]);
         s.remove_connection(&conn("c1")).await.unwrap(); // idempotent
         s.remove_connection(&conn("unknown")).await.unwrap();
     }

@@ -41,16 +41,12 @@ fn unauthorized(msg: impl Into<String>) -> HookError {
 pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result<Verified, HookError> {
     match &source.kind {
         SourceKind::Netlify { secret, .. } => {
-            let token = req
-                .header("x-webhook-signature")
-                .ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
+            let token = req.header("x-webhook-signature").ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
             netlify(secret.expose(), token, req.body, now)?;
             Ok(Verified::default())
         }
         SourceKind::Hmac { secret } => {
-            let sig = req
-                .header("x-hub-signature-256")
-                .ok_or_else(|| unauthorized("missing X-Hub-Signature-256 header"))?;
+            let sig = req.header("x-hub-signature-256").ok_or_else(|| unauthorized("missing X-Hub-Signature-256 header"))?;
             github(secret.expose(), sig, req.body)?;
             // GitHub names each delivery; redeliveries keep the id.
             Ok(Verified { delivery_id: req.header("x-github-delivery").map(str::to_owned) })
@@ -76,10 +72,8 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
 
 /// GitHub form: `sha256=<hex>` HMAC-SHA256 of the body.
 pub fn github(secret: &[u8], header: &str, body: &[u8]) -> Result<(), HookError> {
-    let hex_sig = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or_else(|| unauthorized("X-Hub-Signature-256 must start with sha256="))?;
+    let hex_sig =
+        header.trim().strip_prefix("sha256=").ok_or_else(|| unauthorized("X-Hub-Signature-256 must start with sha256="))?;
     let sig = hex::decode(hex_sig).map_err(|_| unauthorized("X-Hub-Signature-256 is not hex"))?;
     let mut m = mac(secret);
     m.update(body);
@@ -104,9 +98,13 @@ pub fn standard(
     }
     let mut saw_v1 = false;
     for candidate in signatures.split_whitespace() {
-        let Some(b64) = candidate.strip_prefix("v1,") else { continue };
+        let Some(b64) = candidate.strip_prefix("v1,") else {
+            continue;
+        };
         saw_v1 = true;
-        let Ok(sig) = STANDARD.decode(b64) else { continue };
+        let Ok(sig) = STANDARD.decode(b64) else {
+            continue;
+        };
         let mut m = mac(secret);
         m.update(id.as_bytes());
         m.update(b".");
@@ -117,11 +115,7 @@ pub fn standard(
             return Ok(());
         }
     }
-    Err(unauthorized(if saw_v1 {
-        "no webhook-signature matches the body"
-    } else {
-        "webhook-signature has no v1 signature"
-    }))
+    Err(unauthorized(if saw_v1 { "no webhook-signature matches the body" } else { "webhook-signature has no v1 signature" }))
 }
 
 /// Netlify's JWS: HS256 only, `iss == "netlify"`, `sha256` claim == hex SHA-256 of the body.
@@ -161,10 +155,7 @@ pub fn netlify(secret: &[u8], token: &str, body: &[u8], now: SystemTime) -> Resu
             return Err(unauthorized("JWS has expired"));
         }
     }
-    let claimed = claims
-        .get("sha256")
-        .and_then(Value::as_str)
-        .ok_or_else(|| unauthorized("JWS has no sha256 claim"))?;
+    let claimed = claims.get("sha256").and_then(Value::as_str).ok_or_else(|| unauthorized("JWS has no sha256 claim"))?;
     let actual = hex::encode(Sha256::digest(body));
     if bool::from(claimed.to_ascii_lowercase().as_bytes().ct_eq(actual.as_bytes())) {
         Ok(())
@@ -224,9 +215,8 @@ mod tests {
         let multi = format!("v1,Zm9vYmFy v2,abc {STD_SIG}");
         standard(key.expose(), STD_ID, STD_TS, &multi, STD_BODY, at, tol).unwrap();
 
-        let r = |secret: &[u8], id: &str, ts: &str, sig: &str, body: &[u8], at| {
-            reason(standard(secret, id, ts, sig, body, at, tol))
-        };
+        let r =
+            |secret: &[u8], id: &str, ts: &str, sig: &str, body: &[u8], at| reason(standard(secret, id, ts, sig, body, at, tol));
         assert!(r(b"other", STD_ID, STD_TS, STD_SIG, STD_BODY, at).contains("no webhook-signature matches"));
         assert!(r(key.expose(), "msg_other", STD_TS, STD_SIG, STD_BODY, at).contains("matches"));
         assert!(r(key.expose(), STD_ID, STD_TS, STD_SIG, br#"{"test": 2432232315}"#, at).contains("matches"));
@@ -257,7 +247,8 @@ mod tests {
         let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
         v.required_spec_claims.clear();
         v.set_issuer(&["netlify"]);
-        let decoded = jsonwebtoken::decode::<serde_json::Value>(&ours, &jsonwebtoken::DecodingKey::from_secret(b"jws-secret"), &v).unwrap();
+        let decoded =
+            jsonwebtoken::decode::<serde_json::Value>(&ours, &jsonwebtoken::DecodingKey::from_secret(b"jws-secret"), &v).unwrap();
         assert_eq!(decoded.claims["sha256"], body_sha(body));
     }
 
@@ -305,6 +296,8 @@ mod tests {
         let bad = [("x-hookcast-token".to_string(), "t0ke".to_string())];
         verify(&src, &HookRequest { headers: &ok, body: b"{}" }, now()).unwrap();
         assert!(matches!(verify(&src, &HookRequest { headers: &bad, body: b"{}" }, now()), Err(HookError::Unauthorized(_))));
-        assert!(matches!(verify(&src, &HookRequest { headers: &[], body: b"{}" }, now()), Err(HookError::Unauthorized(m)) if m.contains("missing")));
+        assert!(
+            matches!(verify(&src, &HookRequest { headers: &[], body: b"{}" }, now()), Err(HookError::Unauthorized(m)) if m.contains("missing"))
+        );
     }
 }

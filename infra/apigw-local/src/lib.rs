@@ -153,7 +153,15 @@ fn new_connection_id() -> String {
 }
 
 /// An event with the fields API Gateway sends (see aws_lambda_events' fixtures).
-fn event(inner: &Inner, route: &str, event_type: &str, conn: &str, connected_at: i64, headers: &HeaderMap, body: Option<&str>) -> Value {
+fn event(
+    inner: &Inner,
+    route: &str,
+    event_type: &str,
+    conn: &str,
+    connected_at: i64,
+    headers: &HeaderMap,
+    body: Option<&str>,
+) -> Value {
     let addr = inner.addr.lock().unwrap().map(|a| a.to_string()).unwrap_or_default();
     let mut hs = serde_json::Map::new();
     let mut multi = serde_json::Map::new();
@@ -234,7 +242,9 @@ fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response {
 }
 
 fn take_token(inner: &Inner) -> bool {
-    let Some(rate) = inner.opts.rate_limit else { return true };
+    let Some(rate) = inner.opts.rate_limit else {
+        return true;
+    };
     let mut b = inner.bucket.lock().unwrap();
     let now = Instant::now();
     b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate as f64).min(inner.opts.burst as f64);

@@ -47,7 +47,9 @@ impl LocalGateway {
 
 impl Gateway for LocalGateway {
     async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
-        let Some(h) = self.map().get(conn).cloned() else { return Delivery::Gone };
+        let Some(h) = self.map().get(conn).cloned() else {
+            return Delivery::Gone;
+        };
         match h.tx.try_send(frame.to_owned()) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,

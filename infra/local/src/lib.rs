@@ -1,5 +1,6 @@
 //! The `hookcast` local binary as a library, so tests start it in-process.
 
+pub mod dispatch;
 pub mod gateway;
 pub mod send;
 pub mod server;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hookcast_core::ports::Retention;
-use hookcast_core::Relay;
+use hookcast_core::{Hooks, Relay};
 use tokio::net::TcpListener;
 
 use crate::gateway::LocalGateway;
@@ -24,10 +25,21 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", settings.data_dir.display()))?;
     let db = settings.data_dir.join("hookcast.db");
+    let (feed, commits) = tokio::sync::mpsc::unbounded_channel();
     let store = SqliteStore::open(&db, Retention::from(&settings.core.limits))
-        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
-    let relay = Relay::new(settings.core.clone(), store, LocalGateway::default());
-    Ok(Arc::new(AppState { relay, demo, shutdown: tokio::sync::watch::Sender::new(false) }))
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))?
+        .with_feed(feed);
+    let store = Arc::new(store);
+    let config = Arc::new(settings.core.clone());
+    let hooks = Hooks::new(config.clone(), store.clone());
+    let relay = Arc::new(Relay::new(config, store, LocalGateway::default()));
+    Ok(Arc::new(AppState {
+        hooks,
+        relay,
+        demo,
+        shutdown: tokio::sync::watch::Sender::new(false),
+        commits: std::sync::Mutex::new(Some(commits)),
+    }))
 }
 
 /// Binds (port 0 allowed) and returns the address and the serving future,
@@ -41,10 +53,16 @@ pub async fn bind(
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let commits = state.commits.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let dispatcher = commits.map(|c| tokio::spawn(dispatch::run(state.relay.clone(), c)));
     let st = state.clone();
     let signal = async move {
         shutdown.await;
         st.shutdown.send_replace(true);
+        // Every acknowledged event is in the log; pages resume from it.
+        if let Some(d) = dispatcher {
+            d.abort();
+        }
     };
     let serve = axum::serve(listener, app(state)).with_graceful_shutdown(signal).into_future();
     Ok((addr, serve))

@@ -70,13 +70,15 @@ fn now_rfc3339() -> String {
 }
 
 fn humantime_like(t: SystemTime) -> String {
-    hookcast_core::relay::format_at(t)
+    hookcast_core::hooks::format_at(t)
 }
 
 fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, String> {
     fields
         .iter()
-        .map(|f| f.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("--field {f:?} is not NAME=VALUE")))
+        .map(|f| {
+            f.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("--field {f:?} is not NAME=VALUE"))
+        })
         .collect()
 }
 
@@ -174,11 +176,7 @@ pub fn build(a: &SendArgs) -> Result<Built, String> {
 }
 
 fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", form_escape(k), form_escape(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", form_escape(k), form_escape(v))).collect::<Vec<_>>().join("&")
 }
 
 fn form_escape(s: &str) -> String {

@@ -13,10 +13,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use hookcast_core::channel::Channel;
+use hookcast_core::http::{self, HttpResponse};
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
-use hookcast_core::http::{self, HttpResponse};
-use hookcast_core::{Gateway, HookError, ServerMsg};
+use hookcast_core::{Gateway, HookError, Hooks, ServerMsg};
 use rand::RngCore;
 use tracing::{debug, warn};
 
@@ -33,14 +33,19 @@ const DEMO_MODULE_HTML: &str = include_str!("../../../site-snippet/demo/module.h
 const DEMO_MODULE_JS: &str = include_str!("../../../site-snippet/demo/module.js");
 const DEMO_ICON: &str = include_str!("../../../site-snippet/demo/favicon.svg");
 
-pub type LocalRelay = Relay<SqliteStore, LocalGateway>;
+pub type LocalRelay = Relay<Arc<SqliteStore>, LocalGateway>;
 
 pub struct AppState {
-    pub relay: LocalRelay,
+    /// The webhook path: verify, append, acknowledge.
+    pub hooks: Hooks<Arc<SqliteStore>>,
+    /// Sockets and the fan-out (the dispatcher calls it).
+    pub relay: Arc<LocalRelay>,
     /// Serve the demo site at `/` (hookcast dev).
     pub demo: bool,
     /// Set on shutdown: endless responses (SSE) end so graceful shutdown can finish.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The store's commit feed, until `bind` hands it to the dispatcher.
+    pub commits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<hookcast_core::Event>>>,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
@@ -69,7 +74,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// `hookcast dev` stands in for the rebuild the poke/pull pattern refetches.
 async fn demo_page(State(st): State<Arc<AppState>>) -> Response {
     let deploys = Channel::parse("deploys").expect("valid literal");
-    let latest = match st.relay.history(&deploys, 0).await {
+    let latest = match st.hooks.history(&deploys, 0).await {
         Ok((h, _)) => h.events.into_iter().rev().find(|e| e.event == "deploy.succeeded"),
         Err(e) => {
             warn!(error = %e, "demo page rendered without deploy info");
@@ -107,18 +112,18 @@ fn respond(r: HttpResponse) -> Response {
 }
 
 async fn hook(State(st): State<Arc<AppState>>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let limit = st.relay.config().limits.max_body_bytes;
+    let limit = st.hooks.config().limits.max_body_bytes;
     let too_large = |size| respond(HttpResponse::from(&HookError::TooLarge { size, limit }));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if let Some(size) = declared.filter(|s: &usize| *s > limit) {
         return too_large(size);
     }
-    let Ok(bytes) = to_bytes(body, limit).await else { return too_large(limit + 1) };
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect();
-    respond(http::webhook(&st.relay, &source, &pairs, &bytes).await)
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        return too_large(limit + 1);
+    };
+    let pairs: Vec<(String, String)> =
+        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
+    respond(http::webhook(&st.hooks, &source, &pairs, &bytes).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -134,7 +139,7 @@ async fn history(
     headers: HeaderMap,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    respond(http::history(&st.relay, &path, q.since.as_deref(), origin).await)
+    respond(http::history(&st.hooks, &path, q.since.as_deref(), origin).await)
 }
 
 async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
@@ -187,7 +192,8 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
             match msg {
                 Ok(Message::Text(t)) => st.relay.message(&id, t.as_str()).await,
                 Ok(Message::Binary(_)) => {
-                    let reply = ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
+                    let reply =
+                        ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
                     gateway.send(&id, &reply.to_json()).await;
                 }
                 Ok(Message::Close(_)) | Err(_) => break,
@@ -213,10 +219,7 @@ fn cursor_id(cursor: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 fn parse_cursor(id: &str) -> std::collections::BTreeMap<String, u64> {
-    id.split(';')
-        .filter_map(|part| part.rsplit_once('='))
-        .filter_map(|(c, s)| Some((c.to_owned(), s.parse().ok()?)))
-        .collect()
+    id.split(';').filter_map(|part| part.rsplit_once('=')).filter_map(|(c, s)| Some((c.to_owned(), s.parse().ok()?))).collect()
 }
 
 /// Forgets the SSE client when its stream is dropped (the client went away).
@@ -256,11 +259,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     if !st.relay.origin_allowed(origin) {
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
     }
-    let cursor = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(parse_cursor)
-        .unwrap_or_default();
+    let cursor = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_cursor).unwrap_or_default();
     let id = new_conn_id();
     let out = st.relay.gateway().register(&id);
     if let Err(e) = st.relay.connect(&id, origin).await {

@@ -10,16 +10,26 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use hookcast_core::channel::Channel;
-use hookcast_core::ports::{Appended, ConnId, History, Pending, Retention, Store, StoreError, SubOutcome, Turn};
+use hookcast_core::ports::{
+    Appended, ConnId, EventLog, History, Pending, Retention, StoreError, SubOutcome, SubscriberPage, Subscriptions, Turn,
+};
 use hookcast_core::protocol::Event;
 use hookcast_core::registry::Registry;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::mpsc::UnboundedSender;
 
 pub struct SqliteStore {
     db: Arc<Mutex<Connection>>,
     retention: Retention,
     live: Mutex<Registry>,
+    /// Every committed event, in commit order: what the local dispatcher
+    /// follows, as the AWS fan-out follows the table's stream.
+    feed: Option<UnboundedSender<Event>>,
 }
+
+/// Appends between sweeps of expired dedupe keys (an expired key is already
+/// ignored by the check, so the sweep only reclaims space).
+const DEDUPE_SWEEP_EVERY: i64 = 512;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -62,7 +72,14 @@ impl SqliteStore {
     fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { db: Arc::new(Mutex::new(conn)), retention, live: Mutex::default() })
+        Ok(Self { db: Arc::new(Mutex::new(conn)), retention, live: Mutex::default(), feed: None })
+    }
+
+    /// Sends every event to `feed` right after its commit, in commit order
+    /// (sent while the database is still held, so no two can swap).
+    pub fn with_feed(mut self, feed: UnboundedSender<Event>) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Runs `f` on the connection off the async threads.
@@ -89,7 +106,7 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
+impl Subscriptions for SqliteStore {
     async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
         self.live().add_connection(conn);
         Ok(())
@@ -105,8 +122,14 @@ impl Store for SqliteStore {
         self.live().unsubscribe(conn, channel);
         Ok(())
     }
-    async fn subscribers(&self, channel: &Channel) -> Result<Vec<ConnId>, StoreError> {
-        Ok(self.live().subscribers(channel))
+    async fn subscriber_page(
+        &self,
+        channel: &Channel,
+        _shard: u32,
+        after: Option<&ConnId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        Ok(self.live().subscriber_page(channel, after, limit))
     }
     async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
         Ok(self.live().count(channel))
@@ -114,40 +137,56 @@ impl Store for SqliteStore {
     async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
         Ok(self.live().occupancy_turn(conn, channel, now_ms, interval_ms))
     }
+}
 
+impl EventLog for SqliteStore {
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let ev = ev.clone();
         let r = self.retention;
+        let feed = self.feed.clone();
         self.with_db(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM dedupe WHERE expires_ms <= ?1", params![ev.at_ms as i64])?;
-            let seen: Option<i64> =
-                tx.query_row("SELECT seq FROM dedupe WHERE key = ?1", params![ev.dedupe_key], |r| r.get(0)).optional()?;
+            // An expired key is ignored here and replaced below.
+            let seen: Option<i64> = tx
+                .prepare_cached("SELECT seq FROM dedupe WHERE key = ?1 AND expires_ms > ?2")?
+                .query_row(params![ev.dedupe_key, ev.at_ms as i64], |r| r.get(0))
+                .optional()?;
             if let Some(seq) = seen {
                 return Ok(Appended::Duplicate { seq: seq as u64 });
             }
             let channel = ev.channel.as_str();
-            let seq: i64 = tx.query_row(
-                "INSERT INTO channels (channel, head) VALUES (?1, 1)
-                 ON CONFLICT (channel) DO UPDATE SET head = head + 1 RETURNING head",
-                params![channel],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![channel, seq, ev.event, ev.data.to_string(), ev.at, ev.at_ms as i64],
-            )?;
+            let seq: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO channels (channel, head) VALUES (?1, 1)
+                     ON CONFLICT (channel) DO UPDATE SET head = head + 1 RETURNING head",
+                )?
+                .query_row(params![channel], |r| r.get(0))?;
+            tx.prepare_cached("INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![channel, seq, ev.event, ev.data.to_string(), ev.at, ev.at_ms as i64])?;
             let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
-            tx.execute(
-                "DELETE FROM events WHERE channel = ?1 AND (seq <= ?2 OR at_ms < ?3)",
-                params![channel, seq - r.max_events as i64, oldest_ms],
-            )?;
-            tx.execute(
-                "INSERT INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)",
-                params![ev.dedupe_key, seq, (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64],
-            )?;
+            tx.prepare_cached("DELETE FROM events WHERE channel = ?1 AND (seq <= ?2 OR at_ms < ?3)")?.execute(params![
+                channel,
+                seq - r.max_events as i64,
+                oldest_ms
+            ])?;
+            tx.prepare_cached("INSERT OR REPLACE INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)")?.execute(params![
+                ev.dedupe_key,
+                seq,
+                (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64
+            ])?;
+            if seq % DEDUPE_SWEEP_EVERY == 0 {
+                tx.prepare_cached("DELETE FROM dedupe WHERE expires_ms <= ?1")?.execute(params![ev.at_ms as i64])?;
+            }
             tx.commit()?;
-            Ok(Appended::Stored(ev.with_seq(seq as u64)))
+            let event = ev.with_seq(seq as u64);
+            if let Some(feed) = &feed {
+                // The receiver lives as long as the server; after shutdown the
+                // event is durable and replays on resubscribe.
+                if feed.send(event.clone()).is_err() {
+                    tracing::debug!(channel = %ev.channel, seq, "no dispatcher; event stays in the log");
+                }
+            }
+            Ok(Appended::Stored(event))
         })
         .await
     }
@@ -163,9 +202,8 @@ impl Store for SqliteStore {
                 .unwrap_or(0);
             let first: Option<i64> =
                 tx.query_row("SELECT MIN(seq) FROM events WHERE channel = ?1", params![name], |r| r.get(0))?;
-            let mut stmt = tx.prepare(
-                "SELECT seq, event, data, at FROM events WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
+            let mut stmt =
+                tx.prepare("SELECT seq, event, data, at FROM events WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
             let events = stmt
                 .query_map(params![name, since.min(i64::MAX as u64) as i64, limit as i64], |r| {
                     let data: String = r.get(2)?;

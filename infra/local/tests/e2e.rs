@@ -127,7 +127,7 @@ async fn signed_netlify_deploy_reaches_a_websocket_subscriber() {
     let body = deploy_body("ready");
     let (status, ack) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
     assert_eq!(status, 200, "{ack}");
-    assert_eq!((ack["ok"].clone(), ack["seq"].clone(), ack["delivered"].clone()), (json!(true), json!(1), json!(1)));
+    assert_eq!(ack, json!({"ok": true, "channel": "deploys", "event": "deploy.succeeded", "seq": 1, "duplicate": false}));
 
     let ev = next(&mut ws).await;
     assert_eq!(ev["type"], "event");
@@ -154,11 +154,20 @@ async fn refused_webhooks_answer_json_errors_and_store_and_send_nothing() {
     let forged = vec![("X-Webhook-Signature".to_string(), sign::netlify(b"guessed", &good))];
     let malformed = b"{\"state\": \"ready\",".to_vec();
     let huge = vec![b' '; 1024 * 1024 + 1];
-    let cases: Vec<(&str, u16, &str, Vec<(String, String)>, Vec<u8>, &str)> = vec![
+    // (what is wrong, status, content type, headers, body, error code)
+    type Case<'a> = (&'a str, u16, &'a str, Vec<(String, String)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("forged signature", 401, "application/json", forged, good.clone(), "invalid_signature"),
         ("tampered body", 401, "application/json", netlify_sig(&good), deploy_body("error"), "invalid_signature"),
         ("no signature", 401, "application/json", vec![], good.clone(), "invalid_signature"),
-        ("malformed JSON, validly signed", 400, "application/json", netlify_sig(&malformed), malformed.clone(), "invalid_payload"),
+        (
+            "malformed JSON, validly signed",
+            400,
+            "application/json",
+            netlify_sig(&malformed),
+            malformed.clone(),
+            "invalid_payload",
+        ),
         ("body over 1 MiB", 413, "application/json", netlify_sig(&huge), huge.clone(), "payload_too_large"),
         ("wrong content type, validly signed", 415, "text/plain", netlify_sig(&good), good.clone(), "unsupported_media_type"),
     ];
@@ -171,10 +180,16 @@ async fn refused_webhooks_answer_json_errors_and_store_and_send_nothing() {
     assert_eq!((status, err["error"].as_str().unwrap()), (404, "unknown_source"));
     // A token source publishing outside its allow-list.
     let zap = vec![("x-hookcast-token".to_string(), secrets().zapier)];
-    let (status, _) = post(&s.url("/hooks/zapier"), "application/json", &[("x-hookcast-token".into(), "wrong".into())],
-        br#"{"channel":"news","event":"x"}"#.to_vec()).await;
+    let (status, _) = post(
+        &s.url("/hooks/zapier"),
+        "application/json",
+        &[("x-hookcast-token".into(), "wrong".into())],
+        br#"{"channel":"news","event":"x"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, err) = post(&s.url("/hooks/zapier"), "application/json", &zap, br#"{"channel":"bad name","event":"x"}"#.to_vec()).await;
+    let (status, err) =
+        post(&s.url("/hooks/zapier"), "application/json", &zap, br#"{"channel":"bad name","event":"x"}"#.to_vec()).await;
     assert_eq!((status, err["error"].as_str().unwrap()), (400, "invalid_payload"));
 
     assert_eq!(head(&s, "deploys").await, 0, "nothing stored");
@@ -314,7 +329,9 @@ async fn origins_outside_the_allow_list_cannot_connect() {
         r
     };
     match connect_async(req("https://evil.example")).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status().as_u16(), 403),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 403)
+        }
         other => panic!("expected 403, got {:?}", other.map(|_| ())),
     }
     let (mut ws, _) = connect_async(req("https://site.example")).await.unwrap();
@@ -343,10 +360,51 @@ async fn hookcast_send_signs_every_kind_as_the_sender_would() {
     subscribe(&mut ws, "news", None).await;
     let sec = secrets();
     let runs: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--kind".into(), "hmac".into(), "--secret".into(), sec.hmac.clone(), "--data".into(), r#"{"title":"hmac"}"#.into()], "hmac"),
-        (vec!["--kind".into(), "standard".into(), "--secret".into(), sec.standard.clone(), "--field".into(), "title=standard".into()], "standard"),
-        (vec!["--kind".into(), "token".into(), "--secret".into(), sec.zapier.clone(), "--form-encoded".into(), "--field".into(), "title=zapier form".into()], "zapier"),
-        (vec!["--kind".into(), "token".into(), "--secret".into(), sec.zapier.clone(), "--field".into(), "title=zapier json".into()], "zapier"),
+        (
+            vec![
+                "--kind".into(),
+                "hmac".into(),
+                "--secret".into(),
+                sec.hmac.clone(),
+                "--data".into(),
+                r#"{"title":"hmac"}"#.into(),
+            ],
+            "hmac",
+        ),
+        (
+            vec![
+                "--kind".into(),
+                "standard".into(),
+                "--secret".into(),
+                sec.standard.clone(),
+                "--field".into(),
+                "title=standard".into(),
+            ],
+            "standard",
+        ),
+        (
+            vec![
+                "--kind".into(),
+                "token".into(),
+                "--secret".into(),
+                sec.zapier.clone(),
+                "--form-encoded".into(),
+                "--field".into(),
+                "title=zapier form".into(),
+            ],
+            "zapier",
+        ),
+        (
+            vec![
+                "--kind".into(),
+                "token".into(),
+                "--secret".into(),
+                sec.zapier.clone(),
+                "--field".into(),
+                "title=zapier json".into(),
+            ],
+            "zapier",
+        ),
     ];
     for (i, (args, source)) in runs.into_iter().enumerate() {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
@@ -375,7 +433,11 @@ async fn hookcast_send_signs_every_kind_as_the_sender_would() {
 }
 
 /// Reads SSE messages from a streaming response until `done` says stop.
-async fn sse_until(res: &mut reqwest::Response, buf: &mut String, mut done: impl FnMut(&str, &Value) -> bool) -> Vec<(Option<String>, Value)> {
+async fn sse_until(
+    res: &mut reqwest::Response,
+    buf: &mut String,
+    mut done: impl FnMut(&str, &Value) -> bool,
+) -> Vec<(Option<String>, Value)> {
     let mut got = Vec::new();
     loop {
         while let Some(end) = buf.find("\n\n") {
@@ -489,6 +551,41 @@ async fn concurrent_webhooks_reach_every_subscriber_in_seq_order() {
         assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "in seq order on the wire");
     }
     s.stop().await;
+}
+
+/// The acknowledgement does not wait for the fan-out: with the dispatcher
+/// held back, webhooks are still answered 200 with their seq and nothing is
+/// pushed; once it runs, it pushes what the log committed, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_acknowledged_without_waiting_for_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let st = settings::dev_settings(&secrets(), &cli).unwrap();
+    let state = hookcast::state(&st, false).unwrap();
+    let held = state.commits.lock().unwrap().take().expect("the commit feed");
+    let (tx, rx) = oneshot::channel::<()>();
+    let (addr, serving) = hookcast::bind(&st, state.clone(), async move {
+        let _ = rx.await;
+    })
+    .await
+    .unwrap();
+    let done = tokio::spawn(serving);
+    let (mut ws, _) = connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    subscribe(&mut ws, "news", None).await;
+    for n in 1..=3u64 {
+        let body = json!({"channel": "news", "event": "tick", "data": {"n": n}}).to_string().into_bytes();
+        let h = vec![("X-Hub-Signature-256".to_string(), sign::github(secrets().hmac.as_bytes(), &body))];
+        let (status, ack) = post(&format!("http://{addr}/hooks/hmac"), "application/json", &h, body).await;
+        assert_eq!((status, ack["seq"].as_u64()), (200, Some(n)), "{ack}");
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err(), "nothing pushed without the dispatcher");
+    tokio::spawn(hookcast::dispatch::run(state.relay.clone(), held));
+    for n in 1..=3u64 {
+        let ev = next(&mut ws).await;
+        assert_eq!((ev["seq"].as_u64(), ev["data"]["n"].as_u64()), (Some(n), Some(n)));
+    }
+    tx.send(()).unwrap();
+    tokio::time::timeout(WAIT, done).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]

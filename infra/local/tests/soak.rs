@@ -28,7 +28,12 @@ struct Figures {
     delivered: AtomicU64,
 }
 
-async fn follow(ws_url: String, seed: u64, expected: HashMap<&'static str, u64>, figures: Arc<Figures>) -> HashMap<&'static str, Vec<u64>> {
+async fn follow(
+    ws_url: String,
+    seed: u64,
+    expected: HashMap<&'static str, u64>,
+    figures: Arc<Figures>,
+) -> HashMap<&'static str, Vec<u64>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut got: HashMap<&str, Vec<u64>> = CHANNELS.iter().map(|c| (*c, Vec::new())).collect();
     let last = |got: &HashMap<&str, Vec<u64>>, c: &str| got[c].last().copied().unwrap_or(0);
@@ -63,7 +68,9 @@ async fn follow(ws_url: String, seed: u64, expected: HashMap<&'static str, u64>,
             };
             budget -= 1;
             let v: Value = serde_json::from_str(msg.as_str()).unwrap();
-            let Some(c) = CHANNELS.iter().find(|c| v["channel"] == **c).copied() else { continue };
+            let Some(c) = CHANNELS.iter().find(|c| v["channel"] == **c).copied() else {
+                continue;
+            };
             match v["type"].as_str() {
                 Some("subscribed") => {
                     pending.remove(c);
@@ -97,7 +104,12 @@ async fn follow(ws_url: String, seed: u64, expected: HashMap<&'static str, u64>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_flapping_clients_get_every_event_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = DevSecrets { netlify: "n".into(), zapier: "z".into(), hmac: "soak-secret".into(), standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into() };
+    let secrets = DevSecrets {
+        netlify: "n".into(),
+        zapier: "z".into(),
+        hmac: "soak-secret".into(),
+        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    };
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
     let mut s = settings::dev_settings(&secrets, &cli).unwrap();
     s.core.limits.history_max_events = 10_000; // clients away for a while still catch up
@@ -114,9 +126,8 @@ async fn two_hundred_flapping_clients_get_every_event_once_in_order() {
         CHANNELS.iter().enumerate().map(|(i, c)| (*c, (EVENTS - i as u64).div_ceil(3))).collect();
     let figures = Arc::new(Figures::default());
     let ws_url = format!("ws://{addr}/ws");
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(follow(ws_url.clone(), i as u64, expected.clone(), figures.clone())))
-        .collect();
+    let clients: Vec<_> =
+        (0..CLIENTS).map(|i| tokio::spawn(follow(ws_url.clone(), i as u64, expected.clone(), figures.clone()))).collect();
 
     // The publisher: 5,000 signed webhooks, 8 in flight at a time.
     let client = reqwest::Client::new();

@@ -1,0 +1,109 @@
+//! The webhook path: verify the raw bytes → normalise → append durably →
+//! acknowledge. It needs only the [`EventLog`]: fan-out is driven by the log
+//! afterwards (a dispatcher task locally, the table's stream on AWS), so the
+//! acknowledgement never waits for work that grows with the audience.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::error::HookError;
+use crate::normalize::normalise;
+use crate::ports::{Appended, EventLog, History, Pending, StoreError};
+use crate::verify::{verify, HookRequest};
+
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The acknowledgement: the event is in the channel's log with this seq.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Accepted {
+    pub channel: Channel,
+    pub event: String,
+    pub seq: u64,
+    /// The sender's delivery was seen before; nothing new was written.
+    pub duplicate: bool,
+}
+
+pub struct Hooks<L> {
+    config: Arc<Config>,
+    log: L,
+    clock: Clock,
+}
+
+pub fn format_at(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub(crate) fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<L: EventLog> Hooks<L> {
+    pub fn new(config: Arc<Config>, log: L) -> Self {
+        Self { config, log, clock: Arc::new(SystemTime::now) }
+    }
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// `Ok` means the event (or an earlier copy of the same delivery) is
+    /// durably in the log. Nothing is written on any `Err`.
+    pub async fn ingest(
+        &self,
+        source_name: &str,
+        content_type: Option<&str>,
+        req: &HookRequest<'_>,
+    ) -> Result<Accepted, HookError> {
+        let source = self.config.sources.get(source_name).ok_or_else(|| HookError::UnknownSource(source_name.to_owned()))?;
+        let limit = self.config.limits.max_body_bytes;
+        if req.body.len() > limit {
+            return Err(HookError::TooLarge { size: req.body.len(), limit });
+        }
+        let now = (self.clock)();
+        let verified = verify(source, req, now)?;
+        let ev = normalise(source, content_type, req.body, verified.delivery_id.as_deref())?;
+        let data_len = ev.data.to_string().len();
+        if data_len > self.config.limits.max_event_bytes {
+            return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });
+        }
+        let pending = Pending {
+            channel: ev.channel,
+            event: ev.event.to_string(),
+            data: ev.data,
+            at: format_at(now),
+            at_ms: millis(now),
+            dedupe_key: ev.dedupe_key,
+        };
+        let appended = self.log.append(&pending).await.map_err(|e| {
+            tracing::warn!(error = %e, channel = %pending.channel, "append failed");
+            HookError::Unavailable
+        })?;
+        let (seq, duplicate) = match appended {
+            Appended::Stored(e) => (e.seq, false),
+            Appended::Duplicate { seq } => (seq, true),
+        };
+        Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate })
+    }
+
+    /// Catch-up over HTTP: retained events after `since`, and whether the
+    /// caller missed events that are no longer retained.
+    pub async fn history(&self, channel: &Channel, since: u64) -> Result<(History, bool), StoreError> {
+        let h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
+        let reset = missed_history(since, &h);
+        Ok((h, reset))
+    }
+}
+
+/// True when events after `since` were pruned, or `since` is ahead of the
+/// log (the log was reset): either way the page must refetch its state.
+pub fn missed_history(since: u64, h: &History) -> bool {
+    since > h.head || (since < h.head && since + 1 < h.first_retained)
+}

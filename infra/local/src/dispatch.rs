@@ -1,0 +1,39 @@
+//! The local fan-out, driven by the log: the store hands over each event as
+//! it commits (in commit order), and one task per channel pushes them to
+//! that channel's subscribers in seq order. A webhook is acknowledged when
+//! its append commits and never waits for this.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hookcast_core::protocol::Event;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tracing::warn;
+
+use crate::server::LocalRelay;
+
+/// Runs until the feed closes: routes each committed event to its channel's
+/// task, starting one the first time a channel is seen.
+pub async fn run(relay: Arc<LocalRelay>, mut feed: UnboundedReceiver<Event>) {
+    let mut channels: HashMap<String, UnboundedSender<Event>> = HashMap::new();
+    while let Some(ev) = feed.recv().await {
+        let tx = channels.entry(ev.channel.clone()).or_insert_with(|| {
+            let (tx, rx) = unbounded_channel();
+            tokio::spawn(channel_task(relay.clone(), rx));
+            tx
+        });
+        if let Err(lost) = tx.send(ev) {
+            warn!(channel = %lost.0.channel, seq = lost.0.seq, "channel dispatcher ended; event stays in the log");
+        }
+    }
+}
+
+/// One channel: events arrive in seq order and each is fanned out before
+/// the next, so every socket's queue receives them in seq order.
+async fn channel_task(relay: Arc<LocalRelay>, mut rx: UnboundedReceiver<Event>) {
+    while let Some(ev) = rx.recv().await {
+        if let Err(e) = relay.fan_out(&ev).await {
+            warn!(error = %e, channel = %ev.channel, seq = ev.seq, "fan-out failed; pages catch up from history");
+        }
+    }
+}
