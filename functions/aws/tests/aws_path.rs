@@ -171,6 +171,12 @@ fn the_template_routes_every_protocol_action() {
     want.extend(["$connect", "$disconnect", "$default"].map(String::from));
     want.sort();
     assert_eq!(keys, want);
+    // ping is answered by API Gateway itself (MOCK), exactly as the emulator does.
+    for (route, reply) in Options::default().mock_routes {
+        assert!(template.contains(&format!("$default: '{reply}'")), "template answers {route} with {reply}");
+        assert_eq!(serde_json::from_str::<Value>(&reply).unwrap(), json!({"type": "pong"}));
+    }
+    assert!(template.contains("IntegrationType: MOCK"));
     for action in ["subscribe", "unsubscribe", "ping", "occupancy"] {
         let msg = json!({"action": action, "channel": "c"}).to_string();
         assert!(hookcast_core::protocol::ClientMsg::parse(&msg).is_ok(), "{action} is a protocol action");
@@ -236,8 +242,10 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     assert_eq!(res.headers()["content-type"], "application/json");
 
     // ping, $default and resume with since, all answered through @connections.
+    let invoked = s.emu.counters().invocations.load(std::sync::atomic::Ordering::Relaxed);
     ws.send(Message::Text(r#"{"action":"ping"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await, json!({"type":"pong"}));
+    assert_eq!(s.emu.counters().invocations.load(std::sync::atomic::Ordering::Relaxed), invoked, "ping costs no Lambda");
     ws.send(Message::Text(r#"{"action":"dance"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "unknown_action");
     let (mut late, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();

@@ -45,6 +45,9 @@ pub struct Options {
     pub burst: u32,
     /// Answer 429 to this many @connections calls first (deterministic retry tests).
     pub throttle_first: u64,
+    /// Routes API Gateway answers itself (MOCK integration + route response),
+    /// with the reply: no Lambda is invoked.
+    pub mock_routes: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -56,12 +59,16 @@ impl Default for Options {
             rate_limit: None,
             burst: 5000,
             throttle_first: 0,
+            // template.yaml's PingIntegration answers ping this way.
+            mock_routes: vec![("ping".into(), r#"{"type":"pong"}"#.into())],
         }
     }
 }
 
 #[derive(Default)]
 pub struct Counters {
+    /// Lambda invocations (every route but the mocked ones).
+    pub invocations: AtomicU64,
     pub calls: AtomicU64,
     pub posted: AtomicU64,
     pub gone: AtomicU64,
@@ -228,6 +235,13 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             // Route selection: $request.body.action.
             let action = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["action"].as_str().map(str::to_owned));
             let route = action.filter(|a| inner.opts.routes.contains(a)).unwrap_or_else(|| "$default".into());
+            if let Some((_, reply)) = inner.opts.mock_routes.iter().find(|(r, _)| *r == route) {
+                if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                    let _closing = tx.send(Message::Text(reply.clone().into()));
+                }
+                continue;
+            }
+            inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
             (inner.invoke)(event(&inner, &route, "MESSAGE", &conn, connected_at, &headers, Some(&text))).await;
         }
     };
