@@ -22,7 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const NETLIFY: &str = "netlify-jws-secret";
 const GH: &str = "github-hmac-secret-123";
-const WAIT: Duration = Duration::from_secs(15);
+// A ceiling, not a sleep: moto serialises every request, and tests share it.
+const WAIT: Duration = Duration::from_secs(60);
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../../tests/fixtures/aws/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -56,6 +57,22 @@ struct Stack {
     dlq_url: String,
     pump: common::StreamPump,
     shards: u32,
+}
+
+/// What API Gateway's HTTP API does with the webhook function: the request
+/// in AWS's v2 shape, through lambda_http, into the shared router.
+async fn http(hooks: &Arc<AwsHooks>, snippets: hookcast_http::Snippets, req: lambda_http::Request) -> (u16, Value, String) {
+    use tower::ServiceExt;
+    let res = hookcast_http::router(hooks.clone(), snippets).oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers: serde_json::Map<String, Value> =
+        res.headers().iter().map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    (status, Value::Object(headers), String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn local_snippets() -> hookcast_http::Snippets {
+    hookcast_http::Snippets::same_host()
 }
 
 /// Emulator → handlers → relay (DynamoDB store, API Gateway gateway) → emulator,
@@ -220,9 +237,9 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     ws.send(Message::Text(json!({"action":"subscribe","channel":"deploys"}).to_string().into())).await.unwrap();
     assert_eq!(next(&mut ws).await, json!({"type":"subscribed","channel":"deploys","seq":0}));
 
-    let res = handlers::http_request(&s.hooks, "", webhook_request(&deploy("d1"))).await;
-    assert_eq!(res.status(), 200);
-    let ack: Value = serde_json::from_slice(res.body().as_ref()).unwrap();
+    let (status, _, body) = http(&s.hooks, local_snippets(), webhook_request(&deploy("d1"))).await;
+    assert_eq!(status, 200);
+    let ack: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ack, json!({"ok": true, "channel": "deploys", "event": "deploy.succeeded", "seq": 1, "duplicate": false}));
     // Acknowledged from the log; the pipeline delivers it: one job per shard.
     assert_eq!(s.deliver(1).await, 2);
@@ -231,15 +248,15 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     assert_eq!(ev["data"]["title"], "From Lambda");
 
     // Redelivery: acknowledged, not pushed again.
-    let res = handlers::http_request(&s.hooks, "", webhook_request(&deploy("d1"))).await;
-    let ack: Value = serde_json::from_slice(res.body().as_ref()).unwrap();
+    let (_, _, body) = http(&s.hooks, local_snippets(), webhook_request(&deploy("d1"))).await;
+    let ack: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ack["duplicate"], true);
     // Forged: 401 JSON, nothing stored.
     let mut forged = webhook_request(&deploy("d2"));
     forged.headers_mut().insert("x-webhook-signature", sign::netlify(b"wrong", &deploy("d2")).parse().unwrap());
-    let res = handlers::http_request(&s.hooks, "", forged).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(res.headers()["content-type"], "application/json");
+    let (status, headers, _) = http(&s.hooks, local_snippets(), forged).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["content-type"], "application/json");
 
     // ping, $default and resume with since, all answered through @connections.
     let invoked = s.emu.counters().invocations.load(std::sync::atomic::Ordering::Relaxed);
@@ -266,18 +283,24 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     ev["rawQueryString"] = json!("since=0");
     ev["queryStringParameters"] = json!({"since": "0"});
     let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
-    let res = handlers::http_request(&s.hooks, "", req).await;
-    let h: Value = serde_json::from_slice(res.body().as_ref()).unwrap();
+    let (_, _, body) = http(&s.hooks, local_snippets(), req).await;
+    let h: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((h["head"].clone(), h["events"][0]["seq"].clone()), (json!(1), json!(1)));
-    let js = handlers::snippet_with_url("wss://abc.execute-api.eu-west-1.amazonaws.com/live");
+    let deployed = hookcast_http::Snippets::with_ws_url("wss://abc.execute-api.eu-west-1.amazonaws.com/live");
     let mut ev = fixture("example-apigw-v2-request-no-authorizer.json");
     ev["rawPath"] = json!("/hookcast.js");
-    let res = handlers::http_request(&s.hooks, &js, lambda_http::request::from_str(&ev.to_string()).unwrap()).await;
-    let body = String::from_utf8_lossy(res.body().as_ref()).into_owned();
+    let (_, _, body) = http(&s.hooks, deployed.clone(), lambda_http::request::from_str(&ev.to_string()).unwrap()).await;
     assert!(
         body.starts_with("(function(s){if(s&&!s.getAttribute(\"data-url\"))s.setAttribute(\"data-url\",\"wss://abc.execute-api")
     );
-    assert!(body.ends_with(handlers::SNIPPET));
+    assert!(body.ends_with(hookcast_http::SNIPPET));
+    // A percent-encoded channel path reaches the channel, as on the local binary.
+    let mut ev = fixture("example-apigw-v2-request-no-authorizer.json");
+    ev["rawPath"] = json!("/channels/forms%2Fguestbook/events");
+    ev["rawQueryString"] = json!("since=0");
+    ev["queryStringParameters"] = json!({"since": "0"});
+    let (status, _, body) = http(&s.hooks, deployed, lambda_http::request::from_str(&ev.to_string()).unwrap()).await;
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()["channel"].clone()), (200, json!("forms/guestbook")));
 
     // Closing the socket runs $disconnect: the subscription is gone from DynamoDB.
     ws.close(None).await.unwrap();
@@ -353,8 +376,8 @@ async fn fan_out_through_the_pipeline_reaches_every_live_page_once_and_drops_the
     for (id, _) in sinks.iter().step_by(20) {
         s.emu.drop_connection(id);
     }
-    let res = handlers::http_request(&s.hooks, "", webhook_request(&deploy("big"))).await;
-    assert_eq!(res.status(), 200);
+    let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("big"))).await;
+    assert_eq!(status, 200);
     assert!(sinks.iter_mut().all(|(_, rx)| rx.try_recv().is_err()), "acknowledged before any push");
     assert_eq!(s.emu.counters().calls.load(std::sync::atomic::Ordering::Relaxed), 0);
 
@@ -386,7 +409,7 @@ async fn two_instances_and_two_workers_keep_every_socket_in_seq_order() {
     ));
     let posts = (1..=16u64).map(|n| {
         let hooks = if n % 2 == 0 { s.hooks.clone() } else { other.clone() };
-        async move { handlers::http_request(&hooks, "", hmac_request("news", n)).await.status() }
+        async move { http(&hooks, local_snippets(), hmac_request("news", n)).await.0 }
     });
     let statuses = futures::future::join_all(posts).await;
     assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
@@ -404,8 +427,8 @@ async fn two_instances_and_two_workers_keep_every_socket_in_seq_order() {
 async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event() {
     let mut s = stack_with(Options { latency: Duration::from_millis(10), ..Options::default() }, &[], 1, 2).await;
     let mut sinks = audience(&s, "deploys", 120).await;
-    let res = handlers::http_request(&s.hooks, "", webhook_request(&deploy("crash"))).await;
-    assert_eq!(res.status(), 200);
+    let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("crash"))).await;
+    assert_eq!(status, 200);
     let queue = common::sqs_queue(&s.queue_url);
     assert_eq!(s.pump.drain(&queue, 1, 3).await, 1);
 

@@ -31,7 +31,7 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
         .with_feed(feed);
     let store = Arc::new(store);
     let config = Arc::new(settings.core.clone());
-    let hooks = Hooks::new(config.clone(), store.clone());
+    let hooks = Arc::new(Hooks::new(config.clone(), store.clone()));
     let relay = Arc::new(Relay::new(config, store, LocalGateway::default()));
     Ok(Arc::new(AppState {
         hooks,

@@ -4,28 +4,26 @@
 
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use hookcast_core::channel::Channel;
-use hookcast_core::http::{self, HttpResponse};
+use hookcast_core::http::HttpResponse;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
 use hookcast_core::{Gateway, HookError, Hooks, ServerMsg};
+use hookcast_http::{json_error, respond};
 use rand::RngCore;
 use tracing::{debug, warn};
 
 use crate::gateway::LocalGateway;
 use crate::store::SqliteStore;
 
-/// The minified build (checked fresh and under 4 KB gzip by the test command).
-pub const SNIPPET: &str = include_str!("../../../site-snippet/dist/hookcast.min.js");
-pub const SNIPPET_MODULE: &str = include_str!("../../../site-snippet/hookcast.mjs");
+pub use hookcast_http::{SNIPPET, SNIPPET_MODULE};
 const DEMO_HTML: &str = include_str!("../../../site-snippet/demo/index.html");
 const DEMO_CSS: &str = include_str!("../../../site-snippet/demo/demo.css");
 const DEMO_JS: &str = include_str!("../../../site-snippet/demo/demo.js");
@@ -37,7 +35,7 @@ pub type LocalRelay = Relay<Arc<SqliteStore>, LocalGateway>;
 
 pub struct AppState {
     /// The webhook path: verify, append, acknowledge.
-    pub hooks: Hooks<Arc<SqliteStore>>,
+    pub hooks: Arc<Hooks<Arc<SqliteStore>>>,
     /// Sockets and the fan-out (the dispatcher calls it).
     pub relay: Arc<LocalRelay>,
     /// Serve the demo site at `/` (hookcast dev).
@@ -48,17 +46,13 @@ pub struct AppState {
     pub commits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<hookcast_core::Event>>>,
 }
 
+/// The shared routes (webhooks, history, the snippet: the same table the
+/// webhook Lambda runs) plus the local binary's own: `/ws`, `/sse`,
+/// `/healthz` and, in dev, the demo site.
 pub fn app(state: Arc<AppState>) -> Router {
-    let mut router = Router::new()
-        .route("/ws", get(ws_upgrade))
-        .route("/hooks/{source}", post(hook).layer(DefaultBodyLimit::disable()))
-        .route("/channels/{*path}", get(history))
-        .route("/sse", get(sse))
-        .route("/hookcast.js", get(|| async { asset("application/javascript; charset=utf-8", SNIPPET) }))
-        .route("/hookcast.mjs", get(|| async { asset("application/javascript; charset=utf-8", SNIPPET_MODULE) }))
-        .route("/healthz", get(|| async { "ok" }));
+    let mut local = Router::new().route("/ws", get(ws_upgrade)).route("/sse", get(sse)).route("/healthz", get(|| async { "ok" }));
     if state.demo {
-        router = router
+        local = local
             .route("/", get(demo_page))
             .route("/demo.css", get(|| async { asset("text/css; charset=utf-8", DEMO_CSS) }))
             .route("/demo.js", get(|| async { asset("application/javascript; charset=utf-8", DEMO_JS) }))
@@ -67,7 +61,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             .route("/favicon.svg", get(|| async { asset("image/svg+xml", DEMO_ICON) }))
             .route("/favicon.ico", get(|| async { asset("image/svg+xml", DEMO_ICON) }));
     }
-    router.fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(state)
+    hookcast_http::router(state.hooks.clone(), hookcast_http::Snippets::same_host()).merge(local.with_state(state))
 }
 
 /// The demo page as a static host would render it after its latest deploy:
@@ -95,51 +89,6 @@ fn html_escape(s: &str) -> String {
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
-}
-
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    respond(HttpResponse::error(status.as_u16(), code, message))
-}
-
-fn respond(r: HttpResponse) -> Response {
-    let mut res = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), r.body).into_response();
-    for (k, v) in r.headers {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            res.headers_mut().insert(k, v);
-        }
-    }
-    res
-}
-
-async fn hook(State(st): State<Arc<AppState>>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let limit = st.hooks.config().limits.max_body_bytes;
-    let too_large = |size| respond(HttpResponse::from(&HookError::TooLarge { size, limit }));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if let Some(size) = declared.filter(|s: &usize| *s > limit) {
-        return too_large(size);
-    }
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return too_large(limit + 1);
-    };
-    let pairs: Vec<(String, String)> =
-        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
-    respond(http::webhook(&st.hooks, &source, &pairs, &bytes).await)
-}
-
-#[derive(serde::Deserialize)]
-struct SinceQuery {
-    since: Option<String>,
-}
-
-/// `GET /channels/{channel}/events?since=N`; channel names may contain '/'.
-async fn history(
-    State(st): State<Arc<AppState>>,
-    Path(path): Path<String>,
-    Query(q): Query<SinceQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    respond(http::history(&st.hooks, &path, q.since.as_deref(), origin).await)
 }
 
 async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {

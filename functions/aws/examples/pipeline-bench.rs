@@ -1,0 +1,393 @@
+//! The AWS fan-out pipeline, measured: one event → `dispatch` (one job per
+//! subscriber shard) → FIFO groups → `fanout` workers (the real
+//! `pipeline::fan_out_batch`, the real Management API client, each worker
+//! paced) → the local `@connections` endpoint adding 20 ms per call behind a
+//! 10,000 req/s token bucket (burst 5,000), like an account's default quota.
+//!
+//! Subscribers are held in memory, sharded as DynamoDB shards them, so the
+//! figures are the pipeline's and the quota's, not moto's. With
+//! HOOKCAST_DYNAMODB_ENDPOINT set (a moto server), webhook acks (the real
+//! `Hooks` over the real DynamoDB client) are timed during the fan-out and
+//! while idle, and one channel's append rate is measured.
+//!
+//!   cargo run --release -p hookcast-aws --example pipeline-bench [subscribers,...] [shards] [workers] [posts/s per worker]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apigw_local::Options;
+use aws_lambda_events::dynamodb::Event as StreamEvent;
+use aws_lambda_events::sqs::SqsEvent;
+use hookcast_aws::apigw::ApiGwGateway;
+use hookcast_aws::pipeline::{self, Job, JobQueue};
+use hookcast_core::config::{Config, Limits};
+use hookcast_core::ports::*;
+use hookcast_core::protocol::Event;
+use hookcast_core::registry::Registry;
+use hookcast_core::testutil::MemStore;
+use hookcast_core::{Channel, Relay};
+use serde_json::json;
+
+/// Subscriptions spread over shards as the DynamoDB store spreads them; the log is the reference store.
+struct Sharded {
+    log: MemStore,
+    shards: Vec<Mutex<Registry>>,
+}
+
+impl Sharded {
+    fn shard_of(&self, c: &ConnId) -> usize {
+        let mut h: u32 = 0x811c9dc5;
+        for b in c.0.bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x01000193);
+        }
+        h as usize % self.shards.len()
+    }
+    fn reg(&self, c: &ConnId) -> std::sync::MutexGuard<'_, Registry> {
+        self.shards[self.shard_of(c)].lock().unwrap()
+    }
+}
+
+impl EventLog for Sharded {
+    async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
+        self.log.append(ev).await
+    }
+    async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
+        self.log.read(channel, since, limit).await
+    }
+}
+
+impl Subscriptions for Sharded {
+    async fn add_connection(&self, c: &ConnId, _: u64) -> Result<(), StoreError> {
+        self.reg(c).add_connection(c);
+        Ok(())
+    }
+    async fn remove_connection(&self, c: &ConnId) -> Result<(), StoreError> {
+        self.reg(c).remove_connection(c);
+        Ok(())
+    }
+    async fn subscribe(&self, c: &ConnId, ch: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
+        Ok(self.reg(c).subscribe(c, ch, max))
+    }
+    async fn unsubscribe(&self, c: &ConnId, ch: &Channel) -> Result<(), StoreError> {
+        self.reg(c).unsubscribe(c, ch);
+        Ok(())
+    }
+    fn shards(&self) -> u32 {
+        self.shards.len() as u32
+    }
+    async fn subscriber_page(
+        &self,
+        ch: &Channel,
+        shard: u32,
+        after: Option<&ConnId>,
+        limit: usize,
+    ) -> Result<SubscriberPage, StoreError> {
+        Ok(self.shards[shard as usize].lock().unwrap().subscriber_page(ch, after, limit))
+    }
+    async fn count_subscribers(&self, ch: &Channel) -> Result<u64, StoreError> {
+        Ok(self.shards.iter().map(|r| r.lock().unwrap().count(ch)).sum())
+    }
+    async fn occupancy_turn(&self, c: &ConnId, ch: &Channel, now: u64, every: u64) -> Result<Turn, StoreError> {
+        Ok(self.reg(c).occupancy_turn(c, ch, now, every))
+    }
+}
+
+/// SQS FIFO's contract in memory: a group's next job is handed out only
+/// when the previous one is done; other groups go in parallel.
+#[derive(Default)]
+struct Fifo {
+    state: Mutex<(VecDeque<Job>, Vec<String>)>,
+}
+
+impl JobQueue for Fifo {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), String> {
+        self.state.lock().unwrap().0.extend(jobs.iter().cloned());
+        Ok(())
+    }
+}
+
+impl Fifo {
+    fn take(&self) -> Option<Job> {
+        let mut st = self.state.lock().unwrap();
+        let (queue, busy) = &mut *st;
+        let i = queue.iter().position(|j| !busy.contains(&j.group_id()))?;
+        let job = queue.remove(i)?;
+        busy.push(job.group_id());
+        Some(job)
+    }
+    fn done(&self, job: &Job) {
+        self.state.lock().unwrap().1.retain(|g| *g != job.group_id());
+    }
+    fn idle(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        st.0.is_empty() && st.1.is_empty()
+    }
+}
+
+fn stream_event(events: &[Event]) -> StreamEvent {
+    let records: Vec<_> = events
+        .iter()
+        .map(|e| {
+            json!({"eventID": "x", "eventName": "INSERT", "eventVersion": "1.1", "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+                "dynamodb": {"ApproximateCreationDateTime": 0, "Keys": {}, "SizeBytes": 1, "StreamViewType": "NEW_IMAGE", "NewImage": {
+                    "pk": {"S": format!("chan#{}", e.channel)}, "sk": {"S": format!("ev#{:020}", e.seq)}, "seq": {"N": e.seq.to_string()},
+                    "event": {"S": e.event}, "data": {"S": e.data.to_string()}, "at": {"S": e.at}}}})
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+fn sqs_event(job: &Job) -> SqsEvent {
+    serde_json::from_value(json!({"Records": [{"messageId": "m", "body": serde_json::to_string(job).unwrap(), "attributes": {}, "messageAttributes": {}}]}))
+        .unwrap()
+}
+
+fn sdk() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_apigatewaymanagement::config::SharedCredentialsProvider::new(
+            aws_sdk_apigatewaymanagement::config::Credentials::new("bench", "bench", None, None, "static"),
+        ))
+        .build()
+}
+
+struct Run {
+    secs: f64,
+    delivered: u64,
+    throttled: u64,
+}
+
+/// Pushes `events` on one channel through dispatch → FIFO → `workers` workers; returns when every post is done.
+async fn push(emu: &apigw_local::Emulator, store: &Arc<Sharded>, events: &[Event], workers: usize, rate: u32) -> Run {
+    let limits = Limits { fanout_concurrency: 64, ..Limits::default() };
+    let config = Arc::new(Config { allowed_origins: vec![], limits, sources: BTreeMap::new() });
+    let fifo = Arc::new(Fifo::default());
+    let (posted0, throttled0) = (emu.counters().posted.load(Ordering::Relaxed), emu.counters().throttled.load(Ordering::Relaxed));
+    let start = Instant::now();
+    pipeline::dispatch(&*fifo, store.shards.len() as u32, &stream_event(events)).await.unwrap();
+    let runs = (0..workers).map(|_| {
+        let relay =
+            Relay::new(config.clone(), store.clone(), ApiGwGateway::new(&sdk(), &emu.management_endpoint()).with_rate(rate));
+        let fifo = fifo.clone();
+        async move {
+            loop {
+                match fifo.take() {
+                    Some(job) => {
+                        let res = pipeline::fan_out_batch(&relay, &*fifo, &sqs_event(&job)).await;
+                        assert!(res.batch_item_failures.is_empty());
+                        fifo.done(&job);
+                    }
+                    None if fifo.idle() => return,
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        }
+    });
+    futures::future::join_all(runs).await;
+    Run {
+        secs: start.elapsed().as_secs_f64(),
+        delivered: emu.counters().posted.load(Ordering::Relaxed) - posted0,
+        throttled: emu.counters().throttled.load(Ordering::Relaxed) - throttled0,
+    }
+}
+
+fn event(seq: u64) -> Event {
+    Event {
+        channel: "bench".into(),
+        seq,
+        event: "deploy.succeeded".into(),
+        data: json!({"state": "ready", "title": "Benchmark deploy", "branch": "main"}),
+        at: "2026-11-23T08:00:00.000Z".into(),
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Webhook acks (Hooks over the real DynamoDB client) every 50 ms until `until` resolves.
+async fn ack_latencies(
+    hooks: Arc<hookcast_core::Hooks<hookcast_aws::dynamo::DynamoStore>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let body = json!({"channel": "acks", "event": "tick", "data": {"n": n}}).to_string().into_bytes();
+        let headers = vec![("x-hub-signature-256".to_string(), hookcast_core::sign::github(b"bench-hmac-secret-0123", &body))];
+        let t = Instant::now();
+        hooks
+            .ingest("gh", Some("application/json"), &hookcast_core::verify::HookRequest { headers: &headers, body: &body })
+            .await
+            .unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: Vec<usize> =
+        args.get(1).map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![10_000, 100_000]);
+    let shards: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
+    let workers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let rate: u32 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let invoke: apigw_local::Invoke = Arc::new(|_| Box::pin(async { json!({"statusCode": 200}) }));
+    let emu = apigw_local::start(
+        Options { latency: Duration::from_millis(20), rate_limit: Some(10_000), burst: 5_000, ..Options::default() },
+        invoke,
+    )
+    .await;
+    let hooks = std::env::var("HOOKCAST_DYNAMODB_ENDPOINT").ok().map(|endpoint| {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                aws_sdk_dynamodb::config::Credentials::new("bench", "bench", None, None, "static"),
+            ))
+            .build();
+        let raw: hookcast_core::config::RawConfig =
+            toml::from_str("[sources.gh]\nkind = \"hmac\"\nsecret = \"bench-hmac-secret-0123\"\nchannels = [\"*\"]\n").unwrap();
+        let config = Arc::new(Config::build(raw, &|_| None).unwrap());
+        let table = format!("pipeline-bench-{}", std::process::id());
+        let store =
+            hookcast_aws::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, Retention::from(&config.limits));
+        (config, store)
+    });
+    let hooks = match hooks {
+        Some((config, store)) => {
+            store.create_table().await.unwrap();
+            Some(Arc::new(hookcast_core::Hooks::new(config, store)))
+        }
+        None => None,
+    };
+
+    println!(
+        "pipeline: {shards} shards, {workers} workers x {rate} posts/s; @connections 20 ms per call, 10,000 req/s, burst 5,000"
+    );
+    println!(
+        "{:>12} {:>9} {:>12} {:>10} {:>6} {:>16}",
+        "subscribers", "seconds", "posts/s", "delivered", "429s", "ack p50/p99 ms"
+    );
+    for &n in &sizes {
+        let store = Arc::new(Sharded {
+            log: MemStore::new(Retention::from(&Limits::default())),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+        });
+        let ch = Channel::parse("bench").unwrap();
+        let mut sinks = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = format!("bench{i:06}=");
+            sinks.push(emu.register_sink(&id));
+            store.subscribe(&ConnId(id), &ch, 10).await.unwrap();
+        }
+        // A quiet account: the bucket is full again.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acks = hooks.clone().map(|h| tokio::spawn(ack_latencies(h, stop.clone())));
+        let run = push(&emu, &store, &[event(1)], workers, rate).await;
+        stop.store(true, Ordering::Relaxed);
+        let ack = match acks {
+            Some(a) => {
+                let mut v = a.await.unwrap();
+                format!("{:.1}/{:.1} ({})", pct(&mut v, 0.5), pct(&mut v, 0.99), v.len())
+            }
+            None => "-".into(),
+        };
+        let mut copies: HashMap<usize, usize> = HashMap::new();
+        for rx in sinks.iter_mut() {
+            let mut k = 0;
+            while rx.try_recv().is_ok() {
+                k += 1;
+            }
+            *copies.entry(k).or_default() += 1;
+        }
+        println!(
+            "{:>12} {:>9.2} {:>12.0} {:>10} {:>6} {:>16}   copies per page {:?}",
+            n,
+            run.secs,
+            run.delivered as f64 / run.secs,
+            run.delivered,
+            run.throttled,
+            ack,
+            copies
+        );
+        for i in 0..n {
+            emu.drop_connection(&format!("bench{i:06}="));
+        }
+    }
+
+    if let Some(h) = hooks {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let idle = tokio::spawn(ack_latencies(h.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut v = idle.await.unwrap();
+        println!(
+            "webhook ack with no fan-out running: p50 {:.1} ms, p99 {:.1} ms ({} acks)",
+            pct(&mut v, 0.5),
+            pct(&mut v, 0.99),
+            v.len()
+        );
+        // One channel's append rate: 16 writers racing for the next seq.
+        let t = Instant::now();
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writers = (0..16).map(|w| {
+            let (h, count) = (h.clone(), count.clone());
+            async move {
+                let mut i = 0;
+                while t.elapsed() < Duration::from_secs(5) {
+                    i += 1;
+                    let body = json!({"channel": "hot", "event": "tick", "data": {"w": w, "i": i}}).to_string().into_bytes();
+                    let headers =
+                        vec![("x-hub-signature-256".to_string(), hookcast_core::sign::github(b"bench-hmac-secret-0123", &body))];
+                    h.ingest(
+                        "gh",
+                        Some("application/json"),
+                        &hookcast_core::verify::HookRequest { headers: &headers, body: &body },
+                    )
+                    .await
+                    .unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        println!(
+            "one channel, 16 concurrent webhooks on moto: {:.0} appends/s",
+            count.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+
+    // Fan-out side of one channel's event rate: 1,000 subscribers, 40 events back to back, group order kept.
+    let store = Arc::new(Sharded {
+        log: MemStore::new(Retention::from(&Limits::default())),
+        shards: (0..shards).map(|_| Mutex::default()).collect(),
+    });
+    let ch = Channel::parse("bench").unwrap();
+    for i in 0..1000 {
+        let id = format!("rate{i:04}=");
+        let _rx = emu.register_sink(&id);
+        std::mem::forget(_rx);
+        store.subscribe(&ConnId(id), &ch, 10).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let events: Vec<Event> = (1..=40).map(event).collect();
+    let run = push(&emu, &store, &events, workers, rate).await;
+    println!(
+        "one channel, 1,000 subscribers, 40 events: {:.1} events/s fanned out ({} posts in {:.2} s, {} 429s)",
+        40.0 / run.secs,
+        run.delivered,
+        run.secs,
+        run.throttled
+    );
+}

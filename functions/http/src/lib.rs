@@ -1,0 +1,193 @@
+//! The one HTTP routing table for what both hosts serve: `POST /hooks/{source}`,
+//! `GET /channels/{channel}/events`, `GET /hookcast.js` and `/hookcast.mjs`.
+//! The local binary merges its socket and demo routes onto it; the webhook
+//! Lambda runs it as it is (`lambda_http::run(router)`), so the two cannot drift.
+//! Every refusal, the framework's own included, is a short JSON error.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hookcast_core::http::{self, HttpResponse};
+use hookcast_core::{EventLog, HookError, Hooks};
+
+/// The minified snippet (checked fresh and under 4 KB gzip by the test command).
+pub const SNIPPET: &str = include_str!("../../../site-snippet/dist/hookcast.min.js");
+/// The ES-module entry; it imports `./hookcast.js` from the same host.
+pub const SNIPPET_MODULE: &str = include_str!("../../../site-snippet/hookcast.mjs");
+
+/// What the snippet endpoints serve.
+#[derive(Clone)]
+pub struct Snippets {
+    pub classic: Arc<str>,
+    pub module: Arc<str>,
+    pub cache_control: &'static str,
+}
+
+impl Snippets {
+    /// Served by the host the page connects to (the local binary): the
+    /// snippet finds `/ws` on its own host.
+    pub fn same_host() -> Self {
+        Self { classic: SNIPPET.into(), module: SNIPPET_MODULE.into(), cache_control: "no-cache" }
+    }
+    /// Served from another host than the WebSocket (API Gateway's HTTP API):
+    /// the wss:// URL is built in, so a page needs one script tag.
+    pub fn with_ws_url(ws_url: &str) -> Self {
+        let url = serde_json::to_string(ws_url).unwrap_or_else(|_| "\"\"".into());
+        let classic = format!(
+            "(function(s){{if(s&&!s.getAttribute(\"data-url\"))s.setAttribute(\"data-url\",{url})}})(document.currentScript);\n{SNIPPET}"
+        );
+        let module = SNIPPET_MODULE
+            .lines()
+            .map(|l| if l.starts_with("const defaultUrl =") { format!("const defaultUrl = {url};") } else { l.to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self { classic: classic.into(), module: module.into(), cache_control: "public, max-age=300" }
+    }
+}
+
+struct Shared<L> {
+    hooks: Arc<Hooks<L>>,
+    snippets: Snippets,
+}
+
+/// The routes both hosts serve, with JSON 404 and 405 fallbacks.
+pub fn router<L: EventLog>(hooks: Arc<Hooks<L>>, snippets: Snippets) -> Router {
+    let shared = Arc::new(Shared { hooks, snippets });
+    Router::new()
+        .route("/hooks/{source}", post(hook::<L>).layer(DefaultBodyLimit::disable()))
+        .route("/channels/{*path}", get(history::<L>))
+        .route("/hookcast.js", get(classic::<L>))
+        .route("/hookcast.mjs", get(module::<L>))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+        })
+        .with_state(shared)
+}
+
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    respond(HttpResponse::error(status.as_u16(), code, message))
+}
+
+pub fn respond(r: HttpResponse) -> Response {
+    let mut res = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), r.body).into_response();
+    for (k, v) in r.headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            res.headers_mut().insert(k, v);
+        }
+    }
+    res
+}
+
+fn script(body: &Arc<str>, cache_control: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "application/javascript; charset=utf-8"), (header::CACHE_CONTROL, cache_control)], body.to_string())
+        .into_response()
+}
+
+async fn classic<L: EventLog>(State(st): State<Arc<Shared<L>>>) -> Response {
+    script(&st.snippets.classic, st.snippets.cache_control)
+}
+
+async fn module<L: EventLog>(State(st): State<Arc<Shared<L>>>) -> Response {
+    script(&st.snippets.module, st.snippets.cache_control)
+}
+
+async fn hook<L: EventLog>(
+    State(st): State<Arc<Shared<L>>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let limit = st.hooks.config().limits.max_body_bytes;
+    let too_large = |size| respond(HttpResponse::from(&HookError::TooLarge { size, limit }));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(size) = declared.filter(|s: &usize| *s > limit) {
+        return too_large(size);
+    }
+    let Ok(bytes) = to_bytes(body, limit).await else { return too_large(limit + 1) };
+    let pairs: Vec<(String, String)> =
+        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
+    respond(http::webhook(&st.hooks, &source, &pairs, &bytes).await)
+}
+
+/// `GET /channels/{channel}/events?since=N`; channel names may contain '/'
+/// (sent as is or percent-encoded: both reach the same channel).
+async fn history<L: EventLog>(
+    State(st): State<Arc<Shared<L>>>,
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let since = query
+        .as_deref()
+        .and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "since").map(|(_, v)| v.to_owned()));
+    respond(http::history(&st.hooks, &path, since.as_deref(), origin).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::http::Request;
+    use hookcast_core::config::{Config, Limits};
+    use hookcast_core::ports::Retention;
+    use hookcast_core::testutil::MemStore;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(snippets: Snippets) -> Router {
+        let config = Arc::new(Config { allowed_origins: vec![], limits: Limits::default(), sources: BTreeMap::new() });
+        router(Arc::new(Hooks::new(config, MemStore::new(Retention::from(&Limits::default())))), snippets)
+    }
+
+    async fn get(app: &Router, method: &str, uri: &str) -> (u16, String, String) {
+        let res = app.clone().oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status().as_u16();
+        let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = String::from_utf8(to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+        (status, ct, body)
+    }
+
+    #[tokio::test]
+    async fn every_refusal_is_json_and_encoded_channels_resolve() {
+        let app = app(Snippets::same_host());
+        for (method, uri, status, code) in [
+            ("GET", "/nope", 404, "not_found"),
+            ("GET", "/hooks/netlify", 405, "method_not_allowed"),
+            ("DELETE", "/hookcast.js", 405, "method_not_allowed"),
+            ("GET", "/channels/a%20b/events", 400, "invalid_channel"),
+            ("GET", "/channels/deploys/events?since=x", 400, "invalid_since"),
+            ("POST", "/hooks/unknown", 404, "unknown_source"),
+        ] {
+            let (got, ct, body) = get(&app, method, uri).await;
+            assert_eq!((got, ct.as_str()), (status, "application/json"), "{method} {uri}: {body}");
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], code, "{method} {uri}");
+        }
+        let (plain, _, a) = get(&app, "GET", "/channels/forms/guestbook/events?since=0").await;
+        let (encoded, _, b) = get(&app, "GET", "/channels/forms%2Fguestbook/events?since=0").await;
+        assert_eq!((plain, encoded), (200, 200));
+        assert_eq!(a, b);
+    }
+
+    #[tokio::test]
+    async fn snippets_carry_the_websocket_url_when_served_from_elsewhere() {
+        let app = app(Snippets::with_ws_url("wss://abc.execute-api.eu-west-1.amazonaws.com/live"));
+        let (_, ct, js) = get(&app, "GET", "/hookcast.js").await;
+        assert_eq!(ct, "application/javascript; charset=utf-8");
+        assert!(js
+            .starts_with("(function(s){if(s&&!s.getAttribute(\"data-url\"))s.setAttribute(\"data-url\",\"wss://abc.execute-api"));
+        assert!(js.ends_with(SNIPPET));
+        let (_, _, mjs) = get(&app, "GET", "/hookcast.mjs").await;
+        assert!(mjs.contains("const defaultUrl = \"wss://abc.execute-api.eu-west-1.amazonaws.com/live\";"), "{mjs}");
+        assert!(!mjs.contains("own.host + '/ws'"));
+        let (_, _, local) = get(&self::app(Snippets::same_host()), "GET", "/hookcast.mjs").await;
+        assert_eq!(local, SNIPPET_MODULE);
+    }
+}
