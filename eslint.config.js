@@ -3,7 +3,8 @@ const js = require('@eslint/js');
 const globals = require('globals');
 
 module.exports = [
-  { ignores: ['node_modules/', 'target/', 'site-snippet/dist/', 'tests/artifacts/'] },
+  // Installed and generated trees (.tools holds the test command's Python venv).
+  { ignores: ['node_modules/', 'target/', 'site-snippet/dist/', 'tests/artifacts/', '.tools/', '.aws-sam/', '.hookcast/'] },
   js.configs.recommended,
   {
     files: ['site-snippet/hookcast.js', 'site-snippet/demo/demo.js'],

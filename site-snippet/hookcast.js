@@ -121,7 +121,8 @@
       var ch = channels.get(name);
       if (!ch) return;
       ch.pending = true;
-      var msg = { action: 'subscribe', channel: name };
+      // batch: the replay and the reply come in as few frames as fit.
+      var msg = { action: 'subscribe', channel: name, batch: true };
       if (ch.last != null) msg.since = ch.last;
       send(msg);
     }
@@ -197,8 +198,14 @@
     function onMessage(e) {
       var msg;
       try { msg = JSON.parse(e.data); } catch (_) { return; }
+      handle(msg);
+    }
+
+    /** @param {any} msg */
+    function handle(msg) {
       if (!msg || typeof msg !== 'object') return;
-      if (msg.type === 'event') onEvent(msg);
+      if (msg.type === 'batch' && Array.isArray(msg.frames)) msg.frames.forEach(handle);
+      else if (msg.type === 'event') onEvent(msg);
       else if (msg.type === 'subscribed') onSubscribed(msg);
       else if (msg.type === 'occupancy' && o.onOccupancy && channels.has(msg.channel)) o.onOccupancy(msg.channel, msg.count);
     }

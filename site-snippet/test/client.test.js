@@ -70,7 +70,7 @@ test('subscribes on open, delivers in order, drops duplicates', () => {
   c.start();
   const s = w.sockets[0];
   s.open();
-  assert.deepEqual(s.sent, [{ action: 'subscribe', channel: 'deploys' }]);
+  assert.deepEqual(s.sent, [{ action: 'subscribe', channel: 'deploys', batch: true }]);
   s.receive({ type: 'subscribed', channel: 'deploys', seq: 4 });
   assert.equal(c.lastSeq('deploys'), 4);
   s.receive(ev(5));
@@ -90,7 +90,7 @@ test('a gap re-subscribes with since and applies buffered events in order', () =
   s.open();
   s.receive({ type: 'subscribed', channel: 'deploys', seq: 1 });
   s.receive(ev(4)); // 2 and 3 went missing
-  assert.deepEqual(s.sent.at(-1), { action: 'subscribe', channel: 'deploys', since: 1 });
+  assert.deepEqual(s.sent.at(-1), { action: 'subscribe', channel: 'deploys', batch: true, since: 1 });
   s.receive(ev(5)); // no second resync while one is pending
   assert.equal(s.sent.length, 2);
   s.receive(ev(2));
@@ -99,6 +99,23 @@ test('a gap re-subscribes with since and applies buffered events in order', () =
   s.receive({ type: 'subscribed', channel: 'deploys', seq: 5 });
   assert.deepEqual(events, [2, 3, 4, 5]);
   assert.equal(c.lastSeq('deploys'), 5);
+});
+
+test('a batch frame is applied frame by frame, in order, duplicates dropped', () => {
+  const w = fakeWorld();
+  const { c, events } = client(w);
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 1 });
+  s.receive(ev(3)); // a gap: resync with since = 1
+  s.receive({ type: 'batch', frames: [ev(2), ev(3), ev(3), { type: 'subscribed', channel: 'deploys', seq: 3 }] });
+  assert.deepEqual(events, [2, 3]);
+  assert.equal(c.lastSeq('deploys'), 3);
+  s.receive({ type: 'batch', frames: 'not a list' });
+  s.receive(ev(4));
+  assert.deepEqual(events, [2, 3, 4]);
 });
 
 test('reconnects with backoff and resumes with since = last seq', () => {
@@ -120,7 +137,7 @@ test('reconnects with backoff and resumes with since = last seq', () => {
   assert.deepEqual(w.pending(), [1000]);
   w.advance(1000);
   w.sockets[2].open();
-  assert.deepEqual(w.sockets[2].sent, [{ action: 'subscribe', channel: 'deploys', since: 1 }]);
+  assert.deepEqual(w.sockets[2].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 1 }]);
   w.sockets[2].receive(ev(2));
   assert.deepEqual(events, [1, 2]);
 });
@@ -184,7 +201,7 @@ test('the last seq survives a reload through storage', () => {
   second.c.add('deploys');
   second.c.start();
   w.sockets[1].open();
-  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 2 }]);
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 2 }]);
 });
 
 test('pings well inside API Gateway idle timeout', () => {
@@ -264,7 +281,7 @@ test('a planned reconnect before API Gateway\'s 2-hour cap resumes at once with 
   assert.equal(w.sockets[0].closedWith, 1000);
   assert.equal(w.sockets.length, 2, 'the new socket opens without waiting for a backoff');
   w.sockets[1].open();
-  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 8 }]);
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 8 }]);
   w.sockets[0].drop(1000); // the old socket's late close changes nothing
   assert.equal(c.status(), 'live');
   w.sockets[1].receive(ev(9));
@@ -283,7 +300,7 @@ test('a paused client resumes with since', () => {
   assert.deepEqual(w.pending(), [], 'no reconnect while paused');
   c.start();
   w.sockets[1].open();
-  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', since: 3 }]);
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 3 }]);
 });
 
 test('occupancy: asked after subscribing, then every interval, again after a reconnect', () => {

@@ -276,6 +276,16 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     assert_eq!(next(&mut late).await["code"], "rate_limited");
     ws.send(Message::Text(r#"{"action":"occupancy","channel":"elsewhere"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "not_subscribed");
+    // A client that reads batches gets its replay and the reply in one post.
+    let (mut third, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
+    let posts = s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
+    third.send(Message::Text(r#"{"action":"subscribe","channel":"deploys","since":0,"batch":true}"#.into())).await.unwrap();
+    let batch = next(&mut third).await;
+    assert_eq!(batch["type"], "batch");
+    assert_eq!(batch["frames"][0]["seq"], 1);
+    assert_eq!(batch["frames"][1], json!({"type":"subscribed","channel":"deploys","seq":1}));
+    assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts + 1, "one post");
+    third.close(None).await.unwrap();
 
     // History over the HTTP API, and the snippet with the WebSocket URL built in.
     let mut ev = fixture("example-apigw-v2-request-no-authorizer.json");

@@ -14,6 +14,10 @@ pub enum ClientMsg {
         channel: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// The client reads `batch` frames: the replay and the `subscribed`
+        /// reply then come in as few frames as fit (one post each on AWS).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     Unsubscribe {
         channel: String,
@@ -61,6 +65,36 @@ pub enum ServerMsg {
         code: String,
         message: String,
     },
+    /// Several frames in one, in order (only to clients that asked with `batch`).
+    Batch {
+        frames: Vec<ServerMsg>,
+    },
+}
+
+/// The most a batch frame carries: inside API Gateway's 128 KB message with room to spare.
+pub const MAX_BATCH_BYTES: usize = 96 * 1024;
+
+impl ServerMsg {
+    /// Packs frames into as few `batch` frames as fit [`MAX_BATCH_BYTES`],
+    /// keeping their order; a frame too big to share travels alone.
+    pub fn batched(frames: Vec<ServerMsg>) -> Vec<ServerMsg> {
+        let mut out = Vec::new();
+        let mut cur: Vec<ServerMsg> = Vec::new();
+        let mut size = 0;
+        for f in frames {
+            let len = f.to_json().len() + 1;
+            if !cur.is_empty() && size + len > MAX_BATCH_BYTES {
+                out.push(ServerMsg::Batch { frames: std::mem::take(&mut cur) });
+                size = 0;
+            }
+            size += len;
+            cur.push(f);
+        }
+        if !cur.is_empty() {
+            out.push(ServerMsg::Batch { frames: cur });
+        }
+        out
+    }
 }
 
 impl ServerMsg {
@@ -106,13 +140,44 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn batches_keep_order_and_stay_under_the_limit() {
+        let big = |seq| {
+            ServerMsg::Event(Event {
+                channel: "c".into(),
+                seq,
+                event: "e".into(),
+                data: json!("x".repeat(30 * 1024)),
+                at: "t".into(),
+            })
+        };
+        let frames: Vec<ServerMsg> = (1..=7).map(big).collect();
+        let batches = ServerMsg::batched(frames.clone());
+        assert_eq!(batches.len(), 3, "three 30 KB events per 96 KB batch");
+        let mut flat = Vec::new();
+        for b in batches {
+            assert!(b.to_json().len() <= MAX_BATCH_BYTES + 64);
+            let ServerMsg::Batch { frames } = b else { panic!("not a batch") };
+            flat.extend(frames);
+        }
+        assert_eq!(flat, frames);
+        assert!(ServerMsg::batched(vec![]).is_empty());
+    }
+
+    #[test]
     fn client_messages_match_the_design_doc() {
         let cases = [
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41) },
+                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: false },
             ),
-            (r#"{"action":"subscribe","channel":"deploys"}"#, ClientMsg::Subscribe { channel: "deploys".into(), since: None }),
+            (
+                r#"{"action":"subscribe","channel":"deploys","since":41,"batch":true}"#,
+                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: true },
+            ),
+            (
+                r#"{"action":"subscribe","channel":"deploys"}"#,
+                ClientMsg::Subscribe { channel: "deploys".into(), since: None, batch: false },
+            ),
             (r#"{"action":"unsubscribe","channel":"deploys"}"#, ClientMsg::Unsubscribe { channel: "deploys".into() }),
             (r#"{"action":"ping"}"#, ClientMsg::Ping),
             (r#"{"action":"occupancy","channel":"deploys"}"#, ClientMsg::Occupancy { channel: "deploys".into() }),
@@ -153,6 +218,12 @@ mod tests {
                 json!({"type":"occupancy","channel":"deploys","count":12}),
             ),
             (ServerMsg::error("bad_json", "nope"), json!({"type":"error","code":"bad_json","message":"nope"})),
+            (
+                ServerMsg::Batch {
+                    frames: vec![ServerMsg::Pong, ServerMsg::Subscribed { channel: "d".into(), seq: 1, reset: false }],
+                },
+                json!({"type":"batch","frames":[{"type":"pong"},{"type":"subscribed","channel":"d","seq":1}]}),
+            ),
         ];
         for (msg, wire) in cases {
             assert_eq!(serde_json::from_str::<Value>(&msg.to_json()).unwrap(), wire);

@@ -127,7 +127,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 self.store.unsubscribe(conn, &channel(&name)?).await.map_err(unavailable)?;
                 Ok(vec![])
             }
-            ClientMsg::Subscribe { channel: name, since } => {
+            ClientMsg::Subscribe { channel: name, since, batch } => {
                 let channel = channel(&name)?;
                 // Subscribe first, read second: an event appended in between is
                 // then both replayed and pushed, and the client drops the copy.
@@ -145,7 +145,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 let head = history.head;
                 let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
                 out.push(ServerMsg::Subscribed { channel: channel.to_string(), seq: head, reset });
-                Ok(out)
+                Ok(if batch { ServerMsg::batched(out) } else { out })
             }
         }
     }
@@ -354,7 +354,7 @@ mod tests {
     fn subscribe(w: &World, conn: &str, channel: &str, since: Option<u64>) {
         let c = ConnId(conn.into());
         block_on(w.relay.connect(&c, Some("https://site.example"))).unwrap();
-        let msg = serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since }).unwrap();
+        let msg = serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since, batch: false }).unwrap();
         w.message(conn, &msg);
     }
 
@@ -468,6 +468,23 @@ mod tests {
         // A client ahead of the log (server data wiped) is told to reset too.
         subscribe(&r, "future", "deploys", Some(99));
         assert_eq!(r.gateway().frames("future").last().unwrap()["reset"], true);
+    }
+
+    #[test]
+    fn a_batch_subscribe_replays_in_one_frame() {
+        let r = relay();
+        for i in 0..3 {
+            ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+        }
+        let c = ConnId("b".into());
+        block_on(r.relay.connect(&c, None)).unwrap();
+        r.message("b", r#"{"action":"subscribe","channel":"deploys","since":1,"batch":true}"#);
+        let frames = r.gateway().frames("b");
+        assert_eq!(frames.len(), 1, "one post for the whole replay");
+        let inner: Vec<_> =
+            frames[0]["frames"].as_array().unwrap().iter().map(|f| (f["type"].clone(), f["seq"].clone())).collect();
+        assert_eq!(frames[0]["type"], "batch");
+        assert_eq!(inner, vec![(json!("event"), json!(2)), (json!("event"), json!(3)), (json!("subscribed"), json!(3))]);
     }
 
     #[test]
