@@ -15,7 +15,7 @@ module.exports = [
     languageOptions: { sourceType: 'module', ecmaVersion: 2022, globals: globals.browser },
   },
   {
-    files: ['site-snippet/test/**/*.js', 'site-snippet/build.js', 'tests/**/*.js', 'eslint.config.js'],
+    files: ['site-snippet/test/**/*.js', 'site-snippet/build.js', 'tests/**/*.js', 'bench/**/*.js', 'eslint.config.js'],
     languageOptions: { sourceType: 'commonjs', ecmaVersion: 2022, globals: { ...globals.node, ...globals.browser } },
   },
   { rules: { 'no-unused-vars': ['error', { args: 'after-used', caughtErrors: 'none' }] } },

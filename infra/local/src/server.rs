@@ -31,6 +31,11 @@ const DEMO_MODULE_HTML: &str = include_str!("../../../site-snippet/demo/module.h
 const DEMO_MODULE_JS: &str = include_str!("../../../site-snippet/demo/module.js");
 const DEMO_ICON: &str = include_str!("../../../site-snippet/demo/favicon.svg");
 
+/// Per-socket read chunk; larger client frames are read in several chunks.
+const READ_BUFFER: usize = 4 * 1024;
+/// Outgoing bytes gathered before a write (the buffer grows only while used).
+const WRITE_BUFFER: usize = 16 * 1024;
+
 pub type LocalRelay = Relay<Arc<SqliteStore>, LocalGateway>;
 
 pub struct AppState {
@@ -97,7 +102,13 @@ async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: Web
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
     }
     let origin = origin.map(str::to_owned);
-    ws.max_message_size(2 * MAX_CLIENT_FRAME).on_upgrade(move |socket| run_socket(st, socket, origin))
+    // Buffers sized to the protocol, not tungstenite's 128 KiB defaults: client
+    // frames are small (at most 32 KB), and an idle socket should cost little.
+    ws.max_message_size(2 * MAX_CLIENT_FRAME)
+        .max_frame_size(2 * MAX_CLIENT_FRAME)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| run_socket(st, socket, origin))
 }
 
 fn new_conn_id() -> ConnId {
