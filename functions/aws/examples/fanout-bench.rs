@@ -43,9 +43,9 @@ async fn main() {
         ))
         .build();
     let event = Event {
-        channel: "bench".into(),
+        channel: Channel::parse("bench").unwrap(),
         seq: 1,
-        event: "deploy.succeeded".into(),
+        event: hookcast_core::EventName::parse("deploy.succeeded").unwrap(),
         data: serde_json::json!({"state": "ready", "title": "Benchmark deploy", "branch": "main"}),
         at: "2026-11-23T08:00:00.000Z".into(),
     };

@@ -197,9 +197,9 @@ async fn push(emu: &apigw_local::Emulator, store: &Arc<Sharded>, events: &[Event
 
 fn event(seq: u64) -> Event {
     Event {
-        channel: "bench".into(),
+        channel: Channel::parse("bench").unwrap(),
         seq,
-        event: "deploy.succeeded".into(),
+        event: hookcast_core::EventName::parse("deploy.succeeded").unwrap(),
         data: json!({"state": "ready", "title": "Benchmark deploy", "branch": "main"}),
         at: "2026-11-23T08:00:00.000Z".into(),
     }

@@ -302,7 +302,7 @@ impl DynamoStore {
                 ("pk".to_owned(), s(chan_pk(&ev.channel))),
                 ("sk".to_owned(), s(ev_sk(new))),
                 ("seq".to_owned(), n(new)),
-                ("event".to_owned(), s(&ev.event)),
+                ("event".to_owned(), s(ev.event.as_str())),
                 ("data".to_owned(), s(ev.data.to_string())),
                 ("at".to_owned(), s(&ev.at)),
                 ("at_ms".to_owned(), n(ev.at_ms)),
@@ -334,14 +334,17 @@ fn cancellation_reasons<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteIt
     }
 }
 
-fn to_event(channel: &Channel, i: &Item) -> Event {
-    Event {
-        channel: channel.to_string(),
+/// An event item back as an event; names are checked again on the way out.
+fn to_event(channel: &Channel, i: &Item) -> Result<Event, StoreError> {
+    let event = hookcast_core::EventName::parse(get_s(i, "event").unwrap_or_default())
+        .map_err(|e| StoreError(format!("event item in {channel} has a bad name: {e}")))?;
+    Ok(Event {
+        channel: channel.clone(),
         seq: get_n(i, "seq").unwrap_or(0),
-        event: get_s(i, "event").unwrap_or_default().to_owned(),
+        event,
         data: get_s(i, "data").and_then(|d| serde_json::from_str(d).ok()).unwrap_or(serde_json::Value::Null),
         at: get_s(i, "at").unwrap_or_default().to_owned(),
-    }
+    })
 }
 
 impl Subscriptions for DynamoStore {
@@ -609,7 +612,9 @@ impl EventLog for DynamoStore {
         while events.len() < limit && from <= head {
             let want = (limit - events.len()).min(1000) as i32;
             let page = query(from).limit(want).set_exclusive_start_key(start.take()).send().await.map_err(sdk_err)?;
-            events.extend(page.items.unwrap_or_default().iter().filter(|i| kept(i)).map(|i| to_event(channel, i)));
+            for i in page.items.unwrap_or_default().iter().filter(|i| kept(i)) {
+                events.push(to_event(channel, i)?);
+            }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,

@@ -84,9 +84,9 @@ pub fn event_of_record(rec: &aws_lambda_events::dynamodb::EventRecord) -> Option
     s("sk")?.strip_prefix("ev#")?;
     let seq = img.get("seq")?.get("N")?.as_str()?.parse().ok()?;
     Some(Event {
-        channel: channel.to_owned(),
+        channel: hookcast_core::Channel::parse(channel).ok()?,
         seq,
-        event: s("event")?.to_owned(),
+        event: hookcast_core::EventName::parse(s("event")?).ok()?,
         data: serde_json::from_str(s("data")?).ok()?,
         at: s("at")?.to_owned(),
     })

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, EventName};
 use crate::config::Config;
 use crate::error::HookError;
 use crate::normalize::normalise;
@@ -19,7 +19,7 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Accepted {
     pub channel: Channel,
-    pub event: String,
+    pub event: EventName,
     pub seq: u64,
     /// The sender's delivery was seen before; nothing new was written.
     pub duplicate: bool,
@@ -76,7 +76,7 @@ impl<L: EventLog> Hooks<L> {
         }
         let pending = Pending {
             channel: ev.channel,
-            event: ev.event.to_string(),
+            event: ev.event,
             data: ev.data,
             at: format_at(now),
             at_ms: millis(now),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, EventName};
 use crate::protocol::Event;
 
 /// A connection id: API Gateway's `connectionId`, or one the local server made.
@@ -53,7 +53,7 @@ impl From<&crate::config::Limits> for Retention {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
     pub channel: Channel,
-    pub event: String,
+    pub event: EventName,
     pub data: Value,
     pub at: String,
     pub at_ms: u64,
@@ -62,7 +62,7 @@ pub struct Pending {
 
 impl Pending {
     pub fn with_seq(&self, seq: u64) -> Event {
-        Event { channel: self.channel.to_string(), seq, event: self.event.clone(), data: self.data.clone(), at: self.at.clone() }
+        Event { channel: self.channel.clone(), seq, event: self.event.clone(), data: self.data.clone(), at: self.at.clone() }
     }
 }
 

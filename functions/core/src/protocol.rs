@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::channel::{Channel, EventName};
+
 /// Client → server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
@@ -30,12 +32,13 @@ pub enum ClientMsg {
     },
 }
 
-/// One event in a channel's log.
+/// One event in a channel's log. Names stay typed from the webhook's parse
+/// to the socket; reading one back (a log, a stream record) validates them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    pub channel: String,
+    pub channel: Channel,
     pub seq: u64,
-    pub event: String,
+    pub event: EventName,
     pub data: Value,
     /// RFC 3339, UTC, milliseconds.
     pub at: String,
@@ -143,9 +146,9 @@ mod tests {
     fn batches_keep_order_and_stay_under_the_limit() {
         let big = |seq| {
             ServerMsg::Event(Event {
-                channel: "c".into(),
+                channel: Channel::parse("c").unwrap(),
                 seq,
-                event: "e".into(),
+                event: EventName::parse("e").unwrap(),
                 data: json!("x".repeat(30 * 1024)),
                 at: "t".into(),
             })
@@ -192,9 +195,9 @@ mod tests {
     #[test]
     fn server_messages_match_the_design_doc() {
         let ev = ServerMsg::Event(Event {
-            channel: "deploys".into(),
+            channel: Channel::parse("deploys").unwrap(),
             seq: 42,
-            event: "deploy.succeeded".into(),
+            event: EventName::parse("deploy.succeeded").unwrap(),
             data: json!({"state": "ready"}),
             at: "2026-11-23T07:00:00.000Z".into(),
         });

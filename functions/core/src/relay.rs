@@ -195,7 +195,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         shard: u32,
         only: Option<&[ConnId]>,
     ) -> Result<ShardOutcome, StoreError> {
-        let channel = Channel::parse(&event.channel).map_err(|e| StoreError(format!("logged event has a bad channel: {e}")))?;
+        let channel = &event.channel;
         let n = self.config.limits.fanout_concurrency;
         let mut report = FanoutReport::default();
         let mut gone = Vec::new();
@@ -205,7 +205,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
             let (conns, next) = match only {
                 Some(list) => (list.to_vec(), None),
                 None => {
-                    let page = self.store.subscriber_page(&channel, shard, after.as_ref(), FANOUT_PAGE).await?;
+                    let page = self.store.subscriber_page(channel, shard, after.as_ref(), FANOUT_PAGE).await?;
                     (page.conns, page.next)
                 }
             };

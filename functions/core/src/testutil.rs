@@ -146,7 +146,7 @@ pub mod conformance {
     pub fn pending(channel: &str, key: &str, at_ms: u64) -> Pending {
         Pending {
             channel: ch(channel),
-            event: "thing.happened".into(),
+            event: crate::channel::EventName::parse("thing.happened").unwrap(),
             data: json!({"key": key, "nested": {"list": [1, 2.5, "ü✓"], "null": null}}),
             at: "2027-01-15T08:00:00.000Z".into(),
             at_ms,

@@ -15,7 +15,7 @@ use crate::server::LocalRelay;
 /// Runs until the feed closes: routes each committed event to its channel's
 /// task, starting one the first time a channel is seen.
 pub async fn run(relay: Arc<LocalRelay>, mut feed: UnboundedReceiver<Event>) {
-    let mut channels: HashMap<String, UnboundedSender<Event>> = HashMap::new();
+    let mut channels: HashMap<hookcast_core::Channel, UnboundedSender<Event>> = HashMap::new();
     while let Some(ev) = feed.recv().await {
         let tx = channels.entry(ev.channel.clone()).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();

@@ -74,7 +74,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn demo_page(State(st): State<Arc<AppState>>) -> Response {
     let deploys = Channel::parse("deploys").expect("valid literal");
     let latest = match st.hooks.history(&deploys, 0).await {
-        Ok((h, _)) => h.events.into_iter().rev().find(|e| e.event == "deploy.succeeded"),
+        Ok((h, _)) => h.events.into_iter().rev().find(|e| e.event.as_str() == "deploy.succeeded"),
         Err(e) => {
             warn!(error = %e, "demo page rendered without deploy info");
             None

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use hookcast_core::channel::Channel;
+use hookcast_core::channel::{Channel, EventName};
 use hookcast_core::ports::{
     Appended, ConnId, EventLog, History, Pending, Retention, StoreError, SubOutcome, SubscriberPage, Subscriptions, Turn,
 };
@@ -162,7 +162,7 @@ impl EventLog for SqliteStore {
                 )?
                 .query_row(params![channel], |r| r.get(0))?;
             tx.prepare_cached("INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![channel, seq, ev.event, ev.data.to_string(), ev.at, ev.at_ms as i64])?;
+                .execute(params![channel, seq, ev.event.as_str(), ev.data.to_string(), ev.at, ev.at_ms as i64])?;
             let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
             tx.prepare_cached("DELETE FROM events WHERE channel = ?1 AND (seq <= ?2 OR at_ms < ?3)")?.execute(params![
                 channel,
@@ -207,10 +207,14 @@ impl EventLog for SqliteStore {
             let events = stmt
                 .query_map(params![name, since.min(i64::MAX as u64) as i64, limit as i64], |r| {
                     let data: String = r.get(2)?;
+                    let event: String = r.get(1)?;
+                    // Names were checked on the way in; a bad one is a corrupt row.
+                    let event = EventName::parse(&event)
+                        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?;
                     Ok(Event {
-                        channel: name.to_owned(),
+                        channel: channel.clone(),
                         seq: r.get::<_, i64>(0)? as u64,
-                        event: r.get(1)?,
+                        event,
                         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
                         at: r.get(3)?,
                     })
