@@ -267,21 +267,28 @@ impl DynamoStore {
         let new = old + 1;
         let r = &self.retention;
         let dedupe_expires_ms = ev.at_ms + r.dedupe_ttl.as_millis() as u64;
-        let dedupe = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(HashMap::from([
-                ("pk".to_owned(), s(dedupe_pk(&ev.dedupe_key))),
-                ("sk".to_owned(), s("dedupe")),
-                ("seq".to_owned(), n(new)),
-                ("channel".to_owned(), s(ev.channel.as_str())),
-                ("expires_ms".to_owned(), n(dedupe_expires_ms)),
-                ("ttl".to_owned(), n(dedupe_expires_ms / 1000 + 1)),
-            ])))
-            // TTL deletes lazily, so an expired key may still be there.
-            .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
-            .expression_attribute_values(":now", n(ev.at_ms))
-            .build()
-            .map_err(err)?;
+        // Only a delivery the sender named is deduped; its key goes first, so
+        // a cancelled transaction's first reason says whether it was seen.
+        let dedupe = match &ev.dedupe_key {
+            None => None,
+            Some(dedupe_key) => Some(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(HashMap::from([
+                        ("pk".to_owned(), s(dedupe_pk(dedupe_key))),
+                        ("sk".to_owned(), s("dedupe")),
+                        ("seq".to_owned(), n(new)),
+                        ("channel".to_owned(), s(ev.channel.as_str())),
+                        ("expires_ms".to_owned(), n(dedupe_expires_ms)),
+                        ("ttl".to_owned(), n(dedupe_expires_ms / 1000 + 1)),
+                    ])))
+                    // TTL deletes lazily, so an expired key may still be there.
+                    .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
+                    .expression_attribute_values(":now", n(ev.at_ms))
+                    .build()
+                    .map_err(err)?,
+            ),
+        };
         let head = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(chan_pk(&ev.channel), "head".into())))
@@ -311,11 +318,10 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(err)?;
-        Ok(vec![
-            TransactWriteItem::builder().put(dedupe).build(),
-            TransactWriteItem::builder().update(head).build(),
-            TransactWriteItem::builder().put(event).build(),
-        ])
+        let mut items: Vec<TransactWriteItem> = dedupe.into_iter().map(|d| TransactWriteItem::builder().put(d).build()).collect();
+        items.push(TransactWriteItem::builder().update(head).build());
+        items.push(TransactWriteItem::builder().put(event).build());
+        Ok(items)
     }
 
     fn update(&self, item_key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
@@ -546,8 +552,10 @@ impl EventLog for DynamoStore {
                     let Some(reasons) = cancellation_reasons(&e) else {
                         return Err(sdk_err(e));
                     };
-                    if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") {
-                        if let Some(seq) = self.dedupe_seq(&ev.dedupe_key, ev.at_ms).await? {
+                    if let (Some(dedupe_key), Some("ConditionalCheckFailed")) =
+                        (&ev.dedupe_key, reasons.first().map(String::as_str))
+                    {
+                        if let Some(seq) = self.dedupe_seq(dedupe_key, ev.at_ms).await? {
                             return Ok(Appended::Duplicate { seq });
                         }
                     }

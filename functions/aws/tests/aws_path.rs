@@ -38,11 +38,17 @@ fn config(origins: &[&str]) -> Config {
             name: "netlify".into(),
             kind: SourceKind::Netlify { secret: Secret::new(NETLIFY), forms: BTreeMap::new() },
             channels: vec![],
+            delivery_header: None,
         },
     );
     sources.insert(
         "gh".into(),
-        Source { name: "gh".into(), kind: SourceKind::Hmac { secret: Secret::new(GH) }, channels: vec!["news".into()] },
+        Source {
+            name: "gh".into(),
+            kind: SourceKind::Hmac { secret: Secret::new(GH) },
+            channels: vec!["news".into()],
+            delivery_header: Some("x-github-delivery".into()),
+        },
     );
     Config { allowed_origins: origins.iter().map(|s| s.to_string()).collect(), limits: Limits::default(), sources }
 }

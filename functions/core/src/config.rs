@@ -45,6 +45,11 @@ pub struct RawSource {
     pub channels: Option<Vec<String>>,
     /// `standard` sources: allowed clock skew, default 300 s.
     pub tolerance_secs: Option<u64>,
+    /// `hmac` and `token` sources: the header naming each delivery (its
+    /// dedupe key; a retry with the same value is not pushed twice).
+    /// `hmac` defaults to GitHub's `x-github-delivery`. Without one, every
+    /// delivery is a distinct event: bodies are never compared.
+    pub delivery_header: Option<String>,
     /// `netlify` sources: per-form field allow-lists.
     #[serde(default)]
     pub forms: BTreeMap<String, RawForm>,
@@ -111,6 +116,8 @@ pub struct Source {
     pub kind: SourceKind,
     /// Allow-list for generic sources; Netlify's channels are fixed.
     pub channels: Vec<String>,
+    /// The header carrying the sender's delivery id (hmac, token).
+    pub delivery_header: Option<String>,
 }
 
 impl Source {
@@ -233,6 +240,7 @@ impl Config {
                     }
                     misplaced("header", rs.header.is_some(), &mut problems);
                     misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
+                    misplaced("delivery_header", rs.delivery_header.is_some(), &mut problems);
                     let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
                     secret.map(|s| SourceKind::Netlify { secret: Secret::new(s), forms })
                 }
@@ -247,6 +255,7 @@ impl Config {
                     generic(&mut problems);
                     misplaced("header", rs.header.is_some(), &mut problems);
                     misplaced("forms", !rs.forms.is_empty(), &mut problems);
+                    misplaced("delivery_header", rs.delivery_header.is_some(), &mut problems);
                     let tolerance = Duration::from_secs(rs.tolerance_secs.unwrap_or(300));
                     secret.and_then(|s| match decode_standard_secret(&s) {
                         Ok(secret) => Some(SourceKind::Standard { secret, tolerance }),
@@ -271,8 +280,19 @@ impl Config {
                     None
                 }
             };
+            let delivery_header = match (&kind, rs.delivery_header.as_deref()) {
+                (Some(SourceKind::Hmac { .. }), None) => Some("x-github-delivery".to_owned()),
+                (_, Some(h)) => {
+                    let h = h.to_ascii_lowercase();
+                    if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                        problems.push(format!("{at}.delivery_header {h:?} is not a valid header name"));
+                    }
+                    Some(h)
+                }
+                _ => None,
+            };
             if let (Some(kind), true) = (kind, problems.len() == before) {
-                sources.insert(name.clone(), Source { name, kind, channels });
+                sources.insert(name.clone(), Source { name, kind, channels, delivery_header });
             }
         }
         if problems.is_empty() {

@@ -1,7 +1,6 @@
 //! Turning a verified webhook body into one event on one channel.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::channel::{pattern_matches, Channel, EventName};
 use crate::config::{Source, SourceKind};
@@ -14,7 +13,9 @@ pub struct NewEvent {
     pub event: EventName,
     pub data: Value,
     /// Identifies this delivery for dedupe, scoped to its source.
-    pub dedupe_key: String,
+    /// The sender's identity for this delivery; `None`: no identity, so
+    /// every delivery is a distinct event (bodies are never compared).
+    pub dedupe_key: Option<String>,
 }
 
 /// The fields of a Netlify deploy that reach pages; the rest (admin URLs,
@@ -43,10 +44,6 @@ fn json(body: &[u8]) -> Result<Body, HookError> {
     serde_json::from_slice(body).map(Body::Json).map_err(|e| HookError::BadPayload(format!("body is not valid JSON: {e}")))
 }
 
-fn body_hash(body: &[u8]) -> String {
-    hex::encode(Sha256::digest(body))
-}
-
 /// `delivery_id` is the sender's id for this delivery, when it sends one.
 pub fn normalise(
     source: &Source,
@@ -60,14 +57,14 @@ pub fn normalise(
             let Body::Json(Value::Object(obj)) = parsed else {
                 return Err(HookError::BadPayload("Netlify payloads are JSON objects".into()));
             };
-            netlify(&obj, forms, body)?
+            netlify(&obj, forms)?
         }
-        _ => generic(source, parsed, body)?,
+        _ => generic(source, parsed)?,
     };
     if let Some(id) = delivery_id {
-        ev.dedupe_key = format!("id:{id}");
+        ev.dedupe_key = Some(format!("id:{id}"));
     }
-    ev.dedupe_key = format!("{}:{}", source.name, ev.dedupe_key);
+    ev.dedupe_key = ev.dedupe_key.map(|k| format!("{}:{k}", source.name));
     Ok(ev)
 }
 
@@ -75,11 +72,7 @@ fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     obj.get(k).and_then(Value::as_str)
 }
 
-fn netlify(
-    obj: &Map<String, Value>,
-    forms: &std::collections::BTreeMap<String, Vec<String>>,
-    raw: &[u8],
-) -> Result<NewEvent, HookError> {
+fn netlify(obj: &Map<String, Value>, forms: &std::collections::BTreeMap<String, Vec<String>>) -> Result<NewEvent, HookError> {
     if let Some(form_name) = str_field(obj, "form_name") {
         let channel = Channel::parse(&format!("forms/{form_name}"))
             .map_err(|e| HookError::BadPayload(format!("form name {form_name:?} cannot be a channel: {e}")))?;
@@ -96,10 +89,7 @@ fn netlify(
             }
         }
         data.insert("fields".into(), Value::Object(fields));
-        let key = match str_field(obj, "id") {
-            Some(id) => format!("form:{id}"),
-            None => format!("body:{}", body_hash(raw)),
-        };
+        let key = str_field(obj, "id").map(|id| format!("form:{id}"));
         return Ok(NewEvent {
             channel,
             event: EventName::parse("form.submitted").expect("valid literal"),
@@ -120,10 +110,7 @@ fn netlify(
             .iter()
             .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
-        let key = match str_field(obj, "id") {
-            Some(id) => format!("deploy:{id}:{state}"),
-            None => format!("body:{}", body_hash(raw)),
-        };
+        let key = str_field(obj, "id").map(|id| format!("deploy:{id}:{state}"));
         return Ok(NewEvent {
             channel: Channel::parse("deploys").expect("valid literal"),
             event,
@@ -134,7 +121,7 @@ fn netlify(
     Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
 }
 
-fn generic(source: &Source, parsed: Body, raw: &[u8]) -> Result<NewEvent, HookError> {
+fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
     let (channel, event, data) = match parsed {
         Body::Json(Value::Object(mut obj)) => {
             let take = |obj: &mut Map<String, Value>, k: &str| match obj.remove(k) {
@@ -172,7 +159,7 @@ fn generic(source: &Source, parsed: Body, raw: &[u8]) -> Result<NewEvent, HookEr
     if !source.channels.iter().any(|p| pattern_matches(p, &channel)) {
         return Err(HookError::ChannelNotAllowed(channel.to_string()));
     }
-    Ok(NewEvent { channel, event, data, dedupe_key: format!("body:{}", body_hash(raw)) })
+    Ok(NewEvent { channel, event, data, dedupe_key: None })
 }
 
 #[cfg(test)]
@@ -185,13 +172,19 @@ mod tests {
     fn netlify_src(forms: &[(&str, &[&str])]) -> Source {
         let forms: BTreeMap<_, _> =
             forms.iter().map(|(f, fs)| (f.to_string(), fs.iter().map(|s| s.to_string()).collect())).collect();
-        Source { name: "netlify".into(), kind: SourceKind::Netlify { secret: Secret::new("s"), forms }, channels: vec![] }
+        Source {
+            name: "netlify".into(),
+            kind: SourceKind::Netlify { secret: Secret::new("s"), forms },
+            channels: vec![],
+            delivery_header: None,
+        }
     }
     fn zap() -> Source {
         Source {
             name: "zap".into(),
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("s") },
             channels: vec!["news/*".into(), "alerts".into()],
+            delivery_header: None,
         }
     }
 
@@ -213,7 +206,7 @@ mod tests {
         assert_eq!(ev.data["title"], "Update pricing page");
         assert!(!ev.data.to_string().contains("LOGTOKEN"));
         assert!(ev.data.get("admin_url").is_none());
-        assert_eq!(ev.dedupe_key, "netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready");
+        assert_eq!(ev.dedupe_key.as_deref(), Some("netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready"));
 
         for (state, name) in [("building", "deploy.started"), ("error", "deploy.failed"), ("processing", "deploy.processing")] {
             let body = deploy_payload(state).to_string();
@@ -235,7 +228,7 @@ mod tests {
         let ev = normalise(&netlify_src(&[]), None, body.as_bytes(), None).unwrap();
         assert_eq!(ev.data["fields"], json!({}));
         assert!(!ev.data.to_string().contains("203.0.113.9"));
-        assert_eq!(ev.dedupe_key, "netlify:form:6571c0de");
+        assert_eq!(ev.dedupe_key.as_deref(), Some("netlify:form:6571c0de"));
 
         let bad = json!({"form_name": "my form!", "data": {}}).to_string();
         let err = normalise(&netlify_src(&[]), None, bad.as_bytes(), None).unwrap_err();
@@ -250,13 +243,13 @@ mod tests {
         let ev = normalise(&zap(), Some("application/json; charset=utf-8"), body, None).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("news/today", "post.published"));
         assert_eq!(ev.data, json!({"title":"Hi"}));
-        assert!(ev.dedupe_key.starts_with("zap:body:"));
+        assert_eq!(ev.dedupe_key, None, "no delivery id: never deduped by body");
 
         let form = b"channel=alerts&event=zap.fired&title=Hello+world&url=https%3A%2F%2Fx.test";
         let ev = normalise(&zap(), Some("application/x-www-form-urlencoded"), form, Some("msg_1")).unwrap();
         assert_eq!(ev.channel.as_str(), "alerts");
         assert_eq!(ev.data, json!({"title":"Hello world","url":"https://x.test"}));
-        assert_eq!(ev.dedupe_key, "zap:id:msg_1");
+        assert_eq!(ev.dedupe_key.as_deref(), Some("zap:id:msg_1"));
     }
 
     #[test]

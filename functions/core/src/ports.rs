@@ -57,7 +57,8 @@ pub struct Pending {
     pub data: Value,
     pub at: String,
     pub at_ms: u64,
-    pub dedupe_key: String,
+    /// The sender's delivery identity; `None`: always a new event.
+    pub dedupe_key: Option<String>,
 }
 
 impl Pending {

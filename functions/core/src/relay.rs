@@ -319,11 +319,17 @@ mod tests {
                 name: "netlify".into(),
                 kind: SourceKind::Netlify { secret: Secret::new(NETLIFY_SECRET), forms: BTreeMap::new() },
                 channels: vec![],
+                delivery_header: None,
             },
         );
         sources.insert(
             "gh".into(),
-            Source { name: "gh".into(), kind: SourceKind::Hmac { secret: Secret::new("gh") }, channels: vec!["news".into()] },
+            Source {
+                name: "gh".into(),
+                kind: SourceKind::Hmac { secret: Secret::new("gh") },
+                channels: vec!["news".into()],
+                delivery_header: Some("x-github-delivery".into()),
+            },
         );
         let limits = Limits { history_max_events: 3, max_body_bytes: 4096, ..Limits::default() };
         let config = Arc::new(Config { allowed_origins: vec!["https://site.example".into()], limits: limits.clone(), sources });

@@ -74,7 +74,7 @@ impl EventLog for MemStore {
         let mut m = self.lock()?;
         let ttl = self.retention.dedupe_ttl.as_millis() as u64;
         m.dedupe.retain(|_, (_, exp)| *exp > ev.at_ms);
-        if let Some((seq, _)) = m.dedupe.get(&ev.dedupe_key) {
+        if let Some((seq, _)) = ev.dedupe_key.as_ref().and_then(|k| m.dedupe.get(k)) {
             return Ok(Appended::Duplicate { seq: *seq });
         }
         let (head, log) = m.logs.entry(ev.channel.clone()).or_default();
@@ -84,7 +84,9 @@ impl EventLog for MemStore {
         log.push((ev.at_ms, event.clone()));
         let max_age = self.retention.max_age.as_millis() as u64;
         log.retain(|(at, e)| e.seq + self.retention.max_events as u64 > seq && at + max_age >= ev.at_ms);
-        m.dedupe.insert(ev.dedupe_key.clone(), (seq, ev.at_ms + ttl));
+        if let Some(k) = &ev.dedupe_key {
+            m.dedupe.insert(k.clone(), (seq, ev.at_ms + ttl));
+        }
         Ok(Appended::Stored(event))
     }
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
@@ -150,7 +152,7 @@ pub mod conformance {
             data: json!({"key": key, "nested": {"list": [1, 2.5, "ü✓"], "null": null}}),
             at: "2027-01-15T08:00:00.000Z".into(),
             at_ms,
-            dedupe_key: key.into(),
+            dedupe_key: Some(key.into()),
         }
     }
     fn conn(s: &str) -> ConnId {
@@ -159,7 +161,7 @@ pub mod conformance {
     async fn seq_of<S: Store>(s: &S, p: &Pending) -> u64 {
         match s.append(p).await.unwrap() {
             Appended::Stored(e) => e.seq,
-            Appended::Duplicate { .. } => panic!("unexpected duplicate {}", p.dedupe_key),
+            Appended::Duplicate { .. } => panic!("unexpected duplicate {:?}", p.dedupe_key),
         }
     }
 
@@ -169,6 +171,7 @@ pub mod conformance {
         events_round_trip_exactly(make(retention())).await;
         dedupe_refuses_a_seen_key(make(retention())).await;
         dedupe_keys_expire(make(retention())).await;
+        events_without_a_delivery_id_are_never_deduped(make(retention())).await;
         retention_by_count(make(retention())).await;
         retention_by_age(make(retention())).await;
         read_since_and_limit(make(retention())).await;
@@ -216,6 +219,15 @@ pub mod conformance {
         assert_eq!(seq_of(&s, &pending("a", "k", T0)).await, 1);
         assert!(matches!(s.append(&pending("a", "k", T0 + ttl - 1)).await.unwrap(), Appended::Duplicate { .. }));
         assert_eq!(seq_of(&s, &pending("a", "k", T0 + ttl + 1)).await, 2);
+    }
+
+    pub async fn events_without_a_delivery_id_are_never_deduped<S: Store>(s: S) {
+        let same = Pending { dedupe_key: None, ..pending("a", "unused", T0) };
+        assert_eq!(seq_of(&s, &same).await, 1);
+        assert_eq!(seq_of(&s, &same).await, 2, "an equal body is a second event");
+        assert_eq!(seq_of(&s, &same).await, 3);
+        let h = s.read(&ch("a"), 0, 10).await.unwrap();
+        assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     pub async fn retention_by_count<S: Store>(s: S) {

@@ -38,6 +38,11 @@ fn unauthorized(msg: impl Into<String>) -> HookError {
     HookError::Unauthorized(msg.into())
 }
 
+/// The sender's name for this delivery, from the header the source names.
+fn delivery_id(source: &Source, req: &HookRequest<'_>) -> Option<String> {
+    source.delivery_header.as_deref().and_then(|h| req.header(h)).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
 pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result<Verified, HookError> {
     match &source.kind {
         SourceKind::Netlify { secret, .. } => {
@@ -48,8 +53,8 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
         SourceKind::Hmac { secret } => {
             let sig = req.header("x-hub-signature-256").ok_or_else(|| unauthorized("missing X-Hub-Signature-256 header"))?;
             github(secret.expose(), sig, req.body)?;
-            // GitHub names each delivery; redeliveries keep the id.
-            Ok(Verified { delivery_id: req.header("x-github-delivery").map(str::to_owned) })
+            // GitHub names each delivery (x-github-delivery); redeliveries keep the id.
+            Ok(Verified { delivery_id: delivery_id(source, req) })
         }
         SourceKind::Standard { secret, tolerance } => {
             let get = |h: &str| req.header(h).ok_or_else(|| unauthorized(format!("missing {h} header")));
@@ -62,7 +67,7 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
         SourceKind::Token { header, secret } => {
             let got = req.header(header).ok_or_else(|| unauthorized(format!("missing {header} header")))?;
             if secret.matches(got.as_bytes()) {
-                Ok(Verified::default())
+                Ok(Verified { delivery_id: delivery_id(source, req) })
             } else {
                 Err(unauthorized(format!("wrong {header} token")))
             }
@@ -291,6 +296,7 @@ mod tests {
             name: "zap".into(),
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("t0ken") },
             channels: vec!["*".into()],
+            delivery_header: None,
         };
         let ok = [("X-Hookcast-Token".to_string(), "t0ken".to_string())];
         let bad = [("x-hookcast-token".to_string(), "t0ke".to_string())];

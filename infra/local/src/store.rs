@@ -147,10 +147,13 @@ impl EventLog for SqliteStore {
         self.with_db(move |db| {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // An expired key is ignored here and replaced below.
-            let seen: Option<i64> = tx
-                .prepare_cached("SELECT seq FROM dedupe WHERE key = ?1 AND expires_ms > ?2")?
-                .query_row(params![ev.dedupe_key, ev.at_ms as i64], |r| r.get(0))
-                .optional()?;
+            let seen: Option<i64> = match &ev.dedupe_key {
+                Some(key) => tx
+                    .prepare_cached("SELECT seq FROM dedupe WHERE key = ?1 AND expires_ms > ?2")?
+                    .query_row(params![key, ev.at_ms as i64], |r| r.get(0))
+                    .optional()?,
+                None => None,
+            };
             if let Some(seq) = seen {
                 return Ok(Appended::Duplicate { seq: seq as u64 });
             }
@@ -169,11 +172,10 @@ impl EventLog for SqliteStore {
                 seq - r.max_events as i64,
                 oldest_ms
             ])?;
-            tx.prepare_cached("INSERT OR REPLACE INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)")?.execute(params![
-                ev.dedupe_key,
-                seq,
-                (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64
-            ])?;
+            if let Some(key) = &ev.dedupe_key {
+                tx.prepare_cached("INSERT OR REPLACE INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)")?
+                    .execute(params![key, seq, (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64])?;
+            }
             if seq % DEDUPE_SWEEP_EVERY == 0 {
                 tx.prepare_cached("DELETE FROM dedupe WHERE expires_ms <= ?1")?.execute(params![ev.at_ms as i64])?;
             }

@@ -559,6 +559,39 @@ async fn concurrent_webhooks_reach_every_subscriber_in_seq_order() {
     s.stop().await;
 }
 
+/// Equal bodies without a delivery identity are two real events (two identical
+/// Zapier alerts); a repeated GitHub delivery id is one.
+#[tokio::test]
+async fn only_a_senders_delivery_identity_dedupes_never_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    subscribe(&mut ws, "alerts", None).await;
+    let zap = vec![("x-hookcast-token".to_string(), secrets().zapier)];
+    let body = br#"{"channel":"alerts","event":"zap.fired","data":{"home":1}}"#.to_vec();
+    for want in [1, 2] {
+        let (status, ack) = post(&s.url("/hooks/zapier"), "application/json", &zap, body.clone()).await;
+        assert_eq!((status, ack["seq"].as_u64(), ack["duplicate"].as_bool()), (200, Some(want), Some(false)), "{ack}");
+    }
+    assert_eq!(next(&mut ws).await["seq"], 1);
+    assert_eq!(next(&mut ws).await["seq"], 2);
+
+    let gh = |body: &[u8]| {
+        vec![
+            ("X-Hub-Signature-256".to_string(), sign::github(secrets().hmac.as_bytes(), body)),
+            ("X-GitHub-Delivery".to_string(), "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string()),
+        ]
+    };
+    let body = br#"{"channel":"alerts","event":"release","data":{"v":2}}"#.to_vec();
+    let (_, first) = post(&s.url("/hooks/hmac"), "application/json", &gh(&body), body.clone()).await;
+    let (_, again) = post(&s.url("/hooks/hmac"), "application/json", &gh(&body), body.clone()).await;
+    assert_eq!((first["seq"].as_u64(), first["duplicate"].as_bool()), (Some(3), Some(false)));
+    assert_eq!((again["seq"].as_u64(), again["duplicate"].as_bool()), (Some(3), Some(true)));
+    assert_eq!(next(&mut ws).await["seq"], 3);
+    assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err(), "the retry is not pushed");
+    s.stop().await;
+}
+
 /// The acknowledgement does not wait for the fan-out: with the dispatcher
 /// held back, webhooks are still answered 200 with their seq and nothing is
 /// pushed; once it runs, it pushes what the log committed, in order.
