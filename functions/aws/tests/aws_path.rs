@@ -202,6 +202,11 @@ fn the_template_routes_every_protocol_action() {
         assert_eq!(serde_json::from_str::<Value>(&reply).unwrap(), json!({"type": "pong"}));
     }
     assert!(template.contains("IntegrationType: MOCK"));
+    // The HTTP API sends every path the shared router serves to the webhook function.
+    for path in ["/hooks/{source}", "/hookcast.js", "/hookcast.mjs", "/channels/{proxy+}"] {
+        let path_line = if path.contains('{') { format!("Path: \"{path}\",") } else { format!("Path: {path},") };
+        assert!(template.contains(&path_line), "template.yaml routes {path} to the webhook function");
+    }
     for action in ["subscribe", "unsubscribe", "ping", "occupancy"] {
         let msg = json!({"action": action, "channel": "c"}).to_string();
         assert!(hookcast_core::protocol::ClientMsg::parse(&msg).is_ok(), "{action} is a protocol action");
