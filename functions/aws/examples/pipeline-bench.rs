@@ -37,16 +37,9 @@ struct Sharded {
 }
 
 impl Sharded {
-    fn shard_of(&self, c: &ConnId) -> usize {
-        let mut h: u32 = 0x811c9dc5;
-        for b in c.0.bytes() {
-            h ^= b as u32;
-            h = h.wrapping_mul(0x01000193);
-        }
-        h as usize % self.shards.len()
-    }
+    /// The DynamoDB store's own shard function, so the bench shards as it does.
     fn reg(&self, c: &ConnId) -> std::sync::MutexGuard<'_, Registry> {
-        self.shards[self.shard_of(c)].lock().unwrap()
+        self.shards[hookcast_aws::dynamo::shard_of(c, self.shards.len() as u32) as usize].lock().unwrap()
     }
 }
 

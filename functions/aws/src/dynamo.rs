@@ -112,7 +112,7 @@ fn expired(item: &Item, now_s: u64) -> bool {
 }
 
 /// FNV-1a: stable across processes and releases, unlike `DefaultHasher`.
-fn shard_of(conn: &ConnId, shards: u32) -> u32 {
+pub fn shard_of(conn: &ConnId, shards: u32) -> u32 {
     let mut h: u32 = 0x811c9dc5;
     for b in conn.0.bytes() {
         h ^= b as u32;

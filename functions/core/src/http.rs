@@ -25,9 +25,6 @@ impl HttpResponse {
     pub fn error(status: u16, code: &str, message: &str) -> Self {
         Self::json(status, json!({"error": code, "message": message}).to_string())
     }
-    pub fn not_found() -> Self {
-        Self::error(404, "not_found", "no such endpoint")
-    }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }

@@ -23,7 +23,6 @@ use tracing::{debug, warn};
 use crate::gateway::LocalGateway;
 use crate::store::SqliteStore;
 
-pub use hookcast_http::{SNIPPET, SNIPPET_MODULE};
 const DEMO_HTML: &str = include_str!("../../../site-snippet/demo/index.html");
 const DEMO_CSS: &str = include_str!("../../../site-snippet/demo/demo.css");
 const DEMO_JS: &str = include_str!("../../../site-snippet/demo/demo.js");
