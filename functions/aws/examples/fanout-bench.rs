@@ -63,7 +63,7 @@ async fn main() {
         for id in &ids {
             store.subscribe(&ConnId(id.clone()), &ch, 10).await.unwrap();
         }
-        let config = Config { allowed_origins: vec![], limits, sources: BTreeMap::new() };
+        let config = Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None };
         let relay = Relay::new(Arc::new(config), store, ApiGwGateway::new(&sdk, &emu.management_endpoint()));
         let throttled_before = emu.counters().throttled.load(Ordering::Relaxed);
         let start = Instant::now();

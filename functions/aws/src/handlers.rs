@@ -62,13 +62,10 @@ pub async fn ws_message<S: Store, G: Gateway>(
     let Some(conn) = conn_id(&ev) else {
         return ws_response(400, None);
     };
-    let body = ev.body.as_deref().unwrap_or("");
-    let text = if ev.is_base64_encoded {
-        // Binary frames are not part of the protocol; the relay explains.
-        "binary frames are not part of the protocol"
+    if ev.is_base64_encoded {
+        relay.binary_frame(&conn).await;
     } else {
-        body
-    };
-    relay.message(&conn, text).await;
+        relay.message(&conn, ev.body.as_deref().unwrap_or("")).await;
+    }
     ws_response(200, None)
 }

@@ -39,6 +39,7 @@ fn config(origins: &[&str]) -> Config {
             kind: SourceKind::Netlify { secret: Secret::new(NETLIFY), forms: BTreeMap::new() },
             channels: vec![],
             delivery_header: None,
+            fields: None,
         },
     );
     sources.insert(
@@ -48,9 +49,10 @@ fn config(origins: &[&str]) -> Config {
             kind: SourceKind::Hmac { secret: Secret::new(GH) },
             channels: vec!["news".into()],
             delivery_header: Some("x-github-delivery".into()),
+            fields: None,
         },
     );
-    Config { allowed_origins: origins.iter().map(|s| s.to_string()).collect(), limits: Limits::default(), sources }
+    Config { allowed_origins: origins.iter().map(|s| s.to_string()).collect(), limits: Limits::default(), sources, private: None }
 }
 
 struct Stack {

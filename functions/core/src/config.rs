@@ -53,11 +53,34 @@ pub struct RawSource {
     /// `netlify` sources: per-form field allow-lists.
     #[serde(default)]
     pub forms: BTreeMap<String, RawForm>,
+    /// `hmac`, `standard` and `token` sources: the top-level `data` fields
+    /// forwarded to pages; others are dropped (a Zap that also carries an
+    /// e-mail address must not publish it). Unset: all fields pass.
+    pub fields: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for RawSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawSource").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+/// `[private]`: channels a page may read only with a subscribe token signed
+/// with this secret (see [`crate::token`]).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivate {
+    pub secret: Option<String>,
+    /// Name of an environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// Exact names or `prefix*`.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+impl std::fmt::Debug for RawPrivate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawPrivate").field("channels", &self.channels).finish_non_exhaustive()
     }
 }
 
@@ -71,6 +94,22 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    pub private: Option<RawPrivate>,
+}
+
+/// The env var that overrides `[private].secret`.
+pub const PRIVATE_SECRET_ENV: &str = "HOOKCAST_SUBSCRIBE_SECRET";
+
+/// The shortest secret accepted for any source (bytes; for `standard`, after
+/// base64 decoding): shorter ones can be guessed or were pasted wrong.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Private channels and the key their subscribe tokens are signed with.
+#[derive(Debug, Clone)]
+pub struct Private {
+    pub secret: Secret,
+    pub channels: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +157,8 @@ pub struct Source {
     pub channels: Vec<String>,
     /// The header carrying the sender's delivery id (hmac, token).
     pub delivery_header: Option<String>,
+    /// The `data` fields forwarded (generic sources); `None`: all.
+    pub fields: Option<Vec<String>>,
 }
 
 impl Source {
@@ -136,6 +177,15 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
     pub sources: BTreeMap<String, Source>,
+    /// Channels that need a subscribe token; `None`: every channel is public.
+    pub private: Option<Private>,
+}
+
+impl Config {
+    /// Whether reading `channel` needs a subscribe token.
+    pub fn is_private(&self, channel: &Channel) -> bool {
+        self.private.as_ref().is_some_and(|p| p.channels.iter().any(|pat| crate::channel::pattern_matches(pat, channel)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,10 +203,17 @@ pub fn secret_env_name(source: &str) -> String {
 /// Decodes a Standard Webhooks secret: `whsec_` + base64.
 pub fn decode_standard_secret(s: &str) -> Result<Secret, String> {
     let b64 = s.strip_prefix("whsec_").unwrap_or(s);
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map(Secret::new)
-        .map_err(|_| "must be whsec_ followed by base64".to_owned())
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "must be whsec_ followed by base64".to_owned())?;
+    if key.len() < MIN_SECRET_BYTES {
+        return Err(format!("decodes to {} bytes; use at least {MIN_SECRET_BYTES} random bytes", key.len()));
+    }
+    Ok(Secret::new(key))
+}
+
+/// A channel pattern: `*`, an exact name, or a name prefix ending in `*`.
+fn valid_pattern(p: &str) -> bool {
+    p == "*" || Channel::parse(p.strip_suffix('*').unwrap_or(p).trim_end_matches('/')).is_ok()
 }
 
 impl Config {
@@ -217,7 +274,7 @@ impl Config {
             let secret = resolve_secret(&name, &rs, env, &mut problems);
             let channels = rs.channels.clone().unwrap_or_default();
             for p in &channels {
-                if p != "*" && Channel::parse(p.strip_suffix('*').unwrap_or(p).trim_end_matches('/')).is_err() {
+                if !valid_pattern(p) {
                     problems.push(format!("{at}.channels: {p:?} is neither a channel name nor a prefix ending in '*'"));
                 }
             }
@@ -241,6 +298,11 @@ impl Config {
                     misplaced("header", rs.header.is_some(), &mut problems);
                     misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
                     misplaced("delivery_header", rs.delivery_header.is_some(), &mut problems);
+                    if rs.fields.is_some() {
+                        problems.push(format!(
+                            "{at}.fields: netlify sources list fields per form: [{at}.forms.<form>] fields = [...]"
+                        ));
+                    }
                     let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
                     secret.map(|s| SourceKind::Netlify { secret: Secret::new(s), forms })
                 }
@@ -292,15 +354,86 @@ impl Config {
                 _ => None,
             };
             if let (Some(kind), true) = (kind, problems.len() == before) {
-                sources.insert(name.clone(), Source { name, kind, channels, delivery_header });
+                sources.insert(name.clone(), Source { name, kind, channels, delivery_header, fields: rs.fields.clone() });
             }
         }
+        let private = raw.private.as_ref().and_then(|rp| build_private(rp, env, &mut problems));
         if problems.is_empty() {
-            Ok(Config { allowed_origins: raw.allowed_origins, limits, sources })
+            Ok(Config { allowed_origins: raw.allowed_origins, limits, sources, private })
         } else {
             Err(ConfigError { problems })
         }
     }
+}
+
+fn build_private(rp: &RawPrivate, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<Private> {
+    let before = problems.len();
+    if rp.channels.is_empty() {
+        problems.push("private.channels: list the channels that need a subscribe token (names or \"prefix/*\")".into());
+    }
+    for p in &rp.channels {
+        if !valid_pattern(p) {
+            problems.push(format!("private.channels: {p:?} is neither a channel name nor a prefix ending in '*'"));
+        }
+    }
+    let secret = find_secret("private", PRIVATE_SECRET_ENV, rp.secret.as_deref(), rp.secret_env.as_deref(), env, problems);
+    if let Some(s) = &secret {
+        check_length("private", s.len(), problems);
+    }
+    let secret = secret.filter(|_| problems.len() == before)?;
+    Some(Private { secret: Secret::new(secret), channels: rp.channels.clone() })
+}
+
+/// An environment variable's name, as opposed to a value pasted where a name belongs.
+fn looks_like_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn check_length(at: &str, len: usize, problems: &mut Vec<String>) {
+    if len < MIN_SECRET_BYTES {
+        problems.push(format!(
+            "{at}: the secret is {len} bytes; use at least {MIN_SECRET_BYTES} (for example `openssl rand -hex 32`)"
+        ));
+    }
+}
+
+/// The secret from `override_var`, else `secret_env`, else `secret`. Values are
+/// never echoed: a `secret_env` that is not a variable name is reported as such.
+fn find_secret(
+    at: &str,
+    override_var: &str,
+    secret: Option<&str>,
+    secret_env: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let found = if let Some(v) = env(override_var).filter(|v| !v.is_empty()) {
+        Some(v)
+    } else if let Some(var) = secret_env {
+        if !looks_like_env_name(var) {
+            problems.push(format!(
+                "{at}.secret_env must name an environment variable (letters, digits, '_'); it holds something else \
+                 (a secret pasted there? its value is not shown)"
+            ));
+            return None;
+        }
+        match env(var).filter(|v| !v.is_empty()) {
+            Some(v) => Some(v),
+            None => {
+                problems.push(format!("{at}.secret_env: environment variable {var} is not set"));
+                return None;
+            }
+        }
+    } else {
+        secret.map(str::to_owned).filter(|s| !s.is_empty())
+    };
+    if found.is_none() {
+        problems.push(format!("{at}: no secret; set secret, secret_env, or {override_var}"));
+    }
+    found
 }
 
 fn resolve_secret(
@@ -309,24 +442,13 @@ fn resolve_secret(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
 ) -> Option<String> {
-    let override_var = secret_env_name(name);
-    let found = if let Some(v) = env(&override_var).filter(|v| !v.is_empty()) {
-        Some(v)
-    } else if let Some(var) = &rs.secret_env {
-        match env(var).filter(|v| !v.is_empty()) {
-            Some(v) => Some(v),
-            None => {
-                problems.push(format!("sources.{name}.secret_env: environment variable {var} is not set"));
-                return None;
-            }
-        }
-    } else {
-        rs.secret.clone().filter(|s| !s.is_empty())
-    };
-    if found.is_none() {
-        problems.push(format!("sources.{name}: no secret; set secret, secret_env, or {override_var}"));
+    let at = format!("sources.{name}");
+    let found = find_secret(&at, &secret_env_name(name), rs.secret.as_deref(), rs.secret_env.as_deref(), env, problems)?;
+    // Standard secrets are checked after decoding (whsec_ + base64).
+    if rs.kind != "standard" {
+        check_length(&at, found.len(), problems);
     }
-    found
+    Some(found)
 }
 
 #[cfg(test)]
@@ -347,15 +469,16 @@ mod tests {
     fn no_env(_: &str) -> Option<String> {
         None
     }
+    const LONG: &str = "a-long-enough-secret-0123456789";
 
     #[test]
     fn lists_every_problem_at_once() {
         let mut bad_limits = raw(&[
             ("netlify", src("netlify", None, None)),
-            ("zap", src("token", Some("s"), None)),
+            ("zap", src("token", Some(LONG), None)),
             ("std", src("standard", Some("whsec_***"), Some(&["x"]))),
-            ("weird", src("carrier-pigeon", Some("s"), None)),
-            ("bad name", src("hmac", Some("s"), Some(&["a b"]))),
+            ("weird", src("carrier-pigeon", Some(LONG), None)),
+            ("bad name", src("hmac", Some(LONG), Some(&["a b"]))),
         ]);
         bad_limits.limits.max_body_bytes = Some(0);
         let err = Config::build(bad_limits, &no_env).unwrap_err();
@@ -376,27 +499,81 @@ mod tests {
 
     #[test]
     fn env_overrides_and_secret_env() {
-        let mut s = src("hmac", Some("from-file"), Some(&["news"]));
+        let mut s = src("hmac", Some("from-file-0123456789"), Some(&["news"]));
         s.secret_env = None;
-        let env = |k: &str| (k == "HOOKCAST_SECRET_GH_APP").then(|| "from-env".to_string());
+        let env = |k: &str| (k == "HOOKCAST_SECRET_GH_APP").then(|| "from-env-0123456789".to_string());
         let cfg = Config::build(raw(&[("gh-app", s)]), &env).unwrap();
         match &cfg.sources["gh-app"].kind {
-            SourceKind::Hmac { secret } => assert_eq!(secret.expose(), b"from-env"),
+            SourceKind::Hmac { secret } => assert_eq!(secret.expose(), b"from-env-0123456789"),
             k => panic!("{k:?}"),
         }
         let mut s = src("netlify", None, None);
         s.secret_env = Some("MY_NETLIFY".into());
         let err = Config::build(raw(&[("n", s.clone())]), &no_env).unwrap_err();
         assert_eq!(err.problems, vec!["sources.n.secret_env: environment variable MY_NETLIFY is not set"]);
-        let env = |k: &str| (k == "MY_NETLIFY").then(|| "jws".to_string());
+        let env = |k: &str| (k == "MY_NETLIFY").then(|| "jws-secret-0123456789".to_string());
         assert!(Config::build(raw(&[("n", s)]), &env).is_ok());
     }
 
     #[test]
+    fn short_and_empty_secrets_are_refused_for_every_kind() {
+        for (kind, secret, channels) in [
+            ("netlify", "short", None),
+            ("hmac", "fifteen-bytes!!", Some(&["a"][..])),
+            ("token", "abc", Some(&["a"][..])),
+            ("standard", "whsec_", Some(&["a"][..])),
+            ("standard", "whsec_c2hvcnQ=", Some(&["a"][..])),
+        ] {
+            let err = Config::build(raw(&[("s", src(kind, Some(secret), channels))]), &no_env).unwrap_err();
+            let all = err.problems.join("\n");
+            assert!(all.contains("at least 16") || all.contains("no secret"), "{kind} {secret:?}: {all}");
+            assert!(!all.contains(secret) || secret == "whsec_", "the secret is echoed: {all}");
+        }
+        let ok = base64::engine::general_purpose::STANDARD.encode([7u8; 24]);
+        assert!(Config::build(raw(&[("s", src("standard", Some(&format!("whsec_{ok}")), Some(&["a"])))]), &no_env).is_ok());
+    }
+
+    #[test]
+    fn a_secret_pasted_into_secret_env_is_not_echoed() {
+        let mut s = src("netlify", None, None);
+        s.secret_env = Some("s3cr3t-value with spaces".into());
+        let err = Config::build(raw(&[("n", s)]), &no_env).unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains("secret_env must name an environment variable"), "{all}");
+        assert!(!all.contains("s3cr3t"), "{all}");
+    }
+
+    #[test]
+    fn private_channels_and_field_allow_lists() {
+        let mut r =
+            raw(&[("zap", RawSource { fields: Some(vec!["title".into()]), ..src("token", Some(LONG), Some(&["news"])) })]);
+        r.private =
+            Some(RawPrivate { secret: Some(LONG.into()), secret_env: None, channels: vec!["orders/*".into(), "team".into()] });
+        let cfg = Config::build(r, &no_env).unwrap();
+        assert_eq!(cfg.sources["zap"].fields, Some(vec!["title".to_string()]));
+        let ch = |s: &str| Channel::parse(s).unwrap();
+        assert!(cfg.is_private(&ch("orders/1")) && cfg.is_private(&ch("team")));
+        assert!(!cfg.is_private(&ch("teams")) && !cfg.is_private(&ch("deploys")));
+        assert!(!format!("{cfg:?}").contains(LONG));
+
+        let mut r = RawConfig::default();
+        r.private = Some(RawPrivate { secret: Some("short".into()), secret_env: None, channels: vec!["a b".into()] });
+        let all = Config::build(r, &no_env).unwrap_err().problems.join("\n");
+        assert!(all.contains("private: the secret is 5 bytes") && all.contains("\"a b\" is neither"), "{all}");
+        let env = |k: &str| (k == PRIVATE_SECRET_ENV).then(|| LONG.to_string());
+        let mut r = RawConfig::default();
+        r.private = Some(RawPrivate { secret: None, secret_env: None, channels: vec!["team".into()] });
+        assert!(Config::build(r, &env).unwrap().private.is_some());
+        let mut n = src("netlify", Some(LONG), None);
+        n.fields = Some(vec![]);
+        assert!(Config::build(raw(&[("n", n)]), &no_env).unwrap_err().problems[0].contains("list fields per form"));
+    }
+
+    #[test]
     fn debug_output_never_contains_secrets() {
-        let cfg = Config::build(raw(&[("n", src("netlify", Some("topsecretvalue"), None))]), &no_env).unwrap();
+        let cfg = Config::build(raw(&[("n", src("netlify", Some("topsecretvalue-0123"), None))]), &no_env).unwrap();
         assert!(!format!("{cfg:?}").contains("topsecretvalue"));
-        let r = src("netlify", Some("topsecretvalue"), None);
+        let r = src("netlify", Some("topsecretvalue-0123"), None);
         assert!(!format!("{r:?}").contains("topsecretvalue"));
     }
 

@@ -15,6 +15,8 @@ pub enum HookError {
     Unauthorized(String),
     #[error("content type {0:?} is not accepted; send application/json or application/x-www-form-urlencoded")]
     UnsupportedMediaType(String),
+    #[error("Content-Encoding {0:?} is not accepted; send the body uncompressed")]
+    UnsupportedEncoding(String),
     #[error("{0}")]
     BadPayload(String),
     #[error("this source may not publish to channel {0:?}")]
@@ -29,7 +31,7 @@ impl HookError {
             Self::UnknownSource(_) => 404,
             Self::TooLarge { .. } | Self::EventTooLarge { .. } => 413,
             Self::Unauthorized(_) => 401,
-            Self::UnsupportedMediaType(_) => 415,
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => 415,
             Self::BadPayload(_) => 400,
             Self::ChannelNotAllowed(_) => 403,
             Self::Unavailable => 503,
@@ -42,6 +44,7 @@ impl HookError {
             Self::EventTooLarge { .. } => "event_too_large",
             Self::Unauthorized(_) => "invalid_signature",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedEncoding(_) => "unsupported_content_encoding",
             Self::BadPayload(_) => "invalid_payload",
             Self::ChannelNotAllowed(_) => "channel_not_allowed",
             Self::Unavailable => "unavailable",

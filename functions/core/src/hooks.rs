@@ -67,6 +67,11 @@ impl<L: EventLog> Hooks<L> {
         if req.body.len() > limit {
             return Err(HookError::TooLarge { size: req.body.len(), limit });
         }
+        if let Some(enc) =
+            req.header("content-encoding").map(str::trim).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+        {
+            return Err(HookError::UnsupportedEncoding(enc.chars().take(40).collect()));
+        }
         let now = (self.clock)();
         let verified = verify(source, req, now)?;
         let ev = normalise(source, content_type, req.body, verified.delivery_id.as_deref())?;
@@ -93,6 +98,11 @@ impl<L: EventLog> Hooks<L> {
         Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate })
     }
 
+    /// Whether `token` lets its holder read `channel` (always, for a public one).
+    pub fn may_read(&self, channel: &Channel, token: Option<&str>) -> Result<(), crate::token::TokenError> {
+        may_read(&self.config, channel, token, (self.clock)())
+    }
+
     /// Catch-up over HTTP: retained events after `since`, and whether the
     /// caller missed events that are no longer retained.
     pub async fn history(&self, channel: &Channel, since: u64) -> Result<(History, bool), StoreError> {
@@ -106,4 +116,17 @@ impl<L: EventLog> Hooks<L> {
 /// log (the log was reset): either way the page must refetch its state.
 pub fn missed_history(since: u64, h: &History) -> bool {
     since > h.head || (since < h.head && since + 1 < h.first_retained)
+}
+
+/// Private channels need a valid subscribe token; public ones need nothing.
+pub fn may_read(
+    config: &Config,
+    channel: &Channel,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<(), crate::token::TokenError> {
+    match &config.private {
+        Some(p) if config.is_private(channel) => crate::token::check(p.secret.expose(), token, channel, now).map(|_| ()),
+        _ => Ok(()),
+    }
 }

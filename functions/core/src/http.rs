@@ -55,18 +55,20 @@ pub async fn webhook<L: EventLog>(hooks: &Hooks<L>, source: &str, headers: &[(St
             HttpResponse::json(200, v.to_string())
         }
         Err(e) => {
-            info!(source, status = e.status(), code = e.code(), "webhook refused");
+            info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
             HttpResponse::from(&e)
         }
     }
 }
 
 /// `GET /channels/{channel}/events?since=N`, given the `{channel}/events` part.
+/// `token` is a subscribe token (`?token=` or `Authorization: Bearer`), needed for private channels.
 pub async fn history<L: EventLog>(
     hooks: &Hooks<L>,
     channel_and_events: &str,
     since: Option<&str>,
     origin: Option<&str>,
+    token: Option<&str>,
 ) -> HttpResponse {
     let Some(name) = channel_and_events.strip_suffix("/events") else {
         return HttpResponse::error(404, "not_found", "use /channels/{channel}/events");
@@ -75,6 +77,10 @@ pub async fn history<L: EventLog>(
         Ok(c) => c,
         Err(e) => return HttpResponse::error(400, "invalid_channel", &e.to_string()),
     };
+    if let Err(e) = hooks.may_read(&channel, token) {
+        info!(channel = %channel, reason = %e, "history refused");
+        return HttpResponse::error(403, "forbidden", &e.to_string());
+    }
     let since = match since.map(str::parse::<u64>) {
         None => 0,
         Some(Ok(n)) => n,

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod relay;
 pub mod secret;
 pub mod sign;
+pub mod token;
 pub mod verify;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -33,15 +33,109 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, HookError
     match media.as_deref() {
         None | Some("application/json") => json(body),
         Some(m) if m.ends_with("+json") => json(body),
-        Some("application/x-www-form-urlencoded") => serde_urlencoded::from_bytes(body)
-            .map(Body::Form)
-            .map_err(|_| HookError::BadPayload("body is not valid application/x-www-form-urlencoded".into())),
+        Some("application/x-www-form-urlencoded") => parse_form(body).map(Body::Form),
         Some(other) => Err(HookError::UnsupportedMediaType(other.to_owned())),
     }
 }
 
 fn json(body: &[u8]) -> Result<Body, HookError> {
-    serde_json::from_slice(body).map(Body::Json).map_err(|e| HookError::BadPayload(format!("body is not valid JSON: {e}")))
+    let v = serde_json::from_slice(body).map_err(|e| HookError::BadPayload(format!("body is not valid JSON: {e}")))?;
+    check_numbers(body)?;
+    Ok(Body::Json(v))
+}
+
+/// Refuses numbers that would reach pages changed: integers beyond 64 bits
+/// (they would become floats) and decimals finer than a double keeps.
+/// `body` is already known to be valid JSON.
+pub fn check_numbers(body: &[u8]) -> Result<(), HookError> {
+    let mut i = 0;
+    let mut in_string = false;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < body.len() && matches!(body[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                i += 1;
+            }
+            let text = std::str::from_utf8(&body[start..i]).unwrap_or("");
+            number_is_exact(text).map_err(HookError::BadPayload)?;
+            continue;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn number_is_exact(text: &str) -> Result<(), String> {
+    let shown: String = text.chars().take(40).collect();
+    if !text.contains(['.', 'e', 'E']) {
+        if text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok() {
+            return Ok(());
+        }
+        return Err(format!("the integer {shown} does not fit in 64 bits; send it as a string"));
+    }
+    let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    let value: f64 = text.parse().unwrap_or(f64::NAN);
+    if significant.len() > 17 || !value.is_finite() || (value == 0.0 && !significant.is_empty()) {
+        return Err(format!("the number {shown} cannot be kept exactly; send it as a string"));
+    }
+    Ok(())
+}
+
+/// `application/x-www-form-urlencoded`, strictly: every name and value must
+/// decode to UTF-8 (nothing is replaced with U+FFFD), and repeated names are kept.
+fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, HookError> {
+    fn decode(part: &[u8]) -> Result<String, HookError> {
+        let mut out = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < part.len() {
+            match part[i] {
+                b'+' => out.push(b' '),
+                b'%' => match hex_pair(part.get(i + 1).copied(), part.get(i + 2).copied()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out)
+            .map_err(|_| HookError::BadPayload("a form field is not valid UTF-8 (percent-encode UTF-8 bytes)".into()))
+    }
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+fn hex_pair(a: Option<u8>, b: Option<u8>) -> Option<u8> {
+    let h = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    Some(h(a?)? * 16 + h(b?)?)
 }
 
 /// `delivery_id` is the sender's id for this delivery, when it sends one.
@@ -139,14 +233,23 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
         }
         Body::Form(pairs) => {
             // Zapier's default: `channel`, `event`, and every other field becomes data.
+            // A name sent more than once (a multi-select) becomes a list, in order.
             let (mut channel, mut event, mut data) = (None, None, Map::new());
             for (k, v) in pairs {
                 match k.as_str() {
-                    "channel" => channel = Some(v),
-                    "event" => event = Some(v),
-                    _ => {
-                        data.insert(k, Value::String(v));
+                    "channel" | "event" => {
+                        let slot = if k == "channel" { &mut channel } else { &mut event };
+                        if slot.replace(v).is_some() {
+                            return Err(HookError::BadPayload(format!("form body has more than one \"{k}\" field")));
+                        }
                     }
+                    _ => match data.get_mut(&k) {
+                        Some(Value::Array(list)) => list.push(Value::String(v)),
+                        Some(first) => *first = Value::Array(vec![first.take(), Value::String(v)]),
+                        None => {
+                            data.insert(k, Value::String(v));
+                        }
+                    },
                 }
             }
             let need =
@@ -159,6 +262,22 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
     if !source.channels.iter().any(|p| pattern_matches(p, &channel)) {
         return Err(HookError::ChannelNotAllowed(channel.to_string()));
     }
+    let data = match (&source.fields, data) {
+        (None, data) => data,
+        (Some(allowed), Value::Object(mut obj)) => {
+            let dropped: Vec<String> = obj.keys().filter(|k| !allowed.contains(k)).cloned().collect();
+            if !dropped.is_empty() {
+                tracing::info!(source = %source.name, ?dropped, "fields not in the source's allow-list were not published");
+            }
+            obj.retain(|k, _| allowed.contains(k));
+            Value::Object(obj)
+        }
+        (Some(_), _) => {
+            return Err(HookError::BadPayload(
+                "this source forwards listed fields only, so \"data\" must be an object of fields".into(),
+            ))
+        }
+    };
     Ok(NewEvent { channel, event, data, dedupe_key: None })
 }
 
@@ -177,6 +296,7 @@ mod tests {
             kind: SourceKind::Netlify { secret: Secret::new("s"), forms },
             channels: vec![],
             delivery_header: None,
+            fields: None,
         }
     }
     fn zap() -> Source {
@@ -185,6 +305,7 @@ mod tests {
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("s") },
             channels: vec!["news/*".into(), "alerts".into()],
             delivery_header: None,
+            fields: None,
         }
     }
 
@@ -269,5 +390,52 @@ mod tests {
         assert!(
             matches!(n(Some("application/x-www-form-urlencoded"), b"event=x"), HookError::BadPayload(m) if m.contains("\"channel\""))
         );
+    }
+
+    #[test]
+    fn numbers_are_kept_exactly_or_refused() {
+        let ok = |b: &str| normalise(&zap(), None, b.as_bytes(), None).map(|e| e.data);
+        let body = |n: &str| format!(r#"{{"channel":"alerts","event":"e","data":{{"n":{n},"s":"12345678901234567890123"}}}}"#);
+        for n in ["0", "-1", "18446744073709551615", "-9223372036854775808", "1.5", "0.1", "1e300", "-2.5E-3", "0.0"] {
+            let data = ok(&body(n)).unwrap_or_else(|e| panic!("{n}: {e:?}"));
+            assert_eq!(data["n"].to_string().parse::<f64>().unwrap(), n.parse::<f64>().unwrap(), "{n}");
+        }
+        assert_eq!(ok(&body("18446744073709551615")).unwrap()["n"].as_u64(), Some(u64::MAX));
+        for n in [
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "1e-400",
+            "0.123456789012345678901",
+        ] {
+            let err = ok(&body(n)).unwrap_err();
+            assert!(matches!(&err, HookError::BadPayload(m) if m.contains("send it as a string")), "{n}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn form_bodies_keep_repeats_and_refuse_bad_utf8() {
+        let form = |b: &[u8]| normalise(&zap(), Some("application/x-www-form-urlencoded"), b, None);
+        let ev = form(b"channel=alerts&event=e&tag=a&tag=b&tag=c&x=%E2%9C%93&y=100%25&z=%zz").unwrap();
+        assert_eq!(ev.data, json!({"tag": ["a", "b", "c"], "x": "\u{2713}", "y": "100%", "z": "%zz"}));
+        for bad in [&b"channel=alerts&event=e&x=%FF"[..], b"channel=alerts&event=e&x=\xff", b"channel=alerts&event=e&%C3=1"] {
+            assert!(matches!(form(bad), Err(HookError::BadPayload(m)) if m.contains("UTF-8")), "{bad:?}");
+        }
+        assert!(
+            matches!(form(b"channel=alerts&channel=news/a&event=e"), Err(HookError::BadPayload(m)) if m.contains("more than one"))
+        );
+    }
+
+    #[test]
+    fn field_allow_lists_for_generic_sources() {
+        let mut src = zap();
+        src.fields = Some(vec!["title".into()]);
+        let body = br#"{"channel":"alerts","event":"e","data":{"title":"Hi","email":"a@b.example"}}"#;
+        assert_eq!(normalise(&src, None, body, None).unwrap().data, json!({"title": "Hi"}));
+        let scalar = br#"{"channel":"alerts","event":"e","data":"a@b.example"}"#;
+        assert!(matches!(normalise(&src, None, scalar, None), Err(HookError::BadPayload(m)) if m.contains("object of fields")));
+        let form = b"channel=alerts&event=e&title=Hi&email=a%40b.example";
+        let ev = normalise(&src, Some("application/x-www-form-urlencoded"), form, None).unwrap();
+        assert_eq!(ev.data, json!({"title": "Hi"}));
     }
 }

@@ -20,6 +20,9 @@ pub enum ClientMsg {
         /// reply then come in as few frames as fit (one post each on AWS).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         batch: bool,
+        /// A subscribe token, required for private channels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     Unsubscribe {
         channel: String,
@@ -171,15 +174,15 @@ mod tests {
         let cases = [
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: false },
+                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: false, token: None },
             ),
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41,"batch":true}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: true },
+                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: true, token: None },
             ),
             (
                 r#"{"action":"subscribe","channel":"deploys"}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: None, batch: false },
+                ClientMsg::Subscribe { channel: "deploys".into(), since: None, batch: false, token: None },
             ),
             (r#"{"action":"unsubscribe","channel":"deploys"}"#, ClientMsg::Unsubscribe { channel: "deploys".into() }),
             (r#"{"action":"ping"}"#, ClientMsg::Ping),

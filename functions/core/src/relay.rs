@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::hooks::{millis, missed_history, Clock};
+use crate::hooks::{may_read, millis, missed_history, Clock};
 use crate::ports::{ConnId, Delivery, Gateway, Store, StoreError, SubOutcome, Turn};
 use crate::protocol::{ClientMsg, Event, ServerMsg};
 
@@ -95,6 +95,14 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         self.store.remove_connection(conn).await
     }
 
+    /// A binary frame: not part of the protocol; both hosts answer alike.
+    pub async fn binary_frame(&self, conn: &ConnId) {
+        let reply = ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
+        if self.gateway.send(conn, &reply.to_json()).await == Delivery::Gone {
+            self.forget(conn).await;
+        }
+    }
+
     /// Handles one client frame; replies go out through the gateway.
     pub async fn message(&self, conn: &ConnId, text: &str) {
         for reply in self.reply_to(conn, text).await {
@@ -127,21 +135,31 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 self.store.unsubscribe(conn, &channel(&name)?).await.map_err(unavailable)?;
                 Ok(vec![])
             }
-            ClientMsg::Subscribe { channel: name, since, batch } => {
+            ClientMsg::Subscribe { channel: name, since, batch, token } => {
                 let channel = channel(&name)?;
+                let now = (self.clock)();
+                if let Err(e) = may_read(&self.config, &channel, token.as_deref(), now) {
+                    debug!(conn = %conn, channel = %channel, reason = %e, "subscribe refused");
+                    return Err(ServerMsg::error("forbidden", e.to_string()));
+                }
                 // Subscribe first, read second: an event appended in between is
                 // then both replayed and pushed, and the client drops the copy.
                 // The other order could lose it.
                 let max = self.config.limits.max_subscriptions;
-                if self.store.subscribe(conn, &channel, max).await.map_err(unavailable)? == SubOutcome::LimitReached {
+                let outcome = self.store.subscribe(conn, &channel, max).await.map_err(unavailable)?;
+                if outcome == SubOutcome::LimitReached {
                     return Err(ServerMsg::error(
                         "too_many_subscriptions",
                         format!("a connection may subscribe to at most {max} channels"),
                     ));
                 }
-                let limit = if since.is_some() { self.config.limits.history_max_events as usize } else { 0 };
+                // Already subscribed: live events are flowing, so nothing is
+                // replayed again (a client cannot make the server resend its
+                // history by repeating a subscribe).
+                let replay = since.is_some() && outcome == SubOutcome::Added;
+                let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
                 let history = self.store.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
-                let reset = since.is_some_and(|s| missed_history(s, &history));
+                let reset = replay && since.is_some_and(|s| missed_history(s, &history));
                 let head = history.head;
                 let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
                 out.push(ServerMsg::Subscribed { channel: channel.to_string(), seq: head, reset });
@@ -320,6 +338,7 @@ mod tests {
                 kind: SourceKind::Netlify { secret: Secret::new(NETLIFY_SECRET), forms: BTreeMap::new() },
                 channels: vec![],
                 delivery_header: None,
+                fields: None,
             },
         );
         sources.insert(
@@ -329,10 +348,16 @@ mod tests {
                 kind: SourceKind::Hmac { secret: Secret::new("gh") },
                 channels: vec!["news".into()],
                 delivery_header: Some("x-github-delivery".into()),
+                fields: None,
             },
         );
         let limits = Limits { history_max_events: 3, max_body_bytes: 4096, ..Limits::default() };
-        let config = Arc::new(Config { allowed_origins: vec!["https://site.example".into()], limits: limits.clone(), sources });
+        let config = Arc::new(Config {
+            allowed_origins: vec!["https://site.example".into()],
+            limits: limits.clone(),
+            sources,
+            private: None,
+        });
         let store = Arc::new(MemStore::new(Retention::from(&limits)));
         let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         World {
@@ -360,7 +385,8 @@ mod tests {
     fn subscribe(w: &World, conn: &str, channel: &str, since: Option<u64>) {
         let c = ConnId(conn.into());
         block_on(w.relay.connect(&c, Some("https://site.example"))).unwrap();
-        let msg = serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since, batch: false }).unwrap();
+        let msg =
+            serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since, batch: false, token: None }).unwrap();
         w.message(conn, &msg);
     }
 
@@ -384,6 +410,57 @@ mod tests {
         let (again, _) = ingest(&r, &body).unwrap();
         assert_eq!((again.seq, again.duplicate), (1, true));
         assert_eq!(r.gateway().frames("page").len(), 2);
+    }
+
+    #[test]
+    fn a_repeated_subscribe_replays_nothing_again() {
+        let r = relay();
+        for id in ["d1", "d2"] {
+            ingest(&r, &deploy_body(id, "ready")).unwrap();
+        }
+        subscribe(&r, "page", "deploys", Some(0));
+        let kinds =
+            |r: &World| r.gateway().frames("page").iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(kinds(&r), ["event", "event", "subscribed"]);
+        for _ in 0..3 {
+            r.message("page", r#"{"action":"subscribe","channel":"deploys","since":0}"#);
+        }
+        assert_eq!(kinds(&r), ["event", "event", "subscribed", "subscribed", "subscribed", "subscribed"]);
+        assert_eq!(r.gateway().frames("page")[5], json!({"type":"subscribed","channel":"deploys","seq":2}));
+    }
+
+    #[test]
+    fn private_channels_need_a_valid_token() {
+        use crate::config::Private;
+        use crate::token::{mint, Claims};
+        const KEY: &[u8] = b"private-key-0123456789abcdef";
+        let mut w = relay();
+        let mut config = w.relay.config().clone();
+        config.private = Some(Private { secret: Secret::new(KEY), channels: vec!["orders/*".into()] });
+        let config = Arc::new(config);
+        let store = Arc::new(MemStore::new(Retention::from(&config.limits)));
+        let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        w.relay = Relay::new(config, store, RecordingGateway::default()).with_clock(clock);
+        let conn = ConnId("page".into());
+        block_on(w.relay.connect(&conn, None)).unwrap();
+        let good = mint(KEY, &Claims { channels: vec!["orders/*".into()], exp: 1_800_000_060.0 });
+        let stale = mint(KEY, &Claims { channels: vec!["orders/*".into()], exp: 1_799_999_999.5 });
+        let forged = mint(b"not-the-key-0123456789abcdef", &Claims { channels: vec!["*".into()], exp: 2e9 });
+        for (token, code) in [(None, "forbidden"), (Some(&stale), "forbidden"), (Some(&forged), "forbidden")] {
+            let msg = json!({"action": "subscribe", "channel": "orders/1", "token": token}).to_string();
+            w.message("page", &msg);
+            assert_eq!(w.gateway().frames("page").last().unwrap()["code"], code, "{token:?}");
+        }
+        assert_eq!(
+            block_on(crate::ports::Subscriptions::count_subscribers(w.relay.store(), &Channel::parse("orders/1").unwrap()))
+                .unwrap(),
+            0
+        );
+        w.message("page", &json!({"action": "subscribe", "channel": "orders/1", "token": good}).to_string());
+        assert_eq!(w.gateway().frames("page").last().unwrap()["type"], "subscribed");
+        // Public channels need no token.
+        w.message("page", r#"{"action":"subscribe","channel":"deploys"}"#);
+        assert_eq!(w.gateway().frames("page").last().unwrap()["type"], "subscribed");
     }
 
     #[test]

@@ -154,10 +154,15 @@ pub fn netlify(secret: &[u8], token: &str, body: &[u8], now: SystemTime) -> Resu
     if claims.get("iss").and_then(Value::as_str) != Some("netlify") {
         return Err(unauthorized("JWS issuer is not netlify"));
     }
-    if let Some(exp) = claims.get("exp").and_then(Value::as_i64) {
-        let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        if now_s > exp + 60 {
-            return Err(unauthorized("JWS has expired"));
+    // RFC 7519 NumericDate: any JSON number, fractions included; 60 s leeway.
+    match claims.get("exp") {
+        None => {}
+        Some(exp) => {
+            let exp = exp.as_f64().filter(|e| e.is_finite()).ok_or_else(|| unauthorized("JWS exp is not a NumericDate"))?;
+            let now_s = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            if now_s > exp + 60.0 {
+                return Err(unauthorized("JWS has expired"));
+            }
         }
     }
     let claimed = claims.get("sha256").and_then(Value::as_str).ok_or_else(|| unauthorized("JWS has no sha256 claim"))?;
@@ -275,6 +280,13 @@ mod tests {
         assert!(r(&jwt(Algorithm::HS256, b"jws-secret", no_sha), body).contains("no sha256 claim"));
         let expired = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": NOW - 3600});
         assert!(r(&jwt(Algorithm::HS256, b"jws-secret", expired), body).contains("expired"));
+        // A fractional NumericDate is still a date (it once skipped the check).
+        let fractional = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": (NOW - 3600) as f64 + 0.5});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", fractional), body).contains("expired"));
+        let fresh = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": NOW as f64 + 0.5});
+        netlify(b"jws-secret", &jwt(Algorithm::HS256, b"jws-secret", fresh), body, now()).unwrap();
+        let text = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": "tomorrow"});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", text), body).contains("NumericDate"));
 
         // alg: none, with and without a signature part.
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -297,6 +309,7 @@ mod tests {
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("t0ken") },
             channels: vec!["*".into()],
             delivery_header: None,
+            fields: None,
         };
         let ok = [("X-Hookcast-Token".to_string(), "t0ken".to_string())];
         let bad = [("x-hookcast-token".to_string(), "t0ke".to_string())];

@@ -124,10 +124,13 @@ async fn history<L: EventLog>(
     headers: HeaderMap,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let since = query
-        .as_deref()
-        .and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "since").map(|(_, v)| v.to_owned()));
-    respond(http::history(&st.hooks, &path, since.as_deref(), origin).await)
+    let param = |name: &str| {
+        query.as_deref().and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v))
+    };
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Tokens are base64url with dots: nothing in them needs percent-decoding.
+    let token = bearer.or(param("token"));
+    respond(http::history(&st.hooks, &path, param("since"), origin, token).await)
 }
 
 #[cfg(test)]
@@ -143,7 +146,8 @@ mod tests {
     use super::*;
 
     fn app(snippets: Snippets) -> Router {
-        let config = Arc::new(Config { allowed_origins: vec![], limits: Limits::default(), sources: BTreeMap::new() });
+        let config =
+            Arc::new(Config { allowed_origins: vec![], limits: Limits::default(), sources: BTreeMap::new(), private: None });
         router(Arc::new(Hooks::new(config, MemStore::new(Retention::from(&Limits::default())))), snippets)
     }
 

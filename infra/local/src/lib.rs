@@ -24,6 +24,7 @@ use crate::store::SqliteStore;
 pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", settings.data_dir.display()))?;
+    let lock = lock_data_dir(&settings.data_dir)?;
     let db = settings.data_dir.join("hookcast.db");
     let (feed, commits) = tokio::sync::mpsc::unbounded_channel();
     let store = SqliteStore::open(&db, Retention::from(&settings.core.limits))
@@ -39,7 +40,27 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
         demo,
         shutdown: tokio::sync::watch::Sender::new(false),
         commits: std::sync::Mutex::new(Some(commits)),
+        data_dir_lock: lock,
     }))
+}
+
+/// One server per data directory: a second one would take webhooks its
+/// pages never hear of. The lock is the OS's (released if the process dies).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = dir.join("hookcast.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(format!("another hookcast is already running on {}; stop it, or give this one its own --data-dir", dir.display()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 /// Binds (port 0 allowed) and returns the address and the serving future,

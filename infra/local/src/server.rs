@@ -15,7 +15,7 @@ use hookcast_core::channel::Channel;
 use hookcast_core::http::HttpResponse;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
-use hookcast_core::{Gateway, HookError, Hooks, ServerMsg};
+use hookcast_core::{HookError, Hooks};
 use hookcast_http::{json_error, respond};
 use rand::RngCore;
 use tracing::{debug, warn};
@@ -48,6 +48,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The store's commit feed, until `bind` hands it to the dispatcher.
     pub commits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<hookcast_core::Event>>>,
+    /// Held while the server runs: no second instance on this data dir.
+    pub data_dir_lock: std::fs::File,
 }
 
 /// The shared routes (webhooks, history, the snippet: the same table the
@@ -150,11 +152,7 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
         while let Some(msg) = stream.next().await {
             match msg {
                 Ok(Message::Text(t)) => st.relay.message(&id, t.as_str()).await,
-                Ok(Message::Binary(_)) => {
-                    let reply =
-                        ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
-                    gateway.send(&id, &reply.to_json()).await;
-                }
+                Ok(Message::Binary(_)) => st.relay.binary_frame(&id).await,
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => {} // ping/pong are answered by the WebSocket layer
             }

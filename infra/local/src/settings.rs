@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use hookcast_core::config::{Config, RawConfig, RawForm, RawLimits, RawSource};
+use hookcast_core::config::{Config, RawConfig, RawForm, RawLimits, RawPrivate, RawSource};
 use rand::RngCore;
 use serde::Deserialize;
 
@@ -29,6 +29,8 @@ struct File {
     limits: RawLimits,
     #[serde(default)]
     sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    private: Option<RawPrivate>,
 }
 
 /// Command-line values, which win over the file.
@@ -49,8 +51,19 @@ pub struct Settings {
 
 pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     build(file, cli)
+}
+
+/// Where and what, without the offending line: it may hold a secret.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" line {line}, column {column}")
+    });
+    format!("{}{}: {}", path.display(), at.unwrap_or_default(), e.message().trim_end())
 }
 
 fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
@@ -58,7 +71,8 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let mut problems = Vec::new();
     let bind_text = cli.bind.clone().or(file.server.bind).unwrap_or_else(|| "127.0.0.1".into());
     let bind = bind_text.parse::<IpAddr>().map_err(|_| problems.push(format!("server.bind {bind_text:?} is not an IP address")));
-    let raw = RawConfig { allowed_origins: file.allowed_origins, limits: file.limits, sources: file.sources };
+    let raw =
+        RawConfig { allowed_origins: file.allowed_origins, limits: file.limits, sources: file.sources, private: file.private };
     let core = Config::build(raw, &env).map_err(|e| problems.extend(e.problems));
     if !problems.is_empty() {
         return Err(format!("invalid configuration:\n  - {}", problems.join("\n  - ")));
@@ -87,12 +101,18 @@ fn random_secret(bytes: usize) -> String {
 }
 
 impl DevSecrets {
+    /// Reads the secrets kept in `data_dir`, or makes and keeps new ones.
+    /// A file that exists but cannot be read is an error, never silently
+    /// replaced: senders configured with the old secrets would stop working.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, String> {
         let path = data_dir.join("dev-secrets.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(s) = serde_json::from_str(&text) {
-                return Ok(s);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                return serde_json::from_str(&text)
+                    .map_err(|_| format!("{} is not valid (edit it, or delete it to generate new dev secrets)", path.display()))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         }
         use base64::Engine;
         let mut raw = [0u8; 24];
@@ -103,10 +123,22 @@ impl DevSecrets {
             hmac: random_secret(16),
             standard: format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(raw)),
         };
-        std::fs::write(&path, serde_json::to_string_pretty(&s).expect("serialises"))
+        write_private(&path, serde_json::to_string_pretty(&s).expect("serialises").as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(s)
     }
+}
+
+/// Creates `path` readable by its owner only (0600), before any byte is written.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// `hookcast dev` without a config file: one source of each kind.
@@ -157,6 +189,33 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let e = toml::from_str::<File>("[server]\nprot = 1\n").unwrap_err().to_string();
         assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn toml_errors_never_show_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookcast.toml");
+        std::fs::write(&path, "[sources.n]\nkind = \"netlify\"\nsecret = \"hunter2-very-secret\" trailing\n").unwrap();
+        let e = load_file(&path, &Overrides::default()).unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 3, column"), "{e}");
+    }
+
+    #[test]
+    fn dev_secrets_are_private_and_never_silently_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DevSecrets::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join("dev-secrets.json");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(DevSecrets::load_or_create(dir.path()).unwrap().netlify, first.netlify);
+        std::fs::write(&path, "{ not json").unwrap();
+        let e = DevSecrets::load_or_create(dir.path()).unwrap_err();
+        assert!(e.contains("is not valid"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json", "left as it was");
     }
 
     #[test]

@@ -19,7 +19,14 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::mpsc::UnboundedSender;
 
 pub struct SqliteStore {
+    /// The one writer. Appends queue for it through `turn`, for a bounded time.
     db: Arc<Mutex<Connection>>,
+    turn: Arc<tokio::sync::Semaphore>,
+    /// Until when appends fail at once: the file was found locked by someone
+    /// else, so queued webhooks get their 503 now, not one busy wait each.
+    busy_until: Arc<Mutex<Option<std::time::Instant>>>,
+    /// Reads use their own connection (WAL: a writer never blocks them).
+    reader: Option<Arc<Mutex<Connection>>>,
     retention: Retention,
     live: Mutex<Registry>,
     /// Every committed event, in commit order: what the local dispatcher
@@ -30,6 +37,13 @@ pub struct SqliteStore {
 /// Appends between sweeps of expired dedupe keys (an expired key is already
 /// ignored by the check, so the sweep only reclaims space).
 const DEDUPE_SWEEP_EVERY: i64 = 512;
+
+/// How long SQLite retries a locked database file before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How long an append waits for the writer before answering 503.
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+/// After a locked file, how long new appends fail fast.
+const BUSY_COOL_OFF: std::time::Duration = std::time::Duration::from_millis(1000);
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -62,7 +76,15 @@ CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe (expires_ms);
 impl SqliteStore {
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(err)?;
-        Self::init(conn, retention)
+        let mut store = Self::init(conn, retention)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        store.reader = Some(Arc::new(Mutex::new(reader)));
+        Ok(store)
     }
 
     pub fn in_memory(retention: Retention) -> Result<Self, StoreError> {
@@ -70,9 +92,17 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { db: Arc::new(Mutex::new(conn)), retention, live: Mutex::default(), feed: None })
+        Ok(Self {
+            db: Arc::new(Mutex::new(conn)),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            busy_until: Arc::default(),
+            reader: None,
+            retention,
+            live: Mutex::default(),
+            feed: None,
+        })
     }
 
     /// Sends every event to `feed` right after its commit, in commit order
@@ -82,14 +112,50 @@ impl SqliteStore {
         self
     }
 
-    /// Runs `f` on the connection off the async threads.
+    /// Runs `f` on the writer, off the async threads; waits for its turn at
+    /// most [`WRITE_WAIT`], and fails at once while the file is known locked.
     async fn with_db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
+        let cooling = |busy: &Mutex<Option<std::time::Instant>>| {
+            busy.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t > std::time::Instant::now())
+        };
+        if cooling(&self.busy_until) {
+            return Err(StoreError("database file is locked by another process".into()));
+        }
+        let permit = tokio::time::timeout(WRITE_WAIT, self.turn.clone().acquire_owned())
+            .await
+            .map_err(|_| StoreError("timed out waiting for the writer".into()))?
+            .map_err(err)?;
+        let (db, busy) = (self.db.clone(), self.busy_until.clone());
         tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            if cooling(&busy) {
+                return Err(StoreError("database file is locked by another process".into()));
+            }
             let mut conn = db.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
+            f(&mut conn).map_err(|e| {
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+                    *busy.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now() + BUSY_COOL_OFF);
+                }
+                err(e)
+            })
+        })
+        .await
+        .map_err(err)?
+    }
+
+    /// Runs a read on the reader connection (the writer's when in memory).
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let Some(reader) = self.reader.clone() else {
+            return self.with_db(f).await;
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut conn = reader.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
             f(&mut conn).map_err(err)
         })
         .await
@@ -195,7 +261,7 @@ impl EventLog for SqliteStore {
 
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
         let channel = channel.clone();
-        self.with_db(move |db| {
+        self.with_reader(move |db| {
             let tx = db.transaction()?; // one snapshot for head and events
             let name = channel.as_str();
             let head: i64 = tx
@@ -257,5 +323,41 @@ mod tests {
         assert_eq!(h.events[0], conformance::pending("a", "k0", conformance::T0).with_seq(1));
         let again = s.append(&conformance::pending("a", "k1", conformance::T0)).await.unwrap();
         assert_eq!(again, Appended::Duplicate { seq: 2 });
+    }
+
+    /// Another process holds the database's write lock: appends answer within
+    /// about a second each, queued ones fail at once, and reads go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_locked_file_fails_appends_fast_and_never_blocks_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let r = conformance::retention();
+        let s = Arc::new(SqliteStore::open(&path, r).unwrap());
+        s.append(&conformance::pending("a", "k0", conformance::T0)).await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+        let started = std::time::Instant::now();
+        let appends: Vec<_> = (1..=4)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let got = s.append(&conformance::pending("a", &format!("k{i}"), conformance::T0)).await;
+                    (got.is_err(), started.elapsed())
+                })
+            })
+            .collect();
+        let read = s.read(&conformance::ch("a"), 0, 10).await.unwrap();
+        assert_eq!(read.head, 1, "reads are not blocked by the lock");
+        for a in appends {
+            let (failed, after) = a.await.unwrap();
+            assert!(failed, "an append succeeded under another process's lock");
+            // Before: 5, 10, 15 and 20 s (one busy wait each, in a queue).
+            assert!(after < std::time::Duration::from_secs(4), "a 503 took {after:?}");
+        }
+        other.execute_batch("ROLLBACK").unwrap();
+        tokio::time::sleep(BUSY_COOL_OFF).await;
+        s.append(&conformance::pending("a", "k9", conformance::T0)).await.unwrap();
+        assert_eq!(s.read(&conformance::ch("a"), 0, 10).await.unwrap().head, 2, "nothing partial was written");
     }
 }
