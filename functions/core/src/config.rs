@@ -556,13 +556,17 @@ mod tests {
         assert!(!cfg.is_private(&ch("teams")) && !cfg.is_private(&ch("deploys")));
         assert!(!format!("{cfg:?}").contains(LONG));
 
-        let mut r = RawConfig::default();
-        r.private = Some(RawPrivate { secret: Some("short".into()), secret_env: None, channels: vec!["a b".into()] });
+        let r = RawConfig {
+            private: Some(RawPrivate { secret: Some("short".into()), secret_env: None, channels: vec!["a b".into()] }),
+            ..Default::default()
+        };
         let all = Config::build(r, &no_env).unwrap_err().problems.join("\n");
         assert!(all.contains("private: the secret is 5 bytes") && all.contains("\"a b\" is neither"), "{all}");
         let env = |k: &str| (k == PRIVATE_SECRET_ENV).then(|| LONG.to_string());
-        let mut r = RawConfig::default();
-        r.private = Some(RawPrivate { secret: None, secret_env: None, channels: vec!["team".into()] });
+        let r = RawConfig {
+            private: Some(RawPrivate { secret: None, secret_env: None, channels: vec!["team".into()] }),
+            ..Default::default()
+        };
         assert!(Config::build(r, &env).unwrap().private.is_some());
         let mut n = src("netlify", Some(LONG), None);
         n.fields = Some(vec![]);

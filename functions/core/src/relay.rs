@@ -153,13 +153,14 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                         format!("a connection may subscribe to at most {max} channels"),
                     ));
                 }
-                // Already subscribed: live events are flowing, so nothing is
-                // replayed again (a client cannot make the server resend its
-                // history by repeating a subscribe).
-                let replay = since.is_some() && outcome == SubOutcome::Added;
+                // A repeat (the snippet's gap repair) changes no state and
+                // replays from its `since` again: at most history_max_events,
+                // and the host's per-connection byte budget closes a client
+                // that asks for more than it reads.
+                let replay = since.is_some();
                 let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
                 let history = self.store.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
-                let reset = replay && since.is_some_and(|s| missed_history(s, &history));
+                let reset = since.is_some_and(|s| missed_history(s, &history));
                 let head = history.head;
                 let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
                 out.push(ServerMsg::Subscribed { channel: channel.to_string(), seq: head, reset });
@@ -413,20 +414,22 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_subscribe_replays_nothing_again() {
+    fn a_repeated_subscribe_is_one_subscription_and_a_bounded_replay() {
         let r = relay();
-        for id in ["d1", "d2"] {
+        for id in ["d1", "d2", "d3", "d4", "d5"] {
             ingest(&r, &deploy_body(id, "ready")).unwrap();
         }
-        subscribe(&r, "page", "deploys", Some(0));
-        let kinds =
-            |r: &World| r.gateway().frames("page").iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        subscribe(&r, "page", "deploys", Some(3));
+        let kinds = |r: &World| r.gateway().frames("page").iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert_eq!(kinds(&r), ["event", "event", "subscribed"]);
-        for _ in 0..3 {
-            r.message("page", r#"{"action":"subscribe","channel":"deploys","since":0}"#);
-        }
-        assert_eq!(kinds(&r), ["event", "event", "subscribed", "subscribed", "subscribed", "subscribed"]);
-        assert_eq!(r.gateway().frames("page")[5], json!({"type":"subscribed","channel":"deploys","seq":2}));
+        // Asking from 0 again replays at most history_max_events (3), not 5.
+        r.message("page", r#"{"action":"subscribe","channel":"deploys","since":0}"#);
+        assert_eq!(kinds(&r).len(), 3 + 3 + 1);
+        assert_eq!(r.gateway().frames("page")[6], json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true}));
+        // Still one subscription: the next event arrives once.
+        let (_, report) = ingest(&r, &deploy_body("d6", "ready")).unwrap();
+        assert_eq!(report.delivered, 1);
+        assert_eq!(block_on(crate::ports::Subscriptions::count_subscribers(r.relay.store(), &Channel::parse("deploys").unwrap())).unwrap(), 1);
     }
 
     #[test]
