@@ -129,7 +129,7 @@ mod tests {
                     "HOOKCAST_TABLE" => "t",
                     "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
                     "HOOKCAST_CONFIG" => "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n",
-                    "HOOKCAST_SECRET_NETLIFY" => "jws",
+                    "HOOKCAST_SECRET_NETLIFY" => "jws-secret-0123456789",
                     "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://b.example",
                     _ => return None,
                 }
@@ -140,6 +140,6 @@ mod tests {
         assert_eq!(c.ws_url(), "wss://abc.execute-api.eu-west-1.amazonaws.com/live");
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));
-        assert!(!format!("{c:?}").contains("jws\""), "no secret in Debug");
+        assert!(!format!("{c:?}").contains("jws-secret"), "no secret in Debug");
     }
 }

@@ -22,6 +22,7 @@ pub struct RawLimits {
     pub fanout_concurrency: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub occupancy_interval_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +124,8 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// How often one connection may ask for one channel's occupancy.
     pub occupancy_interval: Duration,
+    /// How long a webhook's body may take to arrive in full (answered 408 after).
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -137,6 +140,7 @@ impl Default for Limits {
             fanout_concurrency: 64,
             max_subscriptions: 32,
             occupancy_interval: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -249,6 +253,11 @@ impl Config {
                 "occupancy_interval_secs",
                 l.occupancy_interval_secs.map(|v| v as usize),
                 d.occupancy_interval.as_secs() as usize,
+            ) as u64),
+            body_timeout: Duration::from_secs(positive(
+                "body_timeout_secs",
+                l.body_timeout_secs.map(|v| v as usize),
+                d.body_timeout.as_secs() as usize,
             ) as u64),
         };
         if limits.max_event_bytes > 120 * 1024 {

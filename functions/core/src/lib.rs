@@ -19,6 +19,8 @@ pub mod token;
 pub mod verify;
 
 #[cfg(any(test, feature = "test-util"))]
+pub mod hostile;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testutil;
 
 pub use channel::{Channel, EventName};

@@ -198,6 +198,12 @@ fn netlify(obj: &Map<String, Value>, forms: &std::collections::BTreeMap<String, 
             "error" => "failed".to_owned(),
             other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect(),
         };
+        if name.is_empty() {
+            return Err(HookError::BadPayload(format!(
+                "deploy state {:?} is not recognised",
+                state.chars().take(40).collect::<String>()
+            )));
+        }
         let event = EventName::parse(&format!("deploy.{name}"))
             .map_err(|_| HookError::BadPayload(format!("deploy state {state:?} is not recognised")))?;
         let data: Map<String, Value> = DEPLOY_FIELDS

@@ -247,6 +247,14 @@ impl<T: EventLog + Subscriptions> Store for T {}
 
 /// Pushes one encoded frame to one connection.
 pub trait Gateway: Send + Sync + 'static {
+    /// A live push (fan-out): a host may refuse it when the connection has
+    /// fallen behind, and close that connection.
     fn send(&self, conn: &ConnId, frame: &str) -> impl Future<Output = Delivery> + Send;
+    /// A reply to the connection's own message (a replay included). The
+    /// connection asked for it, so a host queues it whole and paces the
+    /// client instead (it reads the next message once replies have drained).
+    fn reply(&self, conn: &ConnId, frame: &str) -> impl Future<Output = Delivery> + Send {
+        self.send(conn, frame)
+    }
     fn close(&self, conn: &ConnId) -> impl Future<Output = ()> + Send;
 }

@@ -98,7 +98,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     /// A binary frame: not part of the protocol; both hosts answer alike.
     pub async fn binary_frame(&self, conn: &ConnId) {
         let reply = ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
-        if self.gateway.send(conn, &reply.to_json()).await == Delivery::Gone {
+        if self.gateway.reply(conn, &reply.to_json()).await == Delivery::Gone {
             self.forget(conn).await;
         }
     }
@@ -106,7 +106,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     /// Handles one client frame; replies go out through the gateway.
     pub async fn message(&self, conn: &ConnId, text: &str) {
         for reply in self.reply_to(conn, text).await {
-            if self.gateway.send(conn, &reply.to_json()).await == Delivery::Gone {
+            if self.gateway.reply(conn, &reply.to_json()).await == Delivery::Gone {
                 self.forget(conn).await;
                 return;
             }
@@ -420,7 +420,8 @@ mod tests {
             ingest(&r, &deploy_body(id, "ready")).unwrap();
         }
         subscribe(&r, "page", "deploys", Some(3));
-        let kinds = |r: &World| r.gateway().frames("page").iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let kinds =
+            |r: &World| r.gateway().frames("page").iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert_eq!(kinds(&r), ["event", "event", "subscribed"]);
         // Asking from 0 again replays at most history_max_events (3), not 5.
         r.message("page", r#"{"action":"subscribe","channel":"deploys","since":0}"#);
@@ -429,7 +430,11 @@ mod tests {
         // Still one subscription: the next event arrives once.
         let (_, report) = ingest(&r, &deploy_body("d6", "ready")).unwrap();
         assert_eq!(report.delivered, 1);
-        assert_eq!(block_on(crate::ports::Subscriptions::count_subscribers(r.relay.store(), &Channel::parse("deploys").unwrap())).unwrap(), 1);
+        assert_eq!(
+            block_on(crate::ports::Subscriptions::count_subscribers(r.relay.store(), &Channel::parse("deploys").unwrap()))
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

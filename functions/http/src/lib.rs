@@ -50,6 +50,30 @@ impl Snippets {
     }
 }
 
+/// Every refusal is a JSON error: a response of 400 or more that is not JSON
+/// already (the framework's own rejections) is rewritten as one, its text
+/// kept as the message.
+pub async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
+    let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace([' ', '-'], "_");
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut out = json_error(status, &code, &message);
+    for (k, v) in parts.headers.iter().filter(|(k, _)| *k != header::CONTENT_TYPE && *k != header::CONTENT_LENGTH) {
+        out.headers_mut().insert(k.clone(), v.clone());
+    }
+    out
+}
+
 struct Shared<L> {
     hooks: Arc<Hooks<L>>,
     snippets: Snippets,
@@ -68,6 +92,7 @@ pub fn router<L: EventLog>(hooks: Arc<Hooks<L>>, snippets: Snippets) -> Router {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
         })
         .with_state(shared)
+        .layer(axum::middleware::map_response(json_errors))
 }
 
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -109,7 +134,19 @@ async fn hook<L: EventLog>(
     if let Some(size) = declared.filter(|s: &usize| *s > limit) {
         return too_large(size);
     }
-    let Ok(bytes) = to_bytes(body, limit).await else { return too_large(limit + 1) };
+    // A sender trickling its body must not hold the request open for ever.
+    let deadline = st.hooks.config().limits.body_timeout;
+    let bytes = match tokio::time::timeout(deadline, to_bytes(body, limit)).await {
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!("the body did not arrive within {} s", deadline.as_secs()),
+            )
+        }
+        Ok(Err(_)) => return too_large(limit + 1),
+        Ok(Ok(b)) => b,
+    };
     let pairs: Vec<(String, String)> =
         headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
     respond(http::webhook(&st.hooks, &source, &pairs, &bytes).await)

@@ -1,19 +1,68 @@
-//! The local gateway: each open socket has a bounded outbound queue drained by
-//! its writer task. A full queue means a reader too slow to keep up: the
-//! socket is closed so the page reconnects and resumes from history.
+//! The local gateway: each open socket has an outbound queue drained by its
+//! writer, budgeted in bytes. Live pushes beyond [`LIVE_BUDGET`] queued bytes
+//! mean a reader too slow to keep up: the push is refused and the socket
+//! closed (1013), so the page reconnects and resumes from history. Replies to
+//! the client's own messages (replays) are queued whole, and the socket reads
+//! the client's next message only once they have drained below
+//! [`REPLY_HIGH_WATER`]: a client that asks and never reads stalls itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hookcast_core::ports::{ConnId, Delivery, Gateway};
 use tokio::sync::{mpsc, Notify};
 
-pub const QUEUE_FRAMES: usize = 1024;
+/// Bytes of live pushes that may wait for one socket.
+pub const LIVE_BUDGET: usize = 1024 * 1024;
+/// Reply bytes above which a socket stops reading its client's messages.
+pub const REPLY_HIGH_WATER: usize = 256 * 1024;
+
+/// One frame on its way out, and which budget it counts against.
+pub struct Frame {
+    pub text: String,
+    pub reply: bool,
+}
+
+/// Bytes queued for one socket, by kind; the writer gives them back.
+#[derive(Default)]
+pub struct Queued {
+    live: AtomicUsize,
+    replies: AtomicUsize,
+    /// Signalled whenever reply bytes are given back.
+    drained: Notify,
+}
+
+impl Queued {
+    /// The writer has sent (or dropped) a frame of `len` bytes.
+    pub fn written(&self, len: usize, reply: bool) {
+        if reply {
+            self.replies.fetch_sub(len, Ordering::AcqRel);
+            self.drained.notify_waiters();
+        } else {
+            self.live.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+    /// Waits until replies queued are below the high-water mark.
+    pub async fn replies_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.replies.load(Ordering::Acquire) < REPLY_HIGH_WATER {
+                return;
+            }
+            notified.await;
+        }
+    }
+    pub fn bytes(&self) -> usize {
+        self.live.load(Ordering::Acquire) + self.replies.load(Ordering::Acquire)
+    }
+}
 
 #[derive(Clone)]
 struct Handle {
-    tx: mpsc::Sender<String>,
+    tx: mpsc::UnboundedSender<Frame>,
     close: Arc<Notify>,
+    queued: Arc<Queued>,
 }
 
 #[derive(Default)]
@@ -21,10 +70,11 @@ pub struct LocalGateway {
     conns: Mutex<HashMap<ConnId, Handle>>,
 }
 
-/// What a socket task needs: its queue and its close signal.
+/// What a socket task needs: its queue, its close signal, its byte counts.
 pub struct Outbound {
-    pub frames: mpsc::Receiver<String>,
+    pub frames: mpsc::UnboundedReceiver<Frame>,
     pub close: Arc<Notify>,
+    pub queued: Arc<Queued>,
 }
 
 impl LocalGateway {
@@ -32,10 +82,11 @@ impl LocalGateway {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub fn register(&self, conn: &ConnId) -> Outbound {
-        let (tx, frames) = mpsc::channel(QUEUE_FRAMES);
+        let (tx, frames) = mpsc::unbounded_channel();
         let close = Arc::new(Notify::new());
-        self.map().insert(conn.clone(), Handle { tx, close: close.clone() });
-        Outbound { frames, close }
+        let queued = Arc::new(Queued::default());
+        self.map().insert(conn.clone(), Handle { tx, close: close.clone(), queued: queued.clone() });
+        Outbound { frames, close, queued }
     }
     pub fn unregister(&self, conn: &ConnId) {
         self.map().remove(conn);
@@ -43,25 +94,67 @@ impl LocalGateway {
     pub fn open_sockets(&self) -> usize {
         self.map().len()
     }
+    /// Bytes waiting in every socket's queue (live pushes and replies).
+    pub fn queued_bytes(&self) -> usize {
+        self.map().values().map(|h| h.queued.bytes()).sum()
+    }
+
+    fn enqueue(&self, conn: &ConnId, frame: &str, reply: bool) -> Delivery {
+        let Some(h) = self.map().get(conn).cloned() else {
+            return Delivery::Gone;
+        };
+        let len = frame.len();
+        if reply {
+            h.queued.replies.fetch_add(len, Ordering::AcqRel);
+        } else if h.queued.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET {
+            h.queued.live.fetch_sub(len, Ordering::AcqRel);
+            h.close.notify_one();
+            return Delivery::Failed;
+        }
+        match h.tx.send(Frame { text: frame.to_owned(), reply }) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::SendError(f)) => {
+                h.queued.written(f.text.len(), f.reply);
+                Delivery::Gone
+            }
+        }
+    }
 }
 
 impl Gateway for LocalGateway {
     async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
-        let Some(h) = self.map().get(conn).cloned() else {
-            return Delivery::Gone;
-        };
-        match h.tx.try_send(frame.to_owned()) {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                h.close.notify_one();
-                Delivery::Failed
-            }
-        }
+        self.enqueue(conn, frame, false)
+    }
+    async fn reply(&self, conn: &ConnId, frame: &str) -> Delivery {
+        self.enqueue(conn, frame, true)
     }
     async fn close(&self, conn: &ConnId) {
         if let Some(h) = self.map().get(conn) {
             h.close.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn live_pushes_are_budgeted_in_bytes_and_replies_are_not() {
+        let g = LocalGateway::default();
+        let c = ConnId("c".into());
+        let out = g.register(&c);
+        let frame = "x".repeat(64 * 1024);
+        for _ in 0..LIVE_BUDGET / frame.len() {
+            assert_eq!(g.send(&c, &frame).await, Delivery::Delivered);
+        }
+        // One byte over: refused, and the socket is told to close.
+        assert_eq!(g.send(&c, "y").await, Delivery::Failed);
+        tokio::time::timeout(std::time::Duration::from_secs(1), out.close.notified()).await.expect("close signalled");
+        // Replies still queue (the client asked for them) and count separately.
+        assert_eq!(g.reply(&c, &frame).await, Delivery::Delivered);
+        assert_eq!(out.queued.bytes(), LIVE_BUDGET + frame.len());
+        g.unregister(&c);
+        assert_eq!(g.send(&c, "z").await, Delivery::Gone);
     }
 }

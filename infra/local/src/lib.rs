@@ -2,12 +2,13 @@
 
 pub mod dispatch;
 pub mod gateway;
+pub mod net;
 pub mod send;
 pub mod server;
 pub mod settings;
 pub mod store;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,6 +42,11 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
         shutdown: tokio::sync::watch::Sender::new(false),
         commits: std::sync::Mutex::new(Some(commits)),
         data_dir_lock: lock,
+        sockets: server::SocketLimits {
+            max_open: settings.max_connections,
+            ping_every: settings.ping_every,
+            idle_limit: settings.idle_limit,
+        },
     }))
 }
 
@@ -85,7 +91,7 @@ pub async fn bind(
             d.abort();
         }
     };
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(signal).into_future();
+    let serve = net::serve(listener, app(state), settings.net, signal);
     Ok((addr, serve))
 }
 

@@ -42,6 +42,18 @@ enum Cmd {
     },
     /// Sign and post a webhook exactly as its real sender would.
     Send(hookcast::send::SendArgs),
+    /// Mint a subscribe token for private channels (printed on stdout).
+    Token {
+        /// A channel or `prefix*` pattern the token lets its holder read. Repeatable.
+        #[arg(long = "channel", required = true)]
+        channels: Vec<String>,
+        /// How long the token is valid, e.g. 15m, 12h, 30d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The config whose [private] secret signs the token (HOOKCAST_SUBSCRIBE_SECRET wins).
+        #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +74,7 @@ fn main() -> ExitCode {
             Cmd::Dev { opts, config } => serve(opts, config, true).await,
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(String::new()) }),
+            Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
         }
     });
     match result {
@@ -73,6 +86,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(), String> {
+    use hookcast_core::config::PRIVATE_SECRET_ENV;
+    use hookcast_core::token::{mint, Claims};
+    let ttl = humantime::parse_duration(ttl).map_err(|e| format!("--ttl {ttl:?}: {e} (try 15m, 12h or 30d)"))?;
+    for c in channels {
+        let name = c.strip_suffix('*').unwrap_or(c).trim_end_matches('/');
+        if c != "*" && hookcast_core::Channel::parse(name).is_err() {
+            return Err(format!("--channel {c:?} is neither a channel name nor a prefix ending in '*'"));
+        }
+    }
+    let secret = match std::env::var(PRIVATE_SECRET_ENV).ok().filter(|s| !s.is_empty()) {
+        Some(s) => s.into_bytes(),
+        None => {
+            let s = settings::load_file(config, &Overrides::default())?;
+            let p = s.core.private.ok_or_else(|| {
+                format!("{} has no [private] section; add one (secret, channels) or set {PRIVATE_SECRET_ENV}", config.display())
+            })?;
+            p.secret.expose().to_vec()
+        }
+    };
+    if secret.len() < hookcast_core::config::MIN_SECRET_BYTES {
+        return Err(format!("{PRIVATE_SECRET_ENV} is shorter than {} bytes", hookcast_core::config::MIN_SECRET_BYTES));
+    }
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())? + ttl;
+    println!("{}", mint(&secret, &Claims { channels: channels.to_vec(), exp: exp.as_secs() as f64 }));
+    eprintln!("valid until {} for {}", hookcast_core::hooks::format_at(std::time::UNIX_EPOCH + exp), channels.join(", "));
+    Ok(())
 }
 
 async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(), String> {

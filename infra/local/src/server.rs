@@ -3,6 +3,7 @@
 //! it on port 0.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
@@ -18,7 +19,7 @@ use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
 use hookcast_core::{HookError, Hooks};
 use hookcast_http::{json_error, respond};
 use rand::RngCore;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::gateway::LocalGateway;
 use crate::store::SqliteStore;
@@ -50,7 +51,23 @@ pub struct AppState {
     pub commits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<hookcast_core::Event>>>,
     /// Held while the server runs: no second instance on this data dir.
     pub data_dir_lock: std::fs::File,
+    pub sockets: SocketLimits,
 }
+
+#[derive(Debug, Clone, Copy)]
+pub struct SocketLimits {
+    /// Open WebSocket and SSE clients at most.
+    pub max_open: usize,
+    pub ping_every: Duration,
+    /// Nothing heard for this long (pongs included): the client vanished.
+    pub idle_limit: Duration,
+}
+
+/// Client messages: a burst of this many, then this many a second.
+const MESSAGE_BURST: f64 = 100.0;
+const MESSAGES_PER_SEC: f64 = 20.0;
+/// How long a client may leave its replies unread before it is closed.
+const REPLY_DRAIN_LIMIT: Duration = Duration::from_secs(20);
 
 /// The shared routes (webhooks, history, the snippet: the same table the
 /// webhook Lambda runs) plus the local binary's own: `/ws`, `/sse`,
@@ -67,7 +84,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             .route("/favicon.svg", get(|| async { asset("image/svg+xml", DEMO_ICON) }))
             .route("/favicon.ico", get(|| async { asset("image/svg+xml", DEMO_ICON) }));
     }
-    hookcast_http::router(state.hooks.clone(), hookcast_http::Snippets::same_host()).merge(local.with_state(state))
+    hookcast_http::router(state.hooks.clone(), hookcast_http::Snippets::same_host())
+        .merge(local.with_state(state))
+        .layer(axum::middleware::map_response(hookcast_http::json_errors))
 }
 
 /// The demo page as a static host would render it after its latest deploy:
@@ -97,14 +116,44 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-async fn ws_upgrade(State(st): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+fn too_many(st: &AppState) -> Option<Response> {
+    let open = st.relay.gateway().open_sockets();
+    (open >= st.sockets.max_open).then(|| {
+        info!(open, max = st.sockets.max_open, "socket refused: at the connection limit");
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the server is at its connection limit; retry shortly",
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        r
+    })
+}
+
+async fn ws_upgrade(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let status = rejection.status();
+            return json_error(status, "websocket_upgrade_required", &format!("{rejection}; connect with a WebSocket client"));
+        }
+    };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !st.relay.origin_allowed(origin) {
+        info!(origin, allowed = ?st.relay.config().allowed_origins, "socket refused: origin not allowed");
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
+    }
+    if let Some(refusal) = too_many(&st) {
+        return refusal;
     }
     let origin = origin.map(str::to_owned);
     // Buffers sized to the protocol, not tungstenite's 128 KiB defaults: client
     // frames are small (at most 32 KB), and an idle socket should cost little.
+    // Frames up to twice the limit are read so the refusal can say why (1009).
     ws.max_message_size(2 * MAX_CLIENT_FRAME)
         .max_frame_size(2 * MAX_CLIENT_FRAME)
         .read_buffer_size(READ_BUFFER)
@@ -118,10 +167,36 @@ fn new_conn_id() -> ConnId {
     ConnId(hex::encode(b))
 }
 
+fn close(code: u16, reason: &'static str) -> Option<CloseFrame> {
+    Some(CloseFrame { code, reason: reason.into() })
+}
+
+/// A token bucket for one client's messages.
+struct Pace {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self { tokens: MESSAGE_BURST, at: Instant::now() }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * MESSAGES_PER_SEC).min(MESSAGE_BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>) {
     let id = new_conn_id();
     let gateway = st.relay.gateway();
-    let mut out = gateway.register(&id);
+    let out = gateway.register(&id);
     if let Err(e) = st.relay.connect(&id, origin.as_deref()).await {
         warn!(error = %e, "could not record a connection");
         gateway.unregister(&id);
@@ -129,40 +204,94 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
     }
     debug!(conn = %id, "connected");
     let (mut sink, mut stream) = socket.split();
+    let (mut frames, closing, queued) = (out.frames, out.close, out.queued);
+    let started = Instant::now();
+    // Milliseconds since `started` at which the client was last heard.
+    let heard = std::sync::atomic::AtomicU64::new(0);
+    let limits = st.sockets;
+    let mut stop = st.shutdown.subscribe();
 
+    // Each side returns the close frame to end with, if any.
     let writer = async {
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping_every, limits.ping_every);
         loop {
             tokio::select! {
-                frame = out.frames.recv() => match frame {
-                    Some(f) => if sink.send(Message::Text(f.into())).await.is_err() { break },
-                    None => break,
-                },
-                _ = out.close.notified() => {
-                    // 1013 "try again later": the snippet reconnects and resumes.
-                    let frame = CloseFrame { code: 1013, reason: "too slow; resume with since".into() };
-                    if let Err(e) = sink.send(Message::Close(Some(frame))).await {
-                        debug!(error = %e, "close frame not sent");
+                biased;
+                _ = closing.notified() => return close(1013, "too slow; resume with since"),
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return close(1012, "server restarting; resume with since"),
+                frame = frames.recv() => {
+                    let f = frame?;
+                    let (len, reply) = (f.text.len(), f.reply);
+                    // A write stuck on a client that stopped reading must not
+                    // keep it: the close signal ends the wait too.
+                    let sent = tokio::select! {
+                        r = sink.send(Message::Text(f.text.into())) => r.is_ok(),
+                        _ = closing.notified() => return close(1013, "too slow; resume with since"),
+                    };
+                    queued.written(len, reply);
+                    if !sent {
+                        return None;
                     }
-                    break;
+                }
+                _ = ping.tick() => {
+                    let silent = started.elapsed().saturating_sub(Duration::from_millis(heard.load(std::sync::atomic::Ordering::Relaxed)));
+                    if silent > limits.idle_limit {
+                        debug!(conn = %id, ?silent, "no pong: the client vanished");
+                        return None;
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return None;
+                    }
                 }
             }
         }
     };
     let reader = async {
+        let mut pace = Pace::new();
         while let Some(msg) = stream.next().await {
+            heard.store(started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
             match msg {
-                Ok(Message::Text(t)) => st.relay.message(&id, t.as_str()).await,
-                Ok(Message::Binary(_)) => st.relay.binary_frame(&id).await,
-                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(Message::Text(t)) => {
+                    if t.len() > MAX_CLIENT_FRAME {
+                        return close(1009, "message too big: at most 32768 bytes");
+                    }
+                    if !pace.take() {
+                        return close(1008, "too many messages; slow down");
+                    }
+                    st.relay.message(&id, t.as_str()).await;
+                    // Pacing: the next message waits until this one's replies
+                    // have gone out, so a client cannot queue replays unread.
+                    if tokio::time::timeout(REPLY_DRAIN_LIMIT, queued.replies_drained()).await.is_err() {
+                        return close(1013, "replies not read; resume with since");
+                    }
+                }
+                Ok(Message::Binary(_)) => {
+                    if !pace.take() {
+                        return close(1008, "too many messages; slow down");
+                    }
+                    st.relay.binary_frame(&id).await;
+                }
+                Ok(Message::Close(_)) => return None,
+                Err(e) => {
+                    // tungstenite refuses frames above max_message_size by name.
+                    let text = e.to_string();
+                    return (text.contains("Space limit exceeded") || text.contains("too long"))
+                        .then(|| CloseFrame { code: 1009, reason: "message too big: at most 32768 bytes".into() });
+                }
                 Ok(_) => {} // ping/pong are answered by the WebSocket layer
             }
         }
+        None
     };
-    tokio::select! {
-        _ = writer => {}
-        _ = reader => {}
-    }
+    let ending = tokio::select! {
+        c = writer => c,
+        c = reader => c,
+    };
     gateway.unregister(&id);
+    if let Some(frame) = ending {
+        debug!(conn = %id, code = frame.code, reason = %frame.reason, "closing");
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    }
     if let Err(e) = st.relay.disconnect(&id).await {
         warn!(error = %e, conn = %id, "could not forget a connection");
     }
@@ -214,7 +343,11 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !st.relay.origin_allowed(origin) {
+        info!(origin, allowed = ?st.relay.config().allowed_origins, "SSE refused: origin not allowed");
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
+    }
+    if let Some(refusal) = too_many(&st) {
+        return refusal;
     }
     let cursor = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_cursor).unwrap_or_default();
     let id = new_conn_id();
@@ -239,6 +372,8 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
             _ = out.close.notified() => return None,
             _ = stop.wait_for(|s| *s) => return None,
         };
+        out.queued.written(frame.text.len(), frame.reply);
+        let frame = frame.text;
         let mut ev = SseEvent::default();
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&frame) {
             if let (Some("event"), Some(c), Some(seq)) = (v["type"].as_str(), v["channel"].as_str(), v["seq"].as_u64()) {

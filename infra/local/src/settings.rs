@@ -15,6 +15,8 @@ struct ServerSection {
     bind: Option<String>,
     port: Option<u16>,
     data_dir: Option<PathBuf>,
+    /// Open connections (sockets and HTTP) at most; more get a 503.
+    max_connections: Option<usize>,
 }
 
 /// The file's shape: `[server]` for this binary, the rest shared with Lambda.
@@ -47,6 +49,14 @@ pub struct Settings {
     pub port: u16,
     pub data_dir: PathBuf,
     pub core: Config,
+    /// Open WebSocket/SSE clients at most, and open HTTP connections at most.
+    pub max_connections: usize,
+    /// How often an idle WebSocket is pinged, and how long without hearing
+    /// anything from it (a pong included) before it is taken for vanished.
+    pub ping_every: std::time::Duration,
+    pub idle_limit: std::time::Duration,
+    /// Network deadlines (request heads, stalled writes, shutdown).
+    pub net: crate::net::NetLimits,
 }
 
 pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, String> {
@@ -74,6 +84,10 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let raw =
         RawConfig { allowed_origins: file.allowed_origins, limits: file.limits, sources: file.sources, private: file.private };
     let core = Config::build(raw, &env).map_err(|e| problems.extend(e.problems));
+    let max_connections = file.server.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        problems.push("server.max_connections must be greater than 0".into());
+    }
     if !problems.is_empty() {
         return Err(format!("invalid configuration:\n  - {}", problems.join("\n  - ")));
     }
@@ -82,6 +96,10 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
         port: cli.port.or(file.server.port).unwrap_or(8787),
         data_dir: cli.data_dir.clone().or(file.server.data_dir).unwrap_or_else(|| ".hookcast".into()),
         core: core.expect("checked above"),
+        max_connections,
+        ping_every: std::time::Duration::from_secs(30),
+        idle_limit: std::time::Duration::from_secs(75),
+        net: crate::net::NetLimits { max_connections, ..Default::default() },
     })
 }
 

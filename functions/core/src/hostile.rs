@@ -1,0 +1,480 @@
+//! The bad-input table (feature `test-util`): webhooks, history requests and
+//! client frames that must each be refused with a given status or close code,
+//! storing and sending nothing. The local binary's tests and the Lambda
+//! handlers' tests run the same table, so the two hosts cannot drift.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::Mac;
+use serde_json::{json, Value};
+
+use crate::sign;
+
+/// The configuration the table is written against, in TOML as a user writes
+/// it (each host parses it as it parses its own configuration).
+pub const CONFIG_TOML: &str = r#"
+allowed_origins = ["https://site.example"]
+
+[limits]
+max_body_bytes = 65536
+max_event_bytes = 4096
+
+[sources.netlify]
+kind = "netlify"
+secret = "netlify-hostile-secret-0123"
+[sources.netlify.forms.guestbook]
+fields = ["name", "message"]
+
+[sources.gh]
+kind = "hmac"
+secret = "gh-hostile-secret-0123456"
+channels = ["news", "news/*"]
+
+[sources.std]
+kind = "standard"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+channels = ["news"]
+
+[sources.zap]
+kind = "token"
+secret = "zap-hostile-token-0123456"
+channels = ["zaps/*"]
+fields = ["title"]
+
+[private]
+secret = "private-hostile-secret-0123"
+channels = ["orders/*"]
+"#;
+
+pub const NETLIFY: &[u8] = b"netlify-hostile-secret-0123";
+pub const GH: &[u8] = b"gh-hostile-secret-0123456";
+pub const STD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ZAP: &str = "zap-hostile-token-0123456";
+pub const PRIVATE: &[u8] = b"private-hostile-secret-0123";
+
+/// Every channel a case could have written to: all must stay empty.
+pub const CHANNELS: &[&str] = &["deploys", "forms/guestbook", "news", "news/a", "zaps/a", "secret", "orders/1"];
+
+/// One HTTP request that must be refused.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    /// The JSON body's `error`.
+    pub code: &'static str,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An HS256 JWS over arbitrary header and claims (for forged Netlify tokens).
+pub fn jws(secret: &[u8], header: &Value, claims: &Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+    m.update(format!("{h}.{c}").as_bytes());
+    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+}
+
+fn sha(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+fn h(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+/// The webhook and history cases.
+pub fn http_cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    let mut case = |name: &str, path: &str, headers: Vec<(String, String)>, body: &[u8], status: u16, code: &'static str| {
+        out.push(Case {
+            name: name.to_owned(),
+            method: "POST",
+            path: path.to_owned(),
+            headers,
+            body: body.to_vec(),
+            status,
+            code,
+        })
+    };
+    let json_ct = || h("content-type", "application/json");
+    let deploy = br#"{"id":"d1","state":"ready","branch":"main"}"#.to_vec();
+    let nl = |body: &[u8]| vec![json_ct(), h("x-webhook-signature", &sign::netlify(NETLIFY, body))];
+    let hs = json!({"alg": "HS256", "typ": "JWT"});
+    let claims = |extra: Value| {
+        let mut c = json!({"iss": "netlify", "sha256": sha(&deploy)});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let with_jws = |t: String| vec![json_ct(), h("x-webhook-signature", &t)];
+
+    // Netlify signatures.
+    case("netlify: no signature", "/hooks/netlify", vec![json_ct()], &deploy, 401, "invalid_signature");
+    case(
+        "netlify: wrong secret",
+        "/hooks/netlify",
+        with_jws(jws(b"another-secret-0123456789", &hs, &claims(json!({})))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: alg none",
+        "/hooks/netlify",
+        with_jws(format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(claims(json!({})).to_string())
+        )),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: HS512 header",
+        "/hooks/netlify",
+        with_jws(jws(NETLIFY, &json!({"alg":"HS512"}), &claims(json!({})))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: body changed after signing",
+        "/hooks/netlify",
+        nl(&deploy),
+        br#"{"id":"d1","state":"error","branch":"main"}"#,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: expired",
+        "/hooks/netlify",
+        with_jws(jws(NETLIFY, &hs, &claims(json!({"exp": now() - 3600})))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: expired, fractional exp",
+        "/hooks/netlify",
+        with_jws(jws(NETLIFY, &hs, &claims(json!({"exp": now() as f64 - 3600.5})))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: exp not a number",
+        "/hooks/netlify",
+        with_jws(jws(NETLIFY, &hs, &claims(json!({"exp": "never"})))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: wrong issuer",
+        "/hooks/netlify",
+        with_jws(jws(NETLIFY, &hs, &claims(json!({"iss": "github"})))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: no sha256 claim",
+        "/hooks/netlify",
+        with_jws(jws(NETLIFY, &hs, &json!({"iss": "netlify"}))),
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: not a JWS",
+        "/hooks/netlify",
+        vec![json_ct(), h("x-webhook-signature", "garbage")],
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "netlify: signature with four parts",
+        "/hooks/netlify",
+        vec![json_ct(), h("x-webhook-signature", "a.b.c.d")],
+        &deploy,
+        401,
+        "invalid_signature",
+    );
+
+    // GitHub-style HMAC.
+    let news = br#"{"channel":"news","event":"post","data":{"n":1}}"#.to_vec();
+    let gh = |body: &[u8]| vec![json_ct(), h("x-hub-signature-256", &sign::github(GH, body))];
+    case("hmac: no signature", "/hooks/gh", vec![json_ct()], &news, 401, "invalid_signature");
+    case(
+        "hmac: wrong secret",
+        "/hooks/gh",
+        vec![json_ct(), h("x-hub-signature-256", &sign::github(b"wrong-secret-0123456789", &news))],
+        &news,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "hmac: sha1 prefix",
+        "/hooks/gh",
+        vec![json_ct(), h("x-hub-signature-256", &sign::github(GH, &news).replace("sha256=", "sha1="))],
+        &news,
+        401,
+        "invalid_signature",
+    );
+    case("hmac: not hex", "/hooks/gh", vec![json_ct(), h("x-hub-signature-256", "sha256=zzzz")], &news, 401, "invalid_signature");
+    let truncated = sign::github(GH, &news);
+    case(
+        "hmac: truncated signature",
+        "/hooks/gh",
+        vec![json_ct(), h("x-hub-signature-256", &truncated[..truncated.len() - 4])],
+        &news,
+        401,
+        "invalid_signature",
+    );
+    case("hmac: empty signature", "/hooks/gh", vec![json_ct(), h("x-hub-signature-256", "")], &news, 401, "invalid_signature");
+
+    // Standard Webhooks.
+    let key = crate::config::decode_standard_secret(STD).expect("valid");
+    let std_headers = |id: &str, ts: i64, sig: Option<String>| {
+        let sig = sig.unwrap_or_else(|| sign::standard(key.expose(), id, ts, &news));
+        vec![json_ct(), h("webhook-id", id), h("webhook-timestamp", &ts.to_string()), h("webhook-signature", &sig)]
+    };
+    case("standard: no headers", "/hooks/std", vec![json_ct()], &news, 401, "invalid_signature");
+    case(
+        "standard: timestamp 10 minutes old",
+        "/hooks/std",
+        std_headers("msg_1", now() - 600, None),
+        &news,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "standard: timestamp 10 minutes ahead",
+        "/hooks/std",
+        std_headers("msg_1", now() + 600, None),
+        &news,
+        401,
+        "invalid_signature",
+    );
+    let mut bad_ts = std_headers("msg_1", now(), None);
+    bad_ts[2].1 = "soon".into();
+    case("standard: timestamp not a number", "/hooks/std", bad_ts, &news, 401, "invalid_signature");
+    let mut other_id = std_headers("msg_1", now(), None);
+    other_id[1].1 = "msg_2".into();
+    case("standard: signed for another id", "/hooks/std", other_id, &news, 401, "invalid_signature");
+    case(
+        "standard: only a v2 signature",
+        "/hooks/std",
+        std_headers("msg_1", now(), Some("v2,abc".into())),
+        &news,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "standard: signature not base64",
+        "/hooks/std",
+        std_headers("msg_1", now(), Some("v1,!!!".into())),
+        &news,
+        401,
+        "invalid_signature",
+    );
+
+    // Token.
+    let zap_ok = || vec![json_ct(), h("x-hookcast-token", ZAP)];
+    let zap_body = br#"{"channel":"zaps/a","event":"zap","data":{"title":"t"}}"#.to_vec();
+    case("token: missing", "/hooks/zap", vec![json_ct()], &zap_body, 401, "invalid_signature");
+    case(
+        "token: wrong",
+        "/hooks/zap",
+        vec![json_ct(), h("x-hookcast-token", "zap-hostile-token-0123457")],
+        &zap_body,
+        401,
+        "invalid_signature",
+    );
+    case(
+        "token: prefix of the right one",
+        "/hooks/zap",
+        vec![json_ct(), h("x-hookcast-token", &ZAP[..10])],
+        &zap_body,
+        401,
+        "invalid_signature",
+    );
+
+    // Bodies, signed correctly.
+    let signed = |body: &[u8]| gh(body);
+    for (name, body, status, code) in [
+        ("body: not JSON", &b"{nope"[..], 400, "invalid_payload"),
+        ("body: empty", b"", 400, "invalid_payload"),
+        ("body: a JSON array", b"[1,2]", 400, "invalid_payload"),
+        ("body: a JSON string", b"\"news\"", 400, "invalid_payload"),
+        ("body: no channel", br#"{"event":"e"}"#, 400, "invalid_payload"),
+        ("body: no event", br#"{"channel":"news"}"#, 400, "invalid_payload"),
+        ("body: channel not a string", br#"{"channel":7,"event":"e"}"#, 400, "invalid_payload"),
+        ("body: channel with a space", br#"{"channel":"a b","event":"e"}"#, 400, "invalid_payload"),
+        ("body: channel with ..", br#"{"channel":"news/../x","event":"e"}"#, 400, "invalid_payload"),
+        (
+            "body: channel of 200 characters",
+            format!(r#"{{"channel":"news/{}","event":"e"}}"#, "a".repeat(200)).leak().as_bytes(),
+            400,
+            "invalid_payload",
+        ),
+        ("body: event name with a space", br#"{"channel":"news","event":"a b"}"#, 400, "invalid_payload"),
+        ("body: event name empty", br#"{"channel":"news","event":""}"#, 400, "invalid_payload"),
+        ("body: channel not allowed", br#"{"channel":"secret","event":"e"}"#, 403, "channel_not_allowed"),
+        (
+            "body: integer beyond 64 bits",
+            br#"{"channel":"news","event":"e","data":{"n":18446744073709551616}}"#,
+            400,
+            "invalid_payload",
+        ),
+        (
+            "body: decimal finer than a double",
+            br#"{"channel":"news","event":"e","data":{"n":0.1234567890123456789012}}"#,
+            400,
+            "invalid_payload",
+        ),
+        ("body: number that underflows", br#"{"channel":"news","event":"e","data":{"n":1e-400}}"#, 400, "invalid_payload"),
+        ("body: number that overflows", br#"{"channel":"news","event":"e","data":{"n":1e400}}"#, 400, "invalid_payload"),
+        ("body: invalid UTF-8 in JSON", b"{\"channel\":\"news\",\"event\":\"e\",\"data\":\"\xff\"}", 400, "invalid_payload"),
+        (
+            "body: event data over max_event_bytes",
+            format!(r#"{{"channel":"news","event":"e","data":"{}"}}"#, "x".repeat(5000)).leak().as_bytes(),
+            413,
+            "event_too_large",
+        ),
+    ] {
+        case(name, "/hooks/gh", signed(body), body, status, code);
+    }
+    let big = vec![b' '; 70_000];
+    case("body: over max_body_bytes", "/hooks/gh", signed(&big), &big, 413, "payload_too_large");
+    let form = |body: &[u8]| {
+        vec![h("content-type", "application/x-www-form-urlencoded"), h("x-hub-signature-256", &sign::github(GH, body))]
+    };
+    for (name, body) in [
+        ("form: no channel", &b"event=e&x=1"[..]),
+        ("form: invalid UTF-8 (percent-encoded)", b"channel=news&event=e&x=%FF%FE"),
+        ("form: invalid UTF-8 (raw)", b"channel=news&event=e&x=\xff"),
+        ("form: channel given twice", b"channel=news&channel=news/a&event=e"),
+    ] {
+        case(name, "/hooks/gh", form(body), body, 400, "invalid_payload");
+    }
+    let ct = |ct: &str, body: &[u8]| vec![h("content-type", ct), h("x-hub-signature-256", &sign::github(GH, body))];
+    case("header: text/plain", "/hooks/gh", ct("text/plain", &news), &news, 415, "unsupported_media_type");
+    case("header: multipart", "/hooks/gh", ct("multipart/form-data; boundary=x", &news), &news, 415, "unsupported_media_type");
+    let mut gz = signed(&news);
+    gz.push(h("content-encoding", "gzip"));
+    case("header: Content-Encoding gzip", "/hooks/gh", gz, &news, 415, "unsupported_content_encoding");
+    let mut zap_email = zap_ok();
+    zap_email[0] = h("content-type", "application/json");
+    case(
+        "token: data not an object with a field allow-list",
+        "/hooks/zap",
+        zap_email,
+        br#"{"channel":"zaps/a","event":"e","data":"a@b.example"}"#,
+        400,
+        "invalid_payload",
+    );
+    case(
+        "token: channel outside zaps/*",
+        "/hooks/zap",
+        zap_ok(),
+        br#"{"channel":"deploys","event":"deploy.succeeded"}"#,
+        403,
+        "channel_not_allowed",
+    );
+
+    // Netlify payloads, signed correctly.
+    for (name, body) in [
+        ("netlify: neither deploy nor form", &br#"{"hello":1}"#[..]),
+        ("netlify: a JSON array", b"[]"),
+        ("netlify: form name that is no channel", br#"{"form_name":"my form!","data":{}}"#),
+        ("netlify: deploy state with only symbols", br#"{"id":"d","state":"!!!"}"#),
+    ] {
+        case(name, "/hooks/netlify", nl(body), body, 400, "invalid_payload");
+    }
+
+    // Paths and methods.
+    case("path: unknown source", "/hooks/nope", gh(&news), &news, 404, "unknown_source");
+    case("path: no source", "/hooks/", gh(&news), &news, 404, "not_found");
+    case("path: nothing there", "/admin", vec![], b"", 404, "not_found");
+    let mut get = |name: &str, path: &str, headers: Vec<(String, String)>, status: u16, code: &'static str| {
+        out.push(Case { name: name.into(), method: "GET", path: path.into(), headers, body: vec![], status, code })
+    };
+    get("method: GET a webhook", "/hooks/gh", vec![], 405, "method_not_allowed");
+    get("history: bad channel", "/channels/a%20b/events", vec![], 400, "invalid_channel");
+    get("history: since not a number", "/channels/news/events?since=x", vec![], 400, "invalid_since");
+    get("history: negative since", "/channels/news/events?since=-1", vec![], 400, "invalid_since");
+    get("history: no /events", "/channels/news", vec![], 404, "not_found");
+    get("history: private channel, no token", "/channels/orders/1/events", vec![], 403, "forbidden");
+    let forged =
+        crate::token::mint(b"not-the-private-secret-0123", &crate::token::Claims { channels: vec!["*".into()], exp: 4e9 });
+    get("history: private channel, forged token", &format!("/channels/orders/1/events?token={forged}"), vec![], 403, "forbidden");
+    let stale = crate::token::mint(PRIVATE, &crate::token::Claims { channels: vec!["orders/*".into()], exp: now() as f64 - 0.5 });
+    get(
+        "history: private channel, expired token",
+        "/channels/orders/1/events",
+        vec![h("authorization", &format!("Bearer {stale}"))],
+        403,
+        "forbidden",
+    );
+    let other = crate::token::mint(PRIVATE, &crate::token::Claims { channels: vec!["orders/2".into()], exp: 4e9 });
+    get(
+        "history: private channel, token for another",
+        &format!("/channels/orders/1/events?token={other}"),
+        vec![],
+        403,
+        "forbidden",
+    );
+    out
+}
+
+/// One client frame that must be refused with an error frame (`code`).
+#[derive(Debug, Clone)]
+pub struct FrameCase {
+    pub name: &'static str,
+    pub frame: String,
+    pub code: &'static str,
+}
+
+/// Client frames answered with an error frame on both hosts.
+pub fn frame_cases() -> Vec<FrameCase> {
+    let forged =
+        crate::token::mint(b"not-the-private-secret-0123", &crate::token::Claims { channels: vec!["*".into()], exp: 4e9 });
+    let stale = crate::token::mint(PRIVATE, &crate::token::Claims { channels: vec!["orders/*".into()], exp: 1.5 });
+    let c = |name, frame: Value, code| FrameCase { name, frame: frame.to_string(), code };
+    vec![
+        FrameCase { name: "frame: not JSON", frame: "not json".into(), code: "bad_json" },
+        FrameCase { name: "frame: empty", frame: String::new(), code: "bad_json" },
+        c("frame: a JSON array", json!([1]), "bad_message"),
+        c("frame: null", Value::Null, "bad_message"),
+        c("frame: no action", json!({"channel": "news"}), "bad_message"),
+        c("frame: unknown action", json!({"action": "publish", "channel": "news"}), "unknown_action"),
+        c("frame: subscribe without channel", json!({"action": "subscribe"}), "bad_message"),
+        c("frame: subscribe to a bad channel", json!({"action": "subscribe", "channel": "../etc"}), "invalid_channel"),
+        c("frame: since negative", json!({"action": "subscribe", "channel": "news", "since": -1}), "bad_message"),
+        c("frame: since a string", json!({"action": "subscribe", "channel": "news", "since": "1"}), "bad_message"),
+        c("frame: private channel, no token", json!({"action": "subscribe", "channel": "orders/1"}), "forbidden"),
+        c(
+            "frame: private channel, forged token",
+            json!({"action": "subscribe", "channel": "orders/1", "token": forged}),
+            "forbidden",
+        ),
+        c(
+            "frame: private channel, expired token",
+            json!({"action": "subscribe", "channel": "orders/1", "token": stale}),
+            "forbidden",
+        ),
+        c("frame: occupancy without subscribing", json!({"action": "occupancy", "channel": "news"}), "not_subscribed"),
+    ]
+}

@@ -1,0 +1,181 @@
+//! The accept loop, with the limits the open internet needs: headers must
+//! arrive within a deadline (an idle keep-alive connection is closed the same
+//! way), a connection whose peer stops reading is dropped once a write has
+//! stalled too long, open connections are capped with a clear 503, and
+//! shutdown takes a bounded time. Body deadlines are the webhook handler's
+//! (it answers 408); WebSockets keep themselves alive with pings.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, Clone, Copy)]
+pub struct NetLimits {
+    /// A request's head (and the next one on a kept-alive connection) must arrive within this.
+    pub header_timeout: Duration,
+    /// A write that makes no progress for this long drops the connection.
+    pub write_stall: Duration,
+    /// Open HTTP connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in progress.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            write_stall: Duration::from_secs(20),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `app` until `shutdown` resolves, then waits at most `shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: NetLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            info!(%peer, max = limits.max_connections, "connection refused: too many open");
+            tokio::spawn(refuse(tcp));
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(StallGuard::new(tcp, limits.write_stall));
+        let svc = TowerToHyperService::new(app.clone().map_request(|r: Request<Incoming>| r.map(Body::new)));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                    // Finish the request in progress, take no new one.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all)).await.is_err() {
+        warn!(grace = ?limits.shutdown_grace, "requests still in progress at shutdown were cut off");
+    }
+    Ok(())
+}
+
+/// Over the cap: a short JSON 503, then close.
+async fn refuse(mut tcp: TcpStream) {
+    let body = r#"{"error":"too_many_connections","message":"the server is at its connection limit; retry shortly"}"#;
+    let res = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(res.as_bytes())).await;
+}
+
+/// A socket whose writes fail once one has made no progress for `limit`:
+/// a peer that stops reading (a stuck page, an SSE client that never reads)
+/// cannot hold a task, its buffers and a slot for ever.
+pub struct StallGuard<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    pub fn new(inner: T, limit: Duration) -> Self {
+        Self { inner, limit, stalled: None }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>, pending: bool) -> Option<io::Error> {
+        if !pending {
+            self.stalled = None;
+            return None;
+        }
+        let limit = self.limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).is_ready().then(|| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading: write stalled"))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        match self.check(cx, r.is_pending()) {
+            Some(e) => Poll::Ready(Err(e)),
+            None => r,
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        match self.check(cx, r.is_pending()) {
+            Some(e) => Poll::Ready(Err(e)),
+            None => r,
+        }
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        match self.check(cx, r.is_pending()) {
+            Some(e) => Poll::Ready(Err(e)),
+            None => r,
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,493 @@
+//! Hostile senders and clients against the local binary over real sockets:
+//! the shared bad-input table (each case refused with its status and code,
+//! nothing stored, nothing sent), close codes, byte budgets, pings, caps,
+//! deadlines, a second instance, private channels.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hookcast::server::AppState;
+use hookcast::settings::{self, Overrides, Settings};
+use hookcast_core::hostile;
+use hookcast_core::sign;
+use hookcast_core::token::{mint, Claims};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+const WAIT: Duration = Duration::from_secs(10);
+const ORIGIN: &str = "https://site.example";
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    state: Arc<AppState>,
+}
+
+fn table_settings(dir: &Path) -> Settings {
+    let path = dir.join("hookcast.toml");
+    std::fs::write(&path, hostile::CONFIG_TOML).unwrap();
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.join("data")), ..Default::default() };
+    settings::load_file(&path, &cli).unwrap()
+}
+
+impl Server {
+    async fn start(s: &Settings) -> Self {
+        let state = hookcast::state(s, false).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let (addr, serving) = hookcast::bind(s, state.clone(), async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+        let done = tokio::spawn(serving);
+        Server { addr, stop: Some(tx), done: Some(done), state }
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    async fn ws(&self) -> Ws {
+        let mut req = format!("ws://{}/ws", self.addr).into_client_request().unwrap();
+        req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+        connect_async(req).await.unwrap().0
+    }
+    fn open_sockets(&self) -> usize {
+        self.state.relay.gateway().open_sockets()
+    }
+    async fn stop(mut self) -> Duration {
+        let t = std::time::Instant::now();
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.done.take().unwrap())
+            .await
+            .expect("shutdown is bounded")
+            .unwrap()
+            .unwrap();
+        t.elapsed()
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a frame within WAIT").expect("socket open").unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Reads until the server closes; the close frame's code, if one came.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed within WAIT") {
+            Some(Ok(Message::Close(Some(c)))) => return Some(u16::from(c.code)),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Polls `f` until it holds, for at most `limit`.
+async fn eventually(limit: Duration, what: &str, f: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn head(s: &Server, channel: &str) -> u64 {
+    let token = mint(hostile::PRIVATE, &Claims { channels: vec!["*".into()], exp: 4e9 });
+    let res = reqwest::Client::new().get(s.url(&format!("/channels/{channel}/events"))).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{channel}");
+    res.json::<Value>().await.unwrap()["head"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bad_input_table_is_refused_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&table_settings(dir.path())).await;
+    // A page on every public channel the cases aim at: it must receive nothing.
+    let mut page = s.ws().await;
+    for c in hostile::CHANNELS.iter().filter(|c| !c.starts_with("orders/")) {
+        send(&mut page, json!({"action": "subscribe", "channel": c})).await;
+        assert_eq!(next(&mut page).await["type"], "subscribed");
+    }
+    let client = reqwest::Client::new();
+    let cases = hostile::http_cases();
+    for case in &cases {
+        let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
+        let mut req = client.request(method, s.url(&case.path)).body(case.body.clone());
+        for (k, v) in &case.headers {
+            req = req.header(k, v);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = res.text().await.unwrap();
+        assert_eq!((status, ct.as_str()), (case.status, "application/json"), "{}: {body}", case.name);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{}: not JSON: {body}", case.name));
+        assert_eq!(v["error"], case.code, "{}: {body}", case.name);
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty() && m.len() < 300), "{}: {body}", case.name);
+    }
+    for c in hostile::CHANNELS {
+        assert_eq!(head(&s, c).await, 0, "{c}: a refused request stored something");
+    }
+    send(&mut page, json!({"action": "ping"})).await;
+    assert_eq!(next(&mut page).await, json!({"type": "pong"}), "a refused request sent something");
+
+    let frames = hostile::frame_cases();
+    let mut ws = s.ws().await;
+    for case in &frames {
+        ws.send(Message::Text(case.frame.clone().into())).await.unwrap();
+        let reply = next(&mut ws).await;
+        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some(case.code)), "{}: {reply}", case.name);
+    }
+    ws.send(Message::Binary(vec![0, 1, 2].into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_message");
+    assert_eq!(s.state.relay.store().connections(), 2);
+    eprintln!("bad-input table on the local binary: {} HTTP cases, {} frame cases + 1 binary", cases.len(), frames.len());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_codes_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&table_settings(dir.path())).await;
+    // 1009: a frame over the protocol's 32 KB, within tungstenite's limit and beyond it.
+    for size in [40 * 1024, 200 * 1024] {
+        let mut ws = s.ws().await;
+        let _ = ws.send(Message::Text(json!({"action": "ping", "pad": "p".repeat(size)}).to_string().into())).await;
+        assert_eq!(close_code(&mut ws).await, Some(1009), "{size} bytes");
+    }
+    // 1008: a flood of messages.
+    let mut ws = s.ws().await;
+    for _ in 0..400 {
+        if ws.send(Message::Text(r#"{"action":"ping"}"#.into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    // 1012 at shutdown, so pages resume elsewhere at once.
+    let mut ws = s.ws().await;
+    send(&mut ws, json!({"action": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    let stopping = tokio::spawn(async move { s.stop().await });
+    assert_eq!(close_code(&mut ws).await, Some(1012));
+    stopping.await.unwrap();
+}
+
+/// Big events for a page that stopped reading: the server forgets it within a
+/// bounded time (its queue is budgeted in bytes), whatever its writer was doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = table_settings(dir.path());
+    settings.core.limits.max_event_bytes = 100 * 1024;
+    settings.core.limits.max_body_bytes = 200 * 1024;
+    let s = Server::start(&settings).await;
+    let mut stuck = s.ws().await;
+    send(&mut stuck, json!({"action": "subscribe", "channel": "news"})).await;
+    assert_eq!(next(&mut stuck).await["type"], "subscribed");
+    let mut reader = s.ws().await;
+    send(&mut reader, json!({"action": "subscribe", "channel": "news"})).await;
+    assert_eq!(next(&mut reader).await["type"], "subscribed");
+    // 40 MB of events: far beyond the 1 MiB budget plus what the kernel buffers.
+    let client = reqwest::Client::new();
+    let pad = "x".repeat(90 * 1024);
+    let mut max_queued = 0;
+    for n in 0..450u32 {
+        let body = json!({"channel": "news", "event": "big", "data": {"n": n, "pad": pad}}).to_string();
+        let res = client
+            .post(s.url("/hooks/gh"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign::github(hostile::GH, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        // The reading page keeps up and keeps every event.
+        loop {
+            let v = next(&mut reader).await;
+            if v["data"]["n"] == n {
+                break;
+            }
+        }
+        max_queued = max_queued.max(s.state.relay.gateway().queued_bytes());
+        if s.open_sockets() == 1 {
+            break;
+        }
+    }
+    eventually(WAIT, "the stuck page is forgotten", || s.open_sockets() == 1).await;
+    assert!(max_queued <= hookcast::gateway::LIVE_BUDGET + 100 * 1024, "queued {max_queued} bytes");
+    eventually(WAIT, "the stuck page's subscriptions are forgotten", || s.state.relay.store().connections() == 1).await;
+    // Its client, reading at last, gets what was sent and then the end, not a hang.
+    let mut frames = 0;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(WAIT, stuck.next()).await {
+        if m.is_close() {
+            break;
+        }
+        frames += 1;
+    }
+    eprintln!("stuck page dropped after {frames} frames; largest queue {max_queued} bytes");
+    s.stop().await;
+}
+
+/// Repeating a subscribe with since=0 without reading: the server stops
+/// reading the client's messages until its replies drain, so queued bytes
+/// stay near one replay, not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_amplification_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = table_settings(dir.path());
+    settings.core.limits.max_event_bytes = 100 * 1024;
+    settings.core.limits.max_body_bytes = 200 * 1024;
+    let s = Server::start(&settings).await;
+    let client = reqwest::Client::new();
+    let pad = "x".repeat(50 * 1024);
+    for n in 0..100u32 {
+        let body = json!({"channel": "news", "event": "big", "data": {"n": n, "pad": pad}}).to_string();
+        let res = client
+            .post(s.url("/hooks/gh"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign::github(hostile::GH, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // A raw socket: the handshake, then 50 subscribes, never reading a byte.
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {ORIGIN}\r\n\r\n",
+            s.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let frame = masked_text(br#"{"action":"subscribe","channel":"news","since":0}"#);
+    for _ in 0..50 {
+        if tcp.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let one_replay = 100 * 51 * 1024;
+    let mut max_queued = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        max_queued = max_queued.max(s.state.relay.gateway().queued_bytes());
+    }
+    assert!(max_queued <= 2 * one_replay, "queued {max_queued} bytes for 50 unread replays of {one_replay}");
+    eprintln!("50 unread replays of ~{one_replay} bytes: at most {max_queued} bytes queued");
+    drop(tcp);
+    s.stop().await;
+}
+
+/// A client-to-server text frame (clients must mask).
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x81];
+    assert!(payload.len() < 126);
+    f.push(0x80 | payload.len() as u8);
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_clients_are_found_by_pings_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = table_settings(dir.path());
+    settings.ping_every = Duration::from_millis(100);
+    settings.idle_limit = Duration::from_millis(400);
+    let s = Server::start(&settings).await;
+    // A client that completed the handshake and then vanished (never answers a ping).
+    let mut gone = TcpStream::connect(s.addr).await.unwrap();
+    gone.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            s.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = gone.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    // A live page (its client answers pings while it reads).
+    let mut live = s.ws().await;
+    let reading = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(3), live.next()).await {
+            if m.is_ping() {
+                pings += 1;
+            }
+            if pings >= 12 {
+                break;
+            }
+        }
+        (pings, live)
+    });
+    eventually(WAIT, "the vanished client is dropped", || s.open_sockets() == 1).await;
+    let (pings, _live) = reading.await.unwrap();
+    assert!(pings >= 12, "the live page was pinged {pings} times");
+    assert_eq!(s.open_sockets(), 1, "the live page is kept");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_with_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = table_settings(dir.path());
+    settings.max_connections = 3;
+    settings.net.max_connections = 8;
+    let s = Server::start(&settings).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(s.ws().await);
+    }
+    let mut req = format!("ws://{}/ws", s.addr).into_client_request().unwrap();
+    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+    match connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 503);
+            let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"], "too_many_connections");
+        }
+        other => panic!("a fourth socket: {other:?}"),
+    }
+    // HTTP connections beyond the cap: a JSON 503 and the connection closed.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(s.addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, extra.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""error":"too_many_connections""#), "{answer}");
+    drop(idle);
+    drop(open);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_and_bodies_time_out_and_shutdown_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = table_settings(dir.path());
+    settings.net.header_timeout = Duration::from_millis(500);
+    settings.net.shutdown_grace = Duration::from_millis(500);
+    settings.core.limits.body_timeout = Duration::from_secs(1);
+    let s = Server::start(&settings).await;
+
+    // Headers trickled a byte at a time: the connection is closed.
+    let mut trickle = TcpStream::connect(s.addr).await.unwrap();
+    let head = b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for b in head.iter().cycle().take(400) {
+        if trickle.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), trickle.read(&mut buf)).await {
+            closed = n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4");
+            if closed {
+                break;
+            }
+        }
+    }
+    assert!(closed, "a trickled head kept its connection for {:?}", started.elapsed());
+
+    // A body that never completes: 408 JSON after the body deadline.
+    let mut slow = TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"chan")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, slow.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"body_timeout""#), "{answer}");
+
+    // An upload in progress does not hold shutdown beyond its grace.
+    let mut upload = TcpStream::connect(s.addr).await.unwrap();
+    upload
+        .write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let took = s.stop().await;
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_one_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = table_settings(dir.path());
+    let first = hookcast::state(&settings, false).unwrap();
+    let second = hookcast::state(&settings, false).err().expect("a second instance must not start");
+    assert!(second.contains("another hookcast is already running"), "{second}");
+    drop(first);
+    assert!(hookcast::state(&settings, false).is_ok(), "the lock goes with the first instance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_rejections_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&table_settings(dir.path())).await;
+    let res = reqwest::get(s.url("/ws")).await.unwrap();
+    assert!(res.status().is_client_error());
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "websocket_upgrade_required");
+    let res =
+        reqwest::Client::new().get(s.url("/sse?channel=news")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "origin_not_allowed");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_channels_open_with_a_token_from_hookcast_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = table_settings(dir.path());
+    let s = Server::start(&settings).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+        .args(["token", "--channel", "orders/*", "--ttl", "10m", "--config"])
+        .arg(dir.path().join("hookcast.toml"))
+        .env_remove("HOOKCAST_SUBSCRIBE_SECRET")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let mut ws = s.ws().await;
+    send(&mut ws, json!({"action": "subscribe", "channel": "orders/1", "token": token})).await;
+    assert_eq!(next(&mut ws).await["type"], "subscribed");
+    let res = reqwest::get(s.url(&format!("/channels/orders/1/events?token={token}"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = reqwest::get(s.url("/channels/orders/1/events")).await.unwrap();
+    assert_eq!(res.status(), 403);
+    s.stop().await;
+}
