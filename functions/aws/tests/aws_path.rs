@@ -94,6 +94,10 @@ async fn stack(opts: Options, origins: &[&str], shards: u32) -> Stack {
 /// `visibility_secs`: how long a received fan-out message stays hidden (on
 /// AWS, six times the worker's timeout); short where a test needs redelivery.
 async fn stack_with(opts: Options, origins: &[&str], shards: u32, visibility_secs: u32) -> Stack {
+    stack_for(opts, config(origins), shards, visibility_secs).await
+}
+
+async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32) -> Stack {
     let cell: Arc<OnceLock<Arc<AwsRelay>>> = Arc::new(OnceLock::new());
     let c = cell.clone();
     let invoke: Invoke = Arc::new(move |ev: Value| {
@@ -110,7 +114,7 @@ async fn stack_with(opts: Options, origins: &[&str], shards: u32, visibility_sec
         })
     });
     let emu = apigw_local::start(opts, invoke).await;
-    let cfg = Arc::new(config(origins));
+    let cfg = Arc::new(cfg);
     let retention = Retention::from(&cfg.limits);
     let store = tokio::task::spawn_blocking(|| ()).await.map(|_| common::fresh_store(retention).with_shards(shards)).unwrap();
     let arn = common::stream_arn(store.table()).await;
@@ -555,4 +559,77 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
     assert_eq!(pipeline::dispatch(&q, 8, &ev).await.unwrap(), 8);
     let e = pipeline::event_of_record(&ev.records[0]).unwrap();
     assert_eq!((e.channel.as_str(), e.seq, e.data["id"].as_str()), ("deploys", 7, Some("x")));
+}
+
+/// An HTTP API v2 event for any request (a non-UTF-8 body travels base64-encoded, as API Gateway sends it).
+fn v2_request(method: &str, path_and_query: &str, headers: &[(String, String)], body: &[u8]) -> lambda_http::Request {
+    use base64::Engine;
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut ev = fixture("example-apigw-v2-request-no-authorizer.json");
+    ev["rawPath"] = json!(path);
+    ev["requestContext"]["http"]["method"] = json!(method);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["rawQueryString"] = json!(query);
+    let params: serde_json::Map<String, Value> =
+        query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), json!(v))).collect();
+    ev["queryStringParameters"] = Value::Object(params);
+    ev["headers"] = json!({});
+    for (k, v) in headers {
+        ev["headers"][k.to_ascii_lowercase()] = json!(v);
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => {
+            ev["body"] = json!(text);
+            ev["isBase64Encoded"] = json!(false);
+        }
+        Err(_) => {
+            ev["body"] = json!(base64::engine::general_purpose::STANDARD.encode(body));
+            ev["isBase64Encoded"] = json!(true);
+        }
+    }
+    lambda_http::request::from_str(&ev.to_string()).expect("lambda_http reads the v2 shape")
+}
+
+/// The shared bad-input table through the Lambda handlers: webhooks and
+/// history through the webhook function's router (AWS's v2 event shape, the
+/// DynamoDB store), frames through API Gateway to the socket functions.
+/// Each refusal has its status (or error frame), and nothing is stored or posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bad_input_table_is_refused_by_the_lambda_handlers_and_leaves_no_trace() {
+    use hookcast_core::hostile;
+    let raw: hookcast_core::config::RawConfig = toml::from_str(hostile::CONFIG_TOML).unwrap();
+    let cfg = Config::build(raw, &|_| None).unwrap();
+    let mut s = stack_for(Options::default(), cfg, 1, 300).await;
+    let posted = |s: &Stack| s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
+    let before = posted(&s);
+    let cases = hostile::http_cases();
+    for case in &cases {
+        // The HTTP API takes at most 10 MB; the table's biggest body is far below.
+        let (status, headers, body) = http(&s.hooks, local_snippets(), v2_request(case.method, &case.path, &case.headers, &case.body)).await;
+        assert_eq!((status, headers["content-type"].as_str()), (case.status, Some("application/json")), "{}: {body}", case.name);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{}: not JSON: {body}", case.name));
+        assert_eq!(v["error"], case.code, "{}: {body}", case.name);
+    }
+    for c in hostile::CHANNELS {
+        let h = hookcast_core::EventLog::read(s.hooks.log(), &Channel::parse(c).unwrap(), 0, 1).await.unwrap();
+        assert_eq!(h.head, 0, "{c}: a refused request stored something");
+    }
+    assert_eq!(s.deliver(1).await, 0, "the table's stream carries no event");
+    assert_eq!(posted(&s), before, "nothing was posted to a connection");
+
+    let frames = hostile::frame_cases();
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
+    for case in &frames {
+        ws.send(Message::Text(case.frame.clone().into())).await.unwrap();
+        let reply = next(&mut ws).await;
+        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some(case.code)), "{}: {reply}", case.name);
+    }
+    ws.send(Message::Binary(vec![0, 1, 2].into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_message", "binary frames are answered as locally");
+    ws.send(Message::Text(json!({"action": "ping", "pad": "p".repeat(40 * 1024)}).to_string().into())).await.unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 1009),
+        other => panic!("a 40 KB frame: {other:?}"),
+    }
+    eprintln!("bad-input table through the Lambda handlers: {} HTTP cases, {} frame cases + binary + 1009", cases.len(), frames.len());
 }

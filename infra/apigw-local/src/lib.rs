@@ -148,6 +148,9 @@ pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
     Emulator(inner)
 }
 
+/// API Gateway's WebSocket frame limit.
+const FRAME_LIMIT: usize = 32 * 1024;
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -227,11 +230,28 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
     };
     let reader = async {
         while let Some(Ok(msg)) = stream.next().await {
-            let text = match msg {
-                Message::Text(t) => t.to_string(),
+            // As API Gateway: frames over 32 KB close the connection (1009);
+            // binary frames reach $default base64-encoded.
+            let (text, binary) = match msg {
+                Message::Text(t) => (t.to_string(), false),
+                Message::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(&b), true),
                 Message::Close(_) => break,
                 _ => continue,
             };
+            if text.len() > FRAME_LIMIT && !binary || binary && text.len() > FRAME_LIMIT * 4 / 3 + 4 {
+                if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                    let frame = axum::extract::ws::CloseFrame { code: 1009, reason: "Message too big".into() };
+                    let _closing = tx.send(Message::Close(Some(frame)));
+                }
+                break;
+            }
+            if binary {
+                inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
+                let mut ev = event(&inner, "$default", "MESSAGE", &conn, connected_at, &headers, Some(&text));
+                ev["isBase64Encoded"] = json!(true);
+                (inner.invoke)(ev).await;
+                continue;
+            }
             // Route selection: $request.body.action.
             let action = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["action"].as_str().map(str::to_owned));
             let route = action.filter(|a| inner.opts.routes.contains(a)).unwrap_or_else(|| "$default".into());
@@ -244,6 +264,9 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
             (inner.invoke)(event(&inner, &route, "MESSAGE", &conn, connected_at, &headers, Some(&text))).await;
         }
+        // The writer sends what is queued (a close frame included), then ends.
+        inner.conns.lock().unwrap().remove(&conn);
+        std::future::pending::<()>().await
     };
     tokio::select! { _ = writer => {}, _ = reader => {} }
     inner.conns.lock().unwrap().remove(&conn);
