@@ -605,7 +605,8 @@ async fn the_bad_input_table_is_refused_by_the_lambda_handlers_and_leaves_no_tra
     let cases = hostile::http_cases();
     for case in &cases {
         // The HTTP API takes at most 10 MB; the table's biggest body is far below.
-        let (status, headers, body) = http(&s.hooks, local_snippets(), v2_request(case.method, &case.path, &case.headers, &case.body)).await;
+        let (status, headers, body) =
+            http(&s.hooks, local_snippets(), v2_request(case.method, &case.path, &case.headers, &case.body)).await;
         assert_eq!((status, headers["content-type"].as_str()), (case.status, Some("application/json")), "{}: {body}", case.name);
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{}: not JSON: {body}", case.name));
         assert_eq!(v["error"], case.code, "{}: {body}", case.name);
@@ -631,5 +632,9 @@ async fn the_bad_input_table_is_refused_by_the_lambda_handlers_and_leaves_no_tra
         Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 1009),
         other => panic!("a 40 KB frame: {other:?}"),
     }
-    eprintln!("bad-input table through the Lambda handlers: {} HTTP cases, {} frame cases + binary + 1009", cases.len(), frames.len());
+    eprintln!(
+        "bad-input table through the Lambda handlers: {} HTTP cases, {} frame cases + binary + 1009",
+        cases.len(),
+        frames.len()
+    );
 }
