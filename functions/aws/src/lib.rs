@@ -31,10 +31,15 @@ impl Startup {
     /// name → secret), so no secret sits in a Lambda environment variable.
     pub async fn load(role: env::Role) -> Result<Self, String> {
         let sdk = aws_config::load_from_env().await;
-        let secrets = match (role, std::env::var("HOOKCAST_SECRETS_ARN").ok().filter(|v| !v.is_empty())) {
-            (env::Role::Webhook, Some(arn)) => fetch_secrets(&sdk, &arn).await?,
-            _ => Default::default(),
-        };
+        // Comma-separated: the webhook function reads the webhook secrets and
+        // the subscribe secret, the message function the subscribe secret only.
+        let mut secrets = std::collections::HashMap::new();
+        let arns = std::env::var("HOOKCAST_SECRETS_ARN").unwrap_or_default();
+        if matches!(role, env::Role::Webhook | env::Role::Socket) {
+            for arn in arns.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                secrets.extend(fetch_secrets(&sdk, arn).await?);
+            }
+        }
         let lookup = |k: &str| secrets.get(k).cloned().or_else(|| std::env::var(k).ok());
         let cfg = env::LambdaConfig::from_env(&lookup, role).map_err(|e| e.to_string())?;
         Ok(Self { cfg, sdk })
@@ -70,7 +75,15 @@ async fn fetch_secrets(sdk: &aws_config::SdkConfig, arn: &str) -> Result<std::co
     let text = out.secret_string().unwrap_or_default();
     let map: std::collections::BTreeMap<String, String> =
         serde_json::from_str(text).map_err(|_| format!("the secret {arn} must be a JSON object of source name to secret"))?;
-    Ok(map.into_iter().map(|(k, v)| (hookcast_core::config::secret_env_name(&k), v)).collect())
+    Ok(map.into_iter().map(|(k, v)| (secret_key_env(&k), v)).collect())
+}
+
+/// `@subscribe` is the private channels' key; any other key names a source.
+fn secret_key_env(key: &str) -> String {
+    match key {
+        "@subscribe" => hookcast_core::config::PRIVATE_SECRET_ENV.to_owned(),
+        source => hookcast_core::config::secret_env_name(source),
+    }
 }
 
 /// Plain-text logs for CloudWatch (it adds the timestamps).

@@ -1,0 +1,64 @@
+//! A cold start as on Lambda: `Startup::load` reads the configuration from the
+//! environment and the secrets from Secrets Manager (moto's, over the real
+//! SDK), the subscribe secret under its `@subscribe` key. Its own test binary:
+//! it sets process environment variables.
+
+mod common;
+
+use hookcast_aws::{env::Role, Startup};
+use hookcast_core::config::SourceKind;
+
+#[tokio::test]
+async fn a_cold_start_reads_sources_and_the_subscribe_secret_from_secrets_manager() {
+    let endpoint = common::endpoint();
+    let sm = aws_sdk_secretsmanager::Client::new(&common::sdk_config(Some(endpoint.clone())));
+    let name = format!("hookcast-startup-{}", std::process::id());
+    let hooks = sm
+        .create_secret()
+        .name(format!("{name}-hooks"))
+        .secret_string(r#"{"netlify":"netlify-secret-from-sm-0123","zapier":"zapier-token-from-sm-0123"}"#)
+        .send()
+        .await
+        .unwrap();
+    let subscribe = sm
+        .create_secret()
+        .name(format!("{name}-subscribe"))
+        .secret_string(r#"{"@subscribe":"subscribe-secret-from-sm-0123"}"#)
+        .send()
+        .await
+        .unwrap();
+    let config = "[sources.netlify]\nkind = \"netlify\"\n[sources.zapier]\nkind = \"token\"\nchannels = [\"zaps/*\"]\n[private]\nchannels = [\"orders/*\"]\n";
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("HOOKCAST_TABLE", "t"),
+        ("HOOKCAST_WS_ENDPOINT", "https://abc.execute-api.us-east-1.amazonaws.com/live"),
+        ("HOOKCAST_CONFIG", config),
+        ("HOOKCAST_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q.fifo"),
+    ] {
+        // SAFETY: this test binary has one test; nothing else reads the environment concurrently.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let arns = format!("{},{}", hooks.arn().unwrap(), subscribe.arn().unwrap());
+    unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", &arns) };
+
+    let webhook = Startup::load(Role::Webhook).await.unwrap();
+    match &webhook.cfg.core.sources["zapier"].kind {
+        SourceKind::Token { secret, .. } => assert_eq!(secret.expose(), b"zapier-token-from-sm-0123"),
+        other => panic!("{other:?}"),
+    }
+    let private = webhook.cfg.core.private.as_ref().expect("private channels configured");
+    assert_eq!(private.secret.expose(), b"subscribe-secret-from-sm-0123");
+
+    // The message function: only the subscribe secret's ARN.
+    unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", subscribe.arn().unwrap()) };
+    let socket = Startup::load(Role::Socket).await.unwrap();
+    assert_eq!(socket.cfg.core.private.unwrap().secret.expose(), b"subscribe-secret-from-sm-0123");
+
+    // A [private] section without its secret stops the cold start with a clear reason.
+    unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", "") };
+    let err = Startup::load(Role::Socket).await.err().expect("no subscribe secret");
+    assert!(err.contains("HOOKCAST_SUBSCRIBE_SECRET"), "{err}");
+}
