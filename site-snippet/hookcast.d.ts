@@ -30,6 +30,8 @@ export interface ClientOptions {
   maxLifetime?: number;
   /** How often to ask watched channels' occupancy, ms (30000; at least 10000). */
   occupancyInterval?: number;
+  /** A subscribe token for private channels (`hookcast token`), or one per channel. */
+  token?: string | ((channel: string) => string | null | undefined) | null;
   onEvent?: (ev: HookcastEvent) => void;
   onStatus?: (status: Status, detail?: unknown) => void;
   onReset?: (channel: string, head: number) => void;
@@ -57,6 +59,8 @@ export interface StartOptions {
   pauseHidden?: number | string | null;
   /** Seconds between occupancy asks (30; at least 10). */
   occupancyInterval?: number | string | null;
+  /** A subscribe token for private channels (`hookcast token`), or one per channel. */
+  token?: string | ((channel: string) => string | null | undefined) | null;
 }
 
 export interface Page {

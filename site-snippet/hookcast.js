@@ -8,7 +8,8 @@
  * sessionStorage), data-spread (poke/pull refetch window in ms, default 5000),
  * data-occupancy-interval (seconds between occupancy asks, default 30),
  * data-pause-hidden (seconds a hidden tab stays connected, default 300; 0 =
- * always), data-manual (don't start; call Hookcast.start()).
+ * always), data-manual (don't start; call Hookcast.start()), data-token (a
+ * subscribe token for private channels, from `hookcast token` or your backend).
  *
  * Page attributes:
  *   data-hookcast-channel="c"      subscribe; bindings inside follow channel c
@@ -48,6 +49,7 @@
    *   storage?: {getItem(k: string): string|null, setItem(k: string, v: string): void}|null,
    *   baseDelay?: number, maxDelay?: number, minUptime?: number, pingInterval?: number, maxLifetime?: number,
    *   occupancyInterval?: number,
+   *   token?: string|((channel: string) => string|null|undefined)|null,
    *   onOccupancy?: (channel: string, count: number) => void,
    *   onEvent?: (ev: HookcastEvent) => void,
    *   onStatus?: (status: Status, detail?: any) => void,
@@ -124,6 +126,9 @@
       // batch: the replay and the reply come in as few frames as fit.
       var msg = { action: 'subscribe', channel: name, batch: true };
       if (ch.last != null) msg.since = ch.last;
+      // Private channels need a subscribe token; public ones ignore it.
+      var token = typeof o.token === 'function' ? o.token(name) : o.token;
+      if (token) msg.token = token;
       send(msg);
     }
 
@@ -486,6 +491,7 @@
       onReset: function (channel, head) { emit('reset', { channel: channel, seq: head }); },
       onOccupancy: showOccupancy,
       occupancyInterval: opts.occupancyInterval ? Number(opts.occupancyInterval) * 1000 : 0,
+      token: opts.token || null,
     });
 
     var page = {
@@ -581,6 +587,7 @@
           spread: script.getAttribute('data-spread'),
           pauseHidden: script.getAttribute('data-pause-hidden'),
           occupancyInterval: script.getAttribute('data-occupancy-interval'),
+          token: script.getAttribute('data-token'),
         });
       };
       if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);

@@ -361,3 +361,22 @@ test('occupancy interval is at least 10 s', () => {
   w.advance(1);
   assert.equal(s.sent.filter((m) => m.action === 'occupancy').length, 2);
 });
+
+test('subscribe tokens ride along: one for all, or one per channel', () => {
+  const w = fakeWorld();
+  const { c } = client(w, { token: (ch) => (ch.startsWith('orders/') ? 'v1.tok.' + ch : null) });
+  c.add('orders/7');
+  c.add('deploys');
+  c.start();
+  w.sockets[0].open();
+  assert.deepEqual(w.sockets[0].sent, [
+    { action: 'subscribe', channel: 'orders/7', batch: true, token: 'v1.tok.orders/7' },
+    { action: 'subscribe', channel: 'deploys', batch: true },
+  ]);
+  const w2 = fakeWorld();
+  const { c: c2 } = client(w2, { token: 'v1.all' });
+  c2.add('team');
+  c2.start();
+  w2.sockets[0].open();
+  assert.deepEqual(w2.sockets[0].sent, [{ action: 'subscribe', channel: 'team', batch: true, token: 'v1.all' }]);
+});
