@@ -212,6 +212,13 @@ pub mod conformance {
         let h = s.read(&ch("a"), 0, 10).await.unwrap();
         assert_eq!(h.head, 2, "a duplicate writes nothing");
         assert_eq!(s.read(&ch("b"), 0, 10).await.unwrap().head, 0);
+        // A delivery id longer than any key limit (DynamoDB's is 2 KB) still
+        // appends and still dedupes: a permanent limit must not be a 503.
+        let long = "k".repeat(5000);
+        assert_eq!(seq_of(&s, &pending("a", &long, T0)).await, 3);
+        assert_eq!(s.append(&pending("a", &long, T0 + 1)).await.unwrap(), Appended::Duplicate { seq: 3 });
+        let other = format!("{}x", "k".repeat(4999));
+        assert_eq!(seq_of(&s, &pending("a", &other, T0)).await, 4);
     }
 
     pub async fn dedupe_keys_expire<S: Store>(s: S) {

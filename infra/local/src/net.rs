@@ -179,3 +179,37 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         self.inner.is_write_vectored()
     }
 }
+
+/// Raises this process's open-file limit to its hard limit and returns what
+/// it now is: every socket is a file, and the default soft limit (often 1024)
+/// would make a few hundred idle connections starve real webhooks.
+pub fn raise_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return 1024;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        lim.rlim_cur as u64
+    }
+    #[cfg(not(unix))]
+    {
+        10_000
+    }
+}
+
+/// The default cap on open sockets (and, separately, on HTTP connections):
+/// 10,000, or less when the file limit cannot hold both pools and the store.
+pub fn default_max_connections() -> usize {
+    let files = raise_file_limit().saturating_sub(64) / 2;
+    (files as usize).clamp(16, 10_000)
+}

@@ -32,7 +32,7 @@ const DEMO_MODULE_JS: &str = include_str!("../../../site-snippet/demo/module.js"
 const DEMO_ICON: &str = include_str!("../../../site-snippet/demo/favicon.svg");
 
 /// Per-socket read chunk; larger client frames are read in several chunks.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Outgoing bytes gathered before a write (the buffer grows only while used).
 const WRITE_BUFFER: usize = 16 * 1024;
 

@@ -84,7 +84,7 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let raw =
         RawConfig { allowed_origins: file.allowed_origins, limits: file.limits, sources: file.sources, private: file.private };
     let core = Config::build(raw, &env).map_err(|e| problems.extend(e.problems));
-    let max_connections = file.server.max_connections.unwrap_or(10_000);
+    let max_connections = file.server.max_connections.unwrap_or_else(crate::net::default_max_connections);
     if max_connections == 0 {
         problems.push("server.max_connections must be greater than 0".into());
     }
