@@ -207,9 +207,12 @@ pub fn raise_file_limit() -> u64 {
     }
 }
 
-/// The default cap on open sockets (and, separately, on HTTP connections):
-/// 10,000, or less when the file limit cannot hold both pools and the store.
-pub fn default_max_connections() -> usize {
-    let files = raise_file_limit().saturating_sub(64) / 2;
-    (files as usize).clamp(16, 10_000)
+/// The default caps: open sockets (WebSocket and SSE clients) and, apart,
+/// HTTP connections in progress. 10,000 each at most; with a lower open-file
+/// limit, three quarters of it for sockets and a quarter for HTTP.
+pub fn default_caps() -> (usize, usize) {
+    let files = raise_file_limit() as usize;
+    let sockets = files.saturating_sub(files / 4).saturating_sub(64).clamp(16, 10_000);
+    let http = (files / 4).clamp(16, 10_000);
+    (sockets, http)
 }

@@ -49,7 +49,7 @@ pub struct Settings {
     pub port: u16,
     pub data_dir: PathBuf,
     pub core: Config,
-    /// Open WebSocket/SSE clients at most, and open HTTP connections at most.
+    /// Open WebSocket/SSE clients at most (HTTP connections: `net.max_connections`).
     pub max_connections: usize,
     /// How often an idle WebSocket is pinged, and how long without hearing
     /// anything from it (a pong included) before it is taken for vanished.
@@ -84,7 +84,8 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let raw =
         RawConfig { allowed_origins: file.allowed_origins, limits: file.limits, sources: file.sources, private: file.private };
     let core = Config::build(raw, &env).map_err(|e| problems.extend(e.problems));
-    let max_connections = file.server.max_connections.unwrap_or_else(crate::net::default_max_connections);
+    let (default_sockets, http_cap) = crate::net::default_caps();
+    let max_connections = file.server.max_connections.unwrap_or(default_sockets);
     if max_connections == 0 {
         problems.push("server.max_connections must be greater than 0".into());
     }
@@ -99,7 +100,7 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
         max_connections,
         ping_every: std::time::Duration::from_secs(30),
         idle_limit: std::time::Duration::from_secs(75),
-        net: crate::net::NetLimits { max_connections, ..Default::default() },
+        net: crate::net::NetLimits { max_connections: http_cap, ..Default::default() },
     })
 }
 
