@@ -199,7 +199,10 @@ pub fn raise_file_limit() -> u64 {
                 }
             }
         }
-        lim.rlim_cur as u64
+        // rlim_t is u64 here but not on every platform.
+        #[allow(clippy::unnecessary_cast)]
+        let files = lim.rlim_cur as u64;
+        files
     }
     #[cfg(not(unix))]
     {
