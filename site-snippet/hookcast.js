@@ -351,8 +351,13 @@
     return v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
   }
 
-  /** Writes bindings in `scope` from `ev`, touching only what changed. */
-  function fill(scope, ev, base) {
+  /**
+   * Writes bindings in `scope` from `ev`, touching only what changed. With
+   * `whole` (merge-patch state), a path that is gone was deleted: its text
+   * empties and its attribute goes; otherwise an event that lacks a path
+   * leaves that binding alone.
+   */
+  function fill(scope, ev, base, whole) {
     var nodes = [scope].concat(Array.prototype.slice.call(
       scope.querySelectorAll('[data-hookcast-text],[data-hookcast-attr]')));
     nodes.forEach(function (el) {
@@ -360,6 +365,7 @@
       var path = el.getAttribute('data-hookcast-text');
       if (path) {
         var v = pick(ev, path);
+        if (v === undefined && whole) v = null;
         if (v !== undefined && el.textContent !== text(v)) el.textContent = text(v);
       }
       var attrs = el.getAttribute('data-hookcast-attr');
@@ -368,6 +374,7 @@
         var i = pair.indexOf(':');
         if (i < 1) return;
         var name = pair.slice(0, i), val = pick(ev, pair.slice(i + 1));
+        if (val === undefined && whole) val = null;
         if (val === undefined) return;
         if (val === false || val === null) { if (el.hasAttribute(name)) el.removeAttribute(name); return; }
         var s = val === true ? '' : text(val);
@@ -426,7 +433,7 @@
             state = mergePatch(states.get(ev.channel), ev.data);
             states.set(ev.channel, state);
           }
-          fill(el, { channel: ev.channel, seq: ev.seq, event: ev.event, at: ev.at, data: state }, base);
+          fill(el, { channel: ev.channel, seq: ev.seq, event: ev.event, at: ev.at, data: state }, base, true);
         } else {
           fill(el, ev, base);
         }

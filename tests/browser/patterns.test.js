@@ -68,7 +68,7 @@ test('merge patches rewrite only the bindings whose values changed; Hookcast.on 
 
   await postSigned(server, 'hmac', { channel: 'scoreboard', event: 'score', data: { period: null, away: 2 } });
   await page.waitForFunction(() => document.querySelector('#away').textContent === '2');
-  assert.equal(await page.textContent('#period'), '1st half', 'a removed key leaves its binding as it was');
+  assert.equal(await page.textContent('#period'), '', 'a key the patch deletes (RFC 7386 null) clears its binding');
   const seen = await page.evaluate(() => window.__seen);
   assert.deepEqual(seen, [
     { teams: { home: 'Ada FC', away: 'Bee United' }, home: 0, away: 0, period: '1st half' },
@@ -116,4 +116,23 @@ test('50 pages spread their refetches over the window instead of stampeding', as
   assert.ok(Math.max(...perSecond.values()) <= 25, `no stampede: ${JSON.stringify([...perSecond])}`);
   t.diagnostic(`50 refetches over ${spread} ms (first ${offsets[0]} ms, last ${offsets.at(-1)} ms); per second: ${JSON.stringify([...perSecond].sort((a, b) => a[0] - b[0]))}`);
   await context.close();
+});
+
+test('a deploy preview never touches the production page; the production deploy does', async () => {
+  const { page, problems } = await openPage(browser, server.base + '/');
+  await subscribed(page, ['deploys']);
+  await page.evaluate(() => {
+    window.__deploys = [];
+    document.addEventListener('hookcast:event', (e) => window.__deploys.push([e.detail.channel, e.detail.data.title]));
+  });
+  const before = await page.textContent('#build-title');
+  const preview = await postSigned(server, 'netlify', deploy('ready', { context: 'deploy-preview', title: 'Preview only' }));
+  assert.equal(preview.channel, 'deploys/deploy-preview');
+  const prod = await postSigned(server, 'netlify', deploy('ready', { context: 'production', title: 'Production' }));
+  assert.equal(prod.channel, 'deploys');
+  await page.waitForFunction(() => document.querySelector('#build-title').textContent === 'Production', null, { timeout: 15000 });
+  assert.notEqual(before, 'Preview only');
+  assert.deepEqual(await page.evaluate(() => window.__deploys), [['deploys', 'Production']]);
+  assert.deepEqual(problems, []);
+  await page.close();
 });

@@ -211,8 +211,22 @@ fn netlify(obj: &Map<String, Value>, forms: &std::collections::BTreeMap<String, 
             .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
         let key = str_field(obj, "id").map(|id| format!("deploy:{id}:{state}"));
+        // Production deploys go to `deploys`; previews and branch deploys to
+        // `deploys/<context>`, so they never refresh production pages.
+        let channel = match str_field(obj, "context") {
+            None | Some("production") => Channel::parse("deploys").expect("valid literal"),
+            Some(context) => {
+                let name: String = context
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+                    .take(64)
+                    .collect();
+                Channel::parse(&format!("deploys/{name}"))
+                    .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
+            }
+        };
         return Ok(NewEvent {
-            channel: Channel::parse("deploys").expect("valid literal"),
+            channel,
             event,
             data: Value::Object(data),
             dedupe_key: key,
@@ -231,7 +245,20 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
             };
             let channel = take(&mut obj, "channel")?;
             let event = take(&mut obj, "event")?;
-            let data = obj.remove("data").unwrap_or(Value::Object(Map::new()));
+            // Either {"channel","event","data"}, or flat as Zapier's `json`
+            // payload type sends it: every other field is data. Never both,
+            // so no field is dropped without a word.
+            let data = match obj.remove("data") {
+                None => Value::Object(obj),
+                Some(data) if obj.is_empty() => data,
+                Some(_) => {
+                    let extra: Vec<&str> = obj.keys().map(String::as_str).take(5).collect();
+                    return Err(HookError::BadPayload(format!(
+                        "fields beside \"data\" would be lost ({}); put them inside data, or send no data and every other field becomes data",
+                        extra.join(", ")
+                    )));
+                }
+            };
             (channel, event, data)
         }
         Body::Json(_) => {
@@ -443,5 +470,27 @@ mod tests {
         let form = b"channel=alerts&event=e&title=Hi&email=a%40b.example";
         let ev = normalise(&src, Some("application/x-www-form-urlencoded"), form, None).unwrap();
         assert_eq!(ev.data, json!({"title": "Hi"}));
+    }
+
+    #[test]
+    fn flat_json_is_data_and_nothing_is_dropped_silently() {
+        let flat = br#"{"channel":"alerts","event":"zap.fired","title":"Hi","count":3}"#;
+        assert_eq!(normalise(&zap(), None, flat, None).unwrap().data, json!({"title": "Hi", "count": 3}));
+        let both = br#"{"channel":"alerts","event":"e","data":{"a":1},"title":"lost?"}"#;
+        assert!(matches!(normalise(&zap(), None, both, None), Err(HookError::BadPayload(m)) if m.contains("title")));
+        let bare = br#"{"channel":"alerts","event":"e"}"#;
+        assert_eq!(normalise(&zap(), None, bare, None).unwrap().data, json!({}));
+    }
+
+    #[test]
+    fn deploy_previews_and_branch_deploys_stay_off_production_pages() {
+        let mut p = deploy_payload("ready");
+        for (context, channel) in [("production", "deploys"), ("deploy-preview", "deploys/deploy-preview"), ("branch-deploy", "deploys/branch-deploy")] {
+            p["context"] = json!(context);
+            let ev = normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), None).unwrap();
+            assert_eq!(ev.channel.as_str(), channel);
+        }
+        p.as_object_mut().unwrap().remove("context");
+        assert_eq!(normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), None).unwrap().channel.as_str(), "deploys");
     }
 }
