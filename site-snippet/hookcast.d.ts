@@ -9,7 +9,7 @@ export interface HookcastEvent<D = unknown> {
   at: string;
 }
 
-export type Status = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'paused' | 'closed';
+export type Status = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'paused' | 'closed' | 'refused';
 
 export interface ClientOptions {
   url: string;

@@ -23,7 +23,7 @@
  *   data-hookcast-refresh="c"      on an element with an id: refetch this page
  *                                  after a random delay and swap in that element
  *   data-hookcast-banner="c"       unhide on an event; [data-hookcast-reload] reloads
- *   data-hookcast-status           connecting / live / reconnecting / paused
+ *   data-hookcast-status           connecting / live / reconnecting / paused / refused
  *   data-hookcast-occupancy="c"    textContent = pages viewing channel c (asked
  *                                  every data-occupancy-interval s, default 30, min 10)
  * DOM events: hookcast:event {channel, seq, event, data, at}, hookcast:open,
@@ -38,7 +38,7 @@
   /**
    * @typedef {{type: 'event', channel: string, seq: number, event: string, data: any, at: string}} HookcastEvent
    * @typedef {{last: number|null, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
-   * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'} Status
+   * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'|'refused'} Status
    * @typedef {{
    *   url: string,
    *   WebSocket?: any,
@@ -263,7 +263,17 @@
 
     function retry(e) {
       if (stopped) return;
+      if (e && e.code === 4403) {
+        // The server refused this page (its origin is not allowed): retrying cannot help.
+        if (typeof console !== 'undefined') console.error('hookcast: refused: ' + (e.reason || 'origin not allowed'));
+        setStatus('refused', { code: e.code, reason: e.reason });
+        return;
+      }
       if (e && NO_RETRY[e.code]) { setStatus('closed', { code: e.code, reason: e.reason }); return; }
+      // Never opened after several tries: say what usually causes it, once.
+      if (!openedAt && attempt === 5 && typeof console !== 'undefined') {
+        console.warn('hookcast: cannot connect to ' + o.url + '; if this persists, check that this page\'s origin is allowed');
+      }
       // Reset the backoff only after the connection stayed up a while, so a
       // server that accepts and drops at once is not hammered.
       if (openedAt && now() - openedAt >= minUptime) attempt = 0;
@@ -555,7 +565,7 @@
     pick: pick,
     matches: matches,
     safeAttr: safeAttr,
-    /** Starts on this page (idempotent). Options: url, storage ("session"|"none"), spread (ms), pauseHidden (s), occupancyInterval (s). */
+    /** Starts on this page (idempotent). Options: url, storage ("session"|"none"), spread (ms), pauseHidden (s), occupancyInterval (s), token. */
     start: function (options) {
       if (current) return current;
       options = options || {};
@@ -567,6 +577,7 @@
         spread: options.spread,
         pauseHidden: options.pauseHidden,
         occupancyInterval: options.occupancyInterval,
+        token: options.token,
       });
       Hookcast.client = current.client;
       return current;

@@ -266,8 +266,11 @@ impl Config {
             );
         }
         for o in &raw.allowed_origins {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                problems.push(format!("allowed_origins: {o:?} must look like https://example.com"));
+            let stars = o.matches('*').count();
+            if o != "*" && (!(o.starts_with("http://") || o.starts_with("https://")) || stars > 1) {
+                problems.push(format!(
+                    "allowed_origins: {o:?} must look like https://example.com (one '*' allowed: https://*--site.netlify.app)"
+                ));
             }
         }
 

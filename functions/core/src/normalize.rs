@@ -225,12 +225,7 @@ fn netlify(obj: &Map<String, Value>, forms: &std::collections::BTreeMap<String, 
                     .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
             }
         };
-        return Ok(NewEvent {
-            channel,
-            event,
-            data: Value::Object(data),
-            dedupe_key: key,
-        });
+        return Ok(NewEvent { channel, event, data: Value::Object(data), dedupe_key: key });
     }
     Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
 }
@@ -485,7 +480,9 @@ mod tests {
     #[test]
     fn deploy_previews_and_branch_deploys_stay_off_production_pages() {
         let mut p = deploy_payload("ready");
-        for (context, channel) in [("production", "deploys"), ("deploy-preview", "deploys/deploy-preview"), ("branch-deploy", "deploys/branch-deploy")] {
+        for (context, channel) in
+            [("production", "deploys"), ("deploy-preview", "deploys/deploy-preview"), ("branch-deploy", "deploys/branch-deploy")]
+        {
             p["context"] = json!(context);
             let ev = normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), None).unwrap();
             assert_eq!(ev.channel.as_str(), channel);

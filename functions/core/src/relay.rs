@@ -272,7 +272,25 @@ pub fn origin_allowed(config: &Config, origin: Option<&str>) -> bool {
     match origin {
         _ if list.is_empty() || list.iter().any(|o| o == "*") => true,
         None => true,
-        Some(o) => list.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o.trim_end_matches('/'))),
+        Some(o) => list.iter().any(|a| origin_matches(a, o)),
+    }
+}
+
+/// One allow-list entry against one Origin: exact (case-insensitive), or with
+/// one `*` standing for one or more letters, digits and '-' within a single
+/// host label, so `https://*--site.netlify.app` admits Netlify's deploy
+/// previews and `https://*.example.com` one level of subdomain, never a
+/// different scheme, port or registrable domain.
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let (p, o) = (pattern.trim_end_matches('/').to_ascii_lowercase(), origin.trim_end_matches('/').to_ascii_lowercase());
+    match p.split_once('*') {
+        None => p == o,
+        Some((head, tail)) => {
+            o.len() > head.len() + tail.len()
+                && o.starts_with(head)
+                && o.ends_with(tail)
+                && o[head.len()..o.len() - tail.len()].chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        }
     }
 }
 
@@ -653,5 +671,28 @@ mod tests {
             block_on(r.relay.connect(&ConnId("x".into()), Some("https://evil.example"))),
             Err(ConnectError::OriginNotAllowed)
         );
+    }
+
+    #[test]
+    fn origin_patterns() {
+        for (pattern, origin, ok) in [
+            ("https://site.example", "https://site.example", true),
+            ("https://site.example", "HTTPS://Site.Example/", true),
+            ("https://site.example", "http://site.example", false),
+            ("https://*--site.netlify.app", "https://deploy-preview-12--site.netlify.app", true),
+            ("https://*--site.netlify.app", "https://main--site.netlify.app", true),
+            ("https://*--site.netlify.app", "https://--site.netlify.app", false),
+            ("https://*--site.netlify.app", "https://x.evil--site.netlify.app", false),
+            ("https://*--site.netlify.app", "https://a--site.netlify.app.evil.example", false),
+            ("https://*--site.netlify.app", "http://a--site.netlify.app", false),
+            ("https://*.example.com", "https://www.example.com", true),
+            ("https://*.example.com", "https://a.b.example.com", false),
+            ("https://*.example.com", "https://example.com", false),
+            ("https://*.example.com", "https://evilexample.com", false),
+            ("http://localhost:*", "http://localhost:5173", true),
+            ("http://localhost:*", "http://localhost", false),
+        ] {
+            assert_eq!(origin_matches(pattern, origin), ok, "{pattern} vs {origin}");
+        }
     }
 }

@@ -144,8 +144,15 @@ async fn ws_upgrade(
     };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !st.relay.origin_allowed(origin) {
-        info!(origin, allowed = ?st.relay.config().allowed_origins, "socket refused: origin not allowed");
-        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
+        let origin = origin.unwrap_or_default().chars().take(200).collect::<String>();
+        info!(%origin, allowed = ?st.relay.config().allowed_origins, "socket refused: origin not allowed");
+        // A browser cannot read a refused handshake's status, so the refusal
+        // is a close frame it can read: 4403 and why. Nothing is registered.
+        let reason = format!("origin {origin} is not in allowed_origins");
+        return ws.on_upgrade(move |mut socket| async move {
+            let frame = CloseFrame { code: 4403, reason: reason.chars().take(120).collect::<String>().into() };
+            let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Close(Some(frame)))).await;
+        });
     }
     if let Some(refusal) = too_many(&st) {
         return refusal;

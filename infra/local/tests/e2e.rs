@@ -33,7 +33,6 @@ struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
-    #[allow(dead_code)]
     state: Arc<AppState>,
 }
 
@@ -324,7 +323,7 @@ async fn origins_outside_the_allow_list_cannot_connect() {
     let dir = tempfile::tempdir().unwrap();
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
     let mut settings = settings::dev_settings(&secrets(), &cli).unwrap();
-    settings.core.allowed_origins = vec!["https://site.example".into()];
+    settings.core.allowed_origins = vec!["https://site.example".into(), "https://*--site.netlify.app".into()];
     let s = Server::start_with(settings).await;
     let req = |origin: &str| {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -332,15 +331,23 @@ async fn origins_outside_the_allow_list_cannot_connect() {
         r.headers_mut().insert("origin", origin.parse().unwrap());
         r
     };
-    match connect_async(req("https://evil.example")).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
-            assert_eq!(res.status().as_u16(), 403)
+    // Refused with a close frame a browser can read: 4403 and the origin.
+    for evil in ["https://evil.example", "https://x.evil--site.netlify.app", "http://preview--site.netlify.app"] {
+        let (mut ws, _) = connect_async(req(evil)).await.unwrap();
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(c)))) => {
+                assert_eq!(u16::from(c.code), 4403, "{evil}");
+                assert!(c.reason.contains(evil) && c.reason.contains("allowed_origins"), "{}", c.reason);
+            }
+            other => panic!("{evil}: expected a 4403 close, got {other:?}"),
         }
-        other => panic!("expected 403, got {:?}", other.map(|_| ())),
     }
-    let (mut ws, _) = connect_async(req("https://site.example")).await.unwrap();
-    send(&mut ws, json!({"action":"ping"})).await;
-    assert_eq!(next(&mut ws).await["type"], "pong");
+    assert_eq!(s.state.relay.store().connections(), 0, "a refused page is never registered");
+    for good in ["https://site.example", "https://deploy-preview-12--site.netlify.app"] {
+        let (mut ws, _) = connect_async(req(good)).await.unwrap();
+        send(&mut ws, json!({"action":"ping"})).await;
+        assert_eq!(next(&mut ws).await["type"], "pong", "{good}");
+    }
 
     // History over HTTP names only an allowed origin in CORS.
     let cors = |origin: &'static str| {
