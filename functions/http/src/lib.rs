@@ -87,8 +87,12 @@ pub fn router<L: EventLog>(hooks: Arc<Hooks<L>>, snippets: Snippets) -> Router {
         .route("/channels/{*path}", get(history::<L>))
         .route("/hookcast.js", get(classic::<L>))
         .route("/hookcast.mjs", get(module::<L>))
-        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
+        .fallback(|body: Body| async move {
+            drain(body).await;
+            json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|body: Body| async move {
+            drain(body).await;
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
         })
         .with_state(shared)
@@ -129,14 +133,10 @@ async fn hook<L: EventLog>(
     body: Body,
 ) -> Response {
     let limit = st.hooks.config().limits.max_body_bytes;
-    let too_large = |size| respond(HttpResponse::from(&HookError::TooLarge { size, limit }));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if let Some(size) = declared.filter(|s: &usize| *s > limit) {
-        return too_large(size);
-    }
-    // A sender trickling its body must not hold the request open for ever.
     let deadline = st.hooks.config().limits.body_timeout;
-    let bytes = match tokio::time::timeout(deadline, to_bytes(body, limit)).await {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    // A sender trickling its body must not hold the request open for ever.
+    let read = match tokio::time::timeout(deadline, read_body(body, limit, declared)).await {
         Err(_) => {
             return json_error(
                 StatusCode::REQUEST_TIMEOUT,
@@ -144,13 +144,52 @@ async fn hook<L: EventLog>(
                 &format!("the body did not arrive within {} s", deadline.as_secs()),
             )
         }
-        Ok(Err(_)) => return too_large(limit + 1),
-        Ok(Ok(b)) => b,
+        Ok(r) => r,
+    };
+    let bytes = match read {
+        Ok(b) => b,
+        Err(Some(size)) => return respond(HttpResponse::from(&HookError::TooLarge { size, limit })),
+        Err(None) => return json_error(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended before it was complete"),
     };
     let pairs: Vec<(String, String)> =
         headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
     respond(http::webhook(&st.hooks, &source, &pairs, &bytes).await)
 }
+
+/// Reads at most `limit` bytes. Over it, `Err(Some(size))`; a body that
+/// breaks off, `Err(None)`. An oversized body up to
+/// [`DRAIN_MAX`] is read to its end (and dropped) first, so the sender gets
+/// its 413 rather than a connection reset mid-upload.
+async fn read_body(body: Body, limit: usize, declared: Option<usize>) -> Result<Vec<u8>, Option<usize>> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return Err(None) };
+        seen += chunk.len();
+        if seen <= limit && declared.is_none_or(|d| d <= limit) {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_MAX {
+            break;
+        }
+    }
+    match declared {
+        Some(d) if d > limit => Err(Some(d)),
+        _ if seen > limit => Err(Some(seen)),
+        _ => Ok(buf),
+    }
+}
+
+/// Reads a refused request's body (up to [`DRAIN_MAX`], for a few seconds)
+/// so its answer is not lost to a reset: closing a socket with unread bytes
+/// makes the kernel reset the connection.
+async fn drain(body: Body) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_body(body, 0, None)).await;
+}
+
+/// How much of an oversized body is read and dropped before the 413.
+const DRAIN_MAX: usize = 8 * 1024 * 1024;
 
 /// `GET /channels/{channel}/events?since=N`; channel names may contain '/'
 /// (sent as is or percent-encoded: both reach the same channel).

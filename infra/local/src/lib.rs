@@ -2,6 +2,7 @@
 
 pub mod dispatch;
 pub mod gateway;
+pub mod listen;
 pub mod net;
 pub mod send;
 pub mod server;

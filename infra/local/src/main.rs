@@ -42,6 +42,9 @@ enum Cmd {
     },
     /// Sign and post a webhook exactly as its real sender would.
     Send(hookcast::send::SendArgs),
+    /// Follow channels as a page does and print each event as a JSON line;
+    /// with --until, exit 0 when that event arrives, 1 on timeout (for CI).
+    Listen(hookcast::listen::ListenArgs),
     /// Mint a subscribe token for private channels (printed on stdout).
     Token {
         /// A channel or `prefix*` pattern the token lets its holder read. Repeatable.
@@ -70,12 +73,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Cmd::Listen(args) = &cli.cmd {
+        let outcome = rt.block_on(async {
+            let (mut out, mut log) = (std::io::stdout(), std::io::stderr());
+            hookcast::listen::run(args, &mut out, &mut log).await
+        });
+        return match outcome {
+            Ok(o) => {
+                match &o {
+                    hookcast::listen::Outcome::TimedOut(m) | hookcast::listen::Outcome::Refused(m) => eprintln!("error: {m}"),
+                    hookcast::listen::Outcome::Done => {}
+                }
+                ExitCode::from(o.exit_code())
+            }
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Dev { opts, config } => serve(opts, config, true).await,
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(String::new()) }),
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
+            Cmd::Listen(_) => unreachable!("handled above"),
         }
     });
     match result {

@@ -1,0 +1,182 @@
+//! `hookcast listen`: follow channels exactly as a page does (same protocol,
+//! `since`, reconnects), print each event as a JSON line, and exit 0 when the
+//! awaited event arrives, or non-zero with a clear message on timeout. For
+//! CI: a post-deploy step waits for `deploy.succeeded` on the live site.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
+    /// The WebSocket URL: ws://127.0.0.1:8787/ws, or the stack's wss:// URL.
+    #[arg(long)]
+    pub url: String,
+    /// A channel to follow. Repeatable.
+    #[arg(long = "channel", required = true)]
+    pub channels: Vec<String>,
+    /// Exit 0 when an event with this name arrives (`deploy.*` allowed).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Give up after this long (e.g. 120s, 10m); exit 1 if --until has not arrived.
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+    /// Replay from after this seq first (default: only events from now on).
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// A subscribe token, for private channels.
+    #[arg(long, env = "HOOKCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The Origin header to send, when the server allows only some origins.
+    #[arg(long)]
+    pub origin: Option<String>,
+}
+
+/// How a listen ended; the process exit code follows it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The awaited event arrived (or, without --until, the time ran out).
+    Done,
+    /// --until did not arrive in time.
+    TimedOut(String),
+    /// The server refused: a bad channel, a missing token, a refused origin.
+    Refused(String),
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::TimedOut(_) => 1,
+            Outcome::Refused(_) => 2,
+        }
+    }
+}
+
+fn matches(filter: &str, name: &str) -> bool {
+    filter.strip_suffix('*').map_or(filter == name, |prefix| name.starts_with(prefix))
+}
+
+/// Runs until `--until` arrives, the timeout passes, or the server refuses.
+/// Event frames go to `out` as JSON lines; progress goes to `log`.
+pub async fn run(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn Write + Send)) -> Result<Outcome, String> {
+    let timeout = humantime::parse_duration(&args.timeout).map_err(|e| format!("--timeout {:?}: {e}", args.timeout))?;
+    for c in &args.channels {
+        hookcast_core::Channel::parse(c).map_err(|e| format!("--channel {c:?}: {e}"))?;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, follow(args, out, log)).await {
+        Ok(r) => r,
+        Err(_) => Ok(match &args.until {
+            Some(u) => Outcome::TimedOut(format!(
+                "timed out after {} waiting for {u} on {}",
+                humantime::format_duration(timeout),
+                args.channels.join(", ")
+            )),
+            None => Outcome::Done,
+        }),
+    }
+}
+
+async fn follow(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn Write + Send)) -> Result<Outcome, String> {
+    // The last seq seen per channel: a reconnect resumes after it.
+    let mut last: BTreeMap<String, Option<u64>> = args.channels.iter().map(|c| (c.clone(), args.since)).collect();
+    let mut attempt: u32 = 0;
+    loop {
+        let mut req = args.url.as_str().into_client_request().map_err(|e| format!("--url {:?}: {e}", args.url))?;
+        if let Some(o) = &args.origin {
+            req.headers_mut().insert("origin", o.parse().map_err(|_| format!("--origin {o:?} is not a header value"))?);
+        }
+        let mut ws = match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status().is_client_error() => {
+                let body = res.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
+                return Ok(Outcome::Refused(format!("{} refused the connection: {} {body}", args.url, res.status())));
+            }
+            Err(e) => {
+                let wait = Duration::from_millis((250u64 << attempt.min(6)).min(10_000));
+                let _ = writeln!(log, "hookcast listen: cannot connect to {} ({e}); retrying in {wait:?}", args.url);
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        for (channel, since) in &last {
+            let mut sub = json!({"action": "subscribe", "channel": channel, "batch": true});
+            if let Some(s) = since {
+                sub["since"] = json!(s);
+            }
+            if let Some(t) = &args.token {
+                sub["token"] = json!(t);
+            }
+            ws.send(Message::Text(sub.to_string().into())).await.map_err(|e| e.to_string())?;
+        }
+        let mut subscribed = 0;
+        while let Some(msg) = ws.next().await {
+            let text = match msg {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Close(Some(c))) if u16::from(c.code) == 4403 || u16::from(c.code) == 1008 => {
+                    return Ok(Outcome::Refused(format!("the server closed the socket: {} {}", u16::from(c.code), c.reason)));
+                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            let v: Value =
+                serde_json::from_str(text.as_str()).map_err(|e| format!("the server sent something that is not JSON: {e}"))?;
+            let frames = match v["type"].as_str() {
+                Some("batch") => v["frames"].as_array().cloned().unwrap_or_default(),
+                _ => vec![v],
+            };
+            for f in frames {
+                match f["type"].as_str() {
+                    Some("event") => {
+                        let (Some(channel), Some(seq)) = (f["channel"].as_str(), f["seq"].as_u64()) else { continue };
+                        let Some(seen) = last.get_mut(channel) else { continue };
+                        if seen.is_some_and(|s| seq <= s) {
+                            continue; // a replay overlapping what was printed
+                        }
+                        *seen = Some(seq);
+                        writeln!(out, "{f}").map_err(|e| e.to_string())?;
+                        out.flush().map_err(|e| e.to_string())?;
+                        let name = f["event"].as_str().unwrap_or("");
+                        if args.until.as_deref().is_some_and(|u| matches(u, name)) {
+                            let _ = ws.close(None).await;
+                            return Ok(Outcome::Done);
+                        }
+                    }
+                    Some("subscribed") => {
+                        if let (Some(c), Some(head)) = (f["channel"].as_str(), f["seq"].as_u64()) {
+                            // From now on: a first subscribe without since starts at the head.
+                            if let Some(seen) = last.get_mut(c) {
+                                seen.get_or_insert(head);
+                            }
+                        }
+                        subscribed += 1;
+                        if subscribed == last.len() {
+                            attempt = 0;
+                            let _ = writeln!(log, "hookcast listen: following {}", args.channels.join(", "));
+                        }
+                    }
+                    Some("error") => {
+                        let code = f["code"].as_str().unwrap_or("");
+                        let message = f["message"].as_str().unwrap_or("");
+                        if matches!(code, "forbidden" | "invalid_channel" | "too_many_subscriptions" | "bad_message") {
+                            return Ok(Outcome::Refused(format!("{code}: {message}")));
+                        }
+                        let _ = writeln!(log, "hookcast listen: {code}: {message}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let wait = Duration::from_millis((250u64 << attempt.min(6)).min(10_000));
+        let _ = writeln!(log, "hookcast listen: disconnected; resuming in {wait:?}");
+        attempt += 1;
+        tokio::time::sleep(wait).await;
+    }
+}
