@@ -638,3 +638,53 @@ async fn the_bad_input_table_is_refused_by_the_lambda_handlers_and_leaves_no_tra
         frames.len()
     );
 }
+
+/// `hookcast listen` through API Gateway: a CI step waiting for the deploy
+/// on the stack sees it arrive through the pipeline, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
+    let mut s = stack(Options::default(), &[], 1).await;
+    let args = hookcast::listen::ListenArgs {
+        url: s.emu.ws_url(),
+        channels: vec!["deploys".into()],
+        until: Some("deploy.succeeded".into()),
+        timeout: "20s".into(),
+        since: None,
+        token: None,
+        origin: None,
+    };
+    let (tx, mut following) = tokio::sync::mpsc::unbounded_channel::<String>();
+    /// Forwards what listen says, line by line, so the test knows when it follows.
+    struct Lines(tokio::sync::mpsc::UnboundedSender<String>, Vec<u8>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.1.extend_from_slice(b);
+            while let Some(end) = self.1.iter().position(|c| *c == b'\n') {
+                let line: Vec<u8> = self.1.drain(..=end).collect();
+                let _ = self.0.send(String::from_utf8_lossy(&line).into_owned());
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let listening = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let outcome = hookcast::listen::run(&args, &mut out, &mut Lines(tx, Vec::new())).await;
+        (outcome, String::from_utf8(out).unwrap())
+    });
+    loop {
+        let said = tokio::time::timeout(WAIT, following.recv()).await.unwrap().expect("listen stopped before following");
+        if said.contains("following deploys") {
+            break;
+        }
+    }
+    let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("listen-1"))).await;
+    assert_eq!(status, 200);
+    s.deliver(1).await;
+    let (outcome, out) = tokio::time::timeout(WAIT, listening).await.unwrap().unwrap();
+    assert_eq!(outcome.unwrap(), hookcast::listen::Outcome::Done);
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((line["event"].as_str(), line["seq"].as_u64()), (Some("deploy.succeeded"), Some(1)));
+}
