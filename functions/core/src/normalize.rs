@@ -176,6 +176,12 @@ fn netlify(obj: &Map<String, Value>, forms: &std::collections::BTreeMap<String, 
             data.insert("created_at".into(), at.clone());
         }
         let submitted = obj.get("data").and_then(Value::as_object);
+        if !forms.contains_key(form_name) {
+            tracing::warn!(
+                form = form_name,
+                "form not in the netlify source's forms: published with no fields; list them under [sources.<name>.forms.{form_name}] fields"
+            );
+        }
         let mut fields = Map::new();
         for name in forms.get(form_name).into_iter().flatten() {
             if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {

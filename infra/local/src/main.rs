@@ -30,6 +30,7 @@ enum Cmd {
     Dev {
         #[command(flatten)]
         opts: ServeOpts,
+        /// A TOML configuration instead of the generated dev sources.
         #[arg(long, env = "HOOKCAST_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -37,6 +38,7 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         opts: ServeOpts,
+        /// The TOML configuration: sources, allowed origins, limits (README: Configure it).
         #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
         config: PathBuf,
     },
@@ -170,6 +172,16 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
     println!("  snippet     {http}/hookcast.js");
     println!("  history     {http}/channels/{{channel}}/events?since=N");
     println!("  data        {}", s.data_dir.join("hookcast.db").display());
+    let origins = &s.core.allowed_origins;
+    if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        println!("  origins     any (set allowed_origins to limit which sites may connect)");
+    } else {
+        println!("  origins     {}", origins.join(", "));
+    }
+    println!("  on a page   <script src=\"{http}/hookcast.js\" defer></script>");
+    if s.core.sources.is_empty() {
+        println!("  warning     no [sources.*] configured: every webhook will be 404 unknown_source");
+    }
     println!("  webhooks:");
     for src in s.core.sources.values() {
         println!("    {http}/hooks/{:<10} ({})", src.name, src.kind_name());

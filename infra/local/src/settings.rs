@@ -60,7 +60,14 @@ pub struct Settings {
 }
 
 pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (write one: see README, Configure it; or run `hookcast dev` for the demo with generated secrets)"
+        } else {
+            ""
+        };
+        format!("cannot read {}: {e}{hint}", path.display())
+    })?;
     let file: File = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     build(file, cli)
 }
@@ -73,7 +80,20 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         format!(" line {line}, column {column}")
     });
-    format!("{}{}: {}", path.display(), at.unwrap_or_default(), e.message().trim_end())
+    // A top-level key written after a [table] lands in that table.
+    let table = e.span().and_then(|span| {
+        text[..span.start.min(text.len())]
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.split(']').next()).map(str::to_owned))
+    });
+    let hint = match table {
+        Some(t) if e.message().contains("unknown field") => {
+            format!(" (this key is inside [{t}]; top-level keys such as allowed_origins go above the first [table])")
+        }
+        _ => String::new(),
+    };
+    format!("{}{}: {}{hint}", path.display(), at.unwrap_or_default(), e.message().trim_end())
 }
 
 fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
@@ -218,6 +238,17 @@ mod tests {
         let e = load_file(&path, &Overrides::default()).unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("line 3, column"), "{e}");
+    }
+
+    #[test]
+    fn a_top_level_key_after_a_table_says_where_it_landed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookcast.toml");
+        std::fs::write(&path, "[server]\nport = 8787\nallowed_origins = [\"https://a.example\"]\n").unwrap();
+        let e = load_file(&path, &Overrides::default()).unwrap_err();
+        assert!(e.contains("inside [server]") && e.contains("above the first [table]"), "{e}");
+        let e = load_file(&dir.path().join("missing.toml"), &Overrides::default()).unwrap_err();
+        assert!(e.contains("hookcast dev"), "{e}");
     }
 
     #[test]
