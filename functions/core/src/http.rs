@@ -50,12 +50,18 @@ pub async fn webhook<L: EventLog>(hooks: &Hooks<L>, source: &str, headers: &[(St
     match hooks.ingest(source, content_type, &HookRequest { headers, body }).await {
         Ok(done) => {
             info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
+            let m = crate::metrics::global();
+            m.webhook(source, if done.duplicate { "duplicate" } else { "accepted" });
+            if !done.duplicate {
+                m.event_appended();
+            }
             let mut v = serde_json::to_value(&done).unwrap_or_default();
             v["ok"] = json!(true);
             HttpResponse::json(200, v.to_string())
         }
         Err(e) => {
             info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
+            crate::metrics::global().webhook(source, e.code());
             HttpResponse::from(&e)
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod metrics;
 pub mod normalize;
 pub mod ports;
 pub mod protocol;

@@ -69,6 +69,9 @@ impl Registry {
     pub fn connections(&self) -> usize {
         self.conns.len()
     }
+    pub fn subscriptions(&self) -> usize {
+        self.subs.values().map(|s| s.len()).sum()
+    }
     fn unlink(&mut self, conn: &ConnId, channel: &Channel) {
         if let Some(s) = self.subs.get_mut(channel) {
             s.remove(conn);

@@ -199,6 +199,10 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         for shard in 0..self.store.shards() {
             report += self.fan_out_shard(event, &frame, shard, None).await?.report;
         }
+        if let Ok(at) = humantime::parse_rfc3339(&event.at) {
+            let took = (self.clock)().duration_since(at).unwrap_or_default();
+            crate::metrics::global().publish_to_delivery(took.as_secs_f64());
+        }
         Ok(report)
     }
 
@@ -256,6 +260,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         }
         futures::stream::iter(gone).for_each_concurrent(n, |c| async move { self.forget(&c).await }).await;
         debug!(channel = %channel, seq = event.seq, shard, ?report, "fanned out");
+        crate::metrics::global().deliveries(report.delivered, report.gone, report.failed);
         Ok(ShardOutcome { report, failed })
     }
 

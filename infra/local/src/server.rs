@@ -73,7 +73,7 @@ const REPLY_DRAIN_LIMIT: Duration = Duration::from_secs(20);
 /// webhook Lambda runs) plus the local binary's own: `/ws`, `/sse`,
 /// `/healthz` and, in dev, the demo site.
 pub fn app(state: Arc<AppState>) -> Router {
-    let mut local = Router::new().route("/ws", get(ws_upgrade)).route("/sse", get(sse)).route("/healthz", get(|| async { "ok" }));
+    let mut local = Router::new().route("/ws", get(ws_upgrade)).route("/sse", get(sse)).route("/healthz", get(healthz)).route("/metrics", get(metrics));
     if state.demo {
         local = local
             .route("/", get(demo_page))
@@ -87,6 +87,33 @@ pub fn app(state: Arc<AppState>) -> Router {
     hookcast_http::router(state.hooks.clone(), hookcast_http::Snippets::same_host())
         .merge(local.with_state(state))
         .layer(axum::middleware::map_response(hookcast_http::json_errors))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let (sockets, subscriptions) = (st.relay.gateway().open_sockets() as u64, st.relay.store().subscriptions() as u64);
+    let body = hookcast_core::metrics::global().render(&[
+        ("hookcast_open_sockets", "WebSocket and SSE clients connected.", sockets),
+        ("hookcast_subscriptions", "Channel subscriptions held by connected clients.", subscriptions),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// `GET /healthz`: 200 when the store answers a read within 2 s, else 503.
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    let probe = Channel::parse("deploys").expect("valid literal");
+    let read = tokio::time::timeout(Duration::from_secs(2), hookcast_core::EventLog::read(st.hooks.log(), &probe, 0, 1)).await;
+    match read {
+        Ok(Ok(_)) => {
+            let body = serde_json::json!({"ok": true, "sockets": st.relay.gateway().open_sockets()});
+            ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "health check: the store failed");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the event store does not answer")
+        }
+        Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the event store did not answer within 2 s"),
+    }
 }
 
 /// The demo page as a static host would render it after its latest deploy:

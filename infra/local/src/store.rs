@@ -170,6 +170,9 @@ impl SqliteStore {
     pub fn connections(&self) -> usize {
         self.live().connections()
     }
+    pub fn subscriptions(&self) -> usize {
+        self.live().subscriptions()
+    }
 }
 
 impl Subscriptions for SqliteStore {

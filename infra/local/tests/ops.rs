@@ -1,0 +1,106 @@
+//! What an operator expects: `/healthz` checks the store, `/metrics` is
+//! Prometheus text a scraper can parse, logs can be JSON lines.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hookcast::settings::{self, DevSecrets, Overrides};
+use hookcast_core::sign;
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Parses the Prometheus text format: `name{labels} value` per sample.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        assert!(key.chars().next().is_some_and(|c| c.is_ascii_alphabetic()), "{line}");
+        out.insert(key.to_owned(), value);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_metrics_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = DevSecrets {
+        netlify: "ops-netlify-secret-0123".into(),
+        zapier: "ops-zapier-token-0123".into(),
+        hmac: "ops-hmac-secret-0123".into(),
+        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    };
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let s = settings::dev_settings(&secrets, &cli).unwrap();
+    let state = hookcast::state(&s, false).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (addr, serving) = hookcast::bind(&s, state, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let server = tokio::spawn(serving);
+    let http = format!("http://{addr}");
+
+    let health = reqwest::get(format!("{http}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["ok"], true);
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    let client = reqwest::Client::new();
+    let body = json!({"channel": "news", "event": "post", "data": {}}).to_string();
+    for secret in [&secrets.hmac, &"a-wrong-secret-0123".to_string()] {
+        client
+            .post(format!("{http}/hooks/hmac"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign::github(secret.as_bytes(), body.as_bytes()))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    ws.next().await.unwrap().unwrap(); // the event arrived: its fan-out is done
+
+    let res = reqwest::get(format!("{http}/metrics")).await.unwrap();
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let m = parse(&res.text().await.unwrap());
+    assert_eq!(m[r#"hookcast_webhooks_total{source="hmac",outcome="accepted"}"#], 1.0);
+    assert_eq!(m[r#"hookcast_webhooks_total{source="hmac",outcome="invalid_signature"}"#], 1.0);
+    assert_eq!(m["hookcast_events_total"], 1.0);
+    assert_eq!(m[r#"hookcast_deliveries_total{result="delivered"}"#], 1.0);
+    assert_eq!(m["hookcast_open_sockets"], 1.0);
+    assert_eq!(m["hookcast_subscriptions"], 1.0);
+    assert_eq!(m["hookcast_publish_to_delivery_seconds_count"], 1.0);
+    assert_eq!(m[r#"hookcast_publish_to_delivery_seconds_bucket{le="+Inf"}"#], 1.0);
+    assert!(m[r#"hookcast_publish_to_delivery_seconds_bucket{le="30"}"#] >= m[r#"hookcast_publish_to_delivery_seconds_bucket{le="0.005"}"#]);
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+
+    // JSON logs: every line an object with a level and a message.
+    let cfg = dir.path().join("hookcast.toml");
+    std::fs::write(&cfg, format!("[server]\nport = 0\ndata_dir = \"{}\"\n", dir.path().join("json").display())).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "hookcast=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await.unwrap().unwrap().unwrap();
+    let url = banner.strip_prefix("hookcast listening on ").unwrap().to_owned();
+    reqwest::Client::new().post(format!("{url}/hooks/nope")).body("{}").send().await.unwrap();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), err.next_line()).await.unwrap().unwrap().unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+    assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    child.kill().await.unwrap();
+}
