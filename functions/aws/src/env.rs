@@ -142,4 +142,32 @@ mod tests {
         assert!(c.core.sources.contains_key("netlify"));
         assert!(!format!("{c:?}").contains("jws-secret"), "no secret in Debug");
     }
+
+    /// `sam deploy --guided` prompts on one line: the same configuration in
+    /// TOML's one-line form (inline tables) must read the same.
+    #[test]
+    fn one_line_toml_for_the_guided_prompt() {
+        let one_line = r#"sources = { netlify = { kind = "netlify", forms = { guestbook = { fields = ["name", "message"] } } }, zapier = { kind = "token", channels = ["zaps/*"] } }"#;
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "HOOKCAST_TABLE" => "t",
+                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                    "HOOKCAST_CONFIG" => one_line,
+                    "HOOKCAST_SECRET_NETLIFY" => "netlify-secret-0123456789",
+                    "HOOKCAST_SECRET_ZAPIER" => "zapier-token-0123456789",
+                    "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://*--a.netlify.app",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
+        assert_eq!(c.core.sources["zapier"].channels, vec!["zaps/*"]);
+        match &c.core.sources["netlify"].kind {
+            hookcast_core::SourceKind::Netlify { forms, .. } => assert_eq!(forms["guestbook"], vec!["name", "message"]),
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://*--a.netlify.app"]);
+    }
 }
