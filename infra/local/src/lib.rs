@@ -92,7 +92,7 @@ pub async fn bind(
             d.abort();
         }
     };
-    let serve = net::serve(listener, app(state), settings.net, signal);
+    let serve = net::serve(listener, app(state), settings.net, settings.tls.clone(), signal);
     Ok((addr, serve))
 }
 

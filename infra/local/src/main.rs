@@ -31,6 +31,12 @@ struct ServeOpts {
     /// Where the event log lives.
     #[arg(long, env = "HOOKCAST_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "HOOKCAST_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "HOOKCAST_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +78,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for the process (wss:// in listen, https in send).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "hookcast=info,warn".into());
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     match cli.log_format {
@@ -154,7 +162,8 @@ fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(),
 }
 
 async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(), String> {
-    let cli = Overrides { bind: opts.bind, port: opts.port, data_dir: opts.data_dir };
+    let cli =
+        Overrides { bind: opts.bind, port: opts.port, data_dir: opts.data_dir, tls_cert: opts.tls_cert, tls_key: opts.tls_key };
     let (settings, secrets) = match config {
         Some(path) => (settings::load_file(&path, &cli)?, None),
         None => {
@@ -172,13 +181,14 @@ async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(
 
 fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Option<&DevSecrets>, demo: bool) {
     let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
-    let http = format!("http://{host}");
+    let (scheme, ws) = if s.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    let http = format!("{scheme}://{host}");
     // The first line is stable: tests and scripts read the port from it.
     println!("hookcast listening on {http}");
     if demo {
         println!("  demo site   {http}/");
     }
-    println!("  websocket   ws://{host}/ws");
+    println!("  websocket   {ws}://{host}/ws");
     println!("  snippet     {http}/hookcast.js");
     println!("  history     {http}/channels/{{channel}}/events?since=N");
     println!("  data        {}", s.data_dir.join("hookcast.db").display());

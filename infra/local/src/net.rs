@@ -36,6 +36,34 @@ pub struct NetLimits {
     pub shutdown_grace: Duration,
 }
 
+/// Serving HTTPS and WSS from certificate files (PEM).
+#[derive(Clone)]
+pub struct Tls(pub tokio_rustls::TlsAcceptor);
+
+impl Tls {
+    /// Reads a PEM certificate chain and its PEM private key.
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!("tls_cert {}: no PEM certificate in it", cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+        let mut config = config;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
 impl Default for NetLimits {
     fn default() -> Self {
         Self {
@@ -52,6 +80,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: NetLimits,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -76,26 +105,18 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(StallGuard::new(tcp, limits.write_stall));
-        let svc = TowerToHyperService::new(app.clone().map_request(|r: Request<Incoming>| r.map(Body::new)));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        let mut stop = stop_rx.clone();
+        let (app, stop, tls) = (app.clone(), stop_rx.clone(), tls.clone());
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-                    // Finish the request in progress, take no new one.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => serve_connection(tcp, app, limits, stop, peer).await,
+                Some(Tls(acceptor)) => {
+                    // The handshake counts against the head deadline.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(slot);
         });
@@ -107,6 +128,38 @@ pub async fn serve(
         warn!(grace = ?limits.shutdown_grace, "requests still in progress at shutdown were cut off");
     }
     Ok(())
+}
+
+/// One connection: HTTP/1.1 with upgrades, a head deadline, stalled writes
+/// dropped; finishes its request in progress when `stop` turns true.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    limits: NetLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(StallGuard::new(io, limits.write_stall));
+    let svc = TowerToHyperService::new(app.map_request(|r: Request<Incoming>| r.map(Body::new)));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+            // Finish the request in progress, take no new one.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// Over the cap: a short JSON 503, then close.

@@ -73,7 +73,11 @@ const REPLY_DRAIN_LIMIT: Duration = Duration::from_secs(20);
 /// webhook Lambda runs) plus the local binary's own: `/ws`, `/sse`,
 /// `/healthz` and, in dev, the demo site.
 pub fn app(state: Arc<AppState>) -> Router {
-    let mut local = Router::new().route("/ws", get(ws_upgrade)).route("/sse", get(sse)).route("/healthz", get(healthz)).route("/metrics", get(metrics));
+    let mut local = Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/sse", get(sse))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics));
     if state.demo {
         local = local
             .route("/", get(demo_page))

@@ -17,6 +17,9 @@ struct ServerSection {
     data_dir: Option<PathBuf>,
     /// Open connections (sockets and HTTP) at most; more get a 503.
     max_connections: Option<usize>,
+    /// Serve HTTPS/WSS with this PEM certificate chain and key.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The file's shape: `[server]` for this binary, the rest shared with Lambda.
@@ -41,6 +44,8 @@ pub struct Overrides {
     pub bind: Option<String>,
     pub port: Option<u16>,
     pub data_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -57,6 +62,14 @@ pub struct Settings {
     pub idle_limit: std::time::Duration,
     /// Network deadlines (request heads, stalled writes, shutdown).
     pub net: crate::net::NetLimits,
+    /// HTTPS and WSS, when a certificate is configured.
+    pub tls: Option<crate::net::Tls>,
+}
+
+impl std::fmt::Debug for crate::net::Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
 }
 
 pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, String> {
@@ -106,6 +119,16 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let core = Config::build(raw, &env).map_err(|e| problems.extend(e.problems));
     let (default_sockets, http_cap) = crate::net::default_caps();
     let max_connections = file.server.max_connections.unwrap_or(default_sockets);
+    let tls = match (cli.tls_cert.clone().or(file.server.tls_cert), cli.tls_key.clone().or(file.server.tls_key)) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            crate::net::Tls::from_files(&cert, &key).map_err(|e| problems.push(format!("server.{e}"))).ok()
+        }
+        _ => {
+            problems.push("server.tls_cert and server.tls_key go together: set both, or neither".into());
+            None
+        }
+    };
     if max_connections == 0 {
         problems.push("server.max_connections must be greater than 0".into());
     }
@@ -121,6 +144,7 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
         ping_every: std::time::Duration::from_secs(30),
         idle_limit: std::time::Duration::from_secs(75),
         net: crate::net::NetLimits { max_connections: http_cap, ..Default::default() },
+        tls,
     })
 }
 

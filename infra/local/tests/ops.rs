@@ -78,7 +78,10 @@ async fn healthz_metrics_and_json_logs() {
     assert_eq!(m["hookcast_subscriptions"], 1.0);
     assert_eq!(m["hookcast_publish_to_delivery_seconds_count"], 1.0);
     assert_eq!(m[r#"hookcast_publish_to_delivery_seconds_bucket{le="+Inf"}"#], 1.0);
-    assert!(m[r#"hookcast_publish_to_delivery_seconds_bucket{le="30"}"#] >= m[r#"hookcast_publish_to_delivery_seconds_bucket{le="0.005"}"#]);
+    assert!(
+        m[r#"hookcast_publish_to_delivery_seconds_bucket{le="30"}"#]
+            >= m[r#"hookcast_publish_to_delivery_seconds_bucket{le="0.005"}"#]
+    );
     stop.send(()).unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 

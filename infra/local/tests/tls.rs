@@ -1,0 +1,110 @@
+//! `hookcast serve` over TLS with certificate files: a real WebSocket client
+//! that verifies the certificate subscribes over wss://, a webhook arrives
+//! over https://, and a client that does not trust the certificate is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hookcast::settings::{self, DevSecrets, Overrides};
+use hookcast_core::sign;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
+
+fn client_config(trusted: Option<&rcgen::Certificate>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(cert) = trusted {
+        roots.add(cert.der().clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_and_https_with_a_verified_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let secrets = DevSecrets {
+        netlify: "tls-netlify-secret-0123".into(),
+        zapier: "tls-zapier-token-0123".into(),
+        hmac: "tls-hmac-secret-0123".into(),
+        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    };
+    let cli = Overrides {
+        port: Some(0),
+        data_dir: Some(dir.path().join("data")),
+        tls_cert: Some(cert_path.clone()),
+        tls_key: Some(key_path.clone()),
+        ..Default::default()
+    };
+    let s = settings::dev_settings(&secrets, &cli).unwrap();
+    let state = hookcast::state(&s, false).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (addr, serving) = hookcast::bind(&s, state, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let server = tokio::spawn(serving);
+    let wss = format!("wss://localhost:{}/ws", addr.port());
+
+    // Not trusted: the handshake fails on verification.
+    let refused =
+        tokio_tungstenite::connect_async_tls_with_config(&wss, None, false, Some(Connector::Rustls(client_config(None)))).await;
+    assert!(refused.is_err(), "an untrusted certificate was accepted");
+
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(&wss, None, false, Some(Connector::Rustls(client_config(Some(&cert)))))
+            .await
+            .unwrap();
+    ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
+    let reply: Value = match ws.next().await.unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reply["type"], "subscribed");
+
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let body = json!({"channel": "news", "event": "post", "data": {"title": "over TLS"}}).to_string();
+    let res = https
+        .post(format!("https://localhost:{}/hooks/hmac", addr.port()))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign::github(secrets.hmac.as_bytes(), body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ev: Value = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ev["data"]["title"], "over TLS");
+
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = reqwest::Client::new().get(format!("http://localhost:{}/healthz", addr.port())).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    // A key that does not match the certificate is a clear start-up error.
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("other.pem"), other.serialize_pem()).unwrap();
+    let bad = Overrides { tls_key: Some(dir.path().join("other.pem")), ..cli.clone() };
+    let err = settings::dev_settings(&secrets, &bad).unwrap_err();
+    assert!(err.contains("do not go together"), "{err}");
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
