@@ -3,6 +3,7 @@
 
 pub mod apigw;
 pub mod dynamo;
+pub mod emf;
 pub mod env;
 pub mod handlers;
 pub mod pipeline;
@@ -138,7 +139,11 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     let state = std::sync::Arc::new((startup.relay(), startup.queue()));
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
-        async move { Ok::<_, lambda_runtime::Error>(Box::pin(pipeline::fan_out_batch(&state.0, &state.1, &ev.payload)).await) }
+        async move {
+            let result = Box::pin(pipeline::fan_out_batch(&state.0, &state.1, &ev.payload)).await;
+            emf::flush();
+            Ok::<_, lambda_runtime::Error>(result)
+        }
     }))
     .await
 }

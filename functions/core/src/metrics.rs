@@ -11,6 +11,16 @@ use std::sync::{Mutex, OnceLock};
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// The counters at one moment, to diff (CloudWatch EMF lines carry deltas).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub webhooks: BTreeMap<(String, String), u64>,
+    pub events: u64,
+    pub delivered: u64,
+    pub gone: u64,
+    pub failed: u64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     webhooks: Mutex<BTreeMap<(String, String), u64>>,
@@ -54,6 +64,16 @@ impl Metrics {
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            webhooks: self.webhooks.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            events: self.events.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            gone: self.gone.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Prometheus text exposition; `gauges` are the host's own (name, help, value).

@@ -12,5 +12,12 @@ async fn main() -> Result<(), Error> {
     let startup = hookcast_aws::Startup::load(Role::Webhook).await?;
     // The snippet is served from the HTTP API's host: build the wss:// URL in.
     let snippets = hookcast_http::Snippets::with_ws_url(&startup.cfg.ws_url());
-    run(hookcast_http::router(Arc::new(startup.hooks()), snippets)).await
+    // After each answer, what the counters gained goes out as CloudWatch EMF lines.
+    let router = hookcast_http::router(Arc::new(startup.hooks()), snippets).layer(axum::middleware::map_response(
+        |res: axum::response::Response| async move {
+            hookcast_aws::emf::flush();
+            res
+        },
+    ));
+    run(router).await
 }
