@@ -96,6 +96,36 @@ pub async fn bind(
     Ok((addr, serve))
 }
 
+/// A server running in this process (tests, embedding): `state` opened on
+/// `settings`, bound, served on a task until [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes requests in progress (bounded), and waits.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Opens the store, binds and serves on a task.
+pub async fn spawn(settings: &Settings, demo: bool) -> Result<Running, String> {
+    let state = state(settings, demo)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, serving) = bind(settings, state.clone(), async move {
+        let _ = stopped.await;
+    })
+    .await?;
+    Ok(Running { addr, state, stop: Some(stop), done: tokio::spawn(serving) })
+}
+
 /// Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -17,7 +17,6 @@ use hookcast_core::token::{mint, Claims};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
@@ -28,9 +27,8 @@ const ORIGIN: &str = "https://site.example";
 
 struct Server {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     state: Arc<AppState>,
+    running: hookcast::Running,
 }
 
 fn table_settings(dir: &Path) -> Settings {
@@ -42,15 +40,8 @@ fn table_settings(dir: &Path) -> Settings {
 
 impl Server {
     async fn start(s: &Settings) -> Self {
-        let state = hookcast::state(s, false).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let (addr, serving) = hookcast::bind(s, state.clone(), async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-        let done = tokio::spawn(serving);
-        Server { addr, stop: Some(tx), done: Some(done), state }
+        let running = hookcast::spawn(s, false).await.unwrap();
+        Server { addr: running.addr, state: running.state.clone(), running }
     }
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -63,15 +54,23 @@ impl Server {
     fn open_sockets(&self) -> usize {
         self.state.relay.gateway().open_sockets()
     }
-    async fn stop(mut self) -> Duration {
+    async fn stop(self) -> Duration {
         let t = std::time::Instant::now();
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), self.done.take().unwrap())
-            .await
-            .expect("shutdown is bounded")
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.running.stop()).await.expect("shutdown is bounded").unwrap();
         t.elapsed()
+    }
+    /// A signed webhook with `pad` bytes of data on `news`.
+    async fn post_news(&self, n: u32, pad: &str) {
+        let body = json!({"channel": "news", "event": "big", "data": {"n": n, "pad": pad}}).to_string();
+        let res = reqwest::Client::new()
+            .post(self.url("/hooks/gh"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign::github(hostile::GH, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
     }
 }
 
@@ -206,20 +205,10 @@ async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
     send(&mut reader, json!({"action": "subscribe", "channel": "news"})).await;
     assert_eq!(next(&mut reader).await["type"], "subscribed");
     // 40 MB of events: far beyond the 1 MiB budget plus what the kernel buffers.
-    let client = reqwest::Client::new();
     let pad = "x".repeat(90 * 1024);
     let mut max_queued = 0;
     for n in 0..450u32 {
-        let body = json!({"channel": "news", "event": "big", "data": {"n": n, "pad": pad}}).to_string();
-        let res = client
-            .post(s.url("/hooks/gh"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", sign::github(hostile::GH, body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        s.post_news(n, &pad).await;
         // The reading page keeps up and keeps every event.
         loop {
             let v = next(&mut reader).await;
@@ -257,19 +246,9 @@ async fn replay_amplification_is_bounded() {
     settings.core.limits.max_event_bytes = 100 * 1024;
     settings.core.limits.max_body_bytes = 200 * 1024;
     let s = Server::start(&settings).await;
-    let client = reqwest::Client::new();
     let pad = "x".repeat(50 * 1024);
     for n in 0..100u32 {
-        let body = json!({"channel": "news", "event": "big", "data": {"n": n, "pad": pad}}).to_string();
-        let res = client
-            .post(s.url("/hooks/gh"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", sign::github(hostile::GH, body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        s.post_news(n, &pad).await;
     }
     // A raw socket: the handshake, then 50 subscribes, never reading a byte.
     let mut tcp = TcpStream::connect(s.addr).await.unwrap();

@@ -9,7 +9,6 @@ use hookcast::settings::{self, DevSecrets, Overrides};
 use hookcast_core::sign;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::sync::oneshot;
 
 fn secrets() -> DevSecrets {
     DevSecrets {
@@ -62,15 +61,8 @@ async fn finish(mut child: tokio::process::Child) -> (i32, String, String) {
 async fn listen_waits_for_the_event_then_exits_0_and_explains_timeouts_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
-    let s = settings::dev_settings(&secrets(), &cli).unwrap();
-    let state = hookcast::state(&s, false).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (addr, serving) = hookcast::bind(&s, state, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let server = tokio::spawn(serving);
+    let running = hookcast::spawn(&settings::dev_settings(&secrets(), &cli).unwrap(), false).await.unwrap();
+    let addr = running.addr;
     let (http, ws) = (format!("http://{addr}"), format!("ws://{addr}/ws"));
 
     // A deploy that already happened is before "now": replayed only with --since.
@@ -114,8 +106,7 @@ async fn listen_waits_for_the_event_then_exits_0_and_explains_timeouts_and_refus
     let (code, _, err) = finish(listen(&["--url", &ws, "--channel", "no good", "--timeout", "5s"])).await;
     assert_eq!(code, 2);
     assert!(err.contains("--channel \"no good\""), "{err}");
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    tokio::time::timeout(Duration::from_secs(10), running.stop()).await.unwrap().unwrap();
     let (code, _, err) =
         finish(listen(&["--url", &ws, "--channel", "deploys", "--until", "deploy.succeeded", "--timeout", "1s"])).await;
     assert_eq!(code, 1);

@@ -10,7 +10,6 @@ use hookcast::settings::{self, DevSecrets, Overrides};
 use hookcast_core::sign;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Parses the Prometheus text format: `name{labels} value` per sample.
@@ -35,15 +34,8 @@ async fn healthz_metrics_and_json_logs() {
         standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
     };
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
-    let s = settings::dev_settings(&secrets, &cli).unwrap();
-    let state = hookcast::state(&s, false).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (addr, serving) = hookcast::bind(&s, state, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let server = tokio::spawn(serving);
+    let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
+    let addr = running.addr;
     let http = format!("http://{addr}");
 
     let health = reqwest::get(format!("{http}/healthz")).await.unwrap();
@@ -82,8 +74,7 @@ async fn healthz_metrics_and_json_logs() {
         m[r#"hookcast_publish_to_delivery_seconds_bucket{le="30"}"#]
             >= m[r#"hookcast_publish_to_delivery_seconds_bucket{le="0.005"}"#]
     );
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    tokio::time::timeout(Duration::from_secs(10), running.stop()).await.unwrap().unwrap();
 
     // JSON logs: every line an object with a level and a message.
     let cfg = dir.path().join("hookcast.toml");

@@ -9,7 +9,6 @@ use futures::{SinkExt, StreamExt};
 use hookcast::settings::{self, DevSecrets, Overrides};
 use hookcast_core::sign;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 
@@ -48,15 +47,8 @@ async fn wss_and_https_with_a_verified_certificate() {
         tls_key: Some(key_path.clone()),
         ..Default::default()
     };
-    let s = settings::dev_settings(&secrets, &cli).unwrap();
-    let state = hookcast::state(&s, false).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (addr, serving) = hookcast::bind(&s, state, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let server = tokio::spawn(serving);
+    let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
+    let addr = running.addr;
     let wss = format!("wss://localhost:{}/ws", addr.port());
 
     // Not trusted: the handshake fails on verification.
@@ -105,6 +97,5 @@ async fn wss_and_https_with_a_verified_certificate() {
     let bad = Overrides { tls_key: Some(dir.path().join("other.pem")), ..cli.clone() };
     let err = settings::dev_settings(&secrets, &bad).unwrap_err();
     assert!(err.contains("do not go together"), "{err}");
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    tokio::time::timeout(Duration::from_secs(10), running.stop()).await.unwrap().unwrap();
 }
