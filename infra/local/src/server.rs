@@ -371,6 +371,8 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
 
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
     let channels: Vec<&String> = pairs.iter().filter(|(k, _)| k == "channel").map(|(_, v)| v).collect();
+    // A subscribe token for private channels: `?token=` (EventSource cannot set headers).
+    let token = pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
     if channels.is_empty() {
         return json_error(StatusCode::BAD_REQUEST, "missing_channel", "add ?channel=name (repeatable)");
     }
@@ -400,6 +402,9 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
         let mut sub = serde_json::json!({"action": "subscribe", "channel": c});
         if let Some(since) = cursor.get(c.as_str()) {
             sub["since"] = serde_json::json!(since);
+        }
+        if let Some(t) = &token {
+            sub["token"] = serde_json::json!(t);
         }
         st.relay.message(&id, &sub.to_string()).await;
     }

@@ -468,5 +468,20 @@ async fn private_channels_open_with_a_token_from_hookcast_token() {
     assert_eq!(res.status(), 200);
     let res = reqwest::get(s.url("/channels/orders/1/events")).await.unwrap();
     assert_eq!(res.status(), 403);
+    // SSE takes the token as ?token= (EventSource cannot set headers).
+    let first_sse_data = |url: String| async move {
+        let mut res = reqwest::get(url).await.unwrap();
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = tokio::time::timeout(WAIT, res.chunk()).await.unwrap().unwrap().expect("an SSE event");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let data = text.lines().find_map(|l| l.strip_prefix("data:")).unwrap().trim().to_owned();
+        serde_json::from_str::<Value>(&data).unwrap()
+    };
+    let with = first_sse_data(s.url(&format!("/sse?channel=orders/1&token={token}"))).await;
+    assert_eq!(with["type"], "subscribed", "{with}");
+    let without = first_sse_data(s.url("/sse?channel=orders/1")).await;
+    assert_eq!(without["code"], "forbidden", "{without}");
     s.stop().await;
 }
