@@ -648,7 +648,8 @@ async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
         url: s.emu.ws_url(),
         channels: vec!["deploys".into()],
         until: Some("deploy.succeeded".into()),
-        timeout: "20s".into(),
+        // A ceiling: moto is slow under load; the wait ends when the deploy arrives.
+        timeout: "180s".into(),
         since: None,
         token: None,
         origin: None,
@@ -683,7 +684,7 @@ async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
     let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("listen-1"))).await;
     assert_eq!(status, 200);
     s.deliver(1).await;
-    let (outcome, out) = tokio::time::timeout(WAIT, listening).await.unwrap().unwrap();
+    let (outcome, out) = tokio::time::timeout(3 * WAIT, listening).await.unwrap().unwrap();
     assert_eq!(outcome.unwrap(), hookcast::listen::Outcome::Done);
     let line: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!((line["event"].as_str(), line["seq"].as_u64()), (Some("deploy.succeeded"), Some(1)));

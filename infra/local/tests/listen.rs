@@ -67,7 +67,7 @@ async fn listen_waits_for_the_event_then_exits_0_and_explains_timeouts_and_refus
 
     // A deploy that already happened is before "now": replayed only with --since.
     deploy(&http, "building", "production").await;
-    let mut waiting = listen(&["--url", &ws, "--channel", "deploys", "--until", "deploy.succeeded", "--timeout", "20s"]);
+    let mut waiting = listen(&["--url", &ws, "--channel", "deploys", "--until", "deploy.succeeded", "--timeout", "60s"]);
     // Deploy once it follows the channel (it says so on stderr).
     let mut said = tokio::io::BufReader::new(waiting.stderr.take().unwrap());
     let mut line = String::new();
