@@ -23,6 +23,7 @@ pub async fn run(relay: Arc<LocalRelay>, mut feed: UnboundedReceiver<Event>) {
             tx
         });
         if let Err(lost) = tx.send(ev) {
+            relay.store().backlog().done();
             warn!(channel = %lost.0.channel, seq = lost.0.seq, "channel dispatcher ended; event stays in the log");
         }
     }
@@ -31,9 +32,11 @@ pub async fn run(relay: Arc<LocalRelay>, mut feed: UnboundedReceiver<Event>) {
 /// One channel: events arrive in seq order and each is fanned out before
 /// the next, so every socket's queue receives them in seq order.
 async fn channel_task(relay: Arc<LocalRelay>, mut rx: UnboundedReceiver<Event>) {
+    let backlog = relay.store().backlog();
     while let Some(ev) = rx.recv().await {
         if let Err(e) = relay.fan_out(&ev).await {
             warn!(error = %e, channel = %ev.channel, seq = ev.seq, "fan-out failed; pages catch up from history");
         }
+        backlog.done();
     }
 }

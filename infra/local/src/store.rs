@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hookcast_core::channel::{Channel, EventName};
 use hookcast_core::ports::{
@@ -19,31 +20,78 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::mpsc::UnboundedSender;
 
 pub struct SqliteStore {
-    /// The one writer. Appends queue for it through `turn`, for a bounded time.
+    /// The one writer connection; only the writer thread writes through it
+    /// (in memory, reads share it).
     db: Arc<Mutex<Connection>>,
-    turn: Arc<tokio::sync::Semaphore>,
-    /// Until when appends fail at once: the file was found locked by someone
-    /// else, so queued webhooks get their 503 now, not one busy wait each.
-    busy_until: Arc<Mutex<Option<std::time::Instant>>>,
+    /// Appends on their way to the writer thread, which commits whatever has
+    /// queued in one transaction: one fsync for many webhooks (group commit).
+    jobs: std::sync::mpsc::Sender<Job>,
     /// Reads use their own connection (WAL: a writer never blocks them).
     reader: Option<Arc<Mutex<Connection>>>,
-    retention: Retention,
     live: Mutex<Registry>,
+    /// Events committed but not yet fanned out; appends wait while it is
+    /// over [`MAX_BACKLOG`], so a fast sender is paced by the fan-out.
+    backlog: Arc<Backlog>,
     /// Every committed event, in commit order: what the local dispatcher
     /// follows, as the AWS fan-out follows the table's stream.
-    feed: Option<UnboundedSender<Event>>,
+    feed: Arc<Mutex<Option<UnboundedSender<Event>>>>,
+    /// Write transactions committed (each one fsync): with the appends
+    /// counted in the metrics, how many webhooks share an fsync.
+    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Appends between sweeps of expired dedupe keys (an expired key is already
-/// ignored by the check, so the sweep only reclaims space).
-const DEDUPE_SWEEP_EVERY: i64 = 512;
+/// One append waiting for the writer.
+struct Job {
+    ev: Pending,
+    /// Not started by then: answered "timed out" (503), never written.
+    deadline: Instant,
+    done: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Committed events the dispatcher has not finished: the distance between
+/// the log's head and what pages have been sent.
+#[derive(Default)]
+pub struct Backlog {
+    events: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// The dispatcher has fanned out one event.
+    pub fn done(&self) {
+        self.events.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+    pub fn len(&self) -> usize {
+        self.events.load(std::sync::atomic::Ordering::Acquire)
+    }
+    async fn below(&self, max: usize) {
+        loop {
+            let notified = self.drained.notified();
+            if self.len() < max {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Appends in one transaction at most (and so per fsync).
+const MAX_BATCH: usize = 256;
+/// Committed events waiting for the fan-out above which new appends wait.
+pub const MAX_BACKLOG: usize = 1024;
+/// How often the writer sweeps expired dedupe keys (an expired key is already
+/// ignored by the check, so the sweep only reclaims space), and how many at once.
+const DEDUPE_SWEEP_EVERY: Duration = Duration::from_secs(30);
+const DEDUPE_SWEEP_ROWS: i64 = 2048;
 
 /// How long SQLite retries a locked database file before giving up.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
-/// How long an append waits for the writer before answering 503.
-const WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long an append waits for the writer (and for the fan-out backlog)
+/// before answering 503.
+const WRITE_WAIT: Duration = Duration::from_millis(2000);
 /// After a locked file, how long new appends fail fast.
-const BUSY_COOL_OFF: std::time::Duration = std::time::Duration::from_millis(1000);
+const BUSY_COOL_OFF: Duration = Duration::from_millis(1000);
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -94,56 +142,39 @@ impl SqliteStore {
     fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self {
-            db: Arc::new(Mutex::new(conn)),
-            turn: Arc::new(tokio::sync::Semaphore::new(1)),
-            busy_until: Arc::default(),
-            reader: None,
+        let db = Arc::new(Mutex::new(conn));
+        let feed: Arc<Mutex<Option<UnboundedSender<Event>>>> = Arc::default();
+        let backlog = Arc::new(Backlog::default());
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = Writer {
+            db: db.clone(),
             retention,
-            live: Mutex::default(),
-            feed: None,
-        })
+            feed: feed.clone(),
+            backlog: backlog.clone(),
+            commits: commits.clone(),
+            busy_until: None,
+        };
+        std::thread::Builder::new().name("hookcast-writer".into()).spawn(move || writer.run(rx)).map_err(err)?;
+        Ok(Self { db, jobs, reader: None, live: Mutex::default(), backlog, feed, commits })
     }
 
     /// Sends every event to `feed` right after its commit, in commit order
-    /// (sent while the database is still held, so no two can swap).
-    pub fn with_feed(mut self, feed: UnboundedSender<Event>) -> Self {
-        self.feed = Some(feed);
+    /// (sent by the one writer thread, so no two can swap). The receiver
+    /// calls [`Backlog::done`] on [`SqliteStore::backlog`] for each event.
+    pub fn with_feed(self, feed: UnboundedSender<Event>) -> Self {
+        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = Some(feed);
         self
     }
 
-    /// Runs `f` on the writer, off the async threads; waits for its turn at
-    /// most [`WRITE_WAIT`], and fails at once while the file is known locked.
-    async fn with_db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let cooling = |busy: &Mutex<Option<std::time::Instant>>| {
-            busy.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t > std::time::Instant::now())
-        };
-        if cooling(&self.busy_until) {
-            return Err(StoreError("database file is locked by another process".into()));
-        }
-        let permit = tokio::time::timeout(WRITE_WAIT, self.turn.clone().acquire_owned())
-            .await
-            .map_err(|_| StoreError("timed out waiting for the writer".into()))?
-            .map_err(err)?;
-        let (db, busy) = (self.db.clone(), self.busy_until.clone());
-        tokio::task::spawn_blocking(move || {
-            let _turn = permit;
-            if cooling(&busy) {
-                return Err(StoreError("database file is locked by another process".into()));
-            }
-            let mut conn = db.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
-            f(&mut conn).map_err(|e| {
-                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
-                    *busy.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now() + BUSY_COOL_OFF);
-                }
-                err(e)
-            })
-        })
-        .await
-        .map_err(err)?
+    /// Write transactions committed so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What the dispatcher has yet to fan out.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.backlog.clone()
     }
 
     /// Runs a read on the reader connection (the writer's when in memory).
@@ -151,11 +182,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let Some(reader) = self.reader.clone() else {
-            return self.with_db(f).await;
-        };
+        let conn = self.reader.clone().unwrap_or_else(|| self.db.clone());
         tokio::task::spawn_blocking(move || {
-            let mut conn = reader.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
+            let mut conn = conn.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
             f(&mut conn).map_err(err)
         })
         .await
@@ -173,6 +202,162 @@ impl SqliteStore {
     pub fn subscriptions(&self) -> usize {
         self.live().subscriptions()
     }
+}
+
+/// The writer thread: takes every append that has queued, commits them in
+/// one transaction, then answers each and feeds the dispatcher in order.
+struct Writer {
+    db: Arc<Mutex<Connection>>,
+    retention: Retention,
+    feed: Arc<Mutex<Option<UnboundedSender<Event>>>>,
+    backlog: Arc<Backlog>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Until when appends fail at once: the file was found locked by someone
+    /// else, so queued webhooks get their 503 now, not one busy wait each.
+    busy_until: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
+        let mut last_sweep = Instant::now();
+        // Ends when the store (every sender) is dropped.
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            let (live, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
+            for j in late {
+                let _ = j.done.send(Err(StoreError("timed out waiting for the writer".into())));
+            }
+            if live.is_empty() {
+                continue;
+            }
+            if self.busy_until.is_some_and(|t| t > now) {
+                for j in live {
+                    let _ = j.done.send(Err(StoreError("database file is locked by another process".into())));
+                }
+                continue;
+            }
+            self.commit(live);
+            if last_sweep.elapsed() >= DEDUPE_SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep();
+            }
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let mut conn = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.retention;
+        let result = (|| -> rusqlite::Result<Vec<Result<Appended, StoreError>>> {
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(jobs.len());
+            for j in &jobs {
+                // Each append is all or nothing inside the batch: one that
+                // fails is rolled back alone and answered with its error.
+                let sp = tx.savepoint()?;
+                match append_one(&sp, &j.ev, r) {
+                    Ok(a) => {
+                        sp.commit()?;
+                        out.push(Ok(a));
+                    }
+                    Err(e) => {
+                        drop(sp); // rolls back
+                        out.push(Err(err(e)));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })();
+        drop(conn);
+        match result {
+            Ok(outcomes) => {
+                self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                for (j, outcome) in jobs.into_iter().zip(outcomes) {
+                    if let (Some(feed), Ok(Appended::Stored(event))) = (&feed, &outcome) {
+                        self.backlog.events.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        // The receiver lives as long as the server; after
+                        // shutdown the event is durable and replays on resubscribe.
+                        if feed.send(event.clone()).is_err() {
+                            self.backlog.done();
+                            tracing::debug!(channel = %event.channel, seq = event.seq, "no dispatcher; event stays in the log");
+                        }
+                    }
+                    let _ = j.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch was committed.
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+                    self.busy_until = Some(Instant::now() + BUSY_COOL_OFF);
+                }
+                let e = err(e);
+                for j in jobs {
+                    let _ = j.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Reclaims expired dedupe keys, a bounded number per sweep.
+    fn sweep(&mut self) {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let conn = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = conn
+            .prepare_cached(
+                "DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![now_ms, DEDUPE_SWEEP_ROWS]))
+        {
+            tracing::debug!(error = %e, "dedupe sweep skipped");
+        }
+    }
+}
+
+/// One append inside the writer's transaction: dedupe check, next seq,
+/// insert, prune to retention, remember the key.
+fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<Appended> {
+    // An expired key is ignored here and replaced below.
+    let seen: Option<i64> = match &ev.dedupe_key {
+        Some(key) => tx
+            .prepare_cached("SELECT seq FROM dedupe WHERE key = ?1 AND expires_ms > ?2")?
+            .query_row(params![key, ev.at_ms as i64], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
+    if let Some(seq) = seen {
+        return Ok(Appended::Duplicate { seq: seq as u64 });
+    }
+    let channel = ev.channel.as_str();
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO channels (channel, head) VALUES (?1, 1)
+             ON CONFLICT (channel) DO UPDATE SET head = head + 1 RETURNING head",
+        )?
+        .query_row(params![channel], |r| r.get(0))?;
+    tx.prepare_cached("INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![channel, seq, ev.event.as_str(), ev.data.to_string(), ev.at, ev.at_ms as i64])?;
+    let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
+    tx.prepare_cached("DELETE FROM events WHERE channel = ?1 AND (seq <= ?2 OR at_ms < ?3)")?.execute(params![
+        channel,
+        seq - r.max_events as i64,
+        oldest_ms
+    ])?;
+    if let Some(key) = &ev.dedupe_key {
+        tx.prepare_cached("INSERT OR REPLACE INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)")?.execute(params![
+            key,
+            seq,
+            (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64
+        ])?;
+    }
+    Ok(Appended::Stored(ev.with_seq(seq as u64)))
 }
 
 impl Subscriptions for SqliteStore {
@@ -210,56 +395,15 @@ impl Subscriptions for SqliteStore {
 
 impl EventLog for SqliteStore {
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
-        let ev = ev.clone();
-        let r = self.retention;
-        let feed = self.feed.clone();
-        self.with_db(move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // An expired key is ignored here and replaced below.
-            let seen: Option<i64> = match &ev.dedupe_key {
-                Some(key) => tx
-                    .prepare_cached("SELECT seq FROM dedupe WHERE key = ?1 AND expires_ms > ?2")?
-                    .query_row(params![key, ev.at_ms as i64], |r| r.get(0))
-                    .optional()?,
-                None => None,
-            };
-            if let Some(seq) = seen {
-                return Ok(Appended::Duplicate { seq: seq as u64 });
-            }
-            let channel = ev.channel.as_str();
-            let seq: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO channels (channel, head) VALUES (?1, 1)
-                     ON CONFLICT (channel) DO UPDATE SET head = head + 1 RETURNING head",
-                )?
-                .query_row(params![channel], |r| r.get(0))?;
-            tx.prepare_cached("INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![channel, seq, ev.event.as_str(), ev.data.to_string(), ev.at, ev.at_ms as i64])?;
-            let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
-            tx.prepare_cached("DELETE FROM events WHERE channel = ?1 AND (seq <= ?2 OR at_ms < ?3)")?.execute(params![
-                channel,
-                seq - r.max_events as i64,
-                oldest_ms
-            ])?;
-            if let Some(key) = &ev.dedupe_key {
-                tx.prepare_cached("INSERT OR REPLACE INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)")?
-                    .execute(params![key, seq, (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64])?;
-            }
-            if seq % DEDUPE_SWEEP_EVERY == 0 {
-                tx.prepare_cached("DELETE FROM dedupe WHERE expires_ms <= ?1")?.execute(params![ev.at_ms as i64])?;
-            }
-            tx.commit()?;
-            let event = ev.with_seq(seq as u64);
-            if let Some(feed) = &feed {
-                // The receiver lives as long as the server; after shutdown the
-                // event is durable and replays on resubscribe.
-                if feed.send(event.clone()).is_err() {
-                    tracing::debug!(channel = %ev.channel, seq, "no dispatcher; event stays in the log");
-                }
-            }
-            Ok(Appended::Stored(event))
-        })
-        .await
+        let deadline = Instant::now() + WRITE_WAIT;
+        // Paced by the fan-out: while pages are far behind the log, a sender
+        // waits here (and gets a 503 to retry if they stay behind).
+        if self.backlog.len() >= MAX_BACKLOG && tokio::time::timeout(WRITE_WAIT, self.backlog.below(MAX_BACKLOG)).await.is_err() {
+            return Err(StoreError("the fan-out is behind; retry shortly".into()));
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.jobs.send(Job { ev: ev.clone(), deadline, done }).map_err(|_| StoreError("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError("the writer has stopped".into()))?
     }
 
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
@@ -326,6 +470,63 @@ mod tests {
         assert_eq!(h.events[0], conformance::pending("a", "k0", conformance::T0).with_seq(1));
         let again = s.append(&conformance::pending("a", "k1", conformance::T0)).await.unwrap();
         assert_eq!(again, Appended::Duplicate { seq: 2 });
+    }
+
+    /// Appends that queue while the writer is busy share one transaction (one
+    /// fsync), keep their submission order in seq, and are each answered only
+    /// after that commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_a_commit_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("h.db"), conformance::retention()).unwrap();
+        let held = s.db.clone();
+        let guard = held.lock().unwrap(); // the writer is "in an fsync"
+        let events: Vec<_> = (0..64).map(|i| conformance::pending("a", &format!("k{i}"), conformance::T0)).collect();
+        let mut appends: Vec<_> = events.iter().map(|e| Box::pin(s.append(e))).collect();
+        for a in &mut appends {
+            assert!(futures::poll!(a.as_mut()).is_pending(), "answered before any commit");
+        }
+        assert_eq!(s.commits(), 0);
+        drop(guard);
+        let seqs: Vec<u64> = futures::future::join_all(appends)
+            .await
+            .into_iter()
+            .map(|a| match a.unwrap() {
+                Appended::Stored(e) => e.seq,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, (1..=64).collect::<Vec<_>>(), "seq follows submission order");
+        // The first may have been taken alone before the rest queued.
+        assert!(s.commits() <= 2, "64 appends took {} commits", s.commits());
+        let again = s.append(&conformance::pending("a", "k7", conformance::T0)).await.unwrap();
+        assert_eq!(again, Appended::Duplicate { seq: 8 }, "keys committed in a batch dedupe");
+    }
+
+    /// A sender faster than the fan-out is paced: with the dispatcher
+    /// [`MAX_BACKLOG`] events behind, the next append waits until it catches up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fan_out_backlog_paces_appends() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = SqliteStore::in_memory(Retention { max_events: 10, ..conformance::retention() }).unwrap().with_feed(tx);
+        let events: Vec<_> = (0..MAX_BACKLOG).map(|i| conformance::pending("a", &format!("k{i}"), conformance::T0)).collect();
+        futures::future::join_all(events.iter().map(|e| s.append(e)))
+            .await
+            .into_iter()
+            .for_each(|a| assert!(matches!(a, Ok(Appended::Stored(_)))));
+        assert_eq!(s.backlog().len(), MAX_BACKLOG);
+        let late = conformance::pending("a", "late", conformance::T0);
+        let mut next = Box::pin(s.append(&late));
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        // The dispatcher takes one event: the waiting append goes through.
+        rx.recv().await.unwrap();
+        s.backlog().done();
+        let got = tokio::time::timeout(Duration::from_secs(10), next).await.expect("append resumed").unwrap();
+        assert!(matches!(got, Appended::Stored(ref e) if e.seq == MAX_BACKLOG as u64 + 1), "{got:?}");
+        // No progress at all: a 503 after the bounded wait, nothing written.
+        let refused = s.append(&conformance::pending("a", "refused", conformance::T0)).await;
+        assert!(refused.is_err());
+        assert_eq!(s.read(&conformance::ch("a"), 0, 100).await.unwrap().head, MAX_BACKLOG as u64 + 1);
     }
 
     /// Another process holds the database's write lock: appends answer within
