@@ -256,5 +256,24 @@ pub trait Gateway: Send + Sync + 'static {
     fn reply(&self, conn: &ConnId, frame: &str) -> impl Future<Output = Delivery> + Send {
         self.send(conn, frame)
     }
+    /// One live push to many connections (a page of a fan-out), at most
+    /// `concurrency` at once; each connection's result, in any order. A
+    /// host that can do better than one call per connection (the local
+    /// binary: one lock, one shared copy of the frame) overrides it.
+    fn send_many(
+        &self,
+        conns: Vec<ConnId>,
+        frame: &str,
+        concurrency: usize,
+    ) -> impl Future<Output = Vec<(ConnId, Delivery)>> + Send {
+        use futures::StreamExt;
+        futures::stream::iter(conns)
+            .map(move |c| async move {
+                let d = self.send(&c, frame).await;
+                (c, d)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+    }
     fn close(&self, conn: &ConnId) -> impl Future<Output = ()> + Send;
 }

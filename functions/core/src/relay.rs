@@ -232,14 +232,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                     (page.conns, page.next)
                 }
             };
-            let results: Vec<(ConnId, Delivery)> = futures::stream::iter(conns)
-                .map(|c| async move {
-                    let d = self.gateway.send(&c, frame).await;
-                    (c, d)
-                })
-                .buffer_unordered(n)
-                .collect()
-                .await;
+            let results = self.gateway.send_many(conns, frame, n).await;
             for (c, d) in results {
                 match d {
                     Delivery::Delivered => report.delivered += 1,

@@ -1,36 +1,67 @@
-//! Side by side, in one run, same client: the `hookcast serve` binary and a
-//! minimal Node `ws` broadcast server (bench/node-ws-server.js). For each
+//! Side by side, in one run, same client: the `hookcast serve` binary, a
+//! minimal Node `ws` broadcast server, Socket.IO, and a Node server that
+//! writes one pre-encoded frame to every socket (bench/*.js). For each
 //! audience size: idle memory per subscribed socket (server RSS), then
 //! webhooks published with 1 and with 8 in flight; every subscriber measures
-//! publish → delivery latency from a timestamp in the event. Loopback only,
+//! publish → delivery latency from a timestamp in the event. Then hookcast's
+//! durable webhooks/s (each acknowledged after its fsync'd commit) at 1, 8
+//! and 64 in flight, beside this disk's own fsync rate. Loopback only,
 //! bounded in count and time.
 //!
-//!   cargo build --release -p hookcast && cargo run --release -p hookcast --example bench -- [subscribers,...] [events]
+//!   npm ci && cargo build --release -p hookcast --bins --examples
+//!   target/release/examples/bench [--sizes 100,1000,5000,10000] [--repeat 3] [--out DIR]
+//!
+//! With --out, writes DIR/bench.md (the tables) and DIR/bench.svg (the plot).
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Seek, SeekFrom, Write as _};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "bench-hmac-secret-0123456789";
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Target {
     Hookcast,
     NodeWs,
+    SocketIo,
+    Raw,
 }
+
+const TARGETS: [Target; 4] = [Target::Hookcast, Target::NodeWs, Target::SocketIo, Target::Raw];
 
 impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::Hookcast => "hookcast",
             Target::NodeWs => "node ws",
+            Target::SocketIo => "socket.io",
+            Target::Raw => "raw pre-encoded",
+        }
+    }
+    fn color(self) -> &'static str {
+        match self {
+            Target::Hookcast => "#d9480f",
+            Target::NodeWs => "#1c7ed6",
+            Target::SocketIo => "#2f9e44",
+            Target::Raw => "#868e96",
+        }
+    }
+    fn script(self) -> &'static str {
+        match self {
+            Target::Hookcast => "",
+            Target::NodeWs => "node-ws-server.js",
+            Target::SocketIo => "socketio-server.js",
+            Target::Raw => "raw-writer-server.js",
         }
     }
 }
@@ -41,11 +72,16 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+fn release_dir() -> std::path::PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_owned()
+}
+
 async fn start(target: Target) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(release_dir()).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let mut cmd = match target {
         Target::Hookcast => {
-            let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("hookcast");
+            let exe = release_dir().join("hookcast");
             assert!(exe.exists(), "build the binary first: cargo build --release -p hookcast ({})", exe.display());
             let cfg = dir.path().join("hookcast.toml");
             std::fs::write(
@@ -60,10 +96,9 @@ async fn start(target: Target) -> Server {
             c.arg("serve").arg("--config").arg(cfg).env("RUST_LOG", "warn");
             c
         }
-        Target::NodeWs => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/node-ws-server.js");
+        _ => {
             let mut c = Command::new("node");
-            c.arg(script).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+            c.arg(format!("{root}/bench/{}", target.script())).current_dir(root);
             c
         }
     };
@@ -88,46 +123,73 @@ fn micros(epoch: Instant) -> u64 {
     epoch.elapsed().as_micros() as u64
 }
 
+/// The publish timestamp in an event frame, found without parsing the whole
+/// frame (the client shares the machine with the server; it should cost little).
+fn t0(frame: &str) -> Option<u64> {
+    let at = frame.find("\"t0\":")? + 5;
+    let digits = frame[at..].bytes().take_while(u8::is_ascii_digit).count();
+    frame[at..at + digits].parse().ok()
+}
+
 struct Audience {
     received: Arc<AtomicU64>,
     latencies: Arc<Mutex<Vec<u64>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn audience(ws_url: &str, n: usize, epoch: Instant) -> Audience {
+async fn audience(target: Target, http: &str, n: usize, epoch: Instant) -> Audience {
+    let ws_url = match target {
+        Target::SocketIo => http.replacen("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket",
+        _ => http.replacen("http://", "ws://", 1) + "/ws",
+    };
     let received = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     let ready = Arc::new(AtomicU64::new(0));
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
-        let conns = futures::future::join_all(chunk.iter().map(|_| tokio_tungstenite::connect_async(ws_url.to_owned()))).await;
+        let conns = futures::future::join_all(chunk.iter().map(|_| tokio_tungstenite::connect_async(ws_url.clone()))).await;
         for c in conns {
             let (mut ws, _) = c.unwrap();
             let (received, latencies, ready) = (received.clone(), latencies.clone(), ready.clone());
             tasks.push(tokio::spawn(async move {
-                ws.send(Message::Text(r#"{"action":"subscribe","channel":"bench"}"#.into())).await.unwrap();
+                if target != Target::SocketIo {
+                    ws.send(Message::Text(r#"{"action":"subscribe","channel":"bench"}"#.into())).await.unwrap();
+                }
                 while let Some(Ok(m)) = ws.next().await {
                     let Message::Text(t) = m else { continue };
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    match v["type"].as_str() {
-                        Some("subscribed") => {
-                            ready.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Some("event") => {
-                            if let Some(t0) = v["data"]["t0"].as_u64() {
-                                latencies.lock().unwrap().push(micros(epoch).saturating_sub(t0));
-                                received.fetch_add(1, Ordering::Relaxed);
+                    let t = t.as_str();
+                    if let Some(t0) = t0(t) {
+                        latencies.lock().unwrap().push(micros(epoch).saturating_sub(t0));
+                        received.fetch_add(1, Ordering::Relaxed);
+                    } else if target == Target::SocketIo {
+                        // Engine.IO open, namespace connect, room join, pings.
+                        let reply = if t.starts_with("0{") {
+                            Some("40")
+                        } else if t.starts_with("40") {
+                            Some(r#"42["subscribe","bench"]"#)
+                        } else if t == "2" {
+                            Some("3")
+                        } else {
+                            if t.starts_with(r#"42["subscribed""#) {
+                                ready.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None
+                        };
+                        if let Some(r) = reply {
+                            if ws.send(Message::Text(r.into())).await.is_err() {
+                                return;
                             }
                         }
-                        _ => {}
+                    } else if t.contains("\"subscribed\"") {
+                        ready.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while (ready.load(Ordering::Relaxed) as usize) < n {
-        assert!(Instant::now() < deadline, "subscriptions not confirmed");
+        assert!(Instant::now() < deadline, "{}: subscriptions not confirmed", target.name());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Audience { received, latencies, tasks }
@@ -141,10 +203,10 @@ async fn publish(client: &reqwest::Client, target: Target, http: &str, i: u64, e
             let sig = hookcast_core::sign::github(SECRET.as_bytes(), body.as_bytes());
             (format!("{http}/hooks/hmac"), body, vec![("x-hub-signature-256", sig)])
         }
-        Target::NodeWs => {
-            let body =
-                json!({"type": "event", "channel": "bench", "seq": i, "event": "tick", "data": {"t0": t0, "i": i}, "at": ""})
-                    .to_string();
+        _ => {
+            // The frame hookcast would send, so every server carries the same bytes.
+            let body = json!({"type": "event", "channel": "bench", "seq": i, "event": "tick", "data": {"t0": t0, "i": i}, "at": "2026-11-28T00:00:00.000Z"})
+                .to_string();
             (format!("{http}/publish"), body, vec![])
         }
     };
@@ -164,74 +226,292 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
 }
 
+#[derive(Clone, Copy, Default, Debug)]
+struct Row {
+    per_sock_kb: f64,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    lost: u64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Webhooks per row: enough deliveries to measure, bounded in time.
+fn events_for(n: usize) -> u64 {
+    (500_000 / n as u64).clamp(30, 200)
+}
+
+async fn fanout_run(client: &reqwest::Client, target: Target, n: usize, epoch: Instant) -> [Row; 2] {
+    let server = start(target).await;
+    let pid = server.child.id().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kb(pid);
+    let aud = audience(target, &server.http, n, epoch).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_sock_kb = (rss_kb(pid).saturating_sub(before)) as f64 / n as f64;
+    let events = events_for(n);
+    let mut rows = [Row::default(); 2];
+    let mut seq = 0u64;
+    for (slot, in_flight) in [1usize, 8].into_iter().enumerate() {
+        aud.latencies.lock().unwrap().clear();
+        let start_count = aud.received.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let next = AtomicU64::new(0);
+        let base = seq;
+        futures::future::join_all((0..in_flight).map(|_| async {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= events {
+                    return;
+                }
+                publish(client, target, &server.http, base + i + 1, epoch).await;
+            }
+        }))
+        .await;
+        seq += events;
+        let want = start_count + events * n as u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while aud.received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let got = aud.received.load(Ordering::Relaxed) - start_count;
+        let mut lat = std::mem::take(&mut *aud.latencies.lock().unwrap());
+        rows[slot] = Row {
+            per_sock_kb,
+            rate: got as f64 / secs,
+            p50: pct(&mut lat, 0.5),
+            p99: pct(&mut lat, 0.99),
+            lost: events * n as u64 - got,
+        };
+    }
+    for t in aud.tasks {
+        t.abort();
+    }
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rows
+}
+
+/// This disk's own rate of small durable writes: 4 KiB overwrites of a
+/// preallocated file, each followed by fdatasync (what a WAL commit costs at least).
+fn fsync_rate(dir: &std::path::Path) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&vec![0u8; 4 << 20]).unwrap();
+    f.sync_all().unwrap();
+    let block = [7u8; 4096];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < Duration::from_secs(3) {
+        f.seek(SeekFrom::Start((n % 1024) * 4096)).unwrap();
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    rate
+}
+
+/// Durable webhooks/s on one channel, no subscribers: each answered 200
+/// only after its commit (WAL, synchronous=FULL).
+async fn durable_run(client: &reqwest::Client, in_flight: usize, epoch: Instant) -> (f64, f64) {
+    let server = start(Target::Hookcast).await;
+    let total: u64 = 3000;
+    // Warm the connection pool.
+    futures::future::join_all((0..in_flight as u64).map(|i| publish(client, Target::Hookcast, &server.http, i, epoch))).await;
+    let commits = |body: &str| {
+        body.lines().find(|l| l.starts_with("hookcast_store_commits ")).and_then(|l| l.split(' ').nth(1)?.parse::<f64>().ok())
+    };
+    let metrics = || async { client.get(format!("{}/metrics", server.http)).send().await.unwrap().text().await.unwrap() };
+    let c0 = commits(&metrics().await).unwrap_or(0.0);
+    let next = AtomicU64::new(0);
+    let t = Instant::now();
+    futures::future::join_all((0..in_flight).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= total {
+                return;
+            }
+            publish(client, Target::Hookcast, &server.http, 1000 + i, epoch).await;
+        }
+    }))
+    .await;
+    let rate = total as f64 / t.elapsed().as_secs_f64();
+    let c1 = commits(&metrics().await).unwrap_or(0.0);
+    drop(server);
+    (rate, total as f64 / (c1 - c0).max(1.0))
+}
+
+fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String {
+    // Two panels: deliveries/s (1 in flight) and p99 latency (8 in flight), log scale.
+    let (w, h, top, left, panel_w) = (980.0, 380.0, 50.0, 70.0, 420.0);
+    let plot_h = 260.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    let panels: [(&str, usize, fn(&Row) -> f64, &str); 2] = [
+        ("deliveries/s, 1 webhook in flight (higher is better)", 0, |r| r.rate, "/s"),
+        ("publish → delivery p99, 8 in flight (lower is better)", 1, |r| r.p99, " ms"),
+    ];
+    for (pi, (title, slot, value, unit)) in panels.iter().enumerate() {
+        let x0 = left + pi as f64 * (panel_w + 70.0);
+        let vals: Vec<f64> = results.values().map(|r| value(&r[*slot])).filter(|v| v.is_finite() && *v > 0.0).collect();
+        let (lo, hi) = vals.iter().fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let (lo, hi) = (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()));
+        let y = |v: f64| top + plot_h - (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) * plot_h;
+        let _ = write!(s, r#"<text x="{x0}" y="{}" font-weight="bold">{title}</text>"#, top - 20.0);
+        let mut tick = lo;
+        while tick <= hi * 1.001 {
+            let _ = write!(
+                s,
+                r##"<line x1="{x0}" x2="{}" y1="{y}" y2="{y}" stroke="#dee2e6"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                x0 + panel_w,
+                x0 - 6.0,
+                y(tick) + 4.0,
+                if tick >= 1000.0 { format!("{}k", tick / 1000.0) } else { format!("{tick}") },
+                y = y(tick)
+            );
+            tick *= 10.0;
+        }
+        let group_w = panel_w / sizes.len() as f64;
+        let bar_w = (group_w - 16.0) / TARGETS.len() as f64;
+        for (gi, n) in sizes.iter().enumerate() {
+            let gx = x0 + gi as f64 * group_w + 8.0;
+            for (ti, t) in TARGETS.iter().enumerate() {
+                let Some(r) = results.get(&(*n, *t)) else { continue };
+                let v = value(&r[*slot]);
+                if !v.is_finite() {
+                    continue;
+                }
+                let (bx, by) = (gx + ti as f64 * bar_w, y(v));
+                let _ = write!(
+                    s,
+                    r#"<rect x="{bx:.1}" y="{by:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {n}: {v:.1}{unit}</title></rect>"#,
+                    bar_w - 2.0,
+                    top + plot_h - by,
+                    t.color(),
+                    t.name()
+                );
+            }
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{n} subscribers</text>"#,
+                gx + (group_w - 16.0) / 2.0,
+                top + plot_h + 18.0
+            );
+        }
+    }
+    for (ti, t) in TARGETS.iter().enumerate() {
+        let x = left + ti as f64 * 160.0;
+        let _ = write!(
+            s,
+            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            h - 30.0,
+            t.color(),
+            x + 18.0,
+            h - 20.0,
+            t.name()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let sizes: Vec<usize> =
-        args.get(1).map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![1000, 5000]);
-    let events: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let sizes: Vec<usize> = arg("--sizes")
+        .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1000, 5000, 10000]);
+    let repeat: usize = arg("--repeat").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    let out = arg("--out").map(std::path::PathBuf::from);
     let epoch = Instant::now();
     let client = reqwest::Client::new();
-    println!("{events} webhooks per row; latency = publish -> delivery at each subscriber; same client for both servers");
-    println!(
-        "{:<9} {:>11} {:>9} {:>13} {:>14} {:>9} {:>9} {:>9}",
-        "server", "subscribers", "in flight", "idle KB/sock", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Fan-out: one channel, every subscriber on it; webhooks per row: {}; latency = publish → delivery at each subscriber; median of {repeat} run(s), servers interleaved.\n",
+        sizes.iter().map(|n| format!("{} at {n}", events_for(*n))).collect::<Vec<_>>().join(", ")
     );
+    let _ =
+        writeln!(md, "| server | subscribers | in flight | idle KB/socket | deliveries/s | p50 ms | p99 ms | not delivered |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    print!("{md}");
+    let mut results: BTreeMap<(usize, Target), [Row; 2]> = BTreeMap::new();
     for &n in &sizes {
-        for target in [Target::Hookcast, Target::NodeWs] {
-            let server = start(target).await;
-            let pid = server.child.id().unwrap();
-            let ws_url = server.http.replacen("http://", "ws://", 1) + "/ws";
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let before = rss_kb(pid);
-            let aud = audience(&ws_url, n, epoch).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let per_sock = (rss_kb(pid).saturating_sub(before)) as f64 / n as f64;
-            let mut seq = 0u64;
-            for in_flight in [1usize, 8] {
-                aud.latencies.lock().unwrap().clear();
-                let start_count = aud.received.load(Ordering::Relaxed);
-                let t = Instant::now();
-                let next = AtomicU64::new(0);
-                let base = seq;
-                futures::future::join_all((0..in_flight).map(|_| async {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= events {
-                            return;
-                        }
-                        publish(&client, target, &server.http, base + i + 1, epoch).await;
-                    }
-                }))
-                .await;
-                seq += events;
-                let want = start_count + events * n as u64;
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while aud.received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                let secs = t.elapsed().as_secs_f64();
-                let got = aud.received.load(Ordering::Relaxed) - start_count;
-                let mut lat = std::mem::take(&mut *aud.latencies.lock().unwrap());
-                let lost = events * n as u64 - got;
-                println!(
-                    "{:<9} {:>11} {:>9} {:>13.1} {:>14.0} {:>9.1} {:>9.1} {:>9.1}{}",
-                    target.name(),
-                    n,
-                    in_flight,
-                    per_sock,
-                    got as f64 / secs,
-                    pct(&mut lat, 0.5),
-                    pct(&mut lat, 0.99),
-                    pct(&mut lat, 1.0),
-                    if lost > 0 { format!("  ({lost} not delivered)") } else { String::new() }
-                );
+        let mut runs: BTreeMap<Target, Vec<[Row; 2]>> = BTreeMap::new();
+        for _ in 0..repeat {
+            for target in TARGETS {
+                runs.entry(target).or_default().push(fanout_run(&client, target, n, epoch).await);
             }
-            for t in aud.tasks {
-                t.abort();
-            }
-            drop(server);
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        for target in TARGETS {
+            let rs = &runs[&target];
+            let mut med = [Row::default(); 2];
+            for (slot, m) in med.iter_mut().enumerate() {
+                *m = Row {
+                    per_sock_kb: median(rs.iter().map(|r| r[slot].per_sock_kb).collect()),
+                    rate: median(rs.iter().map(|r| r[slot].rate).collect()),
+                    p50: median(rs.iter().map(|r| r[slot].p50).collect()),
+                    p99: median(rs.iter().map(|r| r[slot].p99).collect()),
+                    lost: rs.iter().map(|r| r[slot].lost).sum(),
+                };
+                let line = format!(
+                    "| {} | {n} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
+                    target.name(),
+                    [1, 8][slot],
+                    m.per_sock_kb,
+                    m.rate,
+                    m.p50,
+                    m.p99,
+                    m.lost
+                );
+                println!("{line}");
+                let _ = writeln!(md, "{line}");
+            }
+            results.insert((n, target), med);
+        }
+    }
+
+    let probe = tempfile::tempdir_in(release_dir()).unwrap();
+    let fsyncs = fsync_rate(probe.path());
+    let mut durable = String::new();
+    let _ = writeln!(
+        durable,
+        "\nDurable webhooks/s: hookcast, one channel, no subscribers, 3,000 signed webhooks, each answered only after its commit (SQLite WAL, synchronous=FULL). This disk: {fsyncs:.0} fsync/s (4 KiB overwrite + fdatasync).\n"
+    );
+    let _ = writeln!(durable, "| in flight | webhooks/s | ÷ disk fsync/s | webhooks per commit |");
+    let _ = writeln!(durable, "|---:|---:|---:|---:|");
+    print!("{durable}");
+    for in_flight in [1usize, 8, 64] {
+        let mut rs = Vec::new();
+        let mut per = Vec::new();
+        for _ in 0..repeat {
+            let (r, p) = durable_run(&client, in_flight, epoch).await;
+            rs.push(r);
+            per.push(p);
+        }
+        let (r, p) = (median(rs), median(per));
+        let line = format!("| {in_flight} | {r:.0} | {:.2} | {p:.1} |", r / fsyncs);
+        println!("{line}");
+        let _ = writeln!(durable, "{line}");
+    }
+    md.push_str(&durable);
+
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bench.md"), &md).unwrap();
+        std::fs::write(dir.join("bench.svg"), svg(&sizes, &results)).unwrap();
+        println!("\nwrote {} and {}", dir.join("bench.md").display(), dir.join("bench.svg").display());
     }
 }

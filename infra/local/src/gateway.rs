@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::Utf8Bytes;
 use hookcast_core::ports::{ConnId, Delivery, Gateway};
 use tokio::sync::{mpsc, Notify};
 
@@ -18,9 +19,11 @@ pub const LIVE_BUDGET: usize = 1024 * 1024;
 /// Reply bytes above which a socket stops reading its client's messages.
 pub const REPLY_HIGH_WATER: usize = 256 * 1024;
 
-/// One frame on its way out, and which budget it counts against.
+/// One frame on its way out, and which budget it counts against. The text
+/// is shared: a fan-out encodes an event once and every socket's queue holds
+/// the same bytes.
 pub struct Frame {
-    pub text: String,
+    pub text: Utf8Bytes,
     pub reply: bool,
 }
 
@@ -103,20 +106,25 @@ impl LocalGateway {
         let Some(h) = self.map().get(conn).cloned() else {
             return Delivery::Gone;
         };
-        let len = frame.len();
-        if reply {
-            h.queued.replies.fetch_add(len, Ordering::AcqRel);
-        } else if h.queued.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET {
-            h.queued.live.fetch_sub(len, Ordering::AcqRel);
-            h.close.notify_one();
-            return Delivery::Failed;
-        }
-        match h.tx.send(Frame { text: frame.to_owned(), reply }) {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::SendError(f)) => {
-                h.queued.written(f.text.len(), f.reply);
-                Delivery::Gone
-            }
+        push(&h, Utf8Bytes::from(frame), reply)
+    }
+}
+
+/// Queues one frame for one socket within its byte budget.
+fn push(h: &Handle, text: Utf8Bytes, reply: bool) -> Delivery {
+    let len = text.len();
+    if reply {
+        h.queued.replies.fetch_add(len, Ordering::AcqRel);
+    } else if h.queued.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET {
+        h.queued.live.fetch_sub(len, Ordering::AcqRel);
+        h.close.notify_one();
+        return Delivery::Failed;
+    }
+    match h.tx.send(Frame { text, reply }) {
+        Ok(()) => Delivery::Delivered,
+        Err(mpsc::error::SendError(f)) => {
+            h.queued.written(f.text.len(), f.reply);
+            Delivery::Gone
         }
     }
 }
@@ -127,6 +135,22 @@ impl Gateway for LocalGateway {
     }
     async fn reply(&self, conn: &ConnId, frame: &str) -> Delivery {
         self.enqueue(conn, frame, true)
+    }
+    /// One lock for the page and one copy of the frame, shared by every
+    /// socket's queue; queuing never waits, so no concurrency is needed.
+    async fn send_many(&self, conns: Vec<ConnId>, frame: &str, _concurrency: usize) -> Vec<(ConnId, Delivery)> {
+        let text = Utf8Bytes::from(frame);
+        let map = self.map();
+        conns
+            .into_iter()
+            .map(|c| {
+                let d = match map.get(&c) {
+                    Some(h) => push(h, text.clone(), false),
+                    None => Delivery::Gone,
+                };
+                (c, d)
+            })
+            .collect()
     }
     async fn close(&self, conn: &ConnId) {
         if let Some(h) = self.map().get(conn) {

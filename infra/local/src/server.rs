@@ -260,15 +260,30 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
                 _ = closing.notified() => return close(1013, "too slow; resume with since"),
                 _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return close(1012, "server restarting; resume with since"),
                 frame = frames.recv() => {
-                    let f = frame?;
-                    let (len, reply) = (f.text.len(), f.reply);
+                    // Every frame already queued goes out in one write (up to
+                    // a batch), so a burst costs one syscall, not one each.
+                    let mut batch = vec![frame?];
+                    let mut bytes = batch[0].text.len();
+                    while bytes < WRITE_BUFFER && batch.len() < 64 {
+                        match frames.try_recv() {
+                            Ok(f) => {
+                                bytes += f.text.len();
+                                batch.push(f);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let counts: Vec<(usize, bool)> = batch.iter().map(|f| (f.text.len(), f.reply)).collect();
+                    let mut all = futures::stream::iter(batch.into_iter().map(|f| Ok(Message::Text(f.text))));
                     // A write stuck on a client that stopped reading must not
                     // keep it: the close signal ends the wait too.
                     let sent = tokio::select! {
-                        r = sink.send(Message::Text(f.text.into())) => r.is_ok(),
+                        r = sink.send_all(&mut all) => r.is_ok(),
                         _ = closing.notified() => return close(1013, "too slow; resume with since"),
                     };
-                    queued.written(len, reply);
+                    for (len, reply) in counts {
+                        queued.written(len, reply);
+                    }
                     if !sent {
                         return None;
                     }
@@ -426,7 +441,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
                 ev = ev.id(cursor_id(&cursor));
             }
         }
-        Some((Ok::<_, std::convert::Infallible>(ev.data(frame)), (out, cursor, guard, stop)))
+        Some((Ok::<_, std::convert::Infallible>(ev.data(frame.as_str())), (out, cursor, guard, stop)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
