@@ -6,13 +6,13 @@
 //! the client's next message only once they have drained below
 //! [`REPLY_HIGH_WATER`]: a client that asks and never reads stalls itself.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use hookcast_core::ports::{ConnId, Delivery, Gateway};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// Bytes of live pushes that may wait for one socket.
 pub const LIVE_BUDGET: usize = 1024 * 1024;
@@ -27,13 +27,22 @@ pub struct Frame {
     pub reply: bool,
 }
 
-/// Bytes queued for one socket, by kind; the writer gives them back.
+/// One socket's outbound queue and its byte counts, by kind; the writer
+/// gives bytes back as it sends. Allocated lazily: an idle socket's queue
+/// holds no buffer.
 #[derive(Default)]
 pub struct Queued {
     live: AtomicUsize,
     replies: AtomicUsize,
     /// Signalled whenever reply bytes are given back.
     drained: Notify,
+    frames: Mutex<VecDeque<Frame>>,
+    /// A frame was queued (one waiter: the socket's writer).
+    ready: Notify,
+    /// The writer is gone: pushes answer Gone.
+    ended: AtomicBool,
+    /// The host asks the socket to close (too slow, or `close`).
+    close: Notify,
 }
 
 impl Queued {
@@ -59,47 +68,79 @@ impl Queued {
     pub fn bytes(&self) -> usize {
         self.live.load(Ordering::Acquire) + self.replies.load(Ordering::Acquire)
     }
+    /// Resolves when the host asks this socket to close.
+    pub async fn closing(&self) {
+        self.close.notified().await
+    }
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Frame>> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-#[derive(Clone)]
-struct Handle {
-    tx: mpsc::UnboundedSender<Frame>,
-    close: Arc<Notify>,
-    queued: Arc<Queued>,
+/// The writer's end of a socket's queue; dropping it ends the queue.
+pub struct Frames(Arc<Queued>);
+
+impl Frames {
+    /// The next frame; `None` once the socket has been unregistered.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = self.try_recv() {
+                return Some(f);
+            }
+            if self.0.ended.load(Ordering::Acquire) {
+                return None;
+            }
+            // notify_one keeps a permit: a push between the check and here is not lost.
+            self.0.ready.notified().await;
+        }
+    }
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        self.0.queue().pop_front()
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        let left: Vec<Frame> = self.0.queue().drain(..).collect();
+        for f in left {
+            self.0.written(f.text.len(), f.reply);
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct LocalGateway {
-    conns: Mutex<HashMap<ConnId, Handle>>,
+    conns: Mutex<HashMap<ConnId, Arc<Queued>>>,
 }
 
-/// What a socket task needs: its queue, its close signal, its byte counts.
+/// What a socket task needs: its queue and its byte counts (and close signal).
 pub struct Outbound {
-    pub frames: mpsc::UnboundedReceiver<Frame>,
-    pub close: Arc<Notify>,
+    pub frames: Frames,
     pub queued: Arc<Queued>,
 }
 
 impl LocalGateway {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Handle>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Queued>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub fn register(&self, conn: &ConnId) -> Outbound {
-        let (tx, frames) = mpsc::unbounded_channel();
-        let close = Arc::new(Notify::new());
         let queued = Arc::new(Queued::default());
-        self.map().insert(conn.clone(), Handle { tx, close: close.clone(), queued: queued.clone() });
-        Outbound { frames, close, queued }
+        self.map().insert(conn.clone(), queued.clone());
+        Outbound { frames: Frames(queued.clone()), queued }
     }
     pub fn unregister(&self, conn: &ConnId) {
-        self.map().remove(conn);
+        if let Some(q) = self.map().remove(conn) {
+            q.ended.store(true, Ordering::Release);
+            q.ready.notify_one();
+        }
     }
     pub fn open_sockets(&self) -> usize {
         self.map().len()
     }
     /// Bytes waiting in every socket's queue (live pushes and replies).
     pub fn queued_bytes(&self) -> usize {
-        self.map().values().map(|h| h.queued.bytes()).sum()
+        self.map().values().map(|h| h.bytes()).sum()
     }
 
     fn enqueue(&self, conn: &ConnId, frame: &str, reply: bool) -> Delivery {
@@ -111,22 +152,21 @@ impl LocalGateway {
 }
 
 /// Queues one frame for one socket within its byte budget.
-fn push(h: &Handle, text: Utf8Bytes, reply: bool) -> Delivery {
+fn push(h: &Queued, text: Utf8Bytes, reply: bool) -> Delivery {
+    if h.ended.load(Ordering::Acquire) {
+        return Delivery::Gone;
+    }
     let len = text.len();
     if reply {
-        h.queued.replies.fetch_add(len, Ordering::AcqRel);
-    } else if h.queued.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET {
-        h.queued.live.fetch_sub(len, Ordering::AcqRel);
+        h.replies.fetch_add(len, Ordering::AcqRel);
+    } else if h.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET {
+        h.live.fetch_sub(len, Ordering::AcqRel);
         h.close.notify_one();
         return Delivery::Failed;
     }
-    match h.tx.send(Frame { text, reply }) {
-        Ok(()) => Delivery::Delivered,
-        Err(mpsc::error::SendError(f)) => {
-            h.queued.written(f.text.len(), f.reply);
-            Delivery::Gone
-        }
-    }
+    h.queue().push_back(Frame { text, reply });
+    h.ready.notify_one();
+    Delivery::Delivered
 }
 
 impl Gateway for LocalGateway {
@@ -174,7 +214,7 @@ mod tests {
         }
         // One byte over: refused, and the socket is told to close.
         assert_eq!(g.send(&c, "y").await, Delivery::Failed);
-        tokio::time::timeout(std::time::Duration::from_secs(1), out.close.notified()).await.expect("close signalled");
+        tokio::time::timeout(std::time::Duration::from_secs(1), out.queued.closing()).await.expect("close signalled");
         // Replies still queue (the client asked for them) and count separately.
         assert_eq!(g.reply(&c, &frame).await, Delivery::Delivered);
         assert_eq!(out.queued.bytes(), LIVE_BUDGET + frame.len());

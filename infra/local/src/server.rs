@@ -244,7 +244,7 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
     }
     debug!(conn = %id, "connected");
     let (mut sink, mut stream) = socket.split();
-    let (mut frames, closing, queued) = (out.frames, out.close, out.queued);
+    let (mut frames, queued) = (out.frames, out.queued);
     let started = Instant::now();
     // Milliseconds since `started` at which the client was last heard.
     let heard = std::sync::atomic::AtomicU64::new(0);
@@ -257,7 +257,7 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
         loop {
             tokio::select! {
                 biased;
-                _ = closing.notified() => return close(1013, "too slow; resume with since"),
+                _ = queued.closing() => return close(1013, "too slow; resume with since"),
                 _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return close(1012, "server restarting; resume with since"),
                 frame = frames.recv() => {
                     // Every frame already queued goes out in one write (up to
@@ -266,11 +266,11 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
                     let mut bytes = batch[0].text.len();
                     while bytes < WRITE_BUFFER && batch.len() < 64 {
                         match frames.try_recv() {
-                            Ok(f) => {
+                            Some(f) => {
                                 bytes += f.text.len();
                                 batch.push(f);
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     let counts: Vec<(usize, bool)> = batch.iter().map(|f| (f.text.len(), f.reply)).collect();
@@ -279,7 +279,7 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
                     // keep it: the close signal ends the wait too.
                     let sent = tokio::select! {
                         r = sink.send_all(&mut all) => r.is_ok(),
-                        _ = closing.notified() => return close(1013, "too slow; resume with since"),
+                        _ = queued.closing() => return close(1013, "too slow; resume with since"),
                     };
                     for (len, reply) in counts {
                         queued.written(len, reply);
@@ -429,7 +429,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     let stream = futures::stream::unfold((out, cursor, guard, stop), |(mut out, mut cursor, guard, mut stop)| async move {
         let frame = tokio::select! {
             f = out.frames.recv() => f?,
-            _ = out.close.notified() => return None,
+            _ = out.queued.closing() => return None,
             _ = stop.wait_for(|s| *s) => return None,
         };
         out.queued.written(frame.text.len(), frame.reply);
