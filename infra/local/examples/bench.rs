@@ -11,7 +11,8 @@
 //!   npm ci && cargo build --release -p hookcast --bins --examples
 //!   target/release/examples/bench [--sizes 100,1000,5000,10000] [--repeat 3] [--out DIR]
 //!
-//! With --out, writes DIR/bench.md (the tables) and DIR/bench.svg (the plot).
+//! With --out, writes DIR/bench.md (the tables) and DIR/bench.svg (the plot);
+//! --servers hookcast,node runs a subset (names by prefix).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -298,7 +299,8 @@ async fn fanout_run(client: &reqwest::Client, target: Target, n: usize, epoch: I
 }
 
 /// This disk's own rate of small durable writes: 4 KiB overwrites of a
-/// preallocated file, each followed by fdatasync (what a WAL commit costs at least).
+/// preallocated file, each followed by fsync (the call SQLite makes per
+/// commit; what a WAL commit costs at least).
 fn fsync_rate(dir: &std::path::Path) -> f64 {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -310,7 +312,7 @@ fn fsync_rate(dir: &std::path::Path) -> f64 {
     while t.elapsed() < Duration::from_secs(3) {
         f.seek(SeekFrom::Start((n % 1024) * 4096)).unwrap();
         f.write_all(&block).unwrap();
-        f.sync_data().unwrap();
+        f.sync_all().unwrap();
         n += 1;
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
@@ -434,6 +436,11 @@ async fn main() {
         .unwrap_or_else(|| vec![100, 1000, 5000, 10000]);
     let repeat: usize = arg("--repeat").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
     let out = arg("--out").map(std::path::PathBuf::from);
+    // --servers hookcast,node: a subset (by name prefix), for a quick look.
+    let servers: Vec<Target> = match arg("--servers") {
+        Some(list) => TARGETS.into_iter().filter(|t| list.split(',').any(|p| !p.is_empty() && t.name().starts_with(p))).collect(),
+        None => TARGETS.to_vec(),
+    };
     let epoch = Instant::now();
     let client = reqwest::Client::new();
 
@@ -451,11 +458,11 @@ async fn main() {
     for &n in &sizes {
         let mut runs: BTreeMap<Target, Vec<[Row; 2]>> = BTreeMap::new();
         for _ in 0..repeat {
-            for target in TARGETS {
+            for &target in &servers {
                 runs.entry(target).or_default().push(fanout_run(&client, target, n, epoch).await);
             }
         }
-        for target in TARGETS {
+        for &target in &servers {
             let rs = &runs[&target];
             let mut med = [Row::default(); 2];
             for (slot, m) in med.iter_mut().enumerate() {
@@ -488,7 +495,7 @@ async fn main() {
     let mut durable = String::new();
     let _ = writeln!(
         durable,
-        "\nDurable webhooks/s: hookcast, one channel, no subscribers, 3,000 signed webhooks, each answered only after its commit (SQLite WAL, synchronous=FULL). This disk: {fsyncs:.0} fsync/s (4 KiB overwrite + fdatasync).\n"
+        "\nDurable webhooks/s: hookcast, one channel, no subscribers, 3,000 signed webhooks, each answered only after its commit (SQLite WAL, synchronous=FULL). This disk: {fsyncs:.0} fsync/s (4 KiB overwrite + fsync, the call SQLite makes per commit).\n"
     );
     let _ = writeln!(durable, "| in flight | webhooks/s | ÷ disk fsync/s | webhooks per commit |");
     let _ = writeln!(durable, "|---:|---:|---:|---:|");
@@ -506,6 +513,25 @@ async fn main() {
         println!("{line}");
         let _ = writeln!(durable, "{line}");
     }
+    // The floor under any webhook round trip here: the same client against
+    // the Node `ws` server's /publish with nobody to send to (no signature,
+    // no store, no fsync), one in flight.
+    let floor = {
+        let server = start(Target::NodeWs).await;
+        for i in 0..100 {
+            publish(&client, Target::NodeWs, &server.http, i, epoch).await;
+        }
+        let t = Instant::now();
+        for i in 0..3000 {
+            publish(&client, Target::NodeWs, &server.http, i, epoch).await;
+        }
+        3000.0 / t.elapsed().as_secs_f64()
+    };
+    let line = format!(
+        "\nHTTP round-trip floor (same client, Node `ws` /publish with no subscribers, 1 in flight): {floor:.0} requests/s."
+    );
+    println!("{line}");
+    let _ = writeln!(durable, "{line}");
     md.push_str(&durable);
 
     if let Some(dir) = out {

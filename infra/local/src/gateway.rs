@@ -97,6 +97,29 @@ impl Frames {
     pub fn try_recv(&mut self) -> Option<Frame> {
         self.0.queue().pop_front()
     }
+    /// Moves queued frames into `into` (at most `max_frames`, stopping once
+    /// `max_bytes` are taken) under one lock, waiting for the first. False
+    /// once the socket has been unregistered and nothing is left.
+    pub async fn recv_batch(&mut self, into: &mut Vec<Frame>, max_frames: usize, max_bytes: usize) -> bool {
+        loop {
+            {
+                let mut q = self.0.queue();
+                let mut bytes = 0;
+                while into.len() < max_frames && bytes < max_bytes {
+                    let Some(f) = q.pop_front() else { break };
+                    bytes += f.text.len();
+                    into.push(f);
+                }
+            }
+            if !into.is_empty() {
+                return true;
+            }
+            if self.0.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            self.0.ready.notified().await;
+        }
+    }
 }
 
 impl Drop for Frames {

@@ -107,11 +107,22 @@ pub struct Running {
 
 impl Running {
     /// Stops accepting, finishes requests in progress (bounded), and waits.
+    /// Sockets end on their own tasks just after; see [`released`].
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         self.done.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Waits until `state` is held only by the caller (every socket task has
+/// ended, so the data directory is free for a restart in this process), or
+/// `limit` has passed.
+pub async fn released(state: &Arc<AppState>, limit: std::time::Duration) {
+    let until = tokio::time::Instant::now() + limit;
+    while Arc::strong_count(state) > 1 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

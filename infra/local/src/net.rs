@@ -84,6 +84,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // After the grace: connections still busy are dropped (their handlers too).
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -105,7 +107,7 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (app, stop, tls) = (app.clone(), stop_rx.clone(), tls.clone());
+        let (app, stop, tls) = ((app.clone(), cut_rx.clone()), stop_rx.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(tcp, app, limits, stop, peer).await,
@@ -126,6 +128,9 @@ pub async fn serve(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all)).await.is_err() {
         warn!(grace = ?limits.shutdown_grace, "requests still in progress at shutdown were cut off");
+        cut_tx.send_replace(true);
+        // Their tasks end at their next poll; give them a moment to drop.
+        let _ = tokio::time::timeout(Duration::from_millis(500), slots.acquire_many(all)).await;
     }
     Ok(())
 }
@@ -134,7 +139,7 @@ pub async fn serve(
 /// dropped; finishes its request in progress when `stop` turns true.
 async fn serve_connection<I>(
     io: I,
-    app: Router,
+    (app, mut cut): (Router, tokio::sync::watch::Receiver<bool>),
     limits: NetLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
     peer: std::net::SocketAddr,
@@ -152,9 +157,16 @@ async fn serve_connection<I>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-            // Finish the request in progress, take no new one.
+            // Finish the request in progress, take no new one; dropped
+            // when the grace runs out.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { cut.wait_for(|c| *c).await.map(|_| ()) } => {
+                    debug!(%peer, "cut off at shutdown");
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -35,6 +35,8 @@ const DEMO_ICON: &str = include_str!("../../../site-snippet/demo/favicon.svg");
 const READ_BUFFER: usize = 1024;
 /// Outgoing bytes gathered before a write (the buffer grows only while used).
 const WRITE_BUFFER: usize = 16 * 1024;
+/// Queued frames written at most per flush.
+const WRITE_BATCH: usize = 64;
 
 pub type LocalRelay = Relay<Arc<SqliteStore>, LocalGateway>;
 
@@ -254,35 +256,40 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
     // Each side returns the close frame to end with, if any.
     let writer = async {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping_every, limits.ping_every);
+        // Made once, not per wake: each of these registers a waiter when polled.
+        let closing = queued.closing();
+        tokio::pin!(closing);
+        let stopping = async { stop.wait_for(|s| *s).await.map(|_| ()) };
+        tokio::pin!(stopping);
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                _ = queued.closing() => return close(1013, "too slow; resume with since"),
-                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return close(1012, "server restarting; resume with since"),
-                frame = frames.recv() => {
+                _ = &mut closing => return close(1013, "too slow; resume with since"),
+                _ = &mut stopping => return close(1012, "server restarting; resume with since"),
+                more = frames.recv_batch(&mut batch, WRITE_BATCH, WRITE_BUFFER) => {
+                    if !more {
+                        return None;
+                    }
                     // Every frame already queued goes out in one write (up to
                     // a batch), so a burst costs one syscall, not one each.
-                    let mut batch = vec![frame?];
-                    let mut bytes = batch[0].text.len();
-                    while bytes < WRITE_BUFFER && batch.len() < 64 {
-                        match frames.try_recv() {
-                            Some(f) => {
-                                bytes += f.text.len();
-                                batch.push(f);
-                            }
-                            None => break,
-                        }
+                    let (mut live, mut replies) = (0, 0);
+                    for f in &batch {
+                        *if f.reply { &mut replies } else { &mut live } += f.text.len();
                     }
-                    let counts: Vec<(usize, bool)> = batch.iter().map(|f| (f.text.len(), f.reply)).collect();
-                    let mut all = futures::stream::iter(batch.into_iter().map(|f| Ok(Message::Text(f.text))));
+                    let mut all = futures::stream::iter(batch.drain(..).map(|f| Ok(Message::Text(f.text))));
                     // A write stuck on a client that stopped reading must not
                     // keep it: the close signal ends the wait too.
                     let sent = tokio::select! {
                         r = sink.send_all(&mut all) => r.is_ok(),
-                        _ = queued.closing() => return close(1013, "too slow; resume with since"),
+                        _ = &mut closing => return close(1013, "too slow; resume with since"),
                     };
-                    for (len, reply) in counts {
-                        queued.written(len, reply);
+                    drop(all);
+                    if live > 0 {
+                        queued.written(live, false);
+                    }
+                    if replies > 0 {
+                        queued.written(replies, true);
                     }
                     if !sent {
                         return None;

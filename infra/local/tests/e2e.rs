@@ -61,6 +61,8 @@ impl Server {
     async fn stop(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         tokio::time::timeout(WAIT, self.done.take().unwrap()).await.unwrap().unwrap();
+        // Sockets end on their own tasks; the data directory is free once they have.
+        hookcast::released(&self.state, WAIT).await;
     }
 }
 
