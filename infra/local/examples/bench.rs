@@ -359,7 +359,8 @@ fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
     );
-    let panels: [(&str, usize, fn(&Row) -> f64, &str); 2] = [
+    type Panel = (&'static str, usize, fn(&Row) -> f64, &'static str);
+    let panels: [Panel; 2] = [
         ("deliveries/s, 1 webhook in flight (higher is better)", 0, |r| r.rate, "/s"),
         ("publish → delivery p99, 8 in flight (lower is better)", 1, |r| r.p99, " ms"),
     ];

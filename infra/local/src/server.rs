@@ -101,7 +101,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let body = hookcast_core::metrics::global().render(&[
         ("hookcast_open_sockets", "WebSocket and SSE clients connected.", sockets),
         ("hookcast_subscriptions", "Channel subscriptions held by connected clients.", subscriptions),
-        ("hookcast_fanout_backlog", "Events committed and not yet fanned out.", st.relay.store().backlog().len() as u64),
+        ("hookcast_fanout_backlog", "Events committed and not yet fanned out.", st.relay.store().backlog().events() as u64),
         ("hookcast_store_commits", "Write transactions committed (one fsync each) since start.", st.relay.store().commits()),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()

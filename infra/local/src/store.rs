@@ -62,13 +62,13 @@ impl Backlog {
         self.events.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         self.drained.notify_waiters();
     }
-    pub fn len(&self) -> usize {
+    pub fn events(&self) -> usize {
         self.events.load(std::sync::atomic::Ordering::Acquire)
     }
     async fn below(&self, max: usize) {
         loop {
             let notified = self.drained.notified();
-            if self.len() < max {
+            if self.events() < max {
                 return;
             }
             notified.await;
@@ -398,7 +398,9 @@ impl EventLog for SqliteStore {
         let deadline = Instant::now() + WRITE_WAIT;
         // Paced by the fan-out: while pages are far behind the log, a sender
         // waits here (and gets a 503 to retry if they stay behind).
-        if self.backlog.len() >= MAX_BACKLOG && tokio::time::timeout(WRITE_WAIT, self.backlog.below(MAX_BACKLOG)).await.is_err() {
+        if self.backlog.events() >= MAX_BACKLOG
+            && tokio::time::timeout(WRITE_WAIT, self.backlog.below(MAX_BACKLOG)).await.is_err()
+        {
             return Err(StoreError("the fan-out is behind; retry shortly".into()));
         }
         let (done, answer) = tokio::sync::oneshot::channel();
@@ -476,6 +478,7 @@ mod tests {
     /// fsync), keep their submission order in seq, and are each answered only
     /// after that commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock)] // on purpose: the writer must wait while appends queue
     async fn concurrent_appends_share_a_commit_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("h.db"), conformance::retention()).unwrap();
@@ -514,7 +517,7 @@ mod tests {
             .await
             .into_iter()
             .for_each(|a| assert!(matches!(a, Ok(Appended::Stored(_)))));
-        assert_eq!(s.backlog().len(), MAX_BACKLOG);
+        assert_eq!(s.backlog().events(), MAX_BACKLOG);
         let late = conformance::pending("a", "late", conformance::T0);
         let mut next = Box::pin(s.append(&late));
         assert!(futures::poll!(next.as_mut()).is_pending());
