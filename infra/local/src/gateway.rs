@@ -226,6 +226,23 @@ impl Gateway for LocalGateway {
 mod tests {
     use super::*;
 
+    /// A fan-out page shares one copy of the frame across every socket's
+    /// queue, and reports each connection once, gone ones as Gone.
+    #[tokio::test]
+    async fn a_page_shares_one_copy_of_the_frame() {
+        let g = LocalGateway::default();
+        let (a, b, gone) = (ConnId("a".into()), ConnId("b".into()), ConnId("gone".into()));
+        let (mut out_a, mut out_b) = (g.register(&a), g.register(&b));
+        let mut got = g.send_many(vec![a.clone(), b.clone(), gone.clone()], r#"{"type":"event"}"#, 1).await;
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(got, vec![(a, Delivery::Delivered), (b, Delivery::Delivered), (gone, Delivery::Gone)]);
+        let (fa, fb) = (out_a.frames.try_recv().unwrap(), out_b.frames.try_recv().unwrap());
+        assert_eq!(fa.text.as_str(), r#"{"type":"event"}"#);
+        assert_eq!(fa.text.as_str().as_ptr(), fb.text.as_str().as_ptr(), "each socket got its own copy");
+        assert!(out_a.frames.try_recv().is_none() && out_b.frames.try_recv().is_none(), "one frame each");
+        assert_eq!(out_a.queued.bytes(), fa.text.len(), "counted against the budget until written");
+    }
+
     #[tokio::test]
     async fn live_pushes_are_budgeted_in_bytes_and_replies_are_not() {
         let g = LocalGateway::default();
