@@ -19,13 +19,14 @@ use std::fmt::Write as _;
 use std::io::{Seek, SeekFrom, Write as _};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "bench-hmac-secret-0123456789";
@@ -132,9 +133,45 @@ fn t0(frame: &str) -> Option<u64> {
     frame[at..at + digits].parse().ok()
 }
 
+/// Publish → delivery latencies, lock-free (10,000 sockets record at once):
+/// counts in 100 µs buckets up to 30 s.
+struct Histogram(Vec<AtomicU64>);
+
+const BUCKET_US: u64 = 100;
+
+impl Histogram {
+    fn new() -> Self {
+        Self((0..300_000).map(|_| AtomicU64::new(0)).collect())
+    }
+    fn record(&self, us: u64) {
+        let i = ((us / BUCKET_US) as usize).min(self.0.len() - 1);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+    fn reset(&self) {
+        self.0.iter().for_each(|b| b.store(0, Ordering::Relaxed));
+    }
+    /// The `p` quantile in ms (the bucket's upper edge).
+    fn pct(&self, p: f64) -> f64 {
+        let counts: Vec<u64> = self.0.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return f64::NAN;
+        }
+        let rank = ((total as f64 - 1.0) * p).round() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen > rank {
+                return ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0;
+            }
+        }
+        f64::NAN
+    }
+}
+
 struct Audience {
     received: Arc<AtomicU64>,
-    latencies: Arc<Mutex<Vec<u64>>>,
+    latencies: Arc<Histogram>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -144,11 +181,17 @@ async fn audience(target: Target, http: &str, n: usize, epoch: Instant) -> Audie
         _ => http.replacen("http://", "ws://", 1) + "/ws",
     };
     let received = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let latencies = Arc::new(Histogram::new());
     let mut tasks = Vec::new();
+    // The client shares the machine with the server: small buffers, as the
+    // servers' own (tungstenite's default read buffer is 128 KiB, zeroed per read).
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let ready = Arc::new(AtomicU64::new(0));
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
-        let conns = futures::future::join_all(chunk.iter().map(|_| tokio_tungstenite::connect_async(ws_url.clone()))).await;
+        let conns = futures::future::join_all(
+            chunk.iter().map(|_| tokio_tungstenite::connect_async_with_config(ws_url.clone(), Some(config), true)),
+        )
+        .await;
         for c in conns {
             let (mut ws, _) = c.unwrap();
             let (received, latencies, ready) = (received.clone(), latencies.clone(), ready.clone());
@@ -160,7 +203,7 @@ async fn audience(target: Target, http: &str, n: usize, epoch: Instant) -> Audie
                     let Message::Text(t) = m else { continue };
                     let t = t.as_str();
                     if let Some(t0) = t0(t) {
-                        latencies.lock().unwrap().push(micros(epoch).saturating_sub(t0));
+                        latencies.record(micros(epoch).saturating_sub(t0));
                         received.fetch_add(1, Ordering::Relaxed);
                     } else if target == Target::SocketIo {
                         // Engine.IO open, namespace connect, room join, pings.
@@ -219,14 +262,6 @@ async fn publish(client: &reqwest::Client, target: Target, http: &str, i: u64, e
     assert!(res.status().is_success(), "{}", res.status());
 }
 
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
-}
-
 #[derive(Clone, Copy, Default, Debug)]
 struct Row {
     per_sock_kb: f64,
@@ -258,7 +293,7 @@ async fn fanout_run(client: &reqwest::Client, target: Target, n: usize, epoch: I
     let mut rows = [Row::default(); 2];
     let mut seq = 0u64;
     for (slot, in_flight) in [1usize, 8].into_iter().enumerate() {
-        aud.latencies.lock().unwrap().clear();
+        aud.latencies.reset();
         let start_count = aud.received.load(Ordering::Relaxed);
         let t = Instant::now();
         let next = AtomicU64::new(0);
@@ -281,12 +316,11 @@ async fn fanout_run(client: &reqwest::Client, target: Target, n: usize, epoch: I
         }
         let secs = t.elapsed().as_secs_f64();
         let got = aud.received.load(Ordering::Relaxed) - start_count;
-        let mut lat = std::mem::take(&mut *aud.latencies.lock().unwrap());
         rows[slot] = Row {
             per_sock_kb,
             rate: got as f64 / secs,
-            p50: pct(&mut lat, 0.5),
-            p99: pct(&mut lat, 0.99),
+            p50: aud.latencies.pct(0.5),
+            p99: aud.latencies.pct(0.99),
             lost: events * n as u64 - got,
         };
     }
