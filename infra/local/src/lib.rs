@@ -61,12 +61,25 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(format!("another hookcast is already running on {}; stop it, or give this one its own --data-dir", dir.display()))
+    // A lock can outlive its holder for a moment: a process forked by this
+    // one (or a restart right after a stop) holds a copy of the descriptor
+    // until its exec. Another instance holds it for good, so after a second
+    // of trying the answer is the same.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another hookcast is already running on {}; stop it, or give this one its own --data-dir",
+                    dir.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 
