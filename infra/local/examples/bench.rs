@@ -12,7 +12,8 @@
 //!   target/release/examples/bench [--sizes 100,1000,5000,10000] [--repeat 3] [--out DIR]
 //!
 //! With --out, writes DIR/bench.md (the tables) and DIR/bench.svg (the plot);
-//! --servers hookcast,node runs a subset (names by prefix).
+//! --servers hookcast,node runs a subset (names by prefix); --replot DIR
+//! redraws DIR/bench.svg from DIR/bench.md.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -385,8 +386,8 @@ async fn durable_run(client: &reqwest::Client, in_flight: usize, epoch: Instant)
 }
 
 fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String {
-    // Two panels: deliveries/s (1 in flight) and p99 latency (8 in flight), log scale.
-    let (w, h, top, left, panel_w) = (980.0, 380.0, 50.0, 70.0, 420.0);
+    // Four panels, log scale: deliveries/s and p99 latency, 1 and 8 in flight.
+    let (w, h, left, panel_w) = (980.0, 720.0, 70.0, 420.0);
     let plot_h = 260.0;
     let mut s = String::new();
     let _ = write!(
@@ -394,13 +395,18 @@ fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
     );
     type Panel = (&'static str, usize, fn(&Row) -> f64, &'static str);
-    let panels: [Panel; 2] = [
+    let panels: [Panel; 4] = [
         ("deliveries/s, 1 webhook in flight (higher is better)", 0, |r| r.rate, "/s"),
-        ("publish → delivery p99, 8 in flight (lower is better)", 1, |r| r.p99, " ms"),
+        ("deliveries/s, 8 webhooks in flight (higher is better)", 1, |r| r.rate, "/s"),
+        ("publish → delivery p99 ms, 1 in flight (lower is better)", 0, |r| r.p99, " ms"),
+        ("publish → delivery p99 ms, 8 in flight (lower is better)", 1, |r| r.p99, " ms"),
     ];
     for (pi, (title, slot, value, unit)) in panels.iter().enumerate() {
-        let x0 = left + pi as f64 * (panel_w + 70.0);
-        let vals: Vec<f64> = results.values().map(|r| value(&r[*slot])).filter(|v| v.is_finite() && *v > 0.0).collect();
+        let x0 = left + (pi % 2) as f64 * (panel_w + 70.0);
+        let top = 50.0 + (pi / 2) as f64 * 340.0;
+        // One scale per row of panels (the same measure), so they compare.
+        let vals: Vec<f64> =
+            results.values().flat_map(|r| [value(&r[0]), value(&r[1])]).filter(|v| v.is_finite() && *v > 0.0).collect();
         let (lo, hi) = vals.iter().fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         let (lo, hi) = (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()));
         let y = |v: f64| top + plot_h - (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) * plot_h;
@@ -462,6 +468,22 @@ fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String
     s
 }
 
+/// The fan-out rows of a bench.md table, back into results.
+fn parse_table(md: &str) -> (Vec<usize>, BTreeMap<(usize, Target), [Row; 2]>) {
+    let mut results: BTreeMap<(usize, Target), [Row; 2]> = BTreeMap::new();
+    for line in md.lines() {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let Some(t) = TARGETS.into_iter().find(|t| cells.first() == Some(&t.name())) else { continue };
+        let num = |i: usize| cells.get(i).and_then(|c| c.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        let (n, slot) = (num(1) as usize, if num(2) == 1.0 { 0 } else { 1 });
+        results.entry((n, t)).or_default()[slot] =
+            Row { per_sock_kb: num(3), rate: num(4), p50: num(5), p99: num(6), lost: num(7) as u64 };
+    }
+    let mut sizes: Vec<usize> = results.keys().map(|(n, _)| *n).collect();
+    sizes.dedup();
+    (sizes, results)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -476,6 +498,13 @@ async fn main() {
         Some(list) => TARGETS.into_iter().filter(|t| list.split(',').any(|p| !p.is_empty() && t.name().starts_with(p))).collect(),
         None => TARGETS.to_vec(),
     };
+    // --replot DIR: the plot again from DIR/bench.md, without running anything.
+    if let Some(dir) = arg("--replot").map(std::path::PathBuf::from) {
+        let md = std::fs::read_to_string(dir.join("bench.md")).expect("bench.md");
+        let (sizes, results) = parse_table(&md);
+        std::fs::write(dir.join("bench.svg"), svg(&sizes, &results)).unwrap();
+        return;
+    }
     let epoch = Instant::now();
     let client = reqwest::Client::new();
 
