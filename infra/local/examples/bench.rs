@@ -272,6 +272,9 @@ struct Row {
     lost: u64,
 }
 
+/// Each (audience, server)'s rows: 1 and 8 in flight.
+type Results = BTreeMap<(usize, Target), [Row; 2]>;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -385,7 +388,7 @@ async fn durable_run(client: &reqwest::Client, in_flight: usize, epoch: Instant)
     (rate, total as f64 / (c1 - c0).max(1.0))
 }
 
-fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String {
+fn svg(sizes: &[usize], results: &Results) -> String {
     // Four panels, log scale: deliveries/s and p99 latency, 1 and 8 in flight.
     let (w, h, left, panel_w) = (980.0, 720.0, 70.0, 420.0);
     let plot_h = 260.0;
@@ -469,8 +472,8 @@ fn svg(sizes: &[usize], results: &BTreeMap<(usize, Target), [Row; 2]>) -> String
 }
 
 /// The fan-out rows of a bench.md table, back into results.
-fn parse_table(md: &str) -> (Vec<usize>, BTreeMap<(usize, Target), [Row; 2]>) {
-    let mut results: BTreeMap<(usize, Target), [Row; 2]> = BTreeMap::new();
+fn parse_table(md: &str) -> (Vec<usize>, Results) {
+    let mut results: Results = BTreeMap::new();
     for line in md.lines() {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
         let Some(t) = TARGETS.into_iter().find(|t| cells.first() == Some(&t.name())) else { continue };
@@ -518,7 +521,7 @@ async fn main() {
         writeln!(md, "| server | subscribers | in flight | idle KB/socket | deliveries/s | p50 ms | p99 ms | not delivered |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     print!("{md}");
-    let mut results: BTreeMap<(usize, Target), [Row; 2]> = BTreeMap::new();
+    let mut results: Results = BTreeMap::new();
     for &n in &sizes {
         let mut runs: BTreeMap<Target, Vec<[Row; 2]>> = BTreeMap::new();
         for _ in 0..repeat {
