@@ -1,10 +1,9 @@
 // Baseline: the floor for a Node server. `ws` does the handshake; a publish
 // builds one WebSocket text frame (header + payload) once and writes that
-// same buffer to every socket. Prints its URL on the first line; loopback
-// only, port 0.
+// same buffer to every socket.
 'use strict';
-const http = require('node:http');
 const { WebSocketServer } = require('ws');
+const { publishServer, listen } = require('./publish-server');
 
 function frame(payload) {
   const n = payload.length;
@@ -15,17 +14,10 @@ function frame(payload) {
   return Buffer.concat([head, payload]);
 }
 
-const server = http.createServer((req, res) => {
-  if (req.method !== 'POST' || req.url !== '/publish') { res.writeHead(404); res.end(); return; }
-  const chunks = [];
-  req.on('data', (c) => chunks.push(c));
-  req.on('end', () => {
-    const bytes = frame(Buffer.concat(chunks));
-    for (const ws of wss.clients) if (ws.readyState === 1) ws._socket.write(bytes);
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end('{"ok":true}');
-  });
+const server = publishServer((body) => {
+  const bytes = frame(body);
+  for (const ws of wss.clients) if (ws.readyState === 1) ws._socket.write(bytes);
 });
 const wss = new WebSocketServer({ server, path: '/ws', perMessageDeflate: false });
 wss.on('connection', (ws) => ws.on('message', () => ws.send('{"type":"subscribed"}')));
-server.listen(0, '127.0.0.1', () => console.log(`http://127.0.0.1:${server.address().port}`));
+listen(server);

@@ -83,18 +83,11 @@ pub struct Frames(Arc<Queued>);
 impl Frames {
     /// The next frame; `None` once the socket has been unregistered.
     pub async fn recv(&mut self) -> Option<Frame> {
-        loop {
-            if let Some(f) = self.try_recv() {
-                return Some(f);
-            }
-            if self.0.ended.load(Ordering::Acquire) {
-                return None;
-            }
-            // notify_one keeps a permit: a push between the check and here is not lost.
-            self.0.ready.notified().await;
-        }
+        let mut one = Vec::with_capacity(1);
+        self.recv_batch(&mut one, 1, usize::MAX).await.then(|| one.pop()).flatten()
     }
-    pub fn try_recv(&mut self) -> Option<Frame> {
+    #[cfg(test)]
+    fn try_recv(&mut self) -> Option<Frame> {
         self.0.queue().pop_front()
     }
     /// Moves queued frames into `into` (at most `max_frames`, stopping once
@@ -117,6 +110,7 @@ impl Frames {
             if self.0.ended.load(Ordering::Acquire) {
                 return false;
             }
+            // notify_one keeps a permit: a push between the check and here is not lost.
             self.0.ready.notified().await;
         }
     }

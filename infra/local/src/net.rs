@@ -107,14 +107,14 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (app, stop, tls) = ((app.clone(), cut_rx.clone()), stop_rx.clone(), tls.clone());
+        let (app, stop, cut, tls) = (app.clone(), stop_rx.clone(), cut_rx.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(tcp, app, limits, stop, peer).await,
+                None => serve_connection(tcp, app, limits, stop, cut, peer).await,
                 Some(Tls(acceptor)) => {
                     // The handshake counts against the head deadline.
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, peer).await,
+                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, cut, peer).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -136,12 +136,14 @@ pub async fn serve(
 }
 
 /// One connection: HTTP/1.1 with upgrades, a head deadline, stalled writes
-/// dropped; finishes its request in progress when `stop` turns true.
+/// dropped; finishes its request in progress when `stop` turns true, and
+/// is dropped mid-request when `cut` does.
 async fn serve_connection<I>(
     io: I,
-    (app, mut cut): (Router, tokio::sync::watch::Receiver<bool>),
+    app: Router,
     limits: NetLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut cut: tokio::sync::watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -34,7 +34,7 @@ pub struct SqliteStore {
     backlog: Arc<Backlog>,
     /// Every committed event, in commit order: what the local dispatcher
     /// follows, as the AWS fan-out follows the table's stream.
-    feed: Arc<Mutex<Option<UnboundedSender<Event>>>>,
+    feed: Arc<std::sync::OnceLock<UnboundedSender<Event>>>,
     /// Write transactions committed (each one fsync): with the appends
     /// counted in the metrics, how many webhooks share an fsync.
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -143,7 +143,7 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let db = Arc::new(Mutex::new(conn));
-        let feed: Arc<Mutex<Option<UnboundedSender<Event>>>> = Arc::default();
+        let feed: Arc<std::sync::OnceLock<UnboundedSender<Event>>> = Arc::default();
         let backlog = Arc::new(Backlog::default());
         let (jobs, rx) = std::sync::mpsc::channel();
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -163,7 +163,9 @@ impl SqliteStore {
     /// (sent by the one writer thread, so no two can swap). The receiver
     /// calls [`Backlog::done`] on [`SqliteStore::backlog`] for each event.
     pub fn with_feed(self, feed: UnboundedSender<Event>) -> Self {
-        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = Some(feed);
+        if self.feed.set(feed).is_err() {
+            tracing::warn!("the store already has a feed; the new one is ignored");
+        }
         self
     }
 
@@ -209,7 +211,7 @@ impl SqliteStore {
 struct Writer {
     db: Arc<Mutex<Connection>>,
     retention: Retention,
-    feed: Arc<Mutex<Option<UnboundedSender<Event>>>>,
+    feed: Arc<std::sync::OnceLock<UnboundedSender<Event>>>,
     backlog: Arc<Backlog>,
     commits: Arc<std::sync::atomic::AtomicU64>,
     /// Until when appends fail at once: the file was found locked by someone
@@ -279,9 +281,8 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 for (j, outcome) in jobs.into_iter().zip(outcomes) {
-                    if let (Some(feed), Ok(Appended::Stored(event))) = (&feed, &outcome) {
+                    if let (Some(feed), Ok(Appended::Stored(event))) = (self.feed.get(), &outcome) {
                         self.backlog.events.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                         // The receiver lives as long as the server; after
                         // shutdown the event is durable and replays on resubscribe.
