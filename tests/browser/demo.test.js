@@ -68,9 +68,9 @@ test('after the server is killed and restarted, the page resumes without losing 
   // Sent while the page may still be backing off: it must arrive either way.
   await runPrinted(again.deployCommand);
   await runPrinted(again.formCommand);
-  await page.waitForSelector('[data-hookcast-status][data-state="live"]', { timeout: 30000 });
-  await page.waitForFunction(() => document.querySelector('#deploy-state').textContent === 'ready', null, { timeout: 30000 });
-  await page.waitForSelector('#entries li', { timeout: 30000 });
+  await page.waitForSelector('[data-hookcast-status][data-state="live"]');
+  await page.waitForFunction(() => document.querySelector('#deploy-state').textContent === 'ready');
+  await page.waitForSelector('#entries li');
   const log = await page.$$eval('#events li', (lis) => lis.map((li) => li.textContent));
   assert.deepEqual(log, ['forms/guestbook #1 form.submitted', 'deploys #2 deploy.succeeded', 'deploys #1 deploy.started'],
     'every event once, in order');
@@ -88,9 +88,9 @@ test('the viewer count follows pages opening and closing', async () => {
     await page.waitForFunction((n) => document.querySelector('#viewers').textContent === String(n), i + 1);
   }
   // The first page asks again on its 10 s interval (data-occupancy-interval="10").
-  await pages[0].page.waitForFunction(() => document.querySelector('#viewers').textContent === '3', null, { timeout: 20000 });
+  await pages[0].page.waitForFunction(() => document.querySelector('#viewers').textContent === '3');
   await pages[2].page.close();
-  await pages[0].page.waitForFunction(() => document.querySelector('#viewers').textContent === '2', null, { timeout: 20000 });
+  await pages[0].page.waitForFunction(() => document.querySelector('#viewers').textContent === '2');
   for (const p of pages) assert.deepEqual(p.problems, []);
   await Promise.all(pages.slice(0, 2).map((p) => p.page.close()));
 });

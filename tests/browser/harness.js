@@ -10,6 +10,9 @@ const { chromium } = require('playwright-core');
 const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = process.env.HOOKCAST_BIN || path.join(ROOT, 'target', 'debug', 'hookcast');
 const ARTIFACTS = path.join(ROOT, 'tests', 'artifacts');
+// Every wait is a ceiling for a stuck run, never a guess at how long the work
+// takes: CI shares a 2-core machine that may be busy with other work.
+const CEILING = 120000;
 
 /** Starts `hookcast dev`; resolves once it printed its banner. */
 function startServer({ dataDir, port = 0 } = {}) {
@@ -22,7 +25,7 @@ function startServer({ dataDir, port = 0 } = {}) {
   let err = '';
   child.stderr.on('data', (d) => { err += d; });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`hookcast dev printed no banner:\n${out}\n${err}`)), 20000);
+    const timer = setTimeout(() => reject(new Error(`hookcast dev printed no banner within ${CEILING} ms:\n${out}\n${err}`)), CEILING);
     child.on('exit', (code) => reject(new Error(`hookcast dev exited ${code}:\n${err}`)));
     child.stdout.on('data', (d) => {
       out += d;
@@ -57,13 +60,29 @@ function runPrinted(line, replace = []) {
   });
 }
 
+/** Chromium, with every page's waits (and navigations) ceilings of CEILING ms. */
 async function launch() {
-  return chromium.launch({
+  const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--disable-quic'],
   });
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options) => {
+    const context = await newContext(options);
+    context.setDefaultTimeout(CEILING);
+    context.setDefaultNavigationTimeout(CEILING);
+    return context;
+  };
+  const newPage = browser.newPage.bind(browser);
+  browser.newPage = async (options) => {
+    const page = await newPage(options);
+    page.setDefaultTimeout(CEILING);
+    page.setDefaultNavigationTimeout(CEILING);
+    return page;
+  };
+  return browser;
 }
 
 /** A page that records console errors and CSP violations. */
@@ -82,7 +101,7 @@ async function openPage(browser, url) {
  * webhook sent before the subscribe arrives is, by design, before "now" for a
  * page that subscribes without `since`, so tests wait for this instead.
  */
-async function subscribed(page, channels, timeout = 30000) {
+async function subscribed(page, channels, timeout = CEILING) {
   await page.waitForSelector('[data-hookcast-status][data-state="live"]', { timeout });
   await page.waitForFunction((chs) => {
     const c = window.Hookcast && window.Hookcast.client;
@@ -124,4 +143,4 @@ function deploy(state, extra = {}) {
   return { ...base, id: crypto.randomBytes(12).toString('hex'), state, ...extra };
 }
 
-module.exports = { startServer, runPrinted, launch, openPage, subscribed, postSigned, deploy, ARTIFACTS, BIN };
+module.exports = { startServer, runPrinted, launch, openPage, subscribed, postSigned, deploy, ARTIFACTS, BIN, CEILING };

@@ -14,7 +14,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
-const { launch, BIN } = require('./harness.js');
+const { launch, BIN, CEILING } = require('./harness.js');
 
 const HMAC = 'origins-hmac-secret-0123456789';
 const NETLIFY = 'origins-netlify-secret-0123456789';
@@ -27,7 +27,7 @@ function startHookcast(config) {
   let err = '';
   child.stderr.on('data', (d) => { err += d; });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner:\n${out}\n${err}`)), 20000);
+    const timer = setTimeout(() => reject(new Error(`no banner within ${CEILING} ms:\n${out}\n${err}`)), CEILING);
     child.stdout.on('data', (d) => {
       out += d;
       const m = /hookcast listening on (http:\/\/\S+)/.exec(out);
@@ -96,14 +96,14 @@ async function post(source, payload) {
 
 const deploy = (context, state, extra = {}) => ({ id: crypto.randomBytes(8).toString('hex'), state, context, branch: 'main', ...extra });
 const text = (page, sel) => page.textContent(sel);
-const until = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: 20000 });
+const until = (page, fn, arg) => page.waitForFunction(fn, arg);
 
 test('an allowed origin pattern goes live and every pattern works across origins', async () => {
   const page = await browser.newPage();
   const problems = [];
   page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
   await page.goto(`http://127.0.0.1:${site.address().port}/`);
-  await page.waitForSelector('#status[data-state="live"]', { timeout: 20000 });
+  await page.waitForSelector('#status[data-state="live"]');
   await until(page, () => ['deploys', 'forms/guestbook', 'scoreboard', 'orders/42'].every((c) => window.Hookcast.client.lastSeq(c) !== null));
   await page.evaluate(() => {
     window.__noReload = true;
@@ -151,7 +151,7 @@ test('a refused origin shows "refused", says why, stops retrying, and the server
   page.on('websocket', () => { sockets += 1; });
   // The same page, reached as localhost: a different origin, not in the list.
   await page.goto(`http://localhost:${site.address().port}/`);
-  await page.waitForSelector('#status[data-state="refused"]', { timeout: 20000 });
+  await page.waitForSelector('#status[data-state="refused"]');
   assert.equal(await page.textContent('#status'), 'refused');
   assert.ok(errors.some((e) => e.includes('hookcast: refused') && e.includes('http://localhost:') && e.includes('allowed_origins')), errors.join('\n'));
   await new Promise((r) => setTimeout(r, 2000));

@@ -24,7 +24,7 @@ test('poke/pull swaps only the region, banner and attributes follow, no reload',
   await page.waitForSelector('#entries li');
 
   const ack = await postSigned(server, 'netlify', deploy('ready', { title: 'Ship <b>it</b>', deploy_ssl_url: 'https://abc--site.netlify.app' }));
-  await page.waitForFunction(() => document.querySelector('#build-seq').textContent === '#' + 1, null, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelector('#build-seq').textContent === '#' + 1);
   assert.equal(ack.seq, 1);
   assert.equal(await page.textContent('#build-title'), 'Ship <b>it</b>', 'server-rendered region, escaped');
   assert.equal(await page.isVisible('#banner'), true);
@@ -103,7 +103,7 @@ test('50 pages spread their refetches over the window instead of stampeding', as
   const sentAt = Date.now();
   const ack = await postSigned(server, 'netlify', deploy('ready', { title: 'Herd test' }));
   await Promise.all(pages.map((p) => p.waitForFunction(
-    (seq) => document.querySelector('#build-seq').textContent === '#' + seq, ack.seq, { timeout: 20000 })));
+    (seq) => document.querySelector('#build-seq').textContent === '#' + seq, ack.seq)));
   assert.equal(fetches.length, 50, 'each page refetched exactly once');
   const offsets = fetches.map((t) => t - sentAt).sort((a, b) => a - b);
   const spread = offsets.at(-1) - offsets[0];
@@ -130,7 +130,7 @@ test('a deploy preview never touches the production page; the production deploy 
   assert.equal(preview.channel, 'deploys/deploy-preview');
   const prod = await postSigned(server, 'netlify', deploy('ready', { context: 'production', title: 'Production' }));
   assert.equal(prod.channel, 'deploys');
-  await page.waitForFunction(() => document.querySelector('#build-title').textContent === 'Production', null, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelector('#build-title').textContent === 'Production');
   assert.notEqual(before, 'Preview only');
   assert.deepEqual(await page.evaluate(() => window.__deploys), [['deploys', 'Production']]);
   assert.deepEqual(problems, []);

@@ -22,8 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const NETLIFY: &str = "netlify-jws-secret";
 const GH: &str = "github-hmac-secret-123";
-// A ceiling, not a sleep: moto serialises every request, and tests share it.
-const WAIT: Duration = Duration::from_secs(60);
+// A ceiling for a stuck run, not a guess: moto serialises every request, and tests share it.
+const WAIT: Duration = hookcast_testkit::MOTO;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../../tests/fixtures/aws/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -138,14 +138,18 @@ impl Stack {
             let (relay, url) = (self.relay.clone(), self.queue_url.clone());
             async move {
                 let retries = common::sqs_queue(&url);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let start = tokio::time::Instant::now();
                 loop {
                     let batch = common::receive(&url, 10).await;
                     if batch.records.is_empty() {
-                        if common::queue_depth(&url).await == 0 {
+                        let depth = common::queue_depth(&url).await;
+                        if depth == 0 {
                             return;
                         }
-                        assert!(tokio::time::Instant::now() < deadline, "the queue did not drain");
+                        assert!(
+                            start.elapsed() < WAIT,
+                            "gave up after {WAIT:?} waiting for the fan-out queue to drain; {depth} messages still waiting or in flight"
+                        );
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -183,7 +187,7 @@ fn webhook_request(body: &[u8]) -> lambda_http::Request {
 
 async fn next(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> Value {
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("timed out").expect("closed").unwrap() {
+        match hookcast_testkit::within(WAIT, "a frame from API Gateway", ws.next()).await.expect("closed").unwrap() {
             Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
             Message::Close(c) => panic!("closed {c:?}"),
             _ => {}
@@ -335,11 +339,15 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     ws.close(None).await.unwrap();
     late.close(None).await.unwrap();
     let ch = Channel::parse("deploys").unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !all_subscribers(s.relay.store(), &ch).await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "subscriptions not removed on $disconnect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    hookcast_testkit::until(WAIT, "$disconnect to remove both subscriptions", || async {
+        let left = all_subscribers(s.relay.store(), &ch).await.unwrap();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still subscribed: {left:?}"))
+        }
+    })
+    .await;
 }
 
 /// Subscribes `n` connections (sinks in the emulator) to `channel`.
@@ -473,7 +481,14 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
     let retries = common::sqs_queue(&s.queue_url);
     let worker = tokio::spawn(async move { pipeline::fan_out_batch(&relay, &retries, &batch).await });
     let posted = || s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
+    // Polled tightly, so the kill lands mid-shard; the ceiling is for a worker that never posts.
+    let start = tokio::time::Instant::now();
     while posted() < 30 {
+        assert!(
+            start.elapsed() < WAIT,
+            "gave up after {WAIT:?} waiting for the doomed worker to post 30; it posted {}",
+            posted()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     worker.abort();
@@ -521,14 +536,23 @@ async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
     )
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while common::queue_depth(&s.dlq_url).await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "never reached the dead-letter queue");
+    // Five receives through moto, each after a visibility timeout: slow on a busy machine, and nothing is wrong.
+    let (mut receives, start) = (0, tokio::time::Instant::now());
+    loop {
+        let in_dlq = common::queue_depth(&s.dlq_url).await;
+        if in_dlq >= 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "gave up after {WAIT:?} waiting for both jobs in the dead-letter queue; saw {in_dlq} there after {receives} receives"
+        );
         let batch = common::receive(&s.queue_url, 10).await;
         if batch.records.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        receives += 1;
         let res = pipeline::fan_out_batch(&broken, &queue, &batch).await;
         assert_eq!(res.batch_item_failures.len(), batch.records.len(), "the failed job and the rest of its group");
         common::complete(&s.queue_url, &batch, &res).await;
@@ -628,7 +652,7 @@ async fn the_bad_input_table_is_refused_by_the_lambda_handlers_and_leaves_no_tra
     ws.send(Message::Binary(vec![0, 1, 2].into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "bad_message", "binary frames are answered as locally");
     ws.send(Message::Text(json!({"action": "ping", "pad": "p".repeat(40 * 1024)}).to_string().into())).await.unwrap();
-    match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+    match hookcast_testkit::within(WAIT, "the 1009 close of a 40 KB frame", ws.next()).await {
         Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 1009),
         other => panic!("a 40 KB frame: {other:?}"),
     }
@@ -649,7 +673,7 @@ async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
         channels: vec!["deploys".into()],
         until: Some("deploy.succeeded".into()),
         // A ceiling: moto is slow under load; the wait ends when the deploy arrives.
-        timeout: "180s".into(),
+        timeout: "600s".into(),
         since: None,
         token: None,
         origin: None,
@@ -676,7 +700,9 @@ async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
         (outcome, String::from_utf8(out).unwrap())
     });
     loop {
-        let said = tokio::time::timeout(WAIT, following.recv()).await.unwrap().expect("listen stopped before following");
+        let said = hookcast_testkit::within(WAIT, "listen to follow deploys", following.recv())
+            .await
+            .expect("listen stopped before following");
         if said.contains("following deploys") {
             break;
         }
@@ -684,7 +710,7 @@ async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
     let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("listen-1"))).await;
     assert_eq!(status, 200);
     s.deliver(1).await;
-    let (outcome, out) = tokio::time::timeout(3 * WAIT, listening).await.unwrap().unwrap();
+    let (outcome, out) = hookcast_testkit::within(4 * WAIT, "listen to see the deploy and exit", listening).await.unwrap();
     assert_eq!(outcome.unwrap(), hookcast::listen::Outcome::Done);
     let line: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!((line["event"].as_str(), line["seq"].as_u64()), (Some("deploy.succeeded"), Some(1)));

@@ -63,9 +63,10 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     // A lock can outlive its holder for a moment: a process forked by this
     // one (or a restart right after a stop) holds a copy of the descriptor
-    // until its exec. Another instance holds it for good, so after a second
-    // of trying the answer is the same.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    // until its exec, which on a busy machine can take a while. Another
+    // instance holds it for good, so after a few seconds of trying the answer
+    // is the same.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),

@@ -525,7 +525,7 @@ mod tests {
         // The dispatcher takes one event: the waiting append goes through.
         rx.recv().await.unwrap();
         s.backlog().done();
-        let got = tokio::time::timeout(Duration::from_secs(10), next).await.expect("append resumed").unwrap();
+        let got = hookcast_testkit::within(hookcast_testkit::LOCAL, "the waiting append to resume", next).await.unwrap();
         assert!(matches!(got, Appended::Stored(ref e) if e.seq == MAX_BACKLOG as u64 + 1), "{got:?}");
         // No progress at all: a 503 after the bounded wait, nothing written.
         let refused = s.append(&conformance::pending("a", "refused", conformance::T0)).await;
@@ -560,8 +560,9 @@ mod tests {
         for a in appends {
             let (failed, after) = a.await.unwrap();
             assert!(failed, "an append succeeded under another process's lock");
-            // Before: 5, 10, 15 and 20 s (one busy wait each, in a queue).
-            assert!(after < std::time::Duration::from_secs(4), "a 503 took {after:?}");
+            // Each is answered within about the 1 s busy wait. Before: 5, 10, 15 and 20 s (one
+            // busy wait each, in a queue). The bound leaves a loaded machine room and still tells them apart.
+            assert!(after < std::time::Duration::from_secs(8), "a 503 took {after:?}");
         }
         other.execute_batch("ROLLBACK").unwrap();
         tokio::time::sleep(BUSY_COOL_OFF).await;

@@ -3,7 +3,6 @@
 //! timeout and 2 on a refusal, each with a clear message.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use hookcast::settings::{self, DevSecrets, Overrides};
 use hookcast_core::sign;
@@ -48,7 +47,7 @@ fn listen(args: &[&str]) -> tokio::process::Child {
 }
 
 async fn finish(mut child: tokio::process::Child) -> (i32, String, String) {
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("listen exits").unwrap();
+    let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "hookcast listen to exit", child.wait()).await.unwrap();
     let (mut out, mut err) = (String::new(), String::new());
     child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
     if let Some(mut e) = child.stderr.take() {
@@ -67,16 +66,15 @@ async fn listen_waits_for_the_event_then_exits_0_and_explains_timeouts_and_refus
 
     // A deploy that already happened is before "now": replayed only with --since.
     deploy(&http, "building", "production").await;
-    let mut waiting = listen(&["--url", &ws, "--channel", "deploys", "--until", "deploy.succeeded", "--timeout", "60s"]);
+    // Its own timeout is a ceiling too: the wait ends when the deploy arrives.
+    let mut waiting = listen(&["--url", &ws, "--channel", "deploys", "--until", "deploy.succeeded", "--timeout", "50s"]);
     // Deploy once it follows the channel (it says so on stderr).
     let mut said = tokio::io::BufReader::new(waiting.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("following deploys") {
         line.clear();
-        let n = tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncBufReadExt::read_line(&mut said, &mut line))
-            .await
-            .unwrap()
-            .unwrap();
+        let reading = tokio::io::AsyncBufReadExt::read_line(&mut said, &mut line);
+        let n = hookcast_testkit::within(hookcast_testkit::LOCAL, "listen to say it follows deploys", reading).await.unwrap();
         assert!(n > 0, "listen ended before following");
     }
     deploy(&http, "ready", "deploy-preview").await; // another channel: not awaited
@@ -103,10 +101,10 @@ async fn listen_waits_for_the_event_then_exits_0_and_explains_timeouts_and_refus
     assert_eq!(code, 1);
     assert!(err.contains("timed out after 1s waiting for deploy.failed on deploys"), "{err}");
     // A bad channel: exit 2 with the server's reason; nothing to connect to: keeps trying until its timeout.
-    let (code, _, err) = finish(listen(&["--url", &ws, "--channel", "no good", "--timeout", "5s"])).await;
+    let (code, _, err) = finish(listen(&["--url", &ws, "--channel", "no good", "--timeout", "50s"])).await;
     assert_eq!(code, 2);
     assert!(err.contains("--channel \"no good\""), "{err}");
-    tokio::time::timeout(Duration::from_secs(10), running.stop()).await.unwrap().unwrap();
+    hookcast_testkit::within(hookcast_testkit::LOCAL, "the server to stop", running.stop()).await.unwrap();
     let (code, _, err) =
         finish(listen(&["--url", &ws, "--channel", "deploys", "--until", "deploy.succeeded", "--timeout", "1s"])).await;
     assert_eq!(code, 1);

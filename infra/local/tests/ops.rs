@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hookcast::settings::{self, DevSecrets, Overrides};
@@ -44,7 +43,7 @@ async fn healthz_metrics_and_json_logs() {
 
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
     ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
-    ws.next().await.unwrap().unwrap();
+    hookcast_testkit::within(hookcast_testkit::LOCAL, "the subscribe reply", ws.next()).await.unwrap().unwrap();
     let client = reqwest::Client::new();
     let body = json!({"channel": "news", "event": "post", "data": {}}).to_string();
     for secret in [&secrets.hmac, &"a-wrong-secret-0123".to_string()] {
@@ -57,7 +56,8 @@ async fn healthz_metrics_and_json_logs() {
             .await
             .unwrap();
     }
-    ws.next().await.unwrap().unwrap(); // the event arrived: its fan-out is done
+    // The event arrived: its fan-out is done.
+    hookcast_testkit::within(hookcast_testkit::LOCAL, "the event on the socket", ws.next()).await.unwrap().unwrap();
 
     let res = reqwest::get(format!("{http}/metrics")).await.unwrap();
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
@@ -74,7 +74,7 @@ async fn healthz_metrics_and_json_logs() {
         m[r#"hookcast_publish_to_delivery_seconds_bucket{le="30"}"#]
             >= m[r#"hookcast_publish_to_delivery_seconds_bucket{le="0.005"}"#]
     );
-    tokio::time::timeout(Duration::from_secs(10), running.stop()).await.unwrap().unwrap();
+    hookcast_testkit::within(hookcast_testkit::LOCAL, "the server to stop", running.stop()).await.unwrap();
 
     // JSON logs: every line an object with a level and a message.
     let cfg = dir.path().join("hookcast.toml");
@@ -89,11 +89,12 @@ async fn healthz_metrics_and_json_logs() {
         .spawn()
         .unwrap();
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await.unwrap().unwrap().unwrap();
+    let banner =
+        hookcast_testkit::within(hookcast_testkit::LOCAL, "hookcast serve's banner", out.next_line()).await.unwrap().unwrap();
     let url = banner.strip_prefix("hookcast listening on ").unwrap().to_owned();
     reqwest::Client::new().post(format!("{url}/hooks/nope")).body("{}").send().await.unwrap();
     let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), err.next_line()).await.unwrap().unwrap().unwrap();
+    let line = hookcast_testkit::within(hookcast_testkit::LOCAL, "a JSON log line", err.next_line()).await.unwrap().unwrap();
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
     assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
     child.kill().await.unwrap();

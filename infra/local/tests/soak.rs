@@ -216,22 +216,38 @@ async fn two_hundred_flapping_clients_get_every_event_once_in_order() {
             let (client, url) = (client.clone(), url.clone());
             async move {
                 let body = json!({"channel": CHANNELS[(n % 3) as usize], "event": "tick", "data": {"n": n}}).to_string();
-                let res = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", sign::github(HMAC_SECRET, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 200);
+                // As a sender does: a 503 (the fan-out is behind, a slow machine) is tried again after
+                // its Retry-After; it was not stored. A backlog that never drains still fails, at the ceiling.
+                let start = tokio::time::Instant::now();
+                loop {
+                    let res = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-hub-signature-256", sign::github(HMAC_SECRET, body.as_bytes()))
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    match res.status().as_u16() {
+                        200 => break,
+                        503 if start.elapsed() < hookcast_testkit::LOCAL => {
+                            let after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
+                            tokio::time::sleep(Duration::from_secs(after)).await;
+                        }
+                        status => panic!("webhook {n}: {status} {}", res.text().await.unwrap_or_default()),
+                    }
+                }
             }
         })
         .await;
 
-    let results = tokio::time::timeout(Duration::from_secs(240), futures::future::join_all(clients))
-        .await
-        .expect("clients did not converge: events were lost");
+    // A ceiling for a stuck run: on a quiet machine the clients converge seconds after the last webhook.
+    let results = hookcast_testkit::within(
+        10 * hookcast_testkit::LOCAL,
+        "every client to hold every event (if it never comes, events were lost)",
+        futures::future::join_all(clients),
+    )
+    .await;
     for got in results {
         got.unwrap().unwrap_or_else(|breach| panic!("the server broke its guarantee: {breach}"));
     }
@@ -245,5 +261,5 @@ async fn two_hundred_flapping_clients_get_every_event_once_in_order() {
         f.overlaps.load(Ordering::Relaxed),
     );
     stop_tx.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    hookcast_testkit::within(hookcast_testkit::LOCAL, "the server to stop", server).await.unwrap().unwrap();
 }

@@ -3,7 +3,6 @@
 //! over https://, and a client that does not trust the certificate is refused.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hookcast::settings::{self, DevSecrets, Overrides};
@@ -81,10 +80,11 @@ async fn wss_and_https_with_a_verified_certificate() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let ev: Value = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap() {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let ev: Value =
+        match hookcast_testkit::within(hookcast_testkit::LOCAL, "the event over wss", ws.next()).await.unwrap().unwrap() {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("{other:?}"),
+        };
     assert_eq!(ev["data"]["title"], "over TLS");
 
     // Plain HTTP to the TLS port gets no answer.
@@ -97,5 +97,5 @@ async fn wss_and_https_with_a_verified_certificate() {
     let bad = Overrides { tls_key: Some(dir.path().join("other.pem")), ..cli.clone() };
     let err = settings::dev_settings(&secrets, &bad).unwrap_err();
     assert!(err.contains("do not go together"), "{err}");
-    tokio::time::timeout(Duration::from_secs(10), running.stop()).await.unwrap().unwrap();
+    hookcast_testkit::within(hookcast_testkit::LOCAL, "the server to stop", running.stop()).await.unwrap();
 }

@@ -1,0 +1,93 @@
+//! What hookcast's tests share across crates.
+//!
+//! # Waits
+//!
+//! A test waits on the condition itself and gives up only at a ceiling: a
+//! bound for a run that is stuck, never a guess at how long the work takes.
+//! CI runs on a shared 2-core machine that may be busy with other work, so
+//! the ceilings are several times the slowest time seen there. When a wait
+//! gives up it says what it was waiting for and what it last saw.
+//!
+//! Where a timing is the point of a test (a 408 after the body deadline, a
+//! close after a silence), the test shortens the server's setting; it never
+//! tightens its own wait.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+/// The ceiling for work on this machine alone (the local binary, sockets on
+/// loopback). The slowest such wait seen on a loaded 2-core machine was a
+/// few seconds.
+pub const LOCAL: Duration = Duration::from_secs(60);
+
+/// The ceiling for anything that goes through moto, which serialises every
+/// request and is shared by the tests running at once.
+pub const MOTO: Duration = Duration::from_secs(180);
+
+/// Awaits `fut`, giving up after `ceiling` with a message naming `what`.
+pub async fn within<F: Future>(ceiling: Duration, what: impl Display, fut: F) -> F::Output {
+    match tokio::time::timeout(ceiling, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("gave up after {ceiling:?} waiting for {what}"),
+    }
+}
+
+/// Polls `probe` until it returns `Ok`, giving up after `ceiling`. `Err`
+/// carries what the probe saw, and the last one is in the message.
+pub async fn until<T, F, Fut>(ceiling: Duration, what: impl Display, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let saw = match probe().await {
+            Ok(v) => return v,
+            Err(saw) => saw,
+        };
+        if start.elapsed() >= ceiling {
+            panic!("gave up after {ceiling:?} waiting for {what}; last saw: {saw}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// `until` for a probe that needs no await.
+pub async fn until_sync<T>(ceiling: Duration, what: impl Display, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    until(ceiling, what, || std::future::ready(probe())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn until_returns_once_the_probe_holds() {
+        let mut n = 0;
+        let got = until_sync(LOCAL, "three polls", || {
+            n += 1;
+            if n == 3 {
+                Ok(n)
+            } else {
+                Err(format!("n = {n}"))
+            }
+        })
+        .await;
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "gave up after 50ms waiting for nothing; last saw: still nothing")]
+    async fn until_says_what_it_waited_for_and_saw() {
+        until_sync(Duration::from_millis(50), "nothing", || Err::<(), _>("still nothing".into())).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "gave up after 20ms waiting for a future that never ends")]
+    async fn within_names_what_it_waited_for() {
+        within(Duration::from_millis(20), "a future that never ends", std::future::pending::<()>()).await;
+    }
+}
