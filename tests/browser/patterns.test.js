@@ -90,7 +90,18 @@ test('the ES module entry (import + on + start) works under a strict CSP', async
 });
 
 test('50 pages spread their refetches over the window instead of stampeding', async (t) => {
+  // The timing is the point here, so the page's setting is stretched rather than the test's
+  // bounds tightened: a 15 s window (data-spread; 5 s by default) dwarfs the stalls of a busy
+  // 2-core machine, which fire a starved browser's timers together.
+  const WINDOW = 15000;
   const context = await browser.newContext();
+  // The attribute is set as the parser inserts the script tag, before the deferred snippet reads it.
+  await context.addInitScript((ms) => {
+    new MutationObserver((records, observer) => {
+      const tag = document.querySelector('script[src="/hookcast.js"]');
+      if (tag) { tag.setAttribute('data-spread', String(ms)); observer.disconnect(); }
+    }).observe(document, { childList: true, subtree: true });
+  }, WINDOW);
   const fetches = [];
   context.on('request', (r) => { if (r.url().includes('hookcast=')) fetches.push(Date.now()); });
   const pages = [];
@@ -100,6 +111,8 @@ test('50 pages spread their refetches over the window instead of stampeding', as
     pages.push(p);
   }
   await Promise.all(pages.map((p) => subscribed(p, ['deploys'])));
+  const spreads = await Promise.all(pages.map((p) => p.evaluate(() => document.querySelector('script[src="/hookcast.js"]').dataset.spread)));
+  assert.deepEqual(new Set(spreads), new Set([String(WINDOW)]), 'every page runs with the stretched window');
   const sentAt = Date.now();
   const ack = await postSigned(server, 'netlify', deploy('ready', { title: 'Herd test' }));
   await Promise.all(pages.map((p) => p.waitForFunction(
@@ -107,12 +120,14 @@ test('50 pages spread their refetches over the window instead of stampeding', as
   assert.equal(fetches.length, 50, 'each page refetched exactly once');
   const offsets = fetches.map((t) => t - sentAt).sort((a, b) => a - b);
   const spread = offsets.at(-1) - offsets[0];
-  // Default window 5 s: uniform delays over 50 pages span well over 2 s
-  // (the chance they all land within 2 s is about 0.4^49).
-  assert.ok(spread > 2000, `refetches spread over ${spread} ms: ${offsets.join(',')}`);
-  assert.ok(offsets.at(-1) < 5000 + 3000, `all refetched within the window: ${offsets.at(-1)} ms`);
+  // Uniform delays over 50 pages span well over 40 % of the window (the chance
+  // they all land within it is about 0.4^49).
+  assert.ok(spread > 0.4 * WINDOW, `refetches spread over ${spread} ms: ${offsets.join(',')}`);
+  // Within the window, plus the delivery of the event on a busy machine.
+  assert.ok(offsets.at(-1) < WINDOW + 10000, `all refetched within the window: ${offsets.at(-1)} ms`);
   const perSecond = new Map();
   offsets.forEach((o) => perSecond.set(Math.floor(o / 1000), (perSecond.get(Math.floor(o / 1000)) || 0) + 1));
+  // About 3 a second on average; a stampede puts half the pages in one second.
   assert.ok(Math.max(...perSecond.values()) <= 25, `no stampede: ${JSON.stringify([...perSecond])}`);
   t.diagnostic(`50 refetches over ${spread} ms (first ${offsets[0]} ms, last ${offsets.at(-1)} ms); per second: ${JSON.stringify([...perSecond].sort((a, b) => a[0] - b[0]))}`);
   await context.close();

@@ -27,9 +27,21 @@ pub const MOTO: Duration = Duration::from_secs(180);
 
 /// Awaits `fut`, giving up after `ceiling` with a message naming `what`.
 pub async fn within<F: Future>(ceiling: Duration, what: impl Display, fut: F) -> F::Output {
+    let start = tokio::time::Instant::now();
     match tokio::time::timeout(ceiling, fut).await {
-        Ok(v) => v,
+        Ok(v) => {
+            slow(start.elapsed(), ceiling, &what);
+            v
+        }
         Err(_) => panic!("gave up after {ceiling:?} waiting for {what}"),
+    }
+}
+
+/// Says on stderr (shown with a failure, or with `--nocapture`) when a wait
+/// used over a quarter of its ceiling: the figures a ceiling is set from.
+pub fn slow(took: Duration, ceiling: Duration, what: &impl Display) {
+    if took > ceiling / 4 {
+        eprintln!("slow wait: {what} took {took:.1?} of its {ceiling:?} ceiling");
     }
 }
 
@@ -44,7 +56,10 @@ where
     let mut pause = Duration::from_millis(5);
     loop {
         let saw = match probe().await {
-            Ok(v) => return v,
+            Ok(v) => {
+                slow(start.elapsed(), ceiling, &what);
+                return v;
+            }
             Err(saw) => saw,
         };
         if start.elapsed() >= ceiling {
