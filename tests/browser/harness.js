@@ -68,20 +68,10 @@ async function launch() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--disable-quic'],
   });
-  const newContext = browser.newContext.bind(browser);
-  browser.newContext = async (options) => {
-    const context = await newContext(options);
-    context.setDefaultTimeout(CEILING);
-    context.setDefaultNavigationTimeout(CEILING);
-    return context;
-  };
-  const newPage = browser.newPage.bind(browser);
-  browser.newPage = async (options) => {
-    const page = await newPage(options);
-    page.setDefaultTimeout(CEILING);
-    page.setDefaultNavigationTimeout(CEILING);
-    return page;
-  };
+  const withCeilings = (t) => { t.setDefaultTimeout(CEILING); t.setDefaultNavigationTimeout(CEILING); return t; };
+  const [newContext, newPage] = [browser.newContext.bind(browser), browser.newPage.bind(browser)];
+  browser.newContext = async (options) => withCeilings(await newContext(options));
+  browser.newPage = async (options) => withCeilings(await newPage(options));
   return browser;
 }
 

@@ -1,15 +1,19 @@
 //! Lambda configuration from the environment, through the same typed schema
 //! the local binary reads from TOML. Every problem is listed at once.
 
-use hookcast_core::config::{Config, ConfigError, RawConfig};
+use hookcast_core::config::{Config, ConfigError, RawConfig, RawPrivate};
 
 /// Which function is starting: each reads only what it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `POST /hooks/…`, history, the snippet: the table and the sources with their secrets.
+    /// `POST /hooks/…`, history, the snippet: the table and the sources with
+    /// their secrets, and the subscribe secret (history of private channels).
     Webhook,
-    /// `$connect`, `$disconnect`, messages: the table and `@connections`.
-    Socket,
+    /// `$connect`, `$disconnect`: the table and `@connections`; no secret.
+    Connection,
+    /// subscribe, unsubscribe, occupancy, `$default`: the table,
+    /// `@connections` and the subscribe secret (tokens for private channels).
+    Message,
     /// Stream → SQS: the queue and the shard count.
     Dispatch,
     /// SQS → `@connections`: the table, `@connections` and the queue (retries).
@@ -32,9 +36,11 @@ pub struct LambdaConfig {
 
 impl LambdaConfig {
     /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required; `HOOKCAST_CONFIG`
-    /// (TOML: allowed_origins, limits, sources), `HOOKCAST_ALLOWED_ORIGINS`
-    /// (comma-separated) and `HOOKCAST_SHARDS` optional;
-    /// secrets from `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`.
+    /// (TOML: allowed_origins, limits, sources, private),
+    /// `HOOKCAST_ALLOWED_ORIGINS` and `HOOKCAST_PRIVATE_CHANNELS`
+    /// (comma-separated) and `HOOKCAST_SHARDS` optional; secrets from
+    /// `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`, the subscribe
+    /// secret from `HOOKCAST_SUBSCRIBE_SECRET`.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>, role: Role) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut required = |k: &str, needed: bool| {
@@ -45,7 +51,7 @@ impl LambdaConfig {
             v.unwrap_or_default()
         };
         let table = required("HOOKCAST_TABLE", role != Role::Dispatch);
-        let ws_endpoint = required("HOOKCAST_WS_ENDPOINT", matches!(role, Role::Socket | Role::Fanout));
+        let ws_endpoint = required("HOOKCAST_WS_ENDPOINT", matches!(role, Role::Connection | Role::Message | Role::Fanout));
         let queue_url = required("HOOKCAST_QUEUE_URL", matches!(role, Role::Dispatch | Role::Fanout));
         if !ws_endpoint.is_empty() && !ws_endpoint.starts_with("http") {
             problems.push(format!("HOOKCAST_WS_ENDPOINT {ws_endpoint:?} must be an https:// URL"));
@@ -77,10 +83,22 @@ impl LambdaConfig {
         if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
             raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
         }
+        // The stack's PrivateChannels (one line, for the guided prompt) wins
+        // over [private] channels in the TOML, whose one-line form cannot hold
+        // two top-level tables.
+        if let Some(list) = env("HOOKCAST_PRIVATE_CHANNELS").filter(|v| !v.trim().is_empty()) {
+            let channels = list.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
+            raw.private = Some(RawPrivate { channels, ..raw.private.take().unwrap_or_default() });
+        }
         // Only the webhook function verifies signatures; the others never see
         // the sources or their secrets.
         if role != Role::Webhook {
             raw.sources.clear();
+        }
+        // Only the webhook (history) and message (subscribe) functions check
+        // subscribe tokens, and only they are given the secret.
+        if !matches!(role, Role::Webhook | Role::Message) {
+            raw.private = None;
         }
         let core = Config::build(raw, env).map_err(|e| problems.extend(e.problems)).ok();
         match core {
@@ -141,6 +159,54 @@ mod tests {
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));
         assert!(!format!("{c:?}").contains("jws-secret"), "no secret in Debug");
+    }
+
+    /// `[private]` is set stack-wide (HOOKCAST_CONFIG, or the stack's
+    /// PrivateChannels), but only the webhook and message functions check
+    /// tokens and are given the subscribe secret: every other function starts
+    /// without it. The two that check tokens refuse to start without it.
+    #[test]
+    fn private_channels_need_the_secret_only_where_tokens_are_checked() {
+        let env = |config: &'static str, private: &'static str| {
+            move |k: &str| {
+                Some(
+                    match k {
+                        "HOOKCAST_TABLE" => "t",
+                        "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                        "HOOKCAST_QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
+                        "HOOKCAST_CONFIG" => config,
+                        "HOOKCAST_PRIVATE_CHANNELS" => private,
+                        _ => return None,
+                    }
+                    .to_string(),
+                )
+            }
+        };
+        for (config, private) in [("[private]\nchannels = [\"orders/*\"]\n", ""), ("", "orders/*, team")] {
+            for role in [Role::Connection, Role::Dispatch, Role::Fanout] {
+                let c = LambdaConfig::from_env(&env(config, private), role)
+                    .unwrap_or_else(|e| panic!("{role:?} with {config:?} / {private:?}: {e}"));
+                assert!(c.core.private.is_none(), "{role:?} holds no private config");
+            }
+            for role in [Role::Message, Role::Webhook] {
+                let e = LambdaConfig::from_env(&env(config, private), role).unwrap_err();
+                assert!(e.to_string().contains("HOOKCAST_SUBSCRIBE_SECRET"), "{role:?}: {e}");
+            }
+        }
+        // With the secret, the list from PrivateChannels is the one in force.
+        let with_secret = |k: &str| match k {
+            "HOOKCAST_SUBSCRIBE_SECRET" => Some("subscribe-secret-0123456789".to_string()),
+            k => env("", "orders/*, team")(k),
+        };
+        let c = LambdaConfig::from_env(&with_secret, Role::Message).unwrap();
+        assert_eq!(c.core.private.unwrap().channels, vec!["orders/*", "team"]);
+        // A pattern that is not one is named, as in hookcast.toml.
+        let bad = |k: &str| match k {
+            "HOOKCAST_SUBSCRIBE_SECRET" => Some("subscribe-secret-0123456789".to_string()),
+            k => env("", "orders/**")(k),
+        };
+        let e = LambdaConfig::from_env(&bad, Role::Webhook).unwrap_err();
+        assert!(e.to_string().contains("\"orders/**\""), "{e}");
     }
 
     /// `sam deploy --guided` prompts on one line: the same configuration in

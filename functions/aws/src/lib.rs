@@ -36,7 +36,7 @@ impl Startup {
         // the subscribe secret, the message function the subscribe secret only.
         let mut secrets = std::collections::HashMap::new();
         let arns = std::env::var("HOOKCAST_SECRETS_ARN").unwrap_or_default();
-        if matches!(role, env::Role::Webhook | env::Role::Socket) {
+        if matches!(role, env::Role::Webhook | env::Role::Message) {
             for arn in arns.split(',').map(str::trim).filter(|a| !a.is_empty()) {
                 secrets.extend(fetch_secrets(&sdk, arn).await?);
             }
@@ -97,14 +97,15 @@ pub fn init_tracing() {
 }
 
 /// The whole life of a WebSocket route's Lambda: tracing, config, clients
-/// once per cold start, then `handler` per event.
-pub async fn run_websocket_function<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+/// once per cold start, then `handler` per event. `role`: `Connection` for
+/// `$connect` and `$disconnect`, `Message` for the rest.
+pub async fn run_websocket_function<F, Fut>(role: env::Role, handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(std::sync::Arc<AwsRelay>, aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> Fut,
     Fut: std::future::Future<Output = aws_lambda_events::apigw::ApiGatewayProxyResponse> + Send,
 {
     init_tracing();
-    let relay = std::sync::Arc::new(Startup::load(env::Role::Socket).await?.relay());
+    let relay = std::sync::Arc::new(Startup::load(role).await?.relay());
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>| {

@@ -54,11 +54,16 @@ async fn a_cold_start_reads_sources_and_the_subscribe_secret_from_secrets_manage
 
     // The message function: only the subscribe secret's ARN.
     unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", subscribe.arn().unwrap()) };
-    let socket = Startup::load(Role::Socket).await.unwrap();
+    let socket = Startup::load(Role::Message).await.unwrap();
     assert_eq!(socket.cfg.core.private.unwrap().secret.expose(), b"subscribe-secret-from-sm-0123");
 
     // A [private] section without its secret stops the cold start with a clear reason.
     unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", "") };
-    let err = Startup::load(Role::Socket).await.err().expect("no subscribe secret");
+    let err = Startup::load(Role::Message).await.err().expect("no subscribe secret");
     assert!(err.contains("HOOKCAST_SUBSCRIBE_SECRET"), "{err}");
+    // The functions that never check tokens start without it, as the stack gives it to them.
+    for role in [Role::Connection, Role::Dispatch, Role::Fanout] {
+        let started = Startup::load(role).await.unwrap_or_else(|e| panic!("{role:?}: {e}"));
+        assert!(started.cfg.core.private.is_none(), "{role:?}");
+    }
 }
