@@ -74,33 +74,45 @@ pub trait JobQueue: Send + Sync {
 }
 
 /// The logged event an INSERT of an event item carries, if this record is one.
-pub fn event_of_record(rec: &aws_lambda_events::dynamodb::EventRecord) -> Option<Event> {
+pub fn event_of_record(rec: &aws_lambda_events::dynamodb::EventRecord) -> Result<Option<Event>, String> {
     if rec.event_name != "INSERT" {
-        return None;
+        return Ok(None);
     }
-    let img = serde_json::to_value(&rec.change.new_image).ok()?;
+    let img = serde_json::to_value(&rec.change.new_image).map_err(|e| format!("a stream record's image: {e}"))?;
     let s = |k: &str| img.get(k).and_then(|v| v.get("S")).and_then(Value::as_str);
-    let channel = s("pk")?.strip_prefix("chan#")?;
-    s("sk")?.strip_prefix("ev#")?;
-    let seq = img.get("seq")?.get("N")?.as_str()?.parse().ok()?;
-    Some(Event {
-        channel: hookcast_core::Channel::parse(channel).ok()?,
+    let (Some(channel), Some(_)) = (s("pk").and_then(|p| p.strip_prefix("chan#")), s("sk").and_then(|k| k.strip_prefix("ev#")))
+    else {
+        return Ok(None); // heads, dedupe keys, counters: not events
+    };
+    // An event item that does not decode is an acknowledged event that would
+    // never be pushed: an error, never a skip.
+    let bad = |what: &str| {
+        format!("event item {:?}/{:?} in the stream: {what}", s("pk").unwrap_or_default(), s("sk").unwrap_or_default())
+    };
+    let seq = img.get("seq").and_then(|v| v.get("N")?.as_str()?.parse().ok()).ok_or_else(|| bad("no numeric seq"))?;
+    Ok(Some(Event {
+        channel: hookcast_core::Channel::parse(channel).map_err(|e| bad(&e.to_string()))?,
         seq,
-        event: hookcast_core::EventName::parse(s("event")?).ok()?,
-        data: serde_json::from_str(s("data")?).ok()?,
-        at: s("at")?.to_owned(),
-    })
+        event: hookcast_core::EventName::parse(s("event").ok_or_else(|| bad("no event name"))?)
+            .map_err(|e| bad(&e.to_string()))?,
+        data: serde_json::from_str(s("data").ok_or_else(|| bad("no data"))?)
+            .map_err(|e| bad(&format!("data is not JSON: {e}")))?,
+        at: s("at").ok_or_else(|| bad("no time"))?.to_owned(),
+    }))
 }
 
 /// The dispatcher: each new event item becomes one job per subscriber shard.
-/// Records of one channel keep their stream order.
+/// Records of one channel keep their stream order. An event item that cannot
+/// be read fails the whole batch before anything is queued: Lambda retries
+/// it, bisects it down to that record, and then hands the record to the
+/// on-failure queue, which alarms.
 pub async fn dispatch<Q: JobQueue>(queue: &Q, shards: u32, ev: &StreamEvent) -> Result<usize, String> {
-    let jobs: Vec<Job> = ev
-        .records
-        .iter()
-        .filter_map(event_of_record)
-        .flat_map(|event| (0..shards).map(move |shard| Job { event: event.clone(), shard, only: None, round: 0 }))
-        .collect();
+    let mut jobs = Vec::new();
+    for rec in &ev.records {
+        if let Some(event) = event_of_record(rec)? {
+            jobs.extend((0..shards).map(|shard| Job { event: event.clone(), shard, only: None, round: 0 }));
+        }
+    }
     if !jobs.is_empty() {
         queue.enqueue(&jobs).await?;
     }

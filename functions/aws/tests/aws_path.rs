@@ -585,10 +585,27 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
         "pk": {"S": "chan#deploys"}, "sk": {"S": "ev#00000000000000000007"}, "seq": {"N": "7"},
         "event": {"S": "deploy.succeeded"}, "data": {"S": "{\"id\":\"x\"}"}, "at": {"S": "2026-11-23T08:00:00.000Z"}
     });
-    let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(mine).unwrap();
+    let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(mine.clone()).unwrap();
     assert_eq!(pipeline::dispatch(&q, 8, &ev).await.unwrap(), 8);
-    let e = pipeline::event_of_record(&ev.records[0]).unwrap();
+    let e = pipeline::event_of_record(&ev.records[0]).unwrap().expect("an event");
     assert_eq!((e.channel.as_str(), e.seq, e.data["id"].as_str()), ("deploys", 7, Some("x")));
+
+    // An event item that does not decode is never skipped: the batch fails
+    // (Lambda retries, bisects, then sends it to the on-failure queue) and
+    // nothing of it is queued.
+    let queued = *q.0.lock().unwrap();
+    for (field, broken) in
+        [("data", json!({"S": "{not json"})), ("seq", json!({"S": "seven"})), ("event", json!({"S": "no spaces"}))]
+    {
+        let mut bad = mine.clone();
+        bad["Records"][0]["dynamodb"]["NewImage"][field] = broken;
+        let mut two = bad.clone();
+        two["Records"] = json!([mine["Records"][0].clone(), bad["Records"][0].clone()]);
+        let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(two).unwrap();
+        let err = pipeline::dispatch(&q, 8, &ev).await.expect_err(field);
+        assert!(err.contains("chan#deploys") && err.contains("ev#00000000000000000007"), "{field}: {err}");
+    }
+    assert_eq!(*q.0.lock().unwrap(), queued, "a failed batch queues nothing");
 }
 
 /// An HTTP API v2 event for any request (a non-UTF-8 body travels base64-encoded, as API Gateway sends it).
