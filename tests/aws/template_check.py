@@ -9,6 +9,8 @@ and a later one would meet. Run by ./tests/run with the project's venv
   reaches it (a Deployment resource of our own never changes).
 - The subscribe secret reaches exactly the functions whose role checks
   subscribe tokens (the Lambda mains say which role they start as).
+- Every alarm watches a metric under a dimension set AWS publishes it with,
+  and Lambda throttles are watched for every function.
 """
 import json
 import pathlib
@@ -83,7 +85,42 @@ for key, r in resources.items():
     gets_secret = "SubscribeSecrets" in json.dumps(env.get("HOOKCAST_SECRETS_ARN", ""))
     check(gets_secret == bool(roles & TOKEN_ROLES), f"{key} ({binary}, role {sorted(roles)}): subscribe secret given: {gets_secret}")
 
+# ---- alarms watch metrics that exist ---------------------------------------------
+# AWS's metrics are published under these dimension sets only; an alarm on any
+# other set watches a metric that never has data, and never fires.
+# (AWS/DynamoDB ThrottledRequests is per TableName *and* Operation.)
+PUBLISHED = {
+    ("AWS/Lambda", "Errors"): [{"FunctionName"}],
+    ("AWS/Lambda", "Throttles"): [{"FunctionName"}],
+    ("AWS/DynamoDB", "ReadThrottleEvents"): [{"TableName"}],
+    ("AWS/DynamoDB", "WriteThrottleEvents"): [{"TableName"}],
+    ("AWS/DynamoDB", "ThrottledRequests"): [{"TableName", "Operation"}],
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): [{"QueueName"}],
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage"): [{"QueueName"}],
+    # hookcast's own EMF metrics (functions/aws/src/emf.rs).
+    ("hookcast", "Failed"): [set()],
+    ("hookcast", "Webhooks"): [{"Source", "Outcome"}],
+}
+watched_throttles = set()
+for key, r in resources.items():
+    if r["Type"] != "AWS::CloudWatch::Alarm":
+        continue
+    p = r["Properties"]
+    metrics = [(p["Namespace"], p["MetricName"], p.get("Dimensions", []))] if "MetricName" in p else [
+        (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Metric"].get("Dimensions", []))
+        for m in p["Metrics"] if "MetricStat" in m
+    ]
+    for ns, name, dims in metrics:
+        names = {d["Name"] for d in dims}
+        known = PUBLISHED.get((ns, name))
+        check(known is not None, f"{key}: {ns} {name} is not a metric this check knows")
+        check(known is None or names in known, f"{key}: {ns} {name} is never published with dimensions {sorted(names)}")
+        if (ns, name) == ("AWS/Lambda", "Throttles"):
+            watched_throttles |= {d["Value"]["Ref"] for d in dims}
+functions = {k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+check(watched_throttles == functions, f"Lambda throttles are watched for {sorted(watched_throttles)}, not every function")
+
 if failures:
     print("template.yaml:\n  - " + "\n  - ".join(failures), file=sys.stderr)
     sys.exit(1)
-print(f"template.yaml: secret parameters, WebSocket stage and secret wiring checked ({len(GOOD)} good and {len(BAD)} bad secrets each)")
+print(f"template.yaml: secret parameters ({len(GOOD)} good and {len(BAD)} bad secrets each), WebSocket stage, secret wiring and alarm metrics checked")
