@@ -86,3 +86,66 @@ async fn reads_filter_items_past_their_ttl() {
     let h = store.read(&conformance::ch("aged"), 0, 10).await.unwrap();
     assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
 }
+
+/// Every read the store makes with a Query is strongly consistent: a page of
+/// subscribers read just after a subscribe includes it (an eventually
+/// consistent read may not, and that page would skip a brand-new page for
+/// the whole event). Seen in the requests the real SDK client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriber_pages_and_history_are_read_consistently() {
+    use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+    use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+    use aws_sdk_dynamodb::operation::query::QueryInput;
+    use std::sync::{Arc, Mutex};
+
+    /// Each Query's key condition and `ConsistentRead`.
+    type Seen = Arc<Mutex<Vec<(String, Option<bool>)>>>;
+    #[derive(Debug)]
+    struct Queries(Seen);
+    impl Intercept for Queries {
+        fn name(&self) -> &'static str {
+            "queries"
+        }
+        fn read_before_execution(
+            &self,
+            ctx: &BeforeSerializationInterceptorContextRef<'_>,
+            _: &mut ConfigBag,
+        ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+            if let Some(q) = ctx.input().downcast_ref::<QueryInput>() {
+                let what = format!(
+                    "{:?} {:?}",
+                    q.key_condition_expression(),
+                    q.expression_attribute_values().and_then(|v| v.get(":pk"))
+                );
+                self.0.lock().unwrap().push((what, q.consistent_read()));
+            }
+            Ok(())
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let conf = aws_sdk_dynamodb::Config::from(&common::sdk_config(Some(common::endpoint())))
+        .to_builder()
+        .interceptor(Queries(seen.clone()))
+        .build();
+    let table = common::fresh_store(conformance::retention()).table().to_owned();
+    let store =
+        hookcast_aws::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), table, conformance::retention())
+            .with_shards(2);
+    let ch = conformance::ch("fresh");
+    let c = ConnId("newcomer".into());
+    store.add_connection(&c, conformance::T0).await.unwrap();
+    store.subscribe(&c, &ch, 10).await.unwrap();
+    let mut found = Vec::new();
+    for shard in 0..2 {
+        found.extend(store.subscriber_page(&ch, shard, None, 100).await.unwrap().conns);
+    }
+    assert_eq!(found, vec![c.clone()]);
+    store.append(&conformance::pending("fresh", "k1", conformance::T0)).await.unwrap();
+    store.read(&ch, 0, 10).await.unwrap();
+    store.remove_connection(&c).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 3, "{seen:?}");
+    for (what, consistent) in seen.iter() {
+        assert_eq!(*consistent, Some(true), "an eventually consistent Query: {what}");
+    }
+}
