@@ -29,7 +29,6 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
 use aws_sdk_dynamodb::Client;
-use futures::future::try_join_all;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::{
     Appended, ConnId, EventLog, History, Pending, Retention, StoreError, SubOutcome, SubscriberPage, Subscriptions, Turn,
@@ -39,6 +38,9 @@ use hookcast_core::protocol::Event;
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
 const MAX_APPEND_ATTEMPTS: u32 = 60;
+/// Tries of a subscription transaction that another one touching the same
+/// item cancelled (`TransactionConflict`); jittered, about 2 s at most.
+const CONFLICT_ATTEMPTS: u32 = 10;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -324,9 +326,58 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// A transaction, tried again with jittered backoff while another request
+    /// writing one of its items cancels it: on DynamoDB two requests touching
+    /// one item at once do that (the snippet subscribes to its channels at
+    /// once, each in its own Lambda invocation).
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>>
+    {
+        let mut attempt = 0;
+        loop {
+            match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+                Err(e) if conflicted(&e) && attempt + 1 < CONFLICT_ATTEMPTS => {
+                    crate::backoff_sleep(attempt, Duration::from_millis(10), Duration::from_millis(500)).await;
+                    attempt += 1;
+                }
+                r => return r.map(|_| ()),
+            }
+        }
+    }
+
+    /// The shard's subscriber counter moves by `by`, outside the subscription's
+    /// transaction: plain `ADD`s on one item never conflict with each other,
+    /// where every subscribe to a channel touching its counter in a
+    /// transaction would. A counter that fails to move is logged; occupancy
+    /// is a figure for display.
+    async fn count(&self, channel: &Channel, conn: &ConnId, by: i64) {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(count_pk(channel), shard_of(conn, self.shards).to_string())))
+            .update_expression("ADD n :by")
+            .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
+            .send()
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(%channel, error = %sdk_err(e), "the occupancy counter did not move");
+        }
+    }
+
     fn update(&self, item_key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         Update::builder().table_name(&self.table).set_key(Some(item_key))
     }
+}
+
+/// Whether DynamoDB cancelled the transaction only because another request
+/// was writing one of its items at that moment: worth trying again. A
+/// failed condition decides the outcome, so it is never retried.
+fn conflicted<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+    cancellation_reasons(e)
+        .is_some_and(|r| r.iter().any(|c| c == "TransactionConflict") && !r.iter().any(|c| c == "ConditionalCheckFailed"))
 }
 
 /// The codes of a cancelled transaction's items, in order ("None" where that item was fine).
@@ -367,8 +418,11 @@ impl Subscriptions for DynamoStore {
         let channels: Vec<Channel> =
             items.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("sub#").and_then(|c| Channel::parse(c).ok())).collect();
         // Each one conditional, so a $disconnect racing a 410 clean-up
-        // decrements each counter once.
-        try_join_all(channels.iter().map(|c| self.unsubscribe(conn, c))).await?;
+        // decrements each counter once. One after another: each touches the
+        // connection's own item, so at once they would only conflict.
+        for c in &channels {
+            self.unsubscribe(conn, c).await?;
+        }
         self.batch_write(vec![Self::delete_req(key(conn_pk(conn), "meta".into()))?]).await
     }
 
@@ -399,20 +453,16 @@ impl Subscriptions for DynamoStore {
         let mut by_channel = key(self.subs_pk(channel, conn), conn.0.clone());
         by_channel.insert("ttl".into(), ttl);
         let by_channel = Put::builder().table_name(&self.table).set_item(Some(by_channel)).build().map_err(err)?;
-        let counter = self
-            .update(key(count_pk(channel), shard_of(conn, self.shards).to_string()))
-            .update_expression("ADD n :one")
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(err)?;
         let items = vec![
             TransactWriteItem::builder().update(cap).build(),
             TransactWriteItem::builder().put(by_conn).build(),
             TransactWriteItem::builder().put(by_channel).build(),
-            TransactWriteItem::builder().update(counter).build(),
         ];
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(SubOutcome::Added),
+        match self.transact(items).await {
+            Ok(()) => {
+                self.count(channel, conn, 1).await;
+                Ok(SubOutcome::Added)
+            }
             Err(e) => match cancellation_reasons(&e) {
                 Some(r) if r.get(1).map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::AlreadySubscribed),
                 Some(r) if r.first().map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::LimitReached),
@@ -436,12 +486,6 @@ impl Subscriptions for DynamoStore {
             .set_key(Some(key(self.subs_pk(channel, conn), conn.0.clone())))
             .build()
             .map_err(err)?;
-        let counter = self
-            .update(key(count_pk(channel), shard_of(conn, self.shards).to_string()))
-            .update_expression("ADD n :minus")
-            .expression_attribute_values(":minus", n(-1))
-            .build()
-            .map_err(err)?;
         let cap = self
             .update(key(conn_pk(conn), "meta".into()))
             .update_expression("ADD subs :minus")
@@ -452,11 +496,13 @@ impl Subscriptions for DynamoStore {
         let items = vec![
             TransactWriteItem::builder().delete(by_conn).build(),
             TransactWriteItem::builder().delete(by_channel).build(),
-            TransactWriteItem::builder().update(counter).build(),
             TransactWriteItem::builder().update(cap).build(),
         ];
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
+        match self.transact(items).await {
+            Ok(()) => {
+                self.count(channel, conn, -1).await;
+                Ok(())
+            }
             // Not subscribed (or the connection item is gone): nothing to undo.
             Err(e) if cancellation_reasons(&e).is_some_and(|r| r.iter().any(|c| c == "ConditionalCheckFailed")) => Ok(()),
             Err(e) => Err(sdk_err(e)),

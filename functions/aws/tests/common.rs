@@ -278,3 +278,120 @@ pub fn fresh_store_on(table: &str, retention: Retention) -> DynamoStore {
     let client = aws_sdk_dynamodb::Client::new(&sdk_config(Some(endpoint())));
     DynamoStore::new(client, table, retention)
 }
+
+/// A DynamoDB front as strict as DynamoDB where moto is kinder. moto runs
+/// requests one at a time, so its transactions never collide; DynamoDB
+/// cancels a `TransactWriteItems` with `TransactionConflict` when another
+/// request is writing one of its items at that moment, and refuses a plain
+/// write (`TransactionConflictException`) to an item a transaction holds.
+/// Here a request's items count as "being written" from the moment it
+/// arrives until moto has answered it, which is longer than on DynamoDB:
+/// stricter, never kinder. Returns the front's URL and its conflict count.
+pub async fn conflict_front() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Front {
+        /// Item → (writers in flight, transactions among them).
+        busy: Mutex<HashMap<String, (u32, u32)>>,
+        conflicts: Arc<std::sync::atomic::AtomicU64>,
+    }
+    /// The items a write request touches, as "table pk sk".
+    fn items_of(target: &str, body: &serde_json::Value) -> Vec<String> {
+        let id = |table: &serde_json::Value, k: &serde_json::Value| format!("{table} {} {}", k["pk"], k["sk"]);
+        match target {
+            "TransactWriteItems" => body["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    let (op, v) = t.as_object()?.iter().next()?;
+                    Some(id(&v["TableName"], if op == "Put" { &v["Item"] } else { &v["Key"] }))
+                })
+                .collect(),
+            "PutItem" => vec![id(&body["TableName"], &body["Item"])],
+            "UpdateItem" | "DeleteItem" => vec![id(&body["TableName"], &body["Key"])],
+            _ => vec![],
+        }
+    }
+    let front = Arc::new(Front::default());
+    let conflicts = front.conflicts.clone();
+    let upstream = endpoint();
+    let http = reqwest::Client::new();
+    let f = front.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let (front, upstream, http) = (f.clone(), upstream.clone(), http.clone());
+        async move {
+            let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").rsplit('.').next().unwrap_or("");
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let txn = target == "TransactWriteItems";
+            let items = items_of(target, &json);
+            let conflict = {
+                let mut busy = front.busy.lock().unwrap();
+                let clash = items.iter().any(|i| busy.get(i).is_some_and(|(w, t)| if txn { *w > 0 } else { *t > 0 }));
+                if !clash {
+                    for i in &items {
+                        let e = busy.entry(i.clone()).or_default();
+                        e.0 += 1;
+                        e.1 += u32::from(txn);
+                    }
+                }
+                clash
+            };
+            let json_reply = |status: u16, v: serde_json::Value| {
+                axum::response::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/x-amz-json-1.0")
+                    .body(axum::body::Body::from(v.to_string()))
+                    .unwrap()
+            };
+            if conflict {
+                front.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return if txn {
+                    let reasons: Vec<serde_json::Value> =
+                        items.iter().map(|_| serde_json::json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})).collect();
+                    json_reply(400, serde_json::json!({
+                        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                        "message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict]",
+                        "CancellationReasons": reasons,
+                    }))
+                } else {
+                    json_reply(400, serde_json::json!({
+                        "__type": "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                        "message": "Transaction is ongoing for the item",
+                    }))
+                };
+            }
+            let mut req = http.post(&upstream).body(body.clone());
+            for (k, v) in &headers {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            let res = req.send().await;
+            {
+                let mut busy = front.busy.lock().unwrap();
+                for i in &items {
+                    let e = busy.get_mut(i).unwrap();
+                    e.0 -= 1;
+                    e.1 -= u32::from(txn);
+                    if e.0 == 0 {
+                        busy.remove(i);
+                    }
+                }
+            }
+            let res = res.expect("moto answers");
+            let mut out = axum::response::Response::builder().status(res.status().as_u16());
+            for (k, v) in res.headers() {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    out = out.header(k, v);
+                }
+            }
+            out.body(axum::body::Body::from(res.bytes().await.unwrap())).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, conflicts)
+}
