@@ -336,6 +336,8 @@ async fn vanished_clients_are_found_by_pings_and_live_ones_kept() {
         }
         (pings, live)
     });
+    // Both are open first (else the count of 1 below could be the live page alone, before the other registered).
+    open_sockets_reach(&s, 2, "both clients to be open").await;
     open_sockets_reach(&s, 1, "the vanished client to be dropped").await;
     // The live page has now outlived the idle limit, answering pings.
     stop.send(()).unwrap();
