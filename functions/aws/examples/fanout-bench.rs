@@ -11,13 +11,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apigw_local::Options;
 use hookcast_aws::apigw::ApiGwGateway;
 use hookcast_core::config::{Config, Limits};
 use hookcast_core::ports::{ConnId, Retention, Subscriptions};
 use hookcast_core::protocol::Event;
 use hookcast_core::testutil::MemStore;
 use hookcast_core::{Channel, Relay};
+use hookcast_emulate::apigw::Options;
 
 #[tokio::main]
 async fn main() {
@@ -27,8 +27,8 @@ async fn main() {
         args.get(2).map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![16, 64, 256, 512]);
     let rate: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10_000);
 
-    let invoke: apigw_local::Invoke = Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }));
-    let emu = apigw_local::start(
+    let invoke: hookcast_emulate::apigw::Invoke = Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }));
+    let emu = hookcast_emulate::apigw::start(
         Options { latency: Duration::from_millis(20), rate_limit: Some(rate), burst: rate / 2, ..Options::default() },
         invoke,
     )

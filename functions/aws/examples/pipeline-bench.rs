@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apigw_local::Options;
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::SqsEvent;
 use hookcast_aws::apigw::ApiGwGateway;
@@ -28,6 +27,7 @@ use hookcast_core::protocol::Event;
 use hookcast_core::registry::Registry;
 use hookcast_core::testutil::MemStore;
 use hookcast_core::{Channel, Relay};
+use hookcast_emulate::apigw::Options;
 use serde_json::json;
 
 /// Subscriptions spread over shards as the DynamoDB store spreads them; the log is the reference store.
@@ -155,7 +155,7 @@ struct Run {
 }
 
 /// Pushes `events` on one channel through dispatch → FIFO → `workers` workers; returns when every post is done.
-async fn push(emu: &apigw_local::Emulator, store: &Arc<Sharded>, events: &[Event], workers: usize, rate: u32) -> Run {
+async fn push(emu: &hookcast_emulate::apigw::Emulator, store: &Arc<Sharded>, events: &[Event], workers: usize, rate: u32) -> Run {
     let limits = Limits { fanout_concurrency: 64, ..Limits::default() };
     let config = Arc::new(Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None });
     let fifo = Arc::new(Fifo::default());
@@ -244,8 +244,8 @@ async fn main() {
     let shards: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
     let workers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
     let rate: u32 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let invoke: apigw_local::Invoke = Arc::new(|_| Box::pin(async { json!({"statusCode": 200}) }));
-    let emu = apigw_local::start(
+    let invoke: hookcast_emulate::apigw::Invoke = Arc::new(|_| Box::pin(async { json!({"statusCode": 200}) }));
+    let emu = hookcast_emulate::apigw::start(
         Options { latency: Duration::from_millis(20), rate_limit: Some(10_000), burst: 5_000, ..Options::default() },
         invoke,
     )

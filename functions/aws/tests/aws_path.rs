@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use apigw_local::{Emulator, Invoke, Options};
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use futures::{SinkExt, StreamExt};
 use hookcast_aws::apigw::ApiGwGateway;
@@ -17,6 +16,7 @@ use hookcast_core::config::{Config, Limits, Source, SourceKind};
 use hookcast_core::ports::{all_subscribers, ConnId, Retention, Subscriptions};
 use hookcast_core::secret::Secret;
 use hookcast_core::{sign, Channel, Hooks, Relay};
+use hookcast_emulate::apigw::{Emulator, Invoke, Options};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -113,7 +113,7 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
             serde_json::to_value(res).unwrap()
         })
     });
-    let emu = apigw_local::start(opts, invoke).await;
+    let emu = hookcast_emulate::apigw::start(opts, invoke).await;
     let cfg = Arc::new(cfg);
     let retention = Retention::from(&cfg.limits);
     let store = tokio::task::spawn_blocking(|| ()).await.map(|_| common::fresh_store(retention).with_shards(shards)).unwrap();
@@ -358,7 +358,7 @@ async fn audience(
     s: &Stack,
     channel: &str,
     n: usize,
-) -> Vec<(String, tokio::sync::mpsc::UnboundedReceiver<apigw_local::Message>)> {
+) -> Vec<(String, tokio::sync::mpsc::UnboundedReceiver<hookcast_emulate::apigw::Message>)> {
     let ch = Channel::parse(channel).unwrap();
     let ids: Vec<String> = (0..n).map(|i| format!("conn{i:04}=")).collect();
     for chunk in ids.chunks(50) {
@@ -381,10 +381,10 @@ async fn audience(
         .collect()
 }
 
-fn seqs(rx: &mut tokio::sync::mpsc::UnboundedReceiver<apigw_local::Message>) -> Vec<u64> {
+fn seqs(rx: &mut tokio::sync::mpsc::UnboundedReceiver<hookcast_emulate::apigw::Message>) -> Vec<u64> {
     let mut out = Vec::new();
     while let Ok(m) = rx.try_recv() {
-        if let apigw_local::Message::Text(t) = m {
+        if let hookcast_emulate::apigw::Message::Text(t) = m {
             out.push(serde_json::from_str::<Value>(t.as_str()).unwrap()["seq"].as_u64().unwrap());
         }
     }

@@ -158,9 +158,9 @@ async fn subscriber_pages_and_history_are_read_consistently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_subscribes_survive_transaction_conflicts() {
     use std::sync::atomic::Ordering;
-    let (front, conflicts) = common::conflict_front().await;
+    let front = common::conflict_front().await;
     let table = common::fresh_store(conformance::retention()).table().to_owned();
-    let client = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(front)));
+    let client = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(front.url.clone())));
     let store = hookcast_aws::dynamo::DynamoStore::new(client, table, conformance::retention()).with_shards(8);
     let ch = conformance::ch("hot");
     let pages: Vec<ConnId> = (0..50).map(|i| ConnId(format!("page-{i:02}"))).collect();
@@ -186,7 +186,7 @@ async fn concurrent_subscribes_survive_transaction_conflicts() {
     for c in three.iter().chain([&ch]) {
         assert_eq!(store.count_subscribers(c).await.unwrap(), 0, "{c}");
     }
-    let n = conflicts.load(Ordering::Relaxed);
+    let n = front.counters.conflicts.load(Ordering::Relaxed);
     assert!(n > 0, "the front never answered a conflict: this test would prove nothing");
     eprintln!("concurrent subscribes: {n} conflicts answered by the front, every subscribe and removal took");
 }

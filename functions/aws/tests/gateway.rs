@@ -6,17 +6,17 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use apigw_local::Options;
 use hookcast_aws::apigw::ApiGwGateway;
 use hookcast_core::ports::{ConnId, Delivery, Gateway};
+use hookcast_emulate::apigw::Options;
 
-fn ok_invoke() -> apigw_local::Invoke {
+fn ok_invoke() -> hookcast_emulate::apigw::Invoke {
     Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }))
 }
 
 #[tokio::test]
 async fn throttling_is_retried_gone_is_gone_and_close_closes() {
-    let emu = apigw_local::start(Options { throttle_first: 2, ..Options::default() }, ok_invoke()).await;
+    let emu = hookcast_emulate::apigw::start(Options { throttle_first: 2, ..Options::default() }, ok_invoke()).await;
     let mut rx = emu.register_sink("conn-a=");
     let gw = ApiGwGateway::new(&common::sdk_config(None), &emu.management_endpoint());
     let a = ConnId("conn-a=".into());
@@ -24,20 +24,20 @@ async fn throttling_is_retried_gone_is_gone_and_close_closes() {
     assert_eq!(gw.send(&a, "hello").await, Delivery::Delivered);
     assert_eq!(emu.counters().throttled.load(Ordering::Relaxed), 2, "two 429s, then the retry went through");
     match rx.try_recv().unwrap() {
-        apigw_local::Message::Text(t) => assert_eq!(t.as_str(), "hello"),
+        hookcast_emulate::apigw::Message::Text(t) => assert_eq!(t.as_str(), "hello"),
         other => panic!("{other:?}"),
     }
     assert!(rx.try_recv().is_err(), "delivered once");
 
     assert_eq!(gw.send(&ConnId("nobody=".into()), "x").await, Delivery::Gone);
     gw.close(&a).await;
-    assert!(matches!(rx.try_recv().unwrap(), apigw_local::Message::Close(_)));
+    assert!(matches!(rx.try_recv().unwrap(), hookcast_emulate::apigw::Message::Close(_)));
     assert_eq!(gw.send(&a, "after close").await, Delivery::Gone);
 }
 
 #[tokio::test]
 async fn persistent_throttling_is_a_failure_not_gone() {
-    let emu = apigw_local::start(Options { throttle_first: 100, ..Options::default() }, ok_invoke()).await;
+    let emu = hookcast_emulate::apigw::start(Options { throttle_first: 100, ..Options::default() }, ok_invoke()).await;
     let _rx = emu.register_sink("conn-b=");
     let gw = ApiGwGateway::new(&common::sdk_config(None), &emu.management_endpoint());
     assert_eq!(gw.send(&ConnId("conn-b=".into()), "x").await, Delivery::Failed);

@@ -62,6 +62,11 @@ enum Cmd {
     /// Follow channels as a page does and print each event as a JSON line;
     /// with --until, exit 0 when that event arrives, 1 on timeout (for CI).
     Listen(hookcast::listen::ListenArgs),
+    /// Run the AWS stack (template.yaml, after `sam build`) on this machine as
+    /// AWS runs it: the built bootstraps behind a local Lambda Runtime API,
+    /// API Gateway's WebSocket and HTTP APIs, the stream and queue event
+    /// sources, moto behind a DynamoDB front that conflicts as DynamoDB does.
+    Emulate(hookcast_emulate::stack::EmulateArgs),
     /// Mint a subscribe token for private channels (printed on stdout).
     Token {
         /// A channel or `prefix*` pattern the token lets its holder read. Repeatable.
@@ -118,6 +123,7 @@ fn main() -> ExitCode {
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(String::new()) }),
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
+            Cmd::Emulate(args) => hookcast_emulate::stack::run(args).await,
             Cmd::Listen(_) => unreachable!("handled above"),
         }
     });

@@ -1,8 +1,13 @@
-//! A local stand-in for an API Gateway WebSocket API, so the Lambda handlers
-//! run against real sockets without AWS:
+//! An API Gateway WebSocket API, so the Lambda handlers run against real
+//! sockets without AWS:
 //! - `GET /{stage}` upgrades; the `$connect` handler runs first and its status
-//!   decides; frames are routed on `$request.body.action` (else `$default`);
-//!   closing runs `$disconnect`. Events have the shape AWS sends.
+//!   decides; frames are routed on `$request.body.action` (else `$default`),
+//!   each frame its own invocation, run concurrently as API Gateway runs
+//!   them (`concurrent_frames`, on in `hookcast emulate`); frames over 32 KB
+//!   close the connection (1009); a connection closes after its idle limit (10 min) or its
+//!   lifetime (2 h); closing runs `$disconnect`, which is best-effort: with
+//!   `disconnect_on_loss` off, a connection lost without a close frame never
+//!   gets one. Events have the shape AWS sends.
 //! - `POST /{stage}/@connections/{id}` writes to that socket, or answers 410
 //!   `GoneException` (also for a connection whose `$connect` has not returned);
 //!   `DELETE` closes it. Optional latency per call and a requests-per-second
@@ -48,6 +53,16 @@ pub struct Options {
     /// Routes API Gateway answers itself (MOCK integration + route response),
     /// with the reply: no Lambda is invoked.
     pub mock_routes: Vec<(String, String)>,
+    /// Each frame its own concurrent invocation (API Gateway); off: one
+    /// after another, in arrival order (kinder than AWS).
+    pub concurrent_frames: bool,
+    /// Invoke `$disconnect` for a connection lost without a close frame
+    /// (API Gateway does, eventually and not always).
+    pub disconnect_on_loss: bool,
+    /// A connection with no frame in either direction for this long closes (API Gateway: 10 minutes).
+    pub idle_limit: Duration,
+    /// A connection's whole life (API Gateway: 2 hours).
+    pub max_lifetime: Duration,
 }
 
 impl Default for Options {
@@ -61,6 +76,10 @@ impl Default for Options {
             throttle_first: 0,
             // template.yaml's PingIntegration answers ping this way.
             mock_routes: vec![("ping".into(), r#"{"type":"pong"}"#.into())],
+            concurrent_frames: false,
+            disconnect_on_loss: true,
+            idle_limit: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(7200),
         }
     }
 }
@@ -148,7 +167,7 @@ pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
     Emulator(inner)
 }
 
-/// API Gateway's WebSocket frame limit.
+/// API Gateway's WebSocket frame and message limits.
 const FRAME_LIMIT: usize = 32 * 1024;
 
 fn now_ms() -> i64 {
@@ -228,49 +247,102 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             }
         }
     };
+    let last_frame = Arc::new(Mutex::new(Instant::now()));
+    let clean_close = std::sync::atomic::AtomicBool::new(false);
+    let invoke_frame = |ev: Value| {
+        inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
+        let fut = (inner.invoke)(ev);
+        async move {
+            fut.await;
+        }
+    };
     let reader = async {
-        while let Some(Ok(msg)) = stream.next().await {
-            // As API Gateway: frames over 32 KB close the connection (1009);
-            // binary frames reach $default base64-encoded.
+        loop {
+            let msg = match stream.next().await {
+                Some(Ok(m)) => m,
+                // A protocol error (a frame or message over the limit included).
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                        if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                            let frame = axum::extract::ws::CloseFrame { code: 1009, reason: "Message too big".into() };
+                            let _closing = tx.send(Message::Close(Some(frame)));
+                        }
+                        clean_close.store(true, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                None => break,
+            };
+            *last_frame.lock().unwrap() = Instant::now();
+            // Binary frames reach $default base64-encoded.
             let (text, binary) = match msg {
                 Message::Text(t) => (t.to_string(), false),
                 Message::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(&b), true),
-                Message::Close(_) => break,
+                Message::Close(_) => {
+                    clean_close.store(true, Ordering::Relaxed);
+                    break;
+                }
                 _ => continue,
             };
+            // As API Gateway: frames over 32 KB close the connection (1009).
             if text.len() > FRAME_LIMIT && !binary || binary && text.len() > FRAME_LIMIT * 4 / 3 + 4 {
                 if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
                     let frame = axum::extract::ws::CloseFrame { code: 1009, reason: "Message too big".into() };
                     let _closing = tx.send(Message::Close(Some(frame)));
                 }
+                clean_close.store(true, Ordering::Relaxed);
                 break;
             }
-            if binary {
-                inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
+            let ev = if binary {
                 let mut ev = event(&inner, "$default", "MESSAGE", &conn, connected_at, &headers, Some(&text));
                 ev["isBase64Encoded"] = json!(true);
-                (inner.invoke)(ev).await;
-                continue;
-            }
-            // Route selection: $request.body.action.
-            let action = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["action"].as_str().map(str::to_owned));
-            let route = action.filter(|a| inner.opts.routes.contains(a)).unwrap_or_else(|| "$default".into());
-            if let Some((_, reply)) = inner.opts.mock_routes.iter().find(|(r, _)| *r == route) {
-                if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
-                    let _closing = tx.send(Message::Text(reply.clone().into()));
+                ev
+            } else {
+                // Route selection: $request.body.action.
+                let action = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["action"].as_str().map(str::to_owned));
+                let route = action.filter(|a| inner.opts.routes.contains(a)).unwrap_or_else(|| "$default".into());
+                if let Some((_, reply)) = inner.opts.mock_routes.iter().find(|(r, _)| *r == route) {
+                    if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                        let _closing = tx.send(Message::Text(reply.clone().into()));
+                    }
+                    continue;
                 }
-                continue;
+                event(&inner, &route, "MESSAGE", &conn, connected_at, &headers, Some(&text))
+            };
+            if inner.opts.concurrent_frames {
+                tokio::spawn(invoke_frame(ev));
+            } else {
+                invoke_frame(ev).await;
             }
-            inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
-            (inner.invoke)(event(&inner, &route, "MESSAGE", &conn, connected_at, &headers, Some(&text))).await;
         }
         // The writer sends what is queued (a close frame included), then ends.
         inner.conns.lock().unwrap().remove(&conn);
         std::future::pending::<()>().await
     };
-    tokio::select! { _ = writer => {}, _ = reader => {} }
+    let limits = async {
+        let born = Instant::now();
+        loop {
+            let idle_until = *last_frame.lock().unwrap() + inner.opts.idle_limit;
+            let until = idle_until.min(born + inner.opts.max_lifetime);
+            if Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
+        // API Gateway closes with 1001 ("Going away") at its limits.
+        if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+            let frame = axum::extract::ws::CloseFrame { code: 1001, reason: "Going away".into() };
+            let _closing = tx.send(Message::Close(Some(frame)));
+        }
+        clean_close.store(true, Ordering::Relaxed);
+        std::future::pending::<()>().await
+    };
+    tokio::select! { _ = writer => {}, _ = reader => {}, _ = limits => {} }
     inner.conns.lock().unwrap().remove(&conn);
-    (inner.invoke)(event(&inner, "$disconnect", "DISCONNECT", &conn, connected_at, &headers, None)).await;
+    if clean_close.load(Ordering::Relaxed) || inner.opts.disconnect_on_loss {
+        (inner.invoke)(event(&inner, "$disconnect", "DISCONNECT", &conn, connected_at, &headers, None)).await;
+    }
 }
 
 fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response {

@@ -1,0 +1,240 @@
+//! A DynamoDB front as strict as DynamoDB where moto is kinder. moto runs
+//! requests one at a time, so its transactions never collide; DynamoDB
+//! cancels a `TransactWriteItems` with `TransactionConflict` when another
+//! request is writing one of its items at that moment, and refuses a plain
+//! write (`TransactionConflictException`) to an item a transaction holds.
+//! Here a request's items count as "being written" from the moment it
+//! arrives until moto has answered it, which is longer than on DynamoDB:
+//! stricter, never kinder. It can also throttle (`ProvisionedThroughput…`)
+//! beyond a rate, as a table at its limits does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+#[derive(Default, Clone, Copy)]
+pub struct FrontOptions {
+    /// Requests per second beyond which the front answers as DynamoDB does
+    /// when throttled.
+    pub throttle_rate: Option<u32>,
+}
+
+#[derive(Default)]
+pub struct FrontCounters {
+    pub conflicts: AtomicU64,
+    pub throttled: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+pub struct Front {
+    pub url: String,
+    pub counters: Arc<FrontCounters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct State {
+    /// Item → (writers in flight, transactions among them).
+    busy: Mutex<HashMap<String, (u32, u32)>>,
+    counters: Arc<FrontCounters>,
+    bucket: Mutex<(f64, Instant)>,
+    opts: FrontOptions,
+    upstream: String,
+    http: reqwest::Client,
+}
+
+/// The items a write request touches, as "table pk sk".
+fn items_of(target: &str, body: &Value) -> Vec<String> {
+    let id = |table: &Value, k: &Value| {
+        // The whole key, whatever its attribute names: sorted for a stable id.
+        let mut parts: Vec<String> = k.as_object().into_iter().flatten().map(|(n, v)| format!("{n}={v}")).collect();
+        parts.sort();
+        format!("{table} {}", parts.join(" "))
+    };
+    let key_of = |table: &Value, item: &Value| {
+        // A Put carries the whole item: its key is the pk and sk attributes.
+        let mut k = serde_json::Map::new();
+        for name in ["pk", "sk"] {
+            if let Some(v) = item.get(name) {
+                k.insert(name.into(), v.clone());
+            }
+        }
+        id(table, &Value::Object(k))
+    };
+    match target {
+        "TransactWriteItems" => body["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let (op, v) = t.as_object()?.iter().next()?;
+                Some(if op == "Put" { key_of(&v["TableName"], &v["Item"]) } else { id(&v["TableName"], &v["Key"]) })
+            })
+            .collect(),
+        "PutItem" => vec![key_of(&body["TableName"], &body["Item"])],
+        "UpdateItem" | "DeleteItem" => vec![id(&body["TableName"], &body["Key"])],
+        "BatchWriteItem" => body["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(table, reqs)| {
+                let table = json!(table);
+                reqs.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| {
+                        if let Some(p) = r.get("PutRequest") {
+                            Some(key_of(&table, &p["Item"]))
+                        } else {
+                            r.get("DeleteRequest").map(|d| id(&table, &d["Key"]))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+fn reply(status: u16, v: Value) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(axum::body::Body::from(v.to_string()))
+        .expect("a valid response")
+}
+
+fn take_token(s: &State) -> bool {
+    let Some(rate) = s.opts.throttle_rate else {
+        return true;
+    };
+    let mut b = s.bucket.lock().unwrap();
+    let now = Instant::now();
+    b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * f64::from(rate)).min(f64::from(rate));
+    b.1 = now;
+    if b.0 >= 1.0 {
+        b.0 -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> axum::response::Response {
+    s.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let full_target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let dynamodb = full_target.starts_with("DynamoDB_");
+    let target = full_target.rsplit('.').next().unwrap_or("");
+    if dynamodb && !take_token(&s) {
+        s.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        return reply(
+            400,
+            json!({"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                   "message": "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."}),
+        );
+    }
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let txn = target == "TransactWriteItems";
+    let items = if dynamodb { items_of(target, &json_body) } else { vec![] };
+    let conflict = {
+        let mut busy = s.busy.lock().unwrap();
+        let clash = items.iter().any(|i| busy.get(i).is_some_and(|(w, t)| if txn { *w > 0 } else { *t > 0 }));
+        if !clash {
+            for i in &items {
+                let e = busy.entry(i.clone()).or_default();
+                e.0 += 1;
+                e.1 += u32::from(txn);
+            }
+        }
+        clash
+    };
+    if conflict {
+        s.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+        return if txn {
+            let reasons: Vec<Value> = json_body["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|_| json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}))
+                .collect();
+            reply(
+                400,
+                json!({
+                    "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                    "message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict]",
+                    "CancellationReasons": reasons,
+                }),
+            )
+        } else {
+            reply(
+                400,
+                json!({"__type": "com.amazonaws.dynamodb.v20120810#TransactionConflictException", "message": "Transaction is ongoing for the item"}),
+            )
+        };
+    }
+    let mut req = s.http.post(&s.upstream).body(body.clone());
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let res = req.send().await;
+    {
+        let mut busy = s.busy.lock().unwrap();
+        for i in &items {
+            if let Some(e) = busy.get_mut(i) {
+                e.0 -= 1;
+                e.1 -= u32::from(txn);
+                if e.0 == 0 {
+                    busy.remove(i);
+                }
+            }
+        }
+    }
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => {
+            return reply(
+                500,
+                json!({"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": format!("upstream: {e}")}),
+            )
+        }
+    };
+    let mut out = axum::response::Response::builder().status(res.status().as_u16());
+    for (k, v) in res.headers() {
+        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+            out = out.header(k, v);
+        }
+    }
+    let bytes = res.bytes().await.unwrap_or_default();
+    out.body(axum::body::Body::from(bytes)).expect("a valid response")
+}
+
+/// Starts the front on 127.0.0.1:0 before `upstream` (moto's URL).
+pub async fn start(upstream: &str, opts: FrontOptions) -> std::io::Result<Front> {
+    let counters = Arc::new(FrontCounters::default());
+    let state = Arc::new(State {
+        busy: Mutex::default(),
+        counters: counters.clone(),
+        bucket: Mutex::new((f64::from(opts.throttle_rate.unwrap_or(0)), Instant::now())),
+        opts,
+        upstream: upstream.to_owned(),
+        http: reqwest::Client::new(),
+    });
+    let app = axum::Router::new()
+        .fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| handle(state.clone(), headers, body));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _stopped = axum::serve(listener, app).await;
+    });
+    Ok(Front { url, counters, task })
+}

@@ -1,0 +1,291 @@
+//! An HTTP API as API Gateway runs one with Lambda proxy integrations:
+//! routes `METHOD /path/{param}` and `/{proxy+}`, payload format 2.0 events,
+//! the 30 s integration timeout, and API Gateway's own error bodies.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use crate::runtime::Function;
+
+#[derive(Clone)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+    pub function: Arc<Function>,
+}
+
+/// API Gateway's integration timeout for HTTP APIs.
+pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `path` matches the route's path; its path parameters if so.
+fn matches(route: &str, path: &str) -> Option<Map<String, Value>> {
+    let mut params = Map::new();
+    let r: Vec<&str> = route.trim_start_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for (i, seg) in r.iter().enumerate() {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix("+}")) {
+            let rest = p.get(i..)?.join("/");
+            if rest.is_empty() {
+                return None;
+            }
+            params.insert(name.into(), json!(rest));
+            return Some(params);
+        }
+        let got = p.get(i)?;
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            if got.is_empty() {
+                return None;
+            }
+            params.insert(name.into(), json!(percent_decode(got)));
+        } else if seg != got {
+            return None;
+        }
+    }
+    (r.len() == p.len()).then_some(params)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Bodies API Gateway passes as text; anything else arrives base64-encoded.
+fn is_text(content_type: &str) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    ct.is_empty()
+        || ct.starts_with("text/")
+        || ct.contains("json")
+        || ct.contains("xml")
+        || ct.contains("javascript")
+        || ct.starts_with("application/x-www-form-urlencoded")
+}
+
+fn gateway_error(status: StatusCode, message: &str) -> Response {
+    (status, [("content-type", "application/json"), ("apigw-requestid", "emulated")], json!({ "message": message }).to_string())
+        .into_response()
+}
+
+/// The payload format 2.0 event for one request.
+pub fn event(
+    route_key: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    params: Map<String, Value>,
+) -> Value {
+    let mut hs = Map::new();
+    let mut cookies = vec![];
+    for (k, v) in headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        if k == "cookie" {
+            cookies.extend(v.split(';').map(|c| json!(c.trim())));
+            continue;
+        }
+        // Repeated headers are joined with commas.
+        match hs.get_mut(k.as_str()) {
+            Some(Value::String(s)) => {
+                s.push(',');
+                s.push_str(&v);
+            }
+            _ => {
+                hs.insert(k.as_str().to_owned(), json!(v));
+            }
+        }
+    }
+    let raw_query = uri.query().unwrap_or("").to_owned();
+    let mut qs = Map::new();
+    for (k, v) in serde_urlencoded_pairs(&raw_query) {
+        match qs.get_mut(&k) {
+            Some(Value::String(s)) => {
+                s.push(',');
+                s.push_str(&v);
+            }
+            _ => {
+                qs.insert(k, json!(v));
+            }
+        }
+    }
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = is_text(ct) && std::str::from_utf8(body).is_ok();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut ev = json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": uri.path(),
+        "rawQueryString": raw_query,
+        "headers": hs,
+        "requestContext": {
+            "accountId": crate::template::ACCOUNT,
+            "apiId": "emulated",
+            "domainName": headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1"),
+            "domainPrefix": "emulated",
+            "http": {
+                "method": method.as_str(),
+                "path": uri.path(),
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+            },
+            "requestId": format!("{:x}", rand::random::<u64>()),
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": "01/Dec/2026:00:00:00 +0000",
+            "timeEpoch": now,
+        },
+        "isBase64Encoded": !text && !body.is_empty(),
+    });
+    if !cookies.is_empty() {
+        ev["cookies"] = Value::Array(cookies);
+    }
+    if !qs.is_empty() {
+        ev["queryStringParameters"] = Value::Object(qs);
+    }
+    if !params.is_empty() {
+        ev["pathParameters"] = Value::Object(params);
+    }
+    if !body.is_empty() {
+        ev["body"] = if text {
+            json!(String::from_utf8_lossy(body))
+        } else {
+            json!(base64::engine::general_purpose::STANDARD.encode(body))
+        };
+    }
+    ev
+}
+
+fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| percent_decode(&s.replace('+', " "));
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// The function's answer as API Gateway turns it into an HTTP response.
+pub fn response(out: &[u8]) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(out) else {
+        return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    };
+    // Payload 2.0: without a statusCode the whole value is a 200 JSON body.
+    if v.get("statusCode").is_none() {
+        return (StatusCode::OK, [("content-type", "application/json")], v.to_string()).into_response();
+    }
+    let Some(status) = v["statusCode"].as_u64().and_then(|s| StatusCode::from_u16(s as u16).ok()) else {
+        return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    };
+    let body = match v.get("body") {
+        Some(Value::String(s)) if v["isBase64Encoded"].as_bool() == Some(true) => {
+            match base64::engine::general_purpose::STANDARD.decode(s) {
+                Ok(b) => b,
+                Err(_) => return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+            }
+        }
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        None | Some(Value::Null) => vec![],
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let mut res = Response::builder().status(status);
+    for (k, val) in v["headers"].as_object().into_iter().flatten() {
+        let val = crate::template::str_of(val);
+        res = res.header(k.as_str(), val);
+    }
+    for (k, vals) in v["multiValueHeaders"].as_object().into_iter().flatten() {
+        for val in vals.as_array().into_iter().flatten() {
+            res = res.header(k.as_str(), crate::template::str_of(val));
+        }
+    }
+    for c in v["cookies"].as_array().into_iter().flatten() {
+        res = res.header("set-cookie", crate::template::str_of(c));
+    }
+    res.body(Body::from(body)).unwrap_or_else(|_| gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+}
+
+/// Serves the routes.
+pub fn router(routes: Vec<Route>, timeout: Duration) -> axum::Router {
+    let routes = Arc::new(routes);
+    axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let routes = routes.clone();
+        async move {
+            // API Gateway's own payload limit for HTTP APIs.
+            if body.len() > 10 * 1024 * 1024 {
+                return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            }
+            let path = uri.path().to_owned();
+            let found = routes.iter().find_map(|r| {
+                (r.method == method.as_str() || r.method == "ANY").then(|| matches(&r.path, &path).map(|p| (r, p))).flatten()
+            });
+            let Some((route, params)) = found else {
+                return gateway_error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            let key = format!("{} {}", route.method, route.path);
+            let ev = event(&key, &method, &uri, &headers, &body, params);
+            match tokio::time::timeout(timeout, route.function.invoke(Bytes::from(ev.to_string()))).await {
+                Err(_) => gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+                Ok(Err(e)) => {
+                    tracing::warn!(function = %route.function.spec.logical, error = %e, "HTTP API integration failed");
+                    gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                }
+                Ok(Ok(out)) => response(&out),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_as_api_gateway_matches_them() {
+        assert_eq!(matches("/hooks/{source}", "/hooks/netlify").unwrap()["source"], "netlify");
+        assert!(matches("/hooks/{source}", "/hooks/").is_none());
+        assert!(matches("/hooks/{source}", "/hooks/a/b").is_none());
+        assert_eq!(matches("/channels/{proxy+}", "/channels/a/b/events").unwrap()["proxy"], "a/b/events");
+        assert!(matches("/channels/{proxy+}", "/channels/").is_none());
+        assert!(matches("/hookcast.js", "/hookcast.js").is_some());
+        assert!(matches("/hookcast.js", "/hookcast.mjs").is_none());
+    }
+
+    #[test]
+    fn events_carry_what_payload_2_carries() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        let uri: Uri = "/hooks/n?since=3&x=a%20b".parse().unwrap();
+        let ev = event("POST /hooks/{source}", &Method::POST, &uri, &h, &Bytes::from_static(b"{\"a\":1}"), Map::new());
+        assert_eq!(ev["headers"]["x-a"], "1,2");
+        assert_eq!(ev["queryStringParameters"]["x"], "a b");
+        assert_eq!(ev["rawQueryString"], "since=3&x=a%20b");
+        assert_eq!(ev["isBase64Encoded"], false);
+        assert_eq!(ev["body"], "{\"a\":1}");
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/octet-stream".parse().unwrap());
+        let ev = event("POST /x", &Method::POST, &uri, &h, &Bytes::from_static(b"\x00\x01"), Map::new());
+        assert_eq!(ev["isBase64Encoded"], true);
+        assert_eq!(ev["body"], "AAE=");
+    }
+}

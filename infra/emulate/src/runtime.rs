@@ -1,0 +1,380 @@
+//! Lambda as it runs a `provided.al2023` function: the built `bootstrap` as
+//! processes, each with its own Runtime API (`/next`, `/response`, `/error`,
+//! `/init/error`, the deadline header), one invocation per process at a time,
+//! more processes on demand up to the function's concurrency, and the
+//! timeout enforced by killing the process, as Lambda does.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// One function as the template declares it.
+#[derive(Clone, Debug)]
+pub struct FunctionSpec {
+    /// The template's logical id.
+    pub logical: String,
+    /// The deployed name (`AWS_LAMBDA_FUNCTION_NAME`).
+    pub name: String,
+    pub arn: String,
+    pub bootstrap: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    /// Processes at most (reserved concurrency, else the account's 1,000).
+    pub concurrency: usize,
+    /// How long the init phase may take before Lambda gives up (10 s on AWS).
+    pub init_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum InvokeError {
+    /// The function returned an error (`/error`): its JSON.
+    Function(Value),
+    /// The process ran past the function's timeout and was killed.
+    Timeout(Duration),
+    /// The process exited, or failed its init, during the invocation.
+    Exited(String),
+}
+
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::Function(v) => write!(f, "function error: {v}"),
+            InvokeError::Timeout(d) => write!(f, "Task timed out after {:.2} seconds", d.as_secs_f64()),
+            InvokeError::Exited(why) => write!(f, "Runtime.ExitError: {why}"),
+        }
+    }
+}
+
+struct Invocation {
+    id: String,
+    payload: Bytes,
+    deadline_ms: u64,
+    reply: oneshot::Sender<Result<Bytes, Value>>,
+}
+
+/// What one process's Runtime API holds.
+struct ApiState {
+    next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Bytes, Value>>>>,
+    arn: String,
+    ready: Notify,
+    is_ready: std::sync::atomic::AtomicBool,
+    init_error: Mutex<Option<Value>>,
+}
+
+struct Proc {
+    tx: mpsc::Sender<Invocation>,
+    child: tokio::sync::Mutex<tokio::process::Child>,
+    /// The last lines it wrote (for an init error's message).
+    tail: Arc<Mutex<VecDeque<String>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.server.abort();
+        if let Ok(mut c) = self.child.try_lock() {
+            let _gone = c.start_kill();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub cold_starts: std::sync::atomic::AtomicU64,
+    pub invocations: std::sync::atomic::AtomicU64,
+    pub timeouts: std::sync::atomic::AtomicU64,
+    /// Init durations, in milliseconds.
+    pub init_ms: Mutex<Vec<f64>>,
+}
+
+pub struct Function {
+    pub spec: FunctionSpec,
+    idle: Mutex<Vec<Arc<Proc>>>,
+    alive: Mutex<usize>,
+    freed: Notify,
+    pub stats: Stats,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn request_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+async fn next(State(api): State<Arc<ApiState>>) -> Response {
+    if !api.is_ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        api.ready.notify_waiters();
+    }
+    let inv = { api.next.lock().await.recv().await };
+    let Some(inv) = inv else {
+        return StatusCode::GONE.into_response();
+    };
+    api.pending.lock().unwrap().insert(inv.id.clone(), inv.reply);
+    let trace = format!("Root=1-{:08x}-{};Sampled=0", now_ms() / 1000, &request_id().replace('-', "")[..24]);
+    (
+        [
+            ("lambda-runtime-aws-request-id", inv.id.as_str()),
+            ("lambda-runtime-deadline-ms", &inv.deadline_ms.to_string()),
+            ("lambda-runtime-invoked-function-arn", api.arn.as_str()),
+            ("lambda-runtime-trace-id", trace.as_str()),
+            ("content-type", "application/json"),
+        ],
+        inv.payload,
+    )
+        .into_response()
+}
+
+async fn respond(State(api): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    match api.pending.lock().unwrap().remove(&id) {
+        Some(tx) => {
+            let _late = tx.send(Ok(body));
+            (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
+        }
+        None => {
+            (StatusCode::BAD_REQUEST, r#"{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}"#).into_response()
+        }
+    }
+}
+
+async fn error(State(api): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"errorMessage": String::from_utf8_lossy(&body)}));
+    match api.pending.lock().unwrap().remove(&id) {
+        Some(tx) => {
+            let _late = tx.send(Err(v));
+            (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
+        }
+        None => {
+            (StatusCode::BAD_REQUEST, r#"{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}"#).into_response()
+        }
+    }
+}
+
+async fn init_error(State(api): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"errorMessage": String::from_utf8_lossy(&body)}));
+    *api.init_error.lock().unwrap() = Some(v);
+    (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
+}
+
+impl Function {
+    pub fn new(spec: FunctionSpec) -> Arc<Self> {
+        Arc::new(Self { spec, idle: Mutex::default(), alive: Mutex::new(0), freed: Notify::new(), stats: Stats::default() })
+    }
+
+    /// Starts one process and waits through its init: `Ok` once it asks for
+    /// its first event, else the function's own init error.
+    async fn cold_start(self: &Arc<Self>) -> Result<Arc<Proc>, String> {
+        let spec = &self.spec;
+        let (tx, rx) = mpsc::channel(1);
+        let api = Arc::new(ApiState {
+            next: tokio::sync::Mutex::new(rx),
+            pending: Mutex::default(),
+            arn: spec.arn.clone(),
+            ready: Notify::new(),
+            is_ready: false.into(),
+            init_error: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let server = tokio::spawn(async move {
+            let _stopped = axum::serve(listener, app).await;
+        });
+        let dir = spec.bootstrap.parent().map(PathBuf::from).unwrap_or_default();
+        let mut cmd = tokio::process::Command::new(&spec.bootstrap);
+        cmd.env_clear()
+            .current_dir(&dir)
+            .envs(spec.env.iter().cloned())
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("LAMBDA_TASK_ROOT", &dir)
+            .env("_HANDLER", "bootstrap")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| format!("{}: cannot start {}: {e}", spec.logical, spec.bootstrap.display()))?;
+        self.stats.cold_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        for pipe in [child.stdout.take().map(Either::Out), child.stderr.take().map(Either::Err)] {
+            let Some(pipe) = pipe else { continue };
+            let (tail, name) = (tail.clone(), spec.logical.clone());
+            tokio::spawn(async move {
+                let mut lines = match pipe {
+                    Either::Out(o) => Box::pin(BufReader::new(o)) as std::pin::Pin<Box<dyn tokio::io::AsyncBufRead + Send>>,
+                    Either::Err(e) => Box::pin(BufReader::new(e)),
+                }
+                .lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("{name} | {line}");
+                    let mut t = tail.lock().unwrap();
+                    if t.len() == 20 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            });
+        }
+        let outcome = {
+            let ready = api.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if api.is_ready.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                tokio::select! {
+                    _ = &mut ready => Ok(()),
+                    status = child.wait() => Err(match status {
+                        Ok(s) => format!("exited during init ({s})"),
+                        Err(e) => format!("lost during init: {e}"),
+                    }),
+                    _ = tokio::time::sleep(spec.init_timeout) => Err(format!("init did not finish within {:?}", spec.init_timeout)),
+                }
+            }
+        };
+        if let Err(why) = outcome {
+            let _gone = child.start_kill();
+            // The pipes drain after the exit: give the last lines a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            server.abort();
+            let own = api.init_error.lock().unwrap().clone().map(|v| v.to_string());
+            let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+            return Err(format!(
+                "{} failed its init: {why}{}{}",
+                spec.logical,
+                own.map(|o| format!("; init error {o}")).unwrap_or_default(),
+                if lines.is_empty() { String::new() } else { format!("; it wrote:\n  {}", lines.join("\n  ")) }
+            ));
+        }
+        self.stats.init_ms.lock().unwrap().push(started.elapsed().as_secs_f64() * 1e3);
+        Ok(Arc::new(Proc { tx, child: tokio::sync::Mutex::new(child), tail, server }))
+    }
+
+    /// Starts one process (the stack is ready when every function has one).
+    pub async fn warm(self: &Arc<Self>) -> Result<(), String> {
+        *self.alive.lock().unwrap() += 1;
+        match self.cold_start().await {
+            Ok(p) => {
+                self.idle.lock().unwrap().push(p);
+                Ok(())
+            }
+            Err(e) => {
+                *self.alive.lock().unwrap() -= 1;
+                Err(e)
+            }
+        }
+    }
+
+    async fn take(self: &Arc<Self>) -> Result<Arc<Proc>, InvokeError> {
+        loop {
+            let freed = self.freed.notified();
+            if let Some(p) = self.idle.lock().unwrap().pop() {
+                return Ok(p);
+            }
+            let spawn = {
+                let mut alive = self.alive.lock().unwrap();
+                if *alive < self.spec.concurrency {
+                    *alive += 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if spawn {
+                return self.cold_start().await.map_err(|e| {
+                    *self.alive.lock().unwrap() -= 1;
+                    self.freed.notify_one();
+                    InvokeError::Exited(e)
+                });
+            }
+            freed.await;
+        }
+    }
+
+    fn retire(&self) {
+        *self.alive.lock().unwrap() -= 1;
+        self.freed.notify_one();
+    }
+
+    /// One invocation, as Lambda runs it.
+    pub async fn invoke(self: &Arc<Self>, payload: Bytes) -> Result<Bytes, InvokeError> {
+        self.stats.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let proc = self.take().await?;
+        let (reply, rx) = oneshot::channel();
+        let timeout = self.spec.timeout;
+        let inv = Invocation { id: request_id(), payload, deadline_ms: now_ms() + timeout.as_millis() as u64, reply };
+        if proc.tx.send(inv).await.is_err() {
+            self.retire();
+            return Err(InvokeError::Exited("the runtime stopped asking for events".into()));
+        }
+        let outcome = {
+            let mut child = proc.child.lock().await;
+            tokio::select! {
+                r = rx => match r {
+                    Ok(Ok(body)) => Ok(body),
+                    Ok(Err(v)) => Err(InvokeError::Function(v)),
+                    Err(_) => Err(InvokeError::Exited("no answer".into())),
+                },
+                status = child.wait() => Err(InvokeError::Exited(format!(
+                    "the process exited during the invocation ({}); it wrote: {}",
+                    status.map(|s| s.to_string()).unwrap_or_default(),
+                    proc.tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join(" / ")
+                ))),
+                _ = tokio::time::sleep(timeout) => {
+                    let _killed = child.start_kill();
+                    self.stats.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Err(InvokeError::Timeout(timeout))
+                }
+            }
+        };
+        match &outcome {
+            // A function error leaves the runtime running: it asks for the next event.
+            Ok(_) | Err(InvokeError::Function(_)) => {
+                self.idle.lock().unwrap().push(proc);
+                self.freed.notify_one();
+            }
+            Err(_) => {
+                drop(proc);
+                self.retire();
+            }
+        }
+        outcome
+    }
+
+    /// Processes running now.
+    pub fn processes(&self) -> usize {
+        *self.alive.lock().unwrap()
+    }
+
+    /// Ends every process (at shutdown).
+    pub fn stop(&self) {
+        self.idle.lock().unwrap().clear();
+    }
+}
+
+enum Either {
+    Out(tokio::process::ChildStdout),
+    Err(tokio::process::ChildStderr),
+}

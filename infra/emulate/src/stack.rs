@@ -1,0 +1,751 @@
+//! The stack: provisions the template's table, queues and secrets in moto,
+//! starts every function's bootstrap, serves both APIs, starts the event
+//! sources, and says when all of it is ready.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::aws::Aws;
+use crate::runtime::{Function, FunctionSpec};
+use crate::sources::{QueueSource, StreamSource};
+use crate::template::{str_of, Attrs, Template, ACCOUNT, INERT};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// `hookcast emulate`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EmulateArgs {
+    /// The SAM template.
+    #[arg(long, short = 't', default_value = "template.yaml")]
+    pub template: PathBuf,
+    /// Where `sam build` put each function's bootstrap (<dir>/<LogicalId>/bootstrap).
+    #[arg(long, default_value = ".aws-sam/build")]
+    pub build_dir: PathBuf,
+    /// Template parameters, as SAM takes them: `Key=Value …` or
+    /// `ParameterKey=K,ParameterValue=V …`.
+    #[arg(long, num_args = 1.., value_name = "KEY=VALUE")]
+    pub parameter_overrides: Vec<String>,
+    /// An AWS-compatible endpoint (moto's server) for DynamoDB, its stream,
+    /// SQS and Secrets Manager; default: start moto from the project's
+    /// .tools/venv (tests/run installs it).
+    #[arg(long, env = "HOOKCAST_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    #[arg(long, default_value = "hookcast")]
+    pub stack_name: String,
+    /// Once ready, write {"websocket": …, "http": …} here.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// How long a function's init may take (Lambda: 10 s).
+    #[arg(long, value_parser = duration, default_value = "10s")]
+    pub init_timeout: Duration,
+    /// A WebSocket connection with no frame from its client for this long closes (API Gateway: 10m).
+    #[arg(long, value_parser = duration, default_value = "10m")]
+    pub idle_limit: Duration,
+    /// A WebSocket connection's whole life (API Gateway: 2h).
+    #[arg(long, value_parser = duration, default_value = "2h")]
+    pub max_lifetime: Duration,
+    /// The HTTP API's integration timeout (API Gateway: 30s).
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub http_timeout: Duration,
+    /// Latency added to every @connections call.
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    pub connections_latency: Duration,
+    /// @connections calls per second for the whole account (API Gateway: 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    pub connections_rate: u32,
+    /// DynamoDB requests per second beyond which the front throttles
+    /// (ProvisionedThroughputExceededException); default: no throttling.
+    #[arg(long)]
+    pub dynamodb_throttle: Option<u32>,
+    /// Invoke $disconnect for connections lost without a close frame (API
+    /// Gateway does so only eventually, and not always; default: never).
+    #[arg(long)]
+    pub disconnect_on_loss: bool,
+    /// Processes per function at most (below its reserved concurrency).
+    #[arg(long, default_value_t = 64)]
+    pub max_processes: usize,
+}
+
+/// A running stack.
+pub struct Stack {
+    pub websocket: String,
+    pub http: String,
+    pub dynamodb: String,
+    pub aws: String,
+    pub functions: HashMap<String, Arc<Function>>,
+    pub ws: crate::apigw::Emulator,
+    pub front: crate::front::Front,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+    _moto: Option<tokio::process::Child>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for t in &self._tasks {
+            t.abort();
+        }
+        for f in self.functions.values() {
+            f.stop();
+        }
+    }
+}
+
+fn suffix() -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..12).map(|_| A[rand::random::<u32>() as usize % A.len()] as char).collect()
+}
+
+fn api_id() -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..10).map(|_| A[rand::random::<u32>() as usize % A.len()] as char).collect()
+}
+
+fn only_keys(what: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
+    for k in m.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(format!("{what}: property {k} is not modelled by hookcast emulate"));
+        }
+    }
+    Ok(())
+}
+
+/// Starts moto's server from the project's venv; its URL.
+async fn start_moto(project: &Path) -> Result<(tokio::process::Child, String), String> {
+    let python = project.join(".tools/venv/bin/python");
+    let script = project.join("tests/aws/moto_server.py");
+    if !python.exists() || !script.exists() {
+        return Err(format!(
+            "no moto to start: {} or {} is missing (run ./tests/run once, which installs it, or pass --aws-endpoint URL)",
+            python.display(),
+            script.display()
+        ));
+    }
+    let mut child = tokio::process::Command::new(&python)
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start moto: {e}"))?;
+    let out = child.stdout.take().ok_or("moto has no stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(out));
+    let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .map_err(|_| "moto did not start within 120 s".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("moto exited before it listened")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, first.trim().to_owned()))
+}
+
+struct WsRoute {
+    key: String,
+    integration: String,
+}
+
+/// Reads the template, provisions it and starts everything. Errors are
+/// for a person: what is wrong and, where it helps, what to do.
+pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
+    let text = std::fs::read_to_string(&args.template).map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let overrides = crate::template::parse_overrides(&args.parameter_overrides)?;
+    let t = Template::parse(&text, &overrides, &args.region, &args.stack_name)?;
+    let project =
+        args.template.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+
+    let (moto, endpoint) = match &args.aws_endpoint {
+        Some(e) => (None, e.clone()),
+        None => {
+            let (c, url) = start_moto(&project).await?;
+            (Some(c), url)
+        }
+    };
+    let aws = Aws::new(&endpoint, &args.region);
+    let front = crate::front::start(&endpoint, crate::front::FrontOptions { throttle_rate: args.dynamodb_throttle })
+        .await
+        .map_err(|e| format!("DynamoDB front: {e}"))?;
+
+    // Ids and names first: every Ref and ARN the rest resolves against.
+    let mut attrs = Attrs::default();
+    let region = &args.region;
+    let stack = &args.stack_name;
+    let mut queue_names = HashMap::new();
+    for (id, r) in t.live() {
+        let name = format!("{stack}-{id}-{}", suffix());
+        match r.kind.as_str() {
+            "AWS::Serverless::Function" => {
+                attrs.set_ref(id, &name);
+                attrs.set_att(id, "Arn", format!("arn:aws:lambda:{region}:{ACCOUNT}:function:{name}"));
+            }
+            "AWS::ApiGatewayV2::Api" | "AWS::Serverless::HttpApi" => {
+                attrs.set_ref(id, api_id());
+            }
+            "AWS::SQS::Queue" => {
+                let fifo = r.properties.get("FifoQueue").is_some_and(|v| str_of(v) == "true");
+                let name = match r.properties.get("QueueName") {
+                    Some(n) => str_of(&t.resolve(n, &attrs)?),
+                    None if fifo => format!("{name}.fifo"),
+                    None => name,
+                };
+                attrs.set_att(id, "Arn", aws.queue_arn(&name));
+                attrs.set_att(id, "QueueName", &name);
+                queue_names.insert(id.clone(), name);
+            }
+            "AWS::ApiGatewayV2::Integration" | "AWS::ApiGatewayV2::Route" | "AWS::ApiGatewayV2::Stage" => {
+                attrs.set_ref(id, format!("{}{}", &id[..id.len().min(3)].to_lowercase(), api_id()));
+            }
+            kind if INERT.contains(&kind) || kind.starts_with("AWS::ApiGatewayV2::") => {
+                attrs.set_ref(id, &name);
+                attrs.set_att(id, "Arn", format!("arn:aws:emulated:{region}:{ACCOUNT}:{id}/{name}"));
+            }
+            _ => {}
+        }
+    }
+
+    // Queues: dead-letter targets before the queues that name them.
+    let mut queues: Vec<_> = t.live().filter(|(_, r)| r.kind == "AWS::SQS::Queue").collect();
+    queues.sort_by_key(|(_, r)| r.properties.contains_key("RedrivePolicy"));
+    let mut queue_urls = HashMap::new();
+    for (id, r) in queues {
+        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = props.as_object().cloned().unwrap_or_default();
+        only_keys(
+            &format!("{id} (AWS::SQS::Queue)"),
+            &props,
+            &[
+                "QueueName",
+                "FifoQueue",
+                "VisibilityTimeout",
+                "MessageRetentionPeriod",
+                "RedrivePolicy",
+                "ContentBasedDeduplication",
+                "DelaySeconds",
+                "ReceiveMessageWaitTimeSeconds",
+                "MaximumMessageSize",
+                "DeduplicationScope",
+                "FifoThroughputLimit",
+                "SqsManagedSseEnabled",
+                "Tags",
+            ],
+        )?;
+        let mut a = Map::new();
+        for (k, v) in &props {
+            match k.as_str() {
+                "QueueName" | "Tags" | "SqsManagedSseEnabled" => {}
+                "RedrivePolicy" => {
+                    a.insert(k.clone(), json!(if v.is_string() { str_of(v) } else { v.to_string() }));
+                }
+                _ => {
+                    a.insert(k.clone(), json!(str_of(v)));
+                }
+            }
+        }
+        let url = aws.create_queue(&queue_names[id], Value::Object(a)).await.map_err(|e| format!("{id}: CreateQueue: {e}"))?;
+        attrs.set_ref(id, &url);
+        queue_urls.insert(aws.queue_arn(&queue_names[id]), url);
+    }
+
+    // Tables.
+    for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::DynamoDB::Table") {
+        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = props.as_object().cloned().unwrap_or_default();
+        only_keys(
+            &format!("{id} (AWS::DynamoDB::Table)"),
+            &props,
+            &[
+                "TableName",
+                "BillingMode",
+                "AttributeDefinitions",
+                "KeySchema",
+                "TimeToLiveSpecification",
+                "PointInTimeRecoverySpecification",
+                "SSESpecification",
+                "StreamSpecification",
+                "GlobalSecondaryIndexes",
+                "LocalSecondaryIndexes",
+                "ProvisionedThroughput",
+                "Tags",
+                "DeletionProtectionEnabled",
+            ],
+        )?;
+        let name = props.get("TableName").map(str_of).unwrap_or_else(|| format!("{stack}-{id}-{}", suffix()));
+        let mut req = json!({
+            "TableName": name,
+            "AttributeDefinitions": props.get("AttributeDefinitions").cloned().unwrap_or(json!([])),
+            "KeySchema": props.get("KeySchema").cloned().unwrap_or(json!([])),
+            "BillingMode": props.get("BillingMode").cloned().unwrap_or(json!("PROVISIONED")),
+        });
+        for k in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes", "ProvisionedThroughput"] {
+            if let Some(v) = props.get(k) {
+                req[k] = v.clone();
+            }
+        }
+        if let Some(s) = props.get("StreamSpecification") {
+            req["StreamSpecification"] = json!({"StreamEnabled": true, "StreamViewType": s["StreamViewType"]});
+        }
+        let out = aws.dynamodb("CreateTable", req).await.map_err(|e| format!("{id}: CreateTable: {e}"))?;
+        let desc = &out["TableDescription"];
+        attrs.set_ref(id, &name);
+        attrs.set_att(id, "Arn", str_of(&desc["TableArn"]));
+        if let Some(s) = desc["LatestStreamArn"].as_str() {
+            attrs.set_att(id, "StreamArn", s);
+        }
+        if let Some(ttl) = props.get("TimeToLiveSpecification") {
+            if str_of(&ttl["Enabled"]) == "true" {
+                aws.dynamodb(
+                    "UpdateTimeToLive",
+                    json!({"TableName": name, "TimeToLiveSpecification": {"AttributeName": ttl["AttributeName"], "Enabled": true}}),
+                )
+                .await
+                .map_err(|e| format!("{id}: UpdateTimeToLive: {e}"))?;
+            }
+        }
+    }
+
+    // Secrets, from the template's parameters.
+    for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::SecretsManager::Secret") {
+        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = props.as_object().cloned().unwrap_or_default();
+        only_keys(
+            &format!("{id} (AWS::SecretsManager::Secret)"),
+            &props,
+            &["Name", "Description", "SecretString", "Tags", "KmsKeyId"],
+        )?;
+        let name = props.get("Name").map(str_of).unwrap_or_else(|| format!("{id}-{}", suffix()));
+        let secret = props
+            .get("SecretString")
+            .map(str_of)
+            .ok_or_else(|| format!("{id}: no SecretString (GenerateSecretString is not modelled)"))?;
+        let out = aws
+            .secrets("CreateSecret", json!({"Name": name, "SecretString": secret}))
+            .await
+            .map_err(|e| format!("{id}: CreateSecret: {e}"))?;
+        attrs.set_ref(id, str_of(&out["ARN"]));
+    }
+
+    // The WebSocket API: bound now, so the functions' environment can name it.
+    let ws_apis: Vec<_> = t.live().filter(|(_, r)| r.kind == "AWS::ApiGatewayV2::Api").collect();
+    if ws_apis.len() > 1 {
+        return Err("more than one AWS::ApiGatewayV2::Api: hookcast emulate models one WebSocket API".into());
+    }
+    let mut ws_routes = vec![];
+    let mut integrations: HashMap<String, Map<String, Value>> = HashMap::new();
+    let mut mock_replies: HashMap<String, String> = HashMap::new();
+    let mut route_responses: Vec<String> = vec![];
+    let mut stage_name = None;
+    for (id, r) in t.live() {
+        let props = || -> Result<Map<String, Value>, String> {
+            Ok(t.resolve(&Value::Object(r.properties.clone()), &attrs)?.as_object().cloned().unwrap_or_default())
+        };
+        match r.kind.as_str() {
+            "AWS::ApiGatewayV2::Api" => {
+                let p = props()?;
+                if str_of(&p["ProtocolType"]) != "WEBSOCKET" {
+                    return Err(format!("{id}: ProtocolType {} is not modelled (WEBSOCKET is)", p["ProtocolType"]));
+                }
+                let sel = str_of(&p["RouteSelectionExpression"]);
+                if sel != "$request.body.action" {
+                    return Err(format!("{id}: RouteSelectionExpression {sel:?} is not modelled ($request.body.action is)"));
+                }
+            }
+            "AWS::ApiGatewayV2::Integration" => {
+                integrations.insert(attrs.reference(id)?, props()?);
+            }
+            "AWS::ApiGatewayV2::Route" => {
+                let p = props()?;
+                let target = str_of(&p["Target"]);
+                let integration = target
+                    .strip_prefix("integrations/")
+                    .ok_or_else(|| format!("{id}: Target {target:?} is not integrations/<id>"))?;
+                if p.get("AuthorizationType").is_some_and(|a| str_of(a) != "NONE") {
+                    return Err(format!("{id}: AuthorizationType {} is not modelled", p["AuthorizationType"]));
+                }
+                ws_routes
+                    .push((attrs.reference(id)?, WsRoute { key: str_of(&p["RouteKey"]), integration: integration.to_owned() }));
+            }
+            "AWS::ApiGatewayV2::IntegrationResponse" => {
+                let p = props()?;
+                if let Some(reply) = p.get("ResponseTemplates").and_then(|m| m.get("$default")) {
+                    mock_replies.insert(str_of(&p["IntegrationId"]), str_of(reply));
+                }
+            }
+            "AWS::ApiGatewayV2::RouteResponse" => {
+                route_responses.push(str_of(&props()?["RouteId"]));
+            }
+            "AWS::ApiGatewayV2::Stage" => {
+                stage_name = Some(str_of(&props()?["StageName"]));
+            }
+            _ => {}
+        }
+    }
+    let function_cell: Arc<OnceLock<HashMap<String, Arc<Function>>>> = Arc::default();
+    // Route key → function logical id, or a MOCK reply.
+    let mut route_fn: HashMap<String, String> = HashMap::new();
+    let mut mock_routes = vec![];
+    for (route_id, r) in &ws_routes {
+        let integ =
+            integrations.get(&r.integration).ok_or_else(|| format!("route {}: no integration {}", r.key, r.integration))?;
+        match str_of(&integ["IntegrationType"]).as_str() {
+            "AWS_PROXY" => {
+                let uri = str_of(&integ["IntegrationUri"]);
+                let f = t
+                    .live()
+                    .filter(|(_, x)| x.kind == "AWS::Serverless::Function")
+                    .find(|(fid, _)| {
+                        attrs.get_att(fid, "Arn").is_ok_and(|arn| uri.contains(&format!("functions/{arn}/invocations")))
+                    })
+                    .map(|(fid, _)| fid.clone())
+                    .ok_or_else(|| format!("route {}: IntegrationUri {uri} names no function of this template", r.key))?;
+                route_fn.insert(r.key.clone(), f);
+            }
+            "MOCK" => {
+                // API Gateway answers a MOCK route itself, with the integration
+                // response's template, when the route has a route response.
+                match (mock_replies.get(&r.integration), route_responses.contains(route_id)) {
+                    (Some(reply), true) => mock_routes.push((r.key.clone(), reply.clone())),
+                    _ => mock_routes.push((r.key.clone(), String::new())),
+                }
+            }
+            other => return Err(format!("route {}: integration type {other} is not modelled", r.key)),
+        }
+    }
+    let fcell = function_cell.clone();
+    let route_fn = Arc::new(route_fn);
+    let rf = route_fn.clone();
+    let invoke: crate::apigw::Invoke = Arc::new(move |ev: Value| {
+        let (fcell, rf) = (fcell.clone(), rf.clone());
+        Box::pin(async move {
+            let key = ev["requestContext"]["routeKey"].as_str().unwrap_or("$default").to_owned();
+            let Some(f) = rf.get(&key).and_then(|id| fcell.get().and_then(|m| m.get(id))) else {
+                // No route: API Gateway accepts a connection without $connect.
+                return json!({"statusCode": 200});
+            };
+            match f.invoke(Bytes::from(ev.to_string())).await {
+                Ok(out) => serde_json::from_slice(&out).unwrap_or(json!({"statusCode": 200})),
+                Err(e) => {
+                    tracing::warn!(route = %key, error = %e, "WebSocket integration failed");
+                    json!({"statusCode": 500})
+                }
+            }
+        })
+    });
+    let stage = stage_name.clone().unwrap_or_else(|| "$default".into());
+    let ws = crate::apigw::start(
+        crate::apigw::Options {
+            stage: stage.clone(),
+            routes: ws_routes.iter().map(|(_, r)| r.key.clone()).filter(|k| !k.starts_with('$')).collect(),
+            latency: args.connections_latency,
+            rate_limit: Some(args.connections_rate),
+            burst: args.connections_rate / 2,
+            throttle_first: 0,
+            mock_routes: mock_routes.into_iter().filter(|(_, reply)| !reply.is_empty()).collect(),
+            concurrent_frames: true,
+            disconnect_on_loss: args.disconnect_on_loss,
+            idle_limit: args.idle_limit,
+            max_lifetime: args.max_lifetime,
+        },
+        invoke,
+    )
+    .await;
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("HTTP API: {e}"))?;
+    let http_url = format!("http://{}", http_listener.local_addr().map_err(|e| e.to_string())?);
+
+    // The execute-api hosts the template names, and where they are here.
+    let mut rewrites = vec![];
+    for (id, r) in t.live() {
+        if let Ok(api) = attrs.reference(id) {
+            let host = format!("https://{api}.execute-api.{region}.amazonaws.com");
+            match r.kind.as_str() {
+                "AWS::ApiGatewayV2::Api" => rewrites.push((host, format!("http://{}", ws.addr()))),
+                "AWS::Serverless::HttpApi" => rewrites.push((host, http_url.clone())),
+                _ => {}
+            }
+        }
+    }
+    let rewrite = |v: String| rewrites.iter().fold(v, |v, (from, to)| v.replace(from, to));
+
+    // Functions.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut functions = HashMap::new();
+    let mut http_routes = vec![];
+    let mut stream_sources = vec![];
+    let mut queue_sources = vec![];
+    for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Serverless::Function") {
+        let mut merged = t.globals_function.clone();
+        for (k, v) in &r.properties {
+            if k == "Environment" {
+                let mut vars = merged
+                    .get("Environment")
+                    .and_then(|e| e.get("Variables"))
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for (vk, vv) in v.get("Variables").and_then(Value::as_object).into_iter().flatten() {
+                    vars.insert(vk.clone(), vv.clone());
+                }
+                merged.insert("Environment".into(), json!({ "Variables": vars }));
+            } else {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let what = format!("{id} (AWS::Serverless::Function)");
+        only_keys(
+            &what,
+            &merged,
+            &[
+                "Runtime",
+                "Handler",
+                "Architectures",
+                "MemorySize",
+                "Timeout",
+                "Environment",
+                "CodeUri",
+                "Description",
+                "Policies",
+                "Events",
+                "ReservedConcurrentExecutions",
+                "Tags",
+                "Role",
+            ],
+        )?;
+        let p = t.resolve(&Value::Object(merged), &attrs)?;
+        let runtime = str_of(&p["Runtime"]);
+        if !["provided.al2023", "provided.al2"].contains(&runtime.as_str()) {
+            return Err(format!("{what}: Runtime {runtime} is not modelled (provided.al2023 and provided.al2 are)"));
+        }
+        let archs: Vec<String> =
+            p["Architectures"].as_array().map(|a| a.iter().map(str_of).collect()).unwrap_or_else(|| vec!["x86_64".into()]);
+        if archs.first().map(String::as_str) != Some(arch) {
+            return Err(format!("{what}: built for {archs:?}; this machine runs {arch} bootstraps"));
+        }
+        let bootstrap = args.build_dir.join(id).join("bootstrap");
+        if !bootstrap.exists() {
+            return Err(format!(
+                "{what}: no {} (run `sam build --beta-features` first, or pass --build-dir)",
+                bootstrap.display()
+            ));
+        }
+        let timeout = Duration::from_secs(p["Timeout"].as_u64().or_else(|| str_of(&p["Timeout"]).parse().ok()).unwrap_or(3));
+        let memory = p["MemorySize"].as_u64().or_else(|| str_of(&p["MemorySize"]).parse().ok()).unwrap_or(128) as u32;
+        let name = attrs.reference(id)?;
+        let mut env: Vec<(String, String)> = p["Environment"]["Variables"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), rewrite(str_of(v))))
+            .collect();
+        for (k, v) in [
+            ("AWS_REGION", region.clone()),
+            ("AWS_DEFAULT_REGION", region.clone()),
+            ("AWS_ACCESS_KEY_ID", "emulated".into()),
+            ("AWS_SECRET_ACCESS_KEY", "emulated".into()),
+            ("AWS_SESSION_TOKEN", "emulated".into()),
+            ("AWS_ENDPOINT_URL", endpoint.clone()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", front.url.clone()),
+            ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory.to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "emulated".into()),
+            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+            ("TZ", ":UTC".into()),
+            ("LANG", "en_US.UTF-8".into()),
+            ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
+        ] {
+            env.push((k.into(), v));
+        }
+        let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
+        let f = Function::new(FunctionSpec {
+            logical: id.clone(),
+            name: name.clone(),
+            arn: attrs.get_att(id, "Arn")?,
+            bootstrap,
+            env,
+            timeout,
+            memory_mb: memory,
+            concurrency: reserved.unwrap_or(args.max_processes).min(args.max_processes),
+            init_timeout: args.init_timeout,
+        });
+        for (ev_name, ev) in p["Events"].as_object().into_iter().flatten() {
+            let ep = ev["Properties"].as_object().cloned().unwrap_or_default();
+            let ewhat = format!("{id}.Events.{ev_name}");
+            match str_of(&ev["Type"]).as_str() {
+                "HttpApi" => {
+                    only_keys(&ewhat, &ep, &["ApiId", "Path", "Method", "TimeoutInMillis", "PayloadFormatVersion"])?;
+                    if ep.get("PayloadFormatVersion").is_some_and(|v| str_of(v) != "2.0") {
+                        return Err(format!(
+                            "{ewhat}: PayloadFormatVersion {} is not modelled (2.0 is)",
+                            ep["PayloadFormatVersion"]
+                        ));
+                    }
+                    http_routes.push(crate::http_api::Route {
+                        method: str_of(&ep["Method"]).to_uppercase(),
+                        path: str_of(&ep["Path"]),
+                        function: f.clone(),
+                    });
+                }
+                "DynamoDB" => {
+                    only_keys(
+                        &ewhat,
+                        &ep,
+                        &[
+                            "Stream",
+                            "StartingPosition",
+                            "BatchSize",
+                            "MaximumBatchingWindowInSeconds",
+                            "BisectBatchOnFunctionError",
+                            "MaximumRetryAttempts",
+                            "DestinationConfig",
+                            "FilterCriteria",
+                            "FunctionResponseTypes",
+                            "ParallelizationFactor",
+                            "Enabled",
+                            "MaximumRecordAgeInSeconds",
+                        ],
+                    )?;
+                    if ep.get("ParallelizationFactor").is_some_and(|v| str_of(v) != "1") {
+                        return Err(format!("{ewhat}: ParallelizationFactor above 1 is not modelled"));
+                    }
+                    let mut filters = vec![];
+                    for fl in ep.get("FilterCriteria").and_then(|c| c["Filters"].as_array()).into_iter().flatten() {
+                        let pat: Value = serde_json::from_str(&str_of(&fl["Pattern"]))
+                            .map_err(|e| format!("{ewhat}: a filter pattern that is not JSON: {e}"))?;
+                        crate::sources::check_pattern(&pat).map_err(|e| format!("{ewhat}: {e}"))?;
+                        filters.push(pat);
+                    }
+                    let on_failure = match ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
+                        Some(of) => {
+                            let arn = str_of(&of["Destination"]);
+                            Some(queue_urls.get(&arn).cloned().ok_or_else(|| {
+                                format!("{ewhat}: the on-failure destination {arn} is not a queue of this template")
+                            })?)
+                        }
+                        None => None,
+                    };
+                    stream_sources.push((
+                        StreamSource {
+                            stream_arn: str_of(&ep["Stream"]),
+                            trim_horizon: str_of(&ep["StartingPosition"]) == "TRIM_HORIZON",
+                            batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(100),
+                            bisect: ep.get("BisectBatchOnFunctionError").is_some_and(|b| str_of(b) == "true"),
+                            max_retries: ep.get("MaximumRetryAttempts").and_then(|b| str_of(b).parse().ok()).unwrap_or(-1),
+                            on_failure,
+                            filters,
+                            report_item_failures: ep
+                                .get("FunctionResponseTypes")
+                                .and_then(Value::as_array)
+                                .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
+                        },
+                        f.clone(),
+                    ));
+                }
+                "SQS" => {
+                    only_keys(
+                        &ewhat,
+                        &ep,
+                        &[
+                            "Queue",
+                            "BatchSize",
+                            "FunctionResponseTypes",
+                            "ScalingConfig",
+                            "MaximumBatchingWindowInSeconds",
+                            "Enabled",
+                        ],
+                    )?;
+                    let arn = str_of(&ep["Queue"]);
+                    let url = queue_urls
+                        .get(&arn)
+                        .cloned()
+                        .ok_or_else(|| format!("{ewhat}: the queue {arn} is not a queue of this template"))?;
+                    queue_sources.push((
+                        QueueSource {
+                            queue_url: url,
+                            queue_arn: arn,
+                            batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(10),
+                            report_item_failures: ep
+                                .get("FunctionResponseTypes")
+                                .and_then(Value::as_array)
+                                .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
+                            // Without a cap Lambda scales to the queue; FIFO groups bound it.
+                            max_concurrency: ep
+                                .get("ScalingConfig")
+                                .and_then(|s| s.get("MaximumConcurrency"))
+                                .and_then(|m| str_of(m).parse().ok())
+                                .unwrap_or(5),
+                        },
+                        f.clone(),
+                    ));
+                }
+                other => return Err(format!("{ewhat}: event type {other} is not modelled (HttpApi, DynamoDB and SQS are)")),
+            }
+        }
+        functions.insert(id.clone(), f);
+    }
+    let _set = function_cell.set(functions.clone());
+
+    // Ready when every function has initialised: its own error otherwise.
+    let warmed = futures::future::join_all(functions.values().map(|f| f.warm())).await;
+    let errors: Vec<String> = warmed.into_iter().filter_map(Result::err).collect();
+    if !errors.is_empty() {
+        for f in functions.values() {
+            f.stop();
+        }
+        return Err(format!("the stack is not ready:\n{}", errors.join("\n")));
+    }
+
+    let mut tasks = vec![];
+    let router = crate::http_api::router(http_routes, args.http_timeout);
+    tasks.push(tokio::spawn(async move {
+        let _stopped = axum::serve(http_listener, router).await;
+    }));
+    for (src, f) in stream_sources {
+        tasks.push(tokio::spawn(crate::sources::poll_stream(aws.clone(), src, f)));
+    }
+    for (src, f) in queue_sources {
+        tasks.push(tokio::spawn(crate::sources::poll_queue(aws.clone(), src, f)));
+    }
+    Ok(Stack {
+        websocket: ws.ws_url(),
+        http: http_url,
+        dynamodb: front.url.clone(),
+        aws: endpoint,
+        functions,
+        ws,
+        front,
+        _tasks: tasks,
+        _moto: moto,
+    })
+}
+
+/// `hookcast emulate`: start, say where, run until Ctrl-C or SIGTERM.
+pub async fn run(args: EmulateArgs) -> Result<(), String> {
+    let stack = start(&args).await?;
+    let ready = json!({"websocket": stack.websocket, "http": stack.http, "dynamodb": stack.dynamodb, "aws": stack.aws});
+    println!("{ready}");
+    if let Some(path) = &args.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, ready.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(stack);
+    Ok(())
+}
