@@ -59,7 +59,7 @@ pub struct Options {
     /// Invoke `$disconnect` for a connection lost without a close frame
     /// (API Gateway does, eventually and not always).
     pub disconnect_on_loss: bool,
-    /// A connection with no frame in either direction for this long closes (API Gateway: 10 minutes).
+    /// A connection with no frame from its client for this long closes (API Gateway: 10 minutes).
     pub idle_limit: Duration,
     /// A connection's whole life (API Gateway: 2 hours).
     pub max_lifetime: Duration,
@@ -167,7 +167,7 @@ pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
     Emulator(inner)
 }
 
-/// API Gateway's WebSocket frame and message limits.
+/// API Gateway's WebSocket frame limit.
 const FRAME_LIMIT: usize = 32 * 1024;
 
 fn now_ms() -> i64 {
@@ -257,23 +257,7 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
         }
     };
     let reader = async {
-        loop {
-            let msg = match stream.next().await {
-                Some(Ok(m)) => m,
-                // A protocol error (a frame or message over the limit included).
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                        if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
-                            let frame = axum::extract::ws::CloseFrame { code: 1009, reason: "Message too big".into() };
-                            let _closing = tx.send(Message::Close(Some(frame)));
-                        }
-                        clean_close.store(true, Ordering::Relaxed);
-                    }
-                    break;
-                }
-                None => break,
-            };
+        while let Some(Ok(msg)) = stream.next().await {
             *last_frame.lock().unwrap() = Instant::now();
             // Binary frames reach $default base64-encoded.
             let (text, binary) = match msg {

@@ -114,7 +114,7 @@ pub fn event(
     }
     let raw_query = uri.query().unwrap_or("").to_owned();
     let mut qs = Map::new();
-    for (k, v) in serde_urlencoded_pairs(&raw_query) {
+    for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(&raw_query).unwrap_or_default() {
         match qs.get_mut(&k) {
             Some(Value::String(s)) => {
                 s.push(',');
@@ -171,17 +171,6 @@ pub fn event(
         };
     }
     ev
-}
-
-fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_decode(&s.replace('+', " "));
-            (dec(k), dec(v))
-        })
-        .collect()
 }
 
 /// The function's answer as API Gateway turns it into an HTTP response.

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -31,7 +31,6 @@ pub struct FunctionSpec {
     pub bootstrap: PathBuf,
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
-    pub memory_mb: u32,
     /// Processes at most (reserved concurrency, else the account's 1,000).
     pub concurrency: usize,
     /// How long the init phase may take before Lambda gives up (10 s on AWS).
@@ -83,22 +82,11 @@ struct Proc {
     server: tokio::task::JoinHandle<()>,
 }
 
+// The child is `kill_on_drop`: dropping a process ends it.
 impl Drop for Proc {
     fn drop(&mut self) {
         self.server.abort();
-        if let Ok(mut c) = self.child.try_lock() {
-            let _gone = c.start_kill();
-        }
     }
-}
-
-#[derive(Default)]
-pub struct Stats {
-    pub cold_starts: std::sync::atomic::AtomicU64,
-    pub invocations: std::sync::atomic::AtomicU64,
-    pub timeouts: std::sync::atomic::AtomicU64,
-    /// Init durations, in milliseconds.
-    pub init_ms: Mutex<Vec<f64>>,
 }
 
 pub struct Function {
@@ -106,7 +94,6 @@ pub struct Function {
     idle: Mutex<Vec<Arc<Proc>>>,
     alive: Mutex<usize>,
     freed: Notify,
-    pub stats: Stats,
 }
 
 fn now_ms() -> u64 {
@@ -142,40 +129,39 @@ async fn next(State(api): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-async fn respond(State(api): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
-    match api.pending.lock().unwrap().remove(&id) {
+/// Hands an invocation's outcome to the invoker waiting for it.
+fn settle(api: &ApiState, id: &str, outcome: Result<Bytes, Value>) -> Response {
+    match api.pending.lock().unwrap().remove(id) {
         Some(tx) => {
-            let _late = tx.send(Ok(body));
+            let _late = tx.send(outcome);
             (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
         }
         None => {
             (StatusCode::BAD_REQUEST, r#"{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}"#).into_response()
         }
     }
+}
+
+fn error_json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| json!({"errorMessage": String::from_utf8_lossy(body)}))
+}
+
+async fn respond(State(api): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    settle(&api, &id, Ok(body))
 }
 
 async fn error(State(api): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"errorMessage": String::from_utf8_lossy(&body)}));
-    match api.pending.lock().unwrap().remove(&id) {
-        Some(tx) => {
-            let _late = tx.send(Err(v));
-            (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
-        }
-        None => {
-            (StatusCode::BAD_REQUEST, r#"{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}"#).into_response()
-        }
-    }
+    settle(&api, &id, Err(error_json(&body)))
 }
 
 async fn init_error(State(api): State<Arc<ApiState>>, body: Bytes) -> Response {
-    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"errorMessage": String::from_utf8_lossy(&body)}));
-    *api.init_error.lock().unwrap() = Some(v);
+    *api.init_error.lock().unwrap() = Some(error_json(&body));
     (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
 }
 
 impl Function {
     pub fn new(spec: FunctionSpec) -> Arc<Self> {
-        Arc::new(Self { spec, idle: Mutex::default(), alive: Mutex::new(0), freed: Notify::new(), stats: Stats::default() })
+        Arc::new(Self { spec, idle: Mutex::default(), alive: Mutex::new(0), freed: Notify::new() })
     }
 
     /// Starts one process and waits through its init: `Ok` once it asks for
@@ -214,9 +200,7 @@ impl Function {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| format!("{}: cannot start {}: {e}", spec.logical, spec.bootstrap.display()))?;
-        self.stats.cold_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         for pipe in [child.stdout.take().map(Either::Out), child.stderr.take().map(Either::Err)] {
             let Some(pipe) = pipe else { continue };
@@ -268,7 +252,6 @@ impl Function {
                 if lines.is_empty() { String::new() } else { format!("; it wrote:\n  {}", lines.join("\n  ")) }
             ));
         }
-        self.stats.init_ms.lock().unwrap().push(started.elapsed().as_secs_f64() * 1e3);
         Ok(Arc::new(Proc { tx, child: tokio::sync::Mutex::new(child), tail, server }))
     }
 
@@ -320,7 +303,6 @@ impl Function {
 
     /// One invocation, as Lambda runs it.
     pub async fn invoke(self: &Arc<Self>, payload: Bytes) -> Result<Bytes, InvokeError> {
-        self.stats.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let proc = self.take().await?;
         let (reply, rx) = oneshot::channel();
         let timeout = self.spec.timeout;
@@ -344,7 +326,6 @@ impl Function {
                 ))),
                 _ = tokio::time::sleep(timeout) => {
                     let _killed = child.start_kill();
-                    self.stats.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Err(InvokeError::Timeout(timeout))
                 }
             }
@@ -361,11 +342,6 @@ impl Function {
             }
         }
         outcome
-    }
-
-    /// Processes running now.
-    pub fn processes(&self) -> usize {
-        *self.alive.lock().unwrap()
     }
 
     /// Ends every process (at shutdown).

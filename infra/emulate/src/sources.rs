@@ -94,7 +94,8 @@ fn rule(r: &Value, field: Option<&Value>) -> bool {
 /// Polls one stream for one function until the task is dropped.
 pub async fn poll_stream(aws: Aws, src: StreamSource, function: Arc<Function>) {
     let mut shards_seen: Vec<String> = vec![];
-    let mut tasks = vec![];
+    // Dropped with this future: the shard pollers stop with the stack.
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         match aws.streams("DescribeStream", json!({"StreamArn": src.stream_arn})).await {
             Ok(d) => {
@@ -102,7 +103,7 @@ pub async fn poll_stream(aws: Aws, src: StreamSource, function: Arc<Function>) {
                     let id = s["ShardId"].as_str().unwrap_or_default().to_owned();
                     if !id.is_empty() && !shards_seen.contains(&id) {
                         shards_seen.push(id.clone());
-                        tasks.push(tokio::spawn(poll_shard(aws.clone(), src.clone(), function.clone(), id)));
+                        tasks.spawn(poll_shard(aws.clone(), src.clone(), function.clone(), id));
                     }
                 }
             }
@@ -273,11 +274,12 @@ fn sqs_record(m: &Value, src: &QueueSource, region: &str) -> Value {
 
 /// Polls one queue with `MaximumConcurrency` pollers until dropped.
 pub async fn poll_queue(aws: Aws, src: QueueSource, function: Arc<Function>) {
-    let pollers: Vec<_> =
-        (0..src.max_concurrency.max(1)).map(|_| tokio::spawn(queue_poller(aws.clone(), src.clone(), function.clone()))).collect();
-    for p in pollers {
-        let _ended = p.await;
+    // Dropped with this future: the pollers stop with the stack.
+    let mut pollers = tokio::task::JoinSet::new();
+    for _ in 0..src.max_concurrency.max(1) {
+        pollers.spawn(queue_poller(aws.clone(), src.clone(), function.clone()));
     }
+    while pollers.join_next().await.is_some() {}
 }
 
 async fn queue_poller(aws: Aws, src: QueueSource, function: Arc<Function>) {

@@ -409,9 +409,9 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             "MOCK" => {
                 // API Gateway answers a MOCK route itself, with the integration
                 // response's template, when the route has a route response.
-                match (mock_replies.get(&r.integration), route_responses.contains(route_id)) {
-                    (Some(reply), true) => mock_routes.push((r.key.clone(), reply.clone())),
-                    _ => mock_routes.push((r.key.clone(), String::new())),
+                // Without a route response it answers nothing.
+                if let Some(reply) = mock_replies.get(&r.integration).filter(|_| route_responses.contains(route_id)) {
+                    mock_routes.push((r.key.clone(), reply.clone()));
                 }
             }
             other => return Err(format!("route {}: integration type {other} is not modelled", r.key)),
@@ -446,7 +446,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             rate_limit: Some(args.connections_rate),
             burst: args.connections_rate / 2,
             throttle_first: 0,
-            mock_routes: mock_routes.into_iter().filter(|(_, reply)| !reply.is_empty()).collect(),
+            mock_routes,
             concurrent_frames: true,
             disconnect_on_loss: args.disconnect_on_loss,
             idle_limit: args.idle_limit,
@@ -575,7 +575,6 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             bootstrap,
             env,
             timeout,
-            memory_mb: memory,
             concurrency: reserved.unwrap_or(args.max_processes).min(args.max_processes),
             init_timeout: args.init_timeout,
         });
