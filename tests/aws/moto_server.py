@@ -17,6 +17,11 @@ lock = threading.Lock()
 
 
 def app(environ, start_response):
+    # Every request, SQS's too: moto's ReceiveMessage decides which FIFO
+    # groups are in flight once, at the start of a long poll, so two
+    # concurrent receives can each take a message of one group (SQS never
+    # does). Hence nothing here may long-poll: under the lock a
+    # WaitTimeSeconds > 0 would hold every other request behind it.
     with lock:
         # Drain the response inside the lock: moto builds it lazily.
         return list(moto_app(environ, start_response))

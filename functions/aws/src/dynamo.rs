@@ -367,8 +367,25 @@ impl DynamoStore {
         }
     }
 
-    fn update(&self, item_key: Item) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-        Update::builder().table_name(&self.table).set_key(Some(item_key))
+    /// One channel back on the connection's count (a subscription that was
+    /// not made, or is gone). Only while the connection item exists: a
+    /// removed connection is not brought back.
+    async fn give_back(&self, conn: &ConnId) {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(conn_pk(conn), "meta".into())))
+            .update_expression("ADD subs :minus")
+            .condition_expression("attribute_exists(subs)")
+            .expression_attribute_values(":minus", n(-1))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(e) => tracing::warn!(conn = %conn.0, error = %sdk_err(e), "the connection's channel count did not move"),
+        }
     }
 }
 
@@ -418,21 +435,29 @@ impl Subscriptions for DynamoStore {
         let channels: Vec<Channel> =
             items.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("sub#").and_then(|c| Channel::parse(c).ok())).collect();
         // Each one conditional, so a $disconnect racing a 410 clean-up
-        // decrements each counter once. One after another: each touches the
-        // connection's own item, so at once they would only conflict.
+        // decrements each counter once.
         for c in &channels {
             self.unsubscribe(conn, c).await?;
         }
         self.batch_write(vec![Self::delete_req(key(conn_pk(conn), "meta".into()))?]).await
     }
 
-    /// One transaction: the connection's own count (the cap, atomic across
-    /// Lambda instances), its subscription item (absent: not a repeat), the
-    /// channel's subscriber item and the shard's counter.
+    /// The connection's count first, a plain conditional `ADD` (the cap,
+    /// atomic across Lambda instances); then one transaction of the two items
+    /// that are this subscription alone (its item under the connection,
+    /// absent: not a repeat; the channel's subscriber item). Nothing shared
+    /// is in the transaction: a page's subscribes, sent at once and run as
+    /// concurrent invocations, would otherwise collide on the connection's
+    /// item (`TransactionConflict`). A failed transaction gives the count
+    /// back; a function killed between the two steps leaves it one too high
+    /// until the connection goes (the cap errs towards refusing).
     async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
         let ttl = n(now_secs() + CONNECTION_TTL.as_secs());
-        let cap = self
-            .update(key(conn_pk(conn), "meta".into()))
+        let took = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(conn_pk(conn), "meta".into())))
             .update_expression("SET subs = if_not_exists(subs, :zero) + :one, #ttl = if_not_exists(#ttl, :ttl)")
             .condition_expression("attribute_not_exists(subs) OR subs < :max")
             .expression_attribute_names("#ttl", "ttl")
@@ -440,8 +465,25 @@ impl Subscriptions for DynamoStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":max", n(max))
             .expression_attribute_values(":ttl", ttl.clone())
-            .build()
-            .map_err(err)?;
+            .send()
+            .await;
+        match took {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                // At the cap: a repeat is still a repeat.
+                let had = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(conn_pk(conn), format!("sub#{channel}"))))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                return Ok(if had.item.is_some() { SubOutcome::AlreadySubscribed } else { SubOutcome::LimitReached });
+            }
+            Err(e) => return Err(sdk_err(e)),
+        }
         let mut by_conn = key(conn_pk(conn), format!("sub#{channel}"));
         by_conn.insert("ttl".into(), ttl.clone());
         let by_conn = Put::builder()
@@ -453,26 +495,23 @@ impl Subscriptions for DynamoStore {
         let mut by_channel = key(self.subs_pk(channel, conn), conn.0.clone());
         by_channel.insert("ttl".into(), ttl);
         let by_channel = Put::builder().table_name(&self.table).set_item(Some(by_channel)).build().map_err(err)?;
-        let items = vec![
-            TransactWriteItem::builder().update(cap).build(),
-            TransactWriteItem::builder().put(by_conn).build(),
-            TransactWriteItem::builder().put(by_channel).build(),
-        ];
-        match self.transact(items).await {
+        let items = vec![TransactWriteItem::builder().put(by_conn).build(), TransactWriteItem::builder().put(by_channel).build()];
+        let outcome = match self.transact(items).await {
             Ok(()) => {
                 self.count(channel, conn, 1).await;
-                Ok(SubOutcome::Added)
+                return Ok(SubOutcome::Added);
             }
             Err(e) => match cancellation_reasons(&e) {
-                Some(r) if r.get(1).map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::AlreadySubscribed),
-                Some(r) if r.first().map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::LimitReached),
+                Some(r) if r.first().map(String::as_str) == Some("ConditionalCheckFailed") => Ok(SubOutcome::AlreadySubscribed),
                 _ => Err(sdk_err(e)),
             },
-        }
+        };
+        self.give_back(conn).await;
+        outcome
     }
 
-    /// One transaction, conditional on the subscription existing, so the
-    /// counters move exactly once however often it is called.
+    /// One transaction, conditional on the subscription existing, then the
+    /// counts, so they move exactly once however often it is called.
     async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::Delete;
         let by_conn = Delete::builder()
@@ -486,24 +525,15 @@ impl Subscriptions for DynamoStore {
             .set_key(Some(key(self.subs_pk(channel, conn), conn.0.clone())))
             .build()
             .map_err(err)?;
-        let cap = self
-            .update(key(conn_pk(conn), "meta".into()))
-            .update_expression("ADD subs :minus")
-            .condition_expression("attribute_exists(subs)")
-            .expression_attribute_values(":minus", n(-1))
-            .build()
-            .map_err(err)?;
-        let items = vec![
-            TransactWriteItem::builder().delete(by_conn).build(),
-            TransactWriteItem::builder().delete(by_channel).build(),
-            TransactWriteItem::builder().update(cap).build(),
-        ];
+        let items =
+            vec![TransactWriteItem::builder().delete(by_conn).build(), TransactWriteItem::builder().delete(by_channel).build()];
         match self.transact(items).await {
             Ok(()) => {
+                self.give_back(conn).await;
                 self.count(channel, conn, -1).await;
                 Ok(())
             }
-            // Not subscribed (or the connection item is gone): nothing to undo.
+            // Not subscribed: nothing to undo.
             Err(e) if cancellation_reasons(&e).is_some_and(|r| r.iter().any(|c| c == "ConditionalCheckFailed")) => Ok(()),
             Err(e) => Err(sdk_err(e)),
         }

@@ -181,7 +181,20 @@ async fn concurrent_subscribes_survive_transaction_conflicts() {
         assert_eq!(store.count_subscribers(c).await.unwrap(), 1, "{c}");
     }
 
-    let left = futures::future::join_all(pages.iter().chain([&snippet]).map(|c| store.remove_connection(c))).await;
+    // One page subscribing to one channel five times at once (a snippet
+    // re-sends a subscribe after a gap): the same two items in each
+    // transaction, so they collide; one takes, the rest are repeats.
+    let again = futures::future::join_all((0..5).map(|_| store.subscribe(&snippet, &three[0], 10))).await;
+    assert!(again.iter().all(|r| matches!(r, Ok(SubOutcome::AlreadySubscribed))), "{again:?}");
+    let eager = ConnId("eager".into());
+    store.add_connection(&eager, conformance::T0).await.unwrap();
+    let got = futures::future::join_all((0..5).map(|_| store.subscribe(&eager, &three[1], 10))).await;
+    let added = got.iter().filter(|r| matches!(r, Ok(SubOutcome::Added))).count();
+    assert_eq!(added, 1, "exactly one of five identical subscribes takes: {got:?}");
+    assert!(got.iter().all(|r| matches!(r, Ok(SubOutcome::Added | SubOutcome::AlreadySubscribed))), "{got:?}");
+    assert_eq!(store.count_subscribers(&three[1]).await.unwrap(), 2);
+
+    let left = futures::future::join_all(pages.iter().chain([&snippet, &eager]).map(|c| store.remove_connection(c))).await;
     assert!(left.iter().all(Result::is_ok), "{left:?}");
     for c in three.iter().chain([&ch]) {
         assert_eq!(store.count_subscribers(c).await.unwrap(), 0, "{c}");

@@ -156,6 +156,7 @@ pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
     let app = Router::new()
         .route(&format!("/{stage}"), get(upgrade))
         .route(&format!("/{stage}/@connections/{{id}}"), post(post_to_connection).delete(delete_connection).get(get_connection))
+        .route("/__emulate/counters", get(counters))
         .with_state(inner.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     *inner.addr.lock().unwrap() = Some(listener.local_addr().expect("local addr"));
@@ -165,6 +166,18 @@ pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
         }
     });
     Emulator(inner)
+}
+
+/// What the emulator counted, for tests and benchmarks (not an AWS API).
+async fn counters(State(inner): State<Arc<Inner>>) -> Response {
+    let c = &inner.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    axum::Json(json!({
+        "invocations": get(&c.invocations), "calls": get(&c.calls), "posted": get(&c.posted),
+        "gone": get(&c.gone), "throttled": get(&c.throttled),
+        "open": inner.conns.lock().unwrap().len(),
+    }))
+    .into_response()
 }
 
 /// API Gateway's WebSocket frame limit.
@@ -263,7 +276,11 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             let (text, binary) = match msg {
                 Message::Text(t) => (t.to_string(), false),
                 Message::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(&b), true),
-                Message::Close(_) => {
+                Message::Close(frame) => {
+                    // Echo the close, as API Gateway completes the handshake.
+                    if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                        let _closing = tx.send(Message::Close(frame));
+                    }
                     clean_close.store(true, Ordering::Relaxed);
                     break;
                 }

@@ -229,7 +229,16 @@ pub async fn start(upstream: &str, opts: FrontOptions) -> std::io::Result<Front>
         upstream: upstream.to_owned(),
         http: reqwest::Client::new(),
     });
+    let seen = counters.clone();
     let app = axum::Router::new()
+        // What the front counted, for tests and benchmarks (DynamoDB uses POST / only).
+        .route(
+            "/__emulate/counters",
+            axum::routing::get(move || async move {
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                axum::Json(json!({"conflicts": get(&seen.conflicts), "throttled": get(&seen.throttled), "requests": get(&seen.requests)}))
+            }),
+        )
         .fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| handle(state.clone(), headers, body));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

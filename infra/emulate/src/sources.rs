@@ -288,7 +288,11 @@ async fn queue_poller(aws: Aws, src: QueueSource, function: Arc<Function>) {
             .sqs(
                 "ReceiveMessage",
                 json!({
-                    "QueueUrl": src.queue_url, "MaxNumberOfMessages": src.batch_size, "WaitTimeSeconds": 1,
+                    "QueueUrl": src.queue_url, "MaxNumberOfMessages": src.batch_size,
+                    // Short polls: moto serialises requests (tests/aws/moto_server.py), and
+                    // its long poll would hold them all, with a stale view of the FIFO
+                    // groups in flight. Lambda long-polls; the difference is latency only.
+                    "WaitTimeSeconds": 0,
                     "AttributeNames": ["All"], "MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"],
                 }),
             )
@@ -302,8 +306,7 @@ async fn queue_poller(aws: Aws, src: QueueSource, function: Arc<Function>) {
             }
         };
         if messages.is_empty() {
-            // moto answers an empty long poll at once.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let records: Vec<Value> = messages.iter().map(|m| sqs_record(m, &src, &aws.region)).collect();

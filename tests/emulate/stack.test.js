@@ -1,0 +1,315 @@
+// The AWS stack as AWS runs it: `hookcast emulate` on `sam build`'s output
+// (the real bootstraps, the template's environment, private channels on),
+// with each WebSocket frame its own concurrent invocation and a DynamoDB
+// front that cancels colliding transactions as DynamoDB does. Clients are
+// independent: Debian chromium with the snippet the webhook function serves,
+// node's `ws`, and webhooks signed with node's crypto.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const crypto = require('node:crypto');
+const { spawn, execFileSync } = require('node:child_process');
+const WebSocket = require('ws');
+const { launch, BIN, CEILING } = require('../browser/harness.js');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const BUILD = process.env.HOOKCAST_BUILD_DIR || path.join(ROOT, '.aws-sam', 'build');
+const NETLIFY = 'emulate-netlify-secret-0123456789';
+const ZAPIER = 'emulate-zapier-token-0123456789';
+const SUBSCRIBE = 'emulate-subscribe-secret-0123456789';
+const ORIGIN = 'http://127.0.0.1';
+const PARAMS = [
+  `NetlifySecret=${NETLIFY}`, `ZapierToken=${ZAPIER}`, `SubscribeSecret=${SUBSCRIBE}`,
+  'PrivateChannels=zaps/private/*', `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`,
+];
+
+/** Waits for `cond()` to be truthy: a ceiling for a stuck run, not a guess. */
+async function until(what, cond, ceiling = CEILING) {
+  const t0 = Date.now();
+  let last;
+  for (;;) {
+    last = await cond();
+    if (last) return last;
+    if (Date.now() - t0 > ceiling) throw new Error(`gave up after ${ceiling} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts `hookcast emulate`; resolves with the ready file's URLs, or rejects with its output. */
+function emulate({ template = path.join(ROOT, 'template.yaml'), extra = [] } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-'));
+  const ready = path.join(dir, 'ready.json');
+  const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready,
+    // A busy 2-core machine starts six processes at once: Lambda's 10 s is
+    // the real limit, this is a ceiling for a stuck run.
+    '--init-timeout', '120s', ...extra, '--parameter-overrides', ...PARAMS],
+  { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const stop = async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited; };
+  const up = (async () => {
+    let gone = null;
+    exited.then((e) => { gone = e; });
+    await until('the ready file', () => gone || fs.existsSync(ready), 300000);
+    if (gone) return { failed: gone, log: () => log, readyWritten: fs.existsSync(ready) };
+    const urls = JSON.parse(fs.readFileSync(ready, 'utf8'));
+    return { ...urls, child, stop, log: () => log };
+  })();
+  return up;
+}
+
+let stack, browser, site;
+
+test.before(async () => {
+  assert.ok(fs.existsSync(path.join(BUILD, 'WebhookFunction', 'bootstrap')), `no sam build output in ${BUILD}`);
+  stack = await emulate();
+  assert.ok(!stack.failed, `emulate did not become ready:\n${stack.log && stack.log()}`);
+});
+
+test.after(async () => {
+  if (site) site.close();
+  if (browser) await browser.close();
+  if (stack && stack.stop) {
+    const { code, signal } = await stack.stop();
+    assert.ok(code === 0 || signal === 'SIGTERM', `emulate stopped with ${code} ${signal}:\n${stack.log()}`);
+  }
+});
+
+const counters = async (base) => (await fetch(`${base}/__emulate/counters`)).json();
+const wsCounters = () => counters(stack.websocket.replace('ws://', 'http://').replace(/\/[^/]*$/, ''));
+
+/** A socket that records every frame (batches unwrapped) and can wait for one. */
+function client() {
+  const frames = [];
+  const ws = new WebSocket(stack.websocket, { headers: { Origin: ORIGIN } });
+  ws.on('message', (m) => {
+    const msg = JSON.parse(String(m));
+    for (const f of msg.type === 'batch' ? msg.frames : [msg]) frames.push(f);
+  });
+  const opened = new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  const c = {
+    ws, frames, opened,
+    send: (o) => ws.send(JSON.stringify(o)),
+    events: (ch) => frames.filter((f) => f.type === 'event' && f.channel === ch),
+    subscribed: (ch) => frames.find((f) => f.type === 'subscribed' && f.channel === ch),
+    errors: () => frames.filter((f) => f.type === 'error' || f.message === 'Internal server error'),
+    waitFor: (what, pred) => until(what, () => frames.find(pred)),
+  };
+  return c;
+}
+
+async function zap(channel, event, data) {
+  const res = await fetch(`${stack.http}/hooks/zapier`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-hookcast-token': ZAPIER },
+    body: JSON.stringify({ channel, event, data }),
+  });
+  const body = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body;
+}
+
+async function netlify(payload) {
+  const body = JSON.stringify(payload);
+  const b64 = (x) => Buffer.from(x).toString('base64url');
+  const head = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const claims = b64(JSON.stringify({ iss: 'netlify', sha256: crypto.createHash('sha256').update(body).digest('hex') }));
+  const sig = crypto.createHmac('sha256', NETLIFY).update(`${head}.${claims}`).digest('base64url');
+  const res = await fetch(`${stack.http}/hooks/netlify`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-webhook-signature': `${head}.${claims}.${sig}` }, body,
+  });
+  const json = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(json));
+  return json;
+}
+
+/** A raw DynamoDB call to moto itself (behind the front: what the table holds). */
+async function dynamodb(op, body) {
+  const res = await fetch(stack.aws, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.0', 'x-amz-target': `DynamoDB_20120810.${op}`,
+      authorization: 'AWS4-HMAC-SHA256 Credential=emulated/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0',
+    },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(json));
+  return json;
+}
+
+let table;
+async function query(pk) {
+  if (!table) table = (await dynamodb('ListTables', {})).TableNames.find((t) => t.startsWith('hookcast-'));
+  const r = await dynamodb('Query', { TableName: table, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': { S: pk } }, ConsistentRead: true });
+  return r.Items;
+}
+
+/** The channel's occupancy counters and its subscriber items, as stored. */
+async function stored(channel) {
+  const counted = (await query(`count#${channel}`)).reduce((n, i) => n + Number(i.n.N), 0);
+  let subscribers = 0;
+  for (let shard = 0; shard < 8; shard++) subscribers += (await query(`subs#${channel}#${shard}`)).length;
+  return { counted, subscribers };
+}
+
+/** Occupancy as a subscribed page asks for it (once per connection: the ask is rate-limited). */
+async function occupancy(page, channel) {
+  page.send({ action: 'occupancy', channel });
+  const f = await page.waitFor(`occupancy of ${channel}`, (m) => m.type === 'occupancy' && m.channel === channel);
+  return f.count;
+}
+
+test('a page with three channels, one private, goes live through the emulated stack and a signed Netlify webhook updates it', async () => {
+  const token = execFileSync(BIN, ['token', '--channel', 'zaps/private/*', '--ttl', '10m'],
+    { env: { ...process.env, HOOKCAST_SUBSCRIBE_SECRET: SUBSCRIBE } }).toString().trim();
+  const page = () => `<!doctype html><meta charset="utf-8"><title>site</title>
+    <p id="status" data-hookcast-status>…</p>
+    <section data-hookcast-channel="deploys"><span id="state" data-hookcast-text="state">unknown</span></section>
+    <ul id="entries"><template data-hookcast-append="forms/guestbook"><li data-hookcast-text="fields.name"></li></template></ul>
+    <p data-hookcast-channel="zaps/private/7"><span id="order" data-hookcast-text="state">pending</span></p>
+    <script src="${stack.http}/hookcast.js" data-token="${token}" data-spread="0"></script>`;
+  site = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }); res.end(page()); });
+  await new Promise((r) => site.listen(0, '127.0.0.1', r));
+  browser = await launch();
+  const tab = await browser.newPage();
+  const problems = [];
+  tab.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  tab.on('pageerror', (e) => problems.push(String(e)));
+  await tab.goto(`http://127.0.0.1:${site.address().port}/`);
+  await tab.waitForSelector('#status[data-state="live"]');
+  await tab.waitForFunction(() => ['deploys', 'forms/guestbook', 'zaps/private/7']
+    .every((c) => window.Hookcast.client.lastSeq(c) !== null));
+
+  await netlify({ id: crypto.randomBytes(8).toString('hex'), state: 'ready', context: 'production', branch: 'main' });
+  await tab.waitForFunction(() => document.querySelector('#state').textContent === 'ready');
+  await netlify({ form_name: 'guestbook', id: 'f1', data: { name: 'Ada', message: 'hi' } });
+  await tab.waitForFunction(() => document.querySelector('#entries li') !== null);
+  assert.equal(await tab.textContent('#entries li'), 'Ada');
+  await zap('zaps/private/7', 'order.updated', { state: 'shipped' });
+  await tab.waitForFunction(() => document.querySelector('#order').textContent === 'shipped');
+
+  // Without the token the private channel is refused, never silently empty.
+  const anon = client();
+  await anon.opened;
+  anon.send({ action: 'subscribe', channel: 'zaps/private/7' });
+  const refused = await anon.waitFor('a refusal', (f) => f.type === 'error');
+  assert.equal(refused.code, 'forbidden');
+  anon.ws.close();
+  assert.deepEqual(problems, []);
+  await tab.close();
+});
+
+test('30 pages subscribing to three channels at once are all subscribed; 10 vanish and exactly those are deleted at the next push', async () => {
+  const chans = ['zaps/herd/a', 'zaps/herd/b', 'zaps/herd/c'];
+  const pages = Array.from({ length: 30 }, client);
+  await Promise.all(pages.map((p) => p.opened));
+  // Each page sends its three subscribes back to back, as the snippet does:
+  // three concurrent invocations per page, 90 in all.
+  for (const p of pages) for (const ch of chans) p.send({ action: 'subscribe', channel: ch, batch: true });
+  await until('90 subscriptions', () => pages.every((p) => chans.every((ch) => p.subscribed(ch)) || p.errors().length));
+  for (const p of pages) assert.deepEqual(p.errors(), [], `no subscribe failed; the stack said:\n${stack.log().slice(-4000)}`);
+  for (const ch of chans) assert.deepEqual(await stored(ch), { counted: 30, subscribers: 30 }, ch);
+  assert.equal(await occupancy(pages[29], chans[1]), 30);
+
+  // 10 pages vanish without a close frame: API Gateway may never run $disconnect.
+  const vanished = pages.slice(0, 10);
+  const live = pages.slice(10);
+  for (const p of vanished) p.ws._socket.destroy();
+  await until('the emulator to see 10 sockets go', async () => (await wsCounters()).open <= 20 + 0);
+  const before = await wsCounters();
+  await zap('zaps/herd/a', 'tick', { n: 1 });
+  await until('20 live pages to get the push', () => live.every((p) => p.events('zaps/herd/a').length === 1));
+  await until('the vanished 10 to be forgotten', async () => (await stored('zaps/herd/a')).subscribers === 20);
+  assert.deepEqual(await stored('zaps/herd/a'), { counted: 20, subscribers: 20 }, 'occupancy counts the rest exactly');
+  const after = await wsCounters();
+  assert.equal(after.gone - before.gone, 10, 'exactly the 10 vanished connections were posted to and gone (410)');
+  assert.equal(after.posted - before.posted, 20, 'every live page got the push once');
+  // The next push goes to the 20 alone: the gone ones were deleted.
+  await zap('zaps/herd/a', 'tick', { n: 2 });
+  await until('the second push', () => live.every((p) => p.events('zaps/herd/a').length === 2));
+  const last = await wsCounters();
+  assert.equal(last.gone - after.gone, 0, 'no post to a deleted connection');
+  assert.equal(await occupancy(live[0], 'zaps/herd/a'), 20);
+  assert.deepEqual(await stored('zaps/herd/a'), { counted: 20, subscribers: 20 });
+  for (const p of live) p.ws.close();
+});
+
+test('a reconnect with since replays exactly what it missed, in order, then goes live', async () => {
+  const ch = 'zaps/resume';
+  const a = client();
+  await a.opened;
+  a.send({ action: 'subscribe', channel: ch });
+  await a.waitFor('subscribed', (f) => f.type === 'subscribed');
+  for (let i = 1; i <= 3; i++) await zap(ch, 'n', { i });
+  await until('3 events', () => a.events(ch).length === 3);
+  const seen = a.events(ch).map((e) => e.seq);
+  assert.deepEqual(a.events(ch).map((e) => e.data.i), [1, 2, 3], "live pushes in order");
+  a.ws.close();
+  for (let i = 4; i <= 8; i++) await zap(ch, 'n', { i });
+  const b = client();
+  await b.opened;
+  b.send({ action: 'subscribe', channel: ch, since: seen[2] });
+  const sub = await b.waitFor('subscribed', (f) => f.type === 'subscribed' && f.channel === ch);
+  // The fan-out is asynchronous: a push of 4..8 still on its way when the
+  // subscription was written arrives as well (before or after the replay),
+  // with the same seq. A client keeps the first of each seq, as the snippet
+  // does; what it applies is exact.
+  const firsts = (frames) => {
+    const bySeq = new Map();
+    for (const e of frames.filter((f) => f.type === 'event' && f.channel === ch)) {
+      if (bySeq.has(e.seq)) assert.deepEqual(e, bySeq.get(e.seq), 'a repeat is the same event');
+      else bySeq.set(e.seq, e);
+    }
+    return [...bySeq.values()];
+  };
+  const replayed = firsts(b.frames.slice(0, b.frames.indexOf(sub)));
+  assert.deepEqual(replayed.map((e) => e.data.i), [4, 5, 6, 7, 8], 'by the subscribe reply: exactly the missed ones, in order');
+  await zap(ch, 'n', { i: 9 });
+  await until('the live event', () => b.events(ch).some((e) => e.data.i === 9));
+  const applied = firsts(b.frames);
+  assert.deepEqual(applied.map((e) => e.data.i), [4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(applied.map((e) => e.seq), [1, 2, 3, 4, 5, 6].map((k) => seen[2] + k));
+  b.ws.close();
+});
+
+test('50 concurrent subscribes to one channel against the conflict-faithful front: none fails silently', async (t) => {
+  const ch = 'zaps/crowd';
+  const front0 = await counters(stack.dynamodb);
+  const crowd = Array.from({ length: 50 }, client);
+  await Promise.all(crowd.map((c) => c.opened));
+  for (const c of crowd) c.send({ action: 'subscribe', channel: ch });
+  // Every subscribe is answered: subscribed, or an error frame the page can act on.
+  await until('50 answers', () => crowd.every((c) => c.subscribed(ch) || c.errors().length));
+  const failed = crowd.filter((c) => !c.subscribed(ch));
+  assert.deepEqual(failed.map((c) => c.errors()), [], 'every subscribe succeeded');
+  assert.deepEqual(await stored(ch), { counted: 50, subscribers: 50 });
+  assert.equal(await occupancy(crowd[0], ch), 50);
+  await zap(ch, 'hello', {});
+  await until('50 deliveries', () => crowd.every((c) => c.events(ch).length === 1));
+  const front1 = await counters(stack.dynamodb);
+  assert.ok(front1.requests > front0.requests, 'the subscribes went through the front');
+  t.diagnostic(`front: ${front1.conflicts - front0.conflicts} TransactionConflict answers during the crowd`);
+  for (const c of crowd) c.ws.close();
+});
+
+test('a bootstrap whose template variable is removed fails readiness with its own init error', async () => {
+  const broken = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-')), 'template.yaml');
+  const src = fs.readFileSync(path.join(ROOT, 'template.yaml'), 'utf8');
+  const without = src.replace(/^ {8}HOOKCAST_TABLE: .*\n/m, '');
+  assert.notEqual(without, src, 'the template sets HOOKCAST_TABLE');
+  fs.writeFileSync(broken, without);
+  // Its own copy of the template elsewhere: moto comes from the running stack.
+  const r = await emulate({ template: broken, extra: ['--aws-endpoint', stack.aws] });
+  if (!r.failed) await r.stop();
+  assert.ok(r.failed, 'the stack must not become ready');
+  assert.notEqual(r.failed.code, 0);
+  assert.equal(r.readyWritten, false, 'no ready file');
+  assert.match(r.log(), /failed its init/);
+  assert.match(r.log(), /HOOKCAST_TABLE/, 'the function\'s own message names the missing variable');
+});
