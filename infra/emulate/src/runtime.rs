@@ -112,7 +112,9 @@ async fn next(State(api): State<Arc<ApiState>>) -> Response {
     }
     let inv = { api.next.lock().await.recv().await };
     let Some(inv) = inv else {
-        return StatusCode::GONE.into_response();
+        // The process is being retired (and killed): an answer without an
+        // invocation would only make the runtime panic on its way out.
+        return std::future::pending().await;
     };
     api.pending.lock().unwrap().insert(inv.id.clone(), inv.reply);
     let trace = format!("Root=1-{:08x}-{};Sampled=0", now_ms() / 1000, &request_id().replace('-', "")[..24]);

@@ -1,0 +1,321 @@
+//! The AWS stack through `hookcast emulate`, measured (issue 19's bench):
+//! each bootstrap's size and cold-start init time on the local Runtime API,
+//! webhook → delivery latency to real WebSocket pages (open loop: events at a
+//! fixed rate), how many subscribes per second one channel takes with the
+//! conflict-faithful DynamoDB front, and how long one event takes to reach
+//! 10,000 subscribers with every @connections call slowed to 20 ms.
+//!
+//! ```sh
+//! cargo run --release -p hookcast-emulate --example stack-bench -- --build-dir .aws-sam/build
+//! ```
+//! moto comes from .tools/venv (tests/run installs it) unless --aws-endpoint.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use hookcast_emulate::aws::Aws;
+use hookcast_emulate::runtime::Function;
+use hookcast_emulate::stack::{start, EmulateArgs, Stack};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const ZAPIER: &str = "bench-zapier-token-0123456789";
+const ORIGIN: &str = "http://127.0.0.1";
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    emu: EmulateArgs,
+    /// Cold starts per function.
+    #[arg(long, default_value_t = 20)]
+    cold_starts: usize,
+    /// Pages (WebSocket clients) for the delivery latency.
+    #[arg(long, default_value_t = 100)]
+    pages: usize,
+    /// Events for the delivery latency, sent at --rate per second.
+    #[arg(long, default_value_t = 200)]
+    events: usize,
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Concurrent subscribes to one channel.
+    #[arg(long, default_value_t = 200)]
+    subscribes: usize,
+    /// Subscribers for the large fan-out.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Every @connections call's latency in the large fan-out.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    fanout_latency: Duration,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
+        pct(&v, 0.5),
+        pct(&v, 0.9),
+        pct(&v, 0.99),
+        pct(&v, 1.0),
+        v.len()
+    )
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Socket {
+    let mut req = url.into_client_request().expect("a ws URL");
+    req.headers_mut().insert("origin", ORIGIN.parse().expect("a header"));
+    tokio_tungstenite::connect_async(req).await.expect("the emulated WebSocket API answers").0
+}
+
+/// Frames as JSON values, batches unwrapped.
+fn frames(m: &Message) -> Vec<Value> {
+    let Message::Text(t) = m else { return vec![] };
+    let v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
+    if v["type"] == "batch" {
+        v["frames"].as_array().cloned().unwrap_or_default()
+    } else {
+        vec![v]
+    }
+}
+
+async fn subscribe(ws: &mut Socket, channel: &str) {
+    ws.send(Message::text(json!({"action": "subscribe", "channel": channel}).to_string())).await.expect("send");
+    while let Some(Ok(m)) = ws.next().await {
+        for f in frames(&m) {
+            if f["type"] == "subscribed" && f["channel"] == channel {
+                return;
+            }
+            assert!(f["type"] != "error", "subscribe refused: {f}");
+        }
+    }
+    panic!("the socket closed before {channel} was subscribed");
+}
+
+async fn zap(http: &reqwest::Client, base: &str, channel: &str, data: Value) -> f64 {
+    let t = Instant::now();
+    let res = http
+        .post(format!("{base}/hooks/zapier"))
+        .header("x-hookcast-token", ZAPIER)
+        .json(&json!({"channel": channel, "event": "bench", "data": data}))
+        .send()
+        .await
+        .expect("the HTTP API answers");
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn stack(cli: &Cli, latency: Duration) -> Stack {
+    let mut args = cli.emu.clone();
+    args.connections_latency = latency;
+    if args.parameter_overrides.is_empty() {
+        args.parameter_overrides = vec![
+            "NetlifySecret=bench-netlify-secret-0123456789".into(),
+            format!("ZapierToken={ZAPIER}"),
+            format!("AllowedOrigins={ORIGIN}"),
+        ];
+    }
+    start(&args).await.unwrap_or_else(|e| panic!("emulate: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    let http = reqwest::Client::new();
+    let s = stack(&cli, Duration::ZERO).await;
+    let mut names: Vec<_> = s.functions.keys().cloned().collect();
+    names.sort();
+
+    println!("## bootstraps and init (cold starts on the local Runtime API, {} each)", cli.cold_starts);
+    for name in &names {
+        let spec = s.functions[name].spec.clone();
+        let size = std::fs::metadata(&spec.bootstrap).map(|m| m.len()).unwrap_or(0);
+        let mut inits = vec![];
+        for _ in 0..cli.cold_starts {
+            let f = Function::new(spec.clone());
+            let t = Instant::now();
+            f.warm().await.unwrap_or_else(|e| panic!("{e}"));
+            inits.push(t.elapsed().as_secs_f64() * 1000.0);
+            f.stop();
+        }
+        println!("{name:<22} {:>6.2} MB  init {}", size as f64 / 1e6, summary(inits));
+    }
+
+    println!("\n## webhook -> delivery: {} events at {}/s (open loop) to {} pages", cli.events, cli.rate, cli.pages);
+    let channel = "zaps/bench";
+    let mut pages = vec![];
+    for _ in 0..cli.pages {
+        let mut ws = connect(&s.websocket).await;
+        subscribe(&mut ws, channel).await;
+        pages.push(ws);
+    }
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(cli.pages * cli.events)));
+    let got = Arc::new(AtomicUsize::new(0));
+    let mut readers = tokio::task::JoinSet::new();
+    for mut ws in pages {
+        let (latencies, got, want) = (latencies.clone(), got.clone(), cli.events);
+        readers.spawn(async move {
+            let mut mine = 0;
+            while mine < want {
+                let Some(Ok(m)) = ws.next().await else { break };
+                let at = now_us();
+                for f in frames(&m) {
+                    if f["type"] == "event" {
+                        let sent = f["data"]["t"].as_u64().unwrap_or(at);
+                        latencies.lock().unwrap().push(at.saturating_sub(sent) as f64 / 1000.0);
+                        got.fetch_add(1, Ordering::Relaxed);
+                        mine += 1;
+                    }
+                }
+            }
+            ws
+        });
+    }
+    let mut posts = tokio::task::JoinSet::new();
+    let every = Duration::from_secs_f64(1.0 / cli.rate);
+    let t0 = tokio::time::Instant::now();
+    for i in 0..cli.events {
+        tokio::time::sleep_until(t0 + every * i as u32).await;
+        let (http, base) = (http.clone(), s.http.clone());
+        posts.spawn(async move { zap(&http, &base, channel, json!({"i": i, "t": now_us()})).await });
+    }
+    let mut post_ms = vec![];
+    while let Some(r) = posts.join_next().await {
+        post_ms.push(r.expect("a post"));
+    }
+    let want = cli.pages * cli.events;
+    let ceiling = Instant::now() + Duration::from_secs(600);
+    while got.load(Ordering::Relaxed) < want && Instant::now() < ceiling {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("webhook POST (HTTP API -> webhook function -> append): {}", summary(post_ms));
+    let l = latencies.lock().unwrap().clone();
+    println!("delivered {} of {want}; webhook -> page: {}", l.len(), summary(l));
+    readers.abort_all();
+    while let Some(Ok(ws)) = readers.join_next().await {
+        drop(ws);
+    }
+
+    println!("\n## {} concurrent subscribes to one channel (the conflict-faithful front)", cli.subscribes);
+    let mut socks = vec![];
+    for _ in 0..cli.subscribes {
+        socks.push(connect(&s.websocket).await);
+    }
+    let c0 = s.front.counters.conflicts.load(Ordering::Relaxed);
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut ws in socks {
+        tasks.spawn(async move {
+            subscribe(&mut ws, "zaps/herd").await;
+            ws
+        });
+    }
+    let mut kept = vec![];
+    while let Some(r) = tasks.join_next().await {
+        kept.push(r.expect("a subscribe"));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{} subscribes in {:.2} s: {:.0}/s; the front answered {} TransactionConflict",
+        cli.subscribes,
+        secs,
+        cli.subscribes as f64 / secs,
+        s.front.counters.conflicts.load(Ordering::Relaxed) - c0
+    );
+    drop(kept);
+    let aws = Aws::new(&s.aws, &cli.emu.region);
+    let table = s.functions[&names[0]].spec.env.iter().find(|(k, _)| k == "HOOKCAST_TABLE").map(|(_, v)| v.clone());
+    let shards: u32 = s.functions[&names[0]]
+        .spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "HOOKCAST_SHARDS")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(8);
+    drop(s);
+
+    println!("\n## one event to {} subscribers, every @connections call {} ms", cli.subscribers, cli.fanout_latency.as_millis());
+    let s = stack(&cli, cli.fanout_latency).await;
+    let table = s.functions[&names[0]].spec.env.iter().find(|(k, _)| k == "HOOKCAST_TABLE").map(|(_, v)| v.clone()).or(table);
+    let table = table.expect("the functions name their table");
+    let channel = "zaps/wide";
+    // Subscribers written as subscribe leaves them (the subscriber item in its
+    // shard and the shard's count), 25 to a BatchWriteItem; each a sink in
+    // the emulated API that counts what it is sent.
+    let mut sinks = vec![];
+    let mut counts = vec![0u64; shards as usize];
+    let mut batch = vec![];
+    for i in 0..cli.subscribers {
+        let id = format!("bench{i:06}=");
+        let shard = fnv(&id) % shards;
+        counts[shard as usize] += 1;
+        sinks.push(s.ws.register_sink(&id));
+        batch.push(json!({"PutRequest": {"Item": {
+            "pk": {"S": format!("subs#{channel}#{shard}")}, "sk": {"S": id}, "ttl": {"N": (now_us() / 1_000_000 + 7200).to_string()}}}}));
+        if batch.len() == 25 || i + 1 == cli.subscribers {
+            aws.dynamodb("BatchWriteItem", json!({"RequestItems": {&table: std::mem::take(&mut batch)}}))
+                .await
+                .expect("BatchWriteItem");
+        }
+    }
+    for (shard, n) in counts.iter().enumerate() {
+        aws.dynamodb("PutItem", json!({"TableName": table, "Item": {"pk": {"S": format!("count#{channel}")}, "sk": {"S": shard.to_string()}, "n": {"N": n.to_string()}}}))
+            .await
+            .expect("PutItem");
+    }
+    let posted0 = s.ws.counters().posted.load(Ordering::Relaxed);
+    let t = Instant::now();
+    zap(&http, &s.http, channel, json!({"hello": "everyone"})).await;
+    let ceiling = Instant::now() + Duration::from_secs(1800);
+    let mut last = (0, Instant::now());
+    loop {
+        let n = s.ws.counters().posted.load(Ordering::Relaxed) - posted0;
+        if n as usize >= cli.subscribers || Instant::now() > ceiling {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(120) {
+            println!("stalled at {n} posts");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let n = s.ws.counters().posted.load(Ordering::Relaxed) - posted0;
+    println!(
+        "{n} of {} reached in {:.1} s ({:.0} posts/s over {shards} shards); @connections calls {}, throttled {}",
+        cli.subscribers,
+        t.elapsed().as_secs_f64(),
+        n as f64 / t.elapsed().as_secs_f64(),
+        s.ws.counters().calls.load(Ordering::Relaxed),
+        s.ws.counters().throttled.load(Ordering::Relaxed)
+    );
+    drop(sinks);
+}
+
+/// The store's shard hash (functions/aws/src/dynamo.rs `shard_of`, FNV-1a).
+fn fnv(id: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in id.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}
