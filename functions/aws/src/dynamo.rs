@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::{
@@ -37,7 +39,12 @@ use hookcast_core::protocol::Event;
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
-const MAX_APPEND_ATTEMPTS: u32 = 60;
+/// How long an append keeps trying when other writers take its seq or hold
+/// the head: well inside the webhook function's 10 s and a sender's timeout.
+const APPEND_BUDGET: Duration = Duration::from_secs(8);
+/// Channels whose last head this instance remembers (a guess, checked by
+/// every transaction's condition).
+const HEAD_CACHE: usize = 4096;
 /// Tries of a subscription transaction that another one touching the same
 /// item cancelled (`TransactionConflict`); jittered, about 2 s at most.
 const CONFLICT_ATTEMPTS: u32 = 10;
@@ -50,6 +57,10 @@ pub struct DynamoStore {
     table: String,
     retention: Retention,
     shards: u32,
+    heads: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    /// One append per channel at a time in this instance: racing each
+    /// other for the same seq would only waste transactions.
+    turns: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -125,7 +136,29 @@ pub fn shard_of(conn: &ConnId, shards: u32) -> u32 {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, retention: Retention) -> Self {
-        Self { client, table: table.into(), retention, shards: 8 }
+        Self { client, table: table.into(), retention, shards: 8, heads: Default::default(), turns: Default::default() }
+    }
+
+    fn cached_head(&self, channel: &Channel) -> Option<(u64, bool)> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(channel.as_str()).map(|&seq| (seq, true))
+    }
+    fn remember_head(&self, channel: &Channel, seq: u64) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() >= HEAD_CACHE && !heads.contains_key(channel.as_str()) {
+            heads.clear();
+        }
+        heads.insert(channel.as_str().to_owned(), seq);
+    }
+    /// This instance's turn to append to `channel`.
+    fn turn(&self, channel: &Channel) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        if turns.len() >= HEAD_CACHE {
+            turns.retain(|_, t| std::sync::Arc::strong_count(t) > 1);
+        }
+        turns.entry(channel.as_str().to_owned()).or_default().clone()
+    }
+    fn forget_head(&self, channel: &Channel) {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).remove(channel.as_str());
     }
     pub fn table(&self) -> &str {
         &self.table
@@ -287,6 +320,7 @@ impl DynamoStore {
                     // TTL deletes lazily, so an expired key may still be there.
                     .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
                     .expression_attribute_values(":now", n(ev.at_ms))
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                     .build()
                     .map_err(err)?,
             ),
@@ -294,7 +328,8 @@ impl DynamoStore {
         let head = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(chan_pk(&ev.channel), "head".into())))
-            .update_expression("SET seq = :new, last_at_ms = :at");
+            .update_expression("SET seq = :new, last_at_ms = :at")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let head = if exists {
             head.condition_expression("seq = :old").expression_attribute_values(":old", n(old))
         } else {
@@ -623,29 +658,89 @@ impl Subscriptions for DynamoStore {
 
 impl EventLog for DynamoStore {
     /// No prune here: a busy channel pays one transaction per event.
+    ///
+    /// Each try is one transaction conditional on the head this instance
+    /// last saw (a consistent read only when it has seen none). Its cancel
+    /// reasons say what happened, with the items that failed their
+    /// condition (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), so no
+    /// try needs a read: another writer took the seq (try again after the
+    /// head it returned), the delivery was seen (its seq is in the returned
+    /// key), or another transaction held the head at that moment
+    /// (`TransactionConflict`); both retries after a jittered backoff, so
+    /// writers that lost to one do not all try again at once. Anything else can never
+    /// succeed and fails at once. The tries are bounded in time, well inside
+    /// a sender's timeout: an answer of 503 makes it deliver again.
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
-        for attempt in 0..MAX_APPEND_ATTEMPTS {
-            let (old, _, exists) = self.head(&ev.channel).await?;
+        let started = std::time::Instant::now();
+        let turn = self.turn(&ev.channel);
+        let _turn = turn.lock().await;
+        let mut known = self.cached_head(&ev.channel);
+        let (mut conflicts, mut lost) = (0u32, 0u32);
+        loop {
+            let (old, exists) = match known {
+                Some(h) => h,
+                None => {
+                    let (seq, _, exists) = self.head(&ev.channel).await?;
+                    (seq, exists)
+                }
+            };
             let items = self.append_transaction(ev, old, exists)?;
-            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => return Ok(Appended::Stored(ev.with_seq(old + 1))),
-                Err(e) => {
-                    let Some(reasons) = cancellation_reasons(&e) else {
-                        return Err(sdk_err(e));
-                    };
-                    if let (Some(dedupe_key), Some("ConditionalCheckFailed")) =
-                        (&ev.dedupe_key, reasons.first().map(String::as_str))
-                    {
-                        if let Some(seq) = self.dedupe_seq(dedupe_key, ev.at_ms).await? {
+            let e = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                Ok(_) => {
+                    self.remember_head(&ev.channel, old + 1);
+                    return Ok(Appended::Stored(ev.with_seq(old + 1)));
+                }
+                Err(e) => e,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
+                return Err(sdk_err(e));
+            };
+            // The transaction's items: [dedupe key], head, event.
+            let reasons = c.cancellation_reasons();
+            let at = |i: usize| reasons.get(i).map(|r| (r.code().unwrap_or("None"), r.item()));
+            let base = usize::from(ev.dedupe_key.is_some());
+            if let (true, Some(("ConditionalCheckFailed", item))) = (ev.dedupe_key.is_some(), at(0)) {
+                match item.and_then(|i| get_n(i, "seq")) {
+                    Some(seq) => return Ok(Appended::Duplicate { seq }),
+                    // moto or an old item without the attribute: read it.
+                    None => {
+                        if let Some(seq) = self.dedupe_seq(ev.dedupe_key.as_deref().unwrap_or_default(), ev.at_ms).await? {
                             return Ok(Appended::Duplicate { seq });
                         }
                     }
-                    // Another writer took this seq first: read the head again.
-                    crate::backoff_sleep(attempt, Duration::from_millis(10), Duration::from_millis(320)).await;
                 }
             }
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+            match at(base) {
+                // Another writer took this seq: its head is the next guess.
+                Some(("ConditionalCheckFailed", item)) => {
+                    known = item.and_then(|i| get_n(i, "seq")).map(|seq| (seq, true));
+                    if known.is_none() {
+                        self.forget_head(&ev.channel);
+                    }
+                    // Jittered: writers that all lost to one would otherwise
+                    // all try again at once, and all but one lose again.
+                    lost += 1;
+                    crate::backoff_sleep(lost - 1, Duration::from_millis(5), Duration::from_millis(320)).await;
+                }
+                _ if codes.contains(&"TransactionConflict") => {
+                    conflicts += 1;
+                    crate::backoff_sleep(conflicts, Duration::from_millis(10), Duration::from_millis(250)).await;
+                }
+                _ => {
+                    self.forget_head(&ev.channel);
+                    return Err(StoreError(format!("append to {} cannot succeed: cancelled for {codes:?}", ev.channel)));
+                }
+            }
+            if started.elapsed() > APPEND_BUDGET {
+                self.forget_head(&ev.channel);
+                return Err(StoreError(format!(
+                    "append to {} lost the seq race for {} ms ({lost} seqs taken first, {conflicts} conflicts)",
+                    ev.channel,
+                    started.elapsed().as_millis()
+                )));
+            }
         }
-        Err(StoreError(format!("append to {} lost the seq race {MAX_APPEND_ATTEMPTS} times", ev.channel)))
     }
 
     /// Retention in the read: from the newest `max_events`, none older than

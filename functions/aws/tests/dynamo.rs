@@ -203,3 +203,62 @@ async fn concurrent_subscribes_survive_transaction_conflicts() {
     assert!(n > 0, "the front never answered a conflict: this test would prove nothing");
     eprintln!("concurrent subscribes: {n} conflicts answered by the front, every subscribe and removal took");
 }
+
+/// Seq allocation against the conflict-faithful front: appends racing on one
+/// channel from several instances (each its own store, as each Lambda is)
+/// all take a seq, gaplessly; a delivery seen before costs a warm instance
+/// one request; an append that can never succeed fails at once instead of
+/// retrying until the sender's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_race_on_one_channel_without_waste() {
+    use hookcast_core::ports::Appended;
+    use std::sync::atomic::Ordering;
+    let front = common::conflict_front().await;
+    let table = common::fresh_store(conformance::retention()).table().to_owned();
+    let instance = || {
+        let client = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(front.url.clone())));
+        hookcast_aws::dynamo::DynamoStore::new(client, table.clone(), conformance::retention())
+    };
+    let instances: Vec<_> = (0..8).map(|_| instance()).collect();
+    let ch = "race";
+    let deliveries: Vec<_> = (0..40).map(|i| conformance::pending(ch, &format!("d-{i}"), conformance::T0 + i as u64)).collect();
+    let got = futures::future::join_all(deliveries.iter().enumerate().map(|(i, p)| instances[i % 8].append(p))).await;
+    let mut seqs: Vec<u64> = got
+        .iter()
+        .map(|r| match r {
+            Ok(Appended::Stored(e)) => e.seq,
+            other => panic!("every append takes a seq: {other:?}"),
+        })
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "gapless, no seq twice");
+    let conflicts = front.counters.conflicts.load(Ordering::Relaxed);
+    assert!(conflicts > 0, "the front never answered a conflict: this test would prove nothing");
+
+    // A redelivery of a seen delivery on a warm instance: one transaction,
+    // whose cancellation carries the seq it was given.
+    let warm = &instances[0];
+    let before = front.counters.requests.load(Ordering::Relaxed);
+    let again = warm.append(&conformance::pending(ch, "d-7", conformance::T0 + 100)).await.unwrap();
+    let Ok(Appended::Stored(first)) = &got[7] else { unreachable!() };
+    assert!(matches!(again, Appended::Duplicate { seq } if seq == first.seq), "{again:?} (first given {})", first.seq);
+    assert_eq!(front.counters.requests.load(Ordering::Relaxed) - before, 1, "a duplicate costs a warm instance one request");
+
+    // An event item already at the next seq (written by hand): no try can
+    // ever succeed, so the append says so at once.
+    let raw = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(common::endpoint())));
+    raw.put_item()
+        .table_name(&table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("chan#stuck".into()))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("ev#{:020}", 1)))
+        .send()
+        .await
+        .unwrap();
+    let cold = instance();
+    let before = front.counters.requests.load(Ordering::Relaxed);
+    let stuck = cold.append(&conformance::pending("stuck", "s-1", conformance::T0)).await;
+    assert!(stuck.is_err(), "{stuck:?}");
+    let spent = front.counters.requests.load(Ordering::Relaxed) - before;
+    assert!(spent <= 2, "an append that cannot succeed gave up after {spent} requests, not at once");
+    eprintln!("40 racing appends over 8 instances: {conflicts} conflicts answered by the front, all gapless");
+}
