@@ -666,9 +666,9 @@ impl EventLog for DynamoStore {
     /// try needs a read: another writer took the seq (try again after the
     /// head it returned), the delivery was seen (its seq is in the returned
     /// key), or another transaction held the head at that moment
-    /// (`TransactionConflict`); both retries after a jittered backoff, so
-    /// writers that lost to one do not all try again at once. Anything else can never
-    /// succeed and fails at once. The tries are bounded in time, well inside
+    /// (`TransactionConflict`); both retried after a jittered backoff, so
+    /// writers that lost to one do not all try again at once. Anything else
+    /// can never succeed and fails at once. The tries are bounded in time, well inside
     /// a sender's timeout: an answer of 503 makes it deliver again.
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let started = std::time::Instant::now();
@@ -699,15 +699,14 @@ impl EventLog for DynamoStore {
             let reasons = c.cancellation_reasons();
             let at = |i: usize| reasons.get(i).map(|r| (r.code().unwrap_or("None"), r.item()));
             let base = usize::from(ev.dedupe_key.is_some());
-            if let (true, Some(("ConditionalCheckFailed", item))) = (ev.dedupe_key.is_some(), at(0)) {
-                match item.and_then(|i| get_n(i, "seq")) {
-                    Some(seq) => return Ok(Appended::Duplicate { seq }),
-                    // moto or an old item without the attribute: read it.
-                    None => {
-                        if let Some(seq) = self.dedupe_seq(ev.dedupe_key.as_deref().unwrap_or_default(), ev.at_ms).await? {
-                            return Ok(Appended::Duplicate { seq });
-                        }
-                    }
+            if let (Some(dedupe_key), Some(("ConditionalCheckFailed", item))) = (ev.dedupe_key.as_deref(), at(0)) {
+                // Without the returned item (an older server): read the key.
+                let seq = match item.and_then(|i| get_n(i, "seq")) {
+                    Some(seq) => Some(seq),
+                    None => self.dedupe_seq(dedupe_key, ev.at_ms).await?,
+                };
+                if let Some(seq) = seq {
+                    return Ok(Appended::Duplicate { seq });
                 }
             }
             let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
