@@ -12,6 +12,71 @@ import threading
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+
+
+def cheap_transaction_rollback():
+    """moto 5.2's TransactWriteItems deep-copies every table it touches, all
+    items and stream records, before each transaction, to roll back on a
+    cancellation: O(table) per transaction. A test that subscribes a thousand
+    pages took minutes and moto's memory grew by gigabytes. With requests run
+    one at a time (below), it is enough to keep the touched items and the
+    stream's length, and put them back if the transaction is cancelled: the
+    same all-or-nothing result, stream records included."""
+    import copy as std_copy
+
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    class TablesNotCopied:
+        @staticmethod
+        def deepcopy(x, memo=None):
+            # The transaction's own whole-table backup becomes the table itself;
+            # its rollback is the item-level one below.
+            return x if isinstance(x, Table) else std_copy.deepcopy(x, memo)
+
+    models.copy = TablesNotCopied
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        saved, streams = [], {}
+        for entry in transact_items:
+            for op_type, op in entry.items():
+                table = self.tables.get(op.get("TableName"))
+                if table is None:
+                    continue
+                attrs = op["Item"] if op_type == "Put" else op.get("Key", {})
+                if table.hash_key_attr not in attrs:
+                    continue
+                h = DynamoType(attrs[table.hash_key_attr])
+                r = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr and table.range_key_attr in attrs else None
+                if table.range_key_attr and r is None:
+                    continue
+                before = table.get_item(h, r)
+                saved.append((table, h, r, std_copy.deepcopy(before) if before is not None else None))
+                if table.stream_shard is not None and id(table) not in streams:
+                    streams[id(table)] = (table.stream_shard, len(table.stream_shard.items))
+        try:
+            return original(self, transact_items)
+        except Exception:
+            for table, h, r, item in reversed(saved):
+                if r is None:
+                    if item is None:
+                        table.items.pop(h, None)
+                    else:
+                        table.items[h] = item
+                elif item is None:
+                    table.items[h].pop(r, None)
+                else:
+                    table.items[h][r] = item
+            for shard, n in streams.values():
+                del shard.items[n:]
+            raise
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
+cheap_transaction_rollback()
 moto_app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
 
