@@ -3,23 +3,37 @@
 //! cancels a `TransactWriteItems` with `TransactionConflict` when another
 //! request is writing one of its items at that moment, and refuses a plain
 //! write (`TransactionConflictException`) to an item a transaction holds.
-//! Here a request's items count as "being written" from the moment it
-//! arrives until moto has answered it, which is longer than on DynamoDB:
-//! stricter, never kinder. It can also throttle (`ProvisionedThroughput…`)
-//! beyond a rate, as a table at its limits does.
+//! Here every write takes `hold` (25 ms by default: longer than a DynamoDB
+//! transaction usually takes) from its arrival, and its items count as
+//! "being written" for that long. Writes then reach moto one at a time, in
+//! arrival order, so each sees exactly the writes that arrived before it, as
+//! on a table whose writes take `hold`. The time a write spends queued
+//! behind others in moto does not count: moto is far slower than DynamoDB,
+//! and counting its queue would make every concurrent write to a busy item
+//! conflict, which a table serving many writers in parallel does not do.
+//! It can also throttle (`ProvisionedThroughput…`) beyond a rate, as a table
+//! at its limits does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct FrontOptions {
     /// Requests per second beyond which the front answers as DynamoDB does
     /// when throttled.
     pub throttle_rate: Option<u32>,
+    /// How long after its arrival a write holds its items.
+    pub hold: Duration,
+}
+
+impl Default for FrontOptions {
+    fn default() -> Self {
+        Self { throttle_rate: None, hold: Duration::from_millis(25) }
+    }
 }
 
 #[derive(Default)]
@@ -27,23 +41,68 @@ pub struct FrontCounters {
     pub conflicts: AtomicU64,
     pub throttled: AtomicU64,
     pub requests: AtomicU64,
+    /// Writes moto executed, and their time in moto and queued before it (µs).
+    pub writes: AtomicU64,
+    pub write_service_us: AtomicU64,
+    pub write_queued_us: AtomicU64,
 }
 
 pub struct Front {
     pub url: String,
     pub counters: Arc<FrontCounters>,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Front {
+    /// Waits until no item is held: a write sent after this meets no
+    /// conflict unless another is sent with it.
+    pub async fn settled(&self) {
+        loop {
+            let now = Instant::now();
+            if self.state.busy.lock().unwrap().values_mut().all(|h| !h.clashes(now, true)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
 }
 
 impl Drop for Front {
     fn drop(&mut self) {
         self.task.abort();
+        self.writer.abort();
     }
 }
 
+/// What holds one item now: writes that arrived within `hold`, as (until,
+/// a transaction).
+#[derive(Default)]
+struct Hold {
+    windows: Vec<(Instant, bool)>,
+}
+
+impl Hold {
+    /// Whether a write (a transaction when `txn`) arriving at `now` collides:
+    /// a transaction with any write, a plain write with a transaction.
+    fn clashes(&mut self, now: Instant, txn: bool) -> bool {
+        self.windows.retain(|(until, _)| *until > now);
+        if txn {
+            !self.windows.is_empty()
+        } else {
+            self.windows.iter().any(|(_, t)| *t)
+        }
+    }
+}
+
+/// A write on its way to moto, and where its answer goes.
+type Write = (reqwest::RequestBuilder, Instant, tokio::sync::oneshot::Sender<reqwest::Result<reqwest::Response>>);
+
 struct State {
-    /// Item → (writers in flight, transactions among them).
-    busy: Mutex<HashMap<String, (u32, u32)>>,
+    busy: Mutex<HashMap<String, Hold>>,
+    /// Writes go to moto one at a time (it serialises them anyway).
+    writes: tokio::sync::mpsc::UnboundedSender<Write>,
     counters: Arc<FrontCounters>,
     bucket: Mutex<(f64, Instant)>,
     opts: FrontOptions,
@@ -144,14 +203,31 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     let json_body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let txn = target == "TransactWriteItems";
     let items = if dynamodb { items_of(target, &json_body) } else { vec![] };
+    let mut req = s.http.post(&s.upstream).body(body.clone());
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    // Queued for moto under the same lock that admitted it: writes reach
+    // moto exactly in the order they were admitted.
+    let mut answer = None;
     let conflict = {
+        let now = Instant::now();
         let mut busy = s.busy.lock().unwrap();
-        let clash = items.iter().any(|i| busy.get(i).is_some_and(|(w, t)| if txn { *w > 0 } else { *t > 0 }));
+        if busy.len() > 1_000 {
+            busy.retain(|_, h| h.clashes(now, true));
+        }
+        let clash = items.iter().any(|i| busy.get_mut(i).is_some_and(|h| h.clashes(now, txn)));
         if !clash {
             for i in &items {
-                let e = busy.entry(i.clone()).or_default();
-                e.0 += 1;
-                e.1 += u32::from(txn);
+                busy.entry(i.clone()).or_default().windows.push((now + s.opts.hold, txn));
+            }
+            if !items.is_empty() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // The writer task lives as long as the front.
+                let _ = s.writes.send((req.try_clone().expect("a buffered body"), now, tx));
+                answer = Some(rx);
             }
         }
         clash
@@ -180,25 +256,18 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
             )
         };
     }
-    let mut req = s.http.post(&s.upstream).body(body.clone());
-    for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
-            req = req.header(k, v);
-        }
-    }
-    let res = req.send().await;
-    {
-        let mut busy = s.busy.lock().unwrap();
-        for i in &items {
-            if let Some(e) = busy.get_mut(i) {
-                e.0 -= 1;
-                e.1 -= u32::from(txn);
-                if e.0 == 0 {
-                    busy.remove(i);
-                }
+    let res = match answer {
+        None => req.send().await,
+        Some(rx) => match rx.await {
+            Ok(res) => res,
+            Err(_) => {
+                return reply(
+                    500,
+                    json!({"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "the front stopped"}),
+                )
             }
-        }
-    }
+        },
+    };
     let res = match res {
         Ok(r) => r,
         Err(e) => {
@@ -221,8 +290,22 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
 /// Starts the front on 127.0.0.1:0 before `upstream` (moto's URL).
 pub async fn start(upstream: &str, opts: FrontOptions) -> std::io::Result<Front> {
     let counters = Arc::new(FrontCounters::default());
+    let (writes, mut queued) = tokio::sync::mpsc::unbounded_channel::<Write>();
+    let timed = counters.clone();
+    let writer = tokio::spawn(async move {
+        while let Some((req, admitted, answer)) = queued.recv().await {
+            let started = Instant::now();
+            let res = req.send().await;
+            let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            timed.writes.fetch_add(1, Ordering::Relaxed);
+            timed.write_service_us.fetch_add(us(started.elapsed()), Ordering::Relaxed);
+            timed.write_queued_us.fetch_add(us(started - admitted), Ordering::Relaxed);
+            let _ = answer.send(res);
+        }
+    });
     let state = Arc::new(State {
         busy: Mutex::default(),
+        writes,
         counters: counters.clone(),
         bucket: Mutex::new((f64::from(opts.throttle_rate.unwrap_or(0)), Instant::now())),
         opts,
@@ -239,11 +322,14 @@ pub async fn start(upstream: &str, opts: FrontOptions) -> std::io::Result<Front>
                 axum::Json(json!({"conflicts": get(&seen.conflicts), "throttled": get(&seen.throttled), "requests": get(&seen.requests)}))
             }),
         )
-        .fallback(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| handle(state.clone(), headers, body));
+        .fallback({
+            let state = state.clone();
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| handle(state.clone(), headers, body)
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
         let _stopped = axum::serve(listener, app).await;
     });
-    Ok(Front { url, counters, task })
+    Ok(Front { url, counters, state, task, writer })
 }

@@ -155,6 +155,7 @@ async fn poll_shard(aws: Aws, src: StreamSource, function: Arc<Function>, shard:
             .filter(|r| src.filters.is_empty() || src.filters.iter().any(|p| matches(p, r)))
             .collect();
         iterator = v["NextShardIterator"].as_str().map(str::to_owned);
+        tracing::debug!(%shard, got = v["Records"].as_array().map_or(0, Vec::len), passed = records.len(), "GetRecords");
         if iterator.is_none() {
             // A closed shard: nothing more will come from it.
             return;
@@ -174,7 +175,9 @@ async fn deliver(aws: &Aws, src: &StreamSource, function: &Arc<Function>, shard:
     let mut attempts: i64 = 0;
     loop {
         let payload = Bytes::from(json!({ "Records": batch }).to_string());
+        tracing::debug!(%shard, records = batch.len(), "stream batch: invoking");
         let out = function.invoke(payload).await;
+        tracing::debug!(%shard, ok = out.is_ok(), "stream batch: invoked");
         let failed_from = match &out {
             Ok(body) if src.report_item_failures => {
                 // A partial batch response names the first failed sequence number.

@@ -169,9 +169,12 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         }
     };
     let aws = Aws::new(&endpoint, &args.region);
-    let front = crate::front::start(&endpoint, crate::front::FrontOptions { throttle_rate: args.dynamodb_throttle })
-        .await
-        .map_err(|e| format!("DynamoDB front: {e}"))?;
+    let front = crate::front::start(
+        &endpoint,
+        crate::front::FrontOptions { throttle_rate: args.dynamodb_throttle, ..Default::default() },
+    )
+    .await
+    .map_err(|e| format!("DynamoDB front: {e}"))?;
 
     // Ids and names first: every Ref and ARN the rest resolves against.
     let mut attrs = Attrs::default();
