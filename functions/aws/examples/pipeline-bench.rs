@@ -34,6 +34,18 @@ use serde_json::json;
 struct Sharded {
     log: MemStore,
     shards: Vec<Mutex<Registry>>,
+    cursors: Mutex<BTreeMap<String, ConnId>>,
+}
+
+/// Where a job stopped at its budget: in memory, as DynamoDB keeps it on AWS.
+impl pipeline::Cursors for Sharded {
+    async fn resume_point(&self, job: &str) -> Result<Option<ConnId>, String> {
+        Ok(self.cursors.lock().unwrap().get(job).cloned())
+    }
+    async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), String> {
+        self.cursors.lock().unwrap().insert(job.to_string(), after.clone());
+        Ok(())
+    }
 }
 
 impl Sharded {
@@ -98,6 +110,10 @@ struct Fifo {
 impl JobQueue for Fifo {
     async fn enqueue(&self, jobs: &[Job]) -> Result<(), String> {
         self.state.lock().unwrap().0.extend(jobs.iter().cloned());
+        Ok(())
+    }
+    /// Every job here runs to the end (no budget), so none is handed back.
+    async fn hold(&self, _: &str, _: Duration) -> Result<(), String> {
         Ok(())
     }
 }
@@ -170,7 +186,7 @@ async fn push(emu: &hookcast_emulate::apigw::Emulator, store: &Arc<Sharded>, eve
             loop {
                 match fifo.take() {
                     Some(job) => {
-                        let res = pipeline::fan_out_batch(&relay, &*fifo, &sqs_event(&job)).await;
+                        let res = pipeline::fan_out_batch(&relay, &*fifo, &sqs_event(&job), None).await;
                         assert!(res.batch_item_failures.is_empty());
                         fifo.done(&job);
                     }
@@ -279,6 +295,7 @@ async fn main() {
         let store = Arc::new(Sharded {
             log: MemStore::new(Retention::from(&Limits::default())),
             shards: (0..shards).map(|_| Mutex::default()).collect(),
+            cursors: Mutex::default(),
         });
         let ch = Channel::parse("bench").unwrap();
         let mut sinks = Vec::with_capacity(n);
@@ -381,6 +398,7 @@ async fn main() {
     let store = Arc::new(Sharded {
         log: MemStore::new(Retention::from(&Limits::default())),
         shards: (0..shards).map(|_| Mutex::default()).collect(),
+        cursors: Mutex::default(),
     });
     let ch = Channel::parse("bench").unwrap();
     for i in 0..1000 {

@@ -5,9 +5,9 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | connection (+ `subs`: how many channels it has) | `conn#<id>` | `meta` |
-//! | its subscription (+ `occ_at`: last occupancy ask, ms) | `conn#<id>` | `sub#<channel>` |
+//! | its subscription (+ `sh`: its shard, `ep`: its counter's hour, `occ_at`: last occupancy ask, ms) | `conn#<id>` | `sub#<channel>` |
 //! | channel subscriber | `subs#<channel>#<shard>` | `<conn id>` |
-//! | subscriber count of one shard (`n`) | `count#<channel>` | `<shard>` |
+//! | subscribers one shard gained in one hour (`n`, expires) | `count#<channel>` | `<shard>#<hour>` |
 //! | channel head | `chan#<channel>` | `head` |
 //! | event | `chan#<channel>` | `ev#<seq, 20 digits>` |
 //! | dedupe key | `dedupe#<key>` | `dedupe` |
@@ -39,6 +39,18 @@ use hookcast_core::protocol::Event;
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
+
+/// Occupancy counters are kept per hour of subscribing: a subscription made
+/// in hour `h` counts in `count#<channel>` / `<shard>#<h>`, and its end takes
+/// it off that same item. No subscription made in hour `h` outlives
+/// `(h + 1) h + CONNECTION_TTL` (API Gateway closes every socket at 2 hours),
+/// so the counter expires then, and what a `$disconnect` that never came
+/// (API Gateway's is best-effort) left on it goes with it: a count is high
+/// for at most about 3 hours, not for ever.
+const COUNT_HOUR: u64 = 3600;
+fn count_expiry(hour: u64) -> u64 {
+    (hour + 1) * COUNT_HOUR + CONNECTION_TTL.as_secs()
+}
 /// How long an append keeps trying when other writers take its seq or hold
 /// the head: well inside the webhook function's 10 s and a sender's timeout.
 const APPEND_BUDGET: Duration = Duration::from_secs(8);
@@ -61,6 +73,8 @@ pub struct DynamoStore {
     /// One append per channel at a time in this instance: racing each
     /// other for the same seq would only waste transactions.
     turns: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+    /// Epoch seconds, for the occupancy counters (a test moves it).
+    clock: fn() -> u64,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -136,7 +150,15 @@ pub fn shard_of(conn: &ConnId, shards: u32) -> u32 {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, retention: Retention) -> Self {
-        Self { client, table: table.into(), retention, shards: 8, heads: Default::default(), turns: Default::default() }
+        Self {
+            client,
+            table: table.into(),
+            retention,
+            shards: 8,
+            heads: Default::default(),
+            turns: Default::default(),
+            clock: now_secs,
+        }
     }
 
     fn cached_head(&self, channel: &Channel) -> Option<(u64, bool)> {
@@ -167,8 +189,10 @@ impl DynamoStore {
         self.shards = shards.max(1);
         self
     }
-    fn subs_pk(&self, channel: &Channel, conn: &ConnId) -> String {
-        shard_pk(channel, shard_of(conn, self.shards))
+    /// The occupancy counters' clock (epoch seconds); tests move it hours on.
+    pub fn with_clock(mut self, clock: fn() -> u64) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Creates the table as template.yaml does (tests and local setups).
@@ -382,23 +406,60 @@ impl DynamoStore {
         }
     }
 
-    /// The shard's subscriber counter moves by `by`, outside the subscription's
-    /// transaction: plain `ADD`s on one item never conflict with each other,
-    /// where every subscribe to a channel touching its counter in a
-    /// transaction would. A counter that fails to move is logged; occupancy
-    /// is a figure for display.
-    async fn count(&self, channel: &Channel, conn: &ConnId, by: i64) {
+    /// One hour's counter of a shard moves by `by` (see [`COUNT_HOUR`]),
+    /// outside the subscription's transaction: plain `ADD`s on one item
+    /// never conflict with each other, where every subscribe to a channel
+    /// touching its counter in a transaction would. A counter that fails to
+    /// move is logged; occupancy is a figure for display.
+    async fn count(&self, channel: &Channel, shard: u64, hour: u64, by: i64) {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(count_pk(channel), shard_of(conn, self.shards).to_string())))
-            .update_expression("ADD n :by")
+            .set_key(Some(key(count_pk(channel), format!("{shard}#{hour}"))))
+            .update_expression("ADD n :by SET #ttl = :ttl")
+            .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
+            .expression_attribute_values(":ttl", n(count_expiry(hour)))
             .send()
             .await;
         if let Err(e) = res {
             tracing::warn!(%channel, error = %sdk_err(e), "the occupancy counter did not move");
+        }
+    }
+
+    /// One transaction, conditional on the subscription existing, then the
+    /// counts, so they move exactly once however often it is called. `item`
+    /// is the subscription's own item: its shard and counter hour (an item
+    /// written before they were kept: the shard from today's `Shards`, and
+    /// no counter, as the old counters no longer count).
+    async fn end_subscription(&self, conn: &ConnId, channel: &Channel, item: &Item) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::Delete;
+        let shard = get_n(item, "sh").unwrap_or_else(|| u64::from(shard_of(conn, self.shards)));
+        let by_conn = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(conn_pk(conn), format!("sub#{channel}"))))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(err)?;
+        let by_channel = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(shard_pk(channel, shard as u32), conn.0.clone())))
+            .build()
+            .map_err(err)?;
+        let items =
+            vec![TransactWriteItem::builder().delete(by_conn).build(), TransactWriteItem::builder().delete(by_channel).build()];
+        match self.transact(items).await {
+            Ok(()) => {
+                self.give_back(conn).await;
+                if let Some(hour) = get_n(item, "ep") {
+                    self.count(channel, shard, hour, -1).await;
+                }
+                Ok(())
+            }
+            // Not subscribed: nothing to undo.
+            Err(e) if cancellation_reasons(&e).is_some_and(|r| r.iter().any(|c| c == "ConditionalCheckFailed")) => Ok(()),
+            Err(e) => Err(sdk_err(e)),
         }
     }
 
@@ -467,12 +528,12 @@ impl Subscriptions for DynamoStore {
 
     async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
         let items = self.query_all(&conn_pk(conn), Some("sub#")).await?;
-        let channels: Vec<Channel> =
-            items.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("sub#").and_then(|c| Channel::parse(c).ok())).collect();
         // Each one conditional, so a $disconnect racing a 410 clean-up
         // decrements each counter once.
-        for c in &channels {
-            self.unsubscribe(conn, c).await?;
+        for item in &items {
+            if let Some(c) = get_s(item, "sk").and_then(|sk| sk.strip_prefix("sub#")).and_then(|c| Channel::parse(c).ok()) {
+                self.end_subscription(conn, &c, item).await?;
+            }
         }
         self.batch_write(vec![Self::delete_req(key(conn_pk(conn), "meta".into()))?]).await
     }
@@ -488,6 +549,9 @@ impl Subscriptions for DynamoStore {
     /// until the connection goes (the cap errs towards refusing).
     async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
         let ttl = n(now_secs() + CONNECTION_TTL.as_secs());
+        // Its shard and its counter's hour are kept on it, so its end finds
+        // both whatever `Shards` is by then and whenever it ends.
+        let (shard, hour) = (u64::from(shard_of(conn, self.shards)), (self.clock)() / COUNT_HOUR);
         let took = self
             .client
             .update_item()
@@ -521,19 +585,21 @@ impl Subscriptions for DynamoStore {
         }
         let mut by_conn = key(conn_pk(conn), format!("sub#{channel}"));
         by_conn.insert("ttl".into(), ttl.clone());
+        by_conn.insert("sh".into(), n(shard));
+        by_conn.insert("ep".into(), n(hour));
         let by_conn = Put::builder()
             .table_name(&self.table)
             .set_item(Some(by_conn))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(err)?;
-        let mut by_channel = key(self.subs_pk(channel, conn), conn.0.clone());
+        let mut by_channel = key(shard_pk(channel, shard as u32), conn.0.clone());
         by_channel.insert("ttl".into(), ttl);
         let by_channel = Put::builder().table_name(&self.table).set_item(Some(by_channel)).build().map_err(err)?;
         let items = vec![TransactWriteItem::builder().put(by_conn).build(), TransactWriteItem::builder().put(by_channel).build()];
         let outcome = match self.transact(items).await {
             Ok(()) => {
-                self.count(channel, conn, 1).await;
+                self.count(channel, shard, hour, 1).await;
                 return Ok(SubOutcome::Added);
             }
             Err(e) => match cancellation_reasons(&e) {
@@ -545,32 +611,21 @@ impl Subscriptions for DynamoStore {
         outcome
     }
 
-    /// One transaction, conditional on the subscription existing, then the
-    /// counts, so they move exactly once however often it is called.
+    /// The subscription's item says its shard and counter; then
+    /// [`DynamoStore::end_subscription`].
     async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::types::Delete;
-        let by_conn = Delete::builder()
+        let got = self
+            .client
+            .get_item()
             .table_name(&self.table)
             .set_key(Some(key(conn_pk(conn), format!("sub#{channel}"))))
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(err)?;
-        let by_channel = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(self.subs_pk(channel, conn), conn.0.clone())))
-            .build()
-            .map_err(err)?;
-        let items =
-            vec![TransactWriteItem::builder().delete(by_conn).build(), TransactWriteItem::builder().delete(by_channel).build()];
-        match self.transact(items).await {
-            Ok(()) => {
-                self.give_back(conn).await;
-                self.count(channel, conn, -1).await;
-                Ok(())
-            }
-            // Not subscribed: nothing to undo.
-            Err(e) if cancellation_reasons(&e).is_some_and(|r| r.iter().any(|c| c == "ConditionalCheckFailed")) => Ok(()),
-            Err(e) => Err(sdk_err(e)),
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        match got.item {
+            Some(item) => self.end_subscription(conn, channel, &item).await,
+            None => Ok(()),
         }
     }
 
@@ -611,11 +666,17 @@ impl Subscriptions for DynamoStore {
         Ok(SubscriberPage { conns, next })
     }
 
-    /// The shards' counters: a handful of small items, not every subscription.
+    /// The shards' live hourly counters: a handful of small items (shards ×
+    /// about 3), not every subscription. Expired ones, and counters from
+    /// before they were hourly (sk without `#`), count nothing.
     async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
         let items = self.query_all(&count_pk(channel), None).await?;
-        let total: i64 =
-            items.iter().filter_map(|i| i.get("n").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok())).sum();
+        let now = (self.clock)();
+        let total: i64 = items
+            .iter()
+            .filter(|i| !expired(i, now) && get_s(i, "sk").is_some_and(|sk| sk.contains('#')))
+            .filter_map(|i| i.get("n").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()))
+            .sum();
         Ok(total.max(0) as u64)
     }
 
@@ -805,5 +866,31 @@ impl EventLog for DynamoStore {
         }
         events.truncate(limit);
         Ok(History { events, head, first_retained })
+    }
+}
+
+/// Where an unfinished fan-out job resumes: `cursor#<job>` / `cursor`, with
+/// the last subscriber it reached; gone after an hour by TTL (a job is
+/// redelivered within minutes or sits in the dead-letter queue).
+impl crate::pipeline::Cursors for DynamoStore {
+    async fn resume_point(&self, job: &str) -> Result<Option<ConnId>, String> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("cursor#{job}"), "cursor".into())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err(e).0)?;
+        Ok(got.item.filter(|i| !expired(i, now_secs())).and_then(|i| get_s(&i, "after").map(|a| ConnId(a.to_owned()))))
+    }
+
+    async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), String> {
+        let mut item = key(format!("cursor#{job}"), "cursor".into());
+        item.insert("after".into(), s(after.0.clone()));
+        item.insert("ttl".into(), n(now_secs() + 3600));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(|e| sdk_err(e).0)?;
+        Ok(())
     }
 }

@@ -10,12 +10,14 @@ use serde_json::{json, Value};
 
 pub const NAMESPACE: &str = "hookcast";
 
-fn envelope(now_ms: u64, dimensions: &[&str], metrics: &[&str]) -> Value {
+/// `dimension_sets`: each set the metrics are published under (EMF
+/// publishes a line's values once per set).
+fn envelope(now_ms: u64, dimension_sets: &[&[&str]], metrics: &[&str]) -> Value {
     json!({
         "Timestamp": now_ms,
         "CloudWatchMetrics": [{
             "Namespace": NAMESPACE,
-            "Dimensions": [dimensions],
+            "Dimensions": dimension_sets,
             "Metrics": metrics.iter().map(|m| json!({"Name": m, "Unit": "Count"})).collect::<Vec<_>>(),
         }],
     })
@@ -28,7 +30,9 @@ pub fn lines(before: &Snapshot, after: &Snapshot, now_ms: u64) -> Vec<String> {
         let delta = n - before.webhooks.get(&(source.clone(), outcome.clone())).copied().unwrap_or(0);
         if delta > 0 {
             let line = json!({
-                "_aws": envelope(now_ms, &["Source", "Outcome"], &["Webhooks"]),
+                // By Outcome alone too: the store-outage alarm sums
+                // `unavailable` over every source.
+                "_aws": envelope(now_ms, &[&["Source", "Outcome"], &["Outcome"]], &["Webhooks"]),
                 "Source": source, "Outcome": outcome, "Webhooks": delta,
             });
             out.push(line.to_string());
@@ -42,7 +46,7 @@ pub fn lines(before: &Snapshot, after: &Snapshot, now_ms: u64) -> Vec<String> {
     );
     if events + delivered + gone + failed > 0 {
         let line = json!({
-            "_aws": envelope(now_ms, &[], &["Events", "Delivered", "Gone", "Failed"]),
+            "_aws": envelope(now_ms, &[&[]], &["Events", "Delivered", "Gone", "Failed"]),
             "Events": events, "Delivered": delivered, "Gone": gone, "Failed": failed,
         });
         out.push(line.to_string());
@@ -83,7 +87,7 @@ mod tests {
         assert_eq!(accepted["_aws"]["Timestamp"], 1_800_000_000_000u64);
         let m = &accepted["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "hookcast");
-        assert_eq!(m["Dimensions"], json!([["Source", "Outcome"]]));
+        assert_eq!(m["Dimensions"], json!([["Source", "Outcome"], ["Outcome"]]));
         assert_eq!(m["Metrics"], json!([{"Name": "Webhooks", "Unit": "Count"}]));
         assert_eq!(
             (accepted["Source"].as_str(), accepted["Outcome"].as_str(), accepted["Webhooks"].as_u64()),

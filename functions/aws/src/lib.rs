@@ -133,6 +133,11 @@ pub async fn run_dispatch_function() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
+/// Kept back before the fan-out function's deadline: the page in flight when
+/// the budget runs out (1,000 posts at the worker's rate), the gone
+/// connections' clean-up and the cursor.
+pub const FANOUT_RESERVE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The fan-out worker Lambda: SQS FIFO batches → PostToConnection, partial batch failures.
 pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     init_tracing();
@@ -141,7 +146,12 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
         async move {
-            let result = Box::pin(pipeline::fan_out_batch(&state.0, &state.1, &ev.payload)).await;
+            // No page is started within FANOUT_RESERVE of the deadline: what
+            // is left goes back to the queue, to resume where it stopped.
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let left = std::time::Duration::from_millis(ev.context.deadline.saturating_sub(now_ms));
+            let budget = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
+            let result = Box::pin(pipeline::fan_out_batch(&state.0, &state.1, &ev.payload, Some(budget))).await;
             emf::flush();
             Ok::<_, lambda_runtime::Error>(result)
         }

@@ -22,12 +22,13 @@
 //! gateway's own retries are queued again for just those connections.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use hookcast_core::ports::{ConnId, Gateway, Store};
 use hookcast_core::protocol::{Event, ServerMsg};
-use hookcast_core::relay::Relay;
+use hookcast_core::relay::{Relay, ShardRun};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Digest;
@@ -71,6 +72,33 @@ pub trait JobQueue: Send + Sync {
     /// All or nothing from the caller's view: `Err` means retry them all
     /// (deduplication ids make a partial resend harmless).
     fn enqueue(&self, jobs: &[Job]) -> impl Future<Output = Result<(), String>> + Send;
+    /// A message handed back to the queue comes back after `after`
+    /// (`ChangeMessageVisibility`), not after the queue's whole visibility
+    /// timeout.
+    fn hold(&self, receipt_handle: &str, after: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Where a job that stopped at its time budget resumes when SQS delivers it
+/// again (DynamoDB on AWS: a small item per unfinished job, with a TTL).
+pub trait Cursors: Send + Sync {
+    fn resume_point(&self, job: &str) -> impl Future<Output = Result<Option<ConnId>, String>> + Send;
+    fn save_resume_point(&self, job: &str, after: &ConnId) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl<T: Cursors> Cursors for std::sync::Arc<T> {
+    fn resume_point(&self, job: &str) -> impl Future<Output = Result<Option<ConnId>, String>> + Send {
+        (**self).resume_point(job)
+    }
+    fn save_resume_point(&self, job: &str, after: &ConnId) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).save_resume_point(job, after)
+    }
+}
+
+/// How long a job whose subscribers could not be read waits before its next
+/// try: 5 s, doubling, at most 2 minutes (the queue's own visibility timeout
+/// is the whole function timeout's six times over).
+pub fn failure_backoff(receive_count: u32) -> Duration {
+    Duration::from_secs(5u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(120))
 }
 
 /// The logged event an INSERT of an event item carries, if this record is one.
@@ -107,11 +135,18 @@ pub fn event_of_record(rec: &aws_lambda_events::dynamodb::EventRecord) -> Result
 /// it, bisects it down to that record, and then hands the record to the
 /// on-failure queue, which alarms.
 pub async fn dispatch<Q: JobQueue>(queue: &Q, shards: u32, ev: &StreamEvent) -> Result<usize, String> {
-    let mut jobs = Vec::new();
+    let mut events = Vec::new();
     for rec in &ev.records {
         if let Some(event) = event_of_record(rec)? {
-            jobs.extend((0..shards).map(|shard| Job { event: event.clone(), shard, only: None, round: 0 }));
+            events.push(event);
         }
+    }
+    // DynamoDB Streams orders records per item, and each event is its own
+    // item: within a batch, one channel's events go out in seq order.
+    events.sort_by(|a, b| (a.channel.as_str(), a.seq).cmp(&(b.channel.as_str(), b.seq)));
+    let mut jobs = Vec::new();
+    for event in events {
+        jobs.extend((0..shards).map(|shard| Job { event: event.clone(), shard, only: None, round: 0 }));
     }
     if !jobs.is_empty() {
         queue.enqueue(&jobs).await?;
@@ -119,22 +154,42 @@ pub async fn dispatch<Q: JobQueue>(queue: &Q, shards: u32, ev: &StreamEvent) -> 
     Ok(jobs.len())
 }
 
-/// The fan-out worker: one SQS FIFO batch, in order. A message whose
-/// subscribers could not be read fails, and so does every later message of
-/// its group in this batch (their order must hold), so SQS delivers them again.
-pub async fn fan_out_batch<S: Store, G: Gateway, Q: JobQueue>(
+/// The fan-out worker: one SQS FIFO batch, in order, within a time budget
+/// (the caller keeps a reserve before the function's deadline).
+///
+/// - A message whose subscribers could not be read fails, and so does every
+///   later message of its group in this batch (their order must hold); it
+///   comes back after [`failure_backoff`], not the queue's visibility timeout.
+/// - A shard too big to finish within the budget stops between pages: where
+///   it stopped is saved ([`Cursors`]) and its message comes back at once
+///   (with the rest of its group), to resume there, so no page gets an event
+///   twice and every job ends however many subscribers a shard has.
+/// - Messages the budget does not reach come back at once, untouched.
+/// - Posts that failed are retried for just those connections, a bounded
+///   number of rounds; only the last round's failures count as `Failed`.
+pub async fn fan_out_batch<S: Store + Cursors, G: Gateway, Q: JobQueue>(
     relay: &Relay<S, G>,
-    retries: &Q,
+    queue: &Q,
     batch: &SqsEvent,
+    budget: Option<Instant>,
 ) -> SqsBatchResponse {
     let mut failed_groups: Vec<String> = Vec::new();
     let mut failures = Vec::new();
+    let mut started = false;
     for msg in &batch.records {
         let id = msg.message_id.clone().unwrap_or_default();
-        let fail = |failures: &mut Vec<BatchItemFailure>| {
+        let receipt = msg.receipt_handle.clone().unwrap_or_default();
+        let receives: u32 = msg.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+        let hand_back = |failures: &mut Vec<BatchItemFailure>, after: Duration| {
             let mut f = BatchItemFailure::default();
             f.item_identifier = id.clone();
             failures.push(f);
+            let receipt = receipt.clone();
+            async move {
+                if let Err(e) = queue.hold(&receipt, after).await {
+                    warn!(error = %e, "could not shorten a handed-back message's visibility; it returns after the queue's timeout");
+                }
+            }
         };
         let job: Job = match msg.body.as_deref().map(serde_json::from_str) {
             Some(Ok(j)) => j,
@@ -145,24 +200,43 @@ pub async fn fan_out_batch<S: Store, G: Gateway, Q: JobQueue>(
             }
         };
         let group = job.group_id();
-        if failed_groups.contains(&group) {
-            fail(&mut failures);
+        if failed_groups.contains(&group) || (started && budget.is_some_and(|b| Instant::now() >= b)) {
+            hand_back(&mut failures, Duration::ZERO).await;
             continue;
         }
+        started = true;
+        let key = job.dedupe_id();
+        let after = if receives > 1 && job.only.is_none() {
+            relay.store().resume_point(&key).await.unwrap_or_else(|e| {
+                warn!(error = %e, "could not read where this job stopped; it starts over (pages drop the repeats)");
+                None
+            })
+        } else {
+            None
+        };
         let frame = ServerMsg::Event(job.event.clone()).to_json();
         let only: Option<Vec<ConnId>> = job.only.as_ref().map(|l| l.iter().cloned().map(ConnId).collect());
-        match relay.fan_out_shard(&job.event, &frame, job.shard, only.as_deref()).await {
+        let run = ShardRun { only: only.as_deref(), after, budget };
+        match relay.fan_out_shard(&job.event, &frame, job.shard, run).await {
             Ok(out) => {
                 info!(channel = %job.event.channel, seq = job.event.seq, shard = job.shard, round = job.round,
-                      delivered = out.report.delivered, gone = out.report.gone, failed = out.report.failed, "fanned out");
+                      delivered = out.report.delivered, gone = out.report.gone, failed = out.report.failed,
+                      unfinished = out.resume_after.is_some(), "fanned out");
                 if !out.failed.is_empty() {
-                    retry_failed(retries, &job, out.failed).await;
+                    retry_failed(queue, &job, out.failed).await;
+                }
+                if let Some(at) = out.resume_after {
+                    if let Err(e) = relay.store().save_resume_point(&key, &at).await {
+                        warn!(error = %e, "could not save where this job stopped; it starts over (pages drop the repeats)");
+                    }
+                    failed_groups.push(group);
+                    hand_back(&mut failures, Duration::ZERO).await;
                 }
             }
             Err(e) => {
-                warn!(error = %e, channel = %job.event.channel, seq = job.event.seq, shard = job.shard, "fan-out failed; SQS will redeliver");
+                warn!(error = %e, channel = %job.event.channel, seq = job.event.seq, shard = job.shard, receives, "fan-out failed; SQS will redeliver");
                 failed_groups.push(group);
-                fail(&mut failures);
+                hand_back(&mut failures, failure_backoff(receives)).await;
             }
         }
     }
@@ -172,16 +246,60 @@ pub async fn fan_out_batch<S: Store, G: Gateway, Q: JobQueue>(
 }
 
 /// Queues a retry for just the connections whose posts failed, a bounded
-/// number of rounds; after that they catch up when they next resubscribe.
+/// number of rounds; after that they count as failed (the metric the
+/// template alarms on) and catch up when they next resubscribe. A retry is
+/// queued behind the group's later events: the page holds those until the
+/// gap fills or it asks again with `since`.
 async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<ConnId>) {
     if job.round >= MAX_RETRY_ROUNDS {
         warn!(channel = %job.event.channel, seq = job.event.seq, connections = failed.len(), "posts still failing; giving up on these connections");
+        hookcast_core::metrics::global().deliveries(0, 0, failed.len());
         return;
     }
     let retry = Job { only: Some(failed.into_iter().map(|c| c.0).collect()), round: job.round + 1, ..job.clone() };
     if let Err(e) = queue.enqueue(std::slice::from_ref(&retry)).await {
         warn!(error = %e, channel = %job.event.channel, seq = job.event.seq, "could not queue a retry for failed posts");
+        hookcast_core::metrics::global().deliveries(0, 0, retry.only.as_ref().map_or(0, Vec::len));
     }
+}
+
+/// SQS's limits on one `SendMessageBatch`: 10 entries, 1 MiB of bodies in
+/// all (a little kept back for the ids and attributes).
+const BATCH_ENTRIES: usize = 10;
+const BATCH_BYTES: usize = 1_000_000;
+
+/// Jobs (in order) as `SendMessageBatch` calls: at most 10 entries and 1 MB
+/// of bodies each, and no FIFO group twice in one call, so a resend from the
+/// first refused entry keeps every group's order. A job too big for any
+/// batch is an error: SQS would refuse it every time.
+pub fn batches(jobs: &[Job]) -> Result<Vec<Vec<(&Job, String)>>, String> {
+    let mut out: Vec<Vec<(&Job, String)>> = Vec::new();
+    let mut cur: Vec<(&Job, String)> = Vec::new();
+    let mut bytes = 0;
+    for j in jobs {
+        let body = serde_json::to_string(j).map_err(|e| e.to_string())?;
+        if body.len() > BATCH_BYTES {
+            return Err(format!(
+                "a fan-out job for {} seq {} is {} bytes, over SQS's message limit",
+                j.event.channel,
+                j.event.seq,
+                body.len()
+            ));
+        }
+        let group = j.group_id();
+        let full =
+            cur.len() == BATCH_ENTRIES || bytes + body.len() > BATCH_BYTES || cur.iter().any(|(c, _)| c.group_id() == group);
+        if full {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += body.len();
+        cur.push((j, body));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
 }
 
 /// SQS FIFO through the real SDK.
@@ -197,17 +315,16 @@ impl SqsQueue {
 }
 
 impl JobQueue for SqsQueue {
-    /// SendMessageBatch, ten at a time in order; entries SQS refuses are
+    /// SendMessageBatch by [`batches`], in order; entries SQS refuses are
     /// resent (with their deduplication ids) a few times before giving up.
     async fn enqueue(&self, jobs: &[Job]) -> Result<(), String> {
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-        for chunk in jobs.chunks(10) {
-            let mut pending: Vec<(usize, &Job)> = chunk.iter().enumerate().collect();
+        for chunk in batches(jobs)? {
+            let mut pending: Vec<(usize, &(&Job, String))> = chunk.iter().enumerate().collect();
             for attempt in 0..5u32 {
                 let entries = pending
                     .iter()
-                    .map(|(i, j)| {
-                        let body = serde_json::to_string(j).map_err(|e| e.to_string())?;
+                    .map(|(i, (j, body))| {
                         SendMessageBatchRequestEntry::builder()
                             .id(i.to_string())
                             .message_body(body)
@@ -226,18 +343,86 @@ impl JobQueue for SqsQueue {
                     .await
                     .map_err(|e| format!("SendMessageBatch: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
                 // Resend from the first refused entry on: the ones after it that
-                // were taken are dropped as duplicates, and group order holds.
+                // were taken are dropped as duplicates, and (no group being
+                // twice in one call) every group's order holds.
                 let Some(first) = res.failed().iter().filter_map(|f| f.id().parse::<usize>().ok()).min() else {
                     pending.clear();
                     break;
                 };
                 pending.retain(|(i, _)| *i >= first);
-                crate::backoff_sleep(attempt, std::time::Duration::from_millis(50), std::time::Duration::from_secs(1)).await;
+                crate::backoff_sleep(attempt, Duration::from_millis(50), Duration::from_secs(1)).await;
             }
             if !pending.is_empty() {
                 return Err(format!("SQS refused {} of {} messages", pending.len(), chunk.len()));
             }
         }
         Ok(())
+    }
+
+    async fn hold(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(after.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("ChangeMessageVisibility: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(channel: &str, seq: u64, shard: u32, bytes: usize) -> Job {
+        Job {
+            event: Event {
+                channel: hookcast_core::Channel::parse(channel).unwrap(),
+                seq,
+                event: hookcast_core::EventName::parse("e").unwrap(),
+                data: serde_json::json!({ "pad": "x".repeat(bytes) }),
+                at: "t".into(),
+            },
+            shard,
+            only: None,
+            round: 0,
+        }
+    }
+
+    /// SQS's batch limits hold (10 entries, 1 MB of bodies), no group is
+    /// twice in one call, and the jobs keep their order across calls.
+    #[test]
+    fn send_batches_respect_sqs_limits_and_group_order() {
+        let mut jobs = Vec::new();
+        for seq in 1..=3 {
+            for shard in 0..8 {
+                jobs.push(job("a", seq, shard, 10));
+            }
+        }
+        jobs.extend((4..=9).map(|seq| job("big", seq, 0, 300_000)));
+        let got = batches(&jobs).unwrap();
+        for b in &got {
+            assert!(b.len() <= 10);
+            assert!(b.iter().map(|(_, body)| body.len()).sum::<usize>() <= 1_000_000);
+            let mut groups: Vec<String> = b.iter().map(|(j, _)| j.group_id()).collect();
+            groups.sort();
+            groups.dedup();
+            assert_eq!(groups.len(), b.len(), "a group twice in one call");
+        }
+        let flat: Vec<&Job> = got.iter().flatten().map(|(j, _)| *j).collect();
+        assert_eq!(flat, jobs.iter().collect::<Vec<_>>(), "every job once, in order");
+        // 8 shards a call for 3 events; the first 300 KB job joins the third
+        // call (another group), the other five go one a call (one group).
+        assert_eq!(got.len(), 3 + 5);
+        let too_big = [job("x", 1, 0, 1_100_000)];
+        assert!(batches(&too_big).unwrap_err().contains("over SQS's message limit"));
+    }
+
+    #[test]
+    fn a_failing_job_comes_back_in_seconds_not_the_queue_timeout() {
+        let secs: Vec<u64> = (1..=8).map(|n| failure_backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![5, 10, 20, 40, 80, 120, 120, 120]);
     }
 }

@@ -132,6 +132,12 @@ impl Stack {
     /// (each its own relay and clients, like separate Lambda instances) until
     /// the queue is empty. Returns the jobs dispatched.
     async fn deliver(&mut self, workers: usize) -> usize {
+        self.deliver_within(workers, None).await
+    }
+
+    /// As [`Stack::deliver`], each batch given `budget` (the Lambda's time
+    /// before its reserve).
+    async fn deliver_within(&mut self, workers: usize, budget: Option<Duration>) -> usize {
         let queue = common::sqs_queue(&self.queue_url);
         let jobs = self.pump.drain(&queue, self.shards, 3).await;
         let runs = (0..workers).map(|_| {
@@ -155,7 +161,8 @@ impl Stack {
                         continue;
                     }
                     hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next fan-out batch");
-                    let res = pipeline::fan_out_batch(&relay, &retries, &batch).await;
+                    let budget = budget.map(|b| std::time::Instant::now() + b);
+                    let res = pipeline::fan_out_batch(&relay, &retries, &batch, budget).await;
                     common::complete(&url, &batch, &res).await;
                     moved = tokio::time::Instant::now();
                 }
@@ -482,7 +489,7 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
         ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint()),
     );
     let retries = common::sqs_queue(&s.queue_url);
-    let worker = tokio::spawn(async move { pipeline::fan_out_batch(&relay, &retries, &batch).await });
+    let worker = tokio::spawn(async move { pipeline::fan_out_batch(&relay, &retries, &batch, None).await });
     let posted = || s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
     // Polled tightly, so the kill lands mid-shard; the ceiling is for a worker that never posts.
     let start = tokio::time::Instant::now();
@@ -516,7 +523,11 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
 /// same batch fails with it, so the group's order holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
-    let s = stack_with(Options::default(), &[], 1, 1).await;
+    // The queue's own visibility timeout (300 s) is beyond the test's
+    // patience: a failed job comes back only because the worker shortens it
+    // (ChangeMessageVisibility, 5 s then 10 s), as a failing group must not
+    // be blocked for the queue's whole timeout.
+    let s = stack_with(Options::default(), &[], 1, 300).await;
     let broken = Relay::new(
         Arc::new(config(&[])),
         Arc::new(common::fresh_store_on("no-such-table", Retention::from(&Limits::default()))),
@@ -559,10 +570,32 @@ async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
         hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next receive on its way to the DLQ");
         receives += 1;
         moved = tokio::time::Instant::now();
-        let res = pipeline::fan_out_batch(&broken, &queue, &batch).await;
+        let res = pipeline::fan_out_batch(&broken, &queue, &batch, None).await;
         assert_eq!(res.batch_item_failures.len(), batch.records.len(), "the failed job and the rest of its group");
         common::complete(&s.queue_url, &batch, &res).await;
     }
+}
+
+/// A shard too big for one invocation's time budget: the worker stops
+/// between pages, saves where it stopped, and hands the message back at once
+/// (the queue's own visibility timeout, 300 s, is beyond the test's
+/// patience); the next receive resumes there. Every page gets the event
+/// exactly once: nothing is posted twice, nothing goes to the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_bigger_than_the_time_budget_resumes_where_it_stopped() {
+    use std::sync::atomic::Ordering;
+    let mut s = stack_with(Options::default(), &[], 1, 300).await;
+    let n = hookcast_core::relay::FANOUT_PAGE + 150;
+    let mut sinks = audience(&s, "deploys", n).await;
+    let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("huge"))).await;
+    assert_eq!(status, 200);
+    // A budget already spent: each invocation does its first page and stops.
+    assert_eq!(s.deliver_within(1, Some(Duration::ZERO)).await, 1, "one job");
+    for (i, (_, rx)) in sinks.iter_mut().enumerate() {
+        assert_eq!(seqs(rx), vec![1], "connection {i}: once");
+    }
+    assert_eq!(s.emu.counters().calls.load(Ordering::Relaxed), n as u64, "no page was posted to twice");
+    assert_eq!(common::queue_depth(&s.dlq_url).await, 0);
 }
 
 /// The dispatcher reads AWS's own DynamoDB stream event: items that are not
@@ -574,6 +607,9 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
         async fn enqueue(&self, jobs: &[pipeline::Job]) -> Result<(), String> {
             *self.0.lock().unwrap() += jobs.len();
             Ok(())
+        }
+        async fn hold(&self, _: &str, _: Duration) -> Result<(), String> {
+            unreachable!("the dispatcher never hands a message back")
         }
     }
     let q = Count(std::sync::Mutex::new(0));

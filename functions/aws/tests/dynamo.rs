@@ -238,6 +238,7 @@ async fn appends_race_on_one_channel_without_waste() {
     // A redelivery of a seen delivery on a warm instance: one transaction,
     // whose cancellation carries the seq it was given.
     let warm = &instances[0];
+    front.settled().await;
     let before = front.counters.requests.load(Ordering::Relaxed);
     let again = warm.append(&conformance::pending(ch, "d-7", conformance::T0 + 100)).await.unwrap();
     let Ok(Appended::Stored(first)) = &got[7] else { unreachable!() };
@@ -255,10 +256,61 @@ async fn appends_race_on_one_channel_without_waste() {
         .await
         .unwrap();
     let cold = instance();
+    front.settled().await;
     let before = front.counters.requests.load(Ordering::Relaxed);
     let stuck = cold.append(&conformance::pending("stuck", "s-1", conformance::T0)).await;
     assert!(stuck.is_err(), "{stuck:?}");
     let spent = front.counters.requests.load(Ordering::Relaxed) - before;
     assert!(spent <= 2, "an append that cannot succeed gave up after {spent} requests, not at once");
     eprintln!("40 racing appends over 8 instances: {conflicts} conflicts answered by the front, all gapless");
+}
+
+/// Occupancy does not drift (issue 19 items 8 and 14). API Gateway's
+/// `$disconnect` is best-effort: pages whose disconnect never came stop
+/// counting once no subscription of their hour can still be alive (before,
+/// they counted for ever). And a subscription's end finds its own shard after
+/// `Shards` changed (before, it looked in the shard today's count gives, and
+/// left the subscriber item for the fan-out to post to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn occupancy_forgets_lost_disconnects_and_shards_can_change() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NOW: AtomicU64 = AtomicU64::new(0);
+    fn clock() -> u64 {
+        NOW.load(Ordering::Relaxed)
+    }
+    NOW.store(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), Ordering::Relaxed);
+    let four = common::fresh_store(conformance::retention()).with_shards(4).with_clock(clock);
+    let ch = conformance::ch("lobby");
+    for i in 0..3 {
+        let c = ConnId(format!("lost-{i}"));
+        four.add_connection(&c, conformance::T0).await.unwrap();
+        assert!(matches!(four.subscribe(&c, &ch, 10).await, Ok(SubOutcome::Added)));
+    }
+    // A page whose shard under 4 shards is not its shard under 8.
+    let moved = (0..)
+        .map(|i| ConnId(format!("moved-{i}")))
+        .find(|c| hookcast_aws::dynamo::shard_of(c, 4) != hookcast_aws::dynamo::shard_of(c, 8))
+        .unwrap();
+    four.add_connection(&moved, conformance::T0).await.unwrap();
+    four.subscribe(&moved, &ch, 10).await.unwrap();
+    assert_eq!(four.count_subscribers(&ch).await.unwrap(), 4);
+
+    // Redeployed with Shards = 8: the page leaves, and is gone from its shard.
+    let eight = common::fresh_store_on(four.table(), conformance::retention()).with_shards(8).with_clock(clock);
+    eight.unsubscribe(&moved, &ch).await.unwrap();
+    let old_shard = hookcast_aws::dynamo::shard_of(&moved, 4);
+    let page = eight.subscriber_page(&ch, old_shard, None, 1000).await.unwrap();
+    assert!(!page.conns.contains(&moved), "{moved:?} is still a subscriber of shard {old_shard}: pushes would go to it");
+    assert_eq!(eight.count_subscribers(&ch).await.unwrap(), 3, "the lost pages still count: they may be alive");
+
+    // Three hours and eleven minutes on, no subscription of that hour can be
+    // alive (API Gateway closes every socket at 2 hours).
+    NOW.fetch_add(3 * 3600 + 11 * 60, Ordering::Relaxed);
+    assert_eq!(eight.count_subscribers(&ch).await.unwrap(), 0, "pages whose $disconnect never came still count");
+    let fresh = ConnId("fresh".into());
+    eight.add_connection(&fresh, conformance::T0).await.unwrap();
+    eight.subscribe(&fresh, &ch, 10).await.unwrap();
+    assert_eq!(eight.count_subscribers(&ch).await.unwrap(), 1);
+    eight.remove_connection(&fresh).await.unwrap();
+    assert_eq!(eight.count_subscribers(&ch).await.unwrap(), 0);
 }

@@ -42,6 +42,21 @@ pub struct ShardOutcome {
     pub report: FanoutReport,
     /// Connections whose post failed (not Gone): worth one more try.
     pub failed: Vec<ConnId>,
+    /// The run stopped at its budget: the shard's subscribers after this one
+    /// have not been reached yet.
+    pub resume_after: Option<ConnId>,
+}
+
+/// Where one shard's push starts and when it must stop starting pages.
+#[derive(Debug, Clone, Default)]
+pub struct ShardRun<'a> {
+    /// Only these connections (a retry of the ones that failed).
+    pub only: Option<&'a [ConnId]>,
+    /// Resume after this subscriber (an earlier run stopped at its budget).
+    pub after: Option<ConnId>,
+    /// No page is started after this instant (the first always is, so every
+    /// run makes progress); the caller keeps a reserve before its deadline.
+    pub budget: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,8 +212,10 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         let frame = ServerMsg::Event(event.clone()).to_json();
         let mut report = FanoutReport::default();
         for shard in 0..self.store.shards() {
-            report += self.fan_out_shard(event, &frame, shard, None).await?.report;
+            report += self.fan_out_shard(event, &frame, shard, ShardRun::default()).await?.report;
         }
+        // Here nothing retries a failed post: it is final.
+        crate::metrics::global().deliveries(0, 0, report.failed);
         if let Ok(at) = humantime::parse_rfc3339(&event.at) {
             let took = (self.clock)().duration_since(at).unwrap_or_default();
             crate::metrics::global().publish_to_delivery(took.as_secs_f64());
@@ -208,24 +225,33 @@ impl<S: Store, G: Gateway> Relay<S, G> {
 
     /// One work unit: one event to one shard of its channel's subscribers,
     /// page by page with bounded concurrency; then forgets exactly the
-    /// connections the gateway reported Gone. `only`, when given, limits the
-    /// push to those connections (a retry of the ones that failed).
-    /// `Err` means the subscribers could not be listed: retry the unit.
+    /// connections the gateway reported Gone. `run` limits it to some
+    /// connections, resumes it after a subscriber, or bounds it in time (see
+    /// [`ShardRun`]). `Err` means the subscribers could not be listed: retry
+    /// the unit. Deliveries and gones are counted in the metrics here;
+    /// failures are counted by the caller, which decides whether they are final.
     pub async fn fan_out_shard(
         &self,
         event: &Event,
         frame: &str,
         shard: u32,
-        only: Option<&[ConnId]>,
+        run: ShardRun<'_>,
     ) -> Result<ShardOutcome, StoreError> {
         let channel = &event.channel;
         let n = self.config.limits.fanout_concurrency;
         let mut report = FanoutReport::default();
         let mut gone = Vec::new();
         let mut failed = Vec::new();
-        let mut after: Option<ConnId> = None;
+        let mut after = run.after;
+        let mut resume_after = None;
+        let mut first = true;
         loop {
-            let (conns, next) = match only {
+            if !first && run.budget.is_some_and(|b| std::time::Instant::now() >= b) {
+                resume_after = after;
+                break;
+            }
+            first = false;
+            let (conns, next) = match run.only {
                 Some(list) => (list.to_vec(), None),
                 None => {
                     let page = self.store.subscriber_page(channel, shard, after.as_ref(), FANOUT_PAGE).await?;
@@ -252,9 +278,9 @@ impl<S: Store, G: Gateway> Relay<S, G> {
             }
         }
         futures::stream::iter(gone).for_each_concurrent(n, |c| async move { self.forget(&c).await }).await;
-        debug!(channel = %channel, seq = event.seq, shard, ?report, "fanned out");
-        crate::metrics::global().deliveries(report.delivered, report.gone, report.failed);
-        Ok(ShardOutcome { report, failed })
+        debug!(channel = %channel, seq = event.seq, shard, ?report, ?resume_after, "fanned out");
+        crate::metrics::global().deliveries(report.delivered, report.gone, 0);
+        Ok(ShardOutcome { report, failed, resume_after })
     }
 
     async fn forget(&self, conn: &ConnId) {
