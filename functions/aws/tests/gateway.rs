@@ -47,3 +47,20 @@ async fn persistent_throttling_is_a_failure_not_gone() {
         "every attempt was made"
     );
 }
+
+/// API Gateway refuses a post over its 128 KB message limit (413): that is a
+/// failure to report, not a Gone connection and not worth retrying; one just
+/// under the limit goes through.
+#[tokio::test]
+async fn a_post_over_the_message_limit_fails_without_retries() {
+    let emu = hookcast_emulate::apigw::start(Options::default(), ok_invoke()).await;
+    let mut rx = emu.register_sink("conn-c=");
+    let gw = ApiGwGateway::new(&common::sdk_config(None), &emu.management_endpoint());
+    let c = ConnId("conn-c=".into());
+    let limit = hookcast_emulate::apigw::MESSAGE_LIMIT;
+    assert_eq!(gw.send(&c, &"x".repeat(limit + 1)).await, Delivery::Failed);
+    assert_eq!(emu.counters().calls.load(Ordering::Relaxed), 1, "a 413 is not retried");
+    assert!(rx.try_recv().is_err(), "nothing reached the socket");
+    assert_eq!(gw.send(&c, &"x".repeat(limit)).await, Delivery::Delivered);
+    assert!(rx.try_recv().is_ok());
+}

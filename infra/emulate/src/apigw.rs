@@ -10,7 +10,8 @@
 //!   gets one. Events have the shape AWS sends.
 //! - `POST /{stage}/@connections/{id}` writes to that socket, or answers 410
 //!   `GoneException` (also for a connection whose `$connect` has not returned);
-//!   `DELETE` closes it. Optional latency per call and a requests-per-second
+//!   `DELETE` closes it. A post over 128 KB is refused (413
+//!   `PayloadTooLargeException`). Optional latency per call and a requests-per-second
 //!   throttle that answers 429 `LimitExceededException`, as API Gateway does.
 
 use std::collections::HashMap;
@@ -182,6 +183,8 @@ async fn counters(State(inner): State<Arc<Inner>>) -> Response {
 
 /// API Gateway's WebSocket frame limit.
 const FRAME_LIMIT: usize = 32 * 1024;
+/// API Gateway's WebSocket message limit (what one `@connections` post may carry).
+pub const MESSAGE_LIMIT: usize = 128 * 1024;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -375,6 +378,11 @@ async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<Stri
     if calls < inner.opts.throttle_first || !take_token(&inner) {
         inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
         return aws_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", "Rate exceeded");
+    }
+    // API Gateway's WebSocket message limit: a post over it is refused,
+    // whether or not the connection exists.
+    if body.len() > MESSAGE_LIMIT {
+        return aws_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "Message too long");
     }
     let tx = inner.conns.lock().unwrap().get(&id).cloned();
     let text = String::from_utf8_lossy(&body).into_owned();
