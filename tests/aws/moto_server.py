@@ -76,7 +76,57 @@ def cheap_transaction_rollback():
     models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def linear_sqs():
+    """moto 5.2's SQS is quadratic in a queue's length: ReceiveMessage checks
+    each message's retention through GetQueueAttributes, which counts every
+    message (visible, in flight, delayed) each time, and each SendMessage on
+    a FIFO queue builds those same counts to read one flag; every check reads
+    the clock through datetime arithmetic. With a few thousand fan-out jobs
+    queued, SQS took most of moto's time and every DynamoDB request waited
+    behind it. Same answers, each in time linear in the queue (or constant)."""
+    import time
+
+    import moto.sqs.models as sqs
+
+    sqs.unix_time = time.time
+    sqs.unix_time_millis = lambda: time.time() * 1000.0
+
+    def is_message_valid_based_on_retention_period(self, queue_name, message):
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return retention + message.sent_timestamp / 1000 > time.time()
+
+    sqs.SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+
+    # Sending reads one flag through Queue.attributes, which counts every
+    # message: while a send is under way, the attributes are that flag alone.
+    attributes = sqs.Queue.attributes.fget
+
+    def attributes_or_the_flag(self):
+        if getattr(self, "_sending", 0):
+            return {"ContentBasedDeduplication": str(bool(self.content_based_deduplication)).lower()}
+        return attributes(self)
+
+    sqs.Queue.attributes = property(attributes_or_the_flag)
+
+    def sending(method, queue_of):
+        def wrapped(self, *args, **kwargs):
+            queue = queue_of(self, *args)
+            # A depth: send_message calls the other two.
+            queue._sending = getattr(queue, "_sending", 0) + 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                queue._sending -= 1
+
+        return wrapped
+
+    sqs.Queue.add_message = sending(sqs.Queue.add_message, lambda q, *a: q)
+    sqs.SQSBackend._validate_message = sending(sqs.SQSBackend._validate_message, lambda b, q, *a: q)
+    sqs.SQSBackend.send_message = sending(sqs.SQSBackend.send_message, lambda b, name, *a: b.get_queue(name))
+
+
 cheap_transaction_rollback()
+linear_sqs()
 moto_app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
 

@@ -274,7 +274,6 @@ async fn main() {
         s.front.counters.conflicts.load(Ordering::Relaxed) - c0
     );
     drop(kept);
-    let aws = Aws::new(&s.aws, &cli.emu.region);
     let table = s.functions[&names[0]].spec.env.iter().find(|(k, _)| k == "HOOKCAST_TABLE").map(|(_, v)| v.clone());
     let shards: u32 = s.functions[&names[0]]
         .spec
@@ -289,6 +288,8 @@ async fn main() {
     let s = stack(&cli, cli.fanout_latency).await;
     let table = s.functions[&names[0]].spec.env.iter().find(|(k, _)| k == "HOOKCAST_TABLE").map(|(_, v)| v.clone()).or(table);
     let table = table.expect("the functions name their table");
+    // This stack's own AWS endpoint: the last one's moto stopped with it.
+    let aws = Aws::new(&s.aws, &cli.emu.region);
     let channel = "zaps/wide";
     // Subscribers written as subscribe leaves them (the subscriber item in its
     // shard and the shard's count), 25 to a BatchWriteItem; each a sink in

@@ -1,6 +1,7 @@
 //! Event sources as Lambda polls them. A DynamoDB stream: each shard read
-//! in order from its checkpoint, records that fail the filter criteria
-//! dropped, batches of at most `BatchSize`, one batch in flight per shard; a
+//! in order from its checkpoint at most four times a second, up to 1,000
+//! records a read, records that fail the filter criteria dropped (never
+//! invoked), batches of at most `BatchSize`, one batch in flight per shard; a
 //! failing batch is bisected (if asked), retried up to
 //! `MaximumRetryAttempts`, then described to the on-failure destination and
 //! passed. An SQS queue: up to `MaximumConcurrency` pollers, batches of
@@ -113,10 +114,21 @@ pub async fn poll_stream(aws: Aws, src: StreamSource, function: Arc<Function>) {
     }
 }
 
+/// Lambda's polling rate per stream shard.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// DynamoDB Streams' GetRecords maximum.
+const GET_RECORDS_LIMIT: u32 = 1000;
+
 async fn poll_shard(aws: Aws, src: StreamSource, function: Arc<Function>, shard: String) {
     let kind = if src.trim_horizon { "TRIM_HORIZON" } else { "LATEST" };
     let mut iterator: Option<String> = None;
+    let mut polled: Option<tokio::time::Instant> = None;
     loop {
+        // Lambda polls each shard at most four times a second, whatever it found.
+        if let Some(at) = polled {
+            tokio::time::sleep_until(at + POLL_EVERY).await;
+        }
+        polled = Some(tokio::time::Instant::now());
         if iterator.is_none() {
             match aws
                 .streams("GetShardIterator", json!({"StreamArn": src.stream_arn, "ShardId": shard, "ShardIteratorType": kind}))
@@ -134,7 +146,10 @@ async fn poll_shard(aws: Aws, src: StreamSource, function: Arc<Function>, shard:
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        let got = aws.streams("GetRecords", json!({"ShardIterator": it, "Limit": src.batch_size})).await;
+        // As Lambda's poller: a read takes up to DynamoDB Streams' 1,000
+        // records; those the filters drop never reach the function, and
+        // the rest go in batches of BatchSize, in order.
+        let got = aws.streams("GetRecords", json!({"ShardIterator": it, "Limit": GET_RECORDS_LIMIT})).await;
         let v = match got {
             Ok(v) => v,
             Err(e) => {
@@ -160,12 +175,9 @@ async fn poll_shard(aws: Aws, src: StreamSource, function: Arc<Function>, shard:
             // A closed shard: nothing more will come from it.
             return;
         }
-        if records.is_empty() {
-            // Lambda polls each shard four times a second.
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            continue;
+        for batch in records.chunks(src.batch_size.max(1)) {
+            Box::pin(deliver(&aws, &src, &function, &shard, batch.to_vec())).await;
         }
-        Box::pin(deliver(&aws, &src, &function, &shard, records)).await;
     }
 }
 
