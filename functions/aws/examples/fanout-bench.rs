@@ -2,7 +2,7 @@
 //! API Gateway Management client, against the local @connections endpoint
 //! injecting 20 ms per call and throttling at 10,000 requests/s (burst 5,000),
 //! like an account's default limit. Subscribers come from the in-memory
-//! reference store so the numbers are the gateway fan-out alone.
+//! subscriptions so the numbers are the gateway fan-out alone.
 //!
 //!   cargo run --release -p hookcast-aws --example fanout-bench [connections] [concurrency,...] [rate/s]
 
@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use hookcast_aws::apigw::ApiGwGateway;
 use hookcast_core::config::{Config, Limits};
-use hookcast_core::ports::{ConnId, Retention, Subscriptions};
+use hookcast_core::ports::{ConnId, Subscriptions};
 use hookcast_core::protocol::Event;
-use hookcast_core::testutil::MemStore;
-use hookcast_core::{Channel, Relay};
+use hookcast_core::{Channel, Fanout, Live};
 use hookcast_emulate::apigw::Options;
 
 #[tokio::main]
@@ -58,16 +57,16 @@ async fn main() {
         // Refill the bucket between runs, as a quiet account would.
         tokio::time::sleep(Duration::from_millis(600).max(Duration::from_secs_f64(0.6 * 10_000.0 / rate as f64))).await;
         let limits = Limits { fanout_concurrency: c, ..Limits::default() };
-        let store = MemStore::new(Retention::from(&limits));
+        let live = Arc::new(Live::new());
         let ch = Channel::parse("bench").unwrap();
         for id in &ids {
-            store.subscribe(&ConnId(id.clone()), &ch, 10).await.unwrap();
+            live.subscribe(&ConnId(id.clone()), &ch, 10).await.unwrap();
         }
         let config = Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None };
-        let relay = Relay::new(Arc::new(config), store, ApiGwGateway::new(&sdk, &emu.management_endpoint()));
+        let fanout = Fanout::new(Arc::new(config), live, Arc::new(ApiGwGateway::new(&sdk, &emu.management_endpoint())));
         let throttled_before = emu.counters().throttled.load(Ordering::Relaxed);
         let start = Instant::now();
-        let report = relay.fan_out(&event).await.expect("in-memory subscribers");
+        let report = fanout.fan_out(&event).await.expect("in-memory subscribers");
         let secs = start.elapsed().as_secs_f64();
         let throttled = emu.counters().throttled.load(Ordering::Relaxed) - throttled_before;
         let mut odd = 0;

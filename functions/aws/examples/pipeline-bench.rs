@@ -24,16 +24,14 @@ use hookcast_aws::pipeline::{self, Job, JobQueue};
 use hookcast_core::config::{Config, Limits};
 use hookcast_core::ports::*;
 use hookcast_core::protocol::Event;
-use hookcast_core::registry::Registry;
-use hookcast_core::testutil::MemStore;
-use hookcast_core::{Channel, Relay};
+use hookcast_core::{Channel, Fanout, Live};
 use hookcast_emulate::apigw::Options;
 use serde_json::json;
 
-/// Subscriptions spread over shards as the DynamoDB store spreads them; the log is the reference store.
+/// Subscriptions spread over shards as the DynamoDB store spreads them, each
+/// shard the in-memory subscriptions.
 struct Sharded {
-    log: MemStore,
-    shards: Vec<Mutex<Registry>>,
+    shards: Vec<Live>,
     cursors: Mutex<BTreeMap<String, ConnId>>,
 }
 
@@ -49,36 +47,27 @@ impl pipeline::Cursors for Sharded {
 }
 
 impl Sharded {
+    fn new(shards: usize) -> Self {
+        Self { shards: (0..shards).map(|_| Live::new()).collect(), cursors: Mutex::default() }
+    }
     /// The DynamoDB store's own shard function, so the bench shards as it does.
-    fn reg(&self, c: &ConnId) -> std::sync::MutexGuard<'_, Registry> {
-        self.shards[hookcast_aws::dynamo::shard_of(c, self.shards.len() as u32) as usize].lock().unwrap()
-    }
-}
-
-impl EventLog for Sharded {
-    async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
-        self.log.append(ev).await
-    }
-    async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
-        self.log.read(channel, since, limit).await
+    fn of(&self, c: &ConnId) -> &Live {
+        &self.shards[hookcast_aws::dynamo::shard_of(c, self.shards.len() as u32) as usize]
     }
 }
 
 impl Subscriptions for Sharded {
-    async fn add_connection(&self, c: &ConnId, _: u64) -> Result<(), StoreError> {
-        self.reg(c).add_connection(c);
-        Ok(())
+    async fn add_connection(&self, c: &ConnId, now: u64) -> Result<(), StoreError> {
+        self.of(c).add_connection(c, now).await
     }
     async fn remove_connection(&self, c: &ConnId) -> Result<(), StoreError> {
-        self.reg(c).remove_connection(c);
-        Ok(())
+        self.of(c).remove_connection(c).await
     }
     async fn subscribe(&self, c: &ConnId, ch: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
-        Ok(self.reg(c).subscribe(c, ch, max))
+        self.of(c).subscribe(c, ch, max).await
     }
     async fn unsubscribe(&self, c: &ConnId, ch: &Channel) -> Result<(), StoreError> {
-        self.reg(c).unsubscribe(c, ch);
-        Ok(())
+        self.of(c).unsubscribe(c, ch).await
     }
     fn shards(&self) -> u32 {
         self.shards.len() as u32
@@ -90,13 +79,17 @@ impl Subscriptions for Sharded {
         after: Option<&ConnId>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError> {
-        Ok(self.shards[shard as usize].lock().unwrap().subscriber_page(ch, after, limit))
+        self.shards[shard as usize].subscriber_page(ch, 0, after, limit).await
     }
     async fn count_subscribers(&self, ch: &Channel) -> Result<u64, StoreError> {
-        Ok(self.shards.iter().map(|r| r.lock().unwrap().count(ch)).sum())
+        let mut n = 0;
+        for s in &self.shards {
+            n += s.count_subscribers(ch).await?;
+        }
+        Ok(n)
     }
     async fn occupancy_turn(&self, c: &ConnId, ch: &Channel, now: u64, every: u64) -> Result<Turn, StoreError> {
-        Ok(self.reg(c).occupancy_turn(c, ch, now, every))
+        self.of(c).occupancy_turn(c, ch, now, every).await
     }
 }
 
@@ -179,14 +172,18 @@ async fn push(emu: &hookcast_emulate::apigw::Emulator, store: &Arc<Sharded>, eve
     let start = Instant::now();
     pipeline::dispatch(&*fifo, store.shards.len() as u32, &stream_event(events)).await.unwrap();
     let runs = (0..workers).map(|_| {
-        let relay =
-            Relay::new(config.clone(), store.clone(), ApiGwGateway::new(&sdk(), &emu.management_endpoint()).with_rate(rate));
+        let fanout = Fanout::new(
+            config.clone(),
+            store.clone(),
+            Arc::new(ApiGwGateway::new(&sdk(), &emu.management_endpoint()).with_rate(rate)),
+        );
+        let store = store.clone();
         let fifo = fifo.clone();
         async move {
             loop {
                 match fifo.take() {
                     Some(job) => {
-                        let res = pipeline::fan_out_batch(&relay, &*fifo, &sqs_event(&job), None).await;
+                        let res = pipeline::fan_out_batch(&fanout, &*store, &*fifo, &sqs_event(&job), None).await;
                         assert!(res.batch_item_failures.is_empty());
                         fifo.done(&job);
                     }
@@ -279,7 +276,7 @@ async fn main() {
     let hooks = match hooks {
         Some((config, store)) => {
             store.create_table().await.unwrap();
-            Some(Arc::new(hookcast_core::Hooks::new(config, store)))
+            Some(Arc::new(hookcast_core::Hooks::new(config, Arc::new(store))))
         }
         None => None,
     };
@@ -292,11 +289,7 @@ async fn main() {
         "subscribers", "seconds", "posts/s", "delivered", "429s", "ack p50/p99 ms"
     );
     for &n in &sizes {
-        let store = Arc::new(Sharded {
-            log: MemStore::new(Retention::from(&Limits::default())),
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
-            cursors: Mutex::default(),
-        });
+        let store = Arc::new(Sharded::new(shards as usize));
         let ch = Channel::parse("bench").unwrap();
         let mut sinks = Vec::with_capacity(n);
         for i in 0..n {
@@ -361,7 +354,7 @@ async fn main() {
                 Retention::from(&h.config().limits),
             );
             fresh.create_table().await.unwrap();
-            let h = Arc::new(hookcast_core::Hooks::new(Arc::new(h.config().clone()), fresh));
+            let h = Arc::new(hookcast_core::Hooks::new(Arc::new(h.config().clone()), Arc::new(fresh)));
             let t = Instant::now();
             let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let runs = (0..writers).map(|w| {
@@ -395,11 +388,7 @@ async fn main() {
     }
 
     // Fan-out side of one channel's event rate: 1,000 subscribers, 40 events back to back, group order kept.
-    let store = Arc::new(Sharded {
-        log: MemStore::new(Retention::from(&Limits::default())),
-        shards: (0..shards).map(|_| Mutex::default()).collect(),
-        cursors: Mutex::default(),
-    });
+    let store = Arc::new(Sharded::new(shards as usize));
     let ch = Channel::parse("bench").unwrap();
     for i in 0..1000 {
         let id = format!("rate{i:04}=");

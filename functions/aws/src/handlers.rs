@@ -4,7 +4,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
-use hookcast_core::ports::{ConnId, Gateway, Store};
+use hookcast_core::ports::{ConnId, EventLog, Gateway, Subscriptions};
 use hookcast_core::relay::{ConnectError, Relay};
 use tracing::warn;
 
@@ -21,8 +21,8 @@ fn conn_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<ConnId> {
 
 /// `$connect`: check Origin, record the connection. Never posts: API Gateway
 /// answers 410 to any post before `$connect` returns.
-pub async fn ws_connect<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
+pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway>(
+    relay: &Relay<L, S, G>,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {
@@ -39,8 +39,8 @@ pub async fn ws_connect<S: Store, G: Gateway>(
     }
 }
 
-pub async fn ws_disconnect<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
+pub async fn ws_disconnect<L: EventLog, S: Subscriptions, G: Gateway>(
+    relay: &Relay<L, S, G>,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {
@@ -55,8 +55,8 @@ pub async fn ws_disconnect<S: Store, G: Gateway>(
 
 /// subscribe / unsubscribe / ping / occupancy and `$default`: replies go out through
 /// PostToConnection, so the integration response stays empty.
-pub async fn ws_message<S: Store, G: Gateway>(
-    relay: &Relay<S, G>,
+pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway>(
+    relay: &Relay<L, S, G>,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {

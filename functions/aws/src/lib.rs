@@ -8,10 +8,14 @@ pub mod env;
 pub mod handlers;
 pub mod pipeline;
 
-use hookcast_core::ports::Retention;
-use hookcast_core::Relay;
+use std::sync::Arc;
 
-pub type AwsRelay = Relay<std::sync::Arc<dynamo::DynamoStore>, apigw::ApiGwGateway>;
+use hookcast_core::ports::Retention;
+use hookcast_core::{Fanout, Relay};
+
+/// The table is both the event log and the subscriptions.
+pub type AwsRelay = Relay<dynamo::DynamoStore, dynamo::DynamoStore, apigw::ApiGwGateway>;
+pub type AwsFanout = Fanout<dynamo::DynamoStore, apigw::ApiGwGateway>;
 pub type AwsHooks = hookcast_core::Hooks<dynamo::DynamoStore>;
 
 /// Sleeps before retry `attempt`: hookcast_core's capped full-jitter backoff.
@@ -54,11 +58,19 @@ impl Startup {
         .with_shards(self.cfg.shards)
     }
     pub fn hooks(&self) -> AwsHooks {
-        hookcast_core::Hooks::new(std::sync::Arc::new(self.cfg.core.clone()), self.store())
+        hookcast_core::Hooks::new(Arc::new(self.cfg.core.clone()), Arc::new(self.store()))
+    }
+    fn gateway(&self) -> Arc<apigw::ApiGwGateway> {
+        Arc::new(apigw::ApiGwGateway::new(&self.sdk, &self.cfg.ws_endpoint).with_rate(self.cfg.posts_per_second))
     }
     pub fn relay(&self) -> AwsRelay {
-        let gateway = apigw::ApiGwGateway::new(&self.sdk, &self.cfg.ws_endpoint).with_rate(self.cfg.posts_per_second);
-        Relay::new(std::sync::Arc::new(self.cfg.core.clone()), std::sync::Arc::new(self.store()), gateway)
+        let store = Arc::new(self.store());
+        Relay::new(Arc::new(self.cfg.core.clone()), store.clone(), store, self.gateway())
+    }
+    /// The fan-out, and the table that keeps where an unfinished job stopped.
+    pub fn fanout(&self) -> (AwsFanout, Arc<dynamo::DynamoStore>) {
+        let store = Arc::new(self.store());
+        (Fanout::new(Arc::new(self.cfg.core.clone()), store.clone(), self.gateway()), store)
     }
     pub fn queue(&self) -> pipeline::SqsQueue {
         pipeline::SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), &self.cfg.queue_url)
@@ -142,7 +154,8 @@ pub const FANOUT_RESERVE: std::time::Duration = std::time::Duration::from_secs(1
 pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let startup = Startup::load(env::Role::Fanout).await?;
-    let state = std::sync::Arc::new((startup.relay(), startup.queue()));
+    let (fanout, cursors) = startup.fanout();
+    let state = Arc::new((fanout, cursors, startup.queue()));
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
         async move {
@@ -151,7 +164,7 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let left = std::time::Duration::from_millis(ev.context.deadline.saturating_sub(now_ms));
             let budget = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
-            let result = Box::pin(pipeline::fan_out_batch(&state.0, &state.1, &ev.payload, Some(budget))).await;
+            let result = Box::pin(pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &ev.payload, Some(budget))).await;
             emf::flush();
             Ok::<_, lambda_runtime::Error>(result)
         }

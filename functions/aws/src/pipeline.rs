@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use hookcast_core::ports::{ConnId, Gateway, Store};
+use hookcast_core::fanout::{Fanout, ShardRun};
+use hookcast_core::ports::{ConnId, Gateway, Subscriptions};
 use hookcast_core::protocol::{Event, ServerMsg};
-use hookcast_core::relay::{Relay, ShardRun};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Digest;
@@ -83,15 +83,6 @@ pub trait JobQueue: Send + Sync {
 pub trait Cursors: Send + Sync {
     fn resume_point(&self, job: &str) -> impl Future<Output = Result<Option<ConnId>, String>> + Send;
     fn save_resume_point(&self, job: &str, after: &ConnId) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-impl<T: Cursors> Cursors for std::sync::Arc<T> {
-    fn resume_point(&self, job: &str) -> impl Future<Output = Result<Option<ConnId>, String>> + Send {
-        (**self).resume_point(job)
-    }
-    fn save_resume_point(&self, job: &str, after: &ConnId) -> impl Future<Output = Result<(), String>> + Send {
-        (**self).save_resume_point(job, after)
-    }
 }
 
 /// How long a job whose subscribers could not be read waits before its next
@@ -167,8 +158,9 @@ pub async fn dispatch<Q: JobQueue>(queue: &Q, shards: u32, ev: &StreamEvent) -> 
 /// - Messages the budget does not reach come back at once, untouched.
 /// - Posts that failed are retried for just those connections, a bounded
 ///   number of rounds; only the last round's failures count as `Failed`.
-pub async fn fan_out_batch<S: Store + Cursors, G: Gateway, Q: JobQueue>(
-    relay: &Relay<S, G>,
+pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue>(
+    fanout: &Fanout<S, G>,
+    cursors: &C,
     queue: &Q,
     batch: &SqsEvent,
     budget: Option<Instant>,
@@ -207,7 +199,7 @@ pub async fn fan_out_batch<S: Store + Cursors, G: Gateway, Q: JobQueue>(
         started = true;
         let key = job.dedupe_id();
         let after = if receives > 1 && job.only.is_none() {
-            relay.store().resume_point(&key).await.unwrap_or_else(|e| {
+            cursors.resume_point(&key).await.unwrap_or_else(|e| {
                 warn!(error = %e, "could not read where this job stopped; it starts over (pages drop the repeats)");
                 None
             })
@@ -217,7 +209,7 @@ pub async fn fan_out_batch<S: Store + Cursors, G: Gateway, Q: JobQueue>(
         let frame = ServerMsg::Event(job.event.clone()).to_json();
         let only: Option<Vec<ConnId>> = job.only.as_ref().map(|l| l.iter().cloned().map(ConnId).collect());
         let run = ShardRun { only: only.as_deref(), after, budget };
-        match relay.fan_out_shard(&job.event, &frame, job.shard, run).await {
+        match fanout.fan_out_shard(&job.event, &frame, job.shard, run).await {
             Ok(out) => {
                 info!(channel = %job.event.channel, seq = job.event.seq, shard = job.shard, round = job.round,
                       delivered = out.report.delivered, gone = out.report.gone, failed = out.report.failed,
@@ -226,7 +218,7 @@ pub async fn fan_out_batch<S: Store + Cursors, G: Gateway, Q: JobQueue>(
                     retry_failed(queue, &job, out.failed).await;
                 }
                 if let Some(at) = out.resume_after {
-                    if let Err(e) = relay.store().save_resume_point(&key, &at).await {
+                    if let Err(e) = cursors.save_resume_point(&key, &at).await {
                         warn!(error = %e, "could not save where this job stopped; it starts over (pages drop the repeats)");
                     }
                     failed_groups.push(group);

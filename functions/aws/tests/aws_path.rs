@@ -11,11 +11,12 @@ use std::time::Duration;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use futures::{SinkExt, StreamExt};
 use hookcast_aws::apigw::ApiGwGateway;
-use hookcast_aws::{handlers, pipeline, AwsHooks, AwsRelay};
+use hookcast_aws::dynamo::DynamoStore;
+use hookcast_aws::{handlers, pipeline, AwsFanout, AwsHooks, AwsRelay};
 use hookcast_core::config::{Config, Limits, Source, SourceKind};
 use hookcast_core::ports::{all_subscribers, ConnId, Retention, Subscriptions};
 use hookcast_core::secret::Secret;
-use hookcast_core::{sign, Channel, Hooks, Relay};
+use hookcast_core::{sign, Channel, Fanout, Hooks, Relay};
 use hookcast_emulate::apigw::{Emulator, Invoke, Options};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -58,8 +59,12 @@ fn config(origins: &[&str]) -> Config {
 struct Stack {
     /// The webhook function's half: no gateway at all.
     hooks: Arc<AwsHooks>,
-    /// The socket functions' and the fan-out workers' half.
+    /// The socket functions' half.
     relay: Arc<AwsRelay>,
+    /// The fan-out workers' half.
+    fanout: Arc<AwsFanout>,
+    /// The table: log, subscriptions and fan-out cursors.
+    store: Arc<DynamoStore>,
     emu: Emulator,
     queue_url: String,
     dlq_url: String,
@@ -120,11 +125,13 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
     let arn = common::stream_arn(store.table()).await;
     let (queue_url, dlq_url) = common::fifo_queue(visibility_secs, 3).await;
     let gateway = ApiGwGateway::new(&common::sdk_config(None), &emu.management_endpoint()).with_rate(5000);
+    let (store, gateway) = (Arc::new(store), Arc::new(gateway));
     let hooks = Arc::new(Hooks::new(cfg.clone(), store.clone()));
-    let relay = Arc::new(Relay::new(cfg, Arc::new(store), gateway));
+    let relay = Arc::new(Relay::new(cfg.clone(), store.clone(), store.clone(), gateway.clone()));
+    let fanout = Arc::new(Fanout::new(cfg, store.clone(), gateway));
     cell.set(relay.clone()).ok().unwrap();
     let pump = common::StreamPump::new(&arn).await;
-    Stack { hooks, relay, emu, queue_url, dlq_url, pump, shards }
+    Stack { hooks, relay, fanout, store, emu, queue_url, dlq_url, pump, shards }
 }
 
 impl Stack {
@@ -141,7 +148,7 @@ impl Stack {
         let queue = common::sqs_queue(&self.queue_url);
         let jobs = self.pump.drain(&queue, self.shards, 3).await;
         let runs = (0..workers).map(|_| {
-            let (relay, url) = (self.relay.clone(), self.queue_url.clone());
+            let (fanout, store, url) = (self.fanout.clone(), self.store.clone(), self.queue_url.clone());
             async move {
                 let retries = common::sqs_queue(&url);
                 // The ceiling is on a queue that stops moving, not on the whole drain, which grows with the work.
@@ -162,7 +169,7 @@ impl Stack {
                     }
                     hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next fan-out batch");
                     let budget = budget.map(|b| std::time::Instant::now() + b);
-                    let res = pipeline::fan_out_batch(&relay, &retries, &batch, budget).await;
+                    let res = pipeline::fan_out_batch(&fanout, &*store, &retries, &batch, budget).await;
                     common::complete(&url, &batch, &res).await;
                     moved = tokio::time::Instant::now();
                 }
@@ -249,13 +256,13 @@ async fn fixture_events_drive_connect_and_disconnect() {
     assert_eq!(handlers::ws_connect(&s.relay, evil).await.status_code, 403);
 
     let ch = Channel::parse("deploys").unwrap();
-    s.relay.store().subscribe(&conn, &ch, 10).await.unwrap();
-    assert_eq!(all_subscribers(s.relay.store(), &ch).await.unwrap(), vec![conn.clone()]);
+    s.store.subscribe(&conn, &ch, 10).await.unwrap();
+    assert_eq!(all_subscribers(&*s.store, &ch).await.unwrap(), vec![conn.clone()]);
     let mut bye = fixture("example-apigw-websocket-request-disconnect-route.json");
     bye["requestContext"]["connectionId"] = json!(conn.0);
     let bye: ApiGatewayWebsocketProxyRequest = serde_json::from_value(bye).unwrap();
     assert_eq!(handlers::ws_disconnect(&s.relay, bye).await.status_code, 200);
-    assert!(all_subscribers(s.relay.store(), &ch).await.unwrap().is_empty());
+    assert!(all_subscribers(&*s.store, &ch).await.unwrap().is_empty());
 
     let mut no_id = fixture("example-apigw-websocket-request-without-method.json");
     no_id["requestContext"]["connectionId"] = Value::Null;
@@ -350,7 +357,7 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     late.close(None).await.unwrap();
     let ch = Channel::parse("deploys").unwrap();
     hookcast_testkit::until(WAIT, "$disconnect to remove both subscriptions", || async {
-        let left = all_subscribers(s.relay.store(), &ch).await.unwrap();
+        let left = all_subscribers(&*s.store, &ch).await.unwrap();
         if left.is_empty() {
             Ok(())
         } else {
@@ -370,7 +377,7 @@ async fn audience(
     let ids: Vec<String> = (0..n).map(|i| format!("conn{i:04}=")).collect();
     for chunk in ids.chunks(50) {
         futures::future::try_join_all(chunk.iter().map(|id| {
-            let (store, ch) = (s.relay.store(), &ch);
+            let (store, ch) = (&*s.store, &ch);
             async move {
                 let c = ConnId(id.clone());
                 store.add_connection(&c, 0).await?;
@@ -434,12 +441,12 @@ async fn fan_out_through_the_pipeline_reaches_every_live_page_once_and_drops_the
         assert_eq!(seqs(rx), want, "connection {i}");
     }
     let ch = Channel::parse("deploys").unwrap();
-    let mut left = all_subscribers(s.relay.store(), &ch).await.unwrap();
+    let mut left = all_subscribers(&*s.store, &ch).await.unwrap();
     left.sort();
     let want: Vec<ConnId> =
         sinks.iter().enumerate().filter(|(i, _)| i % 20 != 0).map(|(_, (id, _))| ConnId(id.clone())).collect();
     assert_eq!(left, want, "exactly the Gone connections were deleted");
-    assert_eq!(s.relay.store().count_subscribers(&ch).await.unwrap(), 380, "the counter followed");
+    assert_eq!(s.store.count_subscribers(&ch).await.unwrap(), 380, "the counter followed");
     assert_eq!(common::queue_depth(&s.dlq_url).await, 0);
 }
 
@@ -452,7 +459,7 @@ async fn two_instances_and_two_workers_keep_every_socket_in_seq_order() {
     let mut sinks = audience(&s, "news", 40).await;
     let other = Arc::new(Hooks::new(
         Arc::new(config(&[])),
-        common::fresh_store_on(s.hooks.log().table(), Retention::from(&Limits::default())),
+        Arc::new(common::fresh_store_on(s.store.table(), Retention::from(&Limits::default()))),
     ));
     let posts = (1..=16u64).map(|n| {
         let hooks = if n % 2 == 0 { s.hooks.clone() } else { other.clone() };
@@ -483,13 +490,14 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
     assert_eq!(batch.records.len(), 1);
     // The doomed worker posts two at a time, so it dies part-way through.
     let slow = Limits { fanout_concurrency: 2, ..Limits::default() };
-    let relay = Relay::new(
+    let store = Arc::new(common::fresh_store_on(s.store.table(), Retention::from(&Limits::default())));
+    let fanout = Fanout::new(
         Arc::new(Config { limits: slow, ..config(&[]) }),
-        Arc::new(common::fresh_store_on(s.hooks.log().table(), Retention::from(&Limits::default()))),
-        ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint()),
+        store.clone(),
+        Arc::new(ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint())),
     );
     let retries = common::sqs_queue(&s.queue_url);
-    let worker = tokio::spawn(async move { pipeline::fan_out_batch(&relay, &retries, &batch, None).await });
+    let worker = tokio::spawn(async move { pipeline::fan_out_batch(&fanout, &*store, &retries, &batch, None).await });
     let posted = || s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
     // Polled tightly, so the kill lands mid-shard; the ceiling is for a worker that never posts.
     let start = tokio::time::Instant::now();
@@ -528,10 +536,11 @@ async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
     // (ChangeMessageVisibility, 5 s then 10 s), as a failing group must not
     // be blocked for the queue's whole timeout.
     let s = stack_with(Options::default(), &[], 1, 300).await;
-    let broken = Relay::new(
+    let missing = Arc::new(common::fresh_store_on("no-such-table", Retention::from(&Limits::default())));
+    let broken = Fanout::new(
         Arc::new(config(&[])),
-        Arc::new(common::fresh_store_on("no-such-table", Retention::from(&Limits::default()))),
-        ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint()),
+        missing.clone(),
+        Arc::new(ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint())),
     );
     let queue = common::sqs_queue(&s.queue_url);
     let ev = |seq| hookcast_core::Event {
@@ -570,7 +579,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
         hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next receive on its way to the DLQ");
         receives += 1;
         moved = tokio::time::Instant::now();
-        let res = pipeline::fan_out_batch(&broken, &queue, &batch, None).await;
+        let res = pipeline::fan_out_batch(&broken, &*missing, &queue, &batch, None).await;
         assert_eq!(res.batch_item_failures.len(), batch.records.len(), "the failed job and the rest of its group");
         common::complete(&s.queue_url, &batch, &res).await;
     }
@@ -585,7 +594,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
 async fn a_shard_bigger_than_the_time_budget_resumes_where_it_stopped() {
     use std::sync::atomic::Ordering;
     let mut s = stack_with(Options::default(), &[], 1, 300).await;
-    let n = hookcast_core::relay::FANOUT_PAGE + 150;
+    let n = hookcast_core::fanout::FANOUT_PAGE + 150;
     let mut sinks = audience(&s, "deploys", n).await;
     let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("huge"))).await;
     assert_eq!(status, 200);

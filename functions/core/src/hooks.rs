@@ -4,16 +4,15 @@
 //! acknowledgement never waits for work that grows with the audience.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::channel::{Channel, EventName};
+use crate::clock::{format_at, millis, Clock};
 use crate::config::Config;
 use crate::error::HookError;
 use crate::normalize::normalise;
+use crate::policy::{may_read, missed_history};
 use crate::ports::{Appended, EventLog, History, Pending, StoreError};
 use crate::verify::{verify, HookRequest};
-
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The acknowledgement: the event is in the channel's log with this seq.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -27,21 +26,14 @@ pub struct Accepted {
 
 pub struct Hooks<L> {
     config: Arc<Config>,
-    log: L,
+    log: Arc<L>,
     clock: Clock,
 }
 
-pub fn format_at(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-pub(crate) fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl<L: EventLog> Hooks<L> {
-    pub fn new(config: Arc<Config>, log: L) -> Self {
-        Self { config, log, clock: Arc::new(SystemTime::now) }
+    /// The host keeps its own handle on `log` (a dispatcher follows it).
+    pub fn new(config: Arc<Config>, log: Arc<L>) -> Self {
+        Self { config, log, clock: crate::clock::system() }
     }
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -109,24 +101,5 @@ impl<L: EventLog> Hooks<L> {
         let h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
         let reset = missed_history(since, &h);
         Ok((h, reset))
-    }
-}
-
-/// True when events after `since` were pruned, or `since` is ahead of the
-/// log (the log was reset): either way the page must refetch its state.
-pub fn missed_history(since: u64, h: &History) -> bool {
-    since > h.head || (since < h.head && since + 1 < h.first_retained)
-}
-
-/// Private channels need a valid subscribe token; public ones need nothing.
-pub fn may_read(
-    config: &Config,
-    channel: &Channel,
-    token: Option<&str>,
-    now: SystemTime,
-) -> Result<(), crate::token::TokenError> {
-    match &config.private {
-        Some(p) if config.is_private(channel) => crate::token::check(p.secret.expose(), token, channel, now).map(|_| ()),
-        _ => Ok(()),
     }
 }

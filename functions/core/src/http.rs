@@ -7,8 +7,8 @@ use tracing::{info, warn};
 use crate::channel::Channel;
 use crate::error::HookError;
 use crate::hooks::Hooks;
+use crate::policy::origin_allowed;
 use crate::ports::EventLog;
-use crate::relay::origin_allowed;
 use crate::verify::HookRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,18 +1,37 @@
 //! hookcast core: everything both hosts (the local binary and the Lambda
 //! functions) share. It knows nothing of AWS, Lambda, HTTP servers or storage
 //! engines; those live behind the [`ports`].
+//!
+//! # Layout
+//!
+//! - Engines, each generic over only the ports it uses:
+//!   [`hooks`] (webhook → verify → normalise → append; `Hooks<L: EventLog>`),
+//!   [`relay`] (client frames and replays; `Relay<L, S, G>`),
+//!   [`fanout`] (one logged event to every subscriber; `Fanout<S, G>`).
+//! - Ports and their in-memory parts: [`ports`] (`EventLog`, `Subscriptions`,
+//!   `Gateway` and their contracts), [`live`] (subscriptions held in memory).
+//! - Decisions and time, shared by the engines: [`policy`] (origins, private
+//!   channels, missed history), [`clock`].
+//! - The wire and the edge: [`protocol`] (client and server frames),
+//!   [`http`] (webhook and history answers), [`error`].
+//! - Webhook input: [`verify`] (signatures), [`normalize`] (sender bodies to
+//!   events), [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
+//! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod hooks;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod normalize;
+pub mod policy;
 pub mod ports;
 pub mod protocol;
-pub mod registry;
 pub mod relay;
 pub mod secret;
 pub mod sign;
@@ -27,7 +46,9 @@ pub mod testutil;
 pub use channel::{Channel, EventName};
 pub use config::{Config, ConfigError, Source, SourceKind};
 pub use error::HookError;
+pub use fanout::Fanout;
 pub use hooks::{Accepted, Hooks};
-pub use ports::{ConnId, Delivery, EventLog, Gateway, Store, StoreError, Subscriptions};
+pub use live::Live;
+pub use ports::{ConnId, Delivery, EventLog, Gateway, StoreError, Subscriptions};
 pub use protocol::{ClientMsg, Event, ServerMsg};
 pub use relay::Relay;

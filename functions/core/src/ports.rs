@@ -1,5 +1,8 @@
-//! The seams between the core and the world. Each host supplies a store and a
-//! gateway; the relay does the rest once for both.
+//! The seams between the core and the world, each its own port: the
+//! [`EventLog`] (the webhook path and replays), the [`Subscriptions`] (the
+//! socket side and the fan-out) and the [`Gateway`] (pushes). A host
+//! supplies each; one type may implement several (DynamoDB keeps logs and
+//! subscriptions in one table), and each engine asks only for what it uses.
 
 use std::fmt;
 use std::future::Future;
@@ -188,62 +191,13 @@ pub async fn all_subscribers<S: Subscriptions>(s: &S, channel: &Channel) -> Resu
     Ok(out)
 }
 
-impl<T: EventLog> EventLog for std::sync::Arc<T> {
-    fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send {
-        (**self).append(ev)
-    }
-    fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send {
-        (**self).read(channel, since, limit)
-    }
-}
-
-impl<T: Subscriptions> Subscriptions for std::sync::Arc<T> {
-    fn add_connection(&self, conn: &ConnId, now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).add_connection(conn, now_ms)
-    }
-    fn remove_connection(&self, conn: &ConnId) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).remove_connection(conn)
-    }
-    fn subscribe(
-        &self,
-        conn: &ConnId,
-        channel: &Channel,
-        max: usize,
-    ) -> impl Future<Output = Result<SubOutcome, StoreError>> + Send {
-        (**self).subscribe(conn, channel, max)
-    }
-    fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).unsubscribe(conn, channel)
-    }
-    fn shards(&self) -> u32 {
-        (**self).shards()
-    }
-    fn subscriber_page(
-        &self,
-        channel: &Channel,
-        shard: u32,
-        after: Option<&ConnId>,
-        limit: usize,
-    ) -> impl Future<Output = Result<SubscriberPage, StoreError>> + Send {
-        (**self).subscriber_page(channel, shard, after, limit)
-    }
-    fn count_subscribers(&self, channel: &Channel) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        (**self).count_subscribers(channel)
-    }
-    fn occupancy_turn(
-        &self,
-        conn: &ConnId,
-        channel: &Channel,
-        now_ms: u64,
-        interval_ms: u64,
-    ) -> impl Future<Output = Result<Turn, StoreError>> + Send {
-        (**self).occupancy_turn(conn, channel, now_ms, interval_ms)
+/// Drops a connection the gateway says is gone, with all its subscriptions
+/// (a failure is logged: the connection's items expire anyway).
+pub async fn forget<S: Subscriptions>(subs: &S, conn: &ConnId) {
+    if let Err(e) = subs.remove_connection(conn).await {
+        tracing::warn!(error = %e, conn = %conn, "could not remove a gone connection");
     }
 }
-
-/// Both halves: what a host that keeps logs and subscriptions in one place offers.
-pub trait Store: EventLog + Subscriptions {}
-impl<T: EventLog + Subscriptions> Store for T {}
 
 /// Pushes one encoded frame to one connection.
 pub trait Gateway: Send + Sync + 'static {

@@ -1,63 +1,22 @@
-//! The socket side and the fan-out: client frames (subscribe with replay,
-//! unsubscribe, ping, occupancy) and pushing one logged event to every
-//! subscriber. Written once, hosted locally and on Lambda. The webhook path
-//! lives in [`crate::hooks`]; fan-out is called by whatever follows the log
-//! (the local dispatcher, the AWS fan-out worker), never by a webhook request.
+//! The socket side: client frames (subscribe with replay, unsubscribe,
+//! ping, occupancy), connects and disconnects. Written once, hosted locally
+//! and on Lambda. It reads the log (replays) and keeps the subscriptions;
+//! the webhook path is [`crate::hooks`] and the push to subscribers is
+//! [`crate::fanout`].
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use futures::StreamExt;
 use tracing::{debug, warn};
 
 use crate::channel::Channel;
+use crate::clock::{millis, Clock};
 use crate::config::Config;
-use crate::hooks::{may_read, millis, missed_history, Clock};
-use crate::ports::{ConnId, Delivery, Gateway, Store, StoreError, SubOutcome, Turn};
-use crate::protocol::{ClientMsg, Event, ServerMsg};
+use crate::policy::{may_read, missed_history, origin_allowed};
+use crate::ports::{forget, ConnId, Delivery, EventLog, Gateway, StoreError, SubOutcome, Subscriptions, Turn};
+use crate::protocol::{ClientMsg, ServerMsg};
 
 /// API Gateway's WebSocket frame limit; client frames above it are refused.
 pub const MAX_CLIENT_FRAME: usize = 32 * 1024;
-/// Subscribers read per page during fan-out: memory stays bounded at any audience.
-pub const FANOUT_PAGE: usize = 1000;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct FanoutReport {
-    pub delivered: usize,
-    pub gone: usize,
-    pub failed: usize,
-}
-
-impl std::ops::AddAssign for FanoutReport {
-    fn add_assign(&mut self, o: Self) {
-        self.delivered += o.delivered;
-        self.gone += o.gone;
-        self.failed += o.failed;
-    }
-}
-
-/// What one fan-out work unit did, and which connections still need the event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardOutcome {
-    pub report: FanoutReport,
-    /// Connections whose post failed (not Gone): worth one more try.
-    pub failed: Vec<ConnId>,
-    /// The run stopped at its budget: the shard's subscribers after this one
-    /// have not been reached yet.
-    pub resume_after: Option<ConnId>,
-}
-
-/// Where one shard's push starts and when it must stop starting pages.
-#[derive(Debug, Clone, Default)]
-pub struct ShardRun<'a> {
-    /// Only these connections (a retry of the ones that failed).
-    pub only: Option<&'a [ConnId]>,
-    /// Resume after this subscriber (an earlier run stopped at its budget).
-    pub after: Option<ConnId>,
-    /// No page is started after this instant (the first always is, so every
-    /// run makes progress); the caller keeps a reserve before its deadline.
-    pub budget: Option<std::time::Instant>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
@@ -67,16 +26,18 @@ pub enum ConnectError {
     Store(#[from] StoreError),
 }
 
-pub struct Relay<S, G> {
+pub struct Relay<L, S, G> {
     config: Arc<Config>,
-    store: S,
-    gateway: G,
+    log: Arc<L>,
+    subs: Arc<S>,
+    gateway: Arc<G>,
     clock: Clock,
 }
 
-impl<S: Store, G: Gateway> Relay<S, G> {
-    pub fn new(config: Arc<Config>, store: S, gateway: G) -> Self {
-        Self { config, store, gateway, clock: Arc::new(SystemTime::now) }
+impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
+    /// The host keeps its own handles on the parts it also uses.
+    pub fn new(config: Arc<Config>, log: Arc<L>, subs: Arc<S>, gateway: Arc<G>) -> Self {
+        Self { config, log, subs, gateway, clock: crate::clock::system() }
     }
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -85,15 +46,8 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-    pub fn gateway(&self) -> &G {
-        &self.gateway
-    }
 
-    /// Browsers always send Origin; other clients may not and cannot be
-    /// stopped by it anyway, so a missing Origin is allowed.
+    /// See [`origin_allowed`].
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         origin_allowed(&self.config, origin)
     }
@@ -102,19 +56,19 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         if !self.origin_allowed(origin) {
             return Err(ConnectError::OriginNotAllowed);
         }
-        self.store.add_connection(conn, millis((self.clock)())).await?;
+        self.subs.add_connection(conn, millis((self.clock)())).await?;
         Ok(())
     }
 
     pub async fn disconnect(&self, conn: &ConnId) -> Result<(), StoreError> {
-        self.store.remove_connection(conn).await
+        self.subs.remove_connection(conn).await
     }
 
     /// A binary frame: not part of the protocol; both hosts answer alike.
     pub async fn binary_frame(&self, conn: &ConnId) {
         let reply = ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol");
         if self.gateway.reply(conn, &reply.to_json()).await == Delivery::Gone {
-            self.forget(conn).await;
+            forget(&*self.subs, conn).await;
         }
     }
 
@@ -122,7 +76,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
     pub async fn message(&self, conn: &ConnId, text: &str) {
         for reply in self.reply_to(conn, text).await {
             if self.gateway.reply(conn, &reply.to_json()).await == Delivery::Gone {
-                self.forget(conn).await;
+                forget(&*self.subs, conn).await;
                 return;
             }
         }
@@ -147,7 +101,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 Ok(vec![self.occupancy(conn, &channel).await?])
             }
             ClientMsg::Unsubscribe { channel: name } => {
-                self.store.unsubscribe(conn, &channel(&name)?).await.map_err(unavailable)?;
+                self.subs.unsubscribe(conn, &channel(&name)?).await.map_err(unavailable)?;
                 Ok(vec![])
             }
             ClientMsg::Subscribe { channel: name, since, batch, token } => {
@@ -161,7 +115,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 // then both replayed and pushed, and the client drops the copy.
                 // The other order could lose it.
                 let max = self.config.limits.max_subscriptions;
-                let outcome = self.store.subscribe(conn, &channel, max).await.map_err(unavailable)?;
+                let outcome = self.subs.subscribe(conn, &channel, max).await.map_err(unavailable)?;
                 if outcome == SubOutcome::LimitReached {
                     return Err(ServerMsg::error(
                         "too_many_subscriptions",
@@ -174,7 +128,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 // that asks for more than it reads.
                 let replay = since.is_some();
                 let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
-                let history = self.store.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
+                let history = self.log.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
                 let reset = since.is_some_and(|s| missed_history(s, &history));
                 let head = history.head;
                 let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
@@ -191,7 +145,7 @@ impl<S: Store, G: Gateway> Relay<S, G> {
         // A page asking exactly every interval must not be refused because
         // one ask travelled faster than the last: allow a tenth as slack.
         let gate = interval - interval / 10;
-        match self.store.occupancy_turn(conn, channel, now, gate).await.map_err(|e| unavailable(conn, e))? {
+        match self.subs.occupancy_turn(conn, channel, now, gate).await.map_err(|e| unavailable(conn, e))? {
             Turn::Granted => {}
             Turn::NotSubscribed => {
                 return Err(ServerMsg::error("not_subscribed", format!("subscribe to {channel} before asking its occupancy")))
@@ -203,118 +157,8 @@ impl<S: Store, G: Gateway> Relay<S, G> {
                 ))
             }
         }
-        let count = self.store.count_subscribers(channel).await.map_err(|e| unavailable(conn, e))?;
+        let count = self.subs.count_subscribers(channel).await.map_err(|e| unavailable(conn, e))?;
         Ok(ServerMsg::Occupancy { channel: channel.to_string(), count })
-    }
-
-    /// Pushes one logged event to every subscriber, shard by shard.
-    pub async fn fan_out(&self, event: &Event) -> Result<FanoutReport, StoreError> {
-        let frame = ServerMsg::Event(event.clone()).to_json();
-        let mut report = FanoutReport::default();
-        for shard in 0..self.store.shards() {
-            report += self.fan_out_shard(event, &frame, shard, ShardRun::default()).await?.report;
-        }
-        // Here nothing retries a failed post: it is final.
-        crate::metrics::global().deliveries(0, 0, report.failed);
-        if let Ok(at) = humantime::parse_rfc3339(&event.at) {
-            let took = (self.clock)().duration_since(at).unwrap_or_default();
-            crate::metrics::global().publish_to_delivery(took.as_secs_f64());
-        }
-        Ok(report)
-    }
-
-    /// One work unit: one event to one shard of its channel's subscribers,
-    /// page by page with bounded concurrency; then forgets exactly the
-    /// connections the gateway reported Gone. `run` limits it to some
-    /// connections, resumes it after a subscriber, or bounds it in time (see
-    /// [`ShardRun`]). `Err` means the subscribers could not be listed: retry
-    /// the unit. Deliveries and gones are counted in the metrics here;
-    /// failures are counted by the caller, which decides whether they are final.
-    pub async fn fan_out_shard(
-        &self,
-        event: &Event,
-        frame: &str,
-        shard: u32,
-        run: ShardRun<'_>,
-    ) -> Result<ShardOutcome, StoreError> {
-        let channel = &event.channel;
-        let n = self.config.limits.fanout_concurrency;
-        let mut report = FanoutReport::default();
-        let mut gone = Vec::new();
-        let mut failed = Vec::new();
-        let mut after = run.after;
-        let mut resume_after = None;
-        let mut first = true;
-        loop {
-            if !first && run.budget.is_some_and(|b| std::time::Instant::now() >= b) {
-                resume_after = after;
-                break;
-            }
-            first = false;
-            let (conns, next) = match run.only {
-                Some(list) => (list.to_vec(), None),
-                None => {
-                    let page = self.store.subscriber_page(channel, shard, after.as_ref(), FANOUT_PAGE).await?;
-                    (page.conns, page.next)
-                }
-            };
-            let results = self.gateway.send_many(conns, frame, n).await;
-            for (c, d) in results {
-                match d {
-                    Delivery::Delivered => report.delivered += 1,
-                    Delivery::Failed => {
-                        report.failed += 1;
-                        failed.push(c);
-                    }
-                    Delivery::Gone => {
-                        report.gone += 1;
-                        gone.push(c);
-                    }
-                }
-            }
-            match next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
-        futures::stream::iter(gone).for_each_concurrent(n, |c| async move { self.forget(&c).await }).await;
-        debug!(channel = %channel, seq = event.seq, shard, ?report, ?resume_after, "fanned out");
-        crate::metrics::global().deliveries(report.delivered, report.gone, 0);
-        Ok(ShardOutcome { report, failed, resume_after })
-    }
-
-    async fn forget(&self, conn: &ConnId) {
-        if let Err(e) = self.store.remove_connection(conn).await {
-            warn!(error = %e, conn = %conn, "could not remove a gone connection");
-        }
-    }
-}
-
-/// Whether a page on `origin` may connect or read history.
-pub fn origin_allowed(config: &Config, origin: Option<&str>) -> bool {
-    let list = &config.allowed_origins;
-    match origin {
-        _ if list.is_empty() || list.iter().any(|o| o == "*") => true,
-        None => true,
-        Some(o) => list.iter().any(|a| origin_matches(a, o)),
-    }
-}
-
-/// One allow-list entry against one Origin: exact (case-insensitive), or with
-/// one `*` standing for one or more letters, digits and '-' within a single
-/// host label, so `https://*--site.netlify.app` admits Netlify's deploy
-/// previews and `https://*.example.com` one level of subdomain, never a
-/// different scheme, port or registrable domain.
-pub fn origin_matches(pattern: &str, origin: &str) -> bool {
-    let (p, o) = (pattern.trim_end_matches('/').to_ascii_lowercase(), origin.trim_end_matches('/').to_ascii_lowercase());
-    match p.split_once('*') {
-        None => p == o,
-        Some((head, tail)) => {
-            o.len() > head.len() + tail.len()
-                && o.starts_with(head)
-                && o.ends_with(tail)
-                && o[head.len()..o.len() - tail.len()].chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        }
     }
 }
 
@@ -336,27 +180,33 @@ mod tests {
     use super::*;
     use crate::config::{Limits, Source, SourceKind};
     use crate::error::HookError;
+    use crate::fanout::{Fanout, FanoutReport};
     use crate::hooks::{Accepted, Hooks};
+    use crate::live::Live;
     use crate::ports::{all_subscribers, History, Retention};
     use crate::secret::Secret;
     use crate::sign;
-    use crate::testutil::{MemStore, RecordingGateway};
+    use crate::testutil::{Faulty, MemLog, RecordingGateway};
     use crate::verify::HookRequest;
 
     const NETLIFY_SECRET: &[u8] = b"jws-secret";
 
-    /// The webhook side and the socket side over one store, as a host wires them.
+    type Subs = Faulty<Live>;
+
+    /// The webhook side, the socket side and the fan-out over one log, one
+    /// set of subscriptions and one gateway, as a host wires them.
     struct World {
-        hooks: Hooks<Arc<MemStore>>,
-        relay: Relay<Arc<MemStore>, RecordingGateway>,
+        hooks: Hooks<MemLog>,
+        relay: Relay<MemLog, Subs, RecordingGateway>,
+        fanout: Fanout<Subs, RecordingGateway>,
+        log: Arc<MemLog>,
+        live: Arc<Subs>,
+        gw: Arc<RecordingGateway>,
     }
 
     impl World {
         fn gateway(&self) -> &RecordingGateway {
-            self.relay.gateway()
-        }
-        fn store(&self) -> &MemStore {
-            self.relay.store()
+            &self.gw
         }
         fn history(&self, c: &Channel, since: u64) -> Result<(History, bool), StoreError> {
             block_on(self.hooks.history(c, since))
@@ -368,7 +218,12 @@ mod tests {
             block_on(self.relay.message(&ConnId(conn.into()), text))
         }
         fn with_clock(self, clock: Clock) -> Self {
-            Self { hooks: self.hooks.with_clock(clock.clone()), relay: self.relay.with_clock(clock) }
+            Self {
+                hooks: self.hooks.with_clock(clock.clone()),
+                relay: self.relay.with_clock(clock.clone()),
+                fanout: self.fanout.with_clock(clock),
+                ..self
+            }
         }
     }
 
@@ -401,11 +256,16 @@ mod tests {
             sources,
             private: None,
         });
-        let store = Arc::new(MemStore::new(Retention::from(&limits)));
+        let log = Arc::new(MemLog::new(Retention::from(&limits)));
+        let (live, gw) = (Arc::new(Subs::default()), Arc::new(RecordingGateway::default()));
         let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         World {
-            hooks: Hooks::new(config.clone(), store.clone()).with_clock(clock.clone()),
-            relay: Relay::new(config, store, RecordingGateway::default()).with_clock(clock),
+            hooks: Hooks::new(config.clone(), log.clone()).with_clock(clock.clone()),
+            relay: Relay::new(config.clone(), log.clone(), live.clone(), gw.clone()).with_clock(clock.clone()),
+            fanout: Fanout::new(config, live.clone(), gw.clone()).with_clock(clock),
+            log,
+            live,
+            gw,
         }
     }
 
@@ -422,7 +282,7 @@ mod tests {
             return Ok((got, FanoutReport::default()));
         }
         let h = w.history(&got.channel, got.seq - 1).unwrap().0;
-        let report = block_on(w.relay.fan_out(&h.events[0])).unwrap();
+        let report = block_on(w.fanout.fan_out(&h.events[0])).unwrap();
         Ok((got, report))
     }
     fn subscribe(w: &World, conn: &str, channel: &str, since: Option<u64>) {
@@ -473,8 +333,7 @@ mod tests {
         let (_, report) = ingest(&r, &deploy_body("d6", "ready")).unwrap();
         assert_eq!(report.delivered, 1);
         assert_eq!(
-            block_on(crate::ports::Subscriptions::count_subscribers(r.relay.store(), &Channel::parse("deploys").unwrap()))
-                .unwrap(),
+            block_on(crate::ports::Subscriptions::count_subscribers(&*r.live, &Channel::parse("deploys").unwrap())).unwrap(),
             1
         );
     }
@@ -488,9 +347,8 @@ mod tests {
         let mut config = w.relay.config().clone();
         config.private = Some(Private { secret: Secret::new(KEY), channels: vec!["orders/*".into()] });
         let config = Arc::new(config);
-        let store = Arc::new(MemStore::new(Retention::from(&config.limits)));
         let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        w.relay = Relay::new(config, store, RecordingGateway::default()).with_clock(clock);
+        w.relay = Relay::new(config, w.log.clone(), w.live.clone(), w.gw.clone()).with_clock(clock);
         let conn = ConnId("page".into());
         block_on(w.relay.connect(&conn, None)).unwrap();
         let good = mint(KEY, &Claims { channels: vec!["orders/*".into()], exp: 1_800_000_060.0 });
@@ -502,8 +360,7 @@ mod tests {
             assert_eq!(w.gateway().frames("page").last().unwrap()["code"], code, "{token:?}");
         }
         assert_eq!(
-            block_on(crate::ports::Subscriptions::count_subscribers(w.relay.store(), &Channel::parse("orders/1").unwrap()))
-                .unwrap(),
+            block_on(crate::ports::Subscriptions::count_subscribers(&*w.live, &Channel::parse("orders/1").unwrap())).unwrap(),
             0
         );
         w.message("page", &json!({"action": "subscribe", "channel": "orders/1", "token": good}).to_string());
@@ -543,11 +400,11 @@ mod tests {
     fn store_down_is_503_and_nothing_is_sent() {
         let r = relay();
         subscribe(&r, "page", "deploys", None);
-        r.store().fail.store(true, Ordering::SeqCst);
+        r.log.fail.store(true, Ordering::SeqCst);
         let e = ingest(&r, &deploy_body("d1", "ready")).unwrap_err();
         assert_eq!((e.status(), e.retry_after()), (503, Some(5)));
         assert!(!e.body().contains("injected"), "internal detail must not reach the client");
-        r.store().fail.store(false, Ordering::SeqCst);
+        r.log.fail.store(false, Ordering::SeqCst);
         assert_eq!(r.gateway().frames("page").len(), 1);
         // The retry succeeds: nothing half-written blocks it as a duplicate.
         assert!(!ingest(&r, &deploy_body("d1", "ready")).unwrap().0.duplicate);
@@ -564,7 +421,7 @@ mod tests {
         }
         let (_, fanout) = ingest(&r, &deploy_body("d1", "ready")).unwrap();
         assert_eq!((fanout.delivered, fanout.gone, fanout.failed), (190, 10, 0));
-        let mut left = block_on(all_subscribers(r.store(), &Channel::parse("deploys").unwrap())).unwrap();
+        let mut left = block_on(all_subscribers(&*r.live, &Channel::parse("deploys").unwrap())).unwrap();
         left.sort();
         let mut want: Vec<_> = (0..200).filter(|i| i % 20 != 0).map(|i| ConnId(format!("c{i}"))).collect();
         want.sort();
@@ -680,7 +537,7 @@ mod tests {
         assert_eq!(ask("elsewhere", "a b")["code"], "invalid_channel");
         block_on(r.relay.message(&ConnId("p3".into()), r#"{"action":"unsubscribe","channel":"deploys"}"#));
         assert_eq!(ask("p3", "deploys")["code"], "not_subscribed");
-        r.store().fail.store(true, Ordering::SeqCst);
+        r.live.fail.store(true, Ordering::SeqCst);
         assert_eq!(ask("p4", "deploys")["code"], "unavailable");
     }
 
@@ -716,7 +573,7 @@ mod tests {
             ("http://localhost:*", "http://localhost:5173", true),
             ("http://localhost:*", "http://localhost", false),
         ] {
-            assert_eq!(origin_matches(pattern, origin), ok, "{pattern} vs {origin}");
+            assert_eq!(crate::policy::origin_matches(pattern, origin), ok, "{pattern} vs {origin}");
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Test doubles and the store conformance suite (feature `test-util`). Every
-//! `Store` implementation runs [`conformance::run`].
+//! Test doubles and the ports' conformance suites (feature `test-util`).
+//! Every event log runs [`conformance::log`], every subscriptions store
+//! [`conformance::subscriptions`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -7,10 +8,10 @@ use std::sync::Mutex;
 use crate::channel::Channel;
 use crate::ports::*;
 use crate::protocol::Event;
-use crate::registry::Registry;
 
-/// A correct, unoptimised in-memory store: the reference the suite is checked against.
-pub struct MemStore {
+/// A correct, unoptimised in-memory event log: the reference the log suite
+/// is checked against.
+pub struct MemLog {
     retention: Retention,
     inner: Mutex<Mem>,
     /// When set, every call fails: for "store down" tests.
@@ -19,12 +20,11 @@ pub struct MemStore {
 
 #[derive(Default)]
 struct Mem {
-    live: Registry,
     logs: HashMap<Channel, (u64, Vec<(u64, Event)>)>,
     dedupe: HashMap<String, (u64, u64)>,
 }
 
-impl MemStore {
+impl MemLog {
     pub fn new(retention: Retention) -> Self {
         Self { retention, inner: Mutex::default(), fail: Default::default() }
     }
@@ -36,40 +36,57 @@ impl MemStore {
     }
 }
 
-impl Subscriptions for MemStore {
-    async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
-        self.lock()?.live.add_connection(conn);
-        Ok(())
+/// Subscriptions that can be switched off: every call fails while `fail`
+/// is set ("store down" tests of the socket side).
+#[derive(Default)]
+pub struct Faulty<S> {
+    pub inner: S,
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+impl<S> Faulty<S> {
+    fn up(&self) -> Result<&S, StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError("injected failure".into()));
+        }
+        Ok(&self.inner)
+    }
+}
+
+impl<S: Subscriptions> Subscriptions for Faulty<S> {
+    async fn add_connection(&self, conn: &ConnId, now_ms: u64) -> Result<(), StoreError> {
+        self.up()?.add_connection(conn, now_ms).await
     }
     async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
-        self.lock()?.live.remove_connection(conn);
-        Ok(())
+        self.up()?.remove_connection(conn).await
     }
     async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
-        Ok(self.lock()?.live.subscribe(conn, channel, max))
+        self.up()?.subscribe(conn, channel, max).await
     }
     async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
-        self.lock()?.live.unsubscribe(conn, channel);
-        Ok(())
+        self.up()?.unsubscribe(conn, channel).await
+    }
+    fn shards(&self) -> u32 {
+        self.inner.shards()
     }
     async fn subscriber_page(
         &self,
         channel: &Channel,
-        _shard: u32,
+        shard: u32,
         after: Option<&ConnId>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError> {
-        Ok(self.lock()?.live.subscriber_page(channel, after, limit))
+        self.up()?.subscriber_page(channel, shard, after, limit).await
     }
     async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
-        Ok(self.lock()?.live.count(channel))
+        self.up()?.count_subscribers(channel).await
     }
     async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
-        Ok(self.lock()?.live.occupancy_turn(conn, channel, now_ms, interval_ms))
+        self.up()?.occupancy_turn(conn, channel, now_ms, interval_ms).await
     }
 }
 
-impl EventLog for MemStore {
+impl EventLog for MemLog {
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let mut m = self.lock()?;
         let ttl = self.retention.dedupe_ttl.as_millis() as u64;
@@ -127,8 +144,8 @@ impl Gateway for RecordingGateway {
 }
 
 pub mod conformance {
-    //! The store contract. Call [`run`] with a factory that makes a fresh,
-    //! empty store for the given retention.
+    //! The ports' contracts. Call [`log`] or [`subscriptions`] with a
+    //! factory that makes a fresh, empty store for the given retention.
 
     use std::time::Duration;
 
@@ -158,15 +175,15 @@ pub mod conformance {
     fn conn(s: &str) -> ConnId {
         ConnId(s.into())
     }
-    async fn seq_of<S: Store>(s: &S, p: &Pending) -> u64 {
+    async fn seq_of<S: EventLog>(s: &S, p: &Pending) -> u64 {
         match s.append(p).await.unwrap() {
             Appended::Stored(e) => e.seq,
             Appended::Duplicate { .. } => panic!("unexpected duplicate {:?}", p.dedupe_key),
         }
     }
 
-    /// Runs every check, each on a fresh store.
-    pub async fn run<S: Store, F: Fn(Retention) -> S>(make: F) {
+    /// Every [`EventLog`] check, each on a fresh log.
+    pub async fn log<S: EventLog, F: Fn(Retention) -> S>(make: F) {
         seq_is_gapless_per_channel(make(retention())).await;
         events_round_trip_exactly(make(retention())).await;
         dedupe_refuses_a_seen_key(make(retention())).await;
@@ -176,7 +193,11 @@ pub mod conformance {
         retention_by_age(make(retention())).await;
         read_since_and_limit(make(retention())).await;
         concurrent_appends_get_distinct_consecutive_seqs(make(Retention { max_events: 1000, ..retention() })).await;
-        subscriptions(make(retention())).await;
+    }
+
+    /// Every [`Subscriptions`] check, each on a fresh store.
+    pub async fn subscriptions<S: Subscriptions, F: Fn(Retention) -> S>(make: F) {
+        subscribe_and_unsubscribe(make(retention())).await;
         subscriber_pages_cover_every_subscriber_once(make(retention())).await;
         subscription_limit(make(retention())).await;
         remove_connection_drops_all_its_subscriptions(make(retention())).await;
@@ -184,7 +205,7 @@ pub mod conformance {
         occupancy_turns_are_rate_limited(make(retention())).await;
     }
 
-    pub async fn seq_is_gapless_per_channel<S: Store>(s: S) {
+    pub async fn seq_is_gapless_per_channel<S: EventLog>(s: S) {
         for i in 1..=3 {
             assert_eq!(seq_of(&s, &pending("a", &format!("a{i}"), T0)).await, i);
         }
@@ -192,7 +213,7 @@ pub mod conformance {
         assert_eq!(seq_of(&s, &pending("a", "a4", T0)).await, 4);
     }
 
-    pub async fn events_round_trip_exactly<S: Store>(s: S) {
+    pub async fn events_round_trip_exactly<S: EventLog>(s: S) {
         let p = pending("forms/guestbook", "k", T0);
         let Appended::Stored(stored) = s.append(&p).await.unwrap() else { panic!("duplicate") };
         assert_eq!(stored, p.with_seq(1));
@@ -203,7 +224,7 @@ pub mod conformance {
         assert_eq!((empty.events.len(), empty.head, empty.first_retained), (0, 0, 1));
     }
 
-    pub async fn dedupe_refuses_a_seen_key<S: Store>(s: S) {
+    pub async fn dedupe_refuses_a_seen_key<S: EventLog>(s: S) {
         assert_eq!(seq_of(&s, &pending("a", "same", T0)).await, 1);
         assert_eq!(seq_of(&s, &pending("a", "other", T0)).await, 2);
         assert_eq!(s.append(&pending("a", "same", T0 + 1)).await.unwrap(), Appended::Duplicate { seq: 1 });
@@ -221,14 +242,14 @@ pub mod conformance {
         assert_eq!(seq_of(&s, &pending("a", &other, T0)).await, 4);
     }
 
-    pub async fn dedupe_keys_expire<S: Store>(s: S) {
+    pub async fn dedupe_keys_expire<S: EventLog>(s: S) {
         let ttl = retention().dedupe_ttl.as_millis() as u64;
         assert_eq!(seq_of(&s, &pending("a", "k", T0)).await, 1);
         assert!(matches!(s.append(&pending("a", "k", T0 + ttl - 1)).await.unwrap(), Appended::Duplicate { .. }));
         assert_eq!(seq_of(&s, &pending("a", "k", T0 + ttl + 1)).await, 2);
     }
 
-    pub async fn events_without_a_delivery_id_are_never_deduped<S: Store>(s: S) {
+    pub async fn events_without_a_delivery_id_are_never_deduped<S: EventLog>(s: S) {
         let same = Pending { dedupe_key: None, ..pending("a", "unused", T0) };
         assert_eq!(seq_of(&s, &same).await, 1);
         assert_eq!(seq_of(&s, &same).await, 2, "an equal body is a second event");
@@ -237,7 +258,7 @@ pub mod conformance {
         assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
-    pub async fn retention_by_count<S: Store>(s: S) {
+    pub async fn retention_by_count<S: EventLog>(s: S) {
         for i in 1..=8 {
             seq_of(&s, &pending("a", &format!("k{i}"), T0 + i)).await;
         }
@@ -247,7 +268,7 @@ pub mod conformance {
         assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
     }
 
-    pub async fn retention_by_age<S: Store>(s: S) {
+    pub async fn retention_by_age<S: EventLog>(s: S) {
         let age = retention().max_age.as_millis() as u64;
         seq_of(&s, &pending("a", "old", T0)).await;
         seq_of(&s, &pending("a", "mid", T0 + age / 2)).await;
@@ -257,7 +278,7 @@ pub mod conformance {
         assert_eq!((h.head, h.first_retained), (3, 2));
     }
 
-    pub async fn read_since_and_limit<S: Store>(s: S) {
+    pub async fn read_since_and_limit<S: EventLog>(s: S) {
         for i in 1..=5 {
             seq_of(&s, &pending("a", &format!("k{i}"), T0)).await;
         }
@@ -269,7 +290,7 @@ pub mod conformance {
         assert_eq!((h.events.len(), h.head), (0, 5));
     }
 
-    pub async fn concurrent_appends_get_distinct_consecutive_seqs<S: Store>(s: S) {
+    pub async fn concurrent_appends_get_distinct_consecutive_seqs<S: EventLog>(s: S) {
         let ps: Vec<_> = (0..40).map(|i| pending("hot", &format!("c{i}"), T0)).collect();
         let got = futures::future::join_all(ps.iter().map(|p| s.append(p))).await;
         let mut seqs: Vec<u64> = got
@@ -285,7 +306,7 @@ pub mod conformance {
         assert_eq!(h.events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
     }
 
-    pub async fn subscriptions<S: Store>(s: S) {
+    pub async fn subscribe_and_unsubscribe<S: Subscriptions>(s: S) {
         s.add_connection(&conn("c1"), T0).await.unwrap();
         s.add_connection(&conn("c2"), T0).await.unwrap();
         assert_eq!(s.subscribe(&conn("c1"), &ch("a"), 10).await.unwrap(), SubOutcome::Added);
@@ -302,7 +323,7 @@ pub mod conformance {
         s.unsubscribe(&conn("c1"), &ch("never-subscribed")).await.unwrap();
     }
 
-    pub async fn subscriber_pages_cover_every_subscriber_once<S: Store>(s: S) {
+    pub async fn subscriber_pages_cover_every_subscriber_once<S: Subscriptions>(s: S) {
         let want: Vec<ConnId> = (0..57).map(|i| conn(&format!("p{i:02}"))).collect();
         for c in &want {
             s.add_connection(c, T0).await.unwrap();
@@ -328,7 +349,7 @@ pub mod conformance {
         assert_eq!(all_subscribers(&s, &ch("b")).await.unwrap(), vec![conn("p00")]);
     }
 
-    pub async fn subscription_limit<S: Store>(s: S) {
+    pub async fn subscription_limit<S: Subscriptions>(s: S) {
         s.add_connection(&conn("c"), T0).await.unwrap();
         for i in 0..3 {
             assert_eq!(s.subscribe(&conn("c"), &ch(&format!("ch{i}")), 3).await.unwrap(), SubOutcome::Added);
@@ -339,7 +360,7 @@ pub mod conformance {
         assert_eq!(s.subscribe(&conn("c"), &ch("ch3"), 3).await.unwrap(), SubOutcome::Added);
     }
 
-    pub async fn remove_connection_drops_all_its_subscriptions<S: Store>(s: S) {
+    pub async fn remove_connection_drops_all_its_subscriptions<S: Subscriptions>(s: S) {
         for c in ["c1", "c2"] {
             s.add_connection(&conn(c), T0).await.unwrap();
             s.subscribe(&conn(c), &ch("a"), 10).await.unwrap();
@@ -352,7 +373,7 @@ pub mod conformance {
         s.remove_connection(&conn("unknown")).await.unwrap();
     }
 
-    pub async fn occupancy_counts_subscribers<S: Store>(s: S) {
+    pub async fn occupancy_counts_subscribers<S: Subscriptions>(s: S) {
         assert_eq!(s.count_subscribers(&ch("a")).await.unwrap(), 0);
         for i in 0..7 {
             let c = conn(&format!("c{i}"));
@@ -369,7 +390,7 @@ pub mod conformance {
         assert_eq!(s.count_subscribers(&ch("nobody")).await.unwrap(), 0);
     }
 
-    pub async fn occupancy_turns_are_rate_limited<S: Store>(s: S) {
+    pub async fn occupancy_turns_are_rate_limited<S: Subscriptions>(s: S) {
         let (a, b) = (ch("a"), ch("b"));
         s.add_connection(&conn("c"), T0).await.unwrap();
         assert_eq!(s.occupancy_turn(&conn("c"), &a, T0, 10_000).await.unwrap(), Turn::NotSubscribed);
@@ -394,7 +415,12 @@ pub mod conformance {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn mem_store_passes_conformance() {
-        futures::executor::block_on(super::conformance::run(super::MemStore::new));
+    fn mem_log_passes_the_log_suite() {
+        futures::executor::block_on(super::conformance::log(super::MemLog::new));
+    }
+
+    #[test]
+    fn live_passes_the_subscriptions_suite() {
+        futures::executor::block_on(super::conformance::subscriptions(|_| crate::live::Live::new()));
     }
 }

@@ -216,7 +216,7 @@ mod tests {
     use axum::http::Request;
     use hookcast_core::config::{Config, Limits};
     use hookcast_core::ports::Retention;
-    use hookcast_core::testutil::MemStore;
+    use hookcast_core::testutil::MemLog;
     use tower::ServiceExt;
 
     use super::*;
@@ -224,7 +224,7 @@ mod tests {
     fn app(snippets: Snippets) -> Router {
         let config =
             Arc::new(Config { allowed_origins: vec![], limits: Limits::default(), sources: BTreeMap::new(), private: None });
-        router(Arc::new(Hooks::new(config, MemStore::new(Retention::from(&Limits::default())))), snippets)
+        router(Arc::new(Hooks::new(config, Arc::new(MemLog::new(Retention::from(&Limits::default()))))), snippets)
     }
 
     async fn get(app: &Router, method: &str, uri: &str) -> (u16, String, String) {

@@ -10,20 +10,22 @@ use hookcast_core::protocol::Event;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
-use crate::server::LocalRelay;
+use crate::server::LocalFanout;
+use crate::store::Backlog;
 
 /// Runs until the feed closes: routes each committed event to its channel's
-/// task, starting one the first time a channel is seen.
-pub async fn run(relay: Arc<LocalRelay>, mut feed: UnboundedReceiver<Event>) {
+/// task, starting one the first time a channel is seen. Each event fanned
+/// out (or lost to an ended task) is marked done on the log's `backlog`.
+pub async fn run(fanout: Arc<LocalFanout>, backlog: Arc<Backlog>, mut feed: UnboundedReceiver<Event>) {
     let mut channels: HashMap<hookcast_core::Channel, UnboundedSender<Event>> = HashMap::new();
     while let Some(ev) = feed.recv().await {
         let tx = channels.entry(ev.channel.clone()).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
-            tokio::spawn(channel_task(relay.clone(), rx));
+            tokio::spawn(channel_task(fanout.clone(), backlog.clone(), rx));
             tx
         });
         if let Err(lost) = tx.send(ev) {
-            relay.store().backlog().done();
+            backlog.done();
             warn!(channel = %lost.0.channel, seq = lost.0.seq, "channel dispatcher ended; event stays in the log");
         }
     }
@@ -31,10 +33,9 @@ pub async fn run(relay: Arc<LocalRelay>, mut feed: UnboundedReceiver<Event>) {
 
 /// One channel: events arrive in seq order and each is fanned out before
 /// the next, so every socket's queue receives them in seq order.
-async fn channel_task(relay: Arc<LocalRelay>, mut rx: UnboundedReceiver<Event>) {
-    let backlog = relay.store().backlog();
+async fn channel_task(fanout: Arc<LocalFanout>, backlog: Arc<Backlog>, mut rx: UnboundedReceiver<Event>) {
     while let Some(ev) = rx.recv().await {
-        if let Err(e) = relay.fan_out(&ev).await {
+        if let Err(e) = fanout.fan_out(&ev).await {
             warn!(error = %e, channel = %ev.channel, seq = ev.seq, "fan-out failed; pages catch up from history");
         }
         backlog.done();

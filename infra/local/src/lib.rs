@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hookcast_core::ports::Retention;
-use hookcast_core::{Hooks, Relay};
+use hookcast_core::{Fanout, Hooks, Live, Relay};
 use tokio::net::TcpListener;
 
 use crate::gateway::LocalGateway;
@@ -32,13 +32,19 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
     let store = SqliteStore::open(&db, Retention::from(&settings.core.limits))
         .map_err(|e| format!("cannot open {}: {e}", db.display()))?
         .with_feed(feed);
-    let store = Arc::new(store);
+    let log = Arc::new(store);
+    let (live, gateway) = (Arc::new(Live::new()), Arc::new(LocalGateway::default()));
     let config = Arc::new(settings.core.clone());
-    let hooks = Arc::new(Hooks::new(config.clone(), store.clone()));
-    let relay = Arc::new(Relay::new(config, store, LocalGateway::default()));
+    let hooks = Arc::new(Hooks::new(config.clone(), log.clone()));
+    let relay = Arc::new(Relay::new(config.clone(), log.clone(), live.clone(), gateway.clone()));
+    let fanout = Arc::new(Fanout::new(config, live.clone(), gateway.clone()));
     Ok(Arc::new(AppState {
         hooks,
         relay,
+        fanout,
+        log,
+        live,
+        gateway,
         demo,
         shutdown: tokio::sync::watch::Sender::new(false),
         commits: std::sync::Mutex::new(Some(commits)),
@@ -96,7 +102,7 @@ pub async fn bind(
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let commits = state.commits.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let dispatcher = commits.map(|c| tokio::spawn(dispatch::run(state.relay.clone(), c)));
+    let dispatcher = commits.map(|c| tokio::spawn(dispatch::run(state.fanout.clone(), state.log.backlog(), c)));
     let st = state.clone();
     let signal = async move {
         shutdown.await;

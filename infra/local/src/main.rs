@@ -163,7 +163,7 @@ fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(),
     }
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())? + ttl;
     println!("{}", mint(&secret, &Claims { channels: channels.to_vec(), exp: exp.as_secs() as f64 }));
-    eprintln!("valid until {} for {}", hookcast_core::hooks::format_at(std::time::UNIX_EPOCH + exp), channels.join(", "));
+    eprintln!("valid until {} for {}", hookcast_core::clock::format_at(std::time::UNIX_EPOCH + exp), channels.join(", "));
     Ok(())
 }
 

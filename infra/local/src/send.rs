@@ -70,7 +70,7 @@ fn now_rfc3339() -> String {
 }
 
 fn humantime_like(t: SystemTime) -> String {
-    hookcast_core::hooks::format_at(t)
+    hookcast_core::clock::format_at(t)
 }
 
 fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, String> {

@@ -16,6 +16,7 @@ use hookcast_core::channel::Channel;
 use hookcast_core::http::HttpResponse;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
+use hookcast_core::{Fanout, Live};
 use hookcast_core::{HookError, Hooks};
 use hookcast_http::{json_error, respond};
 use rand::RngCore;
@@ -38,13 +39,20 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// Queued frames written at most per flush.
 const WRITE_BATCH: usize = 64;
 
-pub type LocalRelay = Relay<Arc<SqliteStore>, LocalGateway>;
+pub type LocalRelay = Relay<SqliteStore, Live, LocalGateway>;
+pub type LocalFanout = Fanout<Live, LocalGateway>;
 
 pub struct AppState {
     /// The webhook path: verify, append, acknowledge.
-    pub hooks: Arc<Hooks<Arc<SqliteStore>>>,
-    /// Sockets and the fan-out (the dispatcher calls it).
+    pub hooks: Arc<Hooks<SqliteStore>>,
+    /// The socket side: client frames, replays, connects.
     pub relay: Arc<LocalRelay>,
+    /// The push to subscribers (the dispatcher calls it).
+    pub fanout: Arc<LocalFanout>,
+    /// The parts, shared with the engines above.
+    pub log: Arc<SqliteStore>,
+    pub live: Arc<Live>,
+    pub gateway: Arc<LocalGateway>,
     /// Serve the demo site at `/` (hookcast dev).
     pub demo: bool,
     /// Set on shutdown: endless responses (SSE) end so graceful shutdown can finish.
@@ -97,12 +105,12 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let (sockets, subscriptions) = (st.relay.gateway().open_sockets() as u64, st.relay.store().subscriptions() as u64);
+    let (sockets, subscriptions) = (st.gateway.open_sockets() as u64, st.live.subscriptions() as u64);
     let body = hookcast_core::metrics::global().render(&[
         ("hookcast_open_sockets", "WebSocket and SSE clients connected.", sockets),
         ("hookcast_subscriptions", "Channel subscriptions held by connected clients.", subscriptions),
-        ("hookcast_fanout_backlog", "Events committed and not yet fanned out.", st.relay.store().backlog().events() as u64),
-        ("hookcast_store_commits", "Write transactions committed (one fsync each) since start.", st.relay.store().commits()),
+        ("hookcast_fanout_backlog", "Events committed and not yet fanned out.", st.log.backlog().events() as u64),
+        ("hookcast_store_commits", "Write transactions committed (one fsync each) since start.", st.log.commits()),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
@@ -113,7 +121,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let read = tokio::time::timeout(Duration::from_secs(2), hookcast_core::EventLog::read(st.hooks.log(), &probe, 0, 1)).await;
     match read {
         Ok(Ok(_)) => {
-            let body = serde_json::json!({"ok": true, "sockets": st.relay.gateway().open_sockets()});
+            let body = serde_json::json!({"ok": true, "sockets": st.gateway.open_sockets()});
             ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
         Ok(Err(e)) => {
@@ -152,7 +160,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 fn too_many(st: &AppState) -> Option<Response> {
-    let open = st.relay.gateway().open_sockets();
+    let open = st.gateway.open_sockets();
     (open >= st.sockets.max_open).then(|| {
         info!(open, max = st.sockets.max_open, "socket refused: at the connection limit");
         let mut r = json_error(
@@ -237,7 +245,7 @@ impl Pace {
 
 async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>) {
     let id = new_conn_id();
-    let gateway = st.relay.gateway();
+    let gateway = &st.gateway;
     let out = gateway.register(&id);
     if let Err(e) = st.relay.connect(&id, origin.as_deref()).await {
         warn!(error = %e, "could not record a connection");
@@ -378,7 +386,7 @@ struct SseGuard {
 
 impl Drop for SseGuard {
     fn drop(&mut self) {
-        self.st.relay.gateway().unregister(&self.id);
+        self.st.gateway.unregister(&self.id);
         let (st, id) = (self.st.clone(), self.id.clone());
         tokio::spawn(async move {
             if let Err(e) = st.relay.disconnect(&id).await {
@@ -415,10 +423,10 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     }
     let cursor = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_cursor).unwrap_or_default();
     let id = new_conn_id();
-    let out = st.relay.gateway().register(&id);
+    let out = st.gateway.register(&id);
     if let Err(e) = st.relay.connect(&id, origin).await {
         warn!(error = %e, "could not record an SSE client");
-        st.relay.gateway().unregister(&id);
+        st.gateway.unregister(&id);
         return respond(HttpResponse::from(&HookError::Unavailable));
     }
     let guard = SseGuard { st: st.clone(), id: id.clone() };

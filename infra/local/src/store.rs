@@ -1,6 +1,7 @@
-//! The embedded durable store: channel logs and dedupe keys in SQLite (WAL,
-//! synchronous=FULL, so an acknowledged event survives kill -9 and power loss);
-//! live connections in memory, since they die with the process anyway.
+//! The embedded durable event log: channel logs and dedupe keys in SQLite
+//! (WAL, synchronous=FULL, so an acknowledged event survives kill -9 and
+//! power loss). Live connections are not here: they die with the process,
+//! so the host keeps them in memory (`hookcast_core::live::Live`).
 //!
 //! SQLite over redb: one transaction gives the append its all-or-nothing
 //! (dedupe check, seq, insert, prune), range reads are plain SQL, and an
@@ -11,11 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookcast_core::channel::{Channel, EventName};
-use hookcast_core::ports::{
-    Appended, ConnId, EventLog, History, Pending, Retention, StoreError, SubOutcome, SubscriberPage, Subscriptions, Turn,
-};
+use hookcast_core::ports::{Appended, EventLog, History, Pending, Retention, StoreError};
 use hookcast_core::protocol::Event;
-use hookcast_core::registry::Registry;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -28,7 +26,6 @@ pub struct SqliteStore {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Reads use their own connection (WAL: a writer never blocks them).
     reader: Option<Arc<Mutex<Connection>>>,
-    live: Mutex<Registry>,
     /// Events committed but not yet fanned out; appends wait while it is
     /// over [`MAX_BACKLOG`], so a fast sender is paced by the fan-out.
     backlog: Arc<Backlog>,
@@ -156,7 +153,7 @@ impl SqliteStore {
             busy_until: None,
         };
         std::thread::Builder::new().name("hookcast-writer".into()).spawn(move || writer.run(rx)).map_err(err)?;
-        Ok(Self { db, jobs, reader: None, live: Mutex::default(), backlog, feed, commits })
+        Ok(Self { db, jobs, reader: None, backlog, feed, commits })
     }
 
     /// Sends every event to `feed` right after its commit, in commit order
@@ -191,18 +188,6 @@ impl SqliteStore {
         })
         .await
         .map_err(err)?
-    }
-
-    fn live(&self) -> std::sync::MutexGuard<'_, Registry> {
-        // The registry holds no invariants a panic elsewhere could break.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn connections(&self) -> usize {
-        self.live().connections()
-    }
-    pub fn subscriptions(&self) -> usize {
-        self.live().subscriptions()
     }
 }
 
@@ -361,39 +346,6 @@ fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<A
     Ok(Appended::Stored(ev.with_seq(seq as u64)))
 }
 
-impl Subscriptions for SqliteStore {
-    async fn add_connection(&self, conn: &ConnId, _now_ms: u64) -> Result<(), StoreError> {
-        self.live().add_connection(conn);
-        Ok(())
-    }
-    async fn remove_connection(&self, conn: &ConnId) -> Result<(), StoreError> {
-        self.live().remove_connection(conn);
-        Ok(())
-    }
-    async fn subscribe(&self, conn: &ConnId, channel: &Channel, max: usize) -> Result<SubOutcome, StoreError> {
-        Ok(self.live().subscribe(conn, channel, max))
-    }
-    async fn unsubscribe(&self, conn: &ConnId, channel: &Channel) -> Result<(), StoreError> {
-        self.live().unsubscribe(conn, channel);
-        Ok(())
-    }
-    async fn subscriber_page(
-        &self,
-        channel: &Channel,
-        _shard: u32,
-        after: Option<&ConnId>,
-        limit: usize,
-    ) -> Result<SubscriberPage, StoreError> {
-        Ok(self.live().subscriber_page(channel, after, limit))
-    }
-    async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
-        Ok(self.live().count(channel))
-    }
-    async fn occupancy_turn(&self, conn: &ConnId, channel: &Channel, now_ms: u64, interval_ms: u64) -> Result<Turn, StoreError> {
-        Ok(self.live().occupancy_turn(conn, channel, now_ms, interval_ms))
-    }
-}
-
 impl EventLog for SqliteStore {
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let deadline = Instant::now() + WRITE_WAIT;
@@ -453,7 +405,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_store_conformance_suite() {
-        conformance::run(|r| SqliteStore::in_memory(r).unwrap()).await;
+        conformance::log(|r| SqliteStore::in_memory(r).unwrap()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,7 +345,7 @@ async fn origins_outside_the_allow_list_cannot_connect() {
             other => panic!("{evil}: expected a 4403 close, got {other:?}"),
         }
     }
-    assert_eq!(s.state.relay.store().connections(), 0, "a refused page is never registered");
+    assert_eq!(s.state.live.connections(), 0, "a refused page is never registered");
     for good in ["https://site.example", "https://deploy-preview-12--site.netlify.app"] {
         let (mut ws, _) = connect_async(req(good)).await.unwrap();
         send(&mut ws, json!({"action":"ping"})).await;
@@ -626,7 +626,7 @@ async fn webhooks_are_acknowledged_without_waiting_for_fan_out() {
         assert_eq!((status, ack["seq"].as_u64()), (200, Some(n)), "{ack}");
     }
     assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err(), "nothing pushed without the dispatcher");
-    tokio::spawn(hookcast::dispatch::run(state.relay.clone(), held));
+    tokio::spawn(hookcast::dispatch::run(state.fanout.clone(), state.log.backlog(), held));
     for n in 1..=3u64 {
         let ev = next(&mut ws).await;
         assert_eq!((ev["seq"].as_u64(), ev["data"]["n"].as_u64()), (Some(n), Some(n)));

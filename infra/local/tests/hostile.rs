@@ -53,7 +53,7 @@ impl Server {
         connect_async(req).await.unwrap().0
     }
     fn open_sockets(&self) -> usize {
-        self.state.relay.gateway().open_sockets()
+        self.state.gateway.open_sockets()
     }
     async fn stop(self) -> Duration {
         let t = std::time::Instant::now();
@@ -158,7 +158,7 @@ async fn the_bad_input_table_is_refused_and_leaves_no_trace() {
     }
     ws.send(Message::Binary(vec![0, 1, 2].into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "bad_message");
-    assert_eq!(s.state.relay.store().connections(), 2);
+    assert_eq!(s.state.live.connections(), 2);
     eprintln!("bad-input table on the local binary: {} HTTP cases, {} frame cases + 1 binary", cases.len(), frames.len());
     s.stop().await;
 }
@@ -217,18 +217,16 @@ async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
                 break;
             }
         }
-        max_queued = max_queued.max(s.state.relay.gateway().queued_bytes());
+        max_queued = max_queued.max(s.state.gateway.queued_bytes());
         if s.open_sockets() == 1 {
             break;
         }
     }
     open_sockets_reach(&s, 1, "the stuck page to be forgotten").await;
     assert!(max_queued <= hookcast::gateway::LIVE_BUDGET + 100 * 1024, "queued {max_queued} bytes");
-    hookcast_testkit::until_sync(WAIT, "the stuck page's subscriptions to be forgotten", || {
-        match s.state.relay.store().connections() {
-            1 => Ok(()),
-            n => Err(format!("{n} connections hold subscriptions")),
-        }
+    hookcast_testkit::until_sync(WAIT, "the stuck page's subscriptions to be forgotten", || match s.state.live.connections() {
+        1 => Ok(()),
+        n => Err(format!("{n} connections hold subscriptions")),
     })
     .await;
     // Its client, reading at last, gets what was sent and then the end, not a hang.
@@ -278,7 +276,7 @@ async fn replay_amplification_is_bounded() {
     let mut max_queued = 0;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        max_queued = max_queued.max(s.state.relay.gateway().queued_bytes());
+        max_queued = max_queued.max(s.state.gateway.queued_bytes());
     }
     assert!(max_queued <= 2 * one_replay, "queued {max_queued} bytes for 50 unread replays of {one_replay}");
     eprintln!("50 unread replays of ~{one_replay} bytes: at most {max_queued} bytes queued");

@@ -1,0 +1,148 @@
+//! The fan-out: one logged event to every subscriber of its channel, one
+//! (channel, shard) at a time, page by page. It needs only the subscriptions
+//! and the gateway; whatever follows the log calls it (the local dispatcher,
+//! the AWS fan-out worker), never a webhook request.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tracing::debug;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::ports::{forget, ConnId, Delivery, Gateway, StoreError, Subscriptions};
+use crate::protocol::{Event, ServerMsg};
+
+/// Subscribers read per page during fan-out: memory stays bounded at any audience.
+pub const FANOUT_PAGE: usize = 1000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FanoutReport {
+    pub delivered: usize,
+    pub gone: usize,
+    pub failed: usize,
+}
+
+impl std::ops::AddAssign for FanoutReport {
+    fn add_assign(&mut self, o: Self) {
+        self.delivered += o.delivered;
+        self.gone += o.gone;
+        self.failed += o.failed;
+    }
+}
+
+/// What one fan-out work unit did, and which connections still need the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardOutcome {
+    pub report: FanoutReport,
+    /// Connections whose post failed (not Gone): worth one more try.
+    pub failed: Vec<ConnId>,
+    /// The run stopped at its budget: the shard's subscribers after this one
+    /// have not been reached yet.
+    pub resume_after: Option<ConnId>,
+}
+
+/// Where one shard's push starts and when it must stop starting pages.
+#[derive(Debug, Clone, Default)]
+pub struct ShardRun<'a> {
+    /// Only these connections (a retry of the ones that failed).
+    pub only: Option<&'a [ConnId]>,
+    /// Resume after this subscriber (an earlier run stopped at its budget).
+    pub after: Option<ConnId>,
+    /// No page is started after this instant (the first always is, so every
+    /// run makes progress); the caller keeps a reserve before its deadline.
+    pub budget: Option<std::time::Instant>,
+}
+
+pub struct Fanout<S, G> {
+    config: Arc<Config>,
+    subs: Arc<S>,
+    gateway: Arc<G>,
+    clock: Clock,
+}
+
+impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
+    pub fn new(config: Arc<Config>, subs: Arc<S>, gateway: Arc<G>) -> Self {
+        Self { config, subs, gateway, clock: crate::clock::system() }
+    }
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Pushes one logged event to every subscriber, shard by shard.
+    pub async fn fan_out(&self, event: &Event) -> Result<FanoutReport, StoreError> {
+        let frame = ServerMsg::Event(event.clone()).to_json();
+        let mut report = FanoutReport::default();
+        for shard in 0..self.subs.shards() {
+            report += self.fan_out_shard(event, &frame, shard, ShardRun::default()).await?.report;
+        }
+        // Here nothing retries a failed post: it is final.
+        crate::metrics::global().deliveries(0, 0, report.failed);
+        if let Ok(at) = humantime::parse_rfc3339(&event.at) {
+            let took = (self.clock)().duration_since(at).unwrap_or_default();
+            crate::metrics::global().publish_to_delivery(took.as_secs_f64());
+        }
+        Ok(report)
+    }
+
+    /// One work unit: one event to one shard of its channel's subscribers,
+    /// page by page with bounded concurrency; then forgets exactly the
+    /// connections the gateway reported Gone. `run` limits it to some
+    /// connections, resumes it after a subscriber, or bounds it in time (see
+    /// [`ShardRun`]). `Err` means the subscribers could not be listed: retry
+    /// the unit. Deliveries and gones are counted in the metrics here;
+    /// failures are counted by the caller, which decides whether they are final.
+    pub async fn fan_out_shard(
+        &self,
+        event: &Event,
+        frame: &str,
+        shard: u32,
+        run: ShardRun<'_>,
+    ) -> Result<ShardOutcome, StoreError> {
+        let channel = &event.channel;
+        let n = self.config.limits.fanout_concurrency;
+        let mut report = FanoutReport::default();
+        let mut gone = Vec::new();
+        let mut failed = Vec::new();
+        let mut after = run.after;
+        let mut resume_after = None;
+        let mut first = true;
+        loop {
+            if !first && run.budget.is_some_and(|b| std::time::Instant::now() >= b) {
+                resume_after = after;
+                break;
+            }
+            first = false;
+            let (conns, next) = match run.only {
+                Some(list) => (list.to_vec(), None),
+                None => {
+                    let page = self.subs.subscriber_page(channel, shard, after.as_ref(), FANOUT_PAGE).await?;
+                    (page.conns, page.next)
+                }
+            };
+            let results = self.gateway.send_many(conns, frame, n).await;
+            for (c, d) in results {
+                match d {
+                    Delivery::Delivered => report.delivered += 1,
+                    Delivery::Failed => {
+                        report.failed += 1;
+                        failed.push(c);
+                    }
+                    Delivery::Gone => {
+                        report.gone += 1;
+                        gone.push(c);
+                    }
+                }
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        futures::stream::iter(gone).for_each_concurrent(n, |c| async move { forget(&*self.subs, &c).await }).await;
+        debug!(channel = %channel, seq = event.seq, shard, ?report, ?resume_after, "fanned out");
+        crate::metrics::global().deliveries(report.delivered, report.gone, 0);
+        Ok(ShardOutcome { report, failed, resume_after })
+    }
+}

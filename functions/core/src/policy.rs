@@ -1,0 +1,58 @@
+//! Who may do what, decided once for both engines and both hosts: which
+//! origins may open a socket or read history, who may read a private
+//! channel, and when a reader has missed more than history keeps.
+
+use std::time::SystemTime;
+
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::ports::History;
+
+/// Whether a page on `origin` may connect or read history. Browsers always
+/// send Origin; other clients may not and cannot be stopped by it anyway, so
+/// a missing Origin is allowed.
+pub fn origin_allowed(config: &Config, origin: Option<&str>) -> bool {
+    let list = &config.allowed_origins;
+    match origin {
+        _ if list.is_empty() || list.iter().any(|o| o == "*") => true,
+        None => true,
+        Some(o) => list.iter().any(|a| origin_matches(a, o)),
+    }
+}
+
+/// One allow-list entry against one Origin: exact (case-insensitive), or with
+/// one `*` standing for one or more letters, digits and '-' within a single
+/// host label, so `https://*--site.netlify.app` admits Netlify's deploy
+/// previews and `https://*.example.com` one level of subdomain, never a
+/// different scheme, port or registrable domain.
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let (p, o) = (pattern.trim_end_matches('/').to_ascii_lowercase(), origin.trim_end_matches('/').to_ascii_lowercase());
+    match p.split_once('*') {
+        None => p == o,
+        Some((head, tail)) => {
+            o.len() > head.len() + tail.len()
+                && o.starts_with(head)
+                && o.ends_with(tail)
+                && o[head.len()..o.len() - tail.len()].chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        }
+    }
+}
+
+/// Private channels need a valid subscribe token; public ones need nothing.
+pub fn may_read(
+    config: &Config,
+    channel: &Channel,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<(), crate::token::TokenError> {
+    match &config.private {
+        Some(p) if config.is_private(channel) => crate::token::check(p.secret.expose(), token, channel, now).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// True when events after `since` were pruned, or `since` is ahead of the
+/// log (the log was reset): either way the page must refetch its state.
+pub fn missed_history(since: u64, h: &History) -> bool {
+    since > h.head || (since < h.head && since + 1 < h.first_retained)
+}
