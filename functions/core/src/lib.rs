@@ -12,8 +12,8 @@
 //!   `Gateway` and their contracts), [`live`] (subscriptions held in memory).
 //! - Decisions and time, shared by the engines: [`policy`] (origins, private
 //!   channels, missed history), [`clock`].
-//! - The wire and the edge: [`protocol`] (client and server frames),
-//!   [`http`] (webhook and history answers), [`error`].
+//! - The wire: [`protocol`] (client and server frames), [`error`] (every
+//!   refusal's status, code and message; the HTTP edge is `hookcast-http`).
 //! - Webhook input: [`verify`] (signatures), [`normalize`] (sender bodies to
 //!   events), [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
 //! - Shared plumbing: [`backoff`], [`metrics`].
@@ -25,7 +25,6 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod hooks;
-pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod normalize;

@@ -211,7 +211,7 @@ mod tests {
         fn history(&self, c: &Channel, since: u64) -> Result<(History, bool), StoreError> {
             block_on(self.hooks.history(c, since))
         }
-        fn raw_ingest(&self, source: &str, headers: &[(String, String)], body: &[u8]) -> Result<Accepted, HookError> {
+        fn raw_ingest(&self, source: &str, headers: &Vec<(String, String)>, body: &[u8]) -> Result<Accepted, HookError> {
             block_on(self.hooks.ingest(source, Some("application/json"), &HookRequest { headers, body }))
         }
         fn message(&self, conn: &str, text: &str) {

@@ -14,16 +14,40 @@ use crate::config::{Source, SourceKind};
 use crate::error::HookError;
 use crate::sign::mac;
 
-/// A webhook as it arrived: header names compared case-insensitively.
-#[derive(Debug, Clone, Copy)]
+/// A request's headers as verification reads them: the first value of a
+/// name, compared case-insensitively; a value that is not text is absent.
+/// The HTTP edge implements it over its own header map, so nothing is copied.
+pub trait Headers: Sync {
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// Name-value pairs (tests, fuzzing, tools).
+impl Headers for Vec<(String, String)> {
+    fn get(&self, name: &str) -> Option<&str> {
+        find(self, name)
+    }
+}
+
+impl<const N: usize> Headers for [(String, String); N] {
+    fn get(&self, name: &str) -> Option<&str> {
+        find(self, name)
+    }
+}
+
+/// A webhook as it arrived.
+#[derive(Clone, Copy)]
 pub struct HookRequest<'a> {
-    pub headers: &'a [(String, String)],
+    pub headers: &'a dyn Headers,
     pub body: &'a [u8],
 }
 
 impl<'a> HookRequest<'a> {
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 }
 
@@ -316,7 +340,7 @@ mod tests {
         verify(&src, &HookRequest { headers: &ok, body: b"{}" }, now()).unwrap();
         assert!(matches!(verify(&src, &HookRequest { headers: &bad, body: b"{}" }, now()), Err(HookError::Unauthorized(_))));
         assert!(
-            matches!(verify(&src, &HookRequest { headers: &[], body: b"{}" }, now()), Err(HookError::Unauthorized(m)) if m.contains("missing"))
+            matches!(verify(&src, &HookRequest { headers: &Vec::new(), body: b"{}" }, now()), Err(HookError::Unauthorized(m)) if m.contains("missing"))
         );
     }
 }

@@ -12,8 +12,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hookcast_core::http::{self, HttpResponse};
-use hookcast_core::{EventLog, HookError, Hooks};
+use hookcast_core::policy::origin_allowed;
+use hookcast_core::verify::{Headers, HookRequest};
+use hookcast_core::{Channel, EventLog, HookError, Hooks};
+use serde_json::json;
+use tracing::{info, warn};
 
 /// The minified snippet (checked fresh and under 4 KB gzip by the test command).
 pub const SNIPPET: &str = include_str!("../../../site-snippet/dist/hookcast.min.js");
@@ -99,18 +102,34 @@ pub fn router<L: EventLog>(hooks: Arc<Hooks<L>>, snippets: Snippets) -> Router {
         .layer(axum::middleware::map_response(json_errors))
 }
 
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    respond(HttpResponse::error(status.as_u16(), code, message))
+/// A JSON answer: `status` and `body`, `content-type: application/json`.
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
-pub fn respond(r: HttpResponse) -> Response {
-    let mut res = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), r.body).into_response();
-    for (k, v) in r.headers {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            res.headers_mut().insert(k, v);
-        }
+/// `{"error": code, "message": message}` with `status`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(status, json!({"error": code, "message": message}).to_string())
+}
+
+/// A refused request as every host answers it: the error's status, its
+/// JSON body, and `Retry-After` when waiting helps.
+pub fn refusal(e: &HookError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = json_response(status, e.body());
+    if let Some(secs) = e.retry_after() {
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     res
+}
+
+/// The request's own header map, as verification reads headers.
+struct RequestHeaders<'a>(&'a HeaderMap);
+
+impl Headers for RequestHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 fn script(body: &Arc<str>, cache_control: &'static str) -> Response {
@@ -148,12 +167,30 @@ async fn hook<L: EventLog>(
     };
     let bytes = match read {
         Ok(b) => b,
-        Err(Some(size)) => return respond(HttpResponse::from(&HookError::TooLarge { size, limit })),
+        Err(Some(size)) => return refusal(&HookError::TooLarge { size, limit }),
         Err(None) => return json_error(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended before it was complete"),
     };
-    let pairs: Vec<(String, String)> =
-        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
-    respond(http::webhook(&st.hooks, &source, &pairs, &bytes).await)
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let req = HookRequest { headers: &RequestHeaders(&headers), body: &bytes };
+    // 200 only once the event is durably in the log.
+    match st.hooks.ingest(&source, content_type, &req).await {
+        Ok(done) => {
+            info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
+            let m = hookcast_core::metrics::global();
+            m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
+            if !done.duplicate {
+                m.event_appended();
+            }
+            let mut v = serde_json::to_value(&done).unwrap_or_default();
+            v["ok"] = json!(true);
+            json_response(StatusCode::OK, v.to_string())
+        }
+        Err(e) => {
+            info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
+            hookcast_core::metrics::global().webhook(&source, e.code());
+            refusal(&e)
+        }
+    }
 }
 
 /// Reads at most `limit` bytes. Over it, `Err(Some(size))`; a body that
@@ -191,14 +228,18 @@ async fn drain(body: Body) {
 /// How much of an oversized body is read and dropped before the 413.
 const DRAIN_MAX: usize = 8 * 1024 * 1024;
 
-/// `GET /channels/{channel}/events?since=N`; channel names may contain '/'
-/// (sent as is or percent-encoded: both reach the same channel).
+/// `GET /channels/{channel}/events?since=N`: retained events after `since`,
+/// and whether the caller missed some that are gone. Channel names may
+/// contain '/' (sent as is or percent-encoded: both reach the same
+/// channel). A private channel needs a subscribe token (`?token=` or
+/// `Authorization: Bearer`).
 async fn history<L: EventLog>(
     State(st): State<Arc<Shared<L>>>,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let hooks = &st.hooks;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let param = |name: &str| {
         query.as_deref().and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v))
@@ -206,7 +247,44 @@ async fn history<L: EventLog>(
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Tokens are base64url with dots: nothing in them needs percent-decoding.
     let token = bearer.or(param("token"));
-    respond(http::history(&st.hooks, &path, param("since"), origin, token).await)
+    let Some(name) = path.strip_suffix("/events") else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events");
+    };
+    let channel = match Channel::parse(name) {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string()),
+    };
+    if let Err(e) = hooks.may_read(&channel, token) {
+        info!(channel = %channel, reason = %e, "history refused");
+        return json_error(StatusCode::FORBIDDEN, "forbidden", &e.to_string());
+    }
+    let since = match param("since").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "invalid_since", "since must be a whole number"),
+    };
+    match hooks.history(&channel, since).await {
+        Ok((h, reset)) => {
+            let body = json!({"channel": channel, "head": h.head, "reset": reset, "events": h.events});
+            let mut res = json_response(StatusCode::OK, body.to_string());
+            // Pages on any allowed origin may catch up over HTTP.
+            let origins = &hooks.config().allowed_origins;
+            let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+                Some(HeaderValue::from_static("*"))
+            } else {
+                origin.filter(|o| origin_allowed(hooks.config(), Some(o))).and_then(|o| HeaderValue::from_str(o).ok())
+            };
+            if let Some(a) = allow {
+                res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, a);
+            }
+            res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
+            res
+        }
+        Err(e) => {
+            warn!(error = %e, "history read failed");
+            refusal(&HookError::Unavailable)
+        }
+    }
 }
 
 #[cfg(test)]

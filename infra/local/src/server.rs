@@ -13,12 +13,11 @@ use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use hookcast_core::channel::Channel;
-use hookcast_core::http::HttpResponse;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
 use hookcast_core::{Fanout, Live};
 use hookcast_core::{HookError, Hooks};
-use hookcast_http::{json_error, respond};
+use hookcast_http::{json_error, refusal};
 use rand::RngCore;
 use tracing::{debug, info, warn};
 
@@ -427,7 +426,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     if let Err(e) = st.relay.connect(&id, origin).await {
         warn!(error = %e, "could not record an SSE client");
         st.gateway.unregister(&id);
-        return respond(HttpResponse::from(&HookError::Unavailable));
+        return refusal(&HookError::Unavailable);
     }
     let guard = SseGuard { st: st.clone(), id: id.clone() };
     for c in channels {
