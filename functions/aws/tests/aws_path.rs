@@ -48,7 +48,7 @@ fn config(origins: &[&str]) -> Config {
         Source {
             name: "gh".into(),
             kind: SourceKind::Hmac { secret: Secret::new(GH) },
-            channels: vec!["news".into()],
+            channels: vec!["news".parse().unwrap()],
             delivery_header: Some("x-github-delivery".into()),
             fields: None,
         },
@@ -738,7 +738,7 @@ async fn hookcast_listen_waits_for_a_deploy_through_the_stack() {
     let mut s = stack(Options::default(), &[], 1).await;
     let args = hookcast::listen::ListenArgs {
         url: s.emu.ws_url(),
-        channels: vec!["deploys".into()],
+        channels: vec!["deploys".parse().unwrap()],
         until: Some("deploy.succeeded".into()),
         // A ceiling: moto is slow under load; the wait ends when the deploy arrives.
         timeout: "600s".into(),

@@ -102,11 +102,60 @@ fn check_chars(
     Ok(())
 }
 
-/// A pattern from a source's `channels` allow-list: exact, or a prefix ending in `*`.
-pub fn pattern_matches(pattern: &str, channel: &Channel) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => channel.as_str().starts_with(prefix),
-        None => pattern == channel.as_str(),
+/// Which channels something covers (a source's allow-list, the private
+/// channels, a token's claims): `*`, an exact channel name, or a name prefix
+/// ending in `*` (`orders/*`). Parsed once, where it is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct ChannelPattern(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither a channel name nor a prefix ending in '*'")]
+pub struct PatternError(pub String);
+
+impl ChannelPattern {
+    pub fn parse(p: &str) -> Result<Self, PatternError> {
+        let stem = p.strip_suffix('*').unwrap_or(p).trim_end_matches('/');
+        if p == "*" || Channel::parse(stem).is_ok() {
+            Ok(Self(p.to_owned()))
+        } else {
+            Err(PatternError(p.to_owned()))
+        }
+    }
+    pub fn matches(&self, channel: &Channel) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => channel.as_str().starts_with(prefix),
+            None => self.0 == channel.as_str(),
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ChannelPattern {
+    type Err = PatternError;
+    fn from_str(p: &str) -> Result<Self, PatternError> {
+        Self::parse(p)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChannelPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ChannelPattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ChannelPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for ChannelPattern {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -144,10 +193,14 @@ mod tests {
     #[test]
     fn patterns() {
         let c = Channel::parse("news/today").unwrap();
-        assert!(pattern_matches("news/*", &c));
-        assert!(pattern_matches("*", &c));
-        assert!(pattern_matches("news/today", &c));
-        assert!(!pattern_matches("news", &c));
-        assert!(!pattern_matches("new/*", &c));
+        let m = |p: &str| ChannelPattern::parse(p).unwrap().matches(&c);
+        assert!(m("news/*"));
+        assert!(m("*"));
+        assert!(m("news/today"));
+        assert!(!m("news"));
+        assert!(!m("new/*"));
+        for bad in ["a b", "news/**", "", "*/x"] {
+            assert!(ChannelPattern::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelPattern};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -110,7 +110,7 @@ pub const MIN_SECRET_BYTES: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Private {
     pub secret: Secret,
-    pub channels: Vec<String>,
+    pub channels: Vec<ChannelPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub struct Source {
     pub name: String,
     pub kind: SourceKind,
     /// Allow-list for generic sources; Netlify's channels are fixed.
-    pub channels: Vec<String>,
+    pub channels: Vec<ChannelPattern>,
     /// The header carrying the sender's delivery id (hmac, token).
     pub delivery_header: Option<String>,
     /// The `data` fields forwarded (generic sources); `None`: all.
@@ -188,7 +188,7 @@ pub struct Config {
 impl Config {
     /// Whether reading `channel` needs a subscribe token.
     pub fn is_private(&self, channel: &Channel) -> bool {
-        self.private.as_ref().is_some_and(|p| p.channels.iter().any(|pat| crate::channel::pattern_matches(pat, channel)))
+        self.private.as_ref().is_some_and(|p| p.channels.iter().any(|pat| pat.matches(channel)))
     }
 }
 
@@ -215,9 +215,9 @@ pub fn decode_standard_secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(key))
 }
 
-/// A channel pattern: `*`, an exact name, or a name prefix ending in `*`.
-fn valid_pattern(p: &str) -> bool {
-    p == "*" || Channel::parse(p.strip_suffix('*').unwrap_or(p).trim_end_matches('/')).is_ok()
+/// Each pattern parsed; each one that is not a pattern is a problem `at`.
+fn patterns(raw: &[String], at: &str, problems: &mut Vec<String>) -> Vec<ChannelPattern> {
+    raw.iter().filter_map(|p| ChannelPattern::parse(p).map_err(|e| problems.push(format!("{at}: {e}"))).ok()).collect()
 }
 
 impl Config {
@@ -284,14 +284,10 @@ impl Config {
                 ));
             }
             let secret = resolve_secret(&name, &rs, env, &mut problems);
-            let channels = rs.channels.clone().unwrap_or_default();
-            for p in &channels {
-                if !valid_pattern(p) {
-                    problems.push(format!("{at}.channels: {p:?} is neither a channel name nor a prefix ending in '*'"));
-                }
-            }
+            let channels = patterns(rs.channels.as_deref().unwrap_or_default(), &format!("{at}.channels"), &mut problems);
+            let listed = rs.channels.as_ref().is_some_and(|c| !c.is_empty());
             let generic = |problems: &mut Vec<String>| {
-                if channels.is_empty() {
+                if !listed {
                     problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
                 }
             };
@@ -383,17 +379,13 @@ fn build_private(rp: &RawPrivate, env: &dyn Fn(&str) -> Option<String>, problems
     if rp.channels.is_empty() {
         problems.push("private.channels: list the channels that need a subscribe token (names or \"prefix/*\")".into());
     }
-    for p in &rp.channels {
-        if !valid_pattern(p) {
-            problems.push(format!("private.channels: {p:?} is neither a channel name nor a prefix ending in '*'"));
-        }
-    }
+    let channels = patterns(&rp.channels, "private.channels", problems);
     let secret = find_secret("private", PRIVATE_SECRET_ENV, rp.secret.as_deref(), rp.secret_env.as_deref(), env, problems);
     if let Some(s) = &secret {
         check_length("private", s.len(), problems);
     }
     let secret = secret.filter(|_| problems.len() == before)?;
-    Some(Private { secret: Secret::new(secret), channels: rp.channels.clone() })
+    Some(Private { secret: Secret::new(secret), channels })
 }
 
 /// An environment variable's name, as opposed to a value pasted where a name belongs.

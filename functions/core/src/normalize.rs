@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::channel::{pattern_matches, Channel, EventName};
+use crate::channel::{Channel, EventName};
 use crate::config::{Source, SourceKind};
 use crate::error::HookError;
 
@@ -293,7 +293,7 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
     };
     let channel = Channel::parse(&channel).map_err(|e| HookError::BadPayload(e.to_string()))?;
     let event = EventName::parse(&event).map_err(|e| HookError::BadPayload(e.to_string()))?;
-    if !source.channels.iter().any(|p| pattern_matches(p, &channel)) {
+    if !source.channels.iter().any(|p| p.matches(&channel)) {
         return Err(HookError::ChannelNotAllowed(channel.to_string()));
     }
     let data = match (&source.fields, data) {
@@ -337,7 +337,7 @@ mod tests {
         Source {
             name: "zap".into(),
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("s") },
-            channels: vec!["news/*".into(), "alerts".into()],
+            channels: vec!["news/*".parse().unwrap(), "alerts".parse().unwrap()],
             delivery_header: None,
             fields: None,
         }

@@ -13,7 +13,7 @@ pub enum ClientMsg {
     /// `since` is the last seq the client has seen; the server replays what
     /// it retains after it.
     Subscribe {
-        channel: String,
+        channel: Channel,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
         /// The client reads `batch` frames: the replay and the `subscribed`
@@ -25,13 +25,13 @@ pub enum ClientMsg {
         token: Option<String>,
     },
     Unsubscribe {
-        channel: String,
+        channel: Channel,
     },
     Ping,
     /// How many connections are subscribed to `channel`; the asker must be
     /// one of them, and may ask once per `limits.occupancy_interval_secs`.
     Occupancy {
-        channel: String,
+        channel: Channel,
     },
 }
 
@@ -54,7 +54,7 @@ pub enum ServerMsg {
     Event(Event),
     /// Sent after any replay; `seq` is the channel's head.
     Subscribed {
-        channel: String,
+        channel: Channel,
         seq: u64,
         /// True when `since` was older than the retained history: events were
         /// missed and the page should refetch its state.
@@ -64,7 +64,7 @@ pub enum ServerMsg {
     Pong,
     /// The answer to an `occupancy` request.
     Occupancy {
-        channel: String,
+        channel: Channel,
         count: u64,
     },
     Error {
@@ -135,6 +135,10 @@ impl ClientMsg {
                 message: format!("unknown action {action:?}; expected subscribe, unsubscribe, ping or occupancy"),
             });
         }
+        // A channel that is not one is its own refusal, whatever else is wrong.
+        if let Some(Err(e)) = value.get("channel").and_then(Value::as_str).map(Channel::parse) {
+            return Err(BadMessage { code: "invalid_channel", message: e.to_string() });
+        }
         serde_json::from_value(value)
             .map_err(|e| BadMessage { code: "bad_message", message: format!("bad {action} message: {e}") })
     }
@@ -144,6 +148,10 @@ impl ClientMsg {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn ch(name: &str) -> Channel {
+        Channel::parse(name).unwrap()
+    }
 
     #[test]
     fn batches_keep_order_and_stay_under_the_limit() {
@@ -174,19 +182,19 @@ mod tests {
         let cases = [
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: false, token: None },
+                ClientMsg::Subscribe { channel: ch("deploys"), since: Some(41), batch: false, token: None },
             ),
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41,"batch":true}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: Some(41), batch: true, token: None },
+                ClientMsg::Subscribe { channel: ch("deploys"), since: Some(41), batch: true, token: None },
             ),
             (
                 r#"{"action":"subscribe","channel":"deploys"}"#,
-                ClientMsg::Subscribe { channel: "deploys".into(), since: None, batch: false, token: None },
+                ClientMsg::Subscribe { channel: ch("deploys"), since: None, batch: false, token: None },
             ),
-            (r#"{"action":"unsubscribe","channel":"deploys"}"#, ClientMsg::Unsubscribe { channel: "deploys".into() }),
+            (r#"{"action":"unsubscribe","channel":"deploys"}"#, ClientMsg::Unsubscribe { channel: ch("deploys") }),
             (r#"{"action":"ping"}"#, ClientMsg::Ping),
-            (r#"{"action":"occupancy","channel":"deploys"}"#, ClientMsg::Occupancy { channel: "deploys".into() }),
+            (r#"{"action":"occupancy","channel":"deploys"}"#, ClientMsg::Occupancy { channel: ch("deploys") }),
         ];
         for (text, msg) in cases {
             assert_eq!(ClientMsg::parse(text).unwrap(), msg);
@@ -211,22 +219,22 @@ mod tests {
                         "data":{"state":"ready"},"at":"2026-11-23T07:00:00.000Z"}),
             ),
             (
-                ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: false },
+                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: false },
                 json!({"type":"subscribed","channel":"deploys","seq":42}),
             ),
             (
-                ServerMsg::Subscribed { channel: "deploys".into(), seq: 42, reset: true },
+                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: true },
                 json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true}),
             ),
             (ServerMsg::Pong, json!({"type":"pong"})),
             (
-                ServerMsg::Occupancy { channel: "deploys".into(), count: 12 },
+                ServerMsg::Occupancy { channel: ch("deploys"), count: 12 },
                 json!({"type":"occupancy","channel":"deploys","count":12}),
             ),
             (ServerMsg::error("bad_json", "nope"), json!({"type":"error","code":"bad_json","message":"nope"})),
             (
                 ServerMsg::Batch {
-                    frames: vec![ServerMsg::Pong, ServerMsg::Subscribed { channel: "d".into(), seq: 1, reset: false }],
+                    frames: vec![ServerMsg::Pong, ServerMsg::Subscribed { channel: ch("d"), seq: 1, reset: false }],
                 },
                 json!({"type":"batch","frames":[{"type":"pong"},{"type":"subscribed","channel":"d","seq":1}]}),
             ),

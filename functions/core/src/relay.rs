@@ -72,9 +72,25 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
         }
     }
 
-    /// Handles one client frame; replies go out through the gateway.
+    /// Handles one client frame (text, as a socket delivers it); replies go
+    /// out through the gateway.
     pub async fn message(&self, conn: &ConnId, text: &str) {
-        for reply in self.reply_to(conn, text).await {
+        let replies = match parse(text) {
+            Ok(msg) => self.apply(conn, msg).await,
+            Err(refusal) => vec![refusal],
+        };
+        self.send_replies(conn, replies).await;
+    }
+
+    /// Handles one typed client message (a host's own client, such as SSE's
+    /// subscribes); replies go out through the gateway.
+    pub async fn command(&self, conn: &ConnId, msg: ClientMsg) {
+        let replies = self.apply(conn, msg).await;
+        self.send_replies(conn, replies).await;
+    }
+
+    async fn send_replies(&self, conn: &ConnId, replies: Vec<ServerMsg>) {
+        for reply in replies {
             if self.gateway.reply(conn, &reply.to_json()).await == Delivery::Gone {
                 forget(&*self.subs, conn).await;
                 return;
@@ -82,30 +98,22 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
         }
     }
 
-    /// The replies to one frame; a refusal is the single error frame.
-    async fn reply_to(&self, conn: &ConnId, text: &str) -> Vec<ServerMsg> {
-        self.handle(conn, text).await.unwrap_or_else(|refusal| vec![refusal])
+    /// The protocol's one door: a client message and the replies to it, in
+    /// order; a refusal is the single error frame.
+    pub async fn apply(&self, conn: &ConnId, msg: ClientMsg) -> Vec<ServerMsg> {
+        self.handle(conn, msg).await.unwrap_or_else(|refusal| vec![refusal])
     }
 
-    async fn handle(&self, conn: &ConnId, text: &str) -> Result<Vec<ServerMsg>, ServerMsg> {
-        if text.len() > MAX_CLIENT_FRAME {
-            return Err(ServerMsg::error("message_too_large", format!("messages are limited to {MAX_CLIENT_FRAME} bytes")));
-        }
-        let msg = ClientMsg::parse(text).map_err(|bad| ServerMsg::error(bad.code, bad.message))?;
-        let channel = |name: &str| Channel::parse(name).map_err(|e| ServerMsg::error("invalid_channel", e.to_string()));
+    async fn handle(&self, conn: &ConnId, msg: ClientMsg) -> Result<Vec<ServerMsg>, ServerMsg> {
         let unavailable = |e| unavailable(conn, e);
         match msg {
             ClientMsg::Ping => Ok(vec![ServerMsg::Pong]),
-            ClientMsg::Occupancy { channel: name } => {
-                let channel = channel(&name)?;
-                Ok(vec![self.occupancy(conn, &channel).await?])
-            }
-            ClientMsg::Unsubscribe { channel: name } => {
-                self.subs.unsubscribe(conn, &channel(&name)?).await.map_err(unavailable)?;
+            ClientMsg::Occupancy { channel } => Ok(vec![self.occupancy(conn, &channel).await?]),
+            ClientMsg::Unsubscribe { channel } => {
+                self.subs.unsubscribe(conn, &channel).await.map_err(unavailable)?;
                 Ok(vec![])
             }
-            ClientMsg::Subscribe { channel: name, since, batch, token } => {
-                let channel = channel(&name)?;
+            ClientMsg::Subscribe { channel, since, batch, token } => {
                 let now = (self.clock)();
                 if let Err(e) = may_read(&self.config, &channel, token.as_deref(), now) {
                     debug!(conn = %conn, channel = %channel, reason = %e, "subscribe refused");
@@ -132,7 +140,7 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
                 let reset = since.is_some_and(|s| missed_history(s, &history));
                 let head = history.head;
                 let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
-                out.push(ServerMsg::Subscribed { channel: channel.to_string(), seq: head, reset });
+                out.push(ServerMsg::Subscribed { channel, seq: head, reset });
                 Ok(if batch { ServerMsg::batched(out) } else { out })
             }
         }
@@ -158,8 +166,16 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
             }
         }
         let count = self.subs.count_subscribers(channel).await.map_err(|e| unavailable(conn, e))?;
-        Ok(ServerMsg::Occupancy { channel: channel.to_string(), count })
+        Ok(ServerMsg::Occupancy { channel: channel.clone(), count })
     }
+}
+
+/// A client frame as text, or the refusal to send back.
+fn parse(text: &str) -> Result<ClientMsg, ServerMsg> {
+    if text.len() > MAX_CLIENT_FRAME {
+        return Err(ServerMsg::error("message_too_large", format!("messages are limited to {MAX_CLIENT_FRAME} bytes")));
+    }
+    ClientMsg::parse(text).map_err(|bad| ServerMsg::error(bad.code, bad.message))
 }
 
 /// A store failure as the client sees it: logged here, never detailed there.
@@ -244,7 +260,7 @@ mod tests {
             Source {
                 name: "gh".into(),
                 kind: SourceKind::Hmac { secret: Secret::new("gh") },
-                channels: vec!["news".into()],
+                channels: vec!["news".parse().unwrap()],
                 delivery_header: Some("x-github-delivery".into()),
                 fields: None,
             },
@@ -288,8 +304,13 @@ mod tests {
     fn subscribe(w: &World, conn: &str, channel: &str, since: Option<u64>) {
         let c = ConnId(conn.into());
         block_on(w.relay.connect(&c, Some("https://site.example"))).unwrap();
-        let msg =
-            serde_json::to_string(&ClientMsg::Subscribe { channel: channel.into(), since, batch: false, token: None }).unwrap();
+        let msg = serde_json::to_string(&ClientMsg::Subscribe {
+            channel: Channel::parse(channel).unwrap(),
+            since,
+            batch: false,
+            token: None,
+        })
+        .unwrap();
         w.message(conn, &msg);
     }
 
@@ -345,15 +366,15 @@ mod tests {
         const KEY: &[u8] = b"private-key-0123456789abcdef";
         let mut w = relay();
         let mut config = w.relay.config().clone();
-        config.private = Some(Private { secret: Secret::new(KEY), channels: vec!["orders/*".into()] });
+        config.private = Some(Private { secret: Secret::new(KEY), channels: vec!["orders/*".parse().unwrap()] });
         let config = Arc::new(config);
         let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         w.relay = Relay::new(config, w.log.clone(), w.live.clone(), w.gw.clone()).with_clock(clock);
         let conn = ConnId("page".into());
         block_on(w.relay.connect(&conn, None)).unwrap();
-        let good = mint(KEY, &Claims { channels: vec!["orders/*".into()], exp: 1_800_000_060.0 });
-        let stale = mint(KEY, &Claims { channels: vec!["orders/*".into()], exp: 1_799_999_999.5 });
-        let forged = mint(b"not-the-key-0123456789abcdef", &Claims { channels: vec!["*".into()], exp: 2e9 });
+        let good = mint(KEY, &Claims { channels: vec!["orders/*".parse().unwrap()], exp: 1_800_000_060.0 });
+        let stale = mint(KEY, &Claims { channels: vec!["orders/*".parse().unwrap()], exp: 1_799_999_999.5 });
+        let forged = mint(b"not-the-key-0123456789abcdef", &Claims { channels: vec!["*".parse().unwrap()], exp: 2e9 });
         for (token, code) in [(None, "forbidden"), (Some(&stale), "forbidden"), (Some(&forged), "forbidden")] {
             let msg = json!({"action": "subscribe", "channel": "orders/1", "token": token}).to_string();
             w.message("page", &msg);

@@ -15,7 +15,7 @@ use base64::Engine;
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{pattern_matches, Channel};
+use crate::channel::{Channel, ChannelPattern};
 use crate::sign::mac;
 
 /// Tokens longer than this are refused before any work.
@@ -76,7 +76,7 @@ pub fn check(secret: &[u8], token: Option<&str>, channel: &Channel, now: SystemT
     if !claims.exp.is_finite() || now_secs(now) >= claims.exp {
         return Err(TokenError::Expired);
     }
-    if !claims.channels.iter().any(|p| pattern_matches(p, channel)) {
+    if !claims.channels.iter().any(|p| ChannelPattern::parse(p).is_ok_and(|p| p.matches(channel))) {
         return Err(TokenError::NotCovered(channel.to_string()));
     }
     Ok(claims)

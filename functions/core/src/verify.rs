@@ -331,7 +331,7 @@ mod tests {
         let src = Source {
             name: "zap".into(),
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("t0ken") },
-            channels: vec!["*".into()],
+            channels: vec!["*".parse().unwrap()],
             delivery_header: None,
             fields: None,
         };

@@ -35,21 +35,21 @@ fn sources() -> Vec<Source> {
         Source {
             name: "gh".into(),
             kind: SourceKind::Hmac { secret: Secret::new(KEY) },
-            channels: vec!["*".into()],
+            channels: vec!["*".parse().unwrap()],
             delivery_header: Some("x-github-delivery".into()),
             fields: None,
         },
         Source {
             name: "std".into(),
             kind: SourceKind::Standard { secret: std_key, tolerance: Duration::from_secs(300) },
-            channels: vec!["*".into()],
+            channels: vec!["*".parse().unwrap()],
             delivery_header: None,
             fields: None,
         },
         Source {
             name: "zap".into(),
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new(KEY) },
-            channels: vec!["zaps/*".into()],
+            channels: vec!["zaps/*".parse().unwrap()],
             delivery_header: None,
             fields: Some(vec!["title".into()]),
         },
@@ -190,14 +190,14 @@ proptest! {
     #[test]
     fn any_client_frame_is_parsed_or_refused(text in ".{0,200}") {
         if let Err(bad) = ClientMsg::parse(&text) {
-            prop_assert!(["bad_json", "bad_message", "unknown_action"].contains(&bad.code));
+            prop_assert!(["bad_json", "bad_message", "unknown_action", "invalid_channel"].contains(&bad.code));
         }
     }
 
     /// Well-formed subscribes round-trip through the parser.
     #[test]
     fn subscribes_round_trip(channel in "[a-z]{1,10}", since in prop::option::of(any::<u64>()), batch in any::<bool>(), token in prop::option::of("[A-Za-z0-9._-]{1,40}")) {
-        let msg = ClientMsg::Subscribe { channel, since, batch, token };
+        let msg = ClientMsg::Subscribe { channel: Channel::parse(&channel).unwrap(), since, batch, token };
         prop_assert_eq!(ClientMsg::parse(&serde_json::to_string(&msg).unwrap()).unwrap(), msg);
     }
 

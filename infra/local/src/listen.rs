@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use hookcast_core::{Channel, ClientMsg, ServerMsg};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -66,11 +66,13 @@ fn matches(filter: &str, name: &str) -> bool {
 /// Event frames go to `out` as JSON lines; progress goes to `log`.
 pub async fn run(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn Write + Send)) -> Result<Outcome, String> {
     let timeout = humantime::parse_duration(&args.timeout).map_err(|e| format!("--timeout {:?}: {e}", args.timeout))?;
-    for c in &args.channels {
-        hookcast_core::Channel::parse(c).map_err(|e| format!("--channel {c:?}: {e}"))?;
-    }
+    let channels = args
+        .channels
+        .iter()
+        .map(|c| Channel::parse(c).map_err(|e| format!("--channel {c:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let deadline = tokio::time::Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, follow(args, out, log)).await {
+    match tokio::time::timeout_at(deadline, follow(args, &channels, out, log)).await {
         Ok(r) => r,
         Err(_) => Ok(match &args.until {
             Some(u) => Outcome::TimedOut(format!(
@@ -83,9 +85,25 @@ pub async fn run(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn
     }
 }
 
-async fn follow(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn Write + Send)) -> Result<Outcome, String> {
+/// The wait before the next reconnect: core's backoff (capped exponential,
+/// full jitter), as the server side and the snippet back off.
+fn next_wait(attempt: &mut u32) -> Duration {
+    let wait = hookcast_core::backoff::full_jitter(*attempt, RETRY_BASE, RETRY_CAP, rand::random());
+    *attempt += 1;
+    wait
+}
+
+const RETRY_BASE: Duration = Duration::from_millis(250);
+const RETRY_CAP: Duration = Duration::from_secs(10);
+
+async fn follow(
+    args: &ListenArgs,
+    channels: &[Channel],
+    out: &mut (dyn Write + Send),
+    log: &mut (dyn Write + Send),
+) -> Result<Outcome, String> {
     // The last seq seen per channel: a reconnect resumes after it.
-    let mut last: BTreeMap<String, Option<u64>> = args.channels.iter().map(|c| (c.clone(), args.since)).collect();
+    let mut last: BTreeMap<Channel, Option<u64>> = channels.iter().map(|c| (c.clone(), args.since)).collect();
     let mut attempt: u32 = 0;
     loop {
         let mut req = args.url.as_str().into_client_request().map_err(|e| format!("--url {:?}: {e}", args.url))?;
@@ -99,22 +117,16 @@ async fn follow(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn 
                 return Ok(Outcome::Refused(format!("{} refused the connection: {} {body}", args.url, res.status())));
             }
             Err(e) => {
-                let wait = Duration::from_millis((250u64 << attempt.min(6)).min(10_000));
+                let wait = next_wait(&mut attempt);
                 let _ = writeln!(log, "hookcast listen: cannot connect to {} ({e}); retrying in {wait:?}", args.url);
-                attempt += 1;
                 tokio::time::sleep(wait).await;
                 continue;
             }
         };
         for (channel, since) in &last {
-            let mut sub = json!({"action": "subscribe", "channel": channel, "batch": true});
-            if let Some(s) = since {
-                sub["since"] = json!(s);
-            }
-            if let Some(t) = &args.token {
-                sub["token"] = json!(t);
-            }
-            ws.send(Message::Text(sub.to_string().into())).await.map_err(|e| e.to_string())?;
+            let sub = ClientMsg::Subscribe { channel: channel.clone(), since: *since, batch: true, token: args.token.clone() };
+            let text = serde_json::to_string(&sub).map_err(|e| e.to_string())?;
+            ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
         }
         let mut subscribed = 0;
         while let Some(msg) = ws.next().await {
@@ -126,35 +138,32 @@ async fn follow(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn 
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
-            let v: Value =
-                serde_json::from_str(text.as_str()).map_err(|e| format!("the server sent something that is not JSON: {e}"))?;
-            let frames = match v["type"].as_str() {
-                Some("batch") => v["frames"].as_array().cloned().unwrap_or_default(),
-                _ => vec![v],
+            let msg: ServerMsg = serde_json::from_str(text.as_str())
+                .map_err(|e| format!("the server sent something that is not a protocol v1 frame: {e}"))?;
+            let frames = match msg {
+                ServerMsg::Batch { frames } => frames,
+                one => vec![one],
             };
             for f in frames {
-                match f["type"].as_str() {
-                    Some("event") => {
-                        let (Some(channel), Some(seq)) = (f["channel"].as_str(), f["seq"].as_u64()) else { continue };
-                        let Some(seen) = last.get_mut(channel) else { continue };
-                        if seen.is_some_and(|s| seq <= s) {
+                match f {
+                    ServerMsg::Event(ev) => {
+                        let Some(seen) = last.get_mut(&ev.channel) else { continue };
+                        if seen.is_some_and(|s| ev.seq <= s) {
                             continue; // a replay overlapping what was printed
                         }
-                        *seen = Some(seq);
-                        writeln!(out, "{f}").map_err(|e| e.to_string())?;
+                        *seen = Some(ev.seq);
+                        let done = args.until.as_deref().is_some_and(|u| matches(u, ev.event.as_str()));
+                        writeln!(out, "{}", ServerMsg::Event(ev).to_json()).map_err(|e| e.to_string())?;
                         out.flush().map_err(|e| e.to_string())?;
-                        let name = f["event"].as_str().unwrap_or("");
-                        if args.until.as_deref().is_some_and(|u| matches(u, name)) {
+                        if done {
                             let _ = ws.close(None).await;
                             return Ok(Outcome::Done);
                         }
                     }
-                    Some("subscribed") => {
-                        if let (Some(c), Some(head)) = (f["channel"].as_str(), f["seq"].as_u64()) {
-                            // From now on: a first subscribe without since starts at the head.
-                            if let Some(seen) = last.get_mut(c) {
-                                seen.get_or_insert(head);
-                            }
+                    ServerMsg::Subscribed { channel, seq: head, .. } => {
+                        // From now on: a first subscribe without since starts at the head.
+                        if let Some(seen) = last.get_mut(&channel) {
+                            seen.get_or_insert(head);
                         }
                         subscribed += 1;
                         if subscribed == last.len() {
@@ -162,10 +171,8 @@ async fn follow(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn 
                             let _ = writeln!(log, "hookcast listen: following {}", args.channels.join(", "));
                         }
                     }
-                    Some("error") => {
-                        let code = f["code"].as_str().unwrap_or("");
-                        let message = f["message"].as_str().unwrap_or("");
-                        if matches!(code, "forbidden" | "invalid_channel" | "too_many_subscriptions" | "bad_message") {
+                    ServerMsg::Error { code, message } => {
+                        if matches!(code.as_str(), "forbidden" | "invalid_channel" | "too_many_subscriptions" | "bad_message") {
                             return Ok(Outcome::Refused(format!("{code}: {message}")));
                         }
                         let _ = writeln!(log, "hookcast listen: {code}: {message}");
@@ -174,9 +181,8 @@ async fn follow(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn 
                 }
             }
         }
-        let wait = Duration::from_millis((250u64 << attempt.min(6)).min(10_000));
+        let wait = next_wait(&mut attempt);
         let _ = writeln!(log, "hookcast listen: disconnected; resuming in {wait:?}");
-        attempt += 1;
         tokio::time::sleep(wait).await;
     }
 }

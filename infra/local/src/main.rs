@@ -143,10 +143,7 @@ fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(),
     use hookcast_core::token::{mint, Claims};
     let ttl = humantime::parse_duration(ttl).map_err(|e| format!("--ttl {ttl:?}: {e} (try 15m, 12h or 30d)"))?;
     for c in channels {
-        let name = c.strip_suffix('*').unwrap_or(c).trim_end_matches('/');
-        if c != "*" && hookcast_core::Channel::parse(name).is_err() {
-            return Err(format!("--channel {c:?} is neither a channel name nor a prefix ending in '*'"));
-        }
+        hookcast_core::channel::ChannelPattern::parse(c).map_err(|e| format!("--channel {e}"))?;
     }
     let secret = match std::env::var(PRIVATE_SECRET_ENV).ok().filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),

@@ -15,7 +15,7 @@ use futures::{SinkExt, StreamExt};
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
-use hookcast_core::{Fanout, Live};
+use hookcast_core::{ClientMsg, Fanout, Live, ServerMsg};
 use hookcast_core::{HookError, Hooks};
 use hookcast_http::{json_error, refusal};
 use rand::RngCore;
@@ -401,16 +401,17 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
-    let channels: Vec<&String> = pairs.iter().filter(|(k, _)| k == "channel").map(|(_, v)| v).collect();
     // A subscribe token for private channels: `?token=` (EventSource cannot set headers).
     let token = pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
+    let mut channels = Vec::new();
+    for (_, name) in pairs.iter().filter(|(k, _)| k == "channel") {
+        match Channel::parse(name) {
+            Ok(c) => channels.push(c),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string()),
+        }
+    }
     if channels.is_empty() {
         return json_error(StatusCode::BAD_REQUEST, "missing_channel", "add ?channel=name (repeatable)");
-    }
-    for c in &channels {
-        if let Err(e) = Channel::parse(c) {
-            return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string());
-        }
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !st.relay.origin_allowed(origin) {
@@ -429,15 +430,9 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
         return refusal(&HookError::Unavailable);
     }
     let guard = SseGuard { st: st.clone(), id: id.clone() };
-    for c in channels {
-        let mut sub = serde_json::json!({"action": "subscribe", "channel": c});
-        if let Some(since) = cursor.get(c.as_str()) {
-            sub["since"] = serde_json::json!(since);
-        }
-        if let Some(t) = &token {
-            sub["token"] = serde_json::json!(t);
-        }
-        st.relay.message(&id, &sub.to_string()).await;
+    for channel in channels {
+        let since = cursor.get(channel.as_str()).copied();
+        st.relay.command(&id, ClientMsg::Subscribe { channel, since, batch: false, token: token.clone() }).await;
     }
     let stop = st.shutdown.subscribe();
     let stream = futures::stream::unfold((out, cursor, guard, stop), |(mut out, mut cursor, guard, mut stop)| async move {
@@ -449,11 +444,10 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
         out.queued.written(frame.text.len(), frame.reply);
         let frame = frame.text;
         let mut ev = SseEvent::default();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&frame) {
-            if let (Some("event"), Some(c), Some(seq)) = (v["type"].as_str(), v["channel"].as_str(), v["seq"].as_u64()) {
-                cursor.insert(c.to_owned(), seq);
-                ev = ev.id(cursor_id(&cursor));
-            }
+        // An event moves its channel's cursor (SSE subscribes without batches).
+        if let Ok(ServerMsg::Event(e)) = serde_json::from_str::<ServerMsg>(&frame) {
+            cursor.insert(e.channel.to_string(), e.seq);
+            ev = ev.id(cursor_id(&cursor));
         }
         Some((Ok::<_, std::convert::Infallible>(ev.data(frame.as_str())), (out, cursor, guard, stop)))
     });
