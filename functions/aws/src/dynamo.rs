@@ -33,7 +33,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::{
-    Appended, ConnId, EventLog, History, Pending, Retention, StoreError, SubOutcome, SubscriberPage, Subscriptions, Turn,
+    Appended, ConnId, EventLog, History, Pending, Retention, StoreError, StoreErrorKind, SubOutcome, SubscriberPage,
+    Subscriptions, Turn,
 };
 use hookcast_core::protocol::Event;
 
@@ -93,14 +94,23 @@ fn get_n(item: &Item, k: &str) -> Option<u64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::unavailable(e.to_string())
 }
-/// The SDK's `Display` says only "service error"; the code and message say why.
+/// The SDK's `Display` says only "service error"; the code and message say
+/// why, and the code says what kind of failure it is.
 fn sdk_err<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
+    let kind = match e.code() {
+        Some(
+            "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" | "LimitExceededException",
+        ) => StoreErrorKind::Throttled,
+        Some("TransactionConflictException") => StoreErrorKind::Conflict,
+        Some("ResourceNotFoundException" | "ValidationException" | "AccessDeniedException") => StoreErrorKind::Invalid,
+        _ => StoreErrorKind::Unavailable,
+    };
     match (e.code(), e.message()) {
-        (Some(c), Some(m)) => StoreError(format!("{c}: {m}")),
-        (Some(c), None) => StoreError(c.to_owned()),
-        _ => err(e),
+        (Some(c), Some(m)) => StoreError::new(kind, format!("{c}: {m}")),
+        (Some(c), None) => StoreError::new(kind, c),
+        _ => StoreError::new(kind, e.to_string()),
     }
 }
 fn now_secs() -> u64 {
@@ -281,7 +291,7 @@ impl DynamoStore {
                 }
             }
             if pending.values().any(|v| !v.is_empty()) {
-                return Err(StoreError("BatchWriteItem left unprocessed items after 8 attempts".into()));
+                return Err(StoreError::new(StoreErrorKind::Throttled, "BatchWriteItem left unprocessed items after 8 attempts"));
             }
         }
         Ok(())
@@ -507,7 +517,7 @@ fn cancellation_reasons<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteIt
 /// An event item back as an event; names are checked again on the way out.
 fn to_event(channel: &Channel, i: &Item) -> Result<Event, StoreError> {
     let event = hookcast_core::EventName::parse(get_s(i, "event").unwrap_or_default())
-        .map_err(|e| StoreError(format!("event item in {channel} has a bad name: {e}")))?;
+        .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, format!("event item in {channel} has a bad name: {e}")))?;
     Ok(Event {
         channel: channel.clone(),
         seq: get_n(i, "seq").unwrap_or(0),
@@ -789,16 +799,22 @@ impl EventLog for DynamoStore {
                 }
                 _ => {
                     self.forget_head(&ev.channel);
-                    return Err(StoreError(format!("append to {} cannot succeed: cancelled for {codes:?}", ev.channel)));
+                    return Err(StoreError::new(
+                        StoreErrorKind::Invalid,
+                        format!("append to {} cannot succeed: cancelled for {codes:?}", ev.channel),
+                    ));
                 }
             }
             if started.elapsed() > APPEND_BUDGET {
                 self.forget_head(&ev.channel);
-                return Err(StoreError(format!(
-                    "append to {} lost the seq race for {} ms ({lost} seqs taken first, {conflicts} conflicts)",
-                    ev.channel,
-                    started.elapsed().as_millis()
-                )));
+                return Err(StoreError::new(
+                    StoreErrorKind::Conflict,
+                    format!(
+                        "append to {} lost the seq race for {} ms ({lost} seqs taken first, {conflicts} conflicts)",
+                        ev.channel,
+                        started.elapsed().as_millis()
+                    ),
+                ));
             }
         }
     }
@@ -882,7 +898,7 @@ impl crate::pipeline::Cursors for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_err(e).0)?;
+            .map_err(|e| sdk_err(e).to_string())?;
         Ok(got.item.filter(|i| !expired(i, now_secs())).and_then(|i| get_s(&i, "after").map(|a| ConnId(a.to_owned()))))
     }
 
@@ -890,7 +906,7 @@ impl crate::pipeline::Cursors for DynamoStore {
         let mut item = key(format!("cursor#{job}"), "cursor".into());
         item.insert("after".into(), s(after.0.clone()));
         item.insert("ttl".into(), n(now_secs() + 3600));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(|e| sdk_err(e).0)?;
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(|e| sdk_err(e).to_string())?;
         Ok(())
     }
 }

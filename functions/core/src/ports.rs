@@ -33,10 +33,55 @@ pub enum Delivery {
     Failed,
 }
 
+/// What kind of failure a store reports: callers decide on it (retry now,
+/// retry later, alarm, give up); clients only ever see a 503 or an
+/// `unavailable` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store did not answer or failed (I/O, network, a stopped writer,
+    /// a file locked by another process).
+    Unavailable,
+    /// Other writers kept winning the same items (transaction conflicts, a
+    /// seq taken again and again) until the time allowed ran out.
+    Conflict,
+    /// The store asks for less (DynamoDB throttling), or the fan-out is
+    /// behind and appends are paced: retry later.
+    Throttled,
+    /// Stored data that does not decode.
+    Corrupt,
+    /// A request that can never succeed as made (a missing table, a bad
+    /// key): retrying is pointless; the deployment needs fixing.
+    Invalid,
+}
+
+impl fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unavailable => "unavailable",
+            Self::Conflict => "conflict",
+            Self::Throttled => "throttled",
+            Self::Corrupt => "corrupt",
+            Self::Invalid => "invalid request",
+        })
+    }
+}
+
 /// The store failed; the detail is for logs, never for clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreError(pub String);
+#[error("store {kind}: {detail}")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub detail: String,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Unavailable, detail)
+    }
+}
 
 /// How long a channel's history and dedupe keys are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

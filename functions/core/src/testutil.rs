@@ -30,7 +30,7 @@ impl MemLog {
     }
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Mem>, StoreError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError("injected failure".into()));
+            return Err(StoreError::unavailable("injected failure"));
         }
         Ok(self.inner.lock().unwrap())
     }
@@ -47,7 +47,7 @@ pub struct Faulty<S> {
 impl<S> Faulty<S> {
     fn up(&self) -> Result<&S, StoreError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError("injected failure".into()));
+            return Err(StoreError::unavailable("injected failure"));
         }
         Ok(&self.inner)
     }

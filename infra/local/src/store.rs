@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookcast_core::channel::{Channel, EventName};
-use hookcast_core::ports::{Appended, EventLog, History, Pending, Retention, StoreError};
+use hookcast_core::ports::{Appended, EventLog, History, Pending, Retention, StoreError, StoreErrorKind};
 use hookcast_core::protocol::Event;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::mpsc::UnboundedSender;
@@ -91,7 +91,7 @@ const WRITE_WAIT: Duration = Duration::from_millis(2000);
 const BUSY_COOL_OFF: Duration = Duration::from_millis(1000);
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::unavailable(e.to_string())
 }
 
 const SCHEMA: &str = "
@@ -183,7 +183,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.reader.clone().unwrap_or_else(|| self.db.clone());
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
+            let mut conn = conn.lock().map_err(|_| StoreError::unavailable("store lock poisoned"))?;
             f(&mut conn).map_err(err)
         })
         .await
@@ -219,14 +219,14 @@ impl Writer {
             let now = Instant::now();
             let (live, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
             for j in late {
-                let _ = j.done.send(Err(StoreError("timed out waiting for the writer".into())));
+                let _ = j.done.send(Err(StoreError::unavailable("timed out waiting for the writer")));
             }
             if live.is_empty() {
                 continue;
             }
             if self.busy_until.is_some_and(|t| t > now) {
                 for j in live {
-                    let _ = j.done.send(Err(StoreError("database file is locked by another process".into())));
+                    let _ = j.done.send(Err(StoreError::unavailable("database file is locked by another process")));
                 }
                 continue;
             }
@@ -354,11 +354,11 @@ impl EventLog for SqliteStore {
         if self.backlog.events() >= MAX_BACKLOG
             && tokio::time::timeout(WRITE_WAIT, self.backlog.below(MAX_BACKLOG)).await.is_err()
         {
-            return Err(StoreError("the fan-out is behind; retry shortly".into()));
+            return Err(StoreError::new(StoreErrorKind::Throttled, "the fan-out is behind; retry shortly"));
         }
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.jobs.send(Job { ev: ev.clone(), deadline, done }).map_err(|_| StoreError("the writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError("the writer has stopped".into()))?
+        self.jobs.send(Job { ev: ev.clone(), deadline, done }).map_err(|_| StoreError::unavailable("the writer has stopped"))?;
+        answer.await.map_err(|_| StoreError::unavailable("the writer has stopped"))?
     }
 
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
