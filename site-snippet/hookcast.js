@@ -37,7 +37,7 @@
 
   /**
    * @typedef {{type: 'event', channel: string, seq: number, event: string, data: any, at: string}} HookcastEvent
-   * @typedef {{last: number|null, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
+   * @typedef {{last: number|null, epoch?: string, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
    * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'|'refused'} Status
    * @typedef {{
    *   url: string,
@@ -101,17 +101,20 @@
       if (o.onStatus) o.onStatus(s, detail);
     }
 
+    /**
+     * The stored "seq" or "seq epoch" of a channel, as [seq, epoch].
+     * @returns {[number?, string?]}
+     */
     function remembered(name) {
-      if (!storage) return null;
       try {
-        var v = storage.getItem(STORE_PREFIX + name);
-        return v != null && /^\d+$/.test(v) ? Number(v) : null;
-      } catch (_) { return null; }
+        var v = /^(\d+)(?: (\S+))?$/.exec(storage.getItem(STORE_PREFIX + name));
+        return v ? [Number(v[1]), v[2]] : [];
+      } catch (_) { return []; }
     }
 
     function remember(name, seq) {
-      if (!storage) return;
-      try { storage.setItem(STORE_PREFIX + name, String(seq)); } catch (_) { /* quota or privacy mode */ }
+      var ch = channels.get(name);
+      try { storage.setItem(STORE_PREFIX + name, seq + (ch && ch.epoch ? ' ' + ch.epoch : '')); } catch (_) { /* none, quota or privacy mode */ }
     }
 
     function send(obj) {
@@ -125,7 +128,8 @@
       ch.pending = true;
       // batch: the replay and the reply come in as few frames as fit.
       var msg = { action: 'subscribe', channel: name, batch: true };
-      if (ch.last != null) msg.since = ch.last;
+      // The epoch `since` was read in: a wiped store answers with a reset.
+      if (ch.last != null) { msg.since = ch.last; if (ch.epoch) msg.epoch = ch.epoch; }
       // Private channels need a subscribe token; public ones ignore it.
       var token = typeof o.token === 'function' ? o.token(name) : o.token;
       if (token) msg.token = token;
@@ -170,6 +174,7 @@
       var ch = channels.get(msg.channel);
       if (!ch) return;
       ch.pending = false;
+      if (msg.epoch) ch.epoch = msg.epoch;
       if (msg.reset) {
         // Events were missed beyond recovery: start from the head; the page refetches.
         ch.last = msg.seq;
@@ -288,7 +293,8 @@
       /** @param {string} name */
       add: function (name) {
         if (channels.has(name)) return;
-        channels.set(name, { last: remembered(name), pending: false, buffer: new Map() });
+        var r = remembered(name);
+        channels.set(name, { last: r[0] == null ? null : r[0], epoch: r[1], pending: false, buffer: new Map() });
         subscribe(name);
       },
       /** Subscribes and asks how many pages view the channel, periodically. @param {string} name */

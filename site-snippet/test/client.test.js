@@ -204,6 +204,35 @@ test('the last seq survives a reload through storage', () => {
   assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 2 }]);
 });
 
+test('the epoch travels with since, and a new one (a wiped store) is kept after its reset', () => {
+  const w = fakeWorld();
+  const mem = new Map();
+  const storage = { getItem: (k) => (mem.has(k) ? mem.get(k) : null), setItem: (k, v) => mem.set(k, v) };
+  const resets = [];
+  const first = client(w, { storage });
+  first.c.add('deploys');
+  first.c.start();
+  w.sockets[0].open();
+  w.sockets[0].receive({ type: 'subscribed', channel: 'deploys', seq: 0, epoch: 'e1' });
+  w.sockets[0].receive(ev(1));
+  first.c.stop();
+  const second = client(w, { storage, onReset: (c, seq) => resets.push([c, seq]) });
+  second.c.add('deploys');
+  second.c.start();
+  w.sockets[1].open();
+  assert.deepEqual(w.sockets[1].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 1, epoch: 'e1' }]);
+  // The store was wiped and grew again: the server answers with a reset in its new epoch.
+  w.sockets[1].receive({ type: 'subscribed', channel: 'deploys', seq: 7, reset: true, epoch: 'e2' });
+  assert.deepEqual(resets, [['deploys', 7]]);
+  assert.equal(second.c.lastSeq('deploys'), 7);
+  second.c.stop();
+  const third = client(w, { storage });
+  third.c.add('deploys');
+  third.c.start();
+  w.sockets[2].open();
+  assert.deepEqual(w.sockets[2].sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 7, epoch: 'e2' }]);
+});
+
 test('pings well inside API Gateway idle timeout', () => {
   const w = fakeWorld();
   const { c } = client(w);

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -76,6 +77,8 @@ pub struct DynamoStore {
     turns: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
     /// Epoch seconds, for the occupancy counters (a test moves it).
     clock: fn() -> u64,
+    /// The table's log epoch, once read (it never changes for a table).
+    epoch: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -168,6 +171,7 @@ impl DynamoStore {
             heads: Default::default(),
             turns: Default::default(),
             clock: now_secs,
+            epoch: Default::default(),
         }
     }
 
@@ -881,7 +885,54 @@ impl EventLog for DynamoStore {
             }
         }
         events.truncate(limit);
-        Ok(History { events, head, first_retained })
+        Ok(History { events, head, first_retained, epoch: self.epoch().await? })
+    }
+}
+
+impl DynamoStore {
+    /// The log's epoch: the `meta` / `epoch` item, made by whichever
+    /// instance reads it first (a conditional put; a loser reads the
+    /// winner's), then kept for the instance's life.
+    async fn epoch(&self) -> Result<String, StoreError> {
+        self.epoch
+            .get_or_try_init(|| async {
+                let k = key("meta".into(), "epoch".into());
+                let read = || async {
+                    let got = self
+                        .client
+                        .get_item()
+                        .table_name(&self.table)
+                        .set_key(Some(k.clone()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
+                    Ok::<_, StoreError>(got.item.and_then(|i| get_s(&i, "epoch").map(str::to_owned)))
+                };
+                if let Some(e) = read().await? {
+                    return Ok(e);
+                }
+                let fresh = format!("{:016x}", rand::random::<u64>());
+                let mut item = k.clone();
+                item.insert("epoch".into(), s(fresh.clone()));
+                let put = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .send()
+                    .await;
+                match put {
+                    Ok(_) => Ok(fresh),
+                    Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+                        read().await?.ok_or_else(|| StoreError::new(StoreErrorKind::Corrupt, "the epoch item has no epoch"))
+                    }
+                    Err(e) => Err(sdk_err(e)),
+                }
+            })
+            .await
+            .cloned()
     }
 }
 

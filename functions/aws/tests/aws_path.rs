@@ -275,7 +275,13 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     let mut s = stack(Options::default(), &[], 2).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
     ws.send(Message::Text(json!({"action":"subscribe","channel":"deploys"}).to_string().into())).await.unwrap();
-    assert_eq!(next(&mut ws).await, json!({"type":"subscribed","channel":"deploys","seq":0}));
+    let mut subscribed = next(&mut ws).await;
+    // The table's epoch: made once, the same from every instance.
+    let epoch = subscribed.as_object_mut().unwrap().remove("epoch").unwrap();
+    assert_eq!(subscribed, json!({"type":"subscribed","channel":"deploys","seq":0}));
+    let other = common::fresh_store_on(s.store.table(), Retention::from(&Limits::default()));
+    let read = hookcast_core::ports::EventLog::read(&other, &Channel::parse("news").unwrap(), 0, 0).await.unwrap();
+    assert_eq!(json!(read.epoch), epoch);
 
     let (status, _, body) = http(&s.hooks, local_snippets(), webhook_request(&deploy("d1"))).await;
     assert_eq!(status, 200);
@@ -308,7 +314,7 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     let (mut late, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
     late.send(Message::Text(r#"{"action":"subscribe","channel":"deploys","since":0}"#.into())).await.unwrap();
     assert_eq!(next(&mut late).await["seq"], 1);
-    assert_eq!(next(&mut late).await, json!({"type":"subscribed","channel":"deploys","seq":1}));
+    assert_eq!(next(&mut late).await, json!({"type":"subscribed","channel":"deploys","seq":1,"epoch":epoch}));
     // Occupancy through its own route: both pages are viewing; asking again at once is refused.
     late.send(Message::Text(r#"{"action":"occupancy","channel":"deploys"}"#.into())).await.unwrap();
     assert_eq!(next(&mut late).await, json!({"type":"occupancy","channel":"deploys","count":2}));
@@ -323,7 +329,7 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     let batch = next(&mut third).await;
     assert_eq!(batch["type"], "batch");
     assert_eq!(batch["frames"][0]["seq"], 1);
-    assert_eq!(batch["frames"][1], json!({"type":"subscribed","channel":"deploys","seq":1}));
+    assert_eq!(batch["frames"][1], json!({"type":"subscribed","channel":"deploys","seq":1,"epoch":epoch}));
     assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts + 1, "one post");
     third.close(None).await.unwrap();
 

@@ -96,9 +96,14 @@ impl<L: EventLog> Hooks<L> {
     }
 
     /// Catch-up over HTTP: retained events after `since`, and whether the
-    /// caller missed events that are no longer retained.
-    pub async fn history(&self, channel: &Channel, since: u64) -> Result<(History, bool), StoreError> {
-        let h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
+    /// caller missed events that are no longer retained. A `since` read in
+    /// another `epoch` is no place in this log: no events, and a reset.
+    pub async fn history(&self, channel: &Channel, since: u64, epoch: Option<&str>) -> Result<(History, bool), StoreError> {
+        let mut h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
+        if epoch.is_some_and(|e| e != h.epoch) {
+            h.events.clear();
+            return Ok((h, true));
+        }
         let reset = missed_history(since, &h);
         Ok((h, reset))
     }

@@ -132,6 +132,10 @@ pub struct History {
     pub head: u64,
     /// The oldest seq still retained (head + 1 when none is).
     pub first_retained: u64,
+    /// The log's identity, made when the log was created: a seq means
+    /// something only with it. A log wiped and grown again has a new epoch,
+    /// so a reader's old `since` is not taken for a place in it.
+    pub epoch: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +170,8 @@ pub struct SubscriberPage {
 /// per channel, `seq` is gapless and increasing, assigned atomically with the
 /// event and its dedupe key (all or nothing); a key seen within `dedupe_ttl`
 /// is refused; reads return only what retention keeps (the newest
-/// `max_events`, none older than `max_age`), oldest first.
+/// `max_events`, none older than `max_age`), oldest first, with the log's
+/// epoch (the same for every read of one log, different for another log).
 pub trait EventLog: Send + Sync + 'static {
     /// Atomically: refuse a seen dedupe key, else assign the next seq and
     /// store the event and the key. Returns once both are durable.

@@ -23,6 +23,11 @@ pub enum ClientMsg {
         /// A subscribe token, required for private channels.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The epoch `since` was read in (from an earlier `subscribed`): if
+        /// the log's epoch is another, `since` means nothing there, and the
+        /// reply is a reset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     Unsubscribe {
         channel: Channel,
@@ -60,6 +65,9 @@ pub enum ServerMsg {
         /// missed and the page should refetch its state.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
+        /// The log's epoch: send it back with `since` on a later subscribe.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        epoch: String,
     },
     Pong,
     /// The answer to an `occupancy` request.
@@ -182,15 +190,15 @@ mod tests {
         let cases = [
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41}"#,
-                ClientMsg::Subscribe { channel: ch("deploys"), since: Some(41), batch: false, token: None },
+                ClientMsg::Subscribe { channel: ch("deploys"), since: Some(41), batch: false, token: None, epoch: None },
             ),
             (
                 r#"{"action":"subscribe","channel":"deploys","since":41,"batch":true}"#,
-                ClientMsg::Subscribe { channel: ch("deploys"), since: Some(41), batch: true, token: None },
+                ClientMsg::Subscribe { channel: ch("deploys"), since: Some(41), batch: true, token: None, epoch: None },
             ),
             (
                 r#"{"action":"subscribe","channel":"deploys"}"#,
-                ClientMsg::Subscribe { channel: ch("deploys"), since: None, batch: false, token: None },
+                ClientMsg::Subscribe { channel: ch("deploys"), since: None, batch: false, token: None, epoch: None },
             ),
             (r#"{"action":"unsubscribe","channel":"deploys"}"#, ClientMsg::Unsubscribe { channel: ch("deploys") }),
             (r#"{"action":"ping"}"#, ClientMsg::Ping),
@@ -219,11 +227,11 @@ mod tests {
                         "data":{"state":"ready"},"at":"2026-11-23T07:00:00.000Z"}),
             ),
             (
-                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: false },
+                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: false, epoch: String::new() },
                 json!({"type":"subscribed","channel":"deploys","seq":42}),
             ),
             (
-                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: true },
+                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: true, epoch: String::new() },
                 json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true}),
             ),
             (ServerMsg::Pong, json!({"type":"pong"})),
@@ -234,7 +242,10 @@ mod tests {
             (ServerMsg::error("bad_json", "nope"), json!({"type":"error","code":"bad_json","message":"nope"})),
             (
                 ServerMsg::Batch {
-                    frames: vec![ServerMsg::Pong, ServerMsg::Subscribed { channel: ch("d"), seq: 1, reset: false }],
+                    frames: vec![
+                        ServerMsg::Pong,
+                        ServerMsg::Subscribed { channel: ch("d"), seq: 1, reset: false, epoch: String::new() },
+                    ],
                 },
                 json!({"type":"batch","frames":[{"type":"pong"},{"type":"subscribed","channel":"d","seq":1}]}),
             ),

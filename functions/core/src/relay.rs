@@ -113,7 +113,7 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
                 self.subs.unsubscribe(conn, &channel).await.map_err(unavailable)?;
                 Ok(vec![])
             }
-            ClientMsg::Subscribe { channel, since, batch, token } => {
+            ClientMsg::Subscribe { channel, since, batch, token, epoch } => {
                 let now = (self.clock)();
                 if let Err(e) = may_read(&self.config, &channel, token.as_deref(), now) {
                     debug!(conn = %conn, channel = %channel, reason = %e, "subscribe refused");
@@ -137,10 +137,14 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
                 let replay = since.is_some();
                 let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
                 let history = self.log.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
-                let reset = since.is_some_and(|s| missed_history(s, &history));
-                let head = history.head;
-                let mut out: Vec<ServerMsg> = history.events.into_iter().map(ServerMsg::Event).collect();
-                out.push(ServerMsg::Subscribed { channel, seq: head, reset });
+                // A `since` from another epoch is no place in this log: nothing
+                // is replayed, and the page starts again from the head.
+                let other_log = since.is_some() && epoch.as_deref().is_some_and(|e| e != history.epoch);
+                let reset = other_log || since.is_some_and(|s| missed_history(s, &history));
+                let (head, epoch) = (history.head, history.epoch);
+                let events = if other_log { vec![] } else { history.events };
+                let mut out: Vec<ServerMsg> = events.into_iter().map(ServerMsg::Event).collect();
+                out.push(ServerMsg::Subscribed { channel, seq: head, reset, epoch });
                 Ok(if batch { ServerMsg::batched(out) } else { out })
             }
         }
@@ -224,8 +228,12 @@ mod tests {
         fn gateway(&self) -> &RecordingGateway {
             &self.gw
         }
+        /// The log's epoch, as every `subscribed` carries it.
+        fn epoch(&self) -> String {
+            block_on(self.log.read(&Channel::parse("any").unwrap(), 0, 0)).unwrap().epoch
+        }
         fn history(&self, c: &Channel, since: u64) -> Result<(History, bool), StoreError> {
-            block_on(self.hooks.history(c, since))
+            block_on(self.hooks.history(c, since, None))
         }
         fn raw_ingest(&self, source: &str, headers: &Vec<(String, String)>, body: &[u8]) -> Result<Accepted, HookError> {
             block_on(self.hooks.ingest(source, Some("application/json"), &HookRequest { headers, body }))
@@ -306,6 +314,7 @@ mod tests {
         block_on(w.relay.connect(&c, Some("https://site.example"))).unwrap();
         let msg = serde_json::to_string(&ClientMsg::Subscribe {
             channel: Channel::parse(channel).unwrap(),
+            epoch: None,
             since,
             batch: false,
             token: None,
@@ -318,7 +327,8 @@ mod tests {
     fn webhook_reaches_subscribers_once() {
         let r = relay();
         subscribe(&r, "page", "deploys", None);
-        assert_eq!(r.gateway().frames("page"), vec![json!({"type":"subscribed","channel":"deploys","seq":0})]);
+        let epoch = r.epoch();
+        assert_eq!(r.gateway().frames("page"), vec![json!({"type":"subscribed","channel":"deploys","seq":0,"epoch":epoch})]);
 
         let body = deploy_body("d1", "ready");
         let (got, fanout) = ingest(&r, &body).unwrap();
@@ -349,7 +359,10 @@ mod tests {
         // Asking from 0 again replays at most history_max_events (3), not 5.
         r.message("page", r#"{"action":"subscribe","channel":"deploys","since":0}"#);
         assert_eq!(kinds(&r).len(), 3 + 3 + 1);
-        assert_eq!(r.gateway().frames("page")[6], json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true}));
+        assert_eq!(
+            r.gateway().frames("page")[6],
+            json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true,"epoch":r.epoch()})
+        );
         // Still one subscription: the next event arrives once.
         let (_, report) = ingest(&r, &deploy_body("d6", "ready")).unwrap();
         assert_eq!(report.delivered, 1);
@@ -471,7 +484,8 @@ mod tests {
         }
         subscribe(&r, "stale", "deploys", Some(1));
         let f = r.gateway().frames("stale");
-        assert_eq!(f.last().unwrap(), &json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true}));
+        let epoch = r.epoch();
+        assert_eq!(f.last().unwrap(), &json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true,"epoch":epoch}));
         assert_eq!(
             f.iter().filter(|m| m["type"] == "event").map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
             vec![3, 4, 5]
@@ -479,6 +493,35 @@ mod tests {
         // A client ahead of the log (server data wiped) is told to reset too.
         subscribe(&r, "future", "deploys", Some(99));
         assert_eq!(r.gateway().frames("future").last().unwrap()["reset"], true);
+    }
+
+    /// A `since` read in another log (the store was wiped and has grown
+    /// past it again) is no place in this one: no replay, a reset, and the
+    /// log's epoch to keep. The same `since` with this log's epoch replays.
+    #[test]
+    fn a_since_from_another_epoch_is_a_reset_not_a_replay() {
+        let r = relay();
+        for i in 0..3 {
+            ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+        }
+        let epoch = r.epoch();
+        let ask = |conn: &str, epoch: &str| {
+            block_on(r.relay.connect(&ConnId(conn.into()), None)).unwrap();
+            let msg = json!({"action": "subscribe", "channel": "deploys", "since": 1, "epoch": epoch});
+            r.message(conn, &msg.to_string());
+            r.gateway().frames(conn)
+        };
+        let other = ask("wiped", "0123456789abcdef");
+        assert_eq!(other, vec![json!({"type":"subscribed","channel":"deploys","seq":3,"reset":true,"epoch":epoch})]);
+        let same = ask("kept", &epoch);
+        let seqs: Vec<_> = same.iter().map(|m| (m["type"].clone(), m["seq"].clone())).collect();
+        assert_eq!(seqs, vec![(json!("event"), json!(2)), (json!("event"), json!(3)), (json!("subscribed"), json!(3))]);
+        assert!(same[2].get("reset").is_none());
+        // Over HTTP the same: another epoch gets no events and a reset.
+        let (h, reset) = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some("0123456789abcdef"))).unwrap();
+        assert!(reset && h.events.is_empty() && h.epoch == epoch);
+        let (h, reset) = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some(&epoch))).unwrap();
+        assert!(!reset && h.events.len() == 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::protocol::Event;
 /// is checked against.
 pub struct MemLog {
     retention: Retention,
+    epoch: String,
     inner: Mutex<Mem>,
     /// When set, every call fails: for "store down" tests.
     pub fail: std::sync::atomic::AtomicBool,
@@ -26,7 +27,10 @@ struct Mem {
 
 impl MemLog {
     pub fn new(retention: Retention) -> Self {
-        Self { retention, inner: Mutex::default(), fail: Default::default() }
+        static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let epoch = format!("mem{n}-{}", crate::clock::millis(std::time::SystemTime::now()));
+        Self { retention, epoch, inner: Mutex::default(), fail: Default::default() }
     }
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Mem>, StoreError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
@@ -111,7 +115,7 @@ impl EventLog for MemLog {
         let (head, log) = m.logs.get(channel).map(|(h, l)| (*h, l.as_slice())).unwrap_or((0, &[]));
         let first_retained = log.first().map_or(head + 1, |(_, e)| e.seq);
         let events = log.iter().map(|(_, e)| e).filter(|e| e.seq > since).take(limit).cloned().collect();
-        Ok(History { events, head, first_retained })
+        Ok(History { events, head, first_retained, epoch: self.epoch.clone() })
     }
 }
 
@@ -193,6 +197,19 @@ pub mod conformance {
         retention_by_age(make(retention())).await;
         read_since_and_limit(make(retention())).await;
         concurrent_appends_get_distinct_consecutive_seqs(make(Retention { max_events: 1000, ..retention() })).await;
+        each_log_has_its_own_epoch(make(retention()), make(retention())).await;
+    }
+
+    /// Every read of one log carries the same epoch, whatever the channel
+    /// and before or after appends; another log has another.
+    pub async fn each_log_has_its_own_epoch<S: EventLog>(s: S, other: S) {
+        let before = s.read(&ch("a"), 0, 10).await.unwrap().epoch;
+        assert!(!before.is_empty(), "a log has an epoch from its start");
+        seq_of(&s, &pending("a", "k1", T0)).await;
+        assert_eq!(s.read(&ch("a"), 0, 10).await.unwrap().epoch, before);
+        assert_eq!(s.read(&ch("b"), 0, 10).await.unwrap().epoch, before, "one epoch per log, not per channel");
+        seq_of(&other, &pending("a", "k1", T0)).await;
+        assert_ne!(other.read(&ch("a"), 0, 10).await.unwrap().epoch, before, "another log, another epoch");
     }
 
     /// Every [`Subscriptions`] check, each on a fresh store.

@@ -196,8 +196,8 @@ proptest! {
 
     /// Well-formed subscribes round-trip through the parser.
     #[test]
-    fn subscribes_round_trip(channel in "[a-z]{1,10}", since in prop::option::of(any::<u64>()), batch in any::<bool>(), token in prop::option::of("[A-Za-z0-9._-]{1,40}")) {
-        let msg = ClientMsg::Subscribe { channel: Channel::parse(&channel).unwrap(), since, batch, token };
+    fn subscribes_round_trip(channel in "[a-z]{1,10}", since in prop::option::of(any::<u64>()), batch in any::<bool>(), token in prop::option::of("[A-Za-z0-9._-]{1,40}"), epoch in prop::option::of("[a-f0-9]{16}")) {
+        let msg = ClientMsg::Subscribe { channel: Channel::parse(&channel).unwrap(), since, batch, token, epoch };
         prop_assert_eq!(ClientMsg::parse(&serde_json::to_string(&msg).unwrap()).unwrap(), msg);
     }
 

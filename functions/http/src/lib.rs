@@ -263,9 +263,11 @@ async fn history<L: EventLog>(
         Some(Ok(n)) => n,
         Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "invalid_since", "since must be a whole number"),
     };
-    match hooks.history(&channel, since).await {
+    // The epoch the caller's `since` was read in (from an earlier answer).
+    let epoch = param("epoch");
+    match hooks.history(&channel, since, epoch).await {
         Ok((h, reset)) => {
-            let body = json!({"channel": channel, "head": h.head, "reset": reset, "events": h.events});
+            let body = json!({"channel": channel, "head": h.head, "reset": reset, "epoch": h.epoch, "events": h.events});
             let mut res = json_response(StatusCode::OK, body.to_string());
             // Pages on any allowed origin may catch up over HTTP.
             let origins = &hooks.config().allowed_origins;

@@ -104,6 +104,9 @@ async fn follow(
 ) -> Result<Outcome, String> {
     // The last seq seen per channel: a reconnect resumes after it.
     let mut last: BTreeMap<Channel, Option<u64>> = channels.iter().map(|c| (c.clone(), args.since)).collect();
+    // Each channel's log epoch, from its `subscribed`: a reconnect to a
+    // store that was wiped since is told so (a reset), not replayed wrongly.
+    let mut epochs: BTreeMap<Channel, String> = BTreeMap::new();
     let mut attempt: u32 = 0;
     loop {
         let mut req = args.url.as_str().into_client_request().map_err(|e| format!("--url {:?}: {e}", args.url))?;
@@ -124,7 +127,13 @@ async fn follow(
             }
         };
         for (channel, since) in &last {
-            let sub = ClientMsg::Subscribe { channel: channel.clone(), since: *since, batch: true, token: args.token.clone() };
+            let sub = ClientMsg::Subscribe {
+                channel: channel.clone(),
+                since: *since,
+                batch: true,
+                token: args.token.clone(),
+                epoch: since.and(epochs.get(channel).cloned()),
+            };
             let text = serde_json::to_string(&sub).map_err(|e| e.to_string())?;
             ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
         }
@@ -160,11 +169,17 @@ async fn follow(
                             return Ok(Outcome::Done);
                         }
                     }
-                    ServerMsg::Subscribed { channel, seq: head, .. } => {
-                        // From now on: a first subscribe without since starts at the head.
+                    ServerMsg::Subscribed { channel, seq: head, reset, epoch } => {
+                        // From now on: a first subscribe without since starts at
+                        // the head, and so does one whose history is gone.
                         if let Some(seen) = last.get_mut(&channel) {
+                            if reset {
+                                let _ = writeln!(log, "hookcast listen: events on {channel} were missed; following from {head}");
+                                *seen = Some(head);
+                            }
                             seen.get_or_insert(head);
                         }
+                        epochs.insert(channel, epoch);
                         subscribed += 1;
                         if subscribed == last.len() {
                             attempt = 0;

@@ -135,7 +135,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 /// `hookcast dev` stands in for the rebuild the poke/pull pattern refetches.
 async fn demo_page(State(st): State<Arc<AppState>>) -> Response {
     let deploys = Channel::parse("deploys").expect("valid literal");
-    let latest = match st.hooks.history(&deploys, 0).await {
+    let latest = match st.hooks.history(&deploys, 0, None).await {
         Ok((h, _)) => h.events.into_iter().rev().find(|e| e.event.as_str() == "deploy.succeeded"),
         Err(e) => {
             warn!(error = %e, "demo page rendered without deploy info");
@@ -432,7 +432,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
     let guard = SseGuard { st: st.clone(), id: id.clone() };
     for channel in channels {
         let since = cursor.get(channel.as_str()).copied();
-        st.relay.command(&id, ClientMsg::Subscribe { channel, since, batch: false, token: token.clone() }).await;
+        st.relay.command(&id, ClientMsg::Subscribe { channel, since, batch: false, token: token.clone(), epoch: None }).await;
     }
     let stop = st.shutdown.subscribe();
     let stream = futures::stream::unfold((out, cursor, guard, stop), |(mut out, mut cursor, guard, mut stop)| async move {

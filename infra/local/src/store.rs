@@ -35,6 +35,8 @@ pub struct SqliteStore {
     /// Write transactions committed (each one fsync): with the appends
     /// counted in the metrics, how many webhooks share an fsync.
     commits: Arc<std::sync::atomic::AtomicU64>,
+    /// This log's epoch, made with the database file (see `History::epoch`).
+    epoch: String,
 }
 
 /// One append waiting for the writer.
@@ -116,6 +118,10 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe (expires_ms);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 impl SqliteStore {
@@ -139,6 +145,10 @@ impl SqliteStore {
     fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Made once, with the file: a new file (a wiped store) has a new one.
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", params![fresh]).map_err(err)?;
+        let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).map_err(err)?;
         let db = Arc::new(Mutex::new(conn));
         let feed: Arc<std::sync::OnceLock<UnboundedSender<Event>>> = Arc::default();
         let backlog = Arc::new(Backlog::default());
@@ -153,7 +163,7 @@ impl SqliteStore {
             busy_until: None,
         };
         std::thread::Builder::new().name("hookcast-writer".into()).spawn(move || writer.run(rx)).map_err(err)?;
-        Ok(Self { db, jobs, reader: None, backlog, feed, commits })
+        Ok(Self { db, jobs, reader: None, backlog, feed, commits, epoch })
     }
 
     /// Sends every event to `feed` right after its commit, in commit order
@@ -363,6 +373,7 @@ impl EventLog for SqliteStore {
 
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
         let channel = channel.clone();
+        let epoch = self.epoch.clone();
         self.with_reader(move |db| {
             let tx = db.transaction()?; // one snapshot for head and events
             let name = channel.as_str();
@@ -392,7 +403,8 @@ impl EventLog for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             drop(stmt);
             tx.finish()?;
-            Ok(History { events, head: head as u64, first_retained: first.map_or(head as u64 + 1, |f| f as u64) })
+            let first_retained = first.map_or(head as u64 + 1, |f| f as u64);
+            Ok(History { events, head: head as u64, first_retained, epoch })
         })
         .await
     }

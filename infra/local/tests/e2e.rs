@@ -114,6 +114,16 @@ fn netlify_sig(body: &[u8]) -> Vec<(String, String)> {
     vec![("X-Webhook-Signature".into(), sign::netlify(secrets().netlify.as_bytes(), body))]
 }
 
+/// A `subscribed` frame or a history answer without its `epoch`, and the
+/// epoch (every one carries the log's).
+fn epoch_of(v: &Value) -> (Value, String) {
+    let mut v = v.clone();
+    let epoch = v.as_object_mut().and_then(|o| o.remove("epoch")).and_then(|e| e.as_str().map(str::to_owned));
+    let epoch = epoch.unwrap_or_else(|| panic!("no epoch in {v}"));
+    assert!(epoch.len() == 16 && epoch.chars().all(|c| c.is_ascii_hexdigit()), "{epoch:?}");
+    (v, epoch)
+}
+
 async fn head(s: &Server, channel: &str) -> u64 {
     let v: Value = reqwest::get(s.url(&format!("/channels/{channel}/events?since=0"))).await.unwrap().json().await.unwrap();
     v["head"].as_u64().unwrap()
@@ -124,7 +134,8 @@ async fn signed_netlify_deploy_reaches_a_websocket_subscriber() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path()).await;
     let mut ws = s.ws().await;
-    assert_eq!(subscribe(&mut ws, "deploys", None).await, json!({"type":"subscribed","channel":"deploys","seq":0}));
+    let (subscribed, _) = epoch_of(&subscribe(&mut ws, "deploys", None).await);
+    assert_eq!(subscribed, json!({"type":"subscribed","channel":"deploys","seq":0}));
 
     let body = deploy_body("ready");
     let (status, ack) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
@@ -268,6 +279,8 @@ async fn log_survives_a_restart_and_clients_resume_with_since() {
         let body = deploy_body(state);
         assert_eq!(post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await.0, 200);
     }
+    let before = reqwest::get(s.url("/channels/deploys/events")).await.unwrap().json::<Value>().await.unwrap();
+    let (_, epoch) = epoch_of(&before);
     s.stop().await;
 
     let s = Server::start(dir.path()).await;
@@ -278,11 +291,50 @@ async fn log_survives_a_restart_and_clients_resume_with_since() {
     assert_eq!(replay[0]["event"], "deploy.succeeded");
     assert_eq!(replay[1]["seq"], 3);
     assert_eq!(replay[1]["event"], "deploy.failed");
-    assert_eq!(replay[2], json!({"type":"subscribed","channel":"deploys","seq":3}));
+    let (subscribed, after) = epoch_of(&replay[2]);
+    assert_eq!(subscribed, json!({"type":"subscribed","channel":"deploys","seq":3}));
+    assert_eq!(after, epoch, "the same log after a restart: the same epoch");
     // Dedupe keys survived too: the same deploy+state is a duplicate.
     let body = deploy_body("ready");
     let (_, ack) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
     assert_eq!((ack["duplicate"].as_bool(), ack["seq"].as_u64()), (Some(true), Some(2)));
+    s.stop().await;
+}
+
+/// A store wiped and grown again past a page's `since`: the page's old
+/// epoch makes its subscribe a reset (nothing replayed from a log it never
+/// read), where without epochs it would have taken seq 3 of the new log for
+/// seq 3 of the old.
+#[tokio::test]
+async fn a_wiped_store_is_a_new_epoch_and_old_pages_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let body = deploy_body("building");
+    assert_eq!(post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await.0, 200);
+    let mut ws = s.ws().await;
+    let (_, old) = epoch_of(&subscribe(&mut ws, "deploys", None).await);
+    s.stop().await;
+    for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if f.file_name().to_string_lossy().starts_with("hookcast.db") {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    let s = Server::start(dir.path()).await;
+    for state in ["building", "ready", "error"] {
+        let body = deploy_body(state);
+        assert_eq!(post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await.0, 200);
+    }
+    let mut ws = s.ws().await;
+    send(&mut ws, json!({"action":"subscribe","channel":"deploys","since":1,"epoch":old})).await;
+    let (reply, new) = epoch_of(&next(&mut ws).await);
+    assert_ne!(new, old, "a new file, a new epoch");
+    assert_eq!(
+        reply,
+        json!({"type":"subscribed","channel":"deploys","seq":3,"reset":true}),
+        "no replay from a log it never read"
+    );
+    send(&mut ws, json!({"action":"subscribe","channel":"deploys","since":1,"epoch":new})).await;
+    assert_eq!(next(&mut ws).await["seq"], 2, "with this log's epoch, since 1 replays");
     s.stop().await;
 }
 
@@ -309,7 +361,8 @@ async fn socket_protocol_errors_ping_and_history_endpoint() {
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_since");
     let res = reqwest::get(s.url("/channels/forms/guestbook/events")).await.unwrap();
     assert_eq!(res.headers()["access-control-allow-origin"], "*", "dev allows any origin");
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"channel":"forms/guestbook","head":0,"reset":false,"events":[]}));
+    let (history, _) = epoch_of(&res.json::<Value>().await.unwrap());
+    assert_eq!(history, json!({"channel":"forms/guestbook","head":0,"reset":false,"events":[]}));
     let res = reqwest::get(s.url("/nope")).await.unwrap();
     assert_eq!(res.status().as_u16(), 404);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "not_found");
