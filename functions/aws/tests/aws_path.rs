@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,16 +12,15 @@ use futures::{SinkExt, StreamExt};
 use hookcast_aws::apigw::ApiGwGateway;
 use hookcast_aws::dynamo::DynamoStore;
 use hookcast_aws::{handlers, pipeline, AwsFanout, AwsHooks, AwsRelay};
-use hookcast_core::config::{Config, Limits, Source, SourceKind};
+use hookcast_core::config::{Config, Limits};
 use hookcast_core::ports::{all_subscribers, ConnId, Retention, Subscriptions};
-use hookcast_core::secret::Secret;
 use hookcast_core::{sign, Channel, Fanout, Hooks, Relay};
 use hookcast_emulate::apigw::{Emulator, Invoke, Options};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const NETLIFY: &str = "netlify-jws-secret";
-const GH: &str = "github-hmac-secret-123";
+const NETLIFY: &str = hookcast_testkit::NETLIFY_SECRET;
+const GH: &str = hookcast_testkit::GH_SECRET;
 // A ceiling for a stuck run, not a guess: moto serialises every request, and tests share it.
 const WAIT: Duration = hookcast_testkit::MOTO;
 
@@ -32,28 +30,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn config(origins: &[&str]) -> Config {
-    let mut sources = BTreeMap::new();
-    sources.insert(
-        "netlify".into(),
-        Source {
-            name: "netlify".into(),
-            kind: SourceKind::Netlify { secret: Secret::new(NETLIFY), forms: BTreeMap::new() },
-            channels: vec![],
-            delivery_header: None,
-            fields: None,
-        },
-    );
-    sources.insert(
-        "gh".into(),
-        Source {
-            name: "gh".into(),
-            kind: SourceKind::Hmac { secret: Secret::new(GH) },
-            channels: vec!["news".parse().unwrap()],
-            delivery_header: Some("x-github-delivery".into()),
-            fields: None,
-        },
-    );
-    Config { allowed_origins: origins.iter().map(|s| s.to_string()).collect(), limits: Limits::default(), sources, private: None }
+    hookcast_testkit::config(origins)
 }
 
 struct Stack {
@@ -694,7 +671,7 @@ fn v2_request(method: &str, path_and_query: &str, headers: &[(String, String)], 
 /// Each refusal has its status (or error frame), and nothing is stored or posted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bad_input_table_is_refused_by_the_lambda_handlers_and_leaves_no_trace() {
-    use hookcast_core::hostile;
+    use hookcast_testkit::hostile;
     let raw: hookcast_core::config::RawConfig = toml::from_str(hostile::CONFIG_TOML).unwrap();
     let cfg = Config::build(raw, &|_| None).unwrap();
     let mut s = stack_for(Options::default(), cfg, 1, 300).await;

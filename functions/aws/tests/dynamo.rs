@@ -5,7 +5,7 @@
 mod common;
 
 use hookcast_core::ports::{ConnId, EventLog, SubOutcome, Subscriptions};
-use hookcast_core::testutil::conformance;
+use hookcast_testkit::conformance;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passes_the_store_conformance_suite() {

@@ -37,11 +37,6 @@ pub mod sign;
 pub mod token;
 pub mod verify;
 
-#[cfg(any(test, feature = "test-util"))]
-pub mod hostile;
-#[cfg(any(test, feature = "test-util"))]
-pub mod testutil;
-
 pub use channel::{Channel, EventName};
 pub use config::{Config, ConfigError, Source, SourceKind};
 pub use error::HookError;

@@ -166,7 +166,7 @@ pub struct SubscriberPage {
 
 /// The channel logs. The webhook path needs only this.
 ///
-/// Contract (checked by `testutil::conformance` on every implementation):
+/// Contract (checked by `hookcast_testkit::conformance` on every implementation):
 /// per channel, `seq` is gapless and increasing, assigned atomically with the
 /// event and its dedupe key (all or nothing); a key seen within `dedupe_ttl`
 /// is refused; reads return only what retention keeps (the newest

@@ -296,7 +296,7 @@ mod tests {
     use axum::http::Request;
     use hookcast_core::config::{Config, Limits};
     use hookcast_core::ports::Retention;
-    use hookcast_core::testutil::MemLog;
+    use hookcast_testkit::MemLog;
     use tower::ServiceExt;
 
     use super::*;

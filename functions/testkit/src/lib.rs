@@ -1,4 +1,7 @@
-//! What hookcast's tests share across crates.
+//! What hookcast's tests share across crates: in-memory doubles of the
+//! ports and their conformance suites ([`doubles`], [`conformance`]), the
+//! bad-input table both hosts run ([`hostile`]), and waits that are
+//! ceilings (below).
 //!
 //! # Waits
 //!
@@ -11,6 +14,46 @@
 //! Where a timing is the point of a test (a 408 after the body deadline, a
 //! close after a silence), the test shortens the server's setting; it never
 //! tightens its own wait.
+
+pub mod doubles;
+pub mod hostile;
+
+pub use doubles::{conformance, Faulty, MemLog, RecordingGateway};
+
+/// The one test configuration of the engine tests: a Netlify source
+/// (`netlify`, JWS with [`NETLIFY_SECRET`]) and a GitHub-style HMAC source
+/// (`gh`, [`GH_SECRET`], publishing to `news`, deliveries named by
+/// `X-GitHub-Delivery`), with `origins` allowed and default limits.
+pub fn config(origins: &[&str]) -> hookcast_core::Config {
+    use hookcast_core::config::{Limits, Source, SourceKind};
+    use hookcast_core::secret::Secret;
+    let source = |name: &str, kind, channels: Vec<hookcast_core::channel::ChannelPattern>, delivery_header: Option<&str>| {
+        (
+            name.to_owned(),
+            Source { name: name.into(), kind, channels, delivery_header: delivery_header.map(str::to_owned), fields: None },
+        )
+    };
+    let sources = [
+        source("netlify", SourceKind::Netlify { secret: Secret::new(NETLIFY_SECRET), forms: Default::default() }, vec![], None),
+        source(
+            "gh",
+            SourceKind::Hmac { secret: Secret::new(GH_SECRET) },
+            vec!["news".parse().unwrap()],
+            Some("x-github-delivery"),
+        ),
+    ];
+    hookcast_core::Config {
+        allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+        limits: Limits::default(),
+        sources: sources.into_iter().collect(),
+        private: None,
+    }
+}
+
+/// [`config`]'s Netlify JWS secret.
+pub const NETLIFY_SECRET: &str = "netlify-jws-secret";
+/// [`config`]'s GitHub HMAC secret.
+pub const GH_SECRET: &str = "github-hmac-secret-123";
 
 use std::fmt::Display;
 use std::future::Future;

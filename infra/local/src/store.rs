@@ -413,7 +413,7 @@ impl EventLog for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookcast_core::testutil::conformance;
+    use hookcast_testkit::conformance;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_store_conformance_suite() {

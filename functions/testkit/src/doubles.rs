@@ -1,13 +1,13 @@
-//! Test doubles and the ports' conformance suites (feature `test-util`).
-//! Every event log runs [`conformance::log`], every subscriptions store
+//! Test doubles of the ports and their conformance suites. Every event
+//! log runs [`conformance::log`], every subscriptions store
 //! [`conformance::subscriptions`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::channel::Channel;
-use crate::ports::*;
-use crate::protocol::Event;
+use hookcast_core::channel::Channel;
+use hookcast_core::ports::*;
+use hookcast_core::protocol::Event;
 
 /// A correct, unoptimised in-memory event log: the reference the log suite
 /// is checked against.
@@ -29,7 +29,7 @@ impl MemLog {
     pub fn new(retention: Retention) -> Self {
         static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let epoch = format!("mem{n}-{}", crate::clock::millis(std::time::SystemTime::now()));
+        let epoch = format!("mem{n}-{}", hookcast_core::clock::millis(std::time::SystemTime::now()));
         Self { retention, epoch, inner: Mutex::default(), fail: Default::default() }
     }
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Mem>, StoreError> {
@@ -169,7 +169,7 @@ pub mod conformance {
     pub fn pending(channel: &str, key: &str, at_ms: u64) -> Pending {
         Pending {
             channel: ch(channel),
-            event: crate::channel::EventName::parse("thing.happened").unwrap(),
+            event: hookcast_core::channel::EventName::parse("thing.happened").unwrap(),
             data: json!({"key": key, "nested": {"list": [1, 2.5, "ü✓"], "null": null}}),
             at: "2027-01-15T08:00:00.000Z".into(),
             at_ms,
@@ -438,6 +438,6 @@ mod tests {
 
     #[test]
     fn live_passes_the_subscriptions_suite() {
-        futures::executor::block_on(super::conformance::subscriptions(|_| crate::live::Live::new()));
+        futures::executor::block_on(super::conformance::subscriptions(|_| hookcast_core::live::Live::new()));
     }
 }

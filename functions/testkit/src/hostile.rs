@@ -1,4 +1,4 @@
-//! The bad-input table (feature `test-util`): webhooks, history requests and
+//! The bad-input table: webhooks, history requests and
 //! client frames that must each be refused with a given status or close code,
 //! storing and sending nothing. The local binary's tests and the Lambda
 //! handlers' tests run the same table, so the two hosts cannot drift.
@@ -10,7 +10,7 @@ use base64::Engine;
 use hmac::Mac;
 use serde_json::{json, Value};
 
-use crate::sign;
+use hookcast_core::sign;
 
 /// The configuration the table is written against, in TOML as a user writes
 /// it (each host parses it as it parses its own configuration).
@@ -245,7 +245,7 @@ pub fn http_cases() -> Vec<Case> {
     case("hmac: empty signature", "/hooks/gh", vec![json_ct(), h("x-hub-signature-256", "")], &news, 401, "invalid_signature");
 
     // Standard Webhooks.
-    let key = crate::config::decode_standard_secret(STD).expect("valid");
+    let key = hookcast_core::config::decode_standard_secret(STD).expect("valid");
     let std_headers = |id: &str, ts: i64, sig: Option<String>| {
         let sig = sig.unwrap_or_else(|| sign::standard(key.expose(), id, ts, &news));
         vec![json_ct(), h("webhook-id", id), h("webhook-timestamp", &ts.to_string()), h("webhook-signature", &sig)]
@@ -417,10 +417,15 @@ pub fn http_cases() -> Vec<Case> {
     get("history: negative since", "/channels/news/events?since=-1", vec![], 400, "invalid_since");
     get("history: no /events", "/channels/news", vec![], 404, "not_found");
     get("history: private channel, no token", "/channels/orders/1/events", vec![], 403, "forbidden");
-    let forged =
-        crate::token::mint(b"not-the-private-secret-0123", &crate::token::Claims { channels: vec!["*".into()], exp: 4e9 });
+    let forged = hookcast_core::token::mint(
+        b"not-the-private-secret-0123",
+        &hookcast_core::token::Claims { channels: vec!["*".into()], exp: 4e9 },
+    );
     get("history: private channel, forged token", &format!("/channels/orders/1/events?token={forged}"), vec![], 403, "forbidden");
-    let stale = crate::token::mint(PRIVATE, &crate::token::Claims { channels: vec!["orders/*".into()], exp: now() as f64 - 0.5 });
+    let stale = hookcast_core::token::mint(
+        PRIVATE,
+        &hookcast_core::token::Claims { channels: vec!["orders/*".into()], exp: now() as f64 - 0.5 },
+    );
     get(
         "history: private channel, expired token",
         "/channels/orders/1/events",
@@ -428,7 +433,8 @@ pub fn http_cases() -> Vec<Case> {
         403,
         "forbidden",
     );
-    let other = crate::token::mint(PRIVATE, &crate::token::Claims { channels: vec!["orders/2".into()], exp: 4e9 });
+    let other =
+        hookcast_core::token::mint(PRIVATE, &hookcast_core::token::Claims { channels: vec!["orders/2".into()], exp: 4e9 });
     get(
         "history: private channel, token for another",
         &format!("/channels/orders/1/events?token={other}"),
@@ -449,9 +455,12 @@ pub struct FrameCase {
 
 /// Client frames answered with an error frame on both hosts.
 pub fn frame_cases() -> Vec<FrameCase> {
-    let forged =
-        crate::token::mint(b"not-the-private-secret-0123", &crate::token::Claims { channels: vec!["*".into()], exp: 4e9 });
-    let stale = crate::token::mint(PRIVATE, &crate::token::Claims { channels: vec!["orders/*".into()], exp: 1.5 });
+    let forged = hookcast_core::token::mint(
+        b"not-the-private-secret-0123",
+        &hookcast_core::token::Claims { channels: vec!["*".into()], exp: 4e9 },
+    );
+    let stale =
+        hookcast_core::token::mint(PRIVATE, &hookcast_core::token::Claims { channels: vec!["orders/*".into()], exp: 1.5 });
     let c = |name, frame: Value, code| FrameCase { name, frame: frame.to_string(), code };
     vec![
         FrameCase { name: "frame: not JSON", frame: "not json".into(), code: "bad_json" },

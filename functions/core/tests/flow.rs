@@ -1,0 +1,424 @@
+//! The webhook -> log -> fan-out flow and the socket side, end to end over
+//! the in-memory parts (a log, live subscriptions, a recording gateway),
+//! wired as a host wires them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures::executor::block_on;
+use serde_json::json;
+
+use hookcast_core::channel::Channel;
+use hookcast_core::clock::Clock;
+use hookcast_core::config::{Config, Limits};
+use hookcast_core::error::HookError;
+use hookcast_core::fanout::{Fanout, FanoutReport};
+use hookcast_core::hooks::{Accepted, Hooks};
+use hookcast_core::live::Live;
+use hookcast_core::ports::{all_subscribers, History, Retention};
+use hookcast_core::ports::{ConnId, EventLog, StoreError};
+use hookcast_core::protocol::ClientMsg;
+use hookcast_core::relay::{ConnectError, Relay, MAX_CLIENT_FRAME};
+use hookcast_core::secret::Secret;
+use hookcast_core::sign;
+use hookcast_core::verify::HookRequest;
+use hookcast_testkit::{Faulty, MemLog, RecordingGateway};
+
+const NETLIFY_SECRET: &[u8] = hookcast_testkit::NETLIFY_SECRET.as_bytes();
+
+type Subs = Faulty<Live>;
+
+/// The webhook side, the socket side and the fan-out over one log, one
+/// set of subscriptions and one gateway, as a host wires them.
+struct World {
+    hooks: Hooks<MemLog>,
+    relay: Relay<MemLog, Subs, RecordingGateway>,
+    fanout: Fanout<Subs, RecordingGateway>,
+    log: Arc<MemLog>,
+    live: Arc<Subs>,
+    gw: Arc<RecordingGateway>,
+}
+
+impl World {
+    fn gateway(&self) -> &RecordingGateway {
+        &self.gw
+    }
+    /// The log's epoch, as every `subscribed` carries it.
+    fn epoch(&self) -> String {
+        block_on(self.log.read(&Channel::parse("any").unwrap(), 0, 0)).unwrap().epoch
+    }
+    fn history(&self, c: &Channel, since: u64) -> Result<(History, bool), StoreError> {
+        block_on(self.hooks.history(c, since, None))
+    }
+    fn raw_ingest(&self, source: &str, headers: &Vec<(String, String)>, body: &[u8]) -> Result<Accepted, HookError> {
+        block_on(self.hooks.ingest(source, Some("application/json"), &HookRequest { headers, body }))
+    }
+    fn message(&self, conn: &str, text: &str) {
+        block_on(self.relay.message(&ConnId(conn.into()), text))
+    }
+    fn with_clock(self, clock: Clock) -> Self {
+        Self {
+            hooks: self.hooks.with_clock(clock.clone()),
+            relay: self.relay.with_clock(clock.clone()),
+            fanout: self.fanout.with_clock(clock),
+            ..self
+        }
+    }
+}
+
+fn relay() -> World {
+    let limits = Limits { history_max_events: 3, max_body_bytes: 4096, ..Limits::default() };
+    let config = Arc::new(Config { limits: limits.clone(), ..hookcast_testkit::config(&["https://site.example"]) });
+    let log = Arc::new(MemLog::new(Retention::from(&limits)));
+    let (live, gw) = (Arc::new(Subs::default()), Arc::new(RecordingGateway::default()));
+    let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    World {
+        hooks: Hooks::new(config.clone(), log.clone()).with_clock(clock.clone()),
+        relay: Relay::new(config.clone(), log.clone(), live.clone(), gw.clone()).with_clock(clock.clone()),
+        fanout: Fanout::new(config, live.clone(), gw.clone()).with_clock(clock),
+        log,
+        live,
+        gw,
+    }
+}
+
+fn deploy_body(id: &str, state: &str) -> Vec<u8> {
+    json!({"id": id, "state": state, "branch": "main", "admin_url": "https://app.netlify.com/x"}).to_string().into_bytes()
+}
+fn netlify_headers(body: &[u8]) -> Vec<(String, String)> {
+    vec![("X-Webhook-Signature".into(), sign::netlify(NETLIFY_SECRET, body))]
+}
+/// A webhook, then what the dispatcher does after it: fan out what was logged.
+fn ingest(w: &World, body: &[u8]) -> Result<(Accepted, FanoutReport), HookError> {
+    let got = w.raw_ingest("netlify", &netlify_headers(body), body)?;
+    if got.duplicate {
+        return Ok((got, FanoutReport::default()));
+    }
+    let h = w.history(&got.channel, got.seq - 1).unwrap().0;
+    let report = block_on(w.fanout.fan_out(&h.events[0])).unwrap();
+    Ok((got, report))
+}
+fn subscribe(w: &World, conn: &str, channel: &str, since: Option<u64>) {
+    let c = ConnId(conn.into());
+    block_on(w.relay.connect(&c, Some("https://site.example"))).unwrap();
+    let msg = serde_json::to_string(&ClientMsg::Subscribe {
+        channel: Channel::parse(channel).unwrap(),
+        epoch: None,
+        since,
+        batch: false,
+        token: None,
+    })
+    .unwrap();
+    w.message(conn, &msg);
+}
+
+#[test]
+fn webhook_reaches_subscribers_once() {
+    let r = relay();
+    subscribe(&r, "page", "deploys", None);
+    let epoch = r.epoch();
+    assert_eq!(r.gateway().frames("page"), vec![json!({"type":"subscribed","channel":"deploys","seq":0,"epoch":epoch})]);
+
+    let body = deploy_body("d1", "ready");
+    let (got, fanout) = ingest(&r, &body).unwrap();
+    assert_eq!((got.seq, got.duplicate, fanout.delivered), (1, false, 1));
+    let frames = r.gateway().frames("page");
+    assert_eq!(frames[1]["type"], "event");
+    assert_eq!(frames[1]["event"], "deploy.succeeded");
+    assert_eq!(frames[1]["seq"], 1);
+    assert_eq!(frames[1]["at"], "2027-01-15T08:00:00.000Z");
+    assert_eq!(frames[1]["data"], json!({"id":"d1","state":"ready","branch":"main"}));
+
+    // The same delivery again: acknowledged as a duplicate, not sent again.
+    let (again, _) = ingest(&r, &body).unwrap();
+    assert_eq!((again.seq, again.duplicate), (1, true));
+    assert_eq!(r.gateway().frames("page").len(), 2);
+}
+
+#[test]
+fn a_repeated_subscribe_is_one_subscription_and_a_bounded_replay() {
+    let r = relay();
+    for id in ["d1", "d2", "d3", "d4", "d5"] {
+        ingest(&r, &deploy_body(id, "ready")).unwrap();
+    }
+    subscribe(&r, "page", "deploys", Some(3));
+    let kinds = |r: &World| r.gateway().frames("page").iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(kinds(&r), ["event", "event", "subscribed"]);
+    // Asking from 0 again replays at most history_max_events (3), not 5.
+    r.message("page", r#"{"action":"subscribe","channel":"deploys","since":0}"#);
+    assert_eq!(kinds(&r).len(), 3 + 3 + 1);
+    assert_eq!(
+        r.gateway().frames("page")[6],
+        json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true,"epoch":r.epoch()})
+    );
+    // Still one subscription: the next event arrives once.
+    let (_, report) = ingest(&r, &deploy_body("d6", "ready")).unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(
+        block_on(hookcast_core::ports::Subscriptions::count_subscribers(&*r.live, &Channel::parse("deploys").unwrap())).unwrap(),
+        1
+    );
+}
+
+#[test]
+fn private_channels_need_a_valid_token() {
+    use hookcast_core::config::Private;
+    use hookcast_core::token::{mint, Claims};
+    const KEY: &[u8] = b"private-key-0123456789abcdef";
+    let mut w = relay();
+    let mut config = w.relay.config().clone();
+    config.private = Some(Private { secret: Secret::new(KEY), channels: vec!["orders/*".parse().unwrap()] });
+    let config = Arc::new(config);
+    let clock: Clock = Arc::new(|| UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    w.relay = Relay::new(config, w.log.clone(), w.live.clone(), w.gw.clone()).with_clock(clock);
+    let conn = ConnId("page".into());
+    block_on(w.relay.connect(&conn, None)).unwrap();
+    let good = mint(KEY, &Claims { channels: vec!["orders/*".parse().unwrap()], exp: 1_800_000_060.0 });
+    let stale = mint(KEY, &Claims { channels: vec!["orders/*".parse().unwrap()], exp: 1_799_999_999.5 });
+    let forged = mint(b"not-the-key-0123456789abcdef", &Claims { channels: vec!["*".parse().unwrap()], exp: 2e9 });
+    for (token, code) in [(None, "forbidden"), (Some(&stale), "forbidden"), (Some(&forged), "forbidden")] {
+        let msg = json!({"action": "subscribe", "channel": "orders/1", "token": token}).to_string();
+        w.message("page", &msg);
+        assert_eq!(w.gateway().frames("page").last().unwrap()["code"], code, "{token:?}");
+    }
+    assert_eq!(
+        block_on(hookcast_core::ports::Subscriptions::count_subscribers(&*w.live, &Channel::parse("orders/1").unwrap())).unwrap(),
+        0
+    );
+    w.message("page", &json!({"action": "subscribe", "channel": "orders/1", "token": good}).to_string());
+    assert_eq!(w.gateway().frames("page").last().unwrap()["type"], "subscribed");
+    // Public channels need no token.
+    w.message("page", r#"{"action":"subscribe","channel":"deploys"}"#);
+    assert_eq!(w.gateway().frames("page").last().unwrap()["type"], "subscribed");
+}
+
+#[test]
+fn refused_webhooks_store_and_send_nothing() {
+    let r = relay();
+    subscribe(&r, "page", "deploys", None);
+    let body = deploy_body("d1", "ready");
+    let forged = vec![("X-Webhook-Signature".to_string(), sign::netlify(b"not the secret", &body))];
+    let e = r.raw_ingest("netlify", &forged, &body).unwrap_err();
+    assert_eq!(e.status(), 401);
+    let tampered = netlify_headers(&body);
+    let e = r.raw_ingest("netlify", &tampered, b"{\"state\":\"error\"}").unwrap_err();
+    assert_eq!(e.status(), 401);
+    let e = r.raw_ingest("nope", &tampered, &body).unwrap_err();
+    assert_eq!((e.status(), e.code()), (404, "unknown_source"));
+    let big = vec![b' '; 4097];
+    let e = r.raw_ingest("netlify", &netlify_headers(&big), &big).unwrap_err();
+    assert_eq!(e.status(), 413);
+    let gh_body = br#"{"channel":"secret","event":"x"}"#;
+    let gh = vec![("x-hub-signature-256".to_string(), sign::github(hookcast_testkit::GH_SECRET.as_bytes(), gh_body))];
+    let e = r.raw_ingest("gh", &gh, gh_body).unwrap_err();
+    assert_eq!(e.status(), 403);
+
+    assert_eq!(r.history(&Channel::parse("deploys").unwrap(), 0).unwrap().0.head, 0);
+    assert_eq!(r.history(&Channel::parse("secret").unwrap(), 0).unwrap().0.head, 0);
+    assert_eq!(r.gateway().frames("page").len(), 1, "only the subscribed reply");
+}
+
+#[test]
+fn store_down_is_503_and_nothing_is_sent() {
+    let r = relay();
+    subscribe(&r, "page", "deploys", None);
+    r.log.fail.store(true, Ordering::SeqCst);
+    let e = ingest(&r, &deploy_body("d1", "ready")).unwrap_err();
+    assert_eq!((e.status(), e.retry_after()), (503, Some(5)));
+    assert!(!e.body().contains("injected"), "internal detail must not reach the client");
+    r.log.fail.store(false, Ordering::SeqCst);
+    assert_eq!(r.gateway().frames("page").len(), 1);
+    // The retry succeeds: nothing half-written blocks it as a duplicate.
+    assert!(!ingest(&r, &deploy_body("d1", "ready")).unwrap().0.duplicate);
+}
+
+#[test]
+fn fan_out_forgets_exactly_the_gone_connections() {
+    let r = relay();
+    for i in 0..200 {
+        subscribe(&r, &format!("c{i}"), "deploys", None);
+    }
+    for i in (0..200).step_by(20) {
+        r.gateway().gone.lock().unwrap().insert(ConnId(format!("c{i}")));
+    }
+    let (_, fanout) = ingest(&r, &deploy_body("d1", "ready")).unwrap();
+    assert_eq!((fanout.delivered, fanout.gone, fanout.failed), (190, 10, 0));
+    let mut left = block_on(all_subscribers(&*r.live, &Channel::parse("deploys").unwrap())).unwrap();
+    left.sort();
+    let mut want: Vec<_> = (0..200).filter(|i| i % 20 != 0).map(|i| ConnId(format!("c{i}"))).collect();
+    want.sort();
+    assert_eq!(left, want);
+    for i in (1..200).filter(|i| i % 20 != 0) {
+        let events: Vec<_> = r.gateway().frames(&format!("c{i}")).into_iter().filter(|f| f["type"] == "event").collect();
+        assert_eq!(events.len(), 1, "c{i}");
+    }
+}
+
+#[test]
+fn subscribe_since_replays_then_reports_head() {
+    let r = relay();
+    for (i, st) in ["building", "ready"].iter().enumerate() {
+        ingest(&r, &deploy_body(&format!("d{i}"), st)).unwrap();
+    }
+    subscribe(&r, "late", "deploys", Some(0));
+    let f = r.gateway().frames("late");
+    let kinds: Vec<_> = f.iter().map(|m| (m["type"].clone(), m["seq"].clone())).collect();
+    assert_eq!(kinds, vec![(json!("event"), json!(1)), (json!("event"), json!(2)), (json!("subscribed"), json!(2))]);
+    assert!(f[2].get("reset").is_none());
+
+    // History keeps 3: after 5 events, since=1 has missed seq 2.
+    for i in 2..5 {
+        ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+    }
+    subscribe(&r, "stale", "deploys", Some(1));
+    let f = r.gateway().frames("stale");
+    let epoch = r.epoch();
+    assert_eq!(f.last().unwrap(), &json!({"type":"subscribed","channel":"deploys","seq":5,"reset":true,"epoch":epoch}));
+    assert_eq!(f.iter().filter(|m| m["type"] == "event").map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
+    // A client ahead of the log (server data wiped) is told to reset too.
+    subscribe(&r, "future", "deploys", Some(99));
+    assert_eq!(r.gateway().frames("future").last().unwrap()["reset"], true);
+}
+
+/// A `since` read in another log (the store was wiped and has grown
+/// past it again) is no place in this one: no replay, a reset, and the
+/// log's epoch to keep. The same `since` with this log's epoch replays.
+#[test]
+fn a_since_from_another_epoch_is_a_reset_not_a_replay() {
+    let r = relay();
+    for i in 0..3 {
+        ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+    }
+    let epoch = r.epoch();
+    let ask = |conn: &str, epoch: &str| {
+        block_on(r.relay.connect(&ConnId(conn.into()), None)).unwrap();
+        let msg = json!({"action": "subscribe", "channel": "deploys", "since": 1, "epoch": epoch});
+        r.message(conn, &msg.to_string());
+        r.gateway().frames(conn)
+    };
+    let other = ask("wiped", "0123456789abcdef");
+    assert_eq!(other, vec![json!({"type":"subscribed","channel":"deploys","seq":3,"reset":true,"epoch":epoch})]);
+    let same = ask("kept", &epoch);
+    let seqs: Vec<_> = same.iter().map(|m| (m["type"].clone(), m["seq"].clone())).collect();
+    assert_eq!(seqs, vec![(json!("event"), json!(2)), (json!("event"), json!(3)), (json!("subscribed"), json!(3))]);
+    assert!(same[2].get("reset").is_none());
+    // Over HTTP the same: another epoch gets no events and a reset.
+    let (h, reset) = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some("0123456789abcdef"))).unwrap();
+    assert!(reset && h.events.is_empty() && h.epoch == epoch);
+    let (h, reset) = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some(&epoch))).unwrap();
+    assert!(!reset && h.events.len() == 2);
+}
+
+#[test]
+fn a_batch_subscribe_replays_in_one_frame() {
+    let r = relay();
+    for i in 0..3 {
+        ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+    }
+    let c = ConnId("b".into());
+    block_on(r.relay.connect(&c, None)).unwrap();
+    r.message("b", r#"{"action":"subscribe","channel":"deploys","since":1,"batch":true}"#);
+    let frames = r.gateway().frames("b");
+    assert_eq!(frames.len(), 1, "one post for the whole replay");
+    let inner: Vec<_> = frames[0]["frames"].as_array().unwrap().iter().map(|f| (f["type"].clone(), f["seq"].clone())).collect();
+    assert_eq!(frames[0]["type"], "batch");
+    assert_eq!(inner, vec![(json!("event"), json!(2)), (json!("event"), json!(3)), (json!("subscribed"), json!(3))]);
+}
+
+#[test]
+fn client_messages() {
+    let r = relay();
+    let c = ConnId("c".into());
+    block_on(r.relay.connect(&c, None)).unwrap();
+    for (text, want) in [
+        (r#"{"action":"ping"}"#.to_string(), json!({"type":"pong"})),
+        ("nope".to_string(), json!("bad_json")),
+        (r#"{"action":"x"}"#.to_string(), json!("unknown_action")),
+        (r#"{"action":"subscribe","channel":"a b"}"#.to_string(), json!("invalid_channel")),
+        ("x".repeat(MAX_CLIENT_FRAME + 1), json!("message_too_large")),
+    ] {
+        block_on(r.relay.message(&c, &text));
+        let last = r.gateway().frames("c").pop().unwrap();
+        let got = if last["type"] == "error" { last["code"].clone() } else { last };
+        assert_eq!(got, want, "{}", &text[..text.len().min(40)]);
+    }
+    let frames_before = r.gateway().frames("c").len();
+    block_on(r.relay.message(&c, r#"{"action":"unsubscribe","channel":"deploys"}"#));
+    assert_eq!(r.gateway().frames("c").len(), frames_before, "unsubscribe is silent");
+    for i in 0..32 {
+        block_on(r.relay.message(&c, &format!(r#"{{"action":"subscribe","channel":"ch{i}"}}"#)));
+    }
+    block_on(r.relay.message(&c, r#"{"action":"subscribe","channel":"one-too-many"}"#));
+    assert_eq!(r.gateway().frames("c").pop().unwrap()["code"], "too_many_subscriptions");
+}
+
+#[test]
+fn occupancy_is_for_subscribers_and_rate_limited() {
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = offset.clone();
+    let r = relay().with_clock(Arc::new(move || {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_millis(t.load(Ordering::SeqCst))
+    }));
+    for i in 0..12 {
+        subscribe(&r, &format!("p{i}"), "deploys", None);
+    }
+    let ask = |c: &str, channel: &str| {
+        block_on(r.relay.message(&ConnId(c.into()), &format!(r#"{{"action":"occupancy","channel":"{channel}"}}"#)));
+        r.gateway().frames(c).pop().unwrap()
+    };
+    assert_eq!(ask("p0", "deploys"), json!({"type":"occupancy","channel":"deploys","count":12}));
+    let limited = ask("p0", "deploys");
+    assert_eq!((limited["type"].as_str(), limited["code"].as_str()), (Some("error"), Some("rate_limited")));
+    assert!(limited["message"].as_str().unwrap().contains("9000 ms"), "{limited}");
+
+    // A 13th page joins; another page's ask is its own turn and sees it.
+    subscribe(&r, "p12", "deploys", None);
+    assert_eq!(ask("p1", "deploys")["count"], 13);
+    offset.store(8_999, Ordering::SeqCst);
+    assert_eq!(ask("p0", "deploys")["code"], "rate_limited");
+    // A tenth of the interval is slack for network jitter on a page asking on schedule.
+    offset.store(9_000, Ordering::SeqCst);
+    assert_eq!(ask("p0", "deploys")["count"], 13);
+
+    subscribe(&r, "elsewhere", "forms/guestbook", None);
+    assert_eq!(ask("elsewhere", "deploys")["code"], "not_subscribed");
+    assert_eq!(ask("elsewhere", "a b")["code"], "invalid_channel");
+    block_on(r.relay.message(&ConnId("p3".into()), r#"{"action":"unsubscribe","channel":"deploys"}"#));
+    assert_eq!(ask("p3", "deploys")["code"], "not_subscribed");
+    r.live.fail.store(true, Ordering::SeqCst);
+    assert_eq!(ask("p4", "deploys")["code"], "unavailable");
+}
+
+#[test]
+fn origins() {
+    let r = relay();
+    assert!(r.relay.origin_allowed(Some("https://site.example")));
+    assert!(r.relay.origin_allowed(Some("https://SITE.example/")));
+    assert!(r.relay.origin_allowed(None));
+    assert!(!r.relay.origin_allowed(Some("https://evil.example")));
+    assert_eq!(block_on(r.relay.connect(&ConnId("x".into()), Some("https://evil.example"))), Err(ConnectError::OriginNotAllowed));
+}
+
+#[test]
+fn origin_patterns() {
+    for (pattern, origin, ok) in [
+        ("https://site.example", "https://site.example", true),
+        ("https://site.example", "HTTPS://Site.Example/", true),
+        ("https://site.example", "http://site.example", false),
+        ("https://*--site.netlify.app", "https://deploy-preview-12--site.netlify.app", true),
+        ("https://*--site.netlify.app", "https://main--site.netlify.app", true),
+        ("https://*--site.netlify.app", "https://--site.netlify.app", false),
+        ("https://*--site.netlify.app", "https://x.evil--site.netlify.app", false),
+        ("https://*--site.netlify.app", "https://a--site.netlify.app.evil.example", false),
+        ("https://*--site.netlify.app", "http://a--site.netlify.app", false),
+        ("https://*.example.com", "https://www.example.com", true),
+        ("https://*.example.com", "https://a.b.example.com", false),
+        ("https://*.example.com", "https://example.com", false),
+        ("https://*.example.com", "https://evilexample.com", false),
+        ("http://localhost:*", "http://localhost:5173", true),
+        ("http://localhost:*", "http://localhost", false),
+    ] {
+        assert_eq!(hookcast_core::policy::origin_matches(pattern, origin), ok, "{pattern} vs {origin}");
+    }
+}
