@@ -1,6 +1,7 @@
 //! The `hookcast` local binary as a library, so tests start it in-process.
 
 pub mod dispatch;
+pub mod error;
 pub mod gateway;
 pub mod listen;
 pub mod net;
@@ -17,20 +18,21 @@ use hookcast_core::ports::Retention;
 use hookcast_core::{Fanout, Hooks, Live, Relay};
 use tokio::net::TcpListener;
 
+use crate::error::Error;
 use crate::gateway::LocalGateway;
 use crate::server::{app, AppState};
 use crate::settings::Settings;
 use crate::store::SqliteStore;
 
 /// Opens the store in `settings.data_dir` and builds the shared state.
-pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
+pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, Error> {
     std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", settings.data_dir.display()))?;
+        .map_err(|e| Error::DataDir(format!("cannot create data dir {}: {e}", settings.data_dir.display())))?;
     let lock = lock_data_dir(&settings.data_dir)?;
     let db = settings.data_dir.join("hookcast.db");
     let (feed, commits) = tokio::sync::mpsc::unbounded_channel();
     let store = SqliteStore::open(&db, Retention::from(&settings.core.limits))
-        .map_err(|e| format!("cannot open {}: {e}", db.display()))?
+        .map_err(|source| Error::Store { path: db.clone(), source })?
         .with_feed(feed);
     let log = Arc::new(store);
     let (live, gateway) = (Arc::new(Live::new()), Arc::new(LocalGateway::default()));
@@ -59,7 +61,11 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, String> {
 
 /// One server per data directory: a second one would take webhooks its
 /// pages never hear of. The lock is the OS's (released if the process dies).
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    lock_file(dir).map_err(Error::DataDir)
+}
+
+fn lock_file(dir: &std::path::Path) -> Result<std::fs::File, String> {
     let path = dir.join("hookcast.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -96,11 +102,11 @@ pub async fn bind(
     settings: &Settings,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), String> {
+) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), Error> {
     let listener = TcpListener::bind((settings.bind, settings.port))
         .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Serve(format!("cannot listen on {}:{}: {e}", settings.bind, settings.port)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Serve(e.to_string()))?;
     let commits = state.commits.lock().unwrap_or_else(|p| p.into_inner()).take();
     let dispatcher = commits.map(|c| tokio::spawn(dispatch::run(state.fanout.clone(), state.log.backlog(), c)));
     let st = state.clone();
@@ -147,7 +153,7 @@ pub async fn released(state: &Arc<AppState>, limit: std::time::Duration) {
 }
 
 /// Opens the store, binds and serves on a task.
-pub async fn spawn(settings: &Settings, demo: bool) -> Result<Running, String> {
+pub async fn spawn(settings: &Settings, demo: bool) -> Result<Running, Error> {
     let state = state(settings, demo)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, serving) = bind(settings, state.clone(), async move {

@@ -8,6 +8,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+
+use crate::error::Error;
 use hookcast_core::{Channel, ClientMsg, ServerMsg};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -64,16 +66,18 @@ fn matches(filter: &str, name: &str) -> bool {
 
 /// Runs until `--until` arrives, the timeout passes, or the server refuses.
 /// Event frames go to `out` as JSON lines; progress goes to `log`.
-pub async fn run(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn Write + Send)) -> Result<Outcome, String> {
-    let timeout = humantime::parse_duration(&args.timeout).map_err(|e| format!("--timeout {:?}: {e}", args.timeout))?;
+pub async fn run(args: &ListenArgs, out: &mut (dyn Write + Send), log: &mut (dyn Write + Send)) -> Result<Outcome, Error> {
+    let timeout =
+        humantime::parse_duration(&args.timeout).map_err(|e| Error::Usage(format!("--timeout {:?}: {e}", args.timeout)))?;
     let channels = args
         .channels
         .iter()
-        .map(|c| Channel::parse(c).map_err(|e| format!("--channel {c:?}: {e}")))
+        .map(|c| Channel::parse(c).map_err(|e| Error::Usage(format!("--channel {c:?}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, follow(args, &channels, out, log)).await {
-        Ok(r) => r,
+        // Flags were checked above: what fails now is the server or the connection to it.
+        Ok(r) => r.map_err(Error::Network),
         Err(_) => Ok(match &args.until {
             Some(u) => Outcome::TimedOut(format!(
                 "timed out after {} waiting for {u} on {}",

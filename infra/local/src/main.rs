@@ -1,3 +1,4 @@
+use hookcast::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -121,57 +122,63 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Dev { opts, config } => serve(opts, config, true).await,
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
-            Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(String::new()) }),
+            Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(Error::Reported) }),
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
-            Cmd::Emulate(args) => hookcast_emulate::stack::run(args).await,
+            Cmd::Emulate(args) => hookcast_emulate::stack::run(args).await.map_err(Error::Serve),
             Cmd::Listen(_) => unreachable!("handled above"),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("error: {msg}");
-            }
+        Err(Error::Reported) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(), String> {
+fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(), Error> {
     use hookcast_core::config::PRIVATE_SECRET_ENV;
     use hookcast_core::token::{mint, Claims};
-    let ttl = humantime::parse_duration(ttl).map_err(|e| format!("--ttl {ttl:?}: {e} (try 15m, 12h or 30d)"))?;
+    let ttl = humantime::parse_duration(ttl).map_err(|e| Error::Usage(format!("--ttl {ttl:?}: {e} (try 15m, 12h or 30d)")))?;
     for c in channels {
-        hookcast_core::channel::ChannelPattern::parse(c).map_err(|e| format!("--channel {e}"))?;
+        hookcast_core::channel::ChannelPattern::parse(c).map_err(|e| Error::Usage(format!("--channel {e}")))?;
     }
     let secret = match std::env::var(PRIVATE_SECRET_ENV).ok().filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),
         None => {
             let s = settings::load_file(config, &Overrides::default())?;
             let p = s.core.private.ok_or_else(|| {
-                format!("{} has no [private] section; add one (secret, channels) or set {PRIVATE_SECRET_ENV}", config.display())
+                Error::Config(format!(
+                    "{} has no [private] section; add one (secret, channels) or set {PRIVATE_SECRET_ENV}",
+                    config.display()
+                ))
             })?;
             p.secret.expose().to_vec()
         }
     };
     if secret.len() < hookcast_core::config::MIN_SECRET_BYTES {
-        return Err(format!("{PRIVATE_SECRET_ENV} is shorter than {} bytes", hookcast_core::config::MIN_SECRET_BYTES));
+        return Err(Error::Config(format!(
+            "{PRIVATE_SECRET_ENV} is shorter than {} bytes",
+            hookcast_core::config::MIN_SECRET_BYTES
+        )));
     }
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())? + ttl;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| Error::Usage(e.to_string()))? + ttl;
     println!("{}", mint(&secret, &Claims { channels: channels.to_vec(), exp: exp.as_secs() as f64 }));
     eprintln!("valid until {} for {}", hookcast_core::clock::format_at(std::time::UNIX_EPOCH + exp), channels.join(", "));
     Ok(())
 }
 
-async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(), String> {
+async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(), Error> {
     let cli =
         Overrides { bind: opts.bind, port: opts.port, data_dir: opts.data_dir, tls_cert: opts.tls_cert, tls_key: opts.tls_key };
     let (settings, secrets) = match config {
         Some(path) => (settings::load_file(&path, &cli)?, None),
         None => {
             let data_dir = cli.data_dir.clone().unwrap_or_else(|| ".hookcast".into());
-            std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| Error::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
             let secrets = DevSecrets::load_or_create(&data_dir)?;
             (settings::dev_settings(&secrets, &cli)?, Some(secrets))
         }
@@ -179,7 +186,7 @@ async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(
     let state = hookcast::state(&settings, demo)?;
     let (addr, serving) = hookcast::bind(&settings, state, hookcast::shutdown_signal()).await?;
     print_banner(addr, &settings, secrets.as_ref(), demo);
-    serving.await.map_err(|e| format!("server failed: {e}"))
+    serving.await.map_err(|e| Error::Serve(format!("server failed: {e}")))
 }
 
 fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Option<&DevSecrets>, demo: bool) {

@@ -42,7 +42,11 @@ pub struct Tls(pub tokio_rustls::TlsAcceptor);
 
 impl Tls {
     /// Reads a PEM certificate chain and its PEM private key.
-    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, String> {
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, crate::error::Error> {
+        Self::read(cert, key).map_err(crate::error::Error::Tls)
+    }
+
+    fn read(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, String> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let chain = CertificateDer::pem_file_iter(cert)

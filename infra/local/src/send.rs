@@ -1,6 +1,7 @@
 //! `hookcast send`: builds and signs a webhook exactly as its real sender
 //! would, and posts it.
 
+use crate::error::Error;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hookcast_core::config::decode_standard_secret;
@@ -127,7 +128,11 @@ pub fn netlify_form(form: &str, fields: &[(String, String)]) -> Value {
     })
 }
 
-pub fn build(a: &SendArgs) -> Result<Built, String> {
+pub fn build(a: &SendArgs) -> Result<Built, Error> {
+    make(a).map_err(Error::Usage)
+}
+
+fn make(a: &SendArgs) -> Result<Built, String> {
     let fields = parse_fields(&a.fields)?;
     let (content_type, body): (&'static str, Vec<u8>) = if a.kind == Kind::Netlify {
         let payload = match (&a.deploy, &a.form) {
@@ -190,14 +195,14 @@ fn form_escape(s: &str) -> String {
 }
 
 /// Posts and prints the answer; Ok(true) on 2xx.
-pub async fn run(a: SendArgs) -> Result<bool, String> {
+pub async fn run(a: SendArgs) -> Result<bool, Error> {
     let built = build(&a)?;
     let client = reqwest::Client::new();
     let mut req = client.post(&a.url).header("content-type", built.content_type).body(built.body);
     for (k, v) in &built.headers {
         req = req.header(k, v);
     }
-    let res = req.send().await.map_err(|e| format!("could not reach {}: {e}", a.url))?;
+    let res = req.send().await.map_err(|e| Error::Network(format!("could not reach {}: {e}", a.url)))?;
     let status = res.status();
     let text = res.text().await.unwrap_or_default();
     println!("{} {}", status.as_u16(), text);

@@ -1,6 +1,7 @@
 //! The local binary's configuration: one TOML file (or generated dev
 //! defaults) plus env overrides, checked at start with every problem listed.
 
+use crate::error::Error;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,11 @@ impl std::fmt::Debug for crate::net::Tls {
     }
 }
 
-pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, String> {
+pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, Error> {
+    load(path, cli).map_err(Error::Config)
+}
+
+fn load(path: &Path, cli: &Overrides) -> Result<Settings, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (write one: see README, Configure it; or run `hookcast dev` for the demo with generated secrets)"
@@ -167,7 +172,11 @@ impl DevSecrets {
     /// Reads the secrets kept in `data_dir`, or makes and keeps new ones.
     /// A file that exists but cannot be read is an error, never silently
     /// replaced: senders configured with the old secrets would stop working.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self, String> {
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, Error> {
+        Self::load_or_make(data_dir).map_err(Error::DataDir)
+    }
+
+    fn load_or_make(data_dir: &Path) -> Result<Self, String> {
         let path = data_dir.join("dev-secrets.json");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -205,7 +214,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `hookcast dev` without a config file: one source of each kind.
-pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, String> {
+pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, Error> {
     let src = |kind: &str, secret: &str, channels: Option<Vec<String>>| RawSource {
         kind: kind.into(),
         secret: Some(secret.into()),
@@ -220,7 +229,7 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, S
     sources.insert("zapier".into(), src("token", &secrets.zapier, any()));
     sources.insert("hmac".into(), src("hmac", &secrets.hmac, any()));
     sources.insert("standard".into(), src("standard", &secrets.standard, any()));
-    build(File { sources, ..Default::default() }, cli)
+    build(File { sources, ..Default::default() }, cli).map_err(Error::Config)
 }
 
 #[cfg(test)]
@@ -260,6 +269,8 @@ mod tests {
         let path = dir.path().join("hookcast.toml");
         std::fs::write(&path, "[sources.n]\nkind = \"netlify\"\nsecret = \"hunter2-very-secret\" trailing\n").unwrap();
         let e = load_file(&path, &Overrides::default()).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        let e = e.to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("line 3, column"), "{e}");
     }
@@ -270,8 +281,10 @@ mod tests {
         let path = dir.path().join("hookcast.toml");
         std::fs::write(&path, "[server]\nport = 8787\nallowed_origins = [\"https://a.example\"]\n").unwrap();
         let e = load_file(&path, &Overrides::default()).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("inside [server]") && e.contains("above the first [table]"), "{e}");
-        let e = load_file(&dir.path().join("missing.toml"), &Overrides::default()).unwrap_err();
+        let e = load_file(&dir.path().join("missing.toml"), &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("hookcast dev"), "{e}");
     }
 
@@ -288,6 +301,8 @@ mod tests {
         assert_eq!(DevSecrets::load_or_create(dir.path()).unwrap().netlify, first.netlify);
         std::fs::write(&path, "{ not json").unwrap();
         let e = DevSecrets::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::DataDir(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("is not valid"), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json", "left as it was");
     }

@@ -464,6 +464,8 @@ async fn a_second_instance_on_one_data_dir_refuses_to_start() {
     let settings = table_settings(dir.path());
     let first = hookcast::state(&settings, false).unwrap();
     let second = hookcast::state(&settings, false).err().expect("a second instance must not start");
+    assert!(matches!(second, hookcast::error::Error::DataDir(_)), "{second:?}");
+    let second = second.to_string();
     assert!(second.contains("another hookcast is already running"), "{second}");
     drop(first);
     assert!(hookcast::state(&settings, false).is_ok(), "the lock goes with the first instance");

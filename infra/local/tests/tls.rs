@@ -96,6 +96,7 @@ async fn wss_and_https_with_a_verified_certificate() {
     std::fs::write(dir.path().join("other.pem"), other.serialize_pem()).unwrap();
     let bad = Overrides { tls_key: Some(dir.path().join("other.pem")), ..cli.clone() };
     let err = settings::dev_settings(&secrets, &bad).unwrap_err();
-    assert!(err.contains("do not go together"), "{err}");
+    assert!(matches!(err, hookcast::error::Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("do not go together"), "{err}");
     hookcast_testkit::within(hookcast_testkit::LOCAL, "the server to stop", running.stop()).await.unwrap();
 }
