@@ -427,7 +427,11 @@ fn find_secret(
         match env(var).filter(|v| !v.is_empty()) {
             Some(v) => Some(v),
             None => {
-                problems.push(format!("{at}.secret_env: environment variable {var} is not set"));
+                // Not its name: a secret pasted here can look like one.
+                problems.push(format!(
+                    "{at}.secret_env: the environment variable it names is not set (the name is not shown: it may be a \
+                     secret pasted into the wrong field)"
+                ));
                 return None;
             }
         }
@@ -514,7 +518,19 @@ mod tests {
         let mut s = src("netlify", None, None);
         s.secret_env = Some("MY_NETLIFY".into());
         let err = Config::build(raw(&[("n", s.clone())]), &no_env).unwrap_err();
-        assert_eq!(err.problems, vec!["sources.n.secret_env: environment variable MY_NETLIFY is not set"]);
+        assert_eq!(
+            err.problems,
+            vec![
+                "sources.n.secret_env: the environment variable it names is not set (the name is not shown: it may be a \
+                 secret pasted into the wrong field)"
+            ]
+        );
+        // A secret pasted where a variable name goes is never echoed, even when it looks like one.
+        let pasted = "f3a9c1d2e4b5a6978877665544332211";
+        let mut p = src("netlify", None, None);
+        p.secret_env = Some(pasted.into());
+        let err = Config::build(raw(&[("n", p)]), &no_env).unwrap_err();
+        assert!(!err.problems.join("\n").contains(pasted), "{:?}", err.problems);
         let env = |k: &str| (k == "MY_NETLIFY").then(|| "jws-secret-0123456789".to_string());
         assert!(Config::build(raw(&[("n", s)]), &env).is_ok());
     }

@@ -4,6 +4,7 @@
 //! Lambda runs it as it is (`lambda_http::run(router)`), so the two cannot drift.
 //! Every refusal, the framework's own included, is a short JSON error.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
@@ -228,6 +229,9 @@ async fn drain(body: Body) {
 /// How much of an oversized body is read and dropped before the 413.
 const DRAIN_MAX: usize = 8 * 1024 * 1024;
 
+/// The query parameters history takes.
+const HISTORY_PARAMS: [&str; 3] = ["since", "epoch", "token"];
+
 /// `GET /channels/{channel}/events?since=N`: retained events after `since`,
 /// and whether the caller missed some that are gone. Channel names may
 /// contain '/' (sent as is or percent-encoded: both reach the same
@@ -241,9 +245,28 @@ async fn history<L: EventLog>(
 ) -> Response {
     let hooks = &st.hooks;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let param = |name: &str| {
-        query.as_deref().and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v))
+    // Each parameter at most once, and only these: a repeated or misspelt
+    // one is an error, never silently the first or ignored.
+    let mut params: BTreeMap<String, String> = BTreeMap::new();
+    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query.as_deref().unwrap_or("")) {
+        Ok(p) => p,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid_query", "the query string does not decode"),
     };
+    for (k, v) in pairs {
+        if !HISTORY_PARAMS.contains(&k.as_str()) {
+            let shown: String = k.chars().take(40).collect();
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                &format!("unknown query parameter {shown:?}; this endpoint takes since, epoch and token"),
+            );
+        }
+        if params.contains_key(&k) {
+            return json_error(StatusCode::BAD_REQUEST, "invalid_query", &format!("{k} is given more than once"));
+        }
+        params.insert(k, v);
+    }
+    let param = |name: &str| params.get(name).map(String::as_str);
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Tokens are base64url with dots: nothing in them needs percent-decoding.
     let token = bearer.or(param("token"));

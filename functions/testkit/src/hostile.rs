@@ -415,6 +415,9 @@ pub fn http_cases() -> Vec<Case> {
     get("history: bad channel", "/channels/a%20b/events", vec![], 400, "invalid_channel");
     get("history: since not a number", "/channels/news/events?since=x", vec![], 400, "invalid_since");
     get("history: negative since", "/channels/news/events?since=-1", vec![], 400, "invalid_since");
+    get("history: since twice", "/channels/news/events?since=1&since=2", vec![], 400, "invalid_query");
+    get("history: an unknown parameter", "/channels/news/events?sinse=1", vec![], 400, "invalid_query");
+    get("history: since that is not text", "/channels/news/events?since=%ff%fe", vec![], 400, "invalid_since");
     get("history: no /events", "/channels/news", vec![], 404, "not_found");
     get("history: private channel, no token", "/channels/orders/1/events", vec![], 403, "forbidden");
     let forged = hookcast_core::token::mint(
