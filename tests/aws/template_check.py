@@ -92,6 +92,7 @@ for stage in stages:
 TOKEN_ROLES = {"Message", "Webhook"}
 env_globals = template["Globals"]["Function"]["Environment"]["Variables"]
 check("HOOKCAST_PRIVATE_CHANNELS" in env_globals, "PrivateChannels does not reach the functions")
+check(env_globals.get("HOOKCAST_STATE") == {"Ref": "StateConfig"}, "StateConfig does not reach the functions")
 for key, r in resources.items():
     if r["Type"] != "AWS::Serverless::Function":
         continue

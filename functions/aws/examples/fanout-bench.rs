@@ -62,7 +62,8 @@ async fn main() {
         for id in &ids {
             live.subscribe(&ConnId(id.clone()), &ch, 10).await.unwrap();
         }
-        let config = Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None };
+        let config =
+            Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None, state: Default::default() };
         let fanout = Fanout::new(Arc::new(config), live, Arc::new(ApiGwGateway::new(&sdk, &emu.management_endpoint())));
         let throttled_before = emu.counters().throttled.load(Ordering::Relaxed);
         let start = Instant::now();

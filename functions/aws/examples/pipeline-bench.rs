@@ -166,7 +166,8 @@ struct Run {
 /// Pushes `events` on one channel through dispatch → FIFO → `workers` workers; returns when every post is done.
 async fn push(emu: &hookcast_emulate::apigw::Emulator, store: &Arc<Sharded>, events: &[Event], workers: usize, rate: u32) -> Run {
     let limits = Limits { fanout_concurrency: 64, ..Limits::default() };
-    let config = Arc::new(Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None });
+    let config =
+        Arc::new(Config { allowed_origins: vec![], limits, sources: BTreeMap::new(), private: None, state: Default::default() });
     let fifo = Arc::new(Fifo::default());
     let (posted0, throttled0) = (emu.counters().posted.load(Ordering::Relaxed), emu.counters().throttled.load(Ordering::Relaxed));
     let start = Instant::now();

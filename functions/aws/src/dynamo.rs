@@ -38,6 +38,7 @@ use hookcast_core::ports::{
     Subscriptions, Turn,
 };
 use hookcast_core::protocol::Event;
+use hookcast_core::state::{advance, State, StateMode};
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
@@ -59,11 +60,41 @@ const APPEND_BUDGET: Duration = Duration::from_secs(8);
 /// Channels whose last head this instance remembers (a guess, checked by
 /// every transaction's condition).
 const HEAD_CACHE: usize = 4096;
+/// The largest channel state an instance keeps beside a cached head (a
+/// larger one is read with the head before each append): 4,096 × 8 KB at most.
+const CACHED_STATE_BYTES: usize = 8 * 1024;
 /// Tries of a subscription transaction that another one touching the same
 /// item cancelled (`TransactionConflict`); jittered, about 2 s at most.
 const CONFLICT_ATTEMPTS: u32 = 10;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// A channel's head as this instance last saw it: a guess, checked by
+/// every append's condition (`seq = :old`). The state is that of `seq`
+/// (the two change only together); `None` when the channel keeps none or
+/// it was too large to cache (then an append that builds on it reads it).
+#[derive(Debug, Clone)]
+struct Known {
+    seq: u64,
+    exists: bool,
+    state: Option<State>,
+}
+
+impl Known {
+    /// The head item (or a cancelled transaction's copy of it).
+    fn from_item(item: Option<&Item>) -> Self {
+        match item {
+            Some(i) => Known { seq: get_n(i, "seq").unwrap_or(0), exists: true, state: state_of(i) },
+            None => Known { seq: 0, exists: false, state: None },
+        }
+    }
+}
+
+fn state_of(i: &Item) -> Option<State> {
+    let kind = get_s(i, "state_kind")?;
+    let value = serde_json::from_str(get_s(i, "state_json")?).ok()?;
+    Some(State { kind: kind.to_owned(), value })
+}
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -71,7 +102,7 @@ pub struct DynamoStore {
     table: String,
     retention: Retention,
     shards: u32,
-    heads: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    heads: std::sync::Arc<std::sync::Mutex<HashMap<String, Known>>>,
     /// One append per channel at a time in this instance: racing each
     /// other for the same seq would only waste transactions.
     turns: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
@@ -175,15 +206,18 @@ impl DynamoStore {
         }
     }
 
-    fn cached_head(&self, channel: &Channel) -> Option<(u64, bool)> {
-        self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(channel.as_str()).map(|&seq| (seq, true))
+    fn cached_head(&self, channel: &Channel) -> Option<Known> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(channel.as_str()).cloned()
     }
-    fn remember_head(&self, channel: &Channel, seq: u64) {
+    fn remember_head(&self, channel: &Channel, mut known: Known) {
+        if known.state.as_ref().is_some_and(|s| s.value.to_string().len() > CACHED_STATE_BYTES) {
+            known.state = None;
+        }
         let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
         if heads.len() >= HEAD_CACHE && !heads.contains_key(channel.as_str()) {
             heads.clear();
         }
-        heads.insert(channel.as_str().to_owned(), seq);
+        heads.insert(channel.as_str().to_owned(), known);
     }
     /// This instance's turn to append to `channel`.
     fn turn(&self, channel: &Channel) -> std::sync::Arc<tokio::sync::Mutex<()>> {
@@ -305,8 +339,9 @@ impl DynamoStore {
         Ok(WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(item_key)).build().map_err(err)?).build())
     }
 
-    /// The channel's head seq, the `at_ms` of its newest event, and whether it exists.
-    async fn head(&self, channel: &Channel) -> Result<(u64, u64, bool), StoreError> {
+    /// The channel's head item: its seq, state and whether it exists, and
+    /// the `at_ms` of its newest event.
+    async fn head(&self, channel: &Channel) -> Result<(Known, u64), StoreError> {
         let got = self
             .client
             .get_item()
@@ -316,10 +351,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_err)?;
-        Ok(match got.item {
-            Some(i) => (get_n(&i, "seq").unwrap_or(0), get_n(&i, "last_at_ms").unwrap_or(0), true),
-            None => (0, 0, false),
-        })
+        let at_ms = got.item.as_ref().and_then(|i| get_n(i, "last_at_ms")).unwrap_or(0);
+        Ok((Known::from_item(got.item.as_ref()), at_ms))
     }
 
     /// The seq a live (unexpired) dedupe key points at.
@@ -336,7 +369,13 @@ impl DynamoStore {
         Ok(got.item.filter(|i| get_n(i, "expires_ms").is_some_and(|e| e > now_ms)).and_then(|i| get_n(&i, "seq")))
     }
 
-    fn append_transaction(&self, ev: &Pending, old: u64, exists: bool) -> Result<Vec<TransactWriteItem>, StoreError> {
+    fn append_transaction(
+        &self,
+        ev: &Pending,
+        old: u64,
+        exists: bool,
+        state: Option<&State>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let new = old + 1;
         let r = &self.retention;
         let dedupe_expires_ms = ev.at_ms + r.dedupe_ttl.as_millis() as u64;
@@ -363,11 +402,18 @@ impl DynamoStore {
                     .map_err(err)?,
             ),
         };
+        // The state changes with the seq, in the same item: they cannot disagree.
         let head = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(chan_pk(&ev.channel), "head".into())))
-            .update_expression("SET seq = :new, last_at_ms = :at")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let head = match state {
+            None => head.update_expression("SET seq = :new, last_at_ms = :at"),
+            Some(st) => head
+                .update_expression("SET seq = :new, last_at_ms = :at, state_kind = :sk, state_json = :sv")
+                .expression_attribute_values(":sk", s(&st.kind))
+                .expression_attribute_values(":sv", s(st.value.to_string())),
+        };
         let head = if exists {
             head.condition_expression("seq = :old").expression_attribute_values(":old", n(old))
         } else {
@@ -749,21 +795,29 @@ impl EventLog for DynamoStore {
         let started = std::time::Instant::now();
         let turn = self.turn(&ev.channel);
         let _turn = turn.lock().await;
+        let builds_on = matches!(ev.state.map(|s| s.mode), Some(StateMode::Merge | StateMode::List(_)));
         let mut known = self.cached_head(&ev.channel);
         let (mut conflicts, mut lost) = (0u32, 0u32);
         loop {
-            let (old, exists) = match known {
-                Some(h) => h,
-                None => {
-                    let (seq, _, exists) = self.head(&ev.channel).await?;
-                    (seq, exists)
-                }
+            // A state that builds on the last one needs it: a cached head
+            // without it (none yet, or too large to cache) is read again.
+            let head = match known.take() {
+                Some(k) if !(builds_on && k.exists && k.state.is_none()) => k,
+                _ => self.head(&ev.channel).await?.0,
             };
-            let items = self.append_transaction(ev, old, exists)?;
+            let event = ev.with_seq(head.seq + 1);
+            let state = match ev.state.map(|spec| advance(spec, head.state.as_ref(), &event)) {
+                Some(Err(too_large)) => return Ok(Appended::StateTooLarge(too_large)),
+                Some(Ok(next)) => Some(next),
+                None => None,
+            };
+            let items = self.append_transaction(ev, head.seq, head.exists, state.as_ref())?;
             let e = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => {
-                    self.remember_head(&ev.channel, old + 1);
-                    return Ok(Appended::Stored(ev.with_seq(old + 1)));
+                    // Without a spec the stored state was left as it was.
+                    let state = if ev.state.is_some() { state } else { head.state };
+                    self.remember_head(&ev.channel, Known { seq: head.seq + 1, exists: true, state });
+                    return Ok(Appended::Stored(event));
                 }
                 Err(e) => e,
             };
@@ -786,9 +840,9 @@ impl EventLog for DynamoStore {
             }
             let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
             match at(base) {
-                // Another writer took this seq: its head is the next guess.
+                // Another writer took this seq: its head (and state) is the next guess.
                 Some(("ConditionalCheckFailed", item)) => {
-                    known = item.and_then(|i| get_n(i, "seq")).map(|seq| (seq, true));
+                    known = item.filter(|i| get_n(i, "seq").is_some()).map(|i| Known::from_item(Some(i)));
                     if known.is_none() {
                         self.forget_head(&ev.channel);
                     }
@@ -826,7 +880,8 @@ impl EventLog for DynamoStore {
     /// Retention in the read: from the newest `max_events`, none older than
     /// `max_age` before the newest event, none past its TTL.
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
-        let (head, head_at_ms, _) = self.head(channel).await?;
+        let (known, head_at_ms) = self.head(channel).await?;
+        let head = known.seq;
         let r = &self.retention;
         let window_start = head.saturating_sub(r.max_events as u64) + 1;
         let cutoff_ms = head_at_ms.saturating_sub(r.max_age.as_millis() as u64);
@@ -885,7 +940,7 @@ impl EventLog for DynamoStore {
             }
         }
         events.truncate(limit);
-        Ok(History { events, head, first_retained, epoch: self.epoch().await? })
+        Ok(History { events, head, first_retained, epoch: self.epoch().await?, state: known.state })
     }
 }
 

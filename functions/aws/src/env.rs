@@ -38,7 +38,8 @@ impl LambdaConfig {
     /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required; `HOOKCAST_CONFIG`
     /// (TOML: allowed_origins, limits, sources, private),
     /// `HOOKCAST_ALLOWED_ORIGINS` and `HOOKCAST_PRIVATE_CHANNELS`
-    /// (comma-separated) and `HOOKCAST_SHARDS` optional; secrets from
+    /// (comma-separated), `HOOKCAST_STATE` (`channel=mode, …`) and
+    /// `HOOKCAST_SHARDS` optional; secrets from
     /// `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`, the subscribe
     /// secret from `HOOKCAST_SUBSCRIBE_SECRET`.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>, role: Role) -> Result<Self, ConfigError> {
@@ -89,6 +90,13 @@ impl LambdaConfig {
         if let Some(list) = env("HOOKCAST_PRIVATE_CHANNELS").filter(|v| !v.trim().is_empty()) {
             let channels = list.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
             raw.private = Some(RawPrivate { channels, ..raw.private.take().unwrap_or_default() });
+        }
+        // The stack's StateConfig (one line) wins over [state] in the TOML.
+        if let Some(line) = env("HOOKCAST_STATE").filter(|v| !v.trim().is_empty()) {
+            match hookcast_core::config::parse_state_line(&line) {
+                Ok(state) => raw.state = state,
+                Err(e) => problems.push(format!("HOOKCAST_STATE (StateConfig): {e}")),
+            }
         }
         // Only the webhook function verifies signatures; the others never see
         // the sources or their secrets.
@@ -159,6 +167,37 @@ mod tests {
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));
         assert!(!format!("{c:?}").contains("jws-secret"), "no secret in Debug");
+    }
+
+    /// The stack's StateConfig line wins over `[state]` in the TOML; a bad
+    /// one is a start-up problem that names the parameter.
+    #[test]
+    fn state_from_the_stack_parameter_or_the_toml() {
+        let env = |state: &'static str| {
+            move |k: &str| {
+                Some(
+                    match k {
+                        "HOOKCAST_TABLE" => "t",
+                        "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                        "HOOKCAST_CONFIG" => "[state]\n\"deploys\" = \"merge\"\n\"news\" = \"last\"\n",
+                        "HOOKCAST_STATE" => state,
+                        _ => return None,
+                    }
+                    .to_string(),
+                )
+            }
+        };
+        let ch = |c: &str| hookcast_core::Channel::parse(c).unwrap();
+        let c = LambdaConfig::from_env(&env(""), Role::Message).unwrap();
+        assert_eq!(c.core.state.mode(&ch("deploys")), Some(hookcast_core::state::StateMode::Merge));
+        let c = LambdaConfig::from_env(&env("deploys=last, forms/*=list:20"), Role::Webhook).unwrap();
+        assert_eq!(c.core.state.mode(&ch("deploys")), Some(hookcast_core::state::StateMode::Last));
+        assert_eq!(c.core.state.mode(&ch("forms/x")), Some(hookcast_core::state::StateMode::List(20)));
+        assert_eq!(c.core.state.mode(&ch("news")), None, "the parameter replaces the TOML's table");
+        let e = LambdaConfig::from_env(&env("deploys=forever"), Role::Webhook).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.contains("\"forever\" is not a state mode")), "{e:?}");
+        let e = LambdaConfig::from_env(&env("deploys"), Role::Webhook).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.starts_with("HOOKCAST_STATE (StateConfig)")), "{e:?}");
     }
 
     /// `[private]` is set stack-wide (HOOKCAST_CONFIG, or the stack's

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::channel::{Channel, ChannelPattern};
 use crate::secret::Secret;
+use crate::state::{StateMode, StateRules, StateSpec};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +98,9 @@ pub struct RawConfig {
     pub sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     pub private: Option<RawPrivate>,
+    /// `[state]`: channel pattern → `last`, `merge` or `list:N`.
+    #[serde(default)]
+    pub state: BTreeMap<String, String>,
 }
 
 /// The env var that overrides `[private].secret`.
@@ -183,12 +187,19 @@ pub struct Config {
     pub sources: BTreeMap<String, Source>,
     /// Channels that need a subscribe token; `None`: every channel is public.
     pub private: Option<Private>,
+    /// Channels whose log keeps a state for late visitors.
+    pub state: StateRules,
 }
 
 impl Config {
     /// Whether reading `channel` needs a subscribe token.
     pub fn is_private(&self, channel: &Channel) -> bool {
         self.private.as_ref().is_some_and(|p| p.channels.iter().any(|pat| pat.matches(channel)))
+    }
+    /// What an append to `channel` carries on, if it keeps a state: merge
+    /// states are bounded like event data.
+    pub fn state_spec(&self, channel: &Channel) -> Option<StateSpec> {
+        self.state.mode(channel).map(|mode| StateSpec { mode, max_bytes: self.limits.max_event_bytes })
     }
 }
 
@@ -366,12 +377,38 @@ impl Config {
             }
         }
         let private = raw.private.as_ref().and_then(|rp| build_private(rp, env, &mut problems));
+        let state = build_state(&raw.state, &mut problems);
         if problems.is_empty() {
-            Ok(Config { allowed_origins: raw.allowed_origins, limits, sources, private })
+            Ok(Config { allowed_origins: raw.allowed_origins, limits, sources, private, state })
         } else {
             Err(ConfigError { problems })
         }
     }
+}
+
+fn build_state(raw: &BTreeMap<String, String>, problems: &mut Vec<String>) -> StateRules {
+    let mut rules = Vec::new();
+    for (pattern, mode) in raw {
+        let p = ChannelPattern::parse(pattern).map_err(|e| problems.push(format!("state: {e}")));
+        let m = StateMode::parse(mode).map_err(|e| problems.push(format!("state.{pattern:?}: {e}")));
+        if let (Ok(p), Ok(m)) = (p, m) {
+            rules.push((p, m));
+        }
+    }
+    StateRules::new(rules)
+}
+
+/// `StateConfig` on AWS: `deploys=last, scoreboard=merge, forms/*=list:20`
+/// (one line, for the guided prompt), read into `[state]`.
+pub fn parse_state_line(line: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in line.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((pattern, mode)) = part.split_once('=') else {
+            return Err(format!("{part:?} must be channel=mode, as in deploys=last, forms/*=list:20"));
+        };
+        out.insert(pattern.trim().to_owned(), mode.trim().to_owned());
+    }
+    Ok(out)
 }
 
 fn build_private(rp: &RawPrivate, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<Private> {
@@ -599,6 +636,35 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("topsecretvalue"));
         let r = src("netlify", Some("topsecretvalue-0123"), None);
         assert!(!format!("{r:?}").contains("topsecretvalue"));
+    }
+
+    #[test]
+    fn state_rules_from_toml_and_from_one_line() {
+        let text = r#"
+[state]
+"deploys" = "last"
+"scoreboard" = "merge"
+"forms/*" = "list:20"
+"#;
+        let cfg = Config::build(toml::from_str(text).unwrap(), &no_env).unwrap();
+        let spec = |c: &str| cfg.state_spec(&Channel::parse(c).unwrap());
+        assert_eq!(spec("deploys").unwrap().mode, StateMode::Last);
+        assert_eq!(spec("scoreboard"), Some(StateSpec { mode: StateMode::Merge, max_bytes: 100 * 1024 }));
+        assert_eq!(spec("forms/contact").unwrap().mode, StateMode::List(20));
+        assert_eq!(spec("other"), None);
+
+        let bad = r#"
+[state]
+"a b" = "last"
+"x" = "list:0"
+"#;
+        let all = Config::build(toml::from_str(bad).unwrap(), &no_env).unwrap_err().problems.join("\n");
+        assert!(all.contains("state: \"a b\" is neither") && all.contains("state.\"x\": \"list:0\""), "{all}");
+
+        let line = parse_state_line("deploys=last, forms/*=list:20,,").unwrap();
+        assert_eq!(line.get("forms/*").map(String::as_str), Some("list:20"));
+        assert_eq!(line.len(), 2);
+        assert!(parse_state_line("deploys:last").unwrap_err().contains("channel=mode"));
     }
 
     #[test]

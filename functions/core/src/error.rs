@@ -11,6 +11,8 @@ pub enum HookError {
     TooLarge { size: usize, limit: usize },
     #[error("event data is {size} bytes; the limit is {limit} (API Gateway's 128 KB message limit)")]
     EventTooLarge { size: usize, limit: usize },
+    #[error("this event would make channel {channel:?}'s merged state {size} bytes; the limit is {limit} (send a patch that removes fields with null)")]
+    StateTooLarge { channel: String, size: usize, limit: usize },
     #[error("{0}")]
     Unauthorized(String),
     #[error("content type {0:?} is not accepted; send application/json or application/x-www-form-urlencoded")]
@@ -29,7 +31,7 @@ impl HookError {
     pub fn status(&self) -> u16 {
         match self {
             Self::UnknownSource(_) => 404,
-            Self::TooLarge { .. } | Self::EventTooLarge { .. } => 413,
+            Self::TooLarge { .. } | Self::EventTooLarge { .. } | Self::StateTooLarge { .. } => 413,
             Self::Unauthorized(_) => 401,
             Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => 415,
             Self::BadPayload(_) => 400,
@@ -42,6 +44,7 @@ impl HookError {
             Self::UnknownSource(_) => "unknown_source",
             Self::TooLarge { .. } => "payload_too_large",
             Self::EventTooLarge { .. } => "event_too_large",
+            Self::StateTooLarge { .. } => "state_too_large",
             Self::Unauthorized(_) => "invalid_signature",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnsupportedEncoding(_) => "unsupported_content_encoding",

@@ -10,7 +10,7 @@ use crate::clock::{format_at, millis, Clock};
 use crate::config::Config;
 use crate::error::HookError;
 use crate::normalize::normalise;
-use crate::policy::{may_read, missed_history};
+use crate::policy::{current_state, may_read, missed_history};
 use crate::ports::{Appended, EventLog, History, Pending, StoreError};
 use crate::verify::{verify, HookRequest};
 
@@ -71,6 +71,7 @@ impl<L: EventLog> Hooks<L> {
         if data_len > self.config.limits.max_event_bytes {
             return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });
         }
+        let state = self.config.state_spec(&ev.channel);
         let pending = Pending {
             channel: ev.channel,
             event: ev.event,
@@ -78,6 +79,7 @@ impl<L: EventLog> Hooks<L> {
             at: format_at(now),
             at_ms: millis(now),
             dedupe_key: ev.dedupe_key,
+            state,
         };
         let appended = self.log.append(&pending).await.map_err(|e| {
             tracing::warn!(error = %e, channel = %pending.channel, "append failed");
@@ -86,6 +88,9 @@ impl<L: EventLog> Hooks<L> {
         let (seq, duplicate) = match appended {
             Appended::Stored(e) => (e.seq, false),
             Appended::Duplicate { seq } => (seq, true),
+            Appended::StateTooLarge(t) => {
+                return Err(HookError::StateTooLarge { channel: pending.channel.to_string(), size: t.size, limit: t.limit })
+            }
         };
         Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate })
     }
@@ -95,16 +100,28 @@ impl<L: EventLog> Hooks<L> {
         may_read(&self.config, channel, token, (self.clock)())
     }
 
-    /// Catch-up over HTTP: retained events after `since`, and whether the
-    /// caller missed events that are no longer retained. A `since` read in
-    /// another `epoch` is no place in this log: no events, and a reset.
+    /// Catch-up over HTTP: retained events after `since`, the channel's
+    /// state if it keeps one, and whether the caller missed events that
+    /// neither covers. A `since` read in another `epoch` is no place in
+    /// this log: no events (the state still brings the caller current).
     pub async fn history(&self, channel: &Channel, since: u64, epoch: Option<&str>) -> Result<(History, bool), StoreError> {
         let mut h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
-        if epoch.is_some_and(|e| e != h.epoch) {
+        h.state = current_state(&self.config, channel, h.state.take());
+        let missed = if epoch.is_some_and(|e| e != h.epoch) {
             h.events.clear();
-            return Ok((h, true));
-        }
-        let reset = missed_history(since, &h);
+            true
+        } else {
+            missed_history(since, &h)
+        };
+        let reset = missed && h.state.is_none();
         Ok((h, reset))
+    }
+
+    /// Where the channel's log stands: its head, epoch and state (what a
+    /// build stamps into its pages).
+    pub async fn head(&self, channel: &Channel) -> Result<History, StoreError> {
+        let mut h = self.log.read(channel, 0, 0).await?;
+        h.state = current_state(&self.config, channel, h.state.take());
+        Ok(h)
     }
 }

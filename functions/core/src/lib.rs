@@ -14,6 +14,8 @@
 //!   channels, missed history), [`clock`].
 //! - The wire: [`protocol`] (client and server frames), [`error`] (every
 //!   refusal's status, code and message; the HTTP edge is `hookcast-http`).
+//! - Channel state for late visitors: [`state`] (`last`, `merge`, `list:N`,
+//!   carried on by every log in the append's commit).
 //! - Webhook input: [`verify`] (signatures), [`normalize`] (sender bodies to
 //!   events), [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
 //! - Shared plumbing: [`backoff`], [`metrics`].
@@ -34,6 +36,7 @@ pub mod protocol;
 pub mod relay;
 pub mod secret;
 pub mod sign;
+pub mod state;
 pub mod token;
 pub mod verify;
 

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::ports::History;
+use crate::state::State;
 
 /// Whether a page on `origin` may connect or read history. Browsers always
 /// send Origin; other clients may not and cannot be stopped by it anyway, so
@@ -53,6 +54,13 @@ pub fn may_read(
 
 /// True when events after `since` were pruned, or `since` is ahead of the
 /// log (the log was reset): either way the page must refetch its state.
+/// The state a channel's log returned, if the channel keeps one now under
+/// the same mode (a state left from an earlier config is not shown).
+pub fn current_state(config: &Config, channel: &Channel, state: Option<State>) -> Option<State> {
+    let mode = config.state.mode(channel)?;
+    state.filter(|s| s.kind == mode.kind())
+}
+
 pub fn missed_history(since: u64, h: &History) -> bool {
     since > h.head || (since < h.head && since + 1 < h.first_retained)
 }

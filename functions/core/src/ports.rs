@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::channel::{Channel, EventName};
 use crate::protocol::Event;
+use crate::state::{State, StateSpec, StateTooLarge};
 
 /// A connection id: API Gateway's `connectionId`, or one the local server made.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,6 +108,9 @@ pub struct Pending {
     pub at_ms: u64,
     /// The sender's delivery identity; `None`: always a new event.
     pub dedupe_key: Option<String>,
+    /// The channel keeps a state: the log carries it on in the same commit
+    /// (see [`crate::state::advance`]).
+    pub state: Option<StateSpec>,
 }
 
 impl Pending {
@@ -122,6 +126,8 @@ pub enum Appended {
     Duplicate {
         seq: u64,
     },
+    /// The event would grow the channel's state past its limit; nothing was written.
+    StateTooLarge(StateTooLarge),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +142,8 @@ pub struct History {
     /// something only with it. A log wiped and grown again has a new epoch,
     /// so a reader's old `since` is not taken for a place in it.
     pub epoch: String,
+    /// The channel's state at `head` (read with it), if it keeps one.
+    pub state: Option<State>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,10 +176,12 @@ pub struct SubscriberPage {
 ///
 /// Contract (checked by `hookcast_testkit::conformance` on every implementation):
 /// per channel, `seq` is gapless and increasing, assigned atomically with the
-/// event and its dedupe key (all or nothing); a key seen within `dedupe_ttl`
+/// event, its dedupe key and the channel's state (all or nothing; a state
+/// that would outgrow its limit writes nothing); a key seen within `dedupe_ttl`
 /// is refused; reads return only what retention keeps (the newest
 /// `max_events`, none older than `max_age`), oldest first, with the log's
-/// epoch (the same for every read of one log, different for another log).
+/// epoch (the same for every read of one log, different for another log)
+/// and the state at the head they report.
 pub trait EventLog: Send + Sync + 'static {
     /// Atomically: refuse a seen dedupe key, else assign the next seq and
     /// store the event and the key. Returns once both are durable.

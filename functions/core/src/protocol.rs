@@ -61,13 +61,24 @@ pub enum ServerMsg {
     Subscribed {
         channel: Channel,
         seq: u64,
-        /// True when `since` was older than the retained history: events were
-        /// missed and the page should refetch its state.
+        /// True when `since` was older than the retained history and no
+        /// channel state covers it: events were missed beyond recovery, and
+        /// the page should refetch itself.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
         /// The log's epoch: send it back with `since` on a later subscribe.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         epoch: String,
+    },
+    /// The channel's state at `seq` (see [`crate::state`]), before the
+    /// `subscribed` reply, to a page that has no `since` or one older than
+    /// history keeps: with it, the page is current at `seq`.
+    State {
+        channel: Channel,
+        seq: u64,
+        /// `last`, `merge` or `list`.
+        mode: String,
+        state: Value,
     },
     Pong,
     /// The answer to an `occupancy` request.
@@ -233,6 +244,10 @@ mod tests {
             (
                 ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: true, epoch: String::new() },
                 json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true}),
+            ),
+            (
+                ServerMsg::State { channel: ch("scores"), seq: 7, mode: "merge".into(), state: json!({"home": 2}) },
+                json!({"type":"state","channel":"scores","seq":7,"mode":"merge","state":{"home":2}}),
             ),
             (ServerMsg::Pong, json!({"type":"pong"})),
             (

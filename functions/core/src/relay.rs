@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use crate::channel::Channel;
 use crate::clock::{millis, Clock};
 use crate::config::Config;
-use crate::policy::{may_read, missed_history, origin_allowed};
+use crate::policy::{current_state, may_read, missed_history, origin_allowed};
 use crate::ports::{forget, ConnId, Delivery, EventLog, Gateway, StoreError, SubOutcome, Subscriptions, Turn};
 use crate::protocol::{ClientMsg, ServerMsg};
 
@@ -140,10 +140,21 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
                 // A `since` from another epoch is no place in this log: nothing
                 // is replayed, and the page starts again from the head.
                 let other_log = since.is_some() && epoch.as_deref().is_some_and(|e| e != history.epoch);
-                let reset = other_log || since.is_some_and(|s| missed_history(s, &history));
+                let missed = other_log || since.is_some_and(|s| missed_history(s, &history));
+                // A page with no place in the log, or one history no longer
+                // reaches, is brought current by the channel's state, if it
+                // keeps one; only without a state is a gap a reset.
+                let state = if since.is_none() || missed { current_state(&self.config, &channel, history.state) } else { None };
+                let reset = missed && state.is_none();
                 let (head, epoch) = (history.head, history.epoch);
-                let events = if other_log { vec![] } else { history.events };
-                let mut out: Vec<ServerMsg> = events.into_iter().map(ServerMsg::Event).collect();
+                // What is retained still replays after a gap without a state
+                // (a client may show it); a state already holds all of it.
+                let events = if other_log || state.is_some() { vec![] } else { history.events };
+                let mut out: Vec<ServerMsg> = Vec::with_capacity(events.len() + 2);
+                if let Some(s) = state {
+                    out.push(ServerMsg::State { channel: channel.clone(), seq: head, mode: s.kind, state: s.value });
+                }
+                out.extend(events.into_iter().map(ServerMsg::Event));
                 out.push(ServerMsg::Subscribed { channel, seq: head, reset, epoch });
                 Ok(if batch { ServerMsg::batched(out) } else { out })
             }

@@ -310,6 +310,101 @@ fn a_since_from_another_epoch_is_a_reset_not_a_replay() {
     assert!(!reset && h.events.len() == 2);
 }
 
+/// A world whose `deploys` channel keeps a state (`last`, `merge` or `list:N`).
+fn stateful(mode: &str) -> World {
+    let mut r = relay();
+    let mut config = r.hooks.config().clone();
+    config.state = hookcast_core::state::StateRules::new(vec![(
+        "deploys".parse().unwrap(),
+        hookcast_core::state::StateMode::parse(mode).unwrap(),
+    )]);
+    let config = Arc::new(config);
+    r.hooks = Hooks::new(config.clone(), r.log.clone());
+    r.relay = Relay::new(config, r.log.clone(), r.live.clone(), r.gw.clone());
+    r
+}
+
+/// A page with no place in the log, or one history no longer reaches, gets
+/// the channel's state first (at the head), then `subscribed` without a
+/// reset: it is current. A page whose `since` is retained gets the events
+/// after it and no state. Over HTTP the same state comes with the events.
+#[test]
+fn a_late_page_gets_the_channel_state_first() {
+    let r = stateful("merge");
+    let merge = |patch: serde_json::Value| {
+        let body = serde_json::to_vec(&patch).unwrap();
+        ingest(&r, &body).unwrap()
+    };
+    merge(json!({"id": "d1", "state": "building", "branch": "main"}));
+    for i in 2..=5 {
+        merge(json!({"id": format!("d{i}"), "state": "ready"}));
+    }
+    let epoch = r.epoch();
+    let want_state = json!({"type":"state","channel":"deploys","seq":5,"mode":"merge",
+        "state":{"id":"d5","state":"ready","branch":"main"}});
+    // No since: the state, then subscribed.
+    subscribe(&r, "fresh", "deploys", None);
+    assert_eq!(
+        r.gateway().frames("fresh"),
+        vec![want_state.clone(), json!({"type":"subscribed","channel":"deploys","seq":5,"epoch":epoch})]
+    );
+    // Since 1 (history keeps 3 of 5): the state instead of a reset, no stale events.
+    subscribe(&r, "stale", "deploys", Some(1));
+    assert_eq!(
+        r.gateway().frames("stale"),
+        vec![want_state.clone(), json!({"type":"subscribed","channel":"deploys","seq":5,"epoch":epoch})]
+    );
+    // Since 4 is retained: only event 5, no state.
+    subscribe(&r, "recent", "deploys", Some(4));
+    let kinds: Vec<_> = r.gateway().frames("recent").iter().map(|m| m["type"].clone()).collect();
+    assert_eq!(kinds, vec![json!("event"), json!("subscribed")]);
+    // Another epoch: the state brings it current.
+    block_on(r.relay.connect(&ConnId("wiped".into()), None)).unwrap();
+    r.message("wiped", &json!({"action":"subscribe","channel":"deploys","since":1,"epoch":"0123456789abcdef"}).to_string());
+    assert_eq!(r.gateway().frames("wiped")[0], want_state);
+    // Over HTTP: events after since, the state, and no reset while it covers the gap.
+    let (h, reset) = r.history(&Channel::parse("deploys").unwrap(), 1).unwrap();
+    assert!(!reset, "the state covers what was missed");
+    assert_eq!(h.state.unwrap().value, want_state["state"]);
+    // A channel without state is a reset as before.
+    subscribe(&r, "other", "news", Some(7));
+    assert_eq!(r.gateway().frames("other").last().unwrap()["reset"], true);
+}
+
+/// A list keeps its newest N past history; a patch that would grow a merge
+/// state past its limit is a 413 that stores nothing.
+#[test]
+fn list_state_outlives_history_and_merge_state_is_bounded() {
+    let r = stateful("list:4");
+    for i in 1..=6 {
+        ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+    }
+    subscribe(&r, "p", "deploys", None);
+    let f = r.gateway().frames("p");
+    assert_eq!((f[0]["type"].as_str(), f[0]["mode"].as_str()), (Some("state"), Some("list")));
+    let ids: Vec<_> = f[0]["state"].as_array().unwrap().iter().map(|e| e["data"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, vec!["d3", "d4", "d5", "d6"], "four newest, oldest first (history keeps 3)");
+
+    let r = stateful("merge");
+    let mut config = r.hooks.config().clone();
+    config.limits.max_event_bytes = 300;
+    let hooks = Hooks::new(Arc::new(config), r.log.clone());
+    let send = |field: &str| {
+        let body = serde_json::to_vec(&json!({"id": field, "state": "ready", field: "v".repeat(150)})).unwrap();
+        block_on(hooks.ingest(
+            "netlify",
+            Some("application/json"),
+            &HookRequest { headers: &netlify_headers(&body), body: &body },
+        ))
+    };
+    send("title").unwrap();
+    let e = send("commit_ref").unwrap_err();
+    assert_eq!((e.status(), e.code()), (413, "state_too_large"));
+    assert!(e.to_string().contains("limit is 300"), "{e}");
+    let h = r.history(&Channel::parse("deploys").unwrap(), 0).unwrap().0;
+    assert_eq!(h.head, 1, "nothing stored");
+}
+
 #[test]
 fn a_batch_subscribe_replays_in_one_frame() {
     let r = relay();

@@ -233,7 +233,10 @@ const DRAIN_MAX: usize = 8 * 1024 * 1024;
 const HISTORY_PARAMS: [&str; 3] = ["since", "epoch", "token"];
 
 /// `GET /channels/{channel}/events?since=N`: retained events after `since`,
-/// and whether the caller missed some that are gone. Channel names may
+/// the channel's state (with its `mode`) if it keeps one, and whether the
+/// caller missed events that neither covers (`reset`).
+/// `GET /channels/{channel}/head`: where the channel's log stands (`seq`,
+/// `epoch`), what a build stamps into its pages. Channel names may
 /// contain '/' (sent as is or percent-encoded: both reach the same
 /// channel). A private channel needs a subscribe token (`?token=` or
 /// `Authorization: Bearer`).
@@ -270,9 +273,14 @@ async fn history<L: EventLog>(
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Tokens are base64url with dots: nothing in them needs percent-decoding.
     let token = bearer.or(param("token"));
-    let Some(name) = path.strip_suffix("/events") else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events");
+    let (name, head_only) = match (path.strip_suffix("/events"), path.strip_suffix("/head")) {
+        (Some(name), _) => (name, false),
+        (None, Some(name)) => (name, true),
+        _ => return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events or /channels/{channel}/head"),
     };
+    if let Some(k) = params.keys().find(|k| head_only && k.as_str() != "token") {
+        return json_error(StatusCode::BAD_REQUEST, "invalid_query", &format!("{k} does not apply to /head; it takes token"));
+    }
     let channel = match Channel::parse(name) {
         Ok(c) => c,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string()),
@@ -288,9 +296,20 @@ async fn history<L: EventLog>(
     };
     // The epoch the caller's `since` was read in (from an earlier answer).
     let epoch = param("epoch");
-    match hooks.history(&channel, since, epoch).await {
-        Ok((h, reset)) => {
-            let body = json!({"channel": channel, "head": h.head, "reset": reset, "epoch": h.epoch, "events": h.events});
+    let read = if head_only {
+        hooks.head(&channel).await.map(|h| json!({"channel": channel, "seq": h.head, "epoch": h.epoch}))
+    } else {
+        hooks.history(&channel, since, epoch).await.map(|(h, reset)| {
+            let mut body = json!({"channel": channel, "head": h.head, "reset": reset, "epoch": h.epoch, "events": h.events});
+            if let Some(state) = h.state {
+                body["mode"] = json!(state.kind);
+                body["state"] = state.value;
+            }
+            body
+        })
+    };
+    match read {
+        Ok(body) => {
             let mut res = json_response(StatusCode::OK, body.to_string());
             // Pages on any allowed origin may catch up over HTTP.
             let origins = &hooks.config().allowed_origins;
@@ -325,8 +344,13 @@ mod tests {
     use super::*;
 
     fn app(snippets: Snippets) -> Router {
-        let config =
-            Arc::new(Config { allowed_origins: vec![], limits: Limits::default(), sources: BTreeMap::new(), private: None });
+        let config = Arc::new(Config {
+            allowed_origins: vec![],
+            limits: Limits::default(),
+            sources: BTreeMap::new(),
+            private: None,
+            state: Default::default(),
+        });
         router(Arc::new(Hooks::new(config, Arc::new(MemLog::new(Retention::from(&Limits::default()))))), snippets)
     }
 

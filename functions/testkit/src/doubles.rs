@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::*;
 use hookcast_core::protocol::Event;
+use hookcast_core::state::{advance, State};
 
 /// A correct, unoptimised in-memory event log: the reference the log suite
 /// is checked against.
@@ -22,6 +23,7 @@ pub struct MemLog {
 #[derive(Default)]
 struct Mem {
     logs: HashMap<Channel, (u64, Vec<(u64, Event)>)>,
+    states: HashMap<Channel, State>,
     dedupe: HashMap<String, (u64, u64)>,
 }
 
@@ -98,10 +100,17 @@ impl EventLog for MemLog {
         if let Some((seq, _)) = ev.dedupe_key.as_ref().and_then(|k| m.dedupe.get(k)) {
             return Ok(Appended::Duplicate { seq: *seq });
         }
-        let (head, log) = m.logs.entry(ev.channel.clone()).or_default();
-        *head += 1;
-        let seq = *head;
+        let seq = m.logs.get(&ev.channel).map_or(0, |(h, _)| *h) + 1;
         let event = ev.with_seq(seq);
+        // The state first: one that would outgrow its limit writes nothing.
+        if let Some(spec) = ev.state {
+            match advance(spec, m.states.get(&ev.channel), &event) {
+                Ok(next) => m.states.insert(ev.channel.clone(), next),
+                Err(too_large) => return Ok(Appended::StateTooLarge(too_large)),
+            };
+        }
+        let (head, log) = m.logs.entry(ev.channel.clone()).or_default();
+        *head = seq;
         log.push((ev.at_ms, event.clone()));
         let max_age = self.retention.max_age.as_millis() as u64;
         log.retain(|(at, e)| e.seq + self.retention.max_events as u64 > seq && at + max_age >= ev.at_ms);
@@ -115,7 +124,8 @@ impl EventLog for MemLog {
         let (head, log) = m.logs.get(channel).map(|(h, l)| (*h, l.as_slice())).unwrap_or((0, &[]));
         let first_retained = log.first().map_or(head + 1, |(_, e)| e.seq);
         let events = log.iter().map(|(_, e)| e).filter(|e| e.seq > since).take(limit).cloned().collect();
-        Ok(History { events, head, first_retained, epoch: self.epoch.clone() })
+        let state = m.states.get(channel).cloned();
+        Ok(History { events, head, first_retained, epoch: self.epoch.clone(), state })
     }
 }
 
@@ -153,6 +163,7 @@ pub mod conformance {
 
     use std::time::Duration;
 
+    use hookcast_core::state::{StateMode, StateSpec};
     use serde_json::json;
 
     use super::*;
@@ -174,6 +185,7 @@ pub mod conformance {
             at: "2027-01-15T08:00:00.000Z".into(),
             at_ms,
             dedupe_key: Some(key.into()),
+            state: None,
         }
     }
     fn conn(s: &str) -> ConnId {
@@ -182,7 +194,7 @@ pub mod conformance {
     async fn seq_of<S: EventLog>(s: &S, p: &Pending) -> u64 {
         match s.append(p).await.unwrap() {
             Appended::Stored(e) => e.seq,
-            Appended::Duplicate { .. } => panic!("unexpected duplicate {:?}", p.dedupe_key),
+            other => panic!("unexpected {other:?} for {:?}", p.dedupe_key),
         }
     }
 
@@ -198,6 +210,97 @@ pub mod conformance {
         read_since_and_limit(make(retention())).await;
         concurrent_appends_get_distinct_consecutive_seqs(make(Retention { max_events: 1000, ..retention() })).await;
         each_log_has_its_own_epoch(make(retention()), make(retention())).await;
+        state_is_committed_with_its_event(make(retention())).await;
+        a_state_too_large_writes_nothing(make(retention())).await;
+        concurrent_appends_carry_the_state_on_in_seq_order(make(Retention { max_events: 1000, ..retention() })).await;
+    }
+
+    fn with_state(p: Pending, mode: StateMode, max_bytes: usize) -> Pending {
+        Pending { state: Some(StateSpec { mode, max_bytes }), ..p }
+    }
+
+    /// Each append carries the state on in its own commit: the state read
+    /// with a head is the fold of every event up to that head, whatever
+    /// history still keeps; a duplicate changes nothing; an append without
+    /// a state leaves it; a state kept under another mode starts again.
+    pub async fn state_is_committed_with_its_event<S: EventLog>(s: S) {
+        let merge = |key: &str, data: serde_json::Value| {
+            with_state(Pending { data, ..pending("score", key, T0) }, StateMode::Merge, 10_000)
+        };
+        seq_of(&s, &merge("m1", json!({"home": 0, "away": 0, "period": {"n": 1}}))).await;
+        seq_of(&s, &merge("m2", json!({"home": 1}))).await;
+        assert!(matches!(s.append(&merge("m2", json!({"home": 99}))).await.unwrap(), Appended::Duplicate { seq: 2 }));
+        seq_of(&s, &merge("m3", json!({"period": {"n": 2, "clock": "12:00"}, "away": null}))).await;
+        let h = s.read(&ch("score"), 0, 10).await.unwrap();
+        let state = h.state.expect("a merge state");
+        assert_eq!((h.head, state.kind.as_str()), (3, "merge"));
+        assert_eq!(state.value, json!({"home": 1, "period": {"n": 2, "clock": "12:00"}}));
+        // Without a spec (the channel no longer keeps one) the state is left as it was.
+        seq_of(&s, &pending("score", "plain", T0)).await;
+        assert_eq!(s.read(&ch("score"), 0, 0).await.unwrap().state.unwrap().value["home"], 1);
+        // Another mode starts again from this event.
+        seq_of(&s, &with_state(pending("score", "l1", T0), StateMode::Last, 10_000)).await;
+        let last = s.read(&ch("score"), 0, 0).await.unwrap().state.unwrap();
+        assert_eq!((last.kind.as_str(), &last.value["seq"], &last.value["data"]["key"]), ("last", &json!(5), &json!("l1")));
+
+        // A list keeps its N newest past history's max_events (5 here).
+        for i in 1..=9 {
+            seq_of(&s, &with_state(pending("forms/c", &format!("f{i}"), T0 + i), StateMode::List(7), 100_000)).await;
+        }
+        let h = s.read(&ch("forms/c"), 0, 100).await.unwrap();
+        assert_eq!(h.events.len(), 5, "history keeps 5");
+        let list = h.state.unwrap();
+        let seqs: Vec<u64> = list.value.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (3..=9).collect::<Vec<_>>(), "the list keeps 7, oldest first");
+        assert_eq!(list.value[6]["data"]["key"], "f9");
+        assert_eq!(list.value[6]["event"], "thing.happened");
+        assert!(s.read(&ch("never"), 0, 10).await.unwrap().state.is_none());
+    }
+
+    /// A merge that would outgrow its limit is refused whole: no seq, no
+    /// event, no state change, and its delivery id is not used up.
+    pub async fn a_state_too_large_writes_nothing<S: EventLog>(s: S) {
+        let big = |key: &str, field: &str| {
+            let data = json!({ field: "x".repeat(600) });
+            with_state(Pending { data, ..pending("s", key, T0) }, StateMode::Merge, 1000)
+        };
+        seq_of(&s, &big("a", "one")).await;
+        match s.append(&big("b", "two")).await.unwrap() {
+            Appended::StateTooLarge(t) => assert_eq!(t.limit, 1000),
+            other => panic!("{other:?}"),
+        }
+        let h = s.read(&ch("s"), 0, 10).await.unwrap();
+        assert_eq!((h.head, h.events.len()), (1, 1));
+        assert_eq!(h.state.unwrap().value.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["one"]);
+        // The same delivery, now as a patch that fits, is a new event.
+        let fits =
+            with_state(Pending { data: json!({"one": null, "two": "y"}), ..pending("s", "b", T0) }, StateMode::Merge, 1000);
+        assert_eq!(seq_of(&s, &fits).await, 2);
+        assert_eq!(s.read(&ch("s"), 0, 0).await.unwrap().state.unwrap().value, json!({"two": "y"}));
+    }
+
+    /// Racing appends to one channel each see the state the one before left.
+    pub async fn concurrent_appends_carry_the_state_on_in_seq_order<S: EventLog>(s: S) {
+        let ps: Vec<_> = (0..30)
+            .map(|i| {
+                let data = json!({ format!("k{i}"): i, "last": i });
+                with_state(Pending { data, ..pending("hot", &format!("c{i}"), T0) }, StateMode::Merge, 100_000)
+            })
+            .collect();
+        for r in futures::future::join_all(ps.iter().map(|p| s.append(p))).await {
+            assert!(matches!(r.unwrap(), Appended::Stored(_)));
+        }
+        let h = s.read(&ch("hot"), 0, 1000).await.unwrap();
+        let state = h.state.unwrap().value;
+        assert_eq!(state.as_object().unwrap().len(), 31, "every key merged once: {state}");
+        let newest = h.events.last().unwrap();
+        assert_eq!(state["last"], newest.data["last"], "the state is the fold in seq order");
+        let lists: Vec<_> =
+            (0..30).map(|i| with_state(pending("hot-list", &format!("l{i}"), T0), StateMode::List(50), 100_000)).collect();
+        futures::future::join_all(lists.iter().map(|p| s.append(p))).await;
+        let l = s.read(&ch("hot-list"), 0, 0).await.unwrap().state.unwrap().value;
+        let seqs: Vec<u64> = l.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
     }
 
     /// Every read of one log carries the same epoch, whatever the channel

@@ -47,6 +47,7 @@ pub fn config(origins: &[&str]) -> hookcast_core::Config {
         limits: Limits::default(),
         sources: sources.into_iter().collect(),
         private: None,
+        state: Default::default(),
     }
 }
 

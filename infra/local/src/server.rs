@@ -444,9 +444,14 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
         out.queued.written(frame.text.len(), frame.reply);
         let frame = frame.text;
         let mut ev = SseEvent::default();
-        // An event moves its channel's cursor (SSE subscribes without batches).
-        if let Ok(ServerMsg::Event(e)) = serde_json::from_str::<ServerMsg>(&frame) {
-            cursor.insert(e.channel.to_string(), e.seq);
+        // An event or a state moves its channel's cursor (SSE subscribes without batches).
+        let moved = match serde_json::from_str::<ServerMsg>(&frame) {
+            Ok(ServerMsg::Event(e)) => Some((e.channel, e.seq)),
+            Ok(ServerMsg::State { channel, seq, .. }) => Some((channel, seq)),
+            _ => None,
+        };
+        if let Some((channel, seq)) = moved {
+            cursor.insert(channel.to_string(), seq);
             ev = ev.id(cursor_id(&cursor));
         }
         Some((Ok::<_, std::convert::Infallible>(ev.data(frame.as_str())), (out, cursor, guard, stop)))

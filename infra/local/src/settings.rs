@@ -37,6 +37,9 @@ struct File {
     sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     private: Option<RawPrivate>,
+    /// Channel pattern → `last`, `merge` or `list:N`.
+    #[serde(default)]
+    state: BTreeMap<String, String>,
 }
 
 /// Command-line values, which win over the file.
@@ -119,8 +122,13 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let mut problems = Vec::new();
     let bind_text = cli.bind.clone().or(file.server.bind).unwrap_or_else(|| "127.0.0.1".into());
     let bind = bind_text.parse::<IpAddr>().map_err(|_| problems.push(format!("server.bind {bind_text:?} is not an IP address")));
-    let raw =
-        RawConfig { allowed_origins: file.allowed_origins, limits: file.limits, sources: file.sources, private: file.private };
+    let raw = RawConfig {
+        allowed_origins: file.allowed_origins,
+        limits: file.limits,
+        sources: file.sources,
+        private: file.private,
+        state: file.state,
+    };
     let core = Config::build(raw, &env).map_err(|e| problems.extend(e.problems));
     let (default_sockets, http_cap) = crate::net::default_caps();
     let max_connections = file.server.max_connections.unwrap_or(default_sockets);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hookcast_core::channel::{Channel, EventName};
 use hookcast_core::ports::{Appended, EventLog, History, Pending, Retention, StoreError, StoreErrorKind};
 use hookcast_core::protocol::Event;
+use hookcast_core::state::{advance, State, StateMode};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -100,8 +101,10 @@ const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS channels (
-    channel TEXT PRIMARY KEY,
-    head    INTEGER NOT NULL
+    channel    TEXT PRIMARY KEY,
+    head       INTEGER NOT NULL,
+    state_kind TEXT,
+    state      TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     channel TEXT NOT NULL,
@@ -145,6 +148,7 @@ impl SqliteStore {
     fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         // Made once, with the file: a new file (a wiped store) has a new one.
         let fresh = format!("{:016x}", rand::random::<u64>());
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", params![fresh]).map_err(err)?;
@@ -317,8 +321,25 @@ impl Writer {
     }
 }
 
-/// One append inside the writer's transaction: dedupe check, next seq,
-/// insert, prune to retention, remember the key.
+/// A database made before channel state gains its columns (empty: no state yet).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_state: bool = conn
+        .query_row("SELECT COUNT(*) FROM pragma_table_info('channels') WHERE name = 'state'", [], |r| r.get::<_, i64>(0))?
+        > 0;
+    if !has_state {
+        conn.execute_batch("ALTER TABLE channels ADD COLUMN state_kind TEXT; ALTER TABLE channels ADD COLUMN state TEXT;")?;
+    }
+    Ok(())
+}
+
+fn state_of(kind: Option<String>, value: Option<String>) -> Option<State> {
+    Some(State { kind: kind?, value: serde_json::from_str(&value?).ok()? })
+}
+
+/// One append inside the writer's transaction: dedupe check, next seq and
+/// the channel's state (computed before anything is written: a state that
+/// would outgrow its limit writes nothing), insert, prune to retention,
+/// remember the key.
 fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<Appended> {
     // An expired key is ignored here and replaced below.
     let seen: Option<i64> = match &ev.dedupe_key {
@@ -332,12 +353,34 @@ fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<A
         return Ok(Appended::Duplicate { seq: seq as u64 });
     }
     let channel = ev.channel.as_str();
-    let seq: i64 = tx
-        .prepare_cached(
-            "INSERT INTO channels (channel, head) VALUES (?1, 1)
-             ON CONFLICT (channel) DO UPDATE SET head = head + 1 RETURNING head",
-        )?
-        .query_row(params![channel], |r| r.get(0))?;
+    let (head, prev): (i64, Option<State>) = tx
+        .prepare_cached("SELECT head, state_kind, state FROM channels WHERE channel = ?1")?
+        .query_row(params![channel], |r| {
+            // The previous state is parsed only when the next one builds on it.
+            let builds_on = matches!(ev.state.map(|s| s.mode), Some(StateMode::Merge | StateMode::List(_)));
+            let prev = if builds_on { state_of(r.get(1)?, r.get(2)?) } else { None };
+            Ok((r.get(0)?, prev))
+        })
+        .optional()?
+        .unwrap_or((0, None));
+    let seq = head + 1;
+    let event = ev.with_seq(seq as u64);
+    match ev.state.map(|spec| advance(spec, prev.as_ref(), &event)) {
+        Some(Err(too_large)) => return Ok(Appended::StateTooLarge(too_large)),
+        Some(Ok(next)) => {
+            tx.prepare_cached(
+                "INSERT INTO channels (channel, head, state_kind, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (channel) DO UPDATE SET head = excluded.head, state_kind = excluded.state_kind, state = excluded.state",
+            )?
+            .execute(params![channel, seq, next.kind, next.value.to_string()])?;
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO channels (channel, head) VALUES (?1, ?2) ON CONFLICT (channel) DO UPDATE SET head = excluded.head",
+            )?
+            .execute(params![channel, seq])?;
+        }
+    }
     tx.prepare_cached("INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![channel, seq, ev.event.as_str(), ev.data.to_string(), ev.at, ev.at_ms as i64])?;
     let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
@@ -353,7 +396,7 @@ fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<A
             (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64
         ])?;
     }
-    Ok(Appended::Stored(ev.with_seq(seq as u64)))
+    Ok(Appended::Stored(event))
 }
 
 impl EventLog for SqliteStore {
@@ -377,10 +420,12 @@ impl EventLog for SqliteStore {
         self.with_reader(move |db| {
             let tx = db.transaction()?; // one snapshot for head and events
             let name = channel.as_str();
-            let head: i64 = tx
-                .query_row("SELECT head FROM channels WHERE channel = ?1", params![name], |r| r.get(0))
+            let (head, state): (i64, Option<State>) = tx
+                .query_row("SELECT head, state_kind, state FROM channels WHERE channel = ?1", params![name], |r| {
+                    Ok((r.get(0)?, state_of(r.get(1)?, r.get(2)?)))
+                })
                 .optional()?
-                .unwrap_or(0);
+                .unwrap_or((0, None));
             let first: Option<i64> =
                 tx.query_row("SELECT MIN(seq) FROM events WHERE channel = ?1", params![name], |r| r.get(0))?;
             let mut stmt =
@@ -404,7 +449,7 @@ impl EventLog for SqliteStore {
             drop(stmt);
             tx.finish()?;
             let first_retained = first.map_or(head as u64 + 1, |f| f as u64);
-            Ok(History { events, head: head as u64, first_retained, epoch })
+            Ok(History { events, head: head as u64, first_retained, epoch, state })
         })
         .await
     }
