@@ -15,7 +15,12 @@ module.exports = [
     languageOptions: { sourceType: 'module', ecmaVersion: 2022, globals: globals.browser },
   },
   {
-    files: ['site-snippet/test/**/*.js', 'site-snippet/build.js', 'tests/**/*.js', 'bench/**/*.js', 'eslint.config.js'],
+    // Build-time tools: the stamper (an ES module) and the Netlify plugin (CommonJS), both Node.
+    files: ['site-snippet/stamp.mjs'],
+    languageOptions: { sourceType: 'module', ecmaVersion: 2022, globals: globals.node },
+  },
+  {
+    files: ['site-snippet/test/**/*.js', 'site-snippet/netlify-plugin/**/*.js', 'site-snippet/build.js', 'tests/**/*.js', 'bench/**/*.js', 'eslint.config.js'],
     languageOptions: { sourceType: 'commonjs', ecmaVersion: 2022, globals: { ...globals.node, ...globals.browser } },
   },
   { rules: { 'no-unused-vars': ['error', { args: 'after-used', caughtErrors: 'none' }] } },

@@ -1,13 +1,16 @@
 // Minifies hookcast.js into dist/hookcast.min.js, the file the server ships.
 // `node site-snippet/build.js --check` fails if the committed build is stale
-// or over the 4 KB gzip budget.
+// or over the 4.5 KB gzip budget.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const { minify } = require('terser');
 
-const BUDGET = 4096;
+// 4 KB until channel state and build stamps (issue 21): reading stamps,
+// state frames, rendering a snapshot and knowing the page's own deploy took
+// it from 4,045 to about 4,410 bytes gzip. 4.5 KB leaves room for fixes.
+const BUDGET = 4608;
 const src = path.join(__dirname, 'hookcast.js');
 const out = path.join(__dirname, 'dist', 'hookcast.min.js');
 

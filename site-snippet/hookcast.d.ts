@@ -9,6 +9,15 @@ export interface HookcastEvent<D = unknown> {
   at: string;
 }
 
+/** A channel's state at `seq` (server `[state]`), sent before `subscribed`. */
+export interface HookcastState {
+  channel: string;
+  seq: number;
+  /** last: the latest event; merge: the merged data; list: the newest events, oldest first. */
+  mode: 'last' | 'merge' | 'list';
+  state: unknown;
+}
+
 export type Status = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'paused' | 'closed' | 'refused';
 
 export interface ClientOptions {
@@ -32,7 +41,13 @@ export interface ClientOptions {
   occupancyInterval?: number;
   /** A subscribe token for private channels (`hookcast token`), or one per channel. */
   token?: string | ((channel: string) => string | null | undefined) | null;
-  onEvent?: (ev: HookcastEvent) => void;
+  /** Build stamps: where each channel stood when the page was built (its `since`). */
+  stamps?: Record<string, number>;
+  /** The log the stamps were read in. */
+  epoch?: string | null;
+  /** `quiet`: this tab applied the event before (a reload): not news. */
+  onEvent?: (ev: HookcastEvent, quiet?: boolean) => void;
+  onState?: (state: HookcastState) => void;
   onStatus?: (status: Status, detail?: unknown) => void;
   onReset?: (channel: string, head: number) => void;
   onOccupancy?: (channel: string, count: number) => void;
@@ -97,5 +112,6 @@ declare global {
     'hookcast:reset': CustomEvent<{ channel: string; seq: number }>;
     'hookcast:refresh': CustomEvent<{ ids: string[]; error?: string }>;
     'hookcast:occupancy': CustomEvent<{ channel: string; count: number }>;
+    'hookcast:state': CustomEvent<Omit<HookcastState, never>>;
   }
 }

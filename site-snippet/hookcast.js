@@ -26,9 +26,19 @@
  *   data-hookcast-status           connecting / live / reconnecting / paused / refused
  *   data-hookcast-occupancy="c"    textContent = pages viewing channel c (asked
  *                                  every data-occupancy-interval s, default 30, min 10)
+ * Build stamps (written by stamp.mjs or the Netlify plugin):
+ *   <meta name="hookcast-since" content="deploys=42 forms/contact=3">  where
+ *                                  the build stood: later events replay in
+ *   <meta name="hookcast-epoch" content="…">   the log those seqs belong to
+ *   <meta name="hookcast-deploy" content="…">  this page's deploy: an event
+ *                                  whose data.id is it raises no banner/refetch
+ * A channel's state (server [state]) fills the bindings of a page that has
+ * no place in its log, or one too old: last = the latest event, merge = the
+ * data-hookcast-state block, list = template lists. A state is not news: no
+ * banner, no refetch, no hookcast:event.
  * DOM events: hookcast:event {channel, seq, event, data, at}, hookcast:open,
  * hookcast:close, hookcast:reconnecting, hookcast:reset, hookcast:refresh,
- * hookcast:occupancy {channel, count}.
+ * hookcast:state {channel, seq, mode, state}, hookcast:occupancy {channel, count}.
  * Event data only ever reaches textContent and vetted attributes: never
  * innerHTML, never eval.
  */
@@ -37,7 +47,8 @@
 
   /**
    * @typedef {{type: 'event', channel: string, seq: number, event: string, data: any, at: string}} HookcastEvent
-   * @typedef {{last: number|null, epoch?: string, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
+   * @typedef {{type: 'state', channel: string, seq: number, mode: 'last'|'merge'|'list', state: any}} HookcastState
+   * @typedef {{last: number|null, epoch?: string, seen?: number, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
    * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'|'refused'} Status
    * @typedef {{
    *   url: string,
@@ -51,7 +62,9 @@
    *   occupancyInterval?: number,
    *   token?: string|((channel: string) => string|null|undefined)|null,
    *   onOccupancy?: (channel: string, count: number) => void,
-   *   onEvent?: (ev: HookcastEvent) => void,
+   *   stamps?: Record<string, number>, epoch?: string|null,
+   *   onEvent?: (ev: HookcastEvent, quiet?: boolean) => void,
+   *   onState?: (msg: HookcastState) => void,
    *   onStatus?: (status: Status, detail?: any) => void,
    *   onReset?: (channel: string, head: number) => void,
    * }} ClientOptions
@@ -140,8 +153,9 @@
       ch.last = ev.seq;
       remember(ev.channel, ev.seq);
       // A throwing page handler must not stall the channel: report it later.
+      // An event this tab already showed (before a reload) is not news again.
       if (o.onEvent) {
-        try { o.onEvent(ev); } catch (err) { setT(function () { throw err; }, 0); }
+        try { o.onEvent(ev, ev.seq <= ch.seen); } catch (err) { setT(function () { throw err; }, 0); }
       }
     }
 
@@ -160,7 +174,8 @@
       var ch = channels.get(ev.channel);
       if (!ch || typeof ev.seq !== 'number') return;
       if (ch.last != null && ev.seq <= ch.last) return; // seen: drop the duplicate
-      if (ch.last == null || ev.seq === ch.last + 1) {
+      // A page with no place yet waits for its state or head (held below).
+      if (ch.last != null && ev.seq === ch.last + 1) {
         deliver(ch, ev);
         drain(ev.channel, ch);
         return;
@@ -168,6 +183,15 @@
       // A gap: hold this event and ask for what is missing.
       ch.buffer.set(ev.seq, ev);
       if (!ch.pending) subscribe(ev.channel);
+    }
+
+    /** The channel's state at msg.seq: the page is current there. */
+    function onState(msg) {
+      var ch = channels.get(msg.channel);
+      if (!ch || typeof msg.seq !== 'number' || (ch.last != null && msg.seq < ch.last)) return;
+      ch.last = msg.seq;
+      remember(msg.channel, msg.seq);
+      if (o.onState) o.onState(msg);
     }
 
     function onSubscribed(msg) {
@@ -217,6 +241,7 @@
       if (msg.type === 'batch' && Array.isArray(msg.frames)) msg.frames.forEach(handle);
       else if (msg.type === 'event') onEvent(msg);
       else if (msg.type === 'subscribed') onSubscribed(msg);
+      else if (msg.type === 'state') onState(msg);
       else if (msg.type === 'occupancy' && o.onOccupancy && channels.has(msg.channel)) o.onOccupancy(msg.channel, msg.count);
     }
 
@@ -293,8 +318,16 @@
       /** @param {string} name */
       add: function (name) {
         if (channels.has(name)) return;
-        var r = remembered(name);
-        channels.set(name, { last: r[0] == null ? null : r[0], epoch: r[1], pending: false, buffer: new Map() });
+        var r = remembered(name), stamp = o.stamps && o.stamps[name];
+        var ch = { last: r[0] == null ? null : r[0], epoch: r[1], pending: false, buffer: new Map() };
+        // A built page shows its build: it replays from its stamp. What this
+        // tab saw after it (before a reload) replays quietly.
+        if (stamp != null) {
+          if (r[1] === (o.epoch || undefined)) ch.seen = r[0];
+          ch.last = stamp;
+          ch.epoch = o.epoch || undefined;
+        }
+        channels.set(name, ch);
         subscribe(name);
       },
       /** Subscribes and asks how many pages view the channel, periodically. @param {string} name */
@@ -406,6 +439,16 @@
   /** @param {Document} doc @param {Window} win */
   function createPage(doc, win, opts) {
     var states = new Map();
+    function meta(name) {
+      var m = doc.querySelector('meta[name="hookcast-' + name + '"]');
+      return m && m.getAttribute('content');
+    }
+    // Where the build stood: "deploys=42 forms/contact=3".
+    var stamps = /** @type {Record<string, number>} */ ({}), deploy = meta('deploy');
+    (meta('since') || '').split(/\s+/).forEach(function (p) {
+      var i = p.lastIndexOf('=');
+      if (i > 0 && /^\d+$/.test(p.slice(i + 1))) stamps[p.slice(0, i)] = Number(p.slice(i + 1));
+    });
     var refreshIds = {}, refreshTimer = null;
     var spread = opts.spread == null || opts.spread === '' ? 5000 : Number(opts.spread);
     if (!(spread >= 0)) spread = 5000;
@@ -437,19 +480,21 @@
         .catch(function (err) { emit('refresh', { ids: [], error: String(err) }); });
     }
 
-    function apply(ev) {
+    /** An event into the page; `quiet`: not news (a state, or seen before a reload). */
+    function apply(ev, quiet) {
       var base = win.location.href;
       var state = null;
+      // This page's own deploy going live is not news to it.
+      var news = !quiet && !(deploy && ev.data && ev.data.id === deploy);
       each(doc, '[data-hookcast-channel]', function (el) {
         if (el.getAttribute('data-hookcast-channel') !== ev.channel) return;
         if (!matches(el.getAttribute('data-hookcast-event'), ev.event)) return;
         if (el.hasAttribute('data-hookcast-state')) {
-          // Push state diffs: each event's data is a merge patch on the channel state.
-          if (!state) {
-            state = mergePatch(states.get(ev.channel), ev.data);
-            states.set(ev.channel, state);
-          }
-          fill(el, { channel: ev.channel, seq: ev.seq, event: ev.event, at: ev.at, data: state }, base, true);
+          // Each event's data is a merge patch. On the channel's whole state
+          // (from the server) a missing path was deleted; without it (the
+          // built page is the state) only what the patch names changes.
+          if (!state && states.has(ev.channel)) states.set(ev.channel, state = mergePatch(states.get(ev.channel), ev.data));
+          fill(el, { channel: ev.channel, seq: ev.seq, event: ev.event, at: ev.at, data: state || ev.data }, base, !!state);
         } else {
           fill(el, ev, base);
         }
@@ -468,13 +513,14 @@
         var items = parent.querySelectorAll(':scope > [data-hookcast-item]');
         for (var k = max; k < items.length; k++) parent.removeChild(items[k]);
       });
+      if (quiet) return;
       each(doc, '[data-hookcast-banner]', function (el) {
-        if (el.getAttribute('data-hookcast-banner') === ev.channel && matches(el.getAttribute('data-hookcast-event'), ev.event)) {
+        if (news && el.getAttribute('data-hookcast-banner') === ev.channel && matches(el.getAttribute('data-hookcast-event'), ev.event)) {
           el.hidden = false;
         }
       });
       each(doc, '[data-hookcast-refresh]', function (el) {
-        if (el.getAttribute('data-hookcast-refresh') !== ev.channel || !el.id) return;
+        if (!news || el.getAttribute('data-hookcast-refresh') !== ev.channel || !el.id) return;
         if (!matches(el.getAttribute('data-hookcast-event'), ev.event)) return;
         refreshIds[el.id] = 1;
         if (!refreshTimer) refreshTimer = win.setTimeout(refresh, Math.floor(Math.random() * spread));
@@ -485,6 +531,28 @@
         try { l.fn(detail); } catch (err) { win.setTimeout(function () { throw err; }, 0); }
       });
       emit('event', detail);
+    }
+
+    /** A channel's state: bindings filled as if current, nothing announced. */
+    function snapshot(msg) {
+      var c = msg.channel, st = msg.state;
+      if (msg.mode === 'merge') {
+        states.set(c, st);
+        each(doc, '[data-hookcast-channel]', function (el) {
+          if (el.getAttribute('data-hookcast-channel') === c) {
+            fill(el, { channel: c, seq: msg.seq, data: st }, win.location.href, el.hasAttribute('data-hookcast-state'));
+          }
+        });
+      } else {
+        // The state replaces what the lists show (built items marked
+        // data-hookcast-item included), then replays as quiet events.
+        each(doc, 'template[data-hookcast-append]', function (t) {
+          if (t.getAttribute('data-hookcast-append') === c) each(t.parentNode, ':scope > [data-hookcast-item]', function (i) { i.remove(); });
+        });
+        states.delete(c);
+        (msg.mode === 'list' ? st : [st]).forEach(function (e) { apply(Object.assign({ channel: c }, e), true); });
+      }
+      emit('state', { channel: c, seq: msg.seq, mode: msg.mode, state: st });
     }
 
     function showOccupancy(channel, count) {
@@ -505,6 +573,9 @@
       url: opts.url,
       storage: opts.storage,
       onEvent: apply,
+      onState: snapshot,
+      stamps: stamps,
+      epoch: meta('epoch'),
       onStatus: function (s, detail) {
         showStatus(s);
         if (s === 'live') emit('open', {});

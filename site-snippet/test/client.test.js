@@ -409,3 +409,49 @@ test('subscribe tokens ride along: one for all, or one per channel', () => {
   w2.sockets[0].open();
   assert.deepEqual(w2.sockets[0].sent, [{ action: 'subscribe', channel: 'team', batch: true, token: 'v1.all' }]);
 });
+
+test('a fresh page holds live events until its state or head arrives', () => {
+  const w = fakeWorld();
+  const states = [];
+  const { c, events } = client(w, { onState: (m) => states.push([m.seq, m.mode]) });
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  // Event 8 was pushed between the subscribe and the read of the head (7).
+  s.receive(ev(8));
+  assert.deepEqual(events, [], 'no place in the log yet: held');
+  s.receive({ type: 'state', channel: 'deploys', seq: 7, mode: 'merge', state: { a: 1 } });
+  assert.deepEqual(states, [[7, 'merge']]);
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 7 });
+  assert.deepEqual(events, [8], 'applied after the state, in order');
+  // A state older than what the page has is ignored.
+  s.receive({ type: 'state', channel: 'deploys', seq: 5, mode: 'merge', state: {} });
+  assert.deepEqual(states, [[7, 'merge']]);
+  assert.equal(c.lastSeq('deploys'), 8);
+});
+
+test('a build stamp is where a channel resumes; what this tab saw after it replays quietly', () => {
+  const w = fakeWorld();
+  const store = new Map([['hookcast:last:deploys', '12 E1'], ['hookcast:last:forms', '2 E0']]);
+  const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+  const seen = [];
+  const { c } = client(w, {
+    storage, stamps: { deploys: 10, forms: 4 }, epoch: 'E1',
+    onEvent: (e, quiet) => seen.push([e.channel, e.seq, !!quiet]),
+  });
+  c.add('deploys');
+  c.add('forms');
+  c.add('other');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  assert.deepEqual(s.sent, [
+    { action: 'subscribe', channel: 'deploys', batch: true, since: 10, epoch: 'E1' },
+    { action: 'subscribe', channel: 'forms', batch: true, since: 4, epoch: 'E1' },
+    { action: 'subscribe', channel: 'other', batch: true },
+  ]);
+  for (const seq of [11, 12, 13]) s.receive(ev(seq));
+  s.receive(ev(5, 'forms'));
+  assert.deepEqual(seen, [['deploys', 11, true], ['deploys', 12, true], ['deploys', 13, false], ['forms', 5, false]]);
+});
