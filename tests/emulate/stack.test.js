@@ -3,7 +3,9 @@
 // with each WebSocket frame its own concurrent invocation and a DynamoDB
 // front that cancels colliding transactions as DynamoDB does. Clients are
 // independent: Debian chromium with the snippet the webhook function serves,
-// node's `ws`, and webhooks signed with node's crypto.
+// node's `ws`, and webhooks signed with node's crypto. Channel state (the
+// stack's StateConfig) and build stamps (stamp.mjs against the HTTP API)
+// run on the DynamoDB store.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -25,6 +27,7 @@ const ORIGIN = 'http://127.0.0.1';
 const PARAMS = [
   `NetlifySecret=${NETLIFY}`, `ZapierToken=${ZAPIER}`, `SubscribeSecret=${SUBSCRIBE}`,
   'PrivateChannels=zaps/private/*', `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`,
+  'StateConfig=zaps/score=merge,zaps/feed/*=list:5',
 ];
 
 /** Waits for `cond()` to be truthy: a ceiling for a stuck run, not a guess. */
@@ -203,6 +206,62 @@ test('a page with three channels, one private, goes live through the emulated st
   anon.ws.close();
   assert.deepEqual(problems, []);
   await tab.close();
+});
+
+test('channel state and build stamps on the DynamoDB store: a late page is current from the state; a stamped page replays only what came after its build', async () => {
+  const score = 'zaps/score';
+  const feed = 'zaps/feed/news';
+  await zap(score, 'score', { home: 0, away: 0, period: { n: 1 } });
+  await zap(score, 'score', { home: 1, period: { n: 2 } });
+  for (let i = 1; i <= 7; i++) await zap(feed, 'post', { title: `t${i}` });
+
+  // A socket with no since: the state first, at the head, then subscribed (no reset).
+  const c = client();
+  await c.opened;
+  c.send({ action: 'subscribe', channel: score, batch: true });
+  const sub = await c.waitFor('subscribed', (f) => f.type === 'subscribed' && f.channel === score);
+  const st = c.frames.find((f) => f.type === 'state' && f.channel === score);
+  assert.deepEqual(st, { type: 'state', channel: score, seq: 2, mode: 'merge', state: { home: 1, away: 0, period: { n: 2 } } });
+  assert.ok(c.frames.indexOf(st) < c.frames.indexOf(sub) && sub.seq === 2 && !sub.reset);
+  // A since from another log (a wiped table): the list state, newest 5, oldest first.
+  c.send({ action: 'subscribe', channel: feed, since: 3, epoch: 'not-this-log', batch: true });
+  await c.waitFor('subscribed', (f) => f.type === 'subscribed' && f.channel === feed);
+  const list = c.frames.find((f) => f.type === 'state' && f.channel === feed);
+  assert.deepEqual(list.state.map((e) => e.data.title), ['t3', 't4', 't5', 't6', 't7']);
+  assert.equal(c.events(feed).length, 0, 'nothing replayed from another log');
+  c.ws.close();
+
+  // History over the HTTP API carries the state; /head is what a build stamps.
+  const hist = await (await fetch(`${stack.http}/channels/${score}/events?since=0`)).json();
+  assert.deepEqual([hist.mode, hist.state.home, hist.head], ['merge', 1, 2]);
+  const head = await (await fetch(`${stack.http}/channels/${feed}/head`)).json();
+  assert.equal(head.seq, 7);
+
+  // A build stamped by stamp.mjs against the stack, served from its own origin.
+  const build = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-site-'));
+  fs.writeFileSync(path.join(build, 'index.html'), `<!doctype html><html><head><meta charset="utf-8"><title>s</title></head><body>
+    <p id="status" data-hookcast-status>…</p>
+    <section data-hookcast-channel="${score}" data-hookcast-state><b id="home" data-hookcast-text="home">1</b> <b id="away" data-hookcast-text="away">0</b></section>
+    <ul id="feed"><template data-hookcast-append="${feed}"><li data-hookcast-text="title"></li></template></ul>
+    <script src="${stack.http}/hookcast.js" data-spread="0"></script></body></html>`);
+  execFileSync(process.execPath, [path.join(ROOT, 'site-snippet', 'stamp.mjs'), '--url', stack.http, '--dir', build, '--deploy-id', 'd1']);
+  assert.match(fs.readFileSync(path.join(build, 'index.html'), 'utf8'), new RegExp(`content="${score}=2 ${feed}=7"`));
+  await zap(feed, 'post', { title: 't8' });
+  await zap(score, 'score', { away: 3 });
+  const server = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }); res.end(fs.readFileSync(path.join(build, 'index.html'))); });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const b = browser || (browser = await launch());
+  const tab = await b.newPage();
+  const states = [];
+  await tab.exposeFunction('__state', (ch) => states.push(ch));
+  await tab.addInitScript(() => document.addEventListener('hookcast:state', (e) => window.__state(e.detail.channel)));
+  await tab.goto(`http://127.0.0.1:${server.address().port}/`);
+  await tab.waitForFunction(() => document.querySelector('#away').textContent === '3' && document.querySelectorAll('#feed li').length === 1);
+  assert.equal(await tab.textContent('#feed li'), 't8', 'only what came after the build');
+  assert.equal(await tab.textContent('#home'), '1', 'the built value the patch left alone');
+  assert.deepEqual(states, [], 'replayed from the stamps: no state needed');
+  await tab.close();
+  server.close();
 });
 
 test('30 pages subscribing to three channels at once are all subscribed; 10 vanish and exactly those are deleted at the next push', async () => {

@@ -8,13 +8,13 @@
 //! | its subscription (+ `sh`: its shard, `ep`: its counter's hour, `occ_at`: last occupancy ask, ms) | `conn#<id>` | `sub#<channel>` |
 //! | channel subscriber | `subs#<channel>#<shard>` | `<conn id>` |
 //! | subscribers one shard gained in one hour (`n`, expires) | `count#<channel>` | `<shard>#<hour>` |
-//! | channel head | `chan#<channel>` | `head` |
+//! | channel head (+ `state_kind`, `state_json`: the channel state at `seq`) | `chan#<channel>` | `head` |
 //! | event | `chan#<channel>` | `ev#<seq, 20 digits>` |
 //! | dedupe key | `dedupe#<key>` | `dedupe` |
 //!
 //! Subscribers are sharded by a hash of the connection id so one hot channel
 //! spreads over partitions, and fan-out works one (channel, shard) at a time.
-//! Seq is assigned by an optimistic transaction (head, event and dedupe key
+//! Seq is assigned by an optimistic transaction (head with its state, event and dedupe key
 //! conditional in one TransactWriteItems), so it is gapless and two writers
 //! can never take the same seq. New event items are what the table's stream
 //! carries to the fan-out. Appends never prune: retention is applied in reads

@@ -237,7 +237,13 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, E
     sources.insert("zapier".into(), src("token", &secrets.zapier, any()));
     sources.insert("hmac".into(), src("hmac", &secrets.hmac, any()));
     sources.insert("standard".into(), src("standard", &secrets.standard, any()));
-    build(File { sources, ..Default::default() }, cli).map_err(Error::Config)
+    // The demo's channels keep a state: a page opened (or reloaded) after
+    // the events shows them.
+    let state = [("deploys", "last"), ("scoreboard", "merge"), ("forms/*", "list:20")]
+        .into_iter()
+        .map(|(c, m)| (c.to_owned(), m.to_owned()))
+        .collect();
+    build(File { sources, state, ..Default::default() }, cli).map_err(Error::Config)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! kill -9 in the middle of a webhook stream: every webhook that was
 //! acknowledged (200) is in the history after a restart, with the seq it was
-//! acknowledged with, and a resuming client receives them in order.
+//! acknowledged with, and a resuming client receives them in order. The
+//! channel keeps a merge state: after the restart it is exactly the fold of
+//! the events up to the head (a state ahead of or behind its seq would show).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +42,10 @@ async fn every_acknowledged_webhook_survives_kill_9() {
     let config = dir.path().join("hookcast.toml");
     std::fs::write(
         &config,
-        format!("[limits]\nhistory_max_events = 10000\n[sources.app]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"crash\"]\n"),
+        format!(
+            "[limits]\nhistory_max_events = 10000\n[sources.app]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"crash\"]\n\
+             [state]\n\"crash\" = \"merge\"\n"
+        ),
     )
     .unwrap();
     let (mut child, url) = start(dir.path(), &config).await;
@@ -52,7 +57,7 @@ async fn every_acknowledged_webhook_survives_kill_9() {
         tokio::spawn(async move {
             for i in 0..200u64 {
                 let n = w * 1000 + i;
-                let body = json!({"channel": "crash", "event": "tick", "data": {"n": n}}).to_string();
+                let body = json!({"channel": "crash", "event": "tick", "data": {"n": n, "seen": {n.to_string(): 1}}}).to_string();
                 let res = client
                     .post(format!("{url}/hooks/app"))
                     .header("content-type", "application/json")
@@ -97,6 +102,12 @@ async fn every_acknowledged_webhook_survives_kill_9() {
         let e = &events[(*seq - 1) as usize];
         assert_eq!(e["data"]["n"].as_u64(), Some(*n), "acknowledged event {n} kept its seq {seq}");
     }
+    // The state read with the head is the fold of events 1..=head, no more, no less.
+    assert_eq!(h["mode"], "merge");
+    let seen = h["state"]["seen"].as_object().expect("a merge state");
+    let want: std::collections::BTreeSet<String> = events.iter().map(|e| e["data"]["n"].to_string()).collect();
+    assert_eq!(seen.keys().cloned().collect::<std::collections::BTreeSet<_>>(), want, "state and seq committed together");
+    assert_eq!(h["state"]["n"], events.last().unwrap()["data"]["n"], "the state is the newest event's, in seq order");
 
     // A client that had seen seq 100 resumes and gets the rest, in order.
     let ws_url = url.replacen("http://", "ws://", 1) + "/ws";

@@ -309,10 +309,18 @@ async fn log_survives_a_restart_and_clients_resume_with_since() {
 async fn a_wiped_store_is_a_new_epoch_and_old_pages_reset() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path()).await;
-    let body = deploy_body("building");
+    // A preview deploy's channel: `hookcast dev` keeps no state for it, so a
+    // gap is a reset (with a state, the state brings the page current:
+    // tests/browser/state.test.js).
+    let preview = |state: &str| {
+        let mut v: Value = serde_json::from_slice(&deploy_body(state)).unwrap();
+        v["context"] = json!("deploy-preview");
+        v.to_string().into_bytes()
+    };
+    let body = preview("building");
     assert_eq!(post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await.0, 200);
     let mut ws = s.ws().await;
-    let (_, old) = epoch_of(&subscribe(&mut ws, "deploys", None).await);
+    let (_, old) = epoch_of(&subscribe(&mut ws, "deploys/deploy-preview", None).await);
     s.stop().await;
     for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
         if f.file_name().to_string_lossy().starts_with("hookcast.db") {
@@ -321,19 +329,19 @@ async fn a_wiped_store_is_a_new_epoch_and_old_pages_reset() {
     }
     let s = Server::start(dir.path()).await;
     for state in ["building", "ready", "error"] {
-        let body = deploy_body(state);
+        let body = preview(state);
         assert_eq!(post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await.0, 200);
     }
     let mut ws = s.ws().await;
-    send(&mut ws, json!({"action":"subscribe","channel":"deploys","since":1,"epoch":old})).await;
+    send(&mut ws, json!({"action":"subscribe","channel":"deploys/deploy-preview","since":1,"epoch":old})).await;
     let (reply, new) = epoch_of(&next(&mut ws).await);
     assert_ne!(new, old, "a new file, a new epoch");
     assert_eq!(
         reply,
-        json!({"type":"subscribed","channel":"deploys","seq":3,"reset":true}),
+        json!({"type":"subscribed","channel":"deploys/deploy-preview","seq":3,"reset":true}),
         "no replay from a log it never read"
     );
-    send(&mut ws, json!({"action":"subscribe","channel":"deploys","since":1,"epoch":new})).await;
+    send(&mut ws, json!({"action":"subscribe","channel":"deploys/deploy-preview","since":1,"epoch":new})).await;
     assert_eq!(next(&mut ws).await["seq"], 2, "with this log's epoch, since 1 replays");
     s.stop().await;
 }
