@@ -208,7 +208,7 @@ test('a page with three channels, one private, goes live through the emulated st
   await tab.close();
 });
 
-test('channel state and build stamps on the DynamoDB store: a late page is current from the state; a stamped page replays only what came after its build', async () => {
+test('channel state and build stamps on the DynamoDB store: a late page is current from the state; a stamped page replays only what came after its build', async (t) => {
   const score = 'zaps/score';
   const feed = 'zaps/feed/news';
   await zap(score, 'score', { home: 0, away: 0, period: { n: 1 } });
@@ -217,6 +217,7 @@ test('channel state and build stamps on the DynamoDB store: a late page is curre
 
   // A socket with no since: the state first, at the head, then subscribed (no reset).
   const c = client();
+  t.after(() => c.ws.close());
   await c.opened;
   c.send({ action: 'subscribe', channel: score, batch: true });
   const sub = await c.waitFor('subscribed', (f) => f.type === 'subscribed' && f.channel === score);
@@ -227,9 +228,13 @@ test('channel state and build stamps on the DynamoDB store: a late page is curre
   c.send({ action: 'subscribe', channel: feed, since: 3, epoch: 'not-this-log', batch: true });
   await c.waitFor('subscribed', (f) => f.type === 'subscribed' && f.channel === feed);
   const list = c.frames.find((f) => f.type === 'state' && f.channel === feed);
-  assert.deepEqual(list.state.map((e) => e.data.title), ['t3', 't4', 't5', 't6', 't7']);
-  assert.equal(c.events(feed).length, 0, 'nothing replayed from another log');
   c.ws.close();
+  assert.deepEqual(list.state.map((e) => e.data.title), ['t3', 't4', 't5', 't6', 't7']);
+  // State and reply are one post (one batch): nothing replayed from another
+  // log between them. (A live push of 6 or 7 may still arrive around it: the
+  // fan-out is asynchronous, and the client drops what the state holds.)
+  const reply = c.frames[c.frames.indexOf(list) + 1];
+  assert.deepEqual([reply.type, reply.seq, !!reply.reset], ['subscribed', 7, false]);
 
   // History over the HTTP API carries the state; /head is what a build stamps.
   const hist = await (await fetch(`${stack.http}/channels/${score}/events?since=0`)).json();
@@ -252,6 +257,7 @@ test('channel state and build stamps on the DynamoDB store: a late page is curre
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const b = browser || (browser = await launch());
   const tab = await b.newPage();
+  t.after(() => { tab.close().catch(() => {}); server.close(); });
   const states = [];
   await tab.exposeFunction('__state', (ch) => states.push(ch));
   await tab.addInitScript(() => document.addEventListener('hookcast:state', (e) => window.__state(e.detail.channel)));
@@ -260,8 +266,6 @@ test('channel state and build stamps on the DynamoDB store: a late page is curre
   assert.equal(await tab.textContent('#feed li'), 't8', 'only what came after the build');
   assert.equal(await tab.textContent('#home'), '1', 'the built value the patch left alone');
   assert.deepEqual(states, [], 'replayed from the stamps: no state needed');
-  await tab.close();
-  server.close();
 });
 
 test('30 pages subscribing to three channels at once are all subscribed; 10 vanish and exactly those are deleted at the next push', async () => {
