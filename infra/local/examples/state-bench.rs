@@ -29,8 +29,9 @@ struct Case {
     event_bytes: usize,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case { name: "no state", mode: None, prefill: 0, event_bytes: 64 },
+    Case { name: "no state, 3 KB events", mode: None, prefill: 0, event_bytes: 3200 },
     Case { name: "merge, 1 KB state", mode: Some(StateMode::Merge), prefill: 1024, event_bytes: 64 },
     Case { name: "merge, 50 KB state", mode: Some(StateMode::Merge), prefill: 50 * 1024, event_bytes: 64 },
     Case { name: "list:20 of 1 KB events", mode: Some(StateMode::List(20)), prefill: 0, event_bytes: 1024 },

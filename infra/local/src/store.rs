@@ -7,6 +7,7 @@
 //! (dedupe check, seq, insert, prune), range reads are plain SQL, and an
 //! operator can inspect the file with the sqlite3 shell.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,11 +102,16 @@ const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS channels (
-    channel    TEXT PRIMARY KEY,
-    head       INTEGER NOT NULL,
-    state_kind TEXT,
-    state      TEXT
+    channel TEXT PRIMARY KEY,
+    head    INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Apart from the head: a head moves on every append, and a row holding a
+-- 50 KB state would be rewritten whole each time.
+CREATE TABLE IF NOT EXISTS states (
+    channel TEXT PRIMARY KEY,
+    kind    TEXT NOT NULL,
+    state   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     channel TEXT NOT NULL,
     seq     INTEGER NOT NULL,
@@ -115,6 +121,10 @@ CREATE TABLE IF NOT EXISTS events (
     at_ms   INTEGER NOT NULL,
     PRIMARY KEY (channel, seq)
 ) WITHOUT ROWID;
+-- The age prune's index: without it, each append's prune read every
+-- retained event of the channel through its data (large ones overflow into
+-- their own pages) to reach at_ms.
+CREATE INDEX IF NOT EXISTS events_age ON events (channel, at_ms);
 CREATE TABLE IF NOT EXISTS dedupe (
     key        TEXT PRIMARY KEY,
     seq        INTEGER NOT NULL,
@@ -148,7 +158,6 @@ impl SqliteStore {
     fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        migrate(&conn).map_err(err)?;
         // Made once, with the file: a new file (a wiped store) has a new one.
         let fresh = format!("{:016x}", rand::random::<u64>());
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", params![fresh]).map_err(err)?;
@@ -258,19 +267,42 @@ impl Writer {
         let result = (|| -> rusqlite::Result<Vec<Result<Appended, StoreError>>> {
             let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(jobs.len());
+            // Each channel's state as this batch has carried it on, and
+            // which of them changed.
+            let mut states: HashMap<Channel, Option<State>> = HashMap::new();
+            let mut changed: Vec<Channel> = Vec::new();
             for j in &jobs {
                 // Each append is all or nothing inside the batch: one that
-                // fails is rolled back alone and answered with its error.
+                // fails (or whose state would outgrow its limit) is rolled
+                // back alone and answered with its outcome.
                 let sp = tx.savepoint()?;
-                match append_one(&sp, &j.ev, r) {
-                    Ok(a) => {
+                match append_one(&sp, &j.ev, r, &mut states) {
+                    Ok((a @ Appended::StateTooLarge(_), _)) => {
+                        drop(sp); // rolls back the seq
+                        out.push(Ok(a));
+                    }
+                    Ok((a, next)) => {
                         sp.commit()?;
+                        if let Some(next) = next {
+                            if !changed.contains(&j.ev.channel) {
+                                changed.push(j.ev.channel.clone());
+                            }
+                            states.insert(j.ev.channel.clone(), Some(next));
+                        }
                         out.push(Ok(a));
                     }
                     Err(e) => {
                         drop(sp); // rolls back
                         out.push(Err(err(e)));
                     }
+                }
+            }
+            // The states, once per channel, in the same transaction as
+            // their events: both commit or neither does.
+            for channel in &changed {
+                if let Some(Some(st)) = states.get(channel) {
+                    tx.prepare_cached("INSERT OR REPLACE INTO states (channel, kind, state) VALUES (?1, ?2, ?3)")?
+                        .execute(params![channel.as_str(), st.kind, st.value.to_string()])?;
                 }
             }
             tx.commit()?;
@@ -321,26 +353,20 @@ impl Writer {
     }
 }
 
-/// A database made before channel state gains its columns (empty: no state yet).
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_state: bool = conn
-        .query_row("SELECT COUNT(*) FROM pragma_table_info('channels') WHERE name = 'state'", [], |r| r.get::<_, i64>(0))?
-        > 0;
-    if !has_state {
-        conn.execute_batch("ALTER TABLE channels ADD COLUMN state_kind TEXT; ALTER TABLE channels ADD COLUMN state TEXT;")?;
-    }
-    Ok(())
-}
-
-fn state_of(kind: Option<String>, value: Option<String>) -> Option<State> {
-    Some(State { kind: kind?, value: serde_json::from_str(&value?).ok()? })
+fn state_of(kind: String, value: String) -> Option<State> {
+    Some(State { kind, value: serde_json::from_str(&value).ok()? })
 }
 
 /// One append inside the writer's transaction: dedupe check, next seq and
 /// the channel's state (computed before anything is written: a state that
 /// would outgrow its limit writes nothing), insert, prune to retention,
 /// remember the key.
-fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<Appended> {
+fn append_one(
+    tx: &Connection,
+    ev: &Pending,
+    r: Retention,
+    states: &mut HashMap<Channel, Option<State>>,
+) -> rusqlite::Result<(Appended, Option<State>)> {
     // An expired key is ignored here and replaced below.
     let seen: Option<i64> = match &ev.dedupe_key {
         Some(key) => tx
@@ -350,37 +376,43 @@ fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<A
         None => None,
     };
     if let Some(seq) = seen {
-        return Ok(Appended::Duplicate { seq: seq as u64 });
+        return Ok((Appended::Duplicate { seq: seq as u64 }, None));
     }
     let channel = ev.channel.as_str();
-    let (head, prev): (i64, Option<State>) = tx
-        .prepare_cached("SELECT head, state_kind, state FROM channels WHERE channel = ?1")?
-        .query_row(params![channel], |r| {
-            // The previous state is parsed only when the next one builds on it.
-            let builds_on = matches!(ev.state.map(|s| s.mode), Some(StateMode::Merge | StateMode::List(_)));
-            let prev = if builds_on { state_of(r.get(1)?, r.get(2)?) } else { None };
-            Ok((r.get(0)?, prev))
-        })
+    let head: i64 = tx
+        .prepare_cached("SELECT head FROM channels WHERE channel = ?1")?
+        .query_row(params![channel], |r| r.get(0))
         .optional()?
-        .unwrap_or((0, None));
+        .unwrap_or(0);
     let seq = head + 1;
     let event = ev.with_seq(seq as u64);
-    match ev.state.map(|spec| advance(spec, prev.as_ref(), &event)) {
-        Some(Err(too_large)) => return Ok(Appended::StateTooLarge(too_large)),
-        Some(Ok(next)) => {
-            tx.prepare_cached(
-                "INSERT INTO channels (channel, head, state_kind, state) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (channel) DO UPDATE SET head = excluded.head, state_kind = excluded.state_kind, state = excluded.state",
-            )?
-            .execute(params![channel, seq, next.kind, next.value.to_string()])?;
+    tx.prepare_cached(
+        "INSERT INTO channels (channel, head) VALUES (?1, ?2) ON CONFLICT (channel) DO UPDATE SET head = excluded.head",
+    )?
+    .execute(params![channel, seq])?;
+    // The state builds on the batch's copy (read from the row once per
+    // batch); the caller takes it on once this append's savepoint commits,
+    // and writes the channel's last state once, before the batch's commit.
+    let next = match ev.state {
+        None => None,
+        Some(spec) => {
+            let builds_on = matches!(spec.mode, StateMode::Merge | StateMode::List(_));
+            if builds_on && !states.contains_key(&ev.channel) {
+                let prev = tx
+                    .prepare_cached("SELECT kind, state FROM states WHERE channel = ?1")?
+                    .query_row(params![channel], |r| Ok(state_of(r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .flatten();
+                states.insert(ev.channel.clone(), prev);
+            }
+            let prev = if builds_on { states.get(&ev.channel).and_then(Option::as_ref) } else { None };
+            match advance(spec, prev, &event) {
+                Ok(next) => Some(next),
+                // Nothing of this append is kept: the caller rolls its savepoint back.
+                Err(too_large) => return Ok((Appended::StateTooLarge(too_large), None)),
+            }
         }
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO channels (channel, head) VALUES (?1, ?2) ON CONFLICT (channel) DO UPDATE SET head = excluded.head",
-            )?
-            .execute(params![channel, seq])?;
-        }
-    }
+    };
     tx.prepare_cached("INSERT INTO events (channel, seq, event, data, at, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![channel, seq, ev.event.as_str(), ev.data.to_string(), ev.at, ev.at_ms as i64])?;
     let oldest_ms = ev.at_ms.saturating_sub(r.max_age.as_millis() as u64) as i64;
@@ -396,7 +428,7 @@ fn append_one(tx: &Connection, ev: &Pending, r: Retention) -> rusqlite::Result<A
             (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64
         ])?;
     }
-    Ok(Appended::Stored(event))
+    Ok((Appended::Stored(event), next))
 }
 
 impl EventLog for SqliteStore {
@@ -420,12 +452,16 @@ impl EventLog for SqliteStore {
         self.with_reader(move |db| {
             let tx = db.transaction()?; // one snapshot for head and events
             let name = channel.as_str();
-            let (head, state): (i64, Option<State>) = tx
-                .query_row("SELECT head, state_kind, state FROM channels WHERE channel = ?1", params![name], |r| {
-                    Ok((r.get(0)?, state_of(r.get(1)?, r.get(2)?)))
+            let head: i64 = tx
+                .query_row("SELECT head FROM channels WHERE channel = ?1", params![name], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let state = tx
+                .query_row("SELECT kind, state FROM states WHERE channel = ?1", params![name], |r| {
+                    Ok(state_of(r.get(0)?, r.get(1)?))
                 })
                 .optional()?
-                .unwrap_or((0, None));
+                .flatten();
             let first: Option<i64> =
                 tx.query_row("SELECT MIN(seq) FROM events WHERE channel = ?1", params![name], |r| r.get(0))?;
             let mut stmt =
