@@ -190,6 +190,16 @@ async fn follow(
                             let _ = writeln!(log, "hookcast listen: following {}", args.channels.join(", "));
                         }
                     }
+                    ServerMsg::State { channel, seq, mode, .. } => {
+                        // The channel's state stands for what history no
+                        // longer holds: following from its seq.
+                        if let Some(seen) = last.get_mut(&channel) {
+                            if seen.is_some_and(|s| s < seq) {
+                                let _ = writeln!(log, "hookcast listen: {channel} is current from its {mode} state at {seq}");
+                            }
+                            *seen = Some(seen.map_or(seq, |s| s.max(seq)));
+                        }
+                    }
                     ServerMsg::Error { code, message } => {
                         if matches!(code.as_str(), "forbidden" | "invalid_channel" | "too_many_subscriptions" | "bad_message") {
                             return Ok(Outcome::Refused(format!("{code}: {message}")));
