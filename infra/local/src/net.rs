@@ -1,8 +1,12 @@
 //! The accept loop, with the limits the open internet needs: headers must
 //! arrive within a deadline (an idle keep-alive connection is closed the same
 //! way), a connection whose peer stops reading is dropped once a write has
-//! stalled too long, open connections are capped with a clear 503, and
-//! shutdown takes a bounded time. Body deadlines are the webhook handler's
+//! stalled too long, open connections are capped, and shutdown takes a
+//! bounded time. At the cap, a new connection takes the place of the oldest
+//! one still waiting for a request head (of the address holding the most),
+//! and each address may hold only a few such: idle and half-open
+//! connections, from one address or many, cannot lock a webhook out. Only
+//! when every connection is in a request is the newcomer refused (a JSON 503). Body deadlines are the webhook handler's
 //! (it answers 408); WebSockets keep themselves alive with pings.
 
 use std::future::Future;
@@ -79,6 +83,119 @@ impl Default for NetLimits {
     }
 }
 
+/// How long a connection may wait for its first head before it can be made
+/// to give way (a real sender's head follows its connect within milliseconds).
+pub const MIN_WAIT_BEFORE_EVICTION: Duration = Duration::from_millis(500);
+
+/// The open HTTP connections: which are in a request (their head has
+/// arrived) and which wait for one, by peer address and age.
+struct Pool {
+    max: usize,
+    /// Connections one address may hold while they wait for a head.
+    per_peer_waiting: usize,
+    inner: std::sync::Mutex<PoolInner>,
+    /// A connection ended (shutdown waits for all of them).
+    ended: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    next: u64,
+    /// By id, which is also age order.
+    conns: std::collections::BTreeMap<u64, Slot>,
+}
+
+struct Slot {
+    ip: std::net::IpAddr,
+    opened: std::time::Instant,
+    /// Requests in progress on the connection (0: waiting for a head).
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+/// What admitting a connection gives its task.
+struct Admitted {
+    id: u64,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Pool {
+    fn new(max: usize) -> Self {
+        // A quarter of the cap, at least 4: plenty for one sender's keep-alive
+        // connections, far from all of them.
+        let per_peer_waiting = (max / 4).max(4).min(max);
+        Self { max, per_peer_waiting, inner: Default::default(), ended: tokio::sync::Notify::new() }
+    }
+
+    /// Takes a place for a connection from `ip`, making room by evicting a
+    /// waiting connection when the address or the pool is full; `None` when
+    /// every connection is in a request.
+    fn admit(&self, ip: std::net::IpAddr) -> Option<Admitted> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = |s: &Slot| s.busy.load(SeqCst) == 0;
+        // Only a connection that has waited a while gives way: a sender's
+        // burst of new connections is not evicted before its heads arrive.
+        let now = std::time::Instant::now();
+        let evictable = |s: &Slot| waiting(s) && now.duration_since(s.opened) >= MIN_WAIT_BEFORE_EVICTION;
+        let mine = g.conns.values().filter(|s| s.ip == ip && waiting(s)).count();
+        let victim = if mine >= self.per_peer_waiting {
+            // This address's oldest waiting connection gives way.
+            g.conns.iter().find(|(_, s)| s.ip == ip && evictable(s)).map(|(id, _)| *id)
+        } else {
+            None
+        };
+        let victim = if victim.is_none() && g.conns.len() >= self.max {
+            // The oldest waiting connection of the address that holds the most.
+            let mut counts: std::collections::HashMap<std::net::IpAddr, usize> = Default::default();
+            for s in g.conns.values().filter(|s| evictable(s)) {
+                *counts.entry(s.ip).or_default() += 1;
+            }
+            counts
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .and_then(|(top, _)| g.conns.iter().find(|(_, s)| s.ip == top && evictable(s)).map(|(id, _)| *id))
+        } else {
+            victim
+        };
+        if let Some(id) = victim {
+            if let Some(slot) = g.conns.remove(&id) {
+                debug!(peer = %slot.ip, "an idle connection gives way to a new one");
+                slot.evict.notify_one();
+            }
+        }
+        if g.conns.len() >= self.max {
+            return None;
+        }
+        let id = g.next;
+        g.next += 1;
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let evict = Arc::new(tokio::sync::Notify::new());
+        g.conns.insert(id, Slot { ip, opened: now, busy: busy.clone(), evict: evict.clone() });
+        Some(Admitted { id, busy, evict })
+    }
+
+    fn release(&self, id: u64) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).conns.remove(&id);
+        self.ended.notify_waiters();
+    }
+
+    fn open(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).conns.len()
+    }
+
+    async fn drained(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.open() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
 /// Serves `app` until `shutdown` resolves, then waits at most `shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -90,7 +207,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // After the grace: connections still busy are dropped (their handlers too).
     let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let pool = Arc::new(Pool::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -105,38 +222,75 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            info!(%peer, max = limits.max_connections, "connection refused: too many open");
+        let Some(admitted) = pool.admit(peer.ip()) else {
+            info!(%peer, max = limits.max_connections, "connection refused: every connection is in a request");
             tokio::spawn(refuse(tcp));
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (app, stop, cut, tls) = (app.clone(), stop_rx.clone(), cut_rx.clone(), tls.clone());
+        let (app, stop, cut, tls, pool) = (app.clone(), stop_rx.clone(), cut_rx.clone(), tls.clone(), pool.clone());
         tokio::spawn(async move {
-            match tls {
-                None => serve_connection(tcp, app, limits, stop, cut, peer).await,
-                Some(Tls(acceptor)) => {
-                    // The handshake counts against the head deadline.
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, cut, peer).await,
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+            let Admitted { id, busy, evict } = admitted;
+            let served = async {
+                match tls {
+                    None => serve_connection(tcp, app, limits, stop, cut, peer, busy).await,
+                    Some(Tls(acceptor)) => {
+                        // The handshake counts against the head deadline.
+                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, cut, peer, busy).await,
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                () = served => {}
+                // Evicted while waiting for a head: the connection is dropped.
+                () = evict.notified() => debug!(%peer, "idle connection closed for a new one"),
             }
-            drop(slot);
+            pool.release(id);
         });
     }
     drop(listener);
     stop_tx.send_replace(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all)).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, pool.drained()).await.is_err() {
         warn!(grace = ?limits.shutdown_grace, "requests still in progress at shutdown were cut off");
         cut_tx.send_replace(true);
         // Their tasks end at their next poll; give them a moment to drop.
-        let _ = tokio::time::timeout(Duration::from_millis(500), slots.acquire_many(all)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), pool.drained()).await;
     }
     Ok(())
+}
+
+/// A response body that counts its request as in progress until it is
+/// sent (or dropped): the connection is not waiting for a head meanwhile.
+struct Tracked {
+    inner: Body,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl axum::body::HttpBody for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// One connection: HTTP/1.1 with upgrades, a head deadline, stalled writes
@@ -149,11 +303,20 @@ async fn serve_connection<I>(
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut cut: tokio::sync::watch::Receiver<bool>,
     peer: std::net::SocketAddr,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(StallGuard::new(io, limits.write_stall));
-    let svc = TowerToHyperService::new(app.map_request(|r: Request<Incoming>| r.map(Body::new)));
+    // From a request's head to the end of its response, the connection is busy.
+    let (start, done) = (busy.clone(), busy);
+    let svc = TowerToHyperService::new(
+        app.map_request(move |r: Request<Incoming>| {
+            start.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r.map(Body::new)
+        })
+        .map_response(move |res: axum::response::Response| res.map(|b| Body::new(Tracked { inner: b, busy: done.clone() }))),
+    );
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
