@@ -15,7 +15,8 @@
 //! - The wire: [`protocol`] (client and server frames), [`error`] (every
 //!   refusal's status, code and message; the HTTP edge is `hookcast-http`).
 //! - Webhook input: [`verify`] (signatures), [`normalize`] (sender bodies to
-//!   events), [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
+//!   events), [`mapping`] (paths and templates into native bodies),
+//!   [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
 //! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod fanout;
 pub mod hooks;
 pub mod live;
+pub mod mapping;
 pub mod metrics;
 pub mod normalize;
 pub mod policy;

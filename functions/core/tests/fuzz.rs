@@ -13,7 +13,7 @@ use hookcast_core::config::{Source, SourceKind};
 use hookcast_core::normalize::{check_numbers, normalise};
 use hookcast_core::secret::Secret;
 use hookcast_core::token::{check, mint, Claims};
-use hookcast_core::verify::{verify, HookRequest};
+use hookcast_core::verify::{verify, HookRequest, Verified};
 use hookcast_core::{sign, Channel, ClientMsg, HookError};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -27,17 +27,19 @@ fn sources() -> Vec<Source> {
     vec![
         Source {
             name: "netlify".into(),
-            kind: SourceKind::Netlify { secret: Secret::new(KEY), forms },
+            kind: SourceKind::Netlify { secret: Secret::new(KEY), forms, form_channels: BTreeMap::new() },
             channels: vec![],
             delivery_header: None,
             fields: None,
+            route: None,
         },
         Source {
             name: "gh".into(),
-            kind: SourceKind::Hmac { secret: Secret::new(KEY) },
+            kind: SourceKind::Hmac { secret: Secret::new(KEY), scheme: hookcast_core::config::HmacScheme::github() },
             channels: vec!["*".parse().unwrap()],
             delivery_header: Some("x-github-delivery".into()),
             fields: None,
+            route: None,
         },
         Source {
             name: "std".into(),
@@ -45,6 +47,7 @@ fn sources() -> Vec<Source> {
             channels: vec!["*".parse().unwrap()],
             delivery_header: None,
             fields: None,
+            route: None,
         },
         Source {
             name: "zap".into(),
@@ -52,6 +55,7 @@ fn sources() -> Vec<Source> {
             channels: vec!["zaps/*".parse().unwrap()],
             delivery_header: None,
             fields: Some(vec!["title".into()]),
+            route: None,
         },
     ]
 }
@@ -119,7 +123,7 @@ proptest! {
         for src in sources() {
             let req = HookRequest { headers: &headers, body: &body };
             let _ = verify(&src, &req, now());
-            let _ = normalise(&src, content_type.as_deref(), &body, None);
+            let _ = normalise(&src, content_type.as_deref(), &body, &Verified::default());
         }
     }
 
@@ -153,7 +157,7 @@ proptest! {
     fn accepted_data_is_exactly_what_was_sent(data in json_value(), channel in "[a-z0-9]{1,10}(/[a-z0-9]{1,10}){0,2}") {
         let body = json!({"channel": channel, "event": "e", "data": data}).to_string();
         prop_assert!(check_numbers(body.as_bytes()).is_ok(), "refused its own numbers: {body}");
-        let ev = normalise(&sources()[1], Some("application/json"), body.as_bytes(), None).unwrap();
+        let ev = normalise(&sources()[1], Some("application/json"), body.as_bytes(), &Verified::default()).unwrap();
         let back: Value = serde_json::from_str(&ev.data.to_string()).unwrap();
         prop_assert_eq!(back, data);
         prop_assert_eq!(ev.channel.as_str(), channel.as_str());
@@ -174,7 +178,7 @@ proptest! {
         let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "channel" && k != "event").collect();
         let mut all = vec![("channel".to_string(), "a".to_string()), ("event".to_string(), "e".to_string())];
         all.extend(pairs.clone());
-        let ev = normalise(&sources()[1], Some("application/x-www-form-urlencoded"), form_encode(&all).as_bytes(), None).unwrap();
+        let ev = normalise(&sources()[1], Some("application/x-www-form-urlencoded"), form_encode(&all).as_bytes(), &Verified::default()).unwrap();
         let mut want = serde_json::Map::new();
         for (k, v) in pairs {
             match want.get_mut(&k) {

@@ -398,7 +398,7 @@ pub fn http_cases() -> Vec<Case> {
     for (name, body) in [
         ("netlify: neither deploy nor form", &br#"{"hello":1}"#[..]),
         ("netlify: a JSON array", b"[]"),
-        ("netlify: form name that is no channel", br#"{"form_name":"my form!","data":{}}"#),
+        ("netlify: form name with no letter or digit", br#"{"form_name":"!!! ???","data":{}}"#),
         ("netlify: deploy state with only symbols", br#"{"id":"d","state":"!!!"}"#),
     ] {
         case(name, "/hooks/netlify", nl(body), body, 400, "invalid_payload");

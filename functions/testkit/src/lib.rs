@@ -30,14 +30,30 @@ pub fn config(origins: &[&str]) -> hookcast_core::Config {
     let source = |name: &str, kind, channels: Vec<hookcast_core::channel::ChannelPattern>, delivery_header: Option<&str>| {
         (
             name.to_owned(),
-            Source { name: name.into(), kind, channels, delivery_header: delivery_header.map(str::to_owned), fields: None },
+            Source {
+                name: name.into(),
+                kind,
+                channels,
+                delivery_header: delivery_header.map(str::to_owned),
+                fields: None,
+                route: None,
+            },
         )
     };
     let sources = [
-        source("netlify", SourceKind::Netlify { secret: Secret::new(NETLIFY_SECRET), forms: Default::default() }, vec![], None),
+        source(
+            "netlify",
+            SourceKind::Netlify {
+                secret: Secret::new(NETLIFY_SECRET),
+                forms: Default::default(),
+                form_channels: Default::default(),
+            },
+            vec![],
+            None,
+        ),
         source(
             "gh",
-            SourceKind::Hmac { secret: Secret::new(GH_SECRET) },
+            SourceKind::Hmac { secret: Secret::new(GH_SECRET), scheme: hookcast_core::config::HmacScheme::github() },
             vec!["news".parse().unwrap()],
             Some("x-github-delivery"),
         ),

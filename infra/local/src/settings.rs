@@ -223,7 +223,7 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, E
     };
     let any = || Some(vec!["*".to_string()]);
     let mut netlify = src("netlify", &secrets.netlify, None);
-    netlify.forms.insert("guestbook".into(), RawForm { fields: vec!["name".into(), "message".into()] });
+    netlify.forms.insert("guestbook".into(), RawForm { fields: vec!["name".into(), "message".into()], channel: None });
     let mut sources = BTreeMap::new();
     sources.insert("netlify".into(), netlify);
     sources.insert("zapier".into(), src("token", &secrets.zapier, any()));
