@@ -622,6 +622,7 @@ mod tests {
         let src = source(SourceKind::Vercel { secret: Secret::new("AiK52QASLJXmCXX3X9gO2Zyh") }, None);
         let sig = "cecad6333f8652af7d4e9c7b6ad87f1c922a76d3";
         assert_eq!(run(&src, &[("x-vercel-signature", sig)], &body, now()).unwrap(), Verified::default());
+        assert_eq!(sign::vercel(b"AiK52QASLJXmCXX3X9gO2Zyh", &body), sig);
         let other = source(SourceKind::Vercel { secret: Secret::new("AiK52QASLJXmCXX3X9gO2Zyi") }, None);
         assert!(refused(run(&other, &[("x-vercel-signature", sig)], &body, now())).contains("does not match"));
         assert!(refused(run(&src, &[("x-vercel-signature", sig)], &body[..body.len() - 1], now())).contains("does not match"));
@@ -644,6 +645,7 @@ mod tests {
         // Python: hmac.new(secret, b"1700000000." + body, sha256).hexdigest()
         let v1 = "570b5ddfb757b9ddb1cb36611d9e1849efc503c3c688a547ab4b5402a1098188";
         let ok = format!("t=1700000000,v1={v1}");
+        assert_eq!(sign::stripe(secret.as_bytes(), 1_700_000_000, &body), ok);
         run(&src, &[("Stripe-Signature", &ok)], &body, secs(1_700_000_100)).unwrap();
         // Several v1 (a rolled secret) and a v0 (test mode) beside them.
         let rotated = format!("t=1700000000,v1={},v0=abc,v1={v1}", "0".repeat(64));
@@ -667,6 +669,7 @@ mod tests {
             source(SourceKind::Shopify { secret: Secret::new("shpss_hookcast_shopify_test_0123") }, Some("x-shopify-webhook-id"));
         // Python: base64.b64encode(hmac.new(secret, body, sha256).digest())
         let sig = "PXVtmf0dTQQ3sdwmD4uT2gc+NyGSpNrN/96VU4p0Ebo=";
+        assert_eq!(sign::shopify(b"shpss_hookcast_shopify_test_0123", &body), sig);
         let ok = [("X-Shopify-Hmac-Sha256", sig), ("X-Shopify-Topic", "orders/create"), ("X-Shopify-Webhook-Id", "b54557e4")];
         let v = run(&src, &ok, &body, now()).unwrap();
         assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("b54557e4"), Some("orders/create")));
@@ -684,6 +687,7 @@ mod tests {
         let body = fixture("sanity/toolkit-vector.json");
         let sig = "t=1633519811129,v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0";
         sanity(b"test", sig, &body, secs(1_633_519_811), Duration::from_secs(300)).unwrap();
+        assert_eq!(sign::sanity(b"test", 1_633_519_811_129, &body), sig);
         let r = |secret: &[u8], h: &str, b: &[u8], at| reason(sanity(secret, h, b, secs(at), Duration::from_secs(300)));
         assert!(r(b"tesT", sig, &body, 1_633_519_811).contains("does not match"));
         assert!(r(b"test", sig, br#"{"_id":"resumE"}"#, 1_633_519_811).contains("does not match"));
@@ -722,6 +726,15 @@ mod tests {
         ];
         let v = run(&src, &ok, &body, secs(1_700_000_010)).unwrap();
         assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("9c1f"), Some("ContentManagement.Entry.create")));
+        let ours = sign::contentful(
+            secret.as_bytes(),
+            "/hooks/contentful",
+            &[("X-Contentful-Topic", "ContentManagement.Entry.create")],
+            1_700_000_000_000,
+            &body,
+        );
+        assert_eq!(ours[0].1, sig);
+        assert_eq!(ours[1].1, signed);
         let mut topic = ok;
         topic[0].1 = "ContentManagement.Entry.delete";
         assert!(refused(run(&src, &topic, &body, secs(1_700_000_010))).contains("does not match the request"));
@@ -794,6 +807,9 @@ mod tests {
         let src = source(SourceKind::Hmac { secret, scheme }, None);
         // Python: base64(hmac(b"generic-secret-0123456789", b"1700000000." + body, sha1))
         let ok = [("X-Signature", "v1=jbnmp00Blq8xFKjFjaSRiGx6So0="), ("X-Timestamp", "1700000000")];
+        if let SourceKind::Hmac { scheme, .. } = &src.kind {
+            assert_eq!(sign::hmac_scheme(b"generic-secret-0123456789", scheme, Some(1_700_000_000), &body), ok[0].1);
+        }
         run(&src, &ok, &body, secs(1_700_000_000)).unwrap();
         let r = |h: &[(&str, &str)], at| refused(run(&src, h, &body, secs(at)));
         assert!(r(&ok, 1_700_000_301).contains("tolerance"));
