@@ -1,0 +1,399 @@
+//! Every sender kind, natively, on the local binary: each real body from
+//! `tests/fixtures/senders`, signed as its sender signs it by an independent
+//! implementation (`tests/senders/sign.py`: Python's hmac with Python's
+//! clock, never hookcast's signer), reaches a subscribed WebSocket with the
+//! configured channel, event name and data; the same body signed with
+//! another secret is refused and reaches no page.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hookcast::settings::{self, Overrides};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+// A ceiling for a stuck run (hookcast_testkit), not a guess at how long the work takes.
+const WAIT: Duration = hookcast_testkit::LOCAL;
+
+const CONTENTFUL_SECRET: &str = "cf5ecret-0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+
+/// The configuration a user would write for these senders.
+fn config() -> String {
+    format!(
+        r#"
+[sources.github]
+kind = "github"
+secret = "github-e2e-secret-0123456789"
+channel = "releases"
+fields = ["release.tag_name", "repository.full_name"]
+
+[sources.gh-deploys]
+kind = "github"
+secret = "github-e2e-secret-0123456789"
+
+[sources.netlify]
+kind = "netlify"
+secret = "netlify-e2e-secret-0123456789"
+[sources.netlify.forms.contact]
+fields = ["name", "message"]
+
+[sources.vercel]
+kind = "vercel"
+secret = "AiK52QASLJXmCXX3X9gO2Zyh"
+
+[sources.stripe]
+kind = "stripe"
+secret = "whsec_stripe-e2e-secret-0123456789"
+channel = "billing/{{data.object.object}}"
+
+[sources.shopify]
+kind = "shopify"
+secret = "shopify-e2e-secret-0123456789"
+channel = "orders"
+
+[sources.sanity]
+kind = "sanity"
+secret = "sanity-e2e-secret-0123456789"
+channel = "content/{{_type}}"
+
+[sources.contentful]
+kind = "contentful"
+secret = "{CONTENTFUL_SECRET}"
+channel = "cms/{{sys.contentType.sys.id}}"
+
+[sources.clerk]
+kind = "svix"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+channel = "users"
+
+[sources.std]
+kind = "standard"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+channel = "std"
+event = "{{type}}"
+
+[sources.strapi]
+kind = "strapi"
+secret = "strapi-e2e-token-0123456789"
+channel = "strapi/{{model}}"
+
+[sources.custom]
+kind = "hmac"
+secret = "custom-e2e-secret-0123456789"
+header = "x-signature"
+prefix = "v1="
+encoding = "base64"
+algorithm = "sha1"
+timestamp_header = "x-timestamp"
+channel = "custom"
+event = "{{type}}"
+
+[sources.zapier]
+kind = "token"
+secret = "zapier-e2e-token-0123456789"
+channels = ["news/*"]
+"#
+    )
+}
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/senders").join(path)
+}
+
+/// Headers from the independent signer.
+fn sign(scheme: &str, secret: &str, body: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/senders/sign.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(scheme).arg(secret).arg(body);
+    for (k, v) in extra {
+        cmd.arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().expect("python3 runs the independent signer");
+    assert!(out.status.success(), "sign.py {scheme}: {}", String::from_utf8_lossy(&out.stderr));
+    let headers: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_owned())).collect()
+}
+
+struct Case {
+    source: &'static str,
+    /// sign.py's scheme name.
+    scheme: &'static str,
+    secret: &'static str,
+    fixture: &'static str,
+    content_type: &'static str,
+    /// Headers the sender sends beside its signature (event type, delivery id).
+    extra: Vec<(&'static str, &'static str)>,
+    channel: &'static str,
+    event: &'static str,
+    data: Value,
+}
+
+fn cases() -> Vec<Case> {
+    let c = |source, scheme, secret, fixture, extra, channel, event, data| Case {
+        source,
+        scheme,
+        secret,
+        fixture,
+        content_type: "application/json",
+        extra,
+        channel,
+        event,
+        data,
+    };
+    vec![
+        c(
+            "github",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/release-published.json",
+            vec![("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")],
+            "releases",
+            "release.published",
+            json!({"release": {"tag_name": "0.0.1"}, "repository": {"full_name": "Codertocat/Hello-World"}}),
+        ),
+        c(
+            "gh-deploys",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/deployment_status.json",
+            vec![("X-GitHub-Event", "deployment_status"), ("X-GitHub-Delivery", "8a1b2c3d")],
+            "gh-deploys",
+            "deployment_status.created",
+            json!({
+                "action": "created",
+                "id": 145988746,
+                "deployment": {"environment": "production", "ref": "master", "sha": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"},
+                "deployment_status": {"id": 209916254, "state": "success", "environment": "production"},
+                "repository": {"id": 186853002, "full_name": "Codertocat/Hello-World"}
+            }),
+        ),
+        c(
+            "netlify",
+            "netlify",
+            "netlify-e2e-secret-0123456789",
+            "netlify/deploy-succeeded.json",
+            vec![],
+            "deploys",
+            "deploy.succeeded",
+            json!({
+                "id": "juniper montage", "state": "ready", "branch": "master", "context": "production",
+                "commit_ref": "b10e3145baf01f900cd3376257102ee89c5a1c3e",
+                "deploy_ssl_url": "https://master--raymondcamden.netlify.app",
+                "deploy_url": "http://master--raymondcamden.netlify.app",
+                "published_at": "2020-05-29T14:56:14.166Z", "title": "testing func3"
+            }),
+        ),
+        c(
+            "netlify",
+            "netlify",
+            "netlify-e2e-secret-0123456789",
+            "netlify/form-contact.json",
+            vec![],
+            "forms/contact",
+            "form.submitted",
+            json!({"form": "contact", "created_at": "2022-05-10T11:57:44.515Z",
+                   "fields": {"name": "Ursula K. Le Guin", "message": "El nombre del mundo es Bosque"}}),
+        ),
+        c(
+            "vercel",
+            "vercel",
+            "AiK52QASLJXmCXX3X9gO2Zyh",
+            "vercel/deployment-created.json",
+            vec![],
+            "vercel",
+            "deployment.created",
+            json!({"id": "dpl_2p92SueSKLagubfcRtheS3Cvmcj3",
+                   "payload": {"deployment": {"name": "nextjsblog-demo-new", "url": "nextjsblog-demo-new-gogovbsz1.vercel.app"},
+                               "target": "production", "project": {"id": "QmQPfU4xn5APjEsSje4ccPcSJCmVAByA8CDKfZRhYyVPAg"}}}),
+        ),
+        c(
+            "stripe",
+            "stripe",
+            "whsec_stripe-e2e-secret-0123456789",
+            "stripe/event.json",
+            vec![],
+            "billing/plan",
+            "plan.created",
+            json!({"id": "evt_1Pgc76B7WZ01zgkWwyRHS12y",
+                   "data": {"object": {"id": "price_1PgafmB7WZ01zgkW6dKueIc5", "object": "plan"}}}),
+        ),
+        c(
+            "shopify",
+            "shopify",
+            "shopify-e2e-secret-0123456789",
+            "shopify/orders-create.json",
+            vec![("X-Shopify-Topic", "orders/create"), ("X-Shopify-Webhook-Id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")],
+            "orders",
+            "orders.create",
+            json!({"id": 450789469, "name": "#1001"}),
+        ),
+        c(
+            "sanity",
+            "sanity",
+            "sanity-e2e-secret-0123456789",
+            "sanity/document.json",
+            vec![("sanity-operation", "update"), ("idempotency-key", "msg-2c7f")],
+            "content/internalFaq",
+            "document.update",
+            json!({"_id": "a39a3ac3-4739-453f-91fa-d2870e3c5dd0", "_type": "internalFaq", "_rev": "ZHITOiY4SUOGzKSh61vMNA"}),
+        ),
+        Case {
+            content_type: "application/vnd.contentful.management.v1+json",
+            ..c(
+                "contentful",
+                "contentful",
+                CONTENTFUL_SECRET,
+                "contentful/entry-create.json",
+                vec![("path", "/hooks/contentful"), ("X-Contentful-Topic", "ContentManagement.Entry.create")],
+                "cms/blogpost",
+                "ContentManagement.Entry.create",
+                json!({"sys": {"id": "oQx64E6BtEIiQacfLBYLU", "type": "Entry", "version": 1,
+                               "contentType": {"sys": {"id": "blogpost"}}, "environment": {"sys": {"id": "env-integration"}},
+                               "space": {"sys": {"id": "bohepdihyxin"}}}}),
+            )
+        },
+        c(
+            "clerk",
+            "svix",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "clerk/user-created.json",
+            vec![],
+            "users",
+            "user.created",
+            json!({"data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "object": "user"}}),
+        ),
+        c(
+            "std",
+            "webhook",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "clerk/user-created.json",
+            vec![],
+            "std",
+            "user.created",
+            json!({"type": "user.created"}),
+        ),
+        c(
+            "strapi",
+            "strapi",
+            "strapi-e2e-token-0123456789",
+            "strapi/entry-publish.json",
+            vec![("X-Strapi-Event", "entry.publish")],
+            "strapi/address",
+            "entry.publish",
+            json!({"model": "address", "entry": {"id": 1}}),
+        ),
+        c(
+            "custom",
+            "custom",
+            "custom-e2e-secret-0123456789",
+            "stripe/event.json",
+            vec![],
+            "custom",
+            "plan.created",
+            json!({"id": "evt_1Pgc76B7WZ01zgkWwyRHS12y", "type": "plan.created"}),
+        ),
+    ]
+}
+
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        match hookcast_testkit::within(WAIT, "a frame", ws.next()).await.expect("socket open").unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn post(url: &str, content_type: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookcast.toml");
+    std::fs::write(&path, config()).unwrap();
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().join("data")), ..Default::default() };
+    let running = hookcast::spawn(&settings::load_file(&path, &cli).unwrap(), false).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", running.addr);
+
+    let cases = cases();
+    let mut channels: Vec<&str> = cases.iter().map(|c| c.channel).collect();
+    channels.push("news/today");
+    channels.dedup();
+    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    for ch in &channels {
+        page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
+    }
+
+    for case in &cases {
+        let what = format!("{} ({})", case.source, case.fixture);
+        let body = std::fs::read(fixture(case.fixture)).unwrap();
+        // A forgery first: the same body signed with another secret (or the
+        // wrong token). Were it published, it would be the page's next frame.
+        let wrong = if case.scheme == "svix" || case.scheme == "webhook" {
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        } else {
+            "not-the-secret-0123456789-not-the-secret-0123456789-not-the-secret"
+        };
+        let forged = sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &forged, body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what} forged: {answer}");
+
+        let headers = sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &headers, body).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        assert_eq!((answer["channel"].as_str(), answer["event"].as_str()), (Some(case.channel), Some(case.event)), "{what}");
+        let ev = next(&mut page).await;
+        assert_eq!(
+            (ev["type"].as_str(), ev["channel"].as_str(), ev["event"].as_str()),
+            (Some("event"), Some(case.channel), Some(case.event)),
+            "{what}: {ev}"
+        );
+        assert_eq!(ev["data"], case.data, "{what}");
+    }
+
+    // Zapier's form body, with its token header.
+    let form = std::fs::read(fixture("zapier/post-form.txt")).unwrap();
+    let token = vec![("x-hookcast-token".to_owned(), "zapier-e2e-token-0123456789".to_owned())];
+    let (status, answer) = post(&url("/hooks/zapier"), "application/x-www-form-urlencoded", &token, form).await;
+    assert_eq!(status, 200, "{answer}");
+    let ev = next(&mut page).await;
+    assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("news/today"), Some("post.published")));
+    assert_eq!(ev["data"], json!({"title": "Hookcast 1.0 is out", "url": "https://example.com/blog/hookcast-1-0"}));
+
+    // The sender's delivery identity dedupes a redelivery, signed anew:
+    // GitHub's X-GitHub-Delivery, Stripe's event id in the body.
+    for (source, scheme, secret, file, extra) in [
+        (
+            "github",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/release-published.json",
+            vec![("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")],
+        ),
+        ("stripe", "stripe", "whsec_stripe-e2e-secret-0123456789", "stripe/event.json", vec![]),
+    ] {
+        let headers = sign(scheme, secret, &fixture(file), &extra);
+        let (status, answer) =
+            post(&url(&format!("/hooks/{source}")), "application/json", &headers, std::fs::read(fixture(file)).unwrap()).await;
+        assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)), "{source}: {answer}");
+    }
+    page.send(Message::Text(json!({"action": "ping"}).to_string().into())).await.unwrap();
+    assert_eq!(next(&mut page).await, json!({"type": "pong"}), "no forgery and no redelivery reached the page");
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
