@@ -1,6 +1,6 @@
 //! Every sender kind, natively, on the local binary: each real body from
 //! `tests/fixtures/senders`, signed as its sender signs it by an independent
-//! implementation (`tests/senders/sign.py`: Python's hmac with Python's
+//! implementation (`tests/senders/sign.py` at the top level: Python's hmac with Python's
 //! clock, never hookcast's signer), reaches a subscribed WebSocket with the
 //! configured channel, event name and data; the same body signed with
 //! another secret is refused and reaches no page.
@@ -21,7 +21,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 // A ceiling for a stuck run (hookcast_testkit), not a guess at how long the work takes.
 const WAIT: Duration = hookcast_testkit::LOCAL;
 
-const CONTENTFUL_SECRET: &str = "cf5ecret-0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+/// Contentful's secrets are 64 characters; its toolkit refuses others.
+const CONTENTFUL_SECRET: &str = "cf5ecret-0123456789abcdef0123456789abcdef0123456789abcdef0123456";
 
 /// The configuration a user would write for these senders.
 fn config() -> String {
@@ -108,14 +109,32 @@ fn fixture(path: &str) -> PathBuf {
 
 /// Headers from the independent signer.
 fn sign(scheme: &str, secret: &str, body: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/senders/sign.py");
-    let mut cmd = Command::new("python3");
+    run_signer("python3", "sign.py", scheme, secret, body, extra)
+}
+
+/// Headers from the sender's own SDK (npm devDependencies: `npm ci`).
+fn sdk_sign(sdk: &str, secret: &str, body: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert!(root.join("node_modules/svix").exists(), "the senders' SDKs are npm devDependencies: run `npm ci` at the top");
+    run_signer("node", "sdk-sign.js", sdk, secret, body, extra)
+}
+
+fn run_signer(
+    program: &str,
+    script: &str,
+    scheme: &str,
+    secret: &str,
+    body: &Path,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/senders").join(script);
+    let mut cmd = Command::new(program);
     cmd.arg(script).arg(scheme).arg(secret).arg(body);
     for (k, v) in extra {
         cmd.arg(format!("{k}={v}"));
     }
-    let out = cmd.output().expect("python3 runs the independent signer");
-    assert!(out.status.success(), "sign.py {scheme}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program} runs the signer: {e}"));
+    assert!(out.status.success(), "{program} {scheme}: {}", String::from_utf8_lossy(&out.stderr));
     let headers: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
     headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_owned())).collect()
 }
@@ -321,24 +340,29 @@ async fn post(url: &str, content_type: &str, headers: &[(String, String)], body:
     (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
 }
 
+/// The binary on port 0 with [`config`], and a page subscribed to `channels`.
+async fn start(dir: &Path, channels: &[&str]) -> (hookcast::Running, Ws) {
+    let path = dir.join("hookcast.toml");
+    std::fs::write(&path, config()).unwrap();
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.join("data")), ..Default::default() };
+    let running = hookcast::spawn(&settings::load_file(&path, &cli).unwrap(), false).await.unwrap();
+    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    for ch in channels {
+        page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
+    }
+    (running, page)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hookcast.toml");
-    std::fs::write(&path, config()).unwrap();
-    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().join("data")), ..Default::default() };
-    let running = hookcast::spawn(&settings::load_file(&path, &cli).unwrap(), false).await.unwrap();
-    let url = |p: &str| format!("http://{}{p}", running.addr);
-
     let cases = cases();
     let mut channels: Vec<&str> = cases.iter().map(|c| c.channel).collect();
     channels.push("news/today");
     channels.dedup();
-    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
-    for ch in &channels {
-        page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
-        assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
-    }
+    let (running, mut page) = start(dir.path(), &channels).await;
+    let url = |p: &str| format!("http://{}{p}", running.addr);
 
     for case in &cases {
         let what = format!("{} ({})", case.source, case.fixture);
@@ -395,5 +419,32 @@ async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
     }
     page.send(Message::Text(json!({"action": "ping"}).to_string().into())).await.unwrap();
     assert_eq!(next(&mut page).await, json!({"type": "pong"}), "no forgery and no redelivery reached the page");
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_own_sdks_sign_what_hookcast_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk_cases: Vec<Case> =
+        cases().into_iter().filter(|c| ["stripe", "clerk", "sanity", "contentful"].contains(&c.source)).collect();
+    assert_eq!(sdk_cases.len(), 4);
+    let channels: Vec<&str> = sdk_cases.iter().map(|c| c.channel).collect();
+    let (running, mut page) = start(dir.path(), &channels).await;
+    let url = |p: &str| format!("http://{}{p}", running.addr);
+    for case in &sdk_cases {
+        let what = format!("{} signed by its SDK", case.source);
+        let body = std::fs::read(fixture(case.fixture)).unwrap();
+        let wrong = if case.scheme == "svix" { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } else { &"w".repeat(64) };
+        let forged = sdk_sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &forged, body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what}, forged: {answer}");
+
+        let headers = sdk_sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &headers, body).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        let ev = next(&mut page).await;
+        assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some(case.channel), Some(case.event)), "{what}: {ev}");
+        assert_eq!(ev["data"], case.data, "{what}");
+    }
     hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
 }

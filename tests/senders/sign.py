@@ -3,7 +3,7 @@
 
 Python's standard library only (hmac, hashlib, base64), written from each
 sender's documentation and official toolkit source, never from hookcast's
-own signer. The clock is Python's. Used by infra/local/tests/senders.rs.
+own signer. The clock is Python's. Used by infra/local/tests/senders.rs; sdk-sign.js beside it signs with the senders' own SDKs.
 
     sign.py KIND SECRET BODY_FILE [KEY=VALUE ...]
 
