@@ -448,3 +448,47 @@ async fn the_senders_own_sdks_sign_what_hookcast_accepts() {
     }
     hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
 }
+
+/// `hookcast send --kind <sender>`, the real binary: a sample of each
+/// sender's body, or a real one with `--body`, signed as that sender signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookcast_send_signs_like_each_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: &[(&str, &str, &[&str], &str, &str)] = &[
+        ("github", "github-e2e-secret-0123456789", &[], "releases", "release.published"),
+        ("vercel", "AiK52QASLJXmCXX3X9gO2Zyh", &["--event", "deployment.succeeded"], "vercel", "deployment.succeeded"),
+        ("stripe", "whsec_stripe-e2e-secret-0123456789", &[], "billing/checkout.session", "checkout.session.completed"),
+        ("shopify", "shopify-e2e-secret-0123456789", &["--event", "orders/paid"], "orders", "orders.paid"),
+        ("sanity", "sanity-e2e-secret-0123456789", &["--event", "create"], "content/post", "document.create"),
+        ("contentful", CONTENTFUL_SECRET, &[], "cms/blogpost", "ContentManagement.Entry.publish"),
+        ("clerk", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &[], "users", "user.created"),
+        ("strapi", "strapi-e2e-token-0123456789", &[], "strapi/post", "entry.publish"),
+    ];
+    let mut channels: Vec<&str> = runs.iter().map(|r| r.3).collect();
+    channels.push("billing/plan");
+    let (running, mut page) = start(dir.path(), &channels).await;
+    let kind_of = |source: &str| if source == "clerk" { "svix".to_owned() } else { source.to_owned() };
+    let send = |source: &str, secret: &str, extra: &[&str]| {
+        let url = format!("http://{}/hooks/{source}", running.addr);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"));
+        cmd.args(["send", "--url", &url, "--kind", &kind_of(source), "--secret", secret]).args(extra);
+        cmd.output()
+    };
+    for (source, secret, extra, channel, event) in runs {
+        let out = send(source, secret, extra).await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.starts_with("200 "), "{source}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let ev = next(&mut page).await;
+        assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some(*channel), Some(*event)), "{source}: {ev}");
+    }
+    // A real body from a file, sent as is.
+    let body = fixture("stripe/event.json");
+    let out = send("stripe", "whsec_stripe-e2e-secret-0123456789", &["--body", body.to_str().unwrap()]).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "), "{}", String::from_utf8_lossy(&out.stdout));
+    let ev = next(&mut page).await;
+    assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("billing/plan"), Some("plan.created")));
+    // The wrong secret: refused, and the command says so.
+    let out = send("stripe", "whsec_not-the-stripe-secret-01234", &[]).await.unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
