@@ -295,11 +295,15 @@ fn netlify(
     form_channels: &BTreeMap<String, Channel>,
 ) -> Result<NewEvent, HookError> {
     if let Some(form_name) = str_field(obj, "form_name") {
+        // A form is configured under the name Netlify sends or under its slug.
+        let slug = form_slug(form_name);
+        let configured = |name: &str| Some(name) == slug.as_deref() || name == form_name;
+        let allowed = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields);
         // Configured channel, else forms/<slug>: `Contact Form` → forms/contact-form.
-        let channel = match form_channels.get(form_name) {
-            Some(c) => c.clone(),
+        let channel = match form_channels.iter().find(|(name, _)| configured(name)) {
+            Some((_, c)) => c.clone(),
             None => {
-                let slug = form_slug(form_name).ok_or_else(|| {
+                let slug = slug.as_deref().ok_or_else(|| {
                     HookError::BadPayload(format!(
                         "form name {:?} has no letter or digit to make a channel of; set [sources.<name>.forms.<form>] channel",
                         form_name.chars().take(40).collect::<String>()
@@ -314,14 +318,14 @@ fn netlify(
             data.insert("created_at".into(), at.clone());
         }
         let submitted = obj.get("data").and_then(Value::as_object);
-        if !forms.contains_key(form_name) {
+        if allowed.is_none() {
             tracing::warn!(
                 form = form_name,
                 "form not in the netlify source's forms: published with no fields; list them under [sources.<name>.forms.{form_name}] fields"
             );
         }
         let mut fields = Map::new();
-        for name in forms.get(form_name).into_iter().flatten() {
+        for name in allowed.into_iter().flatten() {
             if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
                 fields.insert(name.clone(), v.clone());
             }
@@ -560,6 +564,10 @@ mod tests {
         assert_eq!(ev.channel.as_str(), "contact");
         assert_eq!(ev.data["fields"], json!({"name": "Ursula K. Le Guin"}));
         assert!(!ev.data.to_string().contains("user-email@example.org"));
+        // Or under its slug, as it appears in the channel.
+        let ev = normalise(&netlify_src(&[("contact-form", &["message"])]), None, body.as_bytes(), &Verified::default()).unwrap();
+        assert_eq!(ev.channel.as_str(), "forms/contact-form");
+        assert_eq!(ev.data["fields"], json!({"message": "El nombre del mundo es Bosque"}));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookcast_core::config::{Source, SourceKind};
+use hookcast_core::config::{Route, Source, SourceKind};
+use hookcast_core::mapping::Template;
 use hookcast_core::normalize::{check_numbers, normalise};
 use hookcast_core::secret::Secret;
 use hookcast_core::token::{check, mint, Claims};
@@ -24,6 +25,15 @@ fn sources() -> Vec<Source> {
     let std_key = hookcast_core::config::decode_standard_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
     let mut forms = BTreeMap::new();
     forms.insert("guestbook".to_string(), vec!["name".to_string()]);
+    let native = |name: &str, kind: SourceKind, delivery: Option<&str>| Source {
+        name: name.into(),
+        kind,
+        channels: vec![],
+        delivery_header: delivery.map(str::to_owned),
+        fields: None,
+        route: Some(Route { channel: Template::parse("x/{a.b}").unwrap(), event: None }),
+    };
+    let tol = Duration::from_secs(300);
     vec![
         Source {
             name: "netlify".into(),
@@ -43,7 +53,7 @@ fn sources() -> Vec<Source> {
         },
         Source {
             name: "std".into(),
-            kind: SourceKind::Standard { secret: std_key, tolerance: Duration::from_secs(300) },
+            kind: SourceKind::Standard { secret: std_key.clone(), tolerance: Duration::from_secs(300) },
             channels: vec!["*".parse().unwrap()],
             delivery_header: None,
             fields: None,
@@ -57,6 +67,22 @@ fn sources() -> Vec<Source> {
             fields: Some(vec!["title".into()]),
             route: None,
         },
+        native("github", SourceKind::Github { secret: Secret::new(KEY) }, Some("x-github-delivery")),
+        native("vercel", SourceKind::Vercel { secret: Secret::new(KEY) }, None),
+        native("stripe", SourceKind::Stripe { secret: Secret::new(KEY), tolerance: tol }, None),
+        native("shopify", SourceKind::Shopify { secret: Secret::new(KEY) }, Some("x-shopify-webhook-id")),
+        native("sanity", SourceKind::Sanity { secret: Secret::new(KEY), tolerance: tol }, Some("idempotency-key")),
+        native(
+            "contentful",
+            SourceKind::Contentful {
+                secret: Secret::new(KEY),
+                tolerance: Duration::from_secs(30),
+                path: "/hooks/contentful".into(),
+            },
+            None,
+        ),
+        native("svix", SourceKind::Svix { secret: std_key.clone(), tolerance: tol }, None),
+        native("strapi", SourceKind::Strapi { header: "authorization".into(), secret: Secret::new(KEY) }, None),
     ]
 }
 
@@ -73,6 +99,20 @@ fn header_name() -> impl Strategy<Value = String> {
         Just("webhook-signature".to_string()),
         Just("x-hookcast-token".to_string()),
         Just("x-github-delivery".to_string()),
+        Just("x-github-event".to_string()),
+        Just("x-vercel-signature".to_string()),
+        Just("stripe-signature".to_string()),
+        Just("x-shopify-hmac-sha256".to_string()),
+        Just("x-shopify-topic".to_string()),
+        Just("sanity-webhook-signature".to_string()),
+        Just("x-contentful-signature".to_string()),
+        Just("x-contentful-signed-headers".to_string()),
+        Just("x-contentful-timestamp".to_string()),
+        Just("x-contentful-topic".to_string()),
+        Just("svix-id".to_string()),
+        Just("svix-timestamp".to_string()),
+        Just("svix-signature".to_string()),
+        Just("authorization".to_string()),
         "[a-z-]{1,20}",
     ]
 }
@@ -139,6 +179,22 @@ proptest! {
                 ("webhook-id".into(), "msg_1".into()),
                 ("webhook-timestamp".into(), ts.to_string()),
                 ("webhook-signature".into(), sign::standard(std_key.expose(), "msg_1", ts, &body)),
+            ]),
+            (4, vec![("x-hub-signature-256".into(), sign::github(KEY, &body)), ("x-github-event".into(), "push".into())]),
+            (5, vec![("x-vercel-signature".into(), sign::vercel(KEY, &body))]),
+            (6, vec![("stripe-signature".into(), sign::stripe(KEY, ts, &body))]),
+            (7, vec![("x-shopify-hmac-sha256".into(), sign::shopify(KEY, &body)), ("x-shopify-topic".into(), "orders/create".into())]),
+            (8, vec![("sanity-webhook-signature".into(), sign::sanity(KEY, ts * 1000, &body))]),
+            (9, {
+                let topic = ("x-contentful-topic", "ContentManagement.Entry.publish");
+                let mut h = sign::contentful(KEY, "/hooks/contentful", &[topic], ts * 1000, &body);
+                h.push((topic.0.into(), topic.1.into()));
+                h
+            }),
+            (10, vec![
+                ("svix-id".into(), "msg_1".into()),
+                ("svix-timestamp".into(), ts.to_string()),
+                ("svix-signature".into(), sign::standard(std_key.expose(), "msg_1", ts, &body)),
             ]),
         ];
         let all = sources();
