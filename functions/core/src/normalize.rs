@@ -878,4 +878,61 @@ mod tests {
         let bad = normalise(&src, None, br#"{"id":"in_1","type":"a b"}"#, &Verified::default());
         assert!(matches!(bad, Err(HookError::BadPayload(m)) if m.contains("event template")));
     }
+
+    /// Every sender kind's default data, on every real fixture: no e-mail
+    /// address, postal address, IP, phone number or token reaches a page.
+    #[test]
+    fn default_data_never_carries_personal_data_or_tokens() {
+        fn keys(v: &Value, out: &mut Vec<String>) {
+            if let Value::Object(m) = v {
+                for (k, x) in m {
+                    out.push(k.to_ascii_lowercase());
+                    keys(x, out);
+                }
+            }
+        }
+        let ip = |s: &str| {
+            s.split(|c: char| !c.is_ascii_digit() && c != '.')
+                .any(|w| w.split('.').count() == 4 && w.split('.').all(|p| !p.is_empty()))
+        };
+        for (kind, file, topic) in [
+            ("github", "github/release-published.json", "release"),
+            ("github", "github/push.json", "push"),
+            ("github", "github/deployment_status.json", "deployment_status"),
+            ("github", "github/workflow_run-completed.json", "workflow_run"),
+            ("vercel", "vercel/deployment-created.json", ""),
+            ("stripe", "stripe/event.json", ""),
+            ("shopify", "shopify/orders-create.json", "orders/create"),
+            ("sanity", "sanity/document.json", "update"),
+            ("contentful", "contentful/entry-create.json", "ContentManagement.Entry.create"),
+            ("svix", "clerk/user-created.json", ""),
+            ("strapi", "strapi/entry-publish.json", ""),
+            ("netlify", "netlify/form-contact.json", ""),
+            ("netlify", "netlify/form-submission.json", ""),
+            ("netlify", "netlify/deploy-succeeded.json", ""),
+        ] {
+            let src = if kind == "netlify" { netlify_src(&[]) } else { configured(kind, |_| {}) };
+            let v = Verified { delivery_id: None, topic: (!topic.is_empty()).then(|| topic.to_owned()) };
+            let ev = normalise(&src, None, &sender_fixture(file), &v).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            let text = ev.data.to_string();
+            assert!(!text.contains('@') && !ip(&text), "{file}: {text}");
+            let mut names = Vec::new();
+            keys(&ev.data, &mut names);
+            for bad in [
+                "email",
+                "ip",
+                "browser_ip",
+                "address",
+                "billing_address",
+                "shipping_address",
+                "phone",
+                "token",
+                "first_name",
+                "last_name",
+            ] {
+                assert!(!names.iter().any(|n| n == bad), "{file}: {bad} in {text}");
+            }
+            assert!(ev.data.as_object().is_some_and(|o| !o.is_empty()), "{file}: some ids or names reach the page");
+        }
+    }
 }

@@ -305,7 +305,7 @@ fn make(a: &SendArgs) -> Result<Built, String> {
             ]
         }
         Kind::Token => vec![(a.header.clone(), a.secret.clone())],
-        _ => unreachable!("sender kinds returned above"),
+        _ => sender_headers(a, &body)?,
     };
     Ok(Built { content_type, headers, body })
 }
