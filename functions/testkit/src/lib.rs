@@ -1,6 +1,7 @@
 //! What hookcast's tests share across crates: in-memory doubles of the
 //! ports and their conformance suites ([`doubles`], [`conformance`]), the
-//! bad-input table both hosts run ([`hostile`]), and waits that are
+//! bad-input table both hosts run ([`hostile`]), the senders' proof
+//! ([`senders`]), and waits that are
 //! ceilings (below).
 //!
 //! # Waits
@@ -17,6 +18,7 @@
 
 pub mod doubles;
 pub mod hostile;
+pub mod senders;
 
 pub use doubles::{conformance, Faulty, MemLog, RecordingGateway};
 
