@@ -223,7 +223,12 @@ fn need_str<'a>(body: &'a Value, key: &str, sender: &str) -> Result<&'a str, Hoo
 /// The sender's own name for the event and, where it is in the body, its
 /// delivery id. `topic` is the event type from a header, where the sender
 /// sends it there.
-fn sender_event(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Result<(Option<String>, Option<String>), HookError> {
+fn sender_event(
+    kind: &SourceKind,
+    body: &Value,
+    topic: Option<&str>,
+    custom_fields: Option<&Vec<String>>,
+) -> Result<(Option<String>, Option<String>), HookError> {
     Ok(match kind {
         SourceKind::Github { .. } => {
             let event = topic.unwrap_or_default();
@@ -236,7 +241,8 @@ fn sender_event(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Result<
             (Some(need_str(body, "type", "Vercel")?.to_owned()), Some(need_str(body, "id", "Vercel")?.to_owned()))
         }
         SourceKind::Stripe { .. } => {
-            if body.get("object").and_then(Value::as_str) != Some("event") {
+            // Snapshot events are "event"; thin events (event destinations) "v2.core.event".
+            if !body.get("object").and_then(Value::as_str).is_some_and(|o| o == "event" || o.ends_with(".event")) {
                 return Err(HookError::BadPayload("not a Stripe event: \"object\" is not \"event\"".into()));
             }
             (Some(need_str(body, "type", "Stripe")?.to_owned()), Some(need_str(body, "id", "Stripe")?.to_owned()))
@@ -245,7 +251,8 @@ fn sender_event(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Result<
         SourceKind::Shopify { .. } => (topic.map(|t| t.replace('/', ".")), None),
         SourceKind::Sanity { .. } => (Some(format!("document.{}", topic.unwrap_or("change"))), None),
         SourceKind::Contentful { .. } => {
-            if !body.get("sys").is_some_and(Value::is_object) {
+            // A customised payload may lack sys; then its fields say what to take.
+            if custom_fields.is_none() && !body.get("sys").is_some_and(Value::is_object) {
                 return Err(HookError::BadPayload("not a Contentful entity: the body has no \"sys\" object".into()));
             }
             (topic.map(str::to_owned), None)
@@ -270,7 +277,7 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
             )))
         }
     };
-    let (sender_event, id) = sender_event(&source.kind, &body, topic)?;
+    let (sender_event, id) = sender_event(&source.kind, &body, topic, source.fields.as_ref())?;
     let event = match (&route.event, sender_event) {
         (Some(t), _) => t.event(&body)?,
         (None, Some(name)) => EventName::parse(&name)
@@ -779,8 +786,16 @@ mod tests {
             json!({"id": "evt_1Pgc76B7WZ01zgkWwyRHS12y", "data": {"object": {"id": "price_1PgafmB7WZ01zgkW6dKueIc5", "object": "plan"}}})
         );
         assert_eq!(ev.dedupe_key.as_deref(), Some("src:id:evt_1Pgc76B7WZ01zgkWwyRHS12y"));
+        // A thin event (Stripe's event destinations) is an event too.
+        let thin = br#"{"id":"evt_2","object":"v2.core.event","type":"v1.billing.meter.no_meter_found","related_object":{"id":"mtr_1"}}"#;
+        let thin_src = configured("stripe", |_| {});
+        assert_eq!(
+            normalise(&thin_src, None, thin, &Verified::default()).unwrap().event.as_str(),
+            "v1.billing.meter.no_meter_found"
+        );
         for (body, why) in [
             (&br#"{"id":"evt_1","type":"x.y"}"#[..], "\"object\" is not \"event\""),
+            (br#"{"id":"evt_1","object":"invoice","type":"x.y"}"#, "\"object\" is not \"event\""),
             (br#"{"object":"event","type":"x.y"}"#, "no \"id\""),
             (br#"{"object":"event","id":"evt_1"}"#, "no \"type\""),
         ] {
@@ -826,6 +841,13 @@ mod tests {
         let err = normalise(&src, None, br#"{"sys":{"id":"x"}}"#, &v).unwrap_err();
         assert!(matches!(&err, HookError::BadPayload(m) if m.contains("sys.contentType.sys.id")), "{err:?}");
         assert!(matches!(normalise(&src, None, br#"{"a":1}"#, &v), Err(HookError::BadPayload(m)) if m.contains("\"sys\"")));
+        // A customised payload (Contentful lets the user shape it): its fields say what to take.
+        let custom = configured("contentful", |r| {
+            r.channel = Some("cms/{type}".into());
+            r.fields = Some(vec!["title".into()]);
+        });
+        let ev = normalise(&custom, None, br#"{"type":"post","title":"Hi","author":"a@b.example"}"#, &v).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.data.clone()), ("cms/post", json!({"title": "Hi"})));
 
         let src = configured("sanity", |r| r.channel = Some("content/{_type}".into()));
         let ev = normalise(&src, None, &sender_fixture("sanity/document.json"), &topic("update")).unwrap();
