@@ -438,6 +438,11 @@ impl Config {
             }
             let secret = resolve_secret(&name, &rs, env, &mut problems);
             let kind_name = rs.kind.as_str();
+            if !KINDS.contains(&kind_name) {
+                // Nothing else about it can be judged.
+                problems.push(format!("{at}.kind {kind_name:?} is not one of {}", KINDS.join(", ")));
+                continue;
+            }
             let native_kind = !matches!(kind_name, "netlify" | "hmac" | "standard" | "token");
             // hmac, standard and token read {"channel","event","data"} unless a channel is configured.
             let native = native_kind || (kind_name != "netlify" && rs.channel.is_some());
@@ -584,10 +589,7 @@ impl Config {
                     }
                     secret.map(|s| SourceKind::Contentful { secret: Secret::new(s), tolerance: tolerance(30), path })
                 }
-                other => {
-                    problems.push(format!("{at}.kind {other:?} is not one of {}", KINDS.join(", ")));
-                    None
-                }
+                _ => None,
             };
             let default_delivery = match kind_name {
                 "hmac" if rs.header.is_none() => Some("x-github-delivery"),
@@ -761,7 +763,7 @@ mod tests {
             ("netlify", src("netlify", None, None)),
             ("zap", src("token", Some(LONG), None)),
             ("std", src("standard", Some("whsec_***"), Some(&["x"]))),
-            ("weird", src("carrier-pigeon", Some(LONG), None)),
+            ("weird", RawSource { header: Some("x".into()), ..src("carrier-pigeon", Some(LONG), Some(&["a"])) }),
             ("bad name", src("hmac", Some(LONG), Some(&["a b"]))),
         ]);
         bad_limits.limits.max_body_bytes = Some(0);

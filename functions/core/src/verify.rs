@@ -150,7 +150,7 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             if !secret.matches(token.trim().as_bytes()) {
                 return Err(unauthorized(format!("wrong {name} token")));
             }
-            Ok(with_id(req.header("x-strapi-event")))
+            Ok(with_id(None))
         }
         SourceKind::Netlify { secret, .. } => {
             let token = req.header("x-webhook-signature").ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
