@@ -1,5 +1,6 @@
 //! The senders' proof, shared by the hosts' end-to-end tests: a
-//! configuration a user would write for every sender kind ([`config_toml`]),
+//! configuration a user would write for every sender kind ([`config_toml`],
+//! or a subset on one line: [`sources_config`]),
 //! one case per real payload in `tests/fixtures/senders` with the channel,
 //! event and data a page must receive ([`cases`]), and two signers that are
 //! not hookcast's: `tests/senders/sign.py` (Python's standard library and
@@ -19,83 +20,48 @@ fn root() -> PathBuf {
 /// Contentful's secrets are 64 characters; its toolkit refuses others.
 pub const CONTENTFUL_SECRET: &str = "cf5ecret-0123456789abcdef0123456789abcdef0123456789abcdef0123456";
 
-/// The configuration a user would write for these senders.
+/// Each source a user would write for these senders, as the inside of a
+/// TOML inline table (so a subset fits on one line, as SourcesConfig takes it).
+const SOURCES: &[(&str, &str)] = &[
+    (
+        "github",
+        r#"kind = "github", secret = "github-e2e-secret-0123456789", channel = "releases", fields = ["release.tag_name", "repository.full_name"]"#,
+    ),
+    ("gh-deploys", r#"kind = "github", secret = "github-e2e-secret-0123456789""#),
+    (
+        "netlify",
+        r#"kind = "netlify", secret = "netlify-e2e-secret-0123456789", forms = { contact = { fields = ["name", "message"] } }"#,
+    ),
+    ("vercel", r#"kind = "vercel", secret = "AiK52QASLJXmCXX3X9gO2Zyh""#),
+    ("stripe", r#"kind = "stripe", secret = "whsec_stripe-e2e-secret-0123456789", channel = "billing/{data.object.object}""#),
+    ("shopify", r#"kind = "shopify", secret = "shopify-e2e-secret-0123456789", channel = "orders""#),
+    ("sanity", r#"kind = "sanity", secret = "sanity-e2e-secret-0123456789", channel = "content/{_type}""#),
+    ("contentful", r#"kind = "contentful", secret = "CONTENTFUL_SECRET", channel = "cms/{sys.contentType.sys.id}""#),
+    ("clerk", r#"kind = "svix", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", channel = "users""#),
+    ("std", r#"kind = "standard", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", channel = "std", event = "{type}""#),
+    ("strapi", r#"kind = "strapi", secret = "strapi-e2e-token-0123456789", channel = "strapi/{model}""#),
+    (
+        "custom",
+        r#"kind = "hmac", secret = "custom-e2e-secret-0123456789", header = "x-signature", prefix = "v1=", encoding = "base64", algorithm = "sha1", timestamp_header = "x-timestamp", channel = "custom", event = "{type}""#,
+    ),
+    ("zapier", r#"kind = "token", secret = "zapier-e2e-token-0123456789", channels = ["news/*"]"#),
+];
+
+/// The configuration a user would write for these senders: every source.
 pub fn config_toml() -> String {
-    format!(
-        r#"
-[sources.github]
-kind = "github"
-secret = "github-e2e-secret-0123456789"
-channel = "releases"
-fields = ["release.tag_name", "repository.full_name"]
+    sources_config(&SOURCES.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+}
 
-[sources.gh-deploys]
-kind = "github"
-secret = "github-e2e-secret-0123456789"
-
-[sources.netlify]
-kind = "netlify"
-secret = "netlify-e2e-secret-0123456789"
-[sources.netlify.forms.contact]
-fields = ["name", "message"]
-
-[sources.vercel]
-kind = "vercel"
-secret = "AiK52QASLJXmCXX3X9gO2Zyh"
-
-[sources.stripe]
-kind = "stripe"
-secret = "whsec_stripe-e2e-secret-0123456789"
-channel = "billing/{{data.object.object}}"
-
-[sources.shopify]
-kind = "shopify"
-secret = "shopify-e2e-secret-0123456789"
-channel = "orders"
-
-[sources.sanity]
-kind = "sanity"
-secret = "sanity-e2e-secret-0123456789"
-channel = "content/{{_type}}"
-
-[sources.contentful]
-kind = "contentful"
-secret = "{CONTENTFUL_SECRET}"
-channel = "cms/{{sys.contentType.sys.id}}"
-
-[sources.clerk]
-kind = "svix"
-secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-channel = "users"
-
-[sources.std]
-kind = "standard"
-secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-channel = "std"
-event = "{{type}}"
-
-[sources.strapi]
-kind = "strapi"
-secret = "strapi-e2e-token-0123456789"
-channel = "strapi/{{model}}"
-
-[sources.custom]
-kind = "hmac"
-secret = "custom-e2e-secret-0123456789"
-header = "x-signature"
-prefix = "v1="
-encoding = "base64"
-algorithm = "sha1"
-timestamp_header = "x-timestamp"
-channel = "custom"
-event = "{{type}}"
-
-[sources.zapier]
-kind = "token"
-secret = "zapier-e2e-token-0123456789"
-channels = ["news/*"]
-"#
-    )
+/// Only the named sources, on one line (`sources = { … }`): what the AWS
+/// stack's SourcesConfig (at most 900 characters) takes.
+pub fn sources_config(names: &[&str]) -> String {
+    let tables: Vec<String> = SOURCES
+        .iter()
+        .filter(|(name, _)| names.contains(name))
+        .map(|(name, table)| format!("{name} = {{ {} }}", table.replace("CONTENTFUL_SECRET", CONTENTFUL_SECRET)))
+        .collect();
+    assert_eq!(tables.len(), names.len(), "every name is one of the sources: {names:?}");
+    format!("sources = {{ {} }}", tables.join(", "))
 }
 
 pub fn fixture(path: &str) -> PathBuf {
