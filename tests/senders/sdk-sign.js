@@ -1,8 +1,8 @@
 'use strict';
 // Signs a webhook body with the sender's own SDK, as the sender's servers
-// (or its test helpers) do: Svix's `svix` (Clerk, Resend), Stripe's
-// `stripe`, Sanity's `@sanity/webhook`, Contentful's
-// `@contentful/node-apps-toolkit`. Used by infra/local/tests/senders.rs.
+// (or its test helpers) do: GitHub's `@octokit/webhooks-methods`, Svix's
+// `svix` (Clerk, Resend), Stripe's `stripe`, Sanity's `@sanity/webhook`,
+// Contentful's `@contentful/node-apps-toolkit`. Used by infra/local/tests/senders.rs.
 //
 //   node tests/senders/sdk-sign.js SDK SECRET BODY_FILE [KEY=VALUE ...]
 //
@@ -17,6 +17,11 @@ const body = fs.readFileSync(bodyFile, 'utf8');
 
 async function sign() {
   switch (sdk) {
+    case 'github': {
+      // ESM only.
+      const { sign } = await import('@octokit/webhooks-methods');
+      return { 'X-Hub-Signature-256': await sign(secret, body) };
+    }
     case 'svix': {
       const { Webhook } = require('svix');
       const id = `msg_${crypto.randomBytes(12).toString('hex')}`;

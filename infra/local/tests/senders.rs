@@ -126,9 +126,11 @@ async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_senders_own_sdks_sign_what_hookcast_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let sdk_cases: Vec<Case> =
-        cases().into_iter().filter(|c| ["stripe", "clerk", "sanity", "contentful"].contains(&c.source)).collect();
-    assert_eq!(sdk_cases.len(), 4);
+    let sdk_cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| ["github", "gh-deploys", "stripe", "clerk", "sanity", "contentful"].contains(&c.source))
+        .collect();
+    assert_eq!(sdk_cases.len(), 6);
     let channels: Vec<&str> = sdk_cases.iter().map(|c| c.channel).collect();
     let (running, mut page) = start(dir.path(), &channels).await;
     let url = |p: &str| format!("http://{}{p}", running.addr);
