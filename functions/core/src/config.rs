@@ -591,12 +591,13 @@ impl Config {
                 }
                 _ => None,
             };
+            use crate::verify::names;
             let default_delivery = match kind_name {
-                "hmac" if rs.header.is_none() => Some("x-github-delivery"),
-                "github" => Some("x-github-delivery"),
-                "shopify" => Some("x-shopify-webhook-id"),
-                "sanity" => Some("idempotency-key"),
-                "contentful" => Some("x-contentful-idempotency-key"),
+                "hmac" if rs.header.is_none() => Some(names::GITHUB_DELIVERY),
+                "github" => Some(names::GITHUB_DELIVERY),
+                "shopify" => Some(names::SHOPIFY_WEBHOOK_ID),
+                "sanity" => Some(names::SANITY_IDEMPOTENCY_KEY),
+                "contentful" => Some(names::CONTENTFUL_IDEMPOTENCY_KEY),
                 _ => None,
             };
             let delivery_header = match rs.delivery_header.as_deref() {

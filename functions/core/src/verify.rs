@@ -15,6 +15,30 @@ use crate::config::{Algorithm, Encoding, HmacScheme, Source, SourceKind};
 use crate::error::HookError;
 use crate::sign::mac;
 
+/// The header names senders sign with and name their events in, lower-case
+/// (header lookups ignore case).
+pub mod names {
+    pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+    pub const GITHUB_EVENT: &str = "x-github-event";
+    pub const GITHUB_DELIVERY: &str = "x-github-delivery";
+    pub const VERCEL_SIGNATURE: &str = "x-vercel-signature";
+    pub const STRIPE_SIGNATURE: &str = "stripe-signature";
+    pub const SHOPIFY_SIGNATURE: &str = "x-shopify-hmac-sha256";
+    pub const SHOPIFY_TOPIC: &str = "x-shopify-topic";
+    pub const SHOPIFY_WEBHOOK_ID: &str = "x-shopify-webhook-id";
+    pub const SANITY_SIGNATURE: &str = "sanity-webhook-signature";
+    pub const SANITY_OPERATION: &str = "sanity-operation";
+    pub const SANITY_IDEMPOTENCY_KEY: &str = "idempotency-key";
+    pub const CONTENTFUL_SIGNATURE: &str = "x-contentful-signature";
+    pub const CONTENTFUL_SIGNED_HEADERS: &str = "x-contentful-signed-headers";
+    pub const CONTENTFUL_TIMESTAMP: &str = "x-contentful-timestamp";
+    pub const CONTENTFUL_TOPIC: &str = "x-contentful-topic";
+    pub const CONTENTFUL_IDEMPOTENCY_KEY: &str = "x-contentful-idempotency-key";
+    pub const NETLIFY_SIGNATURE: &str = "x-webhook-signature";
+}
+
+use names::*;
+
 /// A request's headers as verification reads them: the first value of a
 /// name, compared case-insensitively; a value that is not text is absent.
 /// The HTTP edge implements it over its own header map, so nothing is copied.
@@ -91,10 +115,10 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
     let with_id = |topic: Option<&str>| Verified { delivery_id: delivery_id(source, req), topic: topic.map(str::to_owned) };
     match &source.kind {
         SourceKind::Github { secret } => {
-            let sig = header(req, "x-hub-signature-256", "X-Hub-Signature-256")?;
+            let sig = header(req, GITHUB_SIGNATURE, "X-Hub-Signature-256")?;
             github(secret.expose(), sig, req.body)?;
             // GitHub names the event in a header; a body alone cannot say which it is.
-            let event = req.header("x-github-event").filter(|e| !e.is_empty());
+            let event = req.header(GITHUB_EVENT).filter(|e| !e.is_empty());
             let event = event.ok_or_else(|| HookError::BadPayload("missing X-GitHub-Event header".into()))?;
             Ok(with_id(Some(event)))
         }
@@ -103,7 +127,7 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             Ok(with_id(None))
         }
         SourceKind::Vercel { secret } => {
-            let sig = header(req, "x-vercel-signature", "x-vercel-signature")?;
+            let sig = header(req, VERCEL_SIGNATURE, VERCEL_SIGNATURE)?;
             let sig = hex::decode(sig.trim()).map_err(|_| unauthorized("x-vercel-signature is not hex"))?;
             if !mac_matches(Algorithm::Sha1, secret.expose(), &[req.body], &sig) {
                 return Err(unauthorized("x-vercel-signature does not match the body"));
@@ -111,28 +135,28 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             Ok(Verified::default())
         }
         SourceKind::Stripe { secret, tolerance } => {
-            let sig = header(req, "stripe-signature", "Stripe-Signature")?;
+            let sig = header(req, STRIPE_SIGNATURE, "Stripe-Signature")?;
             stripe(secret.expose(), sig, req.body, now, *tolerance)?;
             Ok(Verified::default())
         }
         SourceKind::Shopify { secret } => {
-            let sig = header(req, "x-shopify-hmac-sha256", "X-Shopify-Hmac-Sha256")?;
+            let sig = header(req, SHOPIFY_SIGNATURE, "X-Shopify-Hmac-Sha256")?;
             let sig = STANDARD.decode(sig.trim()).map_err(|_| unauthorized("X-Shopify-Hmac-Sha256 is not base64"))?;
             if !mac_matches(Algorithm::Sha256, secret.expose(), &[req.body], &sig) {
                 return Err(unauthorized("X-Shopify-Hmac-Sha256 does not match the body"));
             }
-            let topic = req.header("x-shopify-topic").filter(|t| !t.is_empty());
+            let topic = req.header(SHOPIFY_TOPIC).filter(|t| !t.is_empty());
             let topic = topic.ok_or_else(|| HookError::BadPayload("missing X-Shopify-Topic header".into()))?;
             Ok(with_id(Some(topic)))
         }
         SourceKind::Sanity { secret, tolerance } => {
-            let sig = header(req, "sanity-webhook-signature", "sanity-webhook-signature")?;
+            let sig = header(req, SANITY_SIGNATURE, SANITY_SIGNATURE)?;
             sanity(secret.expose(), sig, req.body, now, *tolerance)?;
-            Ok(with_id(req.header("sanity-operation").filter(|o| !o.is_empty())))
+            Ok(with_id(req.header(SANITY_OPERATION).filter(|o| !o.is_empty())))
         }
         SourceKind::Contentful { secret, tolerance, path } => {
             contentful(secret.expose(), "POST", path, req, now, *tolerance)?;
-            let topic = req.header("x-contentful-topic").filter(|t| !t.is_empty());
+            let topic = req.header(CONTENTFUL_TOPIC).filter(|t| !t.is_empty());
             let topic = topic.ok_or_else(|| HookError::BadPayload("missing X-Contentful-Topic header".into()))?;
             Ok(with_id(Some(topic)))
         }
@@ -153,7 +177,7 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             Ok(with_id(None))
         }
         SourceKind::Netlify { secret, .. } => {
-            let token = req.header("x-webhook-signature").ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
+            let token = req.header(NETLIFY_SIGNATURE).ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
             netlify(secret.expose(), token, req.body, now)?;
             Ok(Verified::default())
         }
@@ -298,15 +322,15 @@ pub fn contentful(
     now: SystemTime,
     tolerance: Duration,
 ) -> Result<(), HookError> {
-    let sig = header(req, "x-contentful-signature", "x-contentful-signature")?;
-    let signed = header(req, "x-contentful-signed-headers", "x-contentful-signed-headers")?;
-    let ts = header(req, "x-contentful-timestamp", "x-contentful-timestamp")?.trim();
+    let sig = header(req, CONTENTFUL_SIGNATURE, CONTENTFUL_SIGNATURE)?;
+    let signed = header(req, CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_SIGNED_HEADERS)?;
+    let ts = header(req, CONTENTFUL_TIMESTAMP, CONTENTFUL_TIMESTAMP)?.trim();
     let at_ms: i64 = ts.parse().map_err(|_| unauthorized("x-contentful-timestamp is not a number"))?;
     check_age("x-contentful-timestamp", at_ms / 1000, unix_secs(now), tolerance)?;
     let mut names: Vec<String> = signed.split(',').map(|n| n.trim().to_ascii_lowercase()).collect();
     names.sort();
     names.dedup();
-    for needed in ["x-contentful-timestamp", "x-contentful-signed-headers"] {
+    for needed in [CONTENTFUL_TIMESTAMP, CONTENTFUL_SIGNED_HEADERS] {
         if !names.iter().any(|n| n == needed) {
             return Err(unauthorized(format!("x-contentful-signed-headers does not cover {needed}")));
         }
