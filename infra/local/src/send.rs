@@ -58,13 +58,28 @@ pub struct SendArgs {
     /// operation; the sample body's type for Stripe, Vercel, Svix, Strapi).
     #[arg(long)]
     pub event: Option<String>,
-    /// Sender kinds: a file holding the body to send as is (a payload the
-    /// sender sent); without it, a small sample of that sender's body.
+    /// A file holding the body to send as is (a payload the sender sent);
+    /// sender kinds without it send a small sample of that sender's body.
     #[arg(long, value_name = "FILE")]
     pub body: Option<std::path::PathBuf>,
     /// Contentful: the request path it signs (default: the URL's path).
     #[arg(long)]
     pub path: Option<String>,
+    /// hmac: the signature's header (default GitHub's X-Hub-Signature-256).
+    #[arg(long)]
+    pub signature_header: Option<String>,
+    /// hmac: text before the signature (default "sha256=" with GitHub's header, else none).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// hmac: hex (default) or base64.
+    #[arg(long, value_parser = ["hex", "base64"])]
+    pub encoding: Option<String>,
+    /// hmac: sha256 (default) or sha1.
+    #[arg(long, value_parser = ["sha256", "sha1"])]
+    pub algorithm: Option<String>,
+    /// hmac: send the current unix time in this header and sign "<time>.<body>".
+    #[arg(long)]
+    pub timestamp_header: Option<String>,
     /// Generic events: data as a JSON value.
     #[arg(long)]
     pub data: Option<String>,
@@ -81,6 +96,25 @@ pub struct SendArgs {
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The generic hmac kind's headers: GitHub's form unless the flags say otherwise,
+/// read as the source's `header`, `prefix`, `encoding`, `algorithm`, `timestamp_header`.
+fn hmac_headers(a: &SendArgs, body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    use hookcast_core::config::{Algorithm, Encoding, HmacScheme};
+    let github = HmacScheme::github();
+    let scheme = HmacScheme {
+        header: a.signature_header.clone().unwrap_or(github.header),
+        prefix: a.prefix.clone().unwrap_or_else(|| if a.signature_header.is_none() { github.prefix } else { String::new() }),
+        encoding: if a.encoding.as_deref() == Some("base64") { Encoding::Base64 } else { Encoding::Hex },
+        algorithm: if a.algorithm.as_deref() == Some("sha1") { Algorithm::Sha1 } else { Algorithm::Sha256 },
+        timestamp: None,
+    };
+    let ts = a.timestamp_header.as_ref().map(|h| (h.clone(), unix_now()));
+    let mut headers =
+        vec![(scheme.header.clone(), sign::hmac_scheme(a.secret.as_bytes(), &scheme, ts.as_ref().map(|t| t.1), body))];
+    headers.extend(ts.map(|(h, t)| (h, t.to_string())));
+    Ok(headers)
 }
 
 /// A small body of each sender's own shape; `event` is its type where the body carries one.
@@ -259,11 +293,10 @@ fn make(a: &SendArgs) -> Result<Built, String> {
             if a.kind == Kind::Contentful { "application/vnd.contentful.management.v1+json" } else { "application/json" };
         return Ok(Built { content_type, headers: sender_headers(a, &body)?, body });
     }
-    if a.body.is_some() {
-        return Err("--body is for sender kinds (github, vercel, stripe, shopify, sanity, contentful, svix, strapi)".into());
-    }
     let fields = parse_fields(&a.fields)?;
-    let (content_type, body): (&'static str, Vec<u8>) = if a.kind == Kind::Netlify {
+    let (content_type, body): (&'static str, Vec<u8>) = if let Some(path) = &a.body {
+        ("application/json", std::fs::read(path).map_err(|e| format!("--body {}: {e}", path.display()))?)
+    } else if a.kind == Kind::Netlify {
         let payload = match (&a.deploy, &a.form) {
             (Some(state), None) => netlify_deploy(state),
             (None, Some(form)) => netlify_form(form, &fields),
@@ -293,7 +326,7 @@ fn make(a: &SendArgs) -> Result<Built, String> {
     let secret = a.secret.as_bytes();
     let headers = match a.kind {
         Kind::Netlify => vec![("X-Webhook-Signature".into(), sign::netlify(secret, &body))],
-        Kind::Hmac => vec![("X-Hub-Signature-256".into(), sign::github(secret, &body))],
+        Kind::Hmac => hmac_headers(a, &body)?,
         Kind::Standard => {
             let key = decode_standard_secret(&a.secret)?;
             let id = random_id("msg_");

@@ -168,9 +168,13 @@ async fn hookcast_send_signs_like_each_sender() {
         ("strapi", "strapi-e2e-token-0123456789", &[], "strapi/post", "entry.publish"),
     ];
     let mut channels: Vec<&str> = runs.iter().map(|r| r.3).collect();
-    channels.push("billing/plan");
+    channels.extend(["billing/plan", "custom"]);
     let (running, mut page) = start(dir.path(), &channels).await;
-    let kind_of = |source: &str| if source == "clerk" { "svix".to_owned() } else { source.to_owned() };
+    let kind_of = |source: &str| match source {
+        "clerk" => "svix".to_owned(),
+        "custom" => "hmac".to_owned(),
+        other => other.to_owned(),
+    };
     let send = |source: &str, secret: &str, extra: &[&str]| {
         let url = format!("http://{}/hooks/{source}", running.addr);
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"));
@@ -190,6 +194,30 @@ async fn hookcast_send_signs_like_each_sender() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "), "{}", String::from_utf8_lossy(&out.stdout));
     let ev = next(&mut page).await;
     assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("billing/plan"), Some("plan.created")));
+    // The general hmac, as the custom source reads it: base64 HMAC-SHA1 after "v1=" over "<time>.<body>".
+    let out = send(
+        "custom",
+        "custom-e2e-secret-0123456789",
+        &[
+            "--body",
+            body.to_str().unwrap(),
+            "--signature-header",
+            "x-signature",
+            "--prefix",
+            "v1=",
+            "--encoding",
+            "base64",
+            "--algorithm",
+            "sha1",
+            "--timestamp-header",
+            "x-timestamp",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "), "{}", String::from_utf8_lossy(&out.stdout));
+    let ev = next(&mut page).await;
+    assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("custom"), Some("plan.created")));
     // The wrong secret: refused, and the command says so.
     let out = send("stripe", "whsec_not-the-stripe-secret-01234", &[]).await.unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("401 "));
