@@ -229,6 +229,14 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, E
     sources.insert("zapier".into(), src("token", &secrets.zapier, any()));
     sources.insert("hmac".into(), src("hmac", &secrets.hmac, any()));
     sources.insert("standard".into(), src("standard", &secrets.standard, any()));
+    // Each sender's own kind, to try with `hookcast send --kind <kind>`: the
+    // signing senders share the hmac secret, Svix the standard one, Strapi
+    // the Zapier token. Each publishes to the channel of its name.
+    for kind in ["github", "vercel", "stripe", "shopify", "sanity", "contentful"] {
+        sources.insert(kind.into(), src(kind, &secrets.hmac, None));
+    }
+    sources.insert("svix".into(), src("svix", &secrets.standard, None));
+    sources.insert("strapi".into(), src("strapi", &secrets.zapier, None));
     build(File { sources, ..Default::default() }, cli).map_err(Error::Config)
 }
 

@@ -223,3 +223,42 @@ async fn hookcast_send_signs_like_each_sender() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("401 "));
     hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
 }
+
+/// `hookcast dev` has a source of every kind: each sender kind, tried with
+/// `hookcast send --kind <kind>` and the dev secret it shares, reaches the
+/// channel of its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookcast_dev_has_every_sender_kind_to_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = settings::DevSecrets {
+        netlify: "netlify-dev-secret-0123".into(),
+        zapier: "zapier-dev-token-0123".into(),
+        hmac: "hmac-dev-secret-0123456".into(),
+        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    };
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().join("data")), ..Default::default() };
+    let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
+    let kinds = ["github", "vercel", "stripe", "shopify", "sanity", "contentful", "svix", "strapi"];
+    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    for ch in kinds {
+        page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
+    }
+    for kind in kinds {
+        let secret = match kind {
+            "svix" => &secrets.standard,
+            "strapi" => &secrets.zapier,
+            _ => &secrets.hmac,
+        };
+        let url = format!("http://{}/hooks/{kind}", running.addr);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+            .args(["send", "--url", &url, "--kind", kind, "--secret", secret])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.starts_with("200 "), "{kind}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(next(&mut page).await["channel"], kind);
+    }
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
