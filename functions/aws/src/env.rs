@@ -275,4 +275,50 @@ mod tests {
         }
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://*--a.netlify.app"]);
     }
+
+    /// The sender kinds from SourcesConfig, their secrets under each
+    /// source's name (as `Startup` maps the Secrets Manager JSON keys).
+    #[test]
+    fn sender_kinds_from_sources_config() {
+        let config = r#"
+[sources.github]
+kind = "github"
+channel = "releases"
+fields = ["release.tag_name", "repository.full_name"]
+[sources.stripe]
+kind = "stripe"
+channel = "billing/{data.object.object}"
+[sources.clerk]
+kind = "svix"
+[sources.cms]
+kind = "contentful"
+channel = "cms/{sys.contentType.sys.id}"
+"#;
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "HOOKCAST_TABLE" => "t",
+                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                    "HOOKCAST_CONFIG" => config,
+                    "HOOKCAST_SECRET_GITHUB" => "github-secret-0123456789",
+                    "HOOKCAST_SECRET_STRIPE" => "whsec_stripe-secret-0123456789",
+                    "HOOKCAST_SECRET_CLERK" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    "HOOKCAST_SECRET_CMS" => "contentful-secret-0123456789",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
+        let kinds: Vec<&str> = c.core.sources.values().map(|s| s.kind_name()).collect();
+        assert_eq!(kinds, vec!["svix", "contentful", "github", "stripe"]);
+        match &c.core.sources["stripe"].kind {
+            hookcast_core::SourceKind::Stripe { secret, .. } => assert_eq!(secret.expose(), b"whsec_stripe-secret-0123456789"),
+            k => panic!("{k:?}"),
+        }
+        // A sender source without its secret stops the cold start, naming where it goes.
+        let missing = |k: &str| if k == "HOOKCAST_SECRET_CMS" { None } else { env(k) };
+        let e = LambdaConfig::from_env(&missing, Role::Webhook).unwrap_err().to_string();
+        assert!(e.contains("sources.cms: no secret") && e.contains("HOOKCAST_SECRET_CMS"), "{e}");
+    }
 }

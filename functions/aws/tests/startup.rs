@@ -27,7 +27,17 @@ async fn a_cold_start_reads_sources_and_the_subscribe_secret_from_secrets_manage
         .send()
         .await
         .unwrap();
-    let config = "[sources.netlify]\nkind = \"netlify\"\n[sources.zapier]\nkind = \"token\"\nchannels = [\"zaps/*\"]\n[private]\nchannels = [\"orders/*\"]\n";
+    // SenderSecretsName: a secret the user made, named (not an ARN) in the stack's parameter.
+    let senders = format!("{name}-senders");
+    sm.create_secret()
+        .name(&senders)
+        .secret_string(r#"{"github":"github-secret-from-sm-0123","clerk":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#)
+        .send()
+        .await
+        .unwrap();
+    let config = "[sources.netlify]\nkind = \"netlify\"\n[sources.zapier]\nkind = \"token\"\nchannels = [\"zaps/*\"]\n\
+                  [sources.github]\nkind = \"github\"\nchannel = \"releases\"\n[sources.clerk]\nkind = \"svix\"\n\
+                  [private]\nchannels = [\"orders/*\"]\n";
     for (k, v) in [
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "test"),
@@ -41,7 +51,7 @@ async fn a_cold_start_reads_sources_and_the_subscribe_secret_from_secrets_manage
         // SAFETY: this test binary has one test; nothing else reads the environment concurrently.
         unsafe { std::env::set_var(k, v) };
     }
-    let arns = format!("{},{}", hooks.arn().unwrap(), subscribe.arn().unwrap());
+    let arns = format!("{},{},{senders}", hooks.arn().unwrap(), subscribe.arn().unwrap());
     unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", &arns) };
 
     let webhook = Startup::load(Role::Webhook).await.unwrap();
@@ -49,6 +59,11 @@ async fn a_cold_start_reads_sources_and_the_subscribe_secret_from_secrets_manage
         SourceKind::Token { secret, .. } => assert_eq!(secret.expose(), b"zapier-token-from-sm-0123"),
         other => panic!("{other:?}"),
     }
+    match &webhook.cfg.core.sources["github"].kind {
+        SourceKind::Github { secret } => assert_eq!(secret.expose(), b"github-secret-from-sm-0123"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(webhook.cfg.core.sources["clerk"].kind_name(), "svix");
     let private = webhook.cfg.core.private.as_ref().expect("private channels configured");
     assert_eq!(private.secret.expose(), b"subscribe-secret-from-sm-0123");
 

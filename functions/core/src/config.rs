@@ -9,6 +9,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::channel::{Channel, ChannelPattern};
+use crate::mapping::{check_field, Template};
 use crate::secret::Secret;
 use crate::state::{StateMode, StateRules, StateSpec};
 
@@ -32,6 +33,8 @@ pub struct RawForm {
     /// Submitted fields forwarded to pages; everything else is dropped.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// The channel this form publishes to, instead of `forms/<slug>`.
+    pub channel: Option<String>,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -41,11 +44,32 @@ pub struct RawSource {
     pub secret: Option<String>,
     /// Name of an environment variable holding the secret.
     pub secret_env: Option<String>,
-    /// `token` sources: the header carrying the shared secret.
+    /// `token` and `strapi`: the header carrying the shared secret; `hmac`:
+    /// the header carrying the signature.
     pub header: Option<String>,
+    /// `hmac`: text before the signature in its header (`sha256=`).
+    pub prefix: Option<String>,
+    /// `hmac`: `hex` (default) or `base64`.
+    pub encoding: Option<String>,
+    /// `hmac`: `sha256` (default) or `sha1`.
+    pub algorithm: Option<String>,
+    /// `hmac`: a header with the signed unix time (seconds); the MAC is then
+    /// over `<timestamp>.<body>` and `tolerance_secs` applies.
+    pub timestamp_header: Option<String>,
+    /// `contentful`: the request path Contentful signs (default `/hooks/<source>`).
+    pub path: Option<String>,
+    /// The channel events go to: a name, or a template with `{dotted.path}`
+    /// holes filled from the sender's body. Sender kinds default to the
+    /// source's name; `hmac`, `standard` and `token` read a native body
+    /// (not `{"channel","event","data"}`) when it is set.
+    pub channel: Option<String>,
+    /// The event name, or a template; sender kinds default to the sender's
+    /// own type.
+    pub event: Option<String>,
     /// Channels this source may publish to: exact names or `prefix*`.
     pub channels: Option<Vec<String>>,
-    /// `standard` sources: allowed clock skew, default 300 s.
+    /// Kinds whose sender signs a time: allowed clock skew (default 300 s;
+    /// `contentful` 30 s, as Contentful's toolkit).
     pub tolerance_secs: Option<u64>,
     /// `hmac` and `token` sources: the header naming each delivery (its
     /// dedupe key; a retry with the same value is not pushed twice).
@@ -55,9 +79,11 @@ pub struct RawSource {
     /// `netlify` sources: per-form field allow-lists.
     #[serde(default)]
     pub forms: BTreeMap<String, RawForm>,
-    /// `hmac`, `standard` and `token` sources: the top-level `data` fields
-    /// forwarded to pages; others are dropped (a Zap that also carries an
-    /// e-mail address must not publish it). Unset: all fields pass.
+    /// What reaches pages. With a native body (every sender kind, or a
+    /// `channel` set): dotted paths into the body (`release.tag_name`, or
+    /// `tag=release.tag_name` to rename), unset: the kind's ids and names.
+    /// With `{"channel","event","data"}`: paths into `data`, unset: all of it
+    /// (a Zap that also carries an e-mail address must list its fields).
     pub fields: Option<Vec<String>>,
 }
 
@@ -149,24 +175,124 @@ impl Default for Limits {
     }
 }
 
+/// How the generic `hmac` kind reads a signature. [`HmacScheme::github`]
+/// is the default: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacScheme {
+    /// Lower-case header name.
+    pub header: String,
+    pub prefix: String,
+    pub encoding: Encoding,
+    pub algorithm: Algorithm,
+    /// A signed timestamp: its header and the allowed skew. The MAC is then
+    /// over `<timestamp>.<body>`.
+    pub timestamp: Option<(String, Duration)>,
+}
+
+impl HmacScheme {
+    pub fn github() -> Self {
+        Self {
+            header: "x-hub-signature-256".into(),
+            prefix: "sha256=".into(),
+            encoding: Encoding::Hex,
+            algorithm: Algorithm::Sha256,
+            timestamp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha256,
+    Sha1,
+}
+
 #[derive(Debug, Clone)]
 pub enum SourceKind {
-    Netlify { secret: Secret, forms: BTreeMap<String, Vec<String>> },
-    Hmac { secret: Secret },
-    Standard { secret: Secret, tolerance: Duration },
-    Token { header: String, secret: Secret },
+    /// `forms`: per form name, its allowed fields; `form_channels`: per form
+    /// name, a channel that replaces `forms/<slug>`.
+    Netlify {
+        secret: Secret,
+        forms: BTreeMap<String, Vec<String>>,
+        form_channels: BTreeMap<String, Channel>,
+    },
+    Hmac {
+        secret: Secret,
+        scheme: HmacScheme,
+    },
+    Standard {
+        secret: Secret,
+        tolerance: Duration,
+    },
+    Token {
+        header: String,
+        secret: Secret,
+    },
+    Github {
+        secret: Secret,
+    },
+    Vercel {
+        secret: Secret,
+    },
+    Stripe {
+        secret: Secret,
+        tolerance: Duration,
+    },
+    Shopify {
+        secret: Secret,
+    },
+    Sanity {
+        secret: Secret,
+        tolerance: Duration,
+    },
+    Contentful {
+        secret: Secret,
+        tolerance: Duration,
+        path: String,
+    },
+    /// Svix and every sender through it (Clerk, Resend): Standard Webhooks
+    /// under `svix-*` or `webhook-*` header names.
+    Svix {
+        secret: Secret,
+        tolerance: Duration,
+    },
+    Strapi {
+        header: String,
+        secret: Secret,
+    },
+}
+
+/// Every kind's name, as written in the configuration.
+pub const KINDS: &[&str] =
+    &["netlify", "github", "vercel", "stripe", "shopify", "sanity", "contentful", "svix", "strapi", "standard", "hmac", "token"];
+
+/// Where a native body's event goes and what it is called.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub channel: Template,
+    /// `None`: the sender's own type (sender kinds only).
+    pub event: Option<Template>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
     pub kind: SourceKind,
-    /// Allow-list for generic sources; Netlify's channels are fixed.
+    /// Allow-list for `{"channel","event","data"}` bodies; other sources'
+    /// channels are fixed by their configuration.
     pub channels: Vec<ChannelPattern>,
-    /// The header carrying the sender's delivery id (hmac, token).
+    /// The header carrying the sender's delivery id, where it is a header.
     pub delivery_header: Option<String>,
-    /// The `data` fields forwarded (generic sources); `None`: all.
+    /// The fields forwarded (see [`RawSource::fields`]); `None`: the default.
     pub fields: Option<Vec<String>>,
+    /// Set: the body is the sender's own JSON, mapped by this route.
+    pub route: Option<Route>,
 }
 
 impl Source {
@@ -176,8 +302,35 @@ impl Source {
             SourceKind::Hmac { .. } => "hmac",
             SourceKind::Standard { .. } => "standard",
             SourceKind::Token { .. } => "token",
+            SourceKind::Github { .. } => "github",
+            SourceKind::Vercel { .. } => "vercel",
+            SourceKind::Stripe { .. } => "stripe",
+            SourceKind::Shopify { .. } => "shopify",
+            SourceKind::Sanity { .. } => "sanity",
+            SourceKind::Contentful { .. } => "contentful",
+            SourceKind::Svix { .. } => "svix",
+            SourceKind::Strapi { .. } => "strapi",
         }
     }
+}
+
+/// A Netlify form name as a channel segment: ASCII letters lower-cased,
+/// digits, `-` and `_` kept, every other run of characters one `-`, no `-`
+/// at either end, at most 64 characters (`Contact Form` → `contact-form`).
+/// `None` when nothing is left.
+pub fn form_slug(name: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let slug: String = out.trim_matches('-').chars().take(64).collect();
+    let slug = slug.trim_end_matches('-').to_owned();
+    (!slug.is_empty()).then_some(slug)
 }
 
 #[derive(Debug, Clone)]
@@ -295,85 +448,175 @@ impl Config {
                 ));
             }
             let secret = resolve_secret(&name, &rs, env, &mut problems);
-            let channels = patterns(rs.channels.as_deref().unwrap_or_default(), &format!("{at}.channels"), &mut problems);
-            let listed = rs.channels.as_ref().is_some_and(|c| !c.is_empty());
-            let generic = |problems: &mut Vec<String>| {
-                if !listed {
-                    problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
-                }
-            };
+            let kind_name = rs.kind.as_str();
+            if !KINDS.contains(&kind_name) {
+                // Nothing else about it can be judged.
+                problems.push(format!("{at}.kind {kind_name:?} is not one of {}", KINDS.join(", ")));
+                continue;
+            }
+            let native_kind = !matches!(kind_name, "netlify" | "hmac" | "standard" | "token");
+            // hmac, standard and token read {"channel","event","data"} unless a channel is configured.
+            let native = native_kind || (kind_name != "netlify" && rs.channel.is_some());
             let misplaced = |field: &str, set: bool, problems: &mut Vec<String>| {
                 if set {
                     problems.push(format!("{at}.{field} does not apply to kind {:?}", rs.kind));
                 }
             };
-            let kind = match rs.kind.as_str() {
-                "netlify" => {
-                    if rs.channels.is_some() {
-                        problems.push(format!(
-                            "{at}.channels: netlify sources publish to \"deploys\" and \"forms/<form name>\"; remove channels"
-                        ));
+            let channels = patterns(rs.channels.as_deref().unwrap_or_default(), &format!("{at}.channels"), &mut problems);
+            if kind_name == "netlify" {
+                if rs.channels.is_some() {
+                    problems.push(format!(
+                        "{at}.channels: netlify sources publish to \"deploys\" and \"forms/<form name>\"; remove channels"
+                    ));
+                }
+                if rs.fields.is_some() {
+                    problems
+                        .push(format!("{at}.fields: netlify sources list fields per form: [{at}.forms.<form>] fields = [...]"));
+                }
+                misplaced("channel", rs.channel.is_some(), &mut problems);
+                misplaced("event", rs.event.is_some(), &mut problems);
+            } else if native {
+                if rs.channels.is_some() {
+                    problems.push(format!(
+                        "{at}.channels: this source's body is the sender's own, so it publishes where channel = \"…\" says \
+                         (default: the source's name); remove channels"
+                    ));
+                }
+                if !native_kind && rs.event.is_none() {
+                    problems.push(format!(
+                        "{at}.event: a {kind_name} source with a channel reads the sender's own body; name its events \
+                         (event = \"published\" or a template such as \"{{type}}\")"
+                    ));
+                }
+            } else {
+                if rs.channels.as_ref().is_none_or(|c| c.is_empty()) {
+                    problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
+                }
+                misplaced("event", rs.event.is_some(), &mut problems);
+            }
+            for f in rs.fields.iter().flatten() {
+                if let Err(e) = check_field(f) {
+                    problems.push(format!("{at}.fields: {e}"));
+                }
+            }
+            let template = |field: &str, t: &Option<String>, problems: &mut Vec<String>| {
+                t.as_deref().and_then(|t| Template::parse(t).map_err(|e| problems.push(format!("{at}.{field}: {e}"))).ok())
+            };
+            let route = if native {
+                let channel = template("channel", &rs.channel, &mut problems)
+                    .or_else(|| rs.channel.is_none().then(|| Template::literal(&name)));
+                let event = template("event", &rs.event, &mut problems);
+                if let Some(fixed) = channel.as_ref().and_then(Template::fixed) {
+                    if let Err(e) = Channel::parse(fixed) {
+                        problems.push(format!("{at}.channel: {e}"));
                     }
-                    misplaced("header", rs.header.is_some(), &mut problems);
-                    misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
-                    misplaced("delivery_header", rs.delivery_header.is_some(), &mut problems);
-                    if rs.fields.is_some() {
-                        problems.push(format!(
-                            "{at}.fields: netlify sources list fields per form: [{at}.forms.<form>] fields = [...]"
-                        ));
-                    }
-                    let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
-                    secret.map(|s| SourceKind::Netlify { secret: Secret::new(s), forms })
                 }
-                "hmac" => {
-                    generic(&mut problems);
-                    misplaced("header", rs.header.is_some(), &mut problems);
-                    misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
-                    misplaced("forms", !rs.forms.is_empty(), &mut problems);
-                    secret.map(|s| SourceKind::Hmac { secret: Secret::new(s) })
+                channel.map(|channel| Route { channel, event })
+            } else {
+                None
+            };
+            let tolerance = |default: u64| Duration::from_secs(rs.tolerance_secs.unwrap_or(default));
+            let takes_tolerance = matches!(kind_name, "standard" | "stripe" | "sanity" | "contentful" | "svix")
+                || (kind_name == "hmac" && rs.timestamp_header.is_some());
+            misplaced("tolerance_secs", rs.tolerance_secs.is_some() && !takes_tolerance, &mut problems);
+            misplaced("header", rs.header.is_some() && !matches!(kind_name, "token" | "strapi" | "hmac"), &mut problems);
+            misplaced("forms", !rs.forms.is_empty() && kind_name != "netlify", &mut problems);
+            misplaced("path", rs.path.is_some() && kind_name != "contentful", &mut problems);
+            for (field, set) in [
+                ("prefix", rs.prefix.is_some()),
+                ("encoding", rs.encoding.is_some()),
+                ("algorithm", rs.algorithm.is_some()),
+                ("timestamp_header", rs.timestamp_header.is_some()),
+            ] {
+                misplaced(field, set && kind_name != "hmac", &mut problems);
+            }
+            // The delivery identity is signed for these, in a header or the body.
+            misplaced(
+                "delivery_header",
+                rs.delivery_header.is_some() && matches!(kind_name, "netlify" | "standard" | "svix" | "stripe" | "vercel"),
+                &mut problems,
+            );
+            let header_name = |field: &str, h: &str, problems: &mut Vec<String>| {
+                let h = h.to_ascii_lowercase();
+                if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    problems.push(format!("{at}.{field} {h:?} is not a valid header name"));
                 }
-                "standard" => {
-                    generic(&mut problems);
-                    misplaced("header", rs.header.is_some(), &mut problems);
-                    misplaced("forms", !rs.forms.is_empty(), &mut problems);
-                    misplaced("delivery_header", rs.delivery_header.is_some(), &mut problems);
-                    let tolerance = Duration::from_secs(rs.tolerance_secs.unwrap_or(300));
-                    secret.and_then(|s| match decode_standard_secret(&s) {
-                        Ok(secret) => Some(SourceKind::Standard { secret, tolerance }),
-                        Err(why) => {
-                            problems.push(format!("{at}.secret {why}"));
-                            None
-                        }
-                    })
-                }
-                "token" => {
-                    generic(&mut problems);
-                    misplaced("tolerance_secs", rs.tolerance_secs.is_some(), &mut problems);
-                    misplaced("forms", !rs.forms.is_empty(), &mut problems);
-                    let header = rs.header.clone().unwrap_or_else(|| "x-hookcast-token".into()).to_ascii_lowercase();
-                    if header.is_empty() || !header.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                        problems.push(format!("{at}.header {header:?} is not a valid header name"));
-                    }
-                    secret.map(|s| SourceKind::Token { header, secret: Secret::new(s) })
-                }
-                other => {
-                    problems.push(format!("{at}.kind {other:?} is not one of netlify, hmac, standard, token"));
+                h
+            };
+            let whsec = |s: String, problems: &mut Vec<String>| match decode_standard_secret(&s) {
+                Ok(secret) => Some(secret),
+                Err(why) => {
+                    problems.push(format!("{at}.secret {why}"));
                     None
                 }
             };
-            let delivery_header = match (&kind, rs.delivery_header.as_deref()) {
-                (Some(SourceKind::Hmac { .. }), None) => Some("x-github-delivery".to_owned()),
-                (_, Some(h)) => {
-                    let h = h.to_ascii_lowercase();
-                    if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                        problems.push(format!("{at}.delivery_header {h:?} is not a valid header name"));
+            let kind = match kind_name {
+                "netlify" => {
+                    let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
+                    let mut form_channels = BTreeMap::new();
+                    for (form, rf) in &rs.forms {
+                        if let Some(c) = &rf.channel {
+                            match Channel::parse(c) {
+                                Ok(c) => {
+                                    form_channels.insert(form.clone(), c);
+                                }
+                                Err(e) => problems.push(format!("{at}.forms.{form}.channel: {e}")),
+                            }
+                        }
                     }
-                    Some(h)
+                    secret.map(|s| SourceKind::Netlify { secret: Secret::new(s), forms, form_channels })
+                }
+                "hmac" => {
+                    let scheme = hmac_scheme(&at, &rs, &mut problems);
+                    secret.map(|s| SourceKind::Hmac { secret: Secret::new(s), scheme })
+                }
+                "standard" => secret
+                    .and_then(|s| whsec(s, &mut problems))
+                    .map(|secret| SourceKind::Standard { secret, tolerance: tolerance(300) }),
+                "svix" => secret
+                    .and_then(|s| whsec(s, &mut problems))
+                    .map(|secret| SourceKind::Svix { secret, tolerance: tolerance(300) }),
+                "token" | "strapi" => {
+                    let default = if kind_name == "token" { "x-hookcast-token" } else { "authorization" };
+                    let header = header_name("header", rs.header.as_deref().unwrap_or(default), &mut problems);
+                    secret.map(|s| {
+                        let secret = Secret::new(s);
+                        if kind_name == "token" {
+                            SourceKind::Token { header, secret }
+                        } else {
+                            SourceKind::Strapi { header, secret }
+                        }
+                    })
+                }
+                "github" => secret.map(|s| SourceKind::Github { secret: Secret::new(s) }),
+                "vercel" => secret.map(|s| SourceKind::Vercel { secret: Secret::new(s) }),
+                "stripe" => secret.map(|s| SourceKind::Stripe { secret: Secret::new(s), tolerance: tolerance(300) }),
+                "shopify" => secret.map(|s| SourceKind::Shopify { secret: Secret::new(s) }),
+                "sanity" => secret.map(|s| SourceKind::Sanity { secret: Secret::new(s), tolerance: tolerance(300) }),
+                "contentful" => {
+                    let path = rs.path.clone().unwrap_or_else(|| format!("/hooks/{name}"));
+                    if !path.starts_with('/') {
+                        problems.push(format!("{at}.path must start with '/' (the path of the URL given to Contentful)"));
+                    }
+                    secret.map(|s| SourceKind::Contentful { secret: Secret::new(s), tolerance: tolerance(30), path })
                 }
                 _ => None,
             };
+            use crate::verify::names;
+            let default_delivery = match kind_name {
+                "hmac" if rs.header.is_none() => Some(names::GITHUB_DELIVERY),
+                "github" => Some(names::GITHUB_DELIVERY),
+                "shopify" => Some(names::SHOPIFY_WEBHOOK_ID),
+                "sanity" => Some(names::SANITY_IDEMPOTENCY_KEY),
+                "contentful" => Some(names::CONTENTFUL_IDEMPOTENCY_KEY),
+                _ => None,
+            };
+            let delivery_header = match rs.delivery_header.as_deref() {
+                Some(h) => Some(header_name("delivery_header", h, &mut problems)),
+                None => default_delivery.map(str::to_owned),
+            };
             if let (Some(kind), true) = (kind, problems.len() == before) {
-                sources.insert(name.clone(), Source { name, kind, channels, delivery_header, fields: rs.fields.clone() });
+                sources.insert(name.clone(), Source { name, kind, channels, delivery_header, fields: rs.fields.clone(), route });
             }
         }
         let private = raw.private.as_ref().and_then(|rp| build_private(rp, env, &mut problems));
@@ -409,6 +652,42 @@ pub fn parse_state_line(line: &str) -> Result<BTreeMap<String, String>, String> 
         out.insert(pattern.trim().to_owned(), mode.trim().to_owned());
     }
     Ok(out)
+}
+
+/// The generic `hmac` kind's scheme: GitHub's unless told otherwise.
+fn hmac_scheme(at: &str, rs: &RawSource, problems: &mut Vec<String>) -> HmacScheme {
+    let github = HmacScheme::github();
+    let header = rs.header.as_deref().map_or(github.header.clone(), str::to_ascii_lowercase);
+    // GitHub's prefix goes with GitHub's header; another header has none unless given.
+    let prefix = rs.prefix.clone().unwrap_or_else(|| if rs.header.is_none() { github.prefix.clone() } else { String::new() });
+    let encoding = match rs.encoding.as_deref() {
+        None | Some("hex") => Encoding::Hex,
+        Some("base64") => Encoding::Base64,
+        Some(other) => {
+            problems.push(format!("{at}.encoding {other:?} is not hex or base64"));
+            Encoding::Hex
+        }
+    };
+    let algorithm = match rs.algorithm.as_deref() {
+        None | Some("sha256") => Algorithm::Sha256,
+        Some("sha1") => Algorithm::Sha1,
+        Some(other) => {
+            problems.push(format!("{at}.algorithm {other:?} is not sha256 or sha1"));
+            Algorithm::Sha256
+        }
+    };
+    let valid = |h: &str| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid(&header) {
+        problems.push(format!("{at}.header {header:?} is not a valid header name"));
+    }
+    let timestamp = rs.timestamp_header.as_deref().map(|h| {
+        let h = h.to_ascii_lowercase();
+        if !valid(&h) {
+            problems.push(format!("{at}.timestamp_header {h:?} is not a valid header name"));
+        }
+        (h, Duration::from_secs(rs.tolerance_secs.unwrap_or(300)))
+    });
+    HmacScheme { header, prefix, encoding, algorithm, timestamp }
 }
 
 fn build_private(rp: &RawPrivate, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<Private> {
@@ -489,8 +768,8 @@ fn resolve_secret(
 ) -> Option<String> {
     let at = format!("sources.{name}");
     let found = find_secret(&at, &secret_env_name(name), rs.secret.as_deref(), rs.secret_env.as_deref(), env, problems)?;
-    // Standard secrets are checked after decoding (whsec_ + base64).
-    if rs.kind != "standard" {
+    // Standard Webhooks secrets are checked after decoding (whsec_ + base64).
+    if !matches!(rs.kind.as_str(), "standard" | "svix") {
         check_length(&at, found.len(), problems);
     }
     Some(found)
@@ -522,7 +801,7 @@ mod tests {
             ("netlify", src("netlify", None, None)),
             ("zap", src("token", Some(LONG), None)),
             ("std", src("standard", Some("whsec_***"), Some(&["x"]))),
-            ("weird", src("carrier-pigeon", Some(LONG), None)),
+            ("weird", RawSource { header: Some("x".into()), ..src("carrier-pigeon", Some(LONG), Some(&["a"])) }),
             ("bad name", src("hmac", Some(LONG), Some(&["a b"]))),
         ]);
         bad_limits.limits.max_body_bytes = Some(0);
@@ -549,7 +828,7 @@ mod tests {
         let env = |k: &str| (k == "HOOKCAST_SECRET_GH_APP").then(|| "from-env-0123456789".to_string());
         let cfg = Config::build(raw(&[("gh-app", s)]), &env).unwrap();
         match &cfg.sources["gh-app"].kind {
-            SourceKind::Hmac { secret } => assert_eq!(secret.expose(), b"from-env-0123456789"),
+            SourceKind::Hmac { secret, .. } => assert_eq!(secret.expose(), b"from-env-0123456789"),
             k => panic!("{k:?}"),
         }
         let mut s = src("netlify", None, None);
@@ -672,5 +951,119 @@ mod tests {
         let cfg = Config::build(RawConfig::default(), &no_env).unwrap();
         assert_eq!(cfg.limits, Limits::default());
         assert_eq!(cfg.limits.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn sender_kinds_and_their_options() {
+        let with = |kind: &str, edit: &dyn Fn(&mut RawSource)| {
+            let mut s = src(kind, Some(LONG), None);
+            edit(&mut s);
+            Config::build(raw(&[("s", s)]), &no_env)
+        };
+        for kind in ["github", "vercel", "stripe", "shopify", "sanity", "contentful", "strapi"] {
+            let cfg = with(kind, &|_| {}).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let s = &cfg.sources["s"];
+            assert_eq!(s.kind_name(), kind);
+            // Default channel: the source's name.
+            assert_eq!(s.route.as_ref().unwrap().channel.fixed(), Some("s"), "{kind}");
+        }
+        let cfg = with("github", &|_| {}).unwrap();
+        assert_eq!(cfg.sources["s"].delivery_header.as_deref(), Some("x-github-delivery"));
+        let cfg = with("shopify", &|_| {}).unwrap();
+        assert_eq!(cfg.sources["s"].delivery_header.as_deref(), Some("x-shopify-webhook-id"));
+        match &with("contentful", &|_| {}).unwrap().sources["s"].kind {
+            SourceKind::Contentful { path, tolerance, .. } => assert_eq!((path.as_str(), tolerance.as_secs()), ("/hooks/s", 30)),
+            k => panic!("{k:?}"),
+        }
+        // svix secrets are whsec_ + base64, as standard's.
+        let svix = |secret: &str| {
+            let s = RawSource { kind: "svix".into(), secret: Some(secret.into()), ..Default::default() };
+            Config::build(raw(&[("clerk", s)]), &no_env)
+        };
+        assert!(svix("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        assert!(svix("not base64 at all!").unwrap_err().problems[0].contains("whsec_"));
+
+        let all = |kind: &str, edit: &dyn Fn(&mut RawSource)| with(kind, edit).unwrap_err().problems.join("\n");
+        assert!(all("github", &|s| s.channels = Some(vec!["x".into()])).contains("sources.s.channels: this source's body"));
+        assert!(all("stripe", &|s| s.channel = Some("a b".into())).contains("sources.s.channel: channel name"));
+        assert!(all("stripe", &|s| s.channel = Some("cms/{sys..id}".into())).contains("sources.s.channel: in"));
+        assert!(all("stripe", &|s| s.fields = Some(vec!["a..b".into()])).contains("sources.s.fields: \"a..b\""));
+        assert!(all("vercel", &|s| s.delivery_header = Some("x-id".into())).contains("delivery_header does not apply"));
+        assert!(all("github", &|s| s.prefix = Some("sha1=".into())).contains("sources.s.prefix does not apply"));
+        assert!(all("github", &|s| s.tolerance_secs = Some(5)).contains("tolerance_secs does not apply"));
+        assert!(all("sanity", &|s| s.path = Some("/x".into())).contains("sources.s.path does not apply"));
+        assert!(all("contentful", &|s| s.path = Some("hooks/x".into())).contains("must start with '/'"));
+        let mut n = src("netlify", Some(LONG), None);
+        n.channel = Some("x".into());
+        n.forms.insert("Contact Form".into(), RawForm { fields: vec![], channel: Some("a b".into()) });
+        let err = Config::build(raw(&[("n", n)]), &no_env).unwrap_err().problems.join("\n");
+        assert!(
+            err.contains("sources.n.channel does not apply") && err.contains("sources.n.forms.Contact Form.channel"),
+            "{err}"
+        );
+        let mut n = src("netlify", Some(LONG), None);
+        n.forms.insert("Contact Form".into(), RawForm { fields: vec![], channel: Some("contact".into()) });
+        match &Config::build(raw(&[("n", n)]), &no_env).unwrap().sources["n"].kind {
+            SourceKind::Netlify { form_channels, .. } => assert_eq!(form_channels["Contact Form"].as_str(), "contact"),
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn generic_hmac_options() {
+        let hmac = |edit: &dyn Fn(&mut RawSource)| {
+            let mut s = src("hmac", Some(LONG), Some(&["news"]));
+            edit(&mut s);
+            Config::build(raw(&[("h", s)]), &no_env)
+        };
+        // Unchanged: GitHub's header, prefix, hex SHA-256, X-GitHub-Delivery.
+        let cfg = hmac(&|_| {}).unwrap();
+        match &cfg.sources["h"].kind {
+            SourceKind::Hmac { scheme, .. } => assert_eq!(scheme, &HmacScheme::github()),
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(cfg.sources["h"].delivery_header.as_deref(), Some("x-github-delivery"));
+        assert!(cfg.sources["h"].route.is_none(), "the {{channel, event, data}} body, as before");
+        let cfg = hmac(&|s| {
+            s.header = Some("X-Signature".into());
+            s.encoding = Some("base64".into());
+            s.algorithm = Some("sha1".into());
+            s.timestamp_header = Some("X-Timestamp".into());
+            s.tolerance_secs = Some(60);
+        })
+        .unwrap();
+        match &cfg.sources["h"].kind {
+            SourceKind::Hmac { scheme, .. } => assert_eq!(
+                scheme,
+                &HmacScheme {
+                    header: "x-signature".into(),
+                    prefix: String::new(),
+                    encoding: Encoding::Base64,
+                    algorithm: Algorithm::Sha1,
+                    timestamp: Some(("x-timestamp".into(), Duration::from_secs(60))),
+                }
+            ),
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(cfg.sources["h"].delivery_header, None, "another sender: no GitHub delivery header");
+        let all = |edit: &dyn Fn(&mut RawSource)| hmac(edit).unwrap_err().problems.join("\n");
+        assert!(all(&|s| s.encoding = Some("base32".into())).contains("encoding \"base32\" is not hex or base64"));
+        assert!(all(&|s| s.algorithm = Some("md5".into())).contains("algorithm \"md5\" is not sha256 or sha1"));
+        assert!(all(&|s| s.tolerance_secs = Some(60)).contains("tolerance_secs does not apply"));
+        assert!(all(&|s| s.header = Some("x sig".into())).contains("header \"x sig\" is not a valid header name"));
+        // A native body: channel and event instead of channels.
+        let cfg = hmac(&|s| {
+            s.channels = None;
+            s.channel = Some("releases".into());
+            s.event = Some("{type}".into());
+        })
+        .unwrap();
+        assert!(cfg.sources["h"].route.is_some());
+        let no_event = all(&|s| {
+            s.channels = None;
+            s.channel = Some("releases".into());
+        });
+        assert!(no_event.contains("sources.h.event: a hmac source with a channel"), "{no_event}");
+        assert!(all(&|s| s.event = Some("x".into())).contains("sources.h.event does not apply"));
     }
 }

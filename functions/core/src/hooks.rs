@@ -66,7 +66,7 @@ impl<L: EventLog> Hooks<L> {
         }
         let now = (self.clock)();
         let verified = verify(source, req, now)?;
-        let ev = normalise(source, content_type, req.body, verified.delivery_id.as_deref())?;
+        let ev = normalise(source, content_type, req.body, &verified)?;
         let data_len = ev.data.to_string().len();
         if data_len > self.config.limits.max_event_bytes {
             return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });

@@ -17,7 +17,8 @@
 //! - Channel state for late visitors: [`state`] (`last`, `merge`, `list:N`,
 //!   carried on by every log in the append's commit).
 //! - Webhook input: [`verify`] (signatures), [`normalize`] (sender bodies to
-//!   events), [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
+//!   events), [`mapping`] (paths and templates into native bodies),
+//!   [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
 //! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod fanout;
 pub mod hooks;
 pub mod live;
+pub mod mapping;
 pub mod metrics;
 pub mod normalize;
 pub mod policy;

@@ -5,14 +5,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use hmac::Mac;
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Source, SourceKind};
+use crate::config::{Algorithm, Encoding, HmacScheme, Source, SourceKind};
 use crate::error::HookError;
 use crate::sign::mac;
+
+/// The header names senders sign with and name their events in, lower-case
+/// (header lookups ignore case).
+pub mod names {
+    pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+    pub const GITHUB_EVENT: &str = "x-github-event";
+    pub const GITHUB_DELIVERY: &str = "x-github-delivery";
+    pub const VERCEL_SIGNATURE: &str = "x-vercel-signature";
+    pub const STRIPE_SIGNATURE: &str = "stripe-signature";
+    pub const SHOPIFY_SIGNATURE: &str = "x-shopify-hmac-sha256";
+    pub const SHOPIFY_TOPIC: &str = "x-shopify-topic";
+    pub const SHOPIFY_WEBHOOK_ID: &str = "x-shopify-webhook-id";
+    pub const SANITY_SIGNATURE: &str = "sanity-webhook-signature";
+    pub const SANITY_OPERATION: &str = "sanity-operation";
+    pub const SANITY_IDEMPOTENCY_KEY: &str = "idempotency-key";
+    pub const CONTENTFUL_SIGNATURE: &str = "x-contentful-signature";
+    pub const CONTENTFUL_SIGNED_HEADERS: &str = "x-contentful-signed-headers";
+    pub const CONTENTFUL_TIMESTAMP: &str = "x-contentful-timestamp";
+    pub const CONTENTFUL_TOPIC: &str = "x-contentful-topic";
+    pub const CONTENTFUL_IDEMPOTENCY_KEY: &str = "x-contentful-idempotency-key";
+    pub const NETLIFY_SIGNATURE: &str = "x-webhook-signature";
+}
+
+use names::*;
 
 /// A request's headers as verification reads them: the first value of a
 /// name, compared case-insensitively; a value that is not text is absent.
@@ -54,8 +79,12 @@ impl<'a> HookRequest<'a> {
 /// What a valid signature tells us beyond "authentic".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Verified {
-    /// A sender-assigned delivery id (Standard Webhooks `webhook-id`).
+    /// A sender-assigned delivery id from a header (`webhook-id`,
+    /// `X-GitHub-Delivery`, …); ids inside the body are read by [`crate::normalize`].
     pub delivery_id: Option<String>,
+    /// The sender's event type, where it sends it in a header
+    /// (`X-GitHub-Event`, `X-Shopify-Topic`, `X-Contentful-Topic`, `sanity-operation`).
+    pub topic: Option<String>,
 }
 
 fn unauthorized(msg: impl Into<String>) -> HookError {
@@ -67,35 +96,256 @@ fn delivery_id(source: &Source, req: &HookRequest<'_>) -> Option<String> {
     source.delivery_header.as_deref().and_then(|h| req.header(h)).filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
+fn header<'a>(req: &HookRequest<'a>, name: &str, shown: &str) -> Result<&'a str, HookError> {
+    req.header(name).ok_or_else(|| unauthorized(format!("missing {shown} header")))
+}
+
+fn unix_secs(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn check_age(what: &str, signed: i64, now: i64, tolerance: Duration) -> Result<(), HookError> {
+    if (now - signed).unsigned_abs() > tolerance.as_secs() {
+        return Err(unauthorized(format!("{what} is outside the allowed tolerance")));
+    }
+    Ok(())
+}
+
 pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result<Verified, HookError> {
+    let with_id = |topic: Option<&str>| Verified { delivery_id: delivery_id(source, req), topic: topic.map(str::to_owned) };
     match &source.kind {
+        SourceKind::Github { secret } => {
+            let sig = header(req, GITHUB_SIGNATURE, "X-Hub-Signature-256")?;
+            github(secret.expose(), sig, req.body)?;
+            // GitHub names the event in a header; a body alone cannot say which it is.
+            let event = req.header(GITHUB_EVENT).filter(|e| !e.is_empty());
+            let event = event.ok_or_else(|| HookError::BadPayload("missing X-GitHub-Event header".into()))?;
+            Ok(with_id(Some(event)))
+        }
+        SourceKind::Hmac { secret, scheme } => {
+            hmac_scheme(secret.expose(), scheme, req, now)?;
+            Ok(with_id(None))
+        }
+        SourceKind::Vercel { secret } => {
+            let sig = header(req, VERCEL_SIGNATURE, VERCEL_SIGNATURE)?;
+            let sig = hex::decode(sig.trim()).map_err(|_| unauthorized("x-vercel-signature is not hex"))?;
+            if !mac_matches(Algorithm::Sha1, secret.expose(), &[req.body], &sig) {
+                return Err(unauthorized("x-vercel-signature does not match the body"));
+            }
+            Ok(Verified::default())
+        }
+        SourceKind::Stripe { secret, tolerance } => {
+            let sig = header(req, STRIPE_SIGNATURE, "Stripe-Signature")?;
+            stripe(secret.expose(), sig, req.body, now, *tolerance)?;
+            Ok(Verified::default())
+        }
+        SourceKind::Shopify { secret } => {
+            let sig = header(req, SHOPIFY_SIGNATURE, "X-Shopify-Hmac-Sha256")?;
+            let sig = STANDARD.decode(sig.trim()).map_err(|_| unauthorized("X-Shopify-Hmac-Sha256 is not base64"))?;
+            if !mac_matches(Algorithm::Sha256, secret.expose(), &[req.body], &sig) {
+                return Err(unauthorized("X-Shopify-Hmac-Sha256 does not match the body"));
+            }
+            let topic = req.header(SHOPIFY_TOPIC).filter(|t| !t.is_empty());
+            let topic = topic.ok_or_else(|| HookError::BadPayload("missing X-Shopify-Topic header".into()))?;
+            Ok(with_id(Some(topic)))
+        }
+        SourceKind::Sanity { secret, tolerance } => {
+            let sig = header(req, SANITY_SIGNATURE, SANITY_SIGNATURE)?;
+            sanity(secret.expose(), sig, req.body, now, *tolerance)?;
+            Ok(with_id(req.header(SANITY_OPERATION).filter(|o| !o.is_empty())))
+        }
+        SourceKind::Contentful { secret, tolerance, path } => {
+            contentful(secret.expose(), "POST", path, req, now, *tolerance)?;
+            let topic = req.header(CONTENTFUL_TOPIC).filter(|t| !t.is_empty());
+            let topic = topic.ok_or_else(|| HookError::BadPayload("missing X-Contentful-Topic header".into()))?;
+            Ok(with_id(Some(topic)))
+        }
+        SourceKind::Svix { secret, tolerance } => {
+            let id = standard_headers(secret.expose(), req, now, *tolerance)?;
+            Ok(Verified { delivery_id: Some(id), topic: None })
+        }
+        SourceKind::Strapi { header: name, secret } => {
+            let got = header(req, name, name)?;
+            // Strapi's docs put `Authorization: Bearer <token>`; a bare token works too.
+            let token = match got.get(..7) {
+                Some(b) if b.eq_ignore_ascii_case("bearer ") => &got[7..],
+                _ => got,
+            };
+            if !secret.matches(token.trim().as_bytes()) {
+                return Err(unauthorized(format!("wrong {name} token")));
+            }
+            Ok(with_id(None))
+        }
         SourceKind::Netlify { secret, .. } => {
-            let token = req.header("x-webhook-signature").ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
+            let token = req.header(NETLIFY_SIGNATURE).ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
             netlify(secret.expose(), token, req.body, now)?;
             Ok(Verified::default())
         }
-        SourceKind::Hmac { secret } => {
-            let sig = req.header("x-hub-signature-256").ok_or_else(|| unauthorized("missing X-Hub-Signature-256 header"))?;
-            github(secret.expose(), sig, req.body)?;
-            // GitHub names each delivery (x-github-delivery); redeliveries keep the id.
-            Ok(Verified { delivery_id: delivery_id(source, req) })
-        }
         SourceKind::Standard { secret, tolerance } => {
-            let get = |h: &str| req.header(h).ok_or_else(|| unauthorized(format!("missing {h} header")));
-            let id = get("webhook-id")?;
-            let ts = get("webhook-timestamp")?;
-            let sigs = get("webhook-signature")?;
-            standard(secret.expose(), id, ts, sigs, req.body, now, *tolerance)?;
-            Ok(Verified { delivery_id: Some(id.to_owned()) })
+            let id = standard_headers(secret.expose(), req, now, *tolerance)?;
+            Ok(Verified { delivery_id: Some(id), topic: None })
         }
         SourceKind::Token { header, secret } => {
             let got = req.header(header).ok_or_else(|| unauthorized(format!("missing {header} header")))?;
             if secret.matches(got.as_bytes()) {
-                Ok(Verified { delivery_id: delivery_id(source, req) })
+                Ok(with_id(None))
             } else {
                 Err(unauthorized(format!("wrong {header} token")))
             }
         }
+    }
+}
+
+/// Whether `sig` is the HMAC of `parts` (concatenated), by the MAC's own
+/// constant-time check.
+fn mac_matches(alg: Algorithm, key: &[u8], parts: &[&[u8]], sig: &[u8]) -> bool {
+    match alg {
+        Algorithm::Sha256 => {
+            let mut m = mac(key);
+            parts.iter().for_each(|p| m.update(p));
+            m.verify_slice(sig).is_ok()
+        }
+        Algorithm::Sha1 => {
+            let mut m = <Hmac<Sha1> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+            parts.iter().for_each(|p| m.update(p));
+            m.verify_slice(sig).is_ok()
+        }
+    }
+}
+
+/// Standard Webhooks under Svix's names or the specification's (`svix-id`
+/// or `webhook-id`, …; one set, not a mix). Returns the signed message id.
+fn standard_headers(secret: &[u8], req: &HookRequest<'_>, now: SystemTime, tolerance: Duration) -> Result<String, HookError> {
+    let prefix = if req.header("svix-id").is_some() { "svix" } else { "webhook" };
+    let get = |h: &str| {
+        let name = format!("{prefix}-{h}");
+        req.header(&name).map(str::to_owned).ok_or_else(|| unauthorized(format!("missing {name} header")))
+    };
+    let id = get("id")?;
+    let ts = get("timestamp")?;
+    let sigs = get("signature")?;
+    standard(secret, &id, &ts, &sigs, req.body, now, tolerance)?;
+    Ok(id)
+}
+
+/// The generic `hmac` kind: `<prefix><hex|base64 MAC>` in the scheme's
+/// header, over the body or over `<timestamp>.<body>`.
+pub fn hmac_scheme(secret: &[u8], scheme: &HmacScheme, req: &HookRequest<'_>, now: SystemTime) -> Result<(), HookError> {
+    let name = &scheme.header;
+    let value = header(req, name, name)?.trim();
+    let encoded = value
+        .strip_prefix(scheme.prefix.as_str())
+        .ok_or_else(|| unauthorized(format!("{name} must start with {:?}", scheme.prefix)))?;
+    let sig = match scheme.encoding {
+        Encoding::Hex => hex::decode(encoded).map_err(|_| unauthorized(format!("{name} is not hex")))?,
+        Encoding::Base64 => STANDARD
+            .decode(encoded)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')))
+            .map_err(|_| unauthorized(format!("{name} is not base64")))?,
+    };
+    let matched = match &scheme.timestamp {
+        None => mac_matches(scheme.algorithm, secret, &[req.body], &sig),
+        Some((ts_header, tolerance)) => {
+            let ts = header(req, ts_header, ts_header)?.trim();
+            let at: i64 = ts.parse().map_err(|_| unauthorized(format!("{ts_header} is not a number")))?;
+            check_age(ts_header, at, unix_secs(now), *tolerance)?;
+            mac_matches(scheme.algorithm, secret, &[ts.as_bytes(), b".", req.body], &sig)
+        }
+    };
+    if matched {
+        Ok(())
+    } else {
+        Err(unauthorized("signature does not match the body"))
+    }
+}
+
+/// Stripe: `t=<unix>,v1=<hex>[,v1=…]`, HMAC-SHA256 of `<t>.<body>` with the
+/// whole `whsec_…` string as key; any one v1 may match (secret rotation).
+pub fn stripe(secret: &[u8], header: &str, body: &[u8], now: SystemTime, tolerance: Duration) -> Result<(), HookError> {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for item in header.split(',') {
+        match item.trim().split_once('=') {
+            Some(("t", v)) if t.is_none() => t = Some(v),
+            Some(("v1", v)) => v1.push(v),
+            _ => {}
+        }
+    }
+    let t = t.ok_or_else(|| unauthorized("Stripe-Signature has no t="))?;
+    if v1.is_empty() {
+        return Err(unauthorized("Stripe-Signature has no v1= signature"));
+    }
+    let at: i64 = t.parse().map_err(|_| unauthorized("Stripe-Signature t= is not a number"))?;
+    check_age("Stripe-Signature t=", at, unix_secs(now), tolerance)?;
+    let matched = v1
+        .iter()
+        .filter_map(|v| hex::decode(v).ok())
+        .any(|sig| mac_matches(Algorithm::Sha256, secret, &[t.as_bytes(), b".", body], &sig));
+    if matched {
+        Ok(())
+    } else {
+        Err(unauthorized("no Stripe-Signature v1 matches the body"))
+    }
+}
+
+/// Sanity: `t=<unix ms>,v1=<base64url HMAC-SHA256 of "<t>.<body>">`.
+pub fn sanity(secret: &[u8], header: &str, body: &[u8], now: SystemTime, tolerance: Duration) -> Result<(), HookError> {
+    let malformed = || unauthorized("sanity-webhook-signature is not t=<ms>,v1=<signature>");
+    let rest = header.trim().strip_prefix("t=").ok_or_else(malformed)?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(malformed)?;
+    let (t, rest) = rest.split_at(digits);
+    let sig = rest.trim_start_matches([',', ' ']).strip_prefix("v1=").ok_or_else(malformed)?;
+    if t.is_empty() || sig.is_empty() || sig.contains([',', ' ']) {
+        return Err(malformed());
+    }
+    let at_ms: i64 = t.parse().map_err(|_| malformed())?;
+    check_age("sanity-webhook-signature t=", at_ms / 1000, unix_secs(now), tolerance)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig.trim_end_matches('='))
+        .map_err(|_| unauthorized("sanity-webhook-signature is not base64url"))?;
+    if mac_matches(Algorithm::Sha256, secret, &[t.as_bytes(), b".", body], &sig) {
+        Ok(())
+    } else {
+        Err(unauthorized("sanity-webhook-signature does not match the body"))
+    }
+}
+
+/// Contentful request verification: hex HMAC-SHA256 of
+/// `method\npath\n<signed headers as name:value joined by ;>\nbody`, the
+/// signed headers named (sorted) in `x-contentful-signed-headers`, which
+/// must cover the timestamp (ms) and itself.
+pub fn contentful(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    req: &HookRequest<'_>,
+    now: SystemTime,
+    tolerance: Duration,
+) -> Result<(), HookError> {
+    let sig = header(req, CONTENTFUL_SIGNATURE, CONTENTFUL_SIGNATURE)?;
+    let signed = header(req, CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_SIGNED_HEADERS)?;
+    let ts = header(req, CONTENTFUL_TIMESTAMP, CONTENTFUL_TIMESTAMP)?.trim();
+    let at_ms: i64 = ts.parse().map_err(|_| unauthorized("x-contentful-timestamp is not a number"))?;
+    check_age("x-contentful-timestamp", at_ms / 1000, unix_secs(now), tolerance)?;
+    let mut names: Vec<String> = signed.split(',').map(|n| n.trim().to_ascii_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    for needed in [CONTENTFUL_TIMESTAMP, CONTENTFUL_SIGNED_HEADERS] {
+        if !names.iter().any(|n| n == needed) {
+            return Err(unauthorized(format!("x-contentful-signed-headers does not cover {needed}")));
+        }
+    }
+    let mut lines = Vec::with_capacity(names.len());
+    for n in &names {
+        let v = req.header(n).ok_or_else(|| unauthorized(format!("signed header {n} is missing")))?;
+        lines.push(format!("{n}:{}", v.trim()));
+    }
+    let sig = hex::decode(sig.trim()).map_err(|_| unauthorized("x-contentful-signature is not hex"))?;
+    let head = format!("{method}\n{path}\n{}\n", lines.join(";"));
+    if mac_matches(Algorithm::Sha256, secret, &[head.as_bytes(), req.body], &sig) {
+        Ok(())
+    } else {
+        Err(unauthorized("x-contentful-signature does not match the request"))
     }
 }
 
@@ -121,10 +371,7 @@ pub fn standard(
     tolerance: Duration,
 ) -> Result<(), HookError> {
     let ts: i64 = timestamp.trim().parse().map_err(|_| unauthorized("webhook-timestamp is not a number"))?;
-    let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    if (now_s - ts).unsigned_abs() > tolerance.as_secs() {
-        return Err(unauthorized("webhook-timestamp is outside the allowed tolerance"));
-    }
+    check_age("webhook-timestamp", ts, unix_secs(now), tolerance)?;
     let mut saw_v1 = false;
     for candidate in signatures.split_whitespace() {
         let Some(b64) = candidate.strip_prefix("v1,") else {
@@ -201,6 +448,8 @@ pub fn netlify(secret: &[u8], token: &str, body: &[u8], now: SystemTime) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Algorithm as MacAlg, Encoding, HmacScheme, Source, SourceKind};
+    use crate::secret::Secret;
     use crate::sign;
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
@@ -334,6 +583,7 @@ mod tests {
             channels: vec!["*".parse().unwrap()],
             delivery_header: None,
             fields: None,
+            route: None,
         };
         let ok = [("X-Hookcast-Token".to_string(), "t0ken".to_string())];
         let bad = [("x-hookcast-token".to_string(), "t0ke".to_string())];
@@ -342,5 +592,255 @@ mod tests {
         assert!(
             matches!(verify(&src, &HookRequest { headers: &Vec::new(), body: b"{}" }, now()), Err(HookError::Unauthorized(m)) if m.contains("missing"))
         );
+    }
+
+    // ---- Sender kinds, each against its sender's published vector or an
+    // independent signer (Python's hmac, run once; values pasted here). ----
+
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../../tests/fixtures/senders/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+    fn source(kind: SourceKind, delivery_header: Option<&str>) -> Source {
+        Source {
+            name: "s".into(),
+            kind,
+            channels: vec![],
+            delivery_header: delivery_header.map(str::to_owned),
+            fields: None,
+            route: None,
+        }
+    }
+    fn hs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+    fn run(src: &Source, headers: &[(&str, &str)], body: &[u8], at: SystemTime) -> Result<Verified, HookError> {
+        verify(src, &HookRequest { headers: &hs(headers), body }, at)
+    }
+    fn refused(r: Result<Verified, HookError>) -> String {
+        match r {
+            Err(HookError::Unauthorized(m)) => m,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    fn secs(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn github_kind_reads_event_and_delivery_headers() {
+        let body = fixture("github/release-published.json");
+        let src = source(SourceKind::Github { secret: Secret::new("gh-secret-0123456789") }, Some("x-github-delivery"));
+        // Python: "sha256=" + hmac.new(b"gh-secret-0123456789", body, sha256).hexdigest()
+        let sig = "sha256=10f379bae45786d129c990b1e4a57321e93ca0b30e408b37ccd51380444ae2ba";
+        let ok = [("X-Hub-Signature-256", sig), ("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e")];
+        let v = run(&src, &ok, &body, now()).unwrap();
+        assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("72d3162e"), Some("release")));
+        assert!(refused(run(&src, &ok[..1], &body[1..], now())).contains("does not match"));
+        assert!(matches!(run(&src, &ok[..1], &body, now()), Err(HookError::BadPayload(m)) if m.contains("X-GitHub-Event")));
+    }
+
+    // Sentry's Vercel integration tests: this body, this secret, this signature.
+    #[test]
+    fn vercel_published_vector() {
+        let body = fixture("vercel/deployment-created.json");
+        let src = source(SourceKind::Vercel { secret: Secret::new("AiK52QASLJXmCXX3X9gO2Zyh") }, None);
+        let sig = "cecad6333f8652af7d4e9c7b6ad87f1c922a76d3";
+        assert_eq!(run(&src, &[("x-vercel-signature", sig)], &body, now()).unwrap(), Verified::default());
+        assert_eq!(sign::vercel(b"AiK52QASLJXmCXX3X9gO2Zyh", &body), sig);
+        let other = source(SourceKind::Vercel { secret: Secret::new("AiK52QASLJXmCXX3X9gO2Zyi") }, None);
+        assert!(refused(run(&other, &[("x-vercel-signature", sig)], &body, now())).contains("does not match"));
+        assert!(refused(run(&src, &[("x-vercel-signature", sig)], &body[..body.len() - 1], now())).contains("does not match"));
+        assert!(refused(run(&src, &[("x-vercel-signature", "sha1=cecad6")], &body, now())).contains("not hex"));
+        assert!(refused(run(&src, &[], &body, now())).contains("missing x-vercel-signature"));
+        // An HMAC-SHA256 of the same body is not Vercel's signature.
+        let sha256 = hex::encode({
+            let mut m = mac(b"AiK52QASLJXmCXX3X9gO2Zyh");
+            m.update(&body);
+            m.finalize().into_bytes()
+        });
+        assert!(refused(run(&src, &[("x-vercel-signature", &sha256)], &body, now())).contains("does not match"));
+    }
+
+    #[test]
+    fn stripe_signature_header() {
+        let body = fixture("stripe/event.json");
+        let secret = "whsec_hookcast_stripe_test_0123456789";
+        let src = source(SourceKind::Stripe { secret: Secret::new(secret), tolerance: Duration::from_secs(300) }, None);
+        // Python: hmac.new(secret, b"1700000000." + body, sha256).hexdigest()
+        let v1 = "570b5ddfb757b9ddb1cb36611d9e1849efc503c3c688a547ab4b5402a1098188";
+        let ok = format!("t=1700000000,v1={v1}");
+        assert_eq!(sign::stripe(secret.as_bytes(), 1_700_000_000, &body), ok);
+        run(&src, &[("Stripe-Signature", &ok)], &body, secs(1_700_000_100)).unwrap();
+        // Several v1 (a rolled secret) and a v0 (test mode) beside them.
+        let rotated = format!("t=1700000000,v1={},v0=abc,v1={v1}", "0".repeat(64));
+        run(&src, &[("Stripe-Signature", &rotated)], &body, secs(1_700_000_100)).unwrap();
+        let r = |h: &str, at| refused(run(&src, &[("Stripe-Signature", h)], &body, secs(at)));
+        assert!(r(&ok, 1_700_000_301).contains("tolerance"));
+        assert!(r(&ok, 1_699_999_699).contains("tolerance"));
+        assert!(r(&format!("t=1700000001,v1={v1}"), 1_700_000_000).contains("no Stripe-Signature v1 matches"));
+        assert!(r(&format!("v1={v1}"), 1_700_000_000).contains("no t="));
+        assert!(r("t=1700000000,v0=abc", 1_700_000_000).contains("no v1="));
+        assert!(r(&format!("t=soon,v1={v1}"), 1_700_000_000).contains("not a number"));
+        assert!(r("t=1700000000,v1=zz", 1_700_000_000).contains("no Stripe-Signature v1 matches"));
+        let wrong = source(SourceKind::Stripe { secret: Secret::new("whsec_other"), tolerance: Duration::from_secs(300) }, None);
+        assert!(refused(run(&wrong, &[("Stripe-Signature", &ok)], &body, secs(1_700_000_000))).contains("matches"));
+    }
+
+    #[test]
+    fn shopify_base64_hmac_and_topic() {
+        let body = fixture("shopify/orders-create.json");
+        let src =
+            source(SourceKind::Shopify { secret: Secret::new("shpss_hookcast_shopify_test_0123") }, Some("x-shopify-webhook-id"));
+        // Python: base64.b64encode(hmac.new(secret, body, sha256).digest())
+        let sig = "PXVtmf0dTQQ3sdwmD4uT2gc+NyGSpNrN/96VU4p0Ebo=";
+        assert_eq!(sign::shopify(b"shpss_hookcast_shopify_test_0123", &body), sig);
+        let ok = [("X-Shopify-Hmac-Sha256", sig), ("X-Shopify-Topic", "orders/create"), ("X-Shopify-Webhook-Id", "b54557e4")];
+        let v = run(&src, &ok, &body, now()).unwrap();
+        assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("b54557e4"), Some("orders/create")));
+        assert!(refused(run(&src, &ok, &body[..body.len() - 2], now())).contains("does not match"));
+        let hex_sig = hex::encode(STANDARD.decode(sig).unwrap());
+        // Hex is not Shopify's encoding (it decodes as base64, to other bytes).
+        assert!(refused(run(&src, &[("X-Shopify-Hmac-Sha256", &hex_sig)], &body, now())).contains("does not match"));
+        assert!(refused(run(&src, &[("X-Shopify-Hmac-Sha256", "sha256=***")], &body, now())).contains("not base64"));
+        assert!(matches!(run(&src, &ok[..1], &body, now()), Err(HookError::BadPayload(m)) if m.contains("X-Shopify-Topic")));
+    }
+
+    // sanity-io/webhook-toolkit test/signature.test.ts: secret "test", this body and header.
+    #[test]
+    fn sanity_toolkit_vector() {
+        let body = fixture("sanity/toolkit-vector.json");
+        let sig = "t=1633519811129,v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0";
+        sanity(b"test", sig, &body, secs(1_633_519_811), Duration::from_secs(300)).unwrap();
+        assert_eq!(sign::sanity(b"test", 1_633_519_811_129, &body), sig);
+        let r = |secret: &[u8], h: &str, b: &[u8], at| reason(sanity(secret, h, b, secs(at), Duration::from_secs(300)));
+        assert!(r(b"tesT", sig, &body, 1_633_519_811).contains("does not match"));
+        assert!(r(b"test", sig, br#"{"_id":"resumE"}"#, 1_633_519_811).contains("does not match"));
+        assert!(r(b"test", sig, &body, 1_633_519_811 + 301).contains("tolerance"));
+        assert!(r(b"test", "t=1633519811129", &body, 1_633_519_811).contains("not t=<ms>,v1=<signature>"));
+        assert!(r(b"test", "v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0", &body, 1_633_519_811).contains("not t="));
+        assert!(r(b"test", "t=1633519811129,v1=***", &body, 1_633_519_811).contains("not base64url"));
+        // A seconds-precision timestamp is not Sanity's (milliseconds): far out of tolerance.
+        assert!(
+            r(b"test", "t=1633519811,v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0", &body, 1_633_519_811).contains("tolerance")
+        );
+    }
+
+    #[test]
+    fn contentful_request_verification() {
+        let body = fixture("contentful/entry-create.json");
+        let secret = "c".repeat(64);
+        let src = source(
+            SourceKind::Contentful {
+                secret: Secret::new(secret.clone()),
+                tolerance: Duration::from_secs(30),
+                path: "/hooks/contentful".into(),
+            },
+            Some("x-contentful-idempotency-key"),
+        );
+        let signed = "x-contentful-signed-headers,x-contentful-timestamp,x-contentful-topic";
+        // Python, as node-apps-toolkit's signRequest: hex HMAC-SHA256 of
+        // "POST\n/hooks/contentful\n" + "k:v" of each signed header joined by ";" + "\n" + body.
+        let sig = "1aa0c848bd4c957f6888a9918de30db78934b1d7860d2296afc0a21541524df4";
+        let ok = [
+            ("X-Contentful-Topic", "ContentManagement.Entry.create"),
+            ("x-contentful-signed-headers", signed),
+            ("x-contentful-timestamp", "1700000000000"),
+            ("x-contentful-signature", sig),
+            ("X-Contentful-Idempotency-Key", "9c1f"),
+        ];
+        let v = run(&src, &ok, &body, secs(1_700_000_010)).unwrap();
+        assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("9c1f"), Some("ContentManagement.Entry.create")));
+        let ours = sign::contentful(
+            secret.as_bytes(),
+            "/hooks/contentful",
+            &[("X-Contentful-Topic", "ContentManagement.Entry.create")],
+            1_700_000_000_000,
+            &body,
+        );
+        assert_eq!(ours[0].1, sig);
+        assert_eq!(ours[1].1, signed);
+        let mut topic = ok;
+        topic[0].1 = "ContentManagement.Entry.delete";
+        assert!(refused(run(&src, &topic, &body, secs(1_700_000_010))).contains("does not match the request"));
+        assert!(refused(run(&src, &ok, &body, secs(1_700_000_031))).contains("tolerance"));
+        let mut unsigned_ts = ok;
+        unsigned_ts[1].1 = "x-contentful-signed-headers,x-contentful-topic";
+        assert!(refused(run(&src, &unsigned_ts, &body, secs(1_700_000_010))).contains("does not cover x-contentful-timestamp"));
+        let mut other_path = src.clone();
+        if let SourceKind::Contentful { path, .. } = &mut other_path.kind {
+            *path = "/hooks/cms".into();
+        }
+        assert!(refused(run(&other_path, &ok, &body, secs(1_700_000_010))).contains("does not match"));
+        assert!(refused(run(&src, &ok[..3], &body, secs(1_700_000_010))).contains("missing x-contentful-signature"));
+    }
+
+    #[test]
+    fn svix_and_webhook_header_names_both_verify() {
+        let body = fixture("clerk/user-created.json");
+        let key = crate::config::decode_standard_secret(STD_SECRET).unwrap();
+        let src = source(SourceKind::Svix { secret: key, tolerance: Duration::from_secs(300) }, None);
+        // Python: base64(hmac(b64decode(secret), b"msg_2Lh9KRb0pzN4LePd3XiA4y5DbWJ.1700000000." + body, sha256))
+        let sig = "v1,INh9UW33q7khVb9alzH7JaDfVrSb0B3+EkObHdullYk=";
+        for p in ["svix", "webhook"] {
+            let (id, ts, sg) = (format!("{p}-id"), format!("{p}-timestamp"), format!("{p}-signature"));
+            let ok = [(id.as_str(), "msg_2Lh9KRb0pzN4LePd3XiA4y5DbWJ"), (ts.as_str(), "1700000000"), (sg.as_str(), sig)];
+            let v = run(&src, &ok, &body, secs(1_700_000_060)).unwrap();
+            assert_eq!(v.delivery_id.as_deref(), Some("msg_2Lh9KRb0pzN4LePd3XiA4y5DbWJ"), "{p}");
+            assert!(refused(run(&src, &ok, &body, secs(1_700_000_301))).contains("tolerance"), "{p}");
+            let mut other = ok;
+            other[0].1 = "msg_other";
+            assert!(refused(run(&src, &other, &body, secs(1_700_000_060))).contains("matches"), "{p}");
+        }
+        // One set of names, not a mix.
+        let mixed =
+            [("svix-id", "msg_2Lh9KRb0pzN4LePd3XiA4y5DbWJ"), ("webhook-timestamp", "1700000000"), ("svix-signature", sig)];
+        assert!(refused(run(&src, &mixed, &body, secs(1_700_000_060))).contains("missing svix-timestamp"));
+    }
+
+    #[test]
+    fn strapi_bearer_or_bare_token() {
+        let src =
+            source(SourceKind::Strapi { header: "authorization".into(), secret: Secret::new("strapi-token-0123456789") }, None);
+        let body = fixture("strapi/entry-publish.json");
+        for ok in ["Bearer strapi-token-0123456789", "bearer strapi-token-0123456789", "strapi-token-0123456789"] {
+            run(&src, &[("Authorization", ok)], &body, now()).unwrap();
+        }
+        for bad in ["Bearer strapi-token-012345678", "Basic strapi-token-0123456789", "", "Bearer "] {
+            assert!(refused(run(&src, &[("Authorization", bad)], &body, now())).contains("wrong"), "{bad:?}");
+        }
+        assert!(refused(run(&src, &[], &body, now())).contains("missing authorization"));
+    }
+
+    #[test]
+    fn generic_hmac_schemes() {
+        let body = fixture("strapi/entry-publish.json");
+        let secret = Secret::new("generic-secret-0123456789");
+        // GitHub's defaults, unchanged: the published vector.
+        let gh =
+            source(SourceKind::Hmac { secret: Secret::new("It's a Secret to Everybody"), scheme: HmacScheme::github() }, None);
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        run(&gh, &[("X-Hub-Signature-256", sig)], b"Hello, World!", now()).unwrap();
+        // base64 HMAC-SHA1 over "<t>.<body>", with a prefix and a timestamp header.
+        let scheme = HmacScheme {
+            header: "x-signature".into(),
+            prefix: "v1=".into(),
+            encoding: Encoding::Base64,
+            algorithm: MacAlg::Sha1,
+            timestamp: Some(("x-timestamp".into(), Duration::from_secs(300))),
+        };
+        let src = source(SourceKind::Hmac { secret, scheme }, None);
+        // Python: base64(hmac(b"generic-secret-0123456789", b"1700000000." + body, sha1))
+        let ok = [("X-Signature", "v1=jbnmp00Blq8xFKjFjaSRiGx6So0="), ("X-Timestamp", "1700000000")];
+        if let SourceKind::Hmac { scheme, .. } = &src.kind {
+            assert_eq!(sign::hmac_scheme(b"generic-secret-0123456789", scheme, Some(1_700_000_000), &body), ok[0].1);
+        }
+        run(&src, &ok, &body, secs(1_700_000_000)).unwrap();
+        let r = |h: &[(&str, &str)], at| refused(run(&src, h, &body, secs(at)));
+        assert!(r(&ok, 1_700_000_301).contains("tolerance"));
+        assert!(r(&[ok[0], ("X-Timestamp", "1700000001")], 1_700_000_000).contains("does not match"));
+        assert!(r(&[ok[0]], 1_700_000_000).contains("missing x-timestamp"));
+        assert!(r(&[("X-Signature", "jbnmp00Blq8xFKjFjaSRiGx6So0="), ok[1]], 1_700_000_000).contains("must start with \"v1=\""));
+        assert!(r(&[("X-Signature", "v1=@@@"), ok[1]], 1_700_000_000).contains("not base64"));
+        assert!(r(&[ok[0], ("X-Timestamp", "later")], 1_700_000_000).contains("not a number"));
     }
 }

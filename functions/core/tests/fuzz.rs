@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookcast_core::config::{Source, SourceKind};
+use hookcast_core::config::{Route, Source, SourceKind};
+use hookcast_core::mapping::Template;
 use hookcast_core::normalize::{check_numbers, normalise};
 use hookcast_core::secret::Secret;
 use hookcast_core::token::{check, mint, Claims};
-use hookcast_core::verify::{verify, HookRequest};
+use hookcast_core::verify::{verify, HookRequest, Verified};
 use hookcast_core::{sign, Channel, ClientMsg, HookError};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -24,27 +25,39 @@ fn sources() -> Vec<Source> {
     let std_key = hookcast_core::config::decode_standard_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
     let mut forms = BTreeMap::new();
     forms.insert("guestbook".to_string(), vec!["name".to_string()]);
+    let native = |name: &str, kind: SourceKind, delivery: Option<&str>| Source {
+        name: name.into(),
+        kind,
+        channels: vec![],
+        delivery_header: delivery.map(str::to_owned),
+        fields: None,
+        route: Some(Route { channel: Template::parse("x/{a.b}").unwrap(), event: None }),
+    };
+    let tol = Duration::from_secs(300);
     vec![
         Source {
             name: "netlify".into(),
-            kind: SourceKind::Netlify { secret: Secret::new(KEY), forms },
+            kind: SourceKind::Netlify { secret: Secret::new(KEY), forms, form_channels: BTreeMap::new() },
             channels: vec![],
             delivery_header: None,
             fields: None,
+            route: None,
         },
         Source {
             name: "gh".into(),
-            kind: SourceKind::Hmac { secret: Secret::new(KEY) },
+            kind: SourceKind::Hmac { secret: Secret::new(KEY), scheme: hookcast_core::config::HmacScheme::github() },
             channels: vec!["*".parse().unwrap()],
             delivery_header: Some("x-github-delivery".into()),
             fields: None,
+            route: None,
         },
         Source {
             name: "std".into(),
-            kind: SourceKind::Standard { secret: std_key, tolerance: Duration::from_secs(300) },
+            kind: SourceKind::Standard { secret: std_key.clone(), tolerance: Duration::from_secs(300) },
             channels: vec!["*".parse().unwrap()],
             delivery_header: None,
             fields: None,
+            route: None,
         },
         Source {
             name: "zap".into(),
@@ -52,7 +65,24 @@ fn sources() -> Vec<Source> {
             channels: vec!["zaps/*".parse().unwrap()],
             delivery_header: None,
             fields: Some(vec!["title".into()]),
+            route: None,
         },
+        native("github", SourceKind::Github { secret: Secret::new(KEY) }, Some("x-github-delivery")),
+        native("vercel", SourceKind::Vercel { secret: Secret::new(KEY) }, None),
+        native("stripe", SourceKind::Stripe { secret: Secret::new(KEY), tolerance: tol }, None),
+        native("shopify", SourceKind::Shopify { secret: Secret::new(KEY) }, Some("x-shopify-webhook-id")),
+        native("sanity", SourceKind::Sanity { secret: Secret::new(KEY), tolerance: tol }, Some("idempotency-key")),
+        native(
+            "contentful",
+            SourceKind::Contentful {
+                secret: Secret::new(KEY),
+                tolerance: Duration::from_secs(30),
+                path: "/hooks/contentful".into(),
+            },
+            None,
+        ),
+        native("svix", SourceKind::Svix { secret: std_key.clone(), tolerance: tol }, None),
+        native("strapi", SourceKind::Strapi { header: "authorization".into(), secret: Secret::new(KEY) }, None),
     ]
 }
 
@@ -69,6 +99,20 @@ fn header_name() -> impl Strategy<Value = String> {
         Just("webhook-signature".to_string()),
         Just("x-hookcast-token".to_string()),
         Just("x-github-delivery".to_string()),
+        Just("x-github-event".to_string()),
+        Just("x-vercel-signature".to_string()),
+        Just("stripe-signature".to_string()),
+        Just("x-shopify-hmac-sha256".to_string()),
+        Just("x-shopify-topic".to_string()),
+        Just("sanity-webhook-signature".to_string()),
+        Just("x-contentful-signature".to_string()),
+        Just("x-contentful-signed-headers".to_string()),
+        Just("x-contentful-timestamp".to_string()),
+        Just("x-contentful-topic".to_string()),
+        Just("svix-id".to_string()),
+        Just("svix-timestamp".to_string()),
+        Just("svix-signature".to_string()),
+        Just("authorization".to_string()),
         "[a-z-]{1,20}",
     ]
 }
@@ -119,7 +163,7 @@ proptest! {
         for src in sources() {
             let req = HookRequest { headers: &headers, body: &body };
             let _ = verify(&src, &req, now());
-            let _ = normalise(&src, content_type.as_deref(), &body, None);
+            let _ = normalise(&src, content_type.as_deref(), &body, &Verified::default());
         }
     }
 
@@ -135,6 +179,22 @@ proptest! {
                 ("webhook-id".into(), "msg_1".into()),
                 ("webhook-timestamp".into(), ts.to_string()),
                 ("webhook-signature".into(), sign::standard(std_key.expose(), "msg_1", ts, &body)),
+            ]),
+            (4, vec![("x-hub-signature-256".into(), sign::github(KEY, &body)), ("x-github-event".into(), "push".into())]),
+            (5, vec![("x-vercel-signature".into(), sign::vercel(KEY, &body))]),
+            (6, vec![("stripe-signature".into(), sign::stripe(KEY, ts, &body))]),
+            (7, vec![("x-shopify-hmac-sha256".into(), sign::shopify(KEY, &body)), ("x-shopify-topic".into(), "orders/create".into())]),
+            (8, vec![("sanity-webhook-signature".into(), sign::sanity(KEY, ts * 1000, &body))]),
+            (9, {
+                let topic = ("x-contentful-topic", "ContentManagement.Entry.publish");
+                let mut h = sign::contentful(KEY, "/hooks/contentful", &[topic], ts * 1000, &body);
+                h.push((topic.0.into(), topic.1.into()));
+                h
+            }),
+            (10, vec![
+                ("svix-id".into(), "msg_1".into()),
+                ("svix-timestamp".into(), ts.to_string()),
+                ("svix-signature".into(), sign::standard(std_key.expose(), "msg_1", ts, &body)),
             ]),
         ];
         let all = sources();
@@ -153,7 +213,7 @@ proptest! {
     fn accepted_data_is_exactly_what_was_sent(data in json_value(), channel in "[a-z0-9]{1,10}(/[a-z0-9]{1,10}){0,2}") {
         let body = json!({"channel": channel, "event": "e", "data": data}).to_string();
         prop_assert!(check_numbers(body.as_bytes()).is_ok(), "refused its own numbers: {body}");
-        let ev = normalise(&sources()[1], Some("application/json"), body.as_bytes(), None).unwrap();
+        let ev = normalise(&sources()[1], Some("application/json"), body.as_bytes(), &Verified::default()).unwrap();
         let back: Value = serde_json::from_str(&ev.data.to_string()).unwrap();
         prop_assert_eq!(back, data);
         prop_assert_eq!(ev.channel.as_str(), channel.as_str());
@@ -174,7 +234,7 @@ proptest! {
         let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "channel" && k != "event").collect();
         let mut all = vec![("channel".to_string(), "a".to_string()), ("event".to_string(), "e".to_string())];
         all.extend(pairs.clone());
-        let ev = normalise(&sources()[1], Some("application/x-www-form-urlencoded"), form_encode(&all).as_bytes(), None).unwrap();
+        let ev = normalise(&sources()[1], Some("application/x-www-form-urlencoded"), form_encode(&all).as_bytes(), &Verified::default()).unwrap();
         let mut want = serde_json::Map::new();
         for (k, v) in pairs {
             match want.get_mut(&k) {

@@ -43,6 +43,54 @@ secret = "zap-hostile-token-0123456"
 channels = ["zaps/*"]
 fields = ["title"]
 
+[sources.github]
+kind = "github"
+secret = "github-hostile-secret-0123"
+
+[sources.vercel]
+kind = "vercel"
+secret = "vercel-hostile-secret-0123"
+
+[sources.stripe]
+kind = "stripe"
+secret = "whsec_stripe-hostile-secret-0123"
+
+[sources.shopify]
+kind = "shopify"
+secret = "shopify-hostile-secret-0123"
+
+[sources.sanity]
+kind = "sanity"
+secret = "sanity-hostile-secret-0123"
+
+[sources.contentful]
+kind = "contentful"
+secret = "contentful-hostile-secret-0123-contentful-hostile-secret-012345"
+
+[sources.svix]
+kind = "svix"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+[sources.strapi]
+kind = "strapi"
+secret = "strapi-hostile-token-0123"
+
+[sources.cms]
+kind = "contentful"
+secret = "contentful-hostile-secret-0123-contentful-hostile-secret-012345"
+channel = "cms/{sys.contentType.sys.id}"
+
+[sources.custom]
+kind = "hmac"
+secret = "custom-hostile-secret-0123"
+header = "x-signature"
+prefix = "v1="
+encoding = "base64"
+algorithm = "sha1"
+timestamp_header = "x-timestamp"
+channel = "custom"
+event = "{type}"
+
 [private]
 secret = "private-hostile-secret-0123"
 channels = ["orders/*"]
@@ -53,9 +101,35 @@ pub const GH: &[u8] = b"gh-hostile-secret-0123456";
 pub const STD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const ZAP: &str = "zap-hostile-token-0123456";
 pub const PRIVATE: &[u8] = b"private-hostile-secret-0123";
+pub const GITHUB: &[u8] = b"github-hostile-secret-0123";
+pub const VERCEL: &[u8] = b"vercel-hostile-secret-0123";
+pub const STRIPE: &[u8] = b"whsec_stripe-hostile-secret-0123";
+pub const SHOPIFY: &[u8] = b"shopify-hostile-secret-0123";
+pub const SANITY: &[u8] = b"sanity-hostile-secret-0123";
+pub const CONTENTFUL: &[u8] = b"contentful-hostile-secret-0123-contentful-hostile-secret-012345";
+pub const STRAPI: &str = "strapi-hostile-token-0123";
+pub const CUSTOM: &[u8] = b"custom-hostile-secret-0123";
 
 /// Every channel a case could have written to: all must stay empty.
-pub const CHANNELS: &[&str] = &["deploys", "forms/guestbook", "news", "news/a", "zaps/a", "secret", "orders/1"];
+pub const CHANNELS: &[&str] = &[
+    "deploys",
+    "forms/guestbook",
+    "news",
+    "news/a",
+    "zaps/a",
+    "secret",
+    "orders/1",
+    "github",
+    "vercel",
+    "stripe",
+    "shopify",
+    "sanity",
+    "contentful",
+    "svix",
+    "strapi",
+    "cms/blogpost",
+    "custom",
+];
 
 /// One HTTP request that must be refused.
 #[derive(Debug, Clone)]
@@ -398,7 +472,7 @@ pub fn http_cases() -> Vec<Case> {
     for (name, body) in [
         ("netlify: neither deploy nor form", &br#"{"hello":1}"#[..]),
         ("netlify: a JSON array", b"[]"),
-        ("netlify: form name that is no channel", br#"{"form_name":"my form!","data":{}}"#),
+        ("netlify: form name with no letter or digit", br#"{"form_name":"!!! ???","data":{}}"#),
         ("netlify: deploy state with only symbols", br#"{"id":"d","state":"!!!"}"#),
     ] {
         case(name, "/hooks/netlify", nl(body), body, 400, "invalid_payload");
@@ -445,7 +519,239 @@ pub fn http_cases() -> Vec<Case> {
         403,
         "forbidden",
     );
+    sender_cases(&mut out);
     out
+}
+
+/// Each sender kind's forgeries: wrong secret, stale timestamp, malformed
+/// signature header, and a correctly signed body that is not the sender's.
+fn sender_cases(out: &mut Vec<Case>) {
+    let mut case = |name: &str, path: &str, headers: Vec<(String, String)>, body: &[u8], status: u16, code: &'static str| {
+        out.push(Case {
+            name: name.to_owned(),
+            method: "POST",
+            path: path.to_owned(),
+            headers,
+            body: body.to_vec(),
+            status,
+            code,
+        })
+    };
+    let json_ct = || h("content-type", "application/json");
+    let bad = "invalid_signature";
+    let t = now();
+
+    // GitHub.
+    let release = br#"{"action":"published","release":{"id":1,"tag_name":"v1"},"repository":{"full_name":"o/r"}}"#;
+    let gh = |secret: &[u8], body: &[u8], event: Option<&str>| {
+        let mut v = vec![json_ct(), h("x-hub-signature-256", &sign::github(secret, body)), h("x-github-delivery", "d-1")];
+        v.extend(event.map(|e| h("x-github-event", e)));
+        v
+    };
+    case("github: wrong secret", "/hooks/github", gh(b"not-the-github-secret-0123", release, Some("release")), release, 401, bad);
+    case("github: body changed after signing", "/hooks/github", gh(GITHUB, b"{}", Some("release")), release, 401, bad);
+    let mut sha1 = gh(GITHUB, release, Some("release"));
+    sha1[1] = h("x-hub-signature", &sign::github(GITHUB, release).replace("sha256=", "sha1="));
+    case("github: only the SHA-1 header", "/hooks/github", sha1, release, 401, bad);
+    case("github: no X-GitHub-Event", "/hooks/github", gh(GITHUB, release, None), release, 400, "invalid_payload");
+    case("github: a JSON array, signed", "/hooks/github", gh(GITHUB, b"[]", Some("push")), b"[]", 400, "invalid_payload");
+    let form = b"payload=%7B%7D";
+    let mut form_h = gh(GITHUB, form, Some("push"));
+    form_h[0] = h("content-type", "application/x-www-form-urlencoded");
+    case("github: form-encoded payload, signed", "/hooks/github", form_h, form, 400, "invalid_payload");
+
+    // Vercel.
+    let deploy = br#"{"id":"uev_1","type":"deployment.created","payload":{"deployment":{"id":"dpl_1"}}}"#;
+    let vc = |sig: String| vec![json_ct(), h("x-vercel-signature", &sig)];
+    case("vercel: wrong secret", "/hooks/vercel", vc(sign::vercel(b"not-the-vercel-secret-01", deploy)), deploy, 401, bad);
+    let sha256 = sign::github(VERCEL, deploy).replace("sha256=", "");
+    case("vercel: HMAC-SHA256 instead of SHA-1", "/hooks/vercel", vc(sha256), deploy, 401, bad);
+    case("vercel: signature not hex", "/hooks/vercel", vc("zz".repeat(20)), deploy, 401, bad);
+    let no_type = br#"{"id":"uev_1","payload":{}}"#;
+    case("vercel: signed body with no type", "/hooks/vercel", vc(sign::vercel(VERCEL, no_type)), no_type, 400, "invalid_payload");
+
+    // Stripe.
+    let event = br#"{"id":"evt_1","object":"event","type":"invoice.paid","data":{"object":{"id":"in_1","object":"invoice"}}}"#;
+    let st = |v: String| vec![json_ct(), h("stripe-signature", &v)];
+    case("stripe: wrong secret", "/hooks/stripe", st(sign::stripe(b"whsec_not-the-stripe-secret", t, event)), event, 401, bad);
+    case("stripe: timestamp 10 minutes old", "/hooks/stripe", st(sign::stripe(STRIPE, t - 600, event)), event, 401, bad);
+    let v1_only = sign::stripe(STRIPE, t, event).split(',').nth(1).unwrap_or_default().to_owned();
+    case("stripe: no t=", "/hooks/stripe", st(v1_only), event, 401, bad);
+    let retimed = sign::stripe(STRIPE, t - 600, event).replace(&format!("t={}", t - 600), &format!("t={t}"));
+    case("stripe: timestamp moved after signing", "/hooks/stripe", st(retimed), event, 401, bad);
+    let not_event = br#"{"id":"in_1","object":"invoice"}"#;
+    case(
+        "stripe: signed object that is no event",
+        "/hooks/stripe",
+        st(sign::stripe(STRIPE, t, not_event)),
+        not_event,
+        400,
+        "invalid_payload",
+    );
+
+    // Shopify.
+    let order = br##"{"id":820982911946154508,"name":"#9999","email":"jon@example.com"}"##;
+    let sh = |sig: String, topic: bool| {
+        let mut v = vec![json_ct(), h("x-shopify-hmac-sha256", &sig), h("x-shopify-webhook-id", "w-1")];
+        if topic {
+            v.push(h("x-shopify-topic", "orders/create"));
+        }
+        v
+    };
+    case(
+        "shopify: wrong secret",
+        "/hooks/shopify",
+        sh(sign::shopify(b"not-the-shopify-secret-01", order), true),
+        order,
+        401,
+        bad,
+    );
+    let hex_sig = sign::github(SHOPIFY, order).replace("sha256=", "");
+    case("shopify: hex instead of base64", "/hooks/shopify", sh(hex_sig, true), order, 401, bad);
+    case(
+        "shopify: no X-Shopify-Topic",
+        "/hooks/shopify",
+        sh(sign::shopify(SHOPIFY, order), false),
+        order,
+        400,
+        "invalid_payload",
+    );
+
+    // Sanity.
+    let doc = br#"{"_id":"post-1","_type":"post","_rev":"r1"}"#;
+    let sa = |v: String| vec![json_ct(), h("sanity-webhook-signature", &v)];
+    case("sanity: wrong secret", "/hooks/sanity", sa(sign::sanity(b"not-the-sanity-secret-01", t * 1000, doc)), doc, 401, bad);
+    case("sanity: timestamp 10 minutes old", "/hooks/sanity", sa(sign::sanity(SANITY, (t - 600) * 1000, doc)), doc, 401, bad);
+    case("sanity: seconds, not milliseconds", "/hooks/sanity", sa(sign::sanity(SANITY, t, doc)), doc, 401, bad);
+    case("sanity: no v1=", "/hooks/sanity", sa(format!("t={}", t * 1000)), doc, 401, bad);
+    case(
+        "sanity: a JSON array, signed",
+        "/hooks/sanity",
+        sa(sign::sanity(SANITY, t * 1000, b"[]")),
+        b"[]",
+        400,
+        "invalid_payload",
+    );
+
+    // Contentful.
+    let entry = br#"{"sys":{"id":"e1","type":"Entry","version":1,"contentType":{"sys":{"id":"blogpost"}}}}"#;
+    let topic = ("X-Contentful-Topic", "ContentManagement.Entry.publish");
+    let cf = |secret: &[u8], path: &str, ts: i64, body: &[u8]| {
+        let mut v = vec![json_ct(), h(topic.0, topic.1)];
+        v.extend(sign::contentful(secret, path, &[topic], ts, body));
+        v
+    };
+    let ms = t * 1000;
+    case("contentful: wrong secret", "/hooks/contentful", cf(&[b'x'; 64], "/hooks/contentful", ms, entry), entry, 401, bad);
+    case(
+        "contentful: a minute old",
+        "/hooks/contentful",
+        cf(CONTENTFUL, "/hooks/contentful", ms - 60_000, entry),
+        entry,
+        401,
+        bad,
+    );
+    case("contentful: signed for another path", "/hooks/contentful", cf(CONTENTFUL, "/hooks/other", ms, entry), entry, 401, bad);
+    let mut retopic = cf(CONTENTFUL, "/hooks/contentful", ms, entry);
+    retopic[1] = h(topic.0, "ContentManagement.Entry.delete");
+    case("contentful: topic changed after signing", "/hooks/contentful", retopic, entry, 401, bad);
+    let mut uncovered = cf(CONTENTFUL, "/hooks/contentful", ms, entry);
+    uncovered.retain(|(k, _)| k != "x-contentful-signed-headers");
+    uncovered.push(h("x-contentful-signed-headers", "x-contentful-topic"));
+    case("contentful: timestamp not signed", "/hooks/contentful", uncovered, entry, 401, bad);
+    let no_sys = br#"{"fields":{}}"#;
+    case(
+        "contentful: signed body with no sys",
+        "/hooks/contentful",
+        cf(CONTENTFUL, "/hooks/contentful", ms, no_sys),
+        no_sys,
+        400,
+        "invalid_payload",
+    );
+    let no_type = br#"{"sys":{"id":"e1","type":"Entry"}}"#;
+    case(
+        "contentful: a channel its template cannot build",
+        "/hooks/cms",
+        cf(CONTENTFUL, "/hooks/cms", ms, no_type),
+        no_type,
+        400,
+        "invalid_payload",
+    );
+
+    // Svix (Clerk, Resend).
+    let user = br#"{"type":"user.created","object":"event","data":{"id":"user_1","object":"user"}}"#;
+    let key = hookcast_core::config::decode_standard_secret(STD).expect("valid");
+    let sv = |prefix: &str, id: &str, ts: i64, body: &[u8]| {
+        vec![
+            json_ct(),
+            h(&format!("{prefix}-id"), id),
+            h(&format!("{prefix}-timestamp"), &ts.to_string()),
+            h(&format!("{prefix}-signature"), &sign::standard(key.expose(), id, ts, body)),
+        ]
+    };
+    case("svix: timestamp 10 minutes old", "/hooks/svix", sv("svix", "msg_1", t - 600, user), user, 401, bad);
+    let mut other = sv("svix", "msg_1", t, user);
+    other[1] = h("svix-id", "msg_2");
+    case("svix: signed for another id", "/hooks/svix", other, user, 401, bad);
+    let mut mixed = sv("svix", "msg_1", t, user);
+    mixed[2] = h("webhook-timestamp", &t.to_string());
+    case("svix: svix- and webhook- names mixed", "/hooks/svix", mixed, user, 401, bad);
+    let wrong = decode_other_key();
+    let forged = vec![
+        json_ct(),
+        h("webhook-id", "msg_1"),
+        h("webhook-timestamp", &t.to_string()),
+        h("webhook-signature", &sign::standard(&wrong, "msg_1", t, user)),
+    ];
+    case("svix: wrong secret", "/hooks/svix", forged, user, 401, bad);
+    let no_type = br#"{"data":{"id":"user_1"}}"#;
+    case("svix: signed body with no type", "/hooks/svix", sv("webhook", "msg_1", t, no_type), no_type, 400, "invalid_payload");
+
+    // Strapi.
+    let publish = br#"{"event":"entry.publish","model":"post","entry":{"id":1}}"#;
+    let sp = |v: &str| vec![json_ct(), h("authorization", v)];
+    case("strapi: no token", "/hooks/strapi", vec![json_ct()], publish, 401, bad);
+    case("strapi: wrong token", "/hooks/strapi", sp("Bearer strapi-hostile-token-0124"), publish, 401, bad);
+    case("strapi: token as Basic", "/hooks/strapi", sp(&format!("Basic {STRAPI}")), publish, 401, bad);
+    let no_event = br#"{"model":"post","entry":{"id":1}}"#;
+    case("strapi: body with no event", "/hooks/strapi", sp(&format!("Bearer {STRAPI}")), no_event, 400, "invalid_payload");
+
+    // The general hmac: base64 HMAC-SHA1 after "v1=", over "<t>.<body>".
+    let custom = br#"{"type":"thing.happened","id":"t1"}"#;
+    let scheme = hookcast_core::config::HmacScheme {
+        header: "x-signature".into(),
+        prefix: "v1=".into(),
+        encoding: hookcast_core::config::Encoding::Base64,
+        algorithm: hookcast_core::config::Algorithm::Sha1,
+        timestamp: Some(("x-timestamp".into(), std::time::Duration::from_secs(300))),
+    };
+    let hm = |secret: &[u8], ts: i64, sent_ts: i64, body: &[u8]| {
+        vec![
+            json_ct(),
+            h("x-signature", &sign::hmac_scheme(secret, &scheme, Some(ts), body)),
+            h("x-timestamp", &sent_ts.to_string()),
+        ]
+    };
+    case("hmac (custom): wrong secret", "/hooks/custom", hm(b"not-the-custom-secret-01", t, t, custom), custom, 401, bad);
+    case("hmac (custom): timestamp 10 minutes old", "/hooks/custom", hm(CUSTOM, t - 600, t - 600, custom), custom, 401, bad);
+    case("hmac (custom): timestamp moved after signing", "/hooks/custom", hm(CUSTOM, t - 600, t, custom), custom, 401, bad);
+    let mut no_prefix = hm(CUSTOM, t, t, custom);
+    no_prefix[1].1 = no_prefix[1].1.trim_start_matches("v1=").to_owned();
+    case("hmac (custom): no prefix", "/hooks/custom", no_prefix, custom, 401, bad);
+    let no_type = br#"{"id":"t1"}"#;
+    case(
+        "hmac (custom): event template with no value",
+        "/hooks/custom",
+        hm(CUSTOM, t, t, no_type),
+        no_type,
+        400,
+        "invalid_payload",
+    );
+}
+
+/// A Standard Webhooks key that is not [`STD`]'s.
+fn decode_other_key() -> Vec<u8> {
+    b"another-standard-webhooks-key-0123".to_vec()
 }
 
 /// One client frame that must be refused with an error frame (`code`).

@@ -1,6 +1,7 @@
 //! What hookcast's tests share across crates: in-memory doubles of the
 //! ports and their conformance suites ([`doubles`], [`conformance`]), the
-//! bad-input table both hosts run ([`hostile`]), and waits that are
+//! bad-input table both hosts run ([`hostile`]), the senders' proof
+//! ([`senders`]), and waits that are
 //! ceilings (below).
 //!
 //! # Waits
@@ -17,6 +18,7 @@
 
 pub mod doubles;
 pub mod hostile;
+pub mod senders;
 
 pub use doubles::{conformance, Faulty, MemLog, RecordingGateway};
 
@@ -30,14 +32,30 @@ pub fn config(origins: &[&str]) -> hookcast_core::Config {
     let source = |name: &str, kind, channels: Vec<hookcast_core::channel::ChannelPattern>, delivery_header: Option<&str>| {
         (
             name.to_owned(),
-            Source { name: name.into(), kind, channels, delivery_header: delivery_header.map(str::to_owned), fields: None },
+            Source {
+                name: name.into(),
+                kind,
+                channels,
+                delivery_header: delivery_header.map(str::to_owned),
+                fields: None,
+                route: None,
+            },
         )
     };
     let sources = [
-        source("netlify", SourceKind::Netlify { secret: Secret::new(NETLIFY_SECRET), forms: Default::default() }, vec![], None),
+        source(
+            "netlify",
+            SourceKind::Netlify {
+                secret: Secret::new(NETLIFY_SECRET),
+                forms: Default::default(),
+                form_channels: Default::default(),
+            },
+            vec![],
+            None,
+        ),
         source(
             "gh",
-            SourceKind::Hmac { secret: Secret::new(GH_SECRET) },
+            SourceKind::Hmac { secret: Secret::new(GH_SECRET), scheme: hookcast_core::config::HmacScheme::github() },
             vec!["news".parse().unwrap()],
             Some("x-github-delivery"),
         ),

@@ -223,6 +223,8 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
         println!("    zapier    x-hookcast-token    {}", sec.zapier);
         println!("    hmac      X-Hub-Signature-256 {}", sec.hmac);
         println!("    standard  webhook secret      {}", sec.standard);
+        println!("    github, vercel, stripe, shopify, sanity, contentful: the hmac secret; svix: the standard one;");
+        println!("    strapi: the zapier token (as Authorization: Bearer)");
         println!();
         println!("Open {http}/ and, in another terminal, send a signed Netlify deploy notification:");
         println!("  {exe} send --url {http}/hooks/netlify --secret {} --deploy succeeded", sec.netlify);
@@ -231,6 +233,8 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
             "  {exe} send --url {http}/hooks/netlify --secret {} --form guestbook --field name=Ada --field message=Hello",
             sec.netlify
         );
+        println!("or a GitHub release as GitHub sends it (any sender kind alike; listen on channel github):");
+        println!("  {exe} send --url {http}/hooks/github --kind github --secret {}", sec.hmac);
         println!("or a scoreboard merge patch (GitHub-style HMAC):");
         println!(
             "  {exe} send --url {http}/hooks/hmac --kind hmac --secret {} --channel scoreboard --event score --field home=2",

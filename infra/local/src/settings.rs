@@ -231,12 +231,20 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, E
     };
     let any = || Some(vec!["*".to_string()]);
     let mut netlify = src("netlify", &secrets.netlify, None);
-    netlify.forms.insert("guestbook".into(), RawForm { fields: vec!["name".into(), "message".into()] });
+    netlify.forms.insert("guestbook".into(), RawForm { fields: vec!["name".into(), "message".into()], channel: None });
     let mut sources = BTreeMap::new();
     sources.insert("netlify".into(), netlify);
     sources.insert("zapier".into(), src("token", &secrets.zapier, any()));
     sources.insert("hmac".into(), src("hmac", &secrets.hmac, any()));
     sources.insert("standard".into(), src("standard", &secrets.standard, any()));
+    // Each sender's own kind, to try with `hookcast send --kind <kind>`: the
+    // signing senders share the hmac secret, Svix the standard one, Strapi
+    // the Zapier token. Each publishes to the channel of its name.
+    for kind in ["github", "vercel", "stripe", "shopify", "sanity", "contentful"] {
+        sources.insert(kind.into(), src(kind, &secrets.hmac, None));
+    }
+    sources.insert("svix".into(), src("svix", &secrets.standard, None));
+    sources.insert("strapi".into(), src("strapi", &secrets.zapier, None));
     // The demo's channels keep a state: a page opened (or reloaded) after
     // the events shows them.
     let state = [("deploys", "last"), ("scoreboard", "merge"), ("forms/*", "list:20")]

@@ -1,0 +1,264 @@
+//! Every sender kind, natively, on the local binary: each real body from
+//! `tests/fixtures/senders`, signed as its sender signs it by an independent
+//! implementation (`hookcast_testkit::senders`: Python's hmac with Python's
+//! clock, and the senders' own SDKs; never hookcast's signer), reaches a subscribed WebSocket with the
+//! configured channel, event name and data; the same body signed with
+//! another secret is refused and reaches no page.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hookcast::settings::{self, Overrides};
+use hookcast_testkit::senders::{cases, config_toml, fixture, sdk_sign, sign, Case, CONTENTFUL_SECRET};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+// A ceiling for a stuck run (hookcast_testkit), not a guess at how long the work takes.
+const WAIT: Duration = hookcast_testkit::LOCAL;
+
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        match hookcast_testkit::within(WAIT, "a frame", ws.next()).await.expect("socket open").unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn post(url: &str, content_type: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+}
+
+/// The binary on port 0 with [`config`], and a page subscribed to `channels`.
+async fn start(dir: &Path, channels: &[&str]) -> (hookcast::Running, Ws) {
+    let path = dir.join("hookcast.toml");
+    std::fs::write(&path, config_toml()).unwrap();
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.join("data")), ..Default::default() };
+    let running = hookcast::spawn(&settings::load_file(&path, &cli).unwrap(), false).await.unwrap();
+    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    for ch in channels {
+        page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
+    }
+    (running, page)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    let mut channels: Vec<&str> = cases.iter().map(|c| c.channel).collect();
+    channels.push("news/today");
+    channels.dedup();
+    let (running, mut page) = start(dir.path(), &channels).await;
+    let url = |p: &str| format!("http://{}{p}", running.addr);
+
+    for case in &cases {
+        let what = format!("{} ({})", case.source, case.fixture);
+        let body = std::fs::read(fixture(case.fixture)).unwrap();
+        // A forgery first: the same body signed with another secret (or the
+        // wrong token). Were it published, it would be the page's next frame.
+        let wrong = if case.scheme == "svix" || case.scheme == "webhook" {
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        } else {
+            "not-the-secret-0123456789-not-the-secret-0123456789-not-the-secret"
+        };
+        let forged = sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &forged, body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what} forged: {answer}");
+
+        let headers = sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &headers, body).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        assert_eq!((answer["channel"].as_str(), answer["event"].as_str()), (Some(case.channel), Some(case.event)), "{what}");
+        let ev = next(&mut page).await;
+        assert_eq!(
+            (ev["type"].as_str(), ev["channel"].as_str(), ev["event"].as_str()),
+            (Some("event"), Some(case.channel), Some(case.event)),
+            "{what}: {ev}"
+        );
+        assert_eq!(ev["data"], case.data, "{what}");
+    }
+
+    // Zapier's form body, with its token header.
+    let form = std::fs::read(fixture("zapier/post-form.txt")).unwrap();
+    let token = vec![("x-hookcast-token".to_owned(), "zapier-e2e-token-0123456789".to_owned())];
+    let (status, answer) = post(&url("/hooks/zapier"), "application/x-www-form-urlencoded", &token, form).await;
+    assert_eq!(status, 200, "{answer}");
+    let ev = next(&mut page).await;
+    assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("news/today"), Some("post.published")));
+    assert_eq!(ev["data"], json!({"title": "Hookcast 1.0 is out", "url": "https://example.com/blog/hookcast-1-0"}));
+
+    // The sender's delivery identity dedupes a redelivery, signed anew:
+    // GitHub's X-GitHub-Delivery, Stripe's event id in the body.
+    for (source, scheme, secret, file, extra) in [
+        (
+            "github",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/release-published.json",
+            vec![("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")],
+        ),
+        ("stripe", "stripe", "whsec_stripe-e2e-secret-0123456789", "stripe/event.json", vec![]),
+    ] {
+        let headers = sign(scheme, secret, &fixture(file), &extra);
+        let (status, answer) =
+            post(&url(&format!("/hooks/{source}")), "application/json", &headers, std::fs::read(fixture(file)).unwrap()).await;
+        assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)), "{source}: {answer}");
+    }
+    page.send(Message::Text(json!({"action": "ping"}).to_string().into())).await.unwrap();
+    assert_eq!(next(&mut page).await, json!({"type": "pong"}), "no forgery and no redelivery reached the page");
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_own_sdks_sign_what_hookcast_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk_cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| ["github", "gh-deploys", "stripe", "clerk", "sanity", "contentful"].contains(&c.source))
+        .collect();
+    assert_eq!(sdk_cases.len(), 6);
+    let channels: Vec<&str> = sdk_cases.iter().map(|c| c.channel).collect();
+    let (running, mut page) = start(dir.path(), &channels).await;
+    let url = |p: &str| format!("http://{}{p}", running.addr);
+    for case in &sdk_cases {
+        let what = format!("{} signed by its SDK", case.source);
+        let body = std::fs::read(fixture(case.fixture)).unwrap();
+        let wrong = if case.scheme == "svix" { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } else { &"w".repeat(64) };
+        let forged = sdk_sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &forged, body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what}, forged: {answer}");
+
+        let headers = sdk_sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url(&format!("/hooks/{}", case.source)), case.content_type, &headers, body).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        let ev = next(&mut page).await;
+        assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some(case.channel), Some(case.event)), "{what}: {ev}");
+        assert_eq!(ev["data"], case.data, "{what}");
+    }
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
+
+/// `hookcast send --kind <sender>`, the real binary: a sample of each
+/// sender's body, or a real one with `--body`, signed as that sender signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookcast_send_signs_like_each_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: &[(&str, &str, &[&str], &str, &str)] = &[
+        ("github", "github-e2e-secret-0123456789", &[], "releases", "release.published"),
+        ("vercel", "AiK52QASLJXmCXX3X9gO2Zyh", &["--event", "deployment.succeeded"], "vercel", "deployment.succeeded"),
+        ("stripe", "whsec_stripe-e2e-secret-0123456789", &[], "billing/checkout.session", "checkout.session.completed"),
+        ("shopify", "shopify-e2e-secret-0123456789", &["--event", "orders/paid"], "orders", "orders.paid"),
+        ("sanity", "sanity-e2e-secret-0123456789", &["--event", "create"], "content/post", "document.create"),
+        ("contentful", CONTENTFUL_SECRET, &[], "cms/blogpost", "ContentManagement.Entry.publish"),
+        ("clerk", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &[], "users", "user.created"),
+        ("strapi", "strapi-e2e-token-0123456789", &[], "strapi/post", "entry.publish"),
+    ];
+    let mut channels: Vec<&str> = runs.iter().map(|r| r.3).collect();
+    channels.extend(["billing/plan", "custom"]);
+    let (running, mut page) = start(dir.path(), &channels).await;
+    let kind_of = |source: &str| match source {
+        "clerk" => "svix".to_owned(),
+        "custom" => "hmac".to_owned(),
+        other => other.to_owned(),
+    };
+    let send = |source: &str, secret: &str, extra: &[&str]| {
+        let url = format!("http://{}/hooks/{source}", running.addr);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"));
+        cmd.args(["send", "--url", &url, "--kind", &kind_of(source), "--secret", secret]).args(extra);
+        cmd.output()
+    };
+    for (source, secret, extra, channel, event) in runs {
+        let out = send(source, secret, extra).await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.starts_with("200 "), "{source}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let ev = next(&mut page).await;
+        assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some(*channel), Some(*event)), "{source}: {ev}");
+    }
+    // A real body from a file, sent as is.
+    let body = fixture("stripe/event.json");
+    let out = send("stripe", "whsec_stripe-e2e-secret-0123456789", &["--body", body.to_str().unwrap()]).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "), "{}", String::from_utf8_lossy(&out.stdout));
+    let ev = next(&mut page).await;
+    assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("billing/plan"), Some("plan.created")));
+    // The general hmac, as the custom source reads it: base64 HMAC-SHA1 after "v1=" over "<time>.<body>".
+    let out = send(
+        "custom",
+        "custom-e2e-secret-0123456789",
+        &[
+            "--body",
+            body.to_str().unwrap(),
+            "--signature-header",
+            "x-signature",
+            "--prefix",
+            "v1=",
+            "--encoding",
+            "base64",
+            "--algorithm",
+            "sha1",
+            "--timestamp-header",
+            "x-timestamp",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "), "{}", String::from_utf8_lossy(&out.stdout));
+    let ev = next(&mut page).await;
+    assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some("custom"), Some("plan.created")));
+    // The wrong secret: refused, and the command says so.
+    let out = send("stripe", "whsec_not-the-stripe-secret-01234", &[]).await.unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
+
+/// `hookcast dev` has a source of every kind: each sender kind, tried with
+/// `hookcast send --kind <kind>` and the dev secret it shares, reaches the
+/// channel of its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookcast_dev_has_every_sender_kind_to_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = settings::DevSecrets {
+        netlify: "netlify-dev-secret-0123".into(),
+        zapier: "zapier-dev-token-0123".into(),
+        hmac: "hmac-dev-secret-0123456".into(),
+        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    };
+    let cli = Overrides { port: Some(0), data_dir: Some(dir.path().join("data")), ..Default::default() };
+    let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
+    let kinds = ["github", "vercel", "stripe", "shopify", "sanity", "contentful", "svix", "strapi"];
+    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    for ch in kinds {
+        page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
+    }
+    for kind in kinds {
+        let secret = match kind {
+            "svix" => &secrets.standard,
+            "strapi" => &secrets.zapier,
+            _ => &secrets.hmac,
+        };
+        let url = format!("http://{}/hooks/{kind}", running.addr);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+            .args(["send", "--url", &url, "--kind", kind, "--secret", secret])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.starts_with("200 "), "{kind}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(next(&mut page).await["channel"], kind);
+    }
+    hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
+}
