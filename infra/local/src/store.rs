@@ -140,7 +140,10 @@ CREATE TABLE IF NOT EXISTS meta (
 impl SqliteStore {
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(err)?;
-        let mut store = Self::init(conn, retention)?;
+        // The file's identity now, so the writer notices if it is deleted
+        // or replaced under the running server.
+        let identity = FileIdentity::of(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let mut store = Self::init(conn, retention, Some(identity))?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -152,10 +155,10 @@ impl SqliteStore {
     }
 
     pub fn in_memory(retention: Retention) -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(err)?, retention)
+        Self::init(Connection::open_in_memory().map_err(err)?, retention, None)
     }
 
-    fn init(conn: Connection, retention: Retention) -> Result<Self, StoreError> {
+    fn init(conn: Connection, retention: Retention, identity: Option<FileIdentity>) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         // Made once, with the file: a new file (a wiped store) has a new one.
@@ -174,6 +177,8 @@ impl SqliteStore {
             backlog: backlog.clone(),
             commits: commits.clone(),
             busy_until: None,
+            identity,
+            gone_said: None,
         };
         std::thread::Builder::new().name("hookcast-writer".into()).spawn(move || writer.run(rx)).map_err(err)?;
         Ok(Self { db, jobs, reader: None, backlog, feed, commits, epoch })
@@ -225,6 +230,41 @@ struct Writer {
     /// Until when appends fail at once: the file was found locked by someone
     /// else, so queued webhooks get their 503 now, not one busy wait each.
     busy_until: Option<Instant>,
+    /// The database file as opened; checked before each commit.
+    identity: Option<FileIdentity>,
+    /// When the log last said the file is gone (said every minute, not per batch).
+    gone_said: Option<Instant>,
+}
+
+/// A file's path and its device and inode when opened: the file at that
+/// path later is the same file only if both still match.
+struct FileIdentity {
+    path: std::path::PathBuf,
+    dev_ino: (u64, u64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        Ok(Self { path: path.to_owned(), dev_ino: Self::dev_ino(path)? })
+    }
+    #[cfg(unix)]
+    fn dev_ino(path: &Path) -> std::io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    fn dev_ino(path: &Path) -> std::io::Result<(u64, u64)> {
+        std::fs::metadata(path).map(|_| (0, 0))
+    }
+    /// Why the file at the path is no longer the one opened, if it is not.
+    fn changed(&self) -> Option<String> {
+        match Self::dev_ino(&self.path) {
+            Ok(now) if now == self.dev_ino => None,
+            Ok(_) => Some(format!("{} was replaced by another file while the server runs", self.path.display())),
+            Err(e) => Some(format!("{} is gone ({e}); it was deleted while the server runs", self.path.display())),
+        }
+    }
 }
 
 impl Writer {
@@ -250,6 +290,21 @@ impl Writer {
             if self.busy_until.is_some_and(|t| t > now) {
                 for j in live {
                     let _ = j.done.send(Err(StoreError::unavailable("database file is locked by another process")));
+                }
+                continue;
+            }
+            // A deleted or replaced file would take these appends into an
+            // unlinked inode, lost at the next start: refuse them (503).
+            if let Some(why) = self.identity.as_ref().and_then(FileIdentity::changed) {
+                if self.gone_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::error!(
+                        "{why}: appends are refused (503) so that no webhook is acknowledged into it; restore the file \
+                         or restart hookcast to start a new store"
+                    );
+                    self.gone_said = Some(now);
+                }
+                for j in live {
+                    let _ = j.done.send(Err(StoreError::unavailable(why.clone())));
                 }
                 continue;
             }

@@ -262,3 +262,129 @@ async fn hookcast_dev_has_every_sender_kind_to_try() {
     }
     hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
 }
+
+/// The same proof through the AWS stack as AWS runs it: `hookcast emulate`
+/// on `sam build`'s output (the real bootstraps) with the sources in the
+/// stack's SourcesConfig (at most 900 characters, so the kinds are split over
+/// a few stacks). Every real body, signed by the independent signer, is
+/// acknowledged by the webhook function and reaches a WebSocket on the
+/// stack's API with the configured channel, event and data; a forgery is
+/// refused. Run by tests/run after sam build (`--ignored`, with
+/// HOOKCAST_BUILD_DIR).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sam build's output; tests/run runs it in its AWS phase with HOOKCAST_BUILD_DIR"]
+async fn every_sender_through_the_aws_stack() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    const LIMIT: usize = 900;
+    let build = std::env::var("HOOKCAST_BUILD_DIR").expect("HOOKCAST_BUILD_DIR: the sam build output to run");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cases = cases();
+    let mut sources: Vec<&str> = Vec::new();
+    for c in &cases {
+        if !sources.contains(&c.source) {
+            sources.push(c.source);
+        }
+    }
+    // Stacks whose SourcesConfig line fits the parameter.
+    let mut stacks: Vec<Vec<&str>> = vec![vec![]];
+    for s in sources {
+        let mut with = stacks.last().unwrap().clone();
+        with.push(s);
+        if hookcast_testkit::senders::sources_config(&with).len() <= LIMIT {
+            *stacks.last_mut().unwrap() = with;
+        } else {
+            stacks.push(vec![s]);
+        }
+    }
+    for group in stacks {
+        let line = hookcast_testkit::senders::sources_config(&group);
+        assert!(line.len() <= LIMIT, "{group:?} alone is {} characters", line.len());
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready.json");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+            .current_dir(&root)
+            .args(["emulate", "--template", "template.yaml", "--build-dir", &build, "--init-timeout", "120s", "--ready-file"])
+            .arg(&ready)
+            .arg("--parameter-overrides")
+            .args([
+                "NetlifySecret=netlify-e2e-secret-0123456789".to_owned(),
+                "ZapierToken=zapier-e2e-token-0123456789".to_owned(),
+                "AllowedOrigins=http://127.0.0.1".to_owned(),
+                format!("SourcesConfig={line}"),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut log = child.stderr.take().unwrap();
+        let log = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut log, &mut s).await;
+            s
+        });
+        // A ceiling for a stuck start (six bootstraps and moto on a busy machine).
+        let started = tokio::time::Instant::now();
+        let urls: Value = loop {
+            if let Some(v) = std::fs::read(&ready).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                break v;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("emulate exited {status} before it was ready:\n{}", log.await.unwrap());
+            }
+            assert!(
+                started.elapsed() < hookcast_testkit::MOTO,
+                "the emulated stack was not ready within {:?}",
+                hookcast_testkit::MOTO
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (http, wsu) = (urls["http"].as_str().unwrap().to_owned(), urls["websocket"].as_str().unwrap().to_owned());
+        let mut req = wsu.into_client_request().unwrap();
+        req.headers_mut().insert("origin", "http://127.0.0.1".parse().unwrap());
+        let mut page = connect_async(req).await.unwrap().0;
+        let mine: Vec<&Case> = cases.iter().filter(|c| group.contains(&c.source)).collect();
+        let mut channels: Vec<&str> = mine.iter().map(|c| c.channel).collect();
+        channels.sort();
+        channels.dedup();
+        for ch in &channels {
+            page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
+            let reply = next(&mut page).await;
+            assert_eq!(reply["type"], "subscribed", "{ch}: {reply}");
+        }
+        for case in mine {
+            let what = format!("{} ({}) through the stack", case.source, case.fixture);
+            let body = std::fs::read(fixture(case.fixture)).unwrap();
+            let url = format!("{http}/hooks/{}", case.source);
+            let wrong = if matches!(case.scheme, "svix" | "webhook") {
+                "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            } else {
+                "not-the-secret-0123456789-not-the-secret-0123456789-not-the-secret"
+            };
+            let forged = sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
+            let (status, answer) = post(&url, case.content_type, &forged, body.clone()).await;
+            assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what}, forged: {answer}");
+            let headers = sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
+            let (status, answer) = post(&url, case.content_type, &headers, body).await;
+            assert_eq!(status, 200, "{what}: {answer}");
+            // The fan-out is asynchronous (stream, queue, workers); the ceiling is moto's.
+            let ev = hookcast_testkit::within(hookcast_testkit::MOTO, &what, next(&mut page)).await;
+            assert_eq!(
+                (ev["type"].as_str(), ev["channel"].as_str(), ev["event"].as_str()),
+                (Some("event"), Some(case.channel), Some(case.event)),
+                "{what}: {ev}"
+            );
+            assert_eq!(ev["data"], case.data, "{what}");
+        }
+        drop(page);
+        // SIGTERM: emulate stops its bootstraps and moto before it exits.
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "emulate to stop", child.wait()).await.unwrap();
+        let log = log.await.unwrap();
+        assert!(status.success() || status.code().is_none(), "emulate stopped with {status}:\n{log}");
+    }
+}
