@@ -381,6 +381,8 @@ fn parse_cursor(id: &str) -> std::collections::BTreeMap<String, u64> {
 struct SseGuard {
     st: Arc<AppState>,
     id: ConnId,
+    /// Dropped with the stream: ends the budget watcher.
+    _watch: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Drop for SseGuard {
@@ -429,7 +431,26 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
         st.gateway.unregister(&id);
         return refusal(&HookError::Unavailable);
     }
-    let guard = SseGuard { st: st.clone(), id: id.clone() };
+    // Past its byte budget (a client that reads nothing), the client is
+    // forgotten at once, as a WebSocket is closed with 1013: its stream may
+    // not be polled again until the connection's write stall drops it.
+    let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let (st, id, queued) = (st.clone(), id.clone(), out.queued.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = queued.closing() => {
+                    info!(conn = %id, "SSE client over its byte budget: forgotten; it resumes with Last-Event-ID");
+                    st.gateway.unregister(&id);
+                    if let Err(e) = st.relay.disconnect(&id).await {
+                        warn!(error = %e, conn = %id, "could not forget an SSE client");
+                    }
+                }
+                _ = gone_rx => {}
+            }
+        });
+    }
+    let guard = SseGuard { st: st.clone(), id: id.clone(), _watch: gone_tx };
     for channel in channels {
         let since = cursor.get(channel.as_str()).copied();
         st.relay.command(&id, ClientMsg::Subscribe { channel, since, batch: false, token: token.clone(), epoch: None }).await;

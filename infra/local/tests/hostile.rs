@@ -241,6 +241,48 @@ async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
     s.stop().await;
 }
 
+/// An SSE client that reads nothing has the WebSocket's byte budget: past
+/// it, it is forgotten (no subscription, no queue) at once, not when its
+/// connection's write finally stalls out. Red before: still subscribed
+/// seconds after 8 MB were pushed at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_that_reads_nothing_is_dropped_at_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = table_settings(dir.path());
+    settings.core.limits.max_event_bytes = 100 * 1024;
+    settings.core.limits.max_body_bytes = 200 * 1024;
+    // Not the connection's write stall: the budget alone must drop it.
+    settings.net.write_stall = Duration::from_secs(600);
+    let s = Server::start(&settings).await;
+    let mut stuck = TcpStream::connect(s.addr).await.unwrap();
+    stuck.write_all(b"GET /sse?channel=news HTTP/1.1\r\nhost: x\r\norigin: https://site.example\r\n\r\n").await.unwrap();
+    open_sockets_reach(&s, 1, "the SSE client to be registered").await;
+    hookcast_testkit::until_sync(WAIT, "the SSE client to subscribe", || match s.state.live.connections() {
+        1 => Ok(()),
+        n => Err(format!("{n} connections hold subscriptions")),
+    })
+    .await;
+    let pad = "x".repeat(90 * 1024);
+    let mut pushed = 0;
+    for n in 0..90u32 {
+        s.post_news(n, &pad).await;
+        pushed += 90 * 1024;
+        if s.state.live.connections() == 0 {
+            break;
+        }
+    }
+    hookcast_testkit::until_sync(WAIT, "the SSE client's subscription to be forgotten", || match s.state.live.connections() {
+        0 => Ok(()),
+        n => Err(format!("{n} connections hold subscriptions")),
+    })
+    .await;
+    assert_eq!(s.open_sockets(), 0, "its queue is gone too");
+    assert!(s.state.gateway.queued_bytes() <= hookcast::gateway::LIVE_BUDGET, "{} bytes queued", s.state.gateway.queued_bytes());
+    eprintln!("SSE client forgotten after {pushed} bytes pushed");
+    drop(stuck);
+    s.stop().await;
+}
+
 /// Repeating a subscribe with since=0 without reading: the server stops
 /// reading the client's messages until its replies drain, so queued bytes
 /// stay near one replay, not one per request.
