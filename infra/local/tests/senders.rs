@@ -377,6 +377,7 @@ async fn every_sender_through_the_aws_stack() {
             );
             assert_eq!(ev["data"], case.data, "{what}");
         }
+        eprintln!("through the stack with SourcesConfig {:?} ({} characters): every case delivered", group, line.len());
         drop(page);
         // SIGTERM: emulate stops its bootstraps and moto before it exits.
         if let Some(pid) = child.id() {
