@@ -11,6 +11,15 @@
 //!   npm ci && cargo build --release -p hookcast --bins --examples
 //!   target/release/examples/bench [--sizes 100,1000,5000,10000] [--repeat 3] [--out DIR]
 //!
+//! `--open-loop` instead measures the way webhooks really arrive: a timer
+//! posts at a fixed rate whatever the acknowledgements do (each publish its
+//! own task, its latency counted from its scheduled time, so queueing in the
+//! sender is not hidden), at `--rates 20,50,100,200,400` events/s to 1,000
+//! and 5,000 subscribers (`--sizes`), 200 events per rate at 1,000 and 100
+//! at 5,000; it records p50, p99 and max, and the time to deliver everything
+//! against the schedule's own length. Each server and audience is set up
+//! once per size and runs every rate in turn.
+//!
 //! With --out, writes DIR/bench.md (the tables) and DIR/bench.svg (the plot);
 //! --servers hookcast,node runs a subset (names by prefix); --replot DIR
 //! redraws DIR/bench.svg from DIR/bench.md.
@@ -151,6 +160,13 @@ impl Histogram {
     fn reset(&self) {
         self.0.iter().for_each(|b| b.store(0, Ordering::Relaxed));
     }
+    /// The largest latency recorded, in ms (its bucket's upper edge).
+    fn max(&self) -> f64 {
+        self.0
+            .iter()
+            .rposition(|b| b.load(Ordering::Relaxed) > 0)
+            .map_or(f64::NAN, |i| ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0)
+    }
     /// The `p` quantile in ms (the bucket's upper edge).
     fn pct(&self, p: f64) -> f64 {
         let counts: Vec<u64> = self.0.iter().map(|b| b.load(Ordering::Relaxed)).collect();
@@ -241,7 +257,11 @@ async fn audience(target: Target, http: &str, n: usize, epoch: Instant) -> Audie
 }
 
 async fn publish(client: &reqwest::Client, target: Target, http: &str, i: u64, epoch: Instant) {
-    let t0 = micros(epoch);
+    publish_at(client, target, http, i, micros(epoch)).await
+}
+
+/// A publish stamped with `t0` (µs since the bench's epoch): its scheduled time in open loop.
+async fn publish_at(client: &reqwest::Client, target: Target, http: &str, i: u64, t0: u64) {
     let (url, body, headers) = match target {
         Target::Hookcast => {
             let body = json!({"channel": "bench", "event": "tick", "data": {"t0": t0, "i": i}}).to_string();
@@ -334,6 +354,193 @@ async fn fanout_run(client: &reqwest::Client, target: Target, n: usize, epoch: I
     drop(server);
     tokio::time::sleep(Duration::from_millis(300)).await;
     rows
+}
+
+/// One open-loop row: the rate, what was measured, and how long delivering
+/// everything took beside the schedule's own length.
+#[derive(Clone, Copy, Debug)]
+struct OpenRow {
+    rate: u32,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    schedule_s: f64,
+    delivered_s: f64,
+    lost: u64,
+}
+
+/// Events posted per open-loop rate: 200 at up to 1,000 subscribers, 100 above.
+fn open_events(n: usize) -> u64 {
+    if n > 1000 {
+        100
+    } else {
+        200
+    }
+}
+
+/// One server and one audience of `n`, then each rate in turn, open loop.
+async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates: &[u32], epoch: Instant) -> Vec<OpenRow> {
+    let server = start(target).await;
+    let aud = audience(target, &server.http, n, epoch).await;
+    let mut rows = Vec::new();
+    let mut seq = 0u64;
+    for &rate in rates {
+        // A breath between rates: the last one's tail must not count here.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        aud.latencies.reset();
+        let events = open_events(n);
+        let start_count = aud.received.load(Ordering::Relaxed);
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let begin = tokio::time::Instant::now() + Duration::from_millis(20);
+        let mut posts = Vec::with_capacity(events as usize);
+        for k in 0..events {
+            let at = begin + interval * k as u32;
+            tokio::time::sleep_until(at).await;
+            // Stamped with the scheduled time: a late timer or a slow
+            // sender counts against the server's latency, never hides it.
+            let t0 = micros(epoch).saturating_sub(tokio::time::Instant::now().saturating_duration_since(at).as_micros() as u64);
+            let (client, http) = (client.clone(), server.http.clone());
+            seq += 1;
+            let i = seq;
+            posts.push(tokio::spawn(async move { publish_at(&client, target, &http, i, t0).await }));
+        }
+        let schedule_s = interval.as_secs_f64() * events as f64;
+        let want = start_count + events * n as u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while aud.received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let delivered_s = begin.elapsed().as_secs_f64();
+        for p in posts {
+            p.await.unwrap();
+        }
+        let got = aud.received.load(Ordering::Relaxed) - start_count;
+        let row = OpenRow {
+            rate,
+            p50: aud.latencies.pct(0.5),
+            p99: aud.latencies.pct(0.99),
+            max: aud.latencies.max(),
+            schedule_s,
+            delivered_s,
+            lost: events * n as u64 - got,
+        };
+        println!(
+            "| {} | {n} | {rate} | {:.1} | {:.1} | {:.0} | {:.2} s of {:.2} s | {} |",
+            target.name(),
+            row.p50,
+            row.p99,
+            row.max,
+            row.delivered_s,
+            row.schedule_s,
+            row.lost
+        );
+        rows.push(row);
+    }
+    for t in aud.tasks {
+        t.abort();
+    }
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rows
+}
+
+/// The open-loop table and its plot (p99 against rate, one line per server and size).
+async fn open_loop(
+    client: &reqwest::Client,
+    sizes: &[usize],
+    rates: &[u32],
+    servers: &[Target],
+    out: Option<std::path::PathBuf>,
+    epoch: Instant,
+) {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Open loop: one channel, every subscriber on it; a timer posts at a fixed rate whatever the acknowledgements do; latency = scheduled publish → delivery at each subscriber (Rust client, 4 KiB read buffers); {} events per rate.\n",
+        sizes.iter().map(|n| format!("{} at {n}", open_events(*n))).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(
+        md,
+        "| server | subscribers | events/s | p50 ms | p99 ms | max ms | everything delivered after | not delivered |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|");
+    print!("{md}");
+    let mut all: Vec<(usize, Target, Vec<OpenRow>)> = Vec::new();
+    for &n in sizes {
+        for &target in servers {
+            let rows = open_loop_run(client, target, n, rates, epoch).await;
+            for r in &rows {
+                let _ = writeln!(
+                    md,
+                    "| {} | {n} | {} | {:.1} | {:.1} | {:.0} | {:.2} s of {:.2} s | {} |",
+                    target.name(),
+                    r.rate,
+                    r.p50,
+                    r.p99,
+                    r.max,
+                    r.delivered_s,
+                    r.schedule_s,
+                    r.lost
+                );
+            }
+            all.push((n, target, rows));
+        }
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("open-loop.md"), &md).unwrap();
+        std::fs::write(dir.join("open-loop.svg"), open_svg(rates, &all)).unwrap();
+        println!("\nwrote {} and {}", dir.join("open-loop.md").display(), dir.join("open-loop.svg").display());
+    }
+}
+
+/// p99 (log scale) against the rate: one panel per audience size.
+fn open_svg(rates: &[u32], all: &[(usize, Target, Vec<OpenRow>)]) -> String {
+    let mut sizes: Vec<usize> = all.iter().map(|(n, _, _)| *n).collect();
+    sizes.dedup();
+    let (w, h, pad) = (420.0, 300.0, 50.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#,
+        w * sizes.len() as f64,
+        h + 40.0
+    );
+    let (lo, hi) = (1.0f64.log10(), 30000.0f64.log10());
+    let y = |ms: f64| pad + (h - 2.0 * pad) * (1.0 - (ms.max(1.0).log10() - lo) / (hi - lo));
+    for (panel, &n) in sizes.iter().enumerate() {
+        let x0 = panel as f64 * w;
+        let x = |i: usize| x0 + pad + (w - 2.0 * pad) * i as f64 / (rates.len().max(2) - 1) as f64;
+        let _ = write!(svg, r#"<text x="{}" y="20">p99 ms (log), {n} subscribers, by events/s</text>"#, x0 + pad);
+        for ms in [1.0, 10.0, 100.0, 1000.0, 10000.0] {
+            let _ = write!(
+                svg,
+                r##"<line x1="{}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{}" y="{:.1}">{ms}</text>"##,
+                x0 + pad,
+                x0 + w - pad,
+                y(ms),
+                y(ms),
+                x0 + 5.0,
+                y(ms) + 4.0
+            );
+        }
+        for (i, r) in rates.iter().enumerate() {
+            let _ = write!(svg, r#"<text x="{:.1}" y="{}">{r}</text>"#, x(i) - 8.0, h - pad + 18.0);
+        }
+        for (k, (_, target, rows)) in all.iter().filter(|(m, _, _)| *m == n).enumerate() {
+            let pts: Vec<String> = rows.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i), y(r.p99))).collect();
+            let _ =
+                write!(svg, r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#, target.color(), pts.join(" "));
+            let _ = write!(
+                svg,
+                r#"<text x="{}" y="{}" fill="{}">{}</text>"#,
+                x0 + pad + 90.0 * k as f64,
+                h + 30.0,
+                target.color(),
+                target.name()
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 /// This disk's own rate of small durable writes: 4 KiB overwrites of a
@@ -510,6 +717,15 @@ async fn main() {
     }
     let epoch = Instant::now();
     let client = reqwest::Client::new();
+    if args.iter().any(|a| a == "--open-loop") {
+        let sizes: Vec<usize> =
+            arg("--sizes").map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![1000, 5000]);
+        let rates: Vec<u32> = arg("--rates")
+            .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_else(|| vec![20, 50, 100, 200, 400]);
+        open_loop(&client, &sizes, &rates, &servers, out, epoch).await;
+        return;
+    }
 
     let mut md = String::new();
     let _ = writeln!(
