@@ -257,11 +257,12 @@ async fn audience(target: Target, http: &str, n: usize, epoch: Instant) -> Audie
 }
 
 async fn publish(client: &reqwest::Client, target: Target, http: &str, i: u64, epoch: Instant) {
-    publish_at(client, target, http, i, micros(epoch)).await
+    let res = publish_at(client, target, http, i, micros(epoch)).await;
+    assert!(res.is_ok(), "{}", res.unwrap_err());
 }
 
 /// A publish stamped with `t0` (µs since the bench's epoch): its scheduled time in open loop.
-async fn publish_at(client: &reqwest::Client, target: Target, http: &str, i: u64, t0: u64) {
+async fn publish_at(client: &reqwest::Client, target: Target, http: &str, i: u64, t0: u64) -> Result<(), String> {
     let (url, body, headers) = match target {
         Target::Hookcast => {
             let body = json!({"channel": "bench", "event": "tick", "data": {"t0": t0, "i": i}}).to_string();
@@ -279,8 +280,11 @@ async fn publish_at(client: &reqwest::Client, target: Target, http: &str, i: u64
     for (k, v) in headers {
         req = req.header(k, v);
     }
-    let res = req.send().await.unwrap();
-    assert!(res.status().is_success(), "{}", res.status());
+    let res = req.send().await.map_err(|e| format!("publish {i}: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("publish {i}: {}", res.status()));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Default, Debug)]
@@ -411,8 +415,16 @@ async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let delivered_s = begin.elapsed().as_secs_f64();
+        // A server that resets or refuses a publish under load: that event
+        // was never sent, and counts as not delivered to anyone.
+        let mut refused = 0u64;
         for p in posts {
-            p.await.unwrap();
+            if let Err(e) = p.await.unwrap() {
+                refused += 1;
+                if refused == 1 {
+                    eprintln!("{}: {e}", target.name());
+                }
+            }
         }
         let got = aud.received.load(Ordering::Relaxed) - start_count;
         let row = OpenRow {
@@ -422,8 +434,11 @@ async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates
             max: aud.latencies.max(),
             schedule_s,
             delivered_s,
-            lost: events * n as u64 - got,
+            lost: (events * n as u64).saturating_sub(got),
         };
+        if refused > 0 {
+            eprintln!("{}: {refused} of {events} publishes refused at {rate}/s", target.name());
+        }
         println!(
             "| {} | {n} | {rate} | {:.1} | {:.1} | {:.0} | {:.2} s of {:.2} s | {} |",
             target.name(),
@@ -717,6 +732,31 @@ async fn main() {
     }
     let epoch = Instant::now();
     let client = reqwest::Client::new();
+    // --replot-open DIR: DIR/open-loop.svg again from DIR/open-loop.md (rows of several runs may be merged there).
+    if let Some(dir) = arg("--replot-open").map(std::path::PathBuf::from) {
+        let md = std::fs::read_to_string(dir.join("open-loop.md")).expect("open-loop.md");
+        let mut all: Vec<(usize, Target, Vec<OpenRow>)> = Vec::new();
+        let mut rates: Vec<u32> = Vec::new();
+        for line in md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| server")) {
+            let c: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (Some(target), Ok(n), Ok(rate), Ok(p99)) =
+                (TARGETS.into_iter().find(|t| t.name() == c[1]), c[2].parse::<usize>(), c[3].parse::<u32>(), c[5].parse::<f64>())
+            else {
+                continue;
+            };
+            if !rates.contains(&rate) {
+                rates.push(rate);
+            }
+            let row = OpenRow { rate, p50: 0.0, p99, max: 0.0, schedule_s: 0.0, delivered_s: 0.0, lost: 0 };
+            match all.iter_mut().find(|(m, t, _)| *m == n && *t == target) {
+                Some((_, _, rows)) => rows.push(row),
+                None => all.push((n, target, vec![row])),
+            }
+        }
+        rates.sort();
+        std::fs::write(dir.join("open-loop.svg"), open_svg(&rates, &all)).unwrap();
+        return;
+    }
     if args.iter().any(|a| a == "--open-loop") {
         let sizes: Vec<usize> =
             arg("--sizes").map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![1000, 5000]);
