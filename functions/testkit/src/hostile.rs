@@ -166,19 +166,16 @@ fn h(k: &str, v: &str) -> (String, String) {
     (k.to_owned(), v.to_owned())
 }
 
+/// A POST case: what it sends and the status and code it must get.
+fn post(name: &str, path: &str, headers: Vec<(String, String)>, body: &[u8], status: u16, code: &'static str) -> Case {
+    Case { name: name.to_owned(), method: "POST", path: path.to_owned(), headers, body: body.to_vec(), status, code }
+}
+
 /// The webhook and history cases.
 pub fn http_cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut case = |name: &str, path: &str, headers: Vec<(String, String)>, body: &[u8], status: u16, code: &'static str| {
-        out.push(Case {
-            name: name.to_owned(),
-            method: "POST",
-            path: path.to_owned(),
-            headers,
-            body: body.to_vec(),
-            status,
-            code,
-        })
+        out.push(post(name, path, headers, body, status, code))
     };
     let json_ct = || h("content-type", "application/json");
     let deploy = br#"{"id":"d1","state":"ready","branch":"main"}"#.to_vec();
@@ -527,15 +524,7 @@ pub fn http_cases() -> Vec<Case> {
 /// signature header, and a correctly signed body that is not the sender's.
 fn sender_cases(out: &mut Vec<Case>) {
     let mut case = |name: &str, path: &str, headers: Vec<(String, String)>, body: &[u8], status: u16, code: &'static str| {
-        out.push(Case {
-            name: name.to_owned(),
-            method: "POST",
-            path: path.to_owned(),
-            headers,
-            body: body.to_vec(),
-            status,
-            code,
-        })
+        out.push(post(name, path, headers, body, status, code))
     };
     let json_ct = || h("content-type", "application/json");
     let bad = "invalid_signature";
