@@ -90,12 +90,6 @@ impl StateRules {
     pub fn mode(&self, channel: &Channel) -> Option<StateMode> {
         self.0.iter().find(|(p, _)| p.matches(channel)).map(|(_, m)| *m)
     }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &(ChannelPattern, StateMode)> {
-        self.0.iter()
-    }
 }
 
 /// The event would grow the channel's state past its limit.
