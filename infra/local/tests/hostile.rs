@@ -60,8 +60,13 @@ impl Server {
         hookcast_testkit::within(WAIT, "shutdown, which is bounded", self.running.stop()).await.unwrap();
         t.elapsed()
     }
-    /// A signed webhook with `pad` bytes of data on `news`.
+    /// A signed webhook with `pad` bytes of data on `news`, acknowledged.
     async fn post_news(&self, n: u32, pad: &str) {
+        let (status, answer) = self.try_post_news(n, pad).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    /// The same webhook, and the status and JSON body it got.
+    async fn try_post_news(&self, n: u32, pad: &str) -> (u16, Value) {
         let body = json!({"channel": "news", "event": "big", "data": {"n": n, "pad": pad}}).to_string();
         let res = reqwest::Client::new()
             .post(self.url("/hooks/gh"))
@@ -71,7 +76,7 @@ impl Server {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 200);
+        (res.status().as_u16(), res.json().await.unwrap())
     }
 }
 
@@ -491,17 +496,7 @@ async fn a_deleted_database_refuses_appends_instead_of_losing_them() {
     }
     assert!(deleted >= 1, "no database file found in {}", settings.data_dir.display());
     for n in 1..=3 {
-        let body = json!({"channel": "news", "event": "big", "data": {"n": n}}).to_string();
-        let res = reqwest::Client::new()
-            .post(s.url("/hooks/gh"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", sign::github(hostile::GH, body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let answer: Value = res.json().await.unwrap();
+        let (status, answer) = s.try_post_news(n, "").await;
         assert_eq!((status, answer["error"].as_str()), (503, Some("unavailable")), "webhook {n}: {answer}");
     }
     s.stop().await;
