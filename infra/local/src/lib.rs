@@ -5,6 +5,7 @@ pub mod error;
 pub mod gateway;
 pub mod listen;
 pub mod net;
+pub mod push;
 pub mod send;
 pub mod server;
 pub mod settings;
@@ -108,7 +109,7 @@ pub async fn bind(
         .map_err(|e| Error::Serve(format!("cannot listen on {}:{}: {e}", settings.bind, settings.port)))?;
     let addr = listener.local_addr().map_err(|e| Error::Serve(e.to_string()))?;
     let commits = state.commits.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let dispatcher = commits.map(|c| tokio::spawn(dispatch::run(state.fanout.clone(), state.log.backlog(), c)));
+    let dispatcher = commits.map(|c| push::handle().spawn(dispatch::run(state.fanout.clone(), state.log.backlog(), c)));
     let st = state.clone();
     let signal = async move {
         shutdown.await;

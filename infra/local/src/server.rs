@@ -207,7 +207,11 @@ async fn ws_upgrade(
         .max_frame_size(2 * MAX_CLIENT_FRAME)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| run_socket(st, socket, origin))
+        .on_upgrade(move |socket| {
+            // The socket lives on the push runtime; this task ends here.
+            crate::push::handle().spawn(run_socket(st, socket, origin));
+            std::future::ready(())
+        })
 }
 
 fn new_conn_id() -> ConnId {
