@@ -374,6 +374,22 @@ struct OpenRow {
     schedule_s: f64,
     delivered_s: f64,
     lost: u64,
+    /// CPU the server process spent per delivery (all its threads, user + system), µs.
+    server_cpu_us: f64,
+    /// CPU this bench process (the subscribers' client and the sender) spent per delivery, µs.
+    client_cpu_us: f64,
+}
+
+/// A process's CPU time so far (user + system, all threads), in µs.
+fn cpu_us(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // utime and stime are fields 14 and 15 of stat; here, after the state letter, 11 and 12.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 * 1e6 / hz
 }
 
 /// Events posted per open-loop rate: 200 at up to 1,000 subscribers, 100 above.
@@ -397,6 +413,8 @@ async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates
         aud.latencies.reset();
         let events = open_events(n);
         let start_count = aud.received.load(Ordering::Relaxed);
+        let server_pid = server.child.id().unwrap().to_string();
+        let (server_cpu0, client_cpu0) = (cpu_us(&server_pid), cpu_us("self"));
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let begin = tokio::time::Instant::now() + Duration::from_millis(20);
         let mut posts = Vec::with_capacity(events as usize);
@@ -413,11 +431,13 @@ async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates
         }
         let schedule_s = interval.as_secs_f64() * events as f64;
         let want = start_count + events * n as u64;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Not delivered 30 s after the schedule's end: lost.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while aud.received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let delivered_s = begin.elapsed().as_secs_f64();
+        let (server_cpu, client_cpu) = (cpu_us(&server_pid) - server_cpu0, cpu_us("self") - client_cpu0);
         // A server that resets or refuses a publish under load: that event
         // was never sent, and counts as not delivered to anyone.
         let mut refused = 0u64;
@@ -438,20 +458,13 @@ async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates
             schedule_s,
             delivered_s,
             lost: (events * n as u64).saturating_sub(got),
+            server_cpu_us: server_cpu / got.max(1) as f64,
+            client_cpu_us: client_cpu / got.max(1) as f64,
         };
         if refused > 0 {
             eprintln!("{}: {refused} of {events} publishes refused at {rate}/s", target.name());
         }
-        println!(
-            "| {} | {n} | {rate} | {:.1} | {:.1} | {:.0} | {:.2} s of {:.2} s | {} |",
-            target.name(),
-            row.p50,
-            row.p99,
-            row.max,
-            row.delivered_s,
-            row.schedule_s,
-            row.lost
-        );
+        println!("{}", open_line(target, n, &row));
         rows.push(row);
     }
     for t in aud.tasks {
@@ -595,44 +608,81 @@ async fn publish_to(client: &reqwest::Client, http: &str, channel: &str, i: u64,
     Ok(())
 }
 
-/// The open-loop table and its plot (p99 against rate, one line per server and size).
+fn open_line(target: Target, n: usize, r: &OpenRow) -> String {
+    format!(
+        "| {} | {n} | {} | {:.1} | {:.1} | {:.0} | {:.2} s of {:.2} s | {} | {:.1} | {:.1} |",
+        target.name(),
+        r.rate,
+        r.p50,
+        r.p99,
+        r.max,
+        r.delivered_s,
+        r.schedule_s,
+        r.lost,
+        r.server_cpu_us,
+        r.client_cpu_us
+    )
+}
+
+/// The open-loop table and its plot (p99 against rate, one line per server
+/// and size); with `repeat` > 1, each cell is the median of that many runs,
+/// servers interleaved, and "not delivered" their sum.
 async fn open_loop(
     client: &reqwest::Client,
     sizes: &[usize],
     rates: &[u32],
     servers: &[Target],
+    repeat: usize,
     out: Option<std::path::PathBuf>,
     epoch: Instant,
 ) {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Open loop: one channel, every subscriber on it; a timer posts at a fixed rate whatever the acknowledgements do; latency = scheduled publish → delivery at each subscriber (Rust client, 4 KiB read buffers); {} events per rate.\n",
+        "Open loop: one channel, every subscriber on it; a timer posts at a fixed rate whatever the acknowledgements do; latency = scheduled publish → delivery at each subscriber (Rust client, 4 KiB read buffers); {} events per rate; median of {repeat} run(s), servers interleaved. CPU µs/delivery: the server process's CPU time (all threads, user + system) and this bench's (the subscribers' client and the sender) over the rate's run, per delivery.\n",
         sizes.iter().map(|n| format!("{} at {n}", open_events(*n))).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(
         md,
-        "| server | subscribers | events/s | p50 ms | p99 ms | max ms | everything delivered after | not delivered |"
+        "| server | subscribers | events/s | p50 ms | p99 ms | max ms | everything delivered after | not delivered | server CPU µs/delivery | client CPU µs/delivery |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     print!("{md}");
     let mut all: Vec<(usize, Target, Vec<OpenRow>)> = Vec::new();
     for &n in sizes {
+        let mut runs: BTreeMap<Target, Vec<Vec<OpenRow>>> = BTreeMap::new();
+        for _ in 0..repeat {
+            for &target in servers {
+                runs.entry(target).or_default().push(open_loop_run(client, target, n, rates, epoch).await);
+            }
+        }
         for &target in servers {
-            let rows = open_loop_run(client, target, n, rates, epoch).await;
+            let rs = &runs[&target];
+            let rows: Vec<OpenRow> = (0..rates.len())
+                .map(|i| {
+                    let med = |f: fn(&OpenRow) -> f64| median(rs.iter().map(|r| f(&r[i])).collect());
+                    OpenRow {
+                        rate: rates[i],
+                        p50: med(|r| r.p50),
+                        p99: med(|r| r.p99),
+                        max: med(|r| r.max),
+                        schedule_s: rs[0][i].schedule_s,
+                        delivered_s: med(|r| r.delivered_s),
+                        lost: rs.iter().map(|r| r[i].lost).sum(),
+                        server_cpu_us: med(|r| r.server_cpu_us),
+                        client_cpu_us: med(|r| r.client_cpu_us),
+                    }
+                })
+                .collect();
+            if repeat > 1 {
+                println!("median of {repeat}:");
+            }
             for r in &rows {
-                let _ = writeln!(
-                    md,
-                    "| {} | {n} | {} | {:.1} | {:.1} | {:.0} | {:.2} s of {:.2} s | {} |",
-                    target.name(),
-                    r.rate,
-                    r.p50,
-                    r.p99,
-                    r.max,
-                    r.delivered_s,
-                    r.schedule_s,
-                    r.lost
-                );
+                let line = open_line(target, n, r);
+                if repeat > 1 {
+                    println!("{line}");
+                }
+                let _ = writeln!(md, "{line}");
             }
             all.push((n, target, rows));
         }
@@ -883,7 +933,17 @@ async fn main() {
             if !rates.contains(&rate) {
                 rates.push(rate);
             }
-            let row = OpenRow { rate, p50: 0.0, p99, max: 0.0, schedule_s: 0.0, delivered_s: 0.0, lost: 0 };
+            let row = OpenRow {
+                rate,
+                p50: 0.0,
+                p99,
+                max: 0.0,
+                schedule_s: 0.0,
+                delivered_s: 0.0,
+                lost: 0,
+                server_cpu_us: 0.0,
+                client_cpu_us: 0.0,
+            };
             match all.iter_mut().find(|(m, t, _)| *m == n && *t == target) {
                 Some((_, _, rows)) => rows.push(row),
                 None => all.push((n, target, vec![row])),
@@ -909,7 +969,7 @@ async fn main() {
         let rates: Vec<u32> = arg("--rates")
             .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
             .unwrap_or_else(|| vec![20, 50, 100, 200, 400]);
-        open_loop(&client, &sizes, &rates, &servers, out, epoch).await;
+        open_loop(&client, &sizes, &rates, &servers, repeat, out, epoch).await;
         return;
     }
 
