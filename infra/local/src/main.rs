@@ -92,13 +92,15 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().with_current_span(false).init(),
         LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // The runtime that answers HTTP; sockets and the fan-out run on their own (see `push`).
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_start(hookcast::push::answer_promptly).build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     if let Cmd::Listen(args) = &cli.cmd {
         let outcome = rt.block_on(async {
             let (mut out, mut log) = (std::io::stdout(), std::io::stderr());
@@ -184,9 +186,13 @@ async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(
         }
     };
     let state = hookcast::state(&settings, demo)?;
-    let (addr, serving) = hookcast::bind(&settings, state, hookcast::shutdown_signal()).await?;
+    let (addr, serving) = hookcast::bind(&settings, state.clone(), hookcast::shutdown_signal()).await?;
     print_banner(addr, &settings, secrets.as_ref(), demo);
-    serving.await.map_err(|e| Error::Serve(format!("server failed: {e}")))
+    let served = serving.await.map_err(|e| Error::Serve(format!("server failed: {e}")));
+    // The sockets run on the push runtime: let them send their 1012 (each
+    // waits at most a second for its client) before the process ends.
+    hookcast::released(&state, std::time::Duration::from_secs(2)).await;
+    served
 }
 
 fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Option<&DevSecrets>, demo: bool) {

@@ -180,7 +180,13 @@ impl SqliteStore {
             identity,
             gone_said: None,
         };
-        std::thread::Builder::new().name("hookcast-writer".into()).spawn(move || writer.run(rx)).map_err(err)?;
+        std::thread::Builder::new()
+            .name("hookcast-writer".into())
+            .spawn(move || {
+                crate::push::answer_promptly();
+                writer.run(rx)
+            })
+            .map_err(err)?;
         Ok(Self { db, jobs, reader: None, backlog, feed, commits, epoch })
     }
 

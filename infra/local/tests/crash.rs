@@ -128,3 +128,48 @@ async fn every_acknowledged_webhook_survives_kill_9() {
     assert_eq!(got, (101..=head).collect::<Vec<_>>());
     eprintln!("kill -9 after {} acknowledged webhooks; {head} in the log after restart", acked.len());
 }
+
+/// SIGTERM: every open socket is told 1012 (resume elsewhere with since)
+/// before the process ends, and it ends cleanly. The sockets run on their
+/// own runtime, so the process must wait for their close frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_every_socket_with_1012_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookcast.toml");
+    std::fs::write(&config, format!("[sources.app]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"*\"]\n")).unwrap();
+    let (mut child, url) = start(dir.path(), &config).await;
+    let ws_url = url.replacen("http://", "ws://", 1) + "/ws";
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let sub = json!({"action": "subscribe", "channel": format!("c{i}")}).to_string();
+        ws.send(Message::Text(sub.into())).await.unwrap();
+        loop {
+            let m = hookcast_testkit::within(hookcast_testkit::LOCAL, "subscribed", ws.next()).await.unwrap().unwrap();
+            if m.to_text().unwrap_or_default().contains("\"subscribed\"") {
+                break;
+            }
+        }
+        sockets.push(ws);
+    }
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for mut ws in sockets {
+        let code = hookcast_testkit::within(hookcast_testkit::LOCAL, "the close frame", async {
+            while let Some(m) = ws.next().await {
+                if let Ok(Message::Close(frame)) = m {
+                    return frame.map(|f| u16::from(f.code));
+                }
+                if m.is_err() {
+                    return None;
+                }
+            }
+            None
+        })
+        .await;
+        assert_eq!(code, Some(1012), "every socket hears 1012 before the process ends");
+    }
+    let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "the process to exit", child.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status}");
+}
