@@ -83,6 +83,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    hookcast::push::one_arena_per_core();
     let cli = Cli::parse();
     // One TLS provider for the process (wss:// in listen, https in send).
     let _ = rustls::crypto::ring::default_provider().install_default();
