@@ -266,23 +266,17 @@ async fn publish(client: &reqwest::Client, target: Target, http: &str, i: u64, e
 
 /// A publish stamped with `t0` (µs since the bench's epoch): its scheduled time in open loop.
 async fn publish_at(client: &reqwest::Client, target: Target, http: &str, i: u64, t0: u64) -> Result<(), String> {
-    let (url, body, headers) = match target {
-        Target::Hookcast => {
-            let body = json!({"channel": "bench", "event": "tick", "data": {"t0": t0, "i": i}}).to_string();
-            let sig = hookcast_core::sign::github(SECRET.as_bytes(), body.as_bytes());
-            (format!("{http}/hooks/hmac"), body, vec![("x-hub-signature-256", sig)])
-        }
-        _ => {
-            // The frame hookcast would send, so every server carries the same bytes.
-            let body = json!({"type": "event", "channel": "bench", "seq": i, "event": "tick", "data": {"t0": t0, "i": i}, "at": "2026-11-28T00:00:00.000Z"})
-                .to_string();
-            (format!("{http}/publish"), body, vec![])
-        }
-    };
-    let mut req = client.post(url).header("content-type", "application/json").body(body);
-    for (k, v) in headers {
-        req = req.header(k, v);
+    if target == Target::Hookcast {
+        return publish_to(client, http, "bench", i, t0).await;
     }
+    // The frame hookcast would send, so every server carries the same bytes.
+    let body = json!({"type": "event", "channel": "bench", "seq": i, "event": "tick", "data": {"t0": t0, "i": i}, "at": "2026-11-28T00:00:00.000Z"})
+        .to_string();
+    sent(client.post(format!("{http}/publish")).header("content-type", "application/json").body(body), i).await
+}
+
+/// A request sent and answered 2xx, or why not.
+async fn sent(req: reqwest::RequestBuilder, i: u64) -> Result<(), String> {
     let res = req.send().await.map_err(|e| format!("publish {i}: {e}"))?;
     if !res.status().is_success() {
         return Err(format!("publish {i}: {}", res.status()));
@@ -591,21 +585,16 @@ async fn acks_run(n: usize, events: u64, client_nice: i32, epoch: Instant) -> St
     out
 }
 
+/// A signed webhook to hookcast's hmac source on `channel`, stamped with `t0`.
 async fn publish_to(client: &reqwest::Client, http: &str, channel: &str, i: u64, t0: u64) -> Result<(), String> {
     let body = json!({"channel": channel, "event": "tick", "data": {"t0": t0, "i": i}}).to_string();
     let sig = hookcast_core::sign::github(SECRET.as_bytes(), body.as_bytes());
-    let res = client
+    let req = client
         .post(format!("{http}/hooks/hmac"))
         .header("content-type", "application/json")
         .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("publish {i}: {e}"))?;
-    if !res.status().is_success() {
-        return Err(format!("publish {i}: {}", res.status()));
-    }
-    Ok(())
+        .body(body);
+    sent(req, i).await
 }
 
 fn open_line(target: Target, n: usize, r: &OpenRow) -> String {

@@ -59,6 +59,20 @@ pub fn answer_promptly() {
     }
 }
 
+/// At most one malloc arena per core (glibc's default is eight per core),
+/// unless `MALLOC_ARENA_MAX` says otherwise: each socket's memory is
+/// allocated on the push threads and freed there and on the HTTP workers,
+/// and with an arena per thread an idle socket cost 7.2 KB instead of 6.8
+/// (10,000 sockets, BENCHMARKS.md). Call before any other thread starts.
+pub fn one_arena_per_core() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        // SAFETY: mallopt only sets a tunable; called while single-threaded.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int) };
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     /// The kernel took the request: this thread's slice is the short one
@@ -79,19 +93,5 @@ mod tests {
             Some(ns) if (major, minor) >= (6, 12) => assert_eq!(ns, super::ANSWER_SLICE_NS),
             _ => eprintln!("kernel {} shows no custom slices; nothing to check", release.trim()),
         }
-    }
-}
-
-/// At most one malloc arena per core (glibc's default is eight per core),
-/// unless `MALLOC_ARENA_MAX` says otherwise: each socket's memory is
-/// allocated on the push threads and freed there and on the HTTP workers,
-/// and with an arena per thread an idle socket cost 7.2 KB instead of 6.8
-/// (10,000 sockets, BENCHMARKS.md). Call before any other thread starts.
-pub fn one_arena_per_core() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-        // SAFETY: mallopt only sets a tunable; called while single-threaded.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int) };
     }
 }

@@ -39,6 +39,14 @@ fn table_settings(dir: &Path) -> Settings {
     settings::load_file(&path, &cli).unwrap()
 }
 
+/// The table's settings with room for 100 KiB events (what fills a byte budget fast).
+fn big_event_settings(dir: &Path) -> Settings {
+    let mut settings = table_settings(dir);
+    settings.core.limits.max_event_bytes = 100 * 1024;
+    settings.core.limits.max_body_bytes = 200 * 1024;
+    settings
+}
+
 impl Server {
     async fn start(s: &Settings) -> Self {
         let running = hookcast::spawn(s, false).await.unwrap();
@@ -200,9 +208,7 @@ async fn close_codes_say_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = table_settings(dir.path());
-    settings.core.limits.max_event_bytes = 100 * 1024;
-    settings.core.limits.max_body_bytes = 200 * 1024;
+    let settings = big_event_settings(dir.path());
     let s = Server::start(&settings).await;
     let mut stuck = s.ws().await;
     send(&mut stuck, json!({"action": "subscribe", "channel": "news"})).await;
@@ -253,9 +259,7 @@ async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_client_that_reads_nothing_is_dropped_at_its_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = table_settings(dir.path());
-    settings.core.limits.max_event_bytes = 100 * 1024;
-    settings.core.limits.max_body_bytes = 200 * 1024;
+    let mut settings = big_event_settings(dir.path());
     // Not the connection's write stall: the budget alone must drop it.
     settings.net.write_stall = Duration::from_secs(600);
     let s = Server::start(&settings).await;
@@ -294,9 +298,7 @@ async fn an_sse_client_that_reads_nothing_is_dropped_at_its_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_amplification_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = table_settings(dir.path());
-    settings.core.limits.max_event_bytes = 100 * 1024;
-    settings.core.limits.max_body_bytes = 200 * 1024;
+    let settings = big_event_settings(dir.path());
     let s = Server::start(&settings).await;
     let pad = "x".repeat(50 * 1024);
     for n in 0..100u32 {
