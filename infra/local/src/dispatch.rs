@@ -35,7 +35,14 @@ pub async fn run(fanout: Arc<LocalFanout>, backlog: Arc<Backlog>, mut feed: Unbo
 /// the next, so every socket's queue receives them in seq order.
 async fn channel_task(fanout: Arc<LocalFanout>, backlog: Arc<Backlog>, mut rx: UnboundedReceiver<Event>) {
     while let Some(ev) = rx.recv().await {
-        if let Err(e) = fanout.fan_out(&ev).await {
+        // Written straight to the sockets while nothing else waits; when
+        // events queue up, each socket's writer sends what waited in one write.
+        // Outside tokio's per-task budget, which would otherwise refuse the
+        // writes after the first 128 sockets (a push never waits, so the
+        // budget has nothing to share out).
+        let direct = rx.is_empty();
+        let push = crate::gateway::DIRECT.scope(direct, fanout.fan_out(&ev));
+        if let Err(e) = tokio::task::unconstrained(push).await {
             warn!(error = %e, channel = %ev.channel, seq = ev.seq, "fan-out failed; pages catch up from history");
         }
         backlog.done();

@@ -10,6 +10,7 @@ pub mod send;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

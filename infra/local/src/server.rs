@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::ConnId;
 use hookcast_core::relay::{Relay, MAX_CLIENT_FRAME};
@@ -21,7 +20,7 @@ use hookcast_http::{json_error, refusal};
 use rand::RngCore;
 use tracing::{debug, info, warn};
 
-use crate::gateway::LocalGateway;
+use crate::gateway::{Frame, LocalGateway};
 use crate::store::SqliteStore;
 
 const DEMO_HTML: &str = include_str!("../../../site-snippet/demo/index.html");
@@ -33,10 +32,8 @@ const DEMO_ICON: &str = include_str!("../../../site-snippet/demo/favicon.svg");
 
 /// Per-socket read chunk; larger client frames are read in several chunks.
 const READ_BUFFER: usize = 1024;
-/// Outgoing bytes gathered before a write (the buffer grows only while used).
-const WRITE_BUFFER: usize = 16 * 1024;
-/// Queued frames written at most per flush.
-const WRITE_BATCH: usize = 64;
+/// tungstenite's own writes (pongs, a close reply) buffered at most.
+const CONTROL_WRITE_BUFFER: usize = 4 * 1024;
 
 pub type LocalRelay = Relay<SqliteStore, Live, LocalGateway>;
 pub type LocalFanout = Fanout<Live, LocalGateway>;
@@ -172,46 +169,60 @@ fn too_many(st: &AppState) -> Option<Response> {
     })
 }
 
-async fn ws_upgrade(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            let status = rejection.status();
-            return json_error(status, "websocket_upgrade_required", &format!("{rejection}; connect with a WebSocket client"));
+async fn ws_upgrade(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let accept = match crate::wire::accept_key(&parts.method, &parts.headers) {
+        Ok(key) => key,
+        Err((status, why)) => {
+            return json_error(status, "websocket_upgrade_required", &format!("{why}; connect with a WebSocket client"))
         }
     };
+    let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_upgrade_required",
+            "this connection cannot be upgraded; connect with a WebSocket client over HTTP/1.1",
+        );
+    };
+    let headers = parts.headers;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !st.relay.origin_allowed(origin) {
+    let refused = if st.relay.origin_allowed(origin) {
+        if let Some(refusal) = too_many(&st) {
+            return refusal;
+        }
+        None
+    } else {
         let origin = origin.unwrap_or_default().chars().take(200).collect::<String>();
         info!(%origin, allowed = ?st.relay.config().allowed_origins, "socket refused: origin not allowed");
         // A browser cannot read a refused handshake's status, so the refusal
         // is a close frame it can read: 4403 and why. Nothing is registered.
-        let reason = format!("origin {origin} is not in allowed_origins");
-        return ws.on_upgrade(move |mut socket| async move {
-            let frame = CloseFrame { code: 4403, reason: reason.chars().take(120).collect::<String>().into() };
-            let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Close(Some(frame)))).await;
-        });
-    }
-    if let Some(refusal) = too_many(&st) {
-        return refusal;
-    }
+        Some(format!("origin {origin} is not in allowed_origins"))
+    };
     let origin = origin.map(str::to_owned);
-    // Buffers sized to the protocol, not tungstenite's 128 KiB defaults: client
-    // frames are small (at most 32 KB), and an idle socket should cost little.
-    // Frames up to twice the limit are read so the refusal can say why (1009).
-    ws.max_message_size(2 * MAX_CLIENT_FRAME)
-        .max_frame_size(2 * MAX_CLIENT_FRAME)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            // The socket lives on the push runtime; this task ends here.
-            crate::push::handle().spawn(run_socket(st, socket, origin));
-            std::future::ready(())
-        })
+    // The socket lives on the push runtime from the moment it is upgraded.
+    crate::push::handle().spawn(async move {
+        let io = match upgrade.await {
+            Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
+            Err(e) => return debug!(error = %e, "the WebSocket upgrade did not complete"),
+        };
+        match refused {
+            Some(reason) => {
+                use tokio::io::AsyncWriteExt;
+                let mut io = io;
+                let bye = crate::wire::close_frame(4403, &reason);
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), async { io.write_all(&bye).await.and(io.flush().await) }).await;
+            }
+            None => run_socket(st, crate::wire::Wire::new(io), origin).await,
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn new_conn_id() -> ConnId {
@@ -220,8 +231,11 @@ fn new_conn_id() -> ConnId {
     ConnId(hex::encode(b))
 }
 
-fn close(code: u16, reason: &'static str) -> Option<CloseFrame> {
-    Some(CloseFrame { code, reason: reason.into() })
+/// Why the server ends a socket: the close code and reason it sends.
+type Closing = Option<(u16, &'static str)>;
+
+fn close(code: u16, reason: &'static str) -> Closing {
+    Some((code, reason))
 }
 
 /// A token bucket for one client's messages.
@@ -246,18 +260,32 @@ impl Pace {
     }
 }
 
-async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>) {
+async fn run_socket(st: Arc<AppState>, wire: crate::wire::Wire, origin: Option<String>) {
+    use tokio_tungstenite::tungstenite::{self, protocol::Role, Message};
     let id = new_conn_id();
     let gateway = &st.gateway;
     let out = gateway.register(&id);
+    let (mut frames, queued) = (out.frames, out.queued);
+    queued.attach(wire);
     if let Err(e) = st.relay.connect(&id, origin.as_deref()).await {
         warn!(error = %e, "could not record a connection");
         gateway.unregister(&id);
         return;
     }
     debug!(conn = %id, "connected");
-    let (mut sink, mut stream) = socket.split();
-    let (mut frames, queued) = (out.frames, out.queued);
+    // Buffers sized to the protocol, not tungstenite's 128 KiB defaults:
+    // client frames are small (at most 32 KB), and an idle socket should
+    // cost little. Frames up to twice the limit are read so the refusal can
+    // say why (1009). tungstenite writes only pongs and close replies.
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(2 * MAX_CLIENT_FRAME))
+        .max_frame_size(Some(2 * MAX_CLIENT_FRAME))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(CONTROL_WRITE_BUFFER);
+    let mut stream =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(crate::wire::Tungstenite(queued.clone()), Role::Server, Some(config))
+            .await;
     let started = Instant::now();
     // Milliseconds since `started` at which the client was last heard.
     let heard = std::sync::atomic::AtomicU64::new(0);
@@ -272,49 +300,22 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
         tokio::pin!(closing);
         let stopping = async { stop.wait_for(|s| *s).await.map(|_| ()) };
         tokio::pin!(stopping);
-        let mut batch = Vec::new();
         loop {
+            // Frames the fan-out could not write straight away go out here,
+            // all that waited in one write; a write stuck on a client that
+            // stopped reading is left when the close signal comes.
             tokio::select! {
                 biased;
                 _ = &mut closing => return close(1013, "too slow; resume with since"),
                 _ = &mut stopping => return close(1012, "server restarting; resume with since"),
-                more = frames.recv_batch(&mut batch, WRITE_BATCH, WRITE_BUFFER) => {
-                    if !more {
-                        return None;
-                    }
-                    // Every frame already queued goes out in one write (up to
-                    // a batch), so a burst costs one syscall, not one each.
-                    let (mut live, mut replies) = (0, 0);
-                    for f in &batch {
-                        *if f.reply { &mut replies } else { &mut live } += f.text.len();
-                    }
-                    let mut all = futures::stream::iter(batch.drain(..).map(|f| Ok(Message::Text(f.text))));
-                    // A write stuck on a client that stopped reading must not
-                    // keep it: the close signal ends the wait too.
-                    let sent = tokio::select! {
-                        r = sink.send_all(&mut all) => r.is_ok(),
-                        _ = &mut closing => return close(1013, "too slow; resume with since"),
-                    };
-                    drop(all);
-                    if live > 0 {
-                        queued.written(live, false);
-                    }
-                    if replies > 0 {
-                        queued.written(replies, true);
-                    }
-                    if !sent {
-                        return None;
-                    }
-                }
+                _ = frames.drain() => return None,
                 _ = ping.tick() => {
                     let silent = started.elapsed().saturating_sub(Duration::from_millis(heard.load(std::sync::atomic::Ordering::Relaxed)));
                     if silent > limits.idle_limit {
                         debug!(conn = %id, ?silent, "no pong: the client vanished");
                         return None;
                     }
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return None;
-                    }
+                    queued.push(Frame::control(crate::wire::ping_frame()), true, false);
                 }
             }
         }
@@ -345,12 +346,8 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
                     st.relay.binary_frame(&id).await;
                 }
                 Ok(Message::Close(_)) => return None,
-                Err(e) => {
-                    // tungstenite refuses frames above max_message_size by name.
-                    let text = e.to_string();
-                    return (text.contains("Space limit exceeded") || text.contains("too long"))
-                        .then(|| CloseFrame { code: 1009, reason: "message too big: at most 32768 bytes".into() });
-                }
+                Err(tungstenite::Error::Capacity(_)) => return close(1009, "message too big: at most 32768 bytes"),
+                Err(_) => return None,
                 Ok(_) => {} // ping/pong are answered by the WebSocket layer
             }
         }
@@ -361,9 +358,28 @@ async fn run_socket(st: Arc<AppState>, socket: WebSocket, origin: Option<String>
         c = reader => c,
     };
     gateway.unregister(&id);
-    if let Some(frame) = ending {
-        debug!(conn = %id, code = frame.code, reason = %frame.reason, "closing");
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    // The last words, queued behind what waits: our close, or tungstenite's
+    // reply to the client's.
+    if let Some((code, reason)) = ending {
+        debug!(conn = %id, code, reason, "closing");
+        queued.push(Frame::control(crate::wire::close_frame(code, reason)), true, true);
+    } else {
+        let _ = futures::SinkExt::flush(&mut stream).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), frames.drain()).await;
+    if ending.is_some() {
+        // The close handshake: what the client still sends is read and
+        // dropped until its close comes. Closing with its bytes unread would
+        // end the connection with a reset, which can destroy our close frame
+        // before the client reads it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     if let Err(e) = st.relay.disconnect(&id).await {
         warn!(error = %e, conn = %id, "could not forget a connection");
@@ -466,8 +482,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
             _ = out.queued.closing() => return None,
             _ = stop.wait_for(|s| *s) => return None,
         };
-        out.queued.written(frame.text.len(), frame.reply);
-        let frame = frame.text;
+        let frame = frame.payload().to_owned();
         let mut ev = SseEvent::default();
         // An event or a state moves its channel's cursor (SSE subscribes without batches).
         let moved = match serde_json::from_str::<ServerMsg>(&frame) {

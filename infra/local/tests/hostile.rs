@@ -252,6 +252,92 @@ async fn a_page_that_stops_reading_is_dropped_and_its_memory_bounded() {
     s.stop().await;
 }
 
+/// A page that stops reading for a while, then reads: every event arrives
+/// whole and in order, with the server's pings and its pongs to the page's
+/// pings between them. The fan-out writes straight to a socket until the
+/// kernel takes no more; the rest waits in the socket's queue, and frames
+/// pushed meanwhile (events, pings, pongs) queue behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_pauses_gets_every_frame_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = big_event_settings(dir.path());
+    settings.ping_every = Duration::from_millis(20);
+    settings.idle_limit = Duration::from_secs(30);
+    let s = Server::start(&settings).await;
+    // A small receive window, so the kernel soon takes no more.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(s.addr).await.unwrap();
+    let mut req = format!("ws://{}/ws", s.addr).into_client_request().unwrap();
+    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+    let (mut page, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await.unwrap();
+    send(&mut page, json!({"action": "subscribe", "channel": "news"})).await;
+    assert_eq!(next(&mut page).await["type"], "subscribed");
+    // Events of 20 KiB posted while the page reads nothing and sends pings:
+    // until the kernel takes no more and frames wait in the queue, then five
+    // more (well within the 1 MiB budget).
+    let pad = "x".repeat(20 * 1024);
+    let (mut events, mut queued_at) = (0u32, None);
+    while queued_at.is_none_or(|q| events < q + 5) {
+        assert!(events < 1000, "20 MB posted and nothing ever waited in the queue");
+        s.post_news(events, &pad).await;
+        page.send(Message::Ping(events.to_be_bytes().to_vec().into())).await.unwrap();
+        hookcast_testkit::until_sync(WAIT, "the event to be fanned out", || match s.state.log.backlog().events() {
+            0 => Ok(()),
+            b => Err(format!("{b} events not yet fanned out")),
+        })
+        .await;
+        events += 1;
+        if queued_at.is_none() && s.state.gateway.queued_bytes() > 0 {
+            queued_at = Some(events);
+        }
+    }
+    let most_queued = s.state.gateway.queued_bytes();
+    let (mut seen, mut pongs, mut pings) = (0u32, 0u32, 0);
+    while seen < events || pongs < events {
+        match hookcast_testkit::within(WAIT, "a frame", page.next()).await.expect("socket open").unwrap() {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("a whole JSON frame");
+                assert_eq!(v["data"]["n"], seen, "events in order");
+                assert_eq!(v["data"]["pad"].as_str().map(str::len), Some(pad.len()));
+                seen += 1;
+            }
+            Message::Pong(p) => {
+                assert_eq!(p.as_ref(), pongs.to_be_bytes(), "pongs in order");
+                pongs += 1;
+            }
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!("{events} events, the queue reached at {queued_at:?}, {most_queued} bytes queued at the end; {pings} pings from the server");
+    assert_eq!(s.open_sockets(), 1, "the page is still open");
+    s.stop().await;
+}
+
+/// An event reaches idle sockets by the fan-out's own writes, every one of
+/// them: no socket's writer is woken, whatever the audience (tokio's
+/// per-task budget once cut the fan-out's writes off after 128 sockets and
+/// left the rest to their writers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_writes_straight_to_every_idle_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&table_settings(dir.path())).await;
+    let mut pages = Vec::new();
+    for _ in 0..300 {
+        let mut page = s.ws().await;
+        send(&mut page, json!({"action": "subscribe", "channel": "news"})).await;
+        assert_eq!(next(&mut page).await["type"], "subscribed");
+        pages.push(page);
+    }
+    s.post_news(1, "").await;
+    for page in &mut pages {
+        assert_eq!(next(page).await["data"]["n"], 1);
+    }
+    assert_eq!(s.state.gateway.pushes(), (300, 0), "(written straight, left to the sockets' writers)");
+    s.stop().await;
+}
+
 /// An SSE client that reads nothing has the WebSocket's byte budget: past
 /// it, it is forgotten (no subscription, no queue) at once, not when its
 /// connection's write finally stalls out. Red before: still subscribed
