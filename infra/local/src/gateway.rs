@@ -98,6 +98,10 @@ struct Out {
     frames: VecDeque<Frame>,
     /// Bytes of the first frame already written.
     sent: usize,
+    /// The connection holds bytes until a flush (TLS) and the writer waits
+    /// to flush them: pushes queue meanwhile, so a push's write cannot take
+    /// the wake-up the writer waits for.
+    unflushed: bool,
 }
 
 /// One socket's outbound queue and its byte counts, by kind; the writer
@@ -168,13 +172,14 @@ impl Queued {
         }
         let len = frame.bytes.len();
         let mut out = self.queue();
-        if direct && out.frames.is_empty() {
+        if direct && out.frames.is_empty() && !out.unflushed {
             if let Some(wire) = self.wire.get() {
                 match wire.try_write(&frame.bytes) {
                     // All of it: nothing to count, nothing to wake.
                     Ok((n, true)) if n == len => return Pushed::Written,
                     // All taken, some held until a flush: the writer flushes.
                     Ok((n, false)) if n == len => {
+                        out.unflushed = true;
                         drop(out);
                         self.ready.notify_one();
                         return Pushed::Written;
@@ -236,8 +241,9 @@ impl Queued {
                 }
             }
         }
-        drop(out);
-        wire.poll_flush(cx)
+        let flushed = wire.poll_flush(cx);
+        out.unflushed = flushed.is_pending();
+        flushed
     }
 }
 

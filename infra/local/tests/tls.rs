@@ -46,7 +46,11 @@ async fn wss_and_https_with_a_verified_certificate() {
         tls_key: Some(key_path.clone()),
         ..Default::default()
     };
-    let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
+    let mut settings = settings::dev_settings(&secrets, &cli).unwrap();
+    // No ping tick comes along to wake a writer that waits for nothing.
+    settings.ping_every = std::time::Duration::from_secs(3600);
+    settings.idle_limit = std::time::Duration::from_secs(3600);
+    let running = hookcast::spawn(&settings, false).await.unwrap();
     let addr = running.addr;
     let wss = format!("wss://localhost:{}/ws", addr.port());
 
@@ -86,6 +90,64 @@ async fn wss_and_https_with_a_verified_certificate() {
             other => panic!("{other:?}"),
         };
     assert_eq!(ev["data"]["title"], "over TLS");
+
+    ws.close(None).await.unwrap();
+
+    // A page with a small receive window that reads nothing while events
+    // arrive, until the kernel takes no more and frames wait in the queue:
+    // the fan-out's writes, the TLS layer's own buffer and the socket's
+    // writer share one connection, and every event still arrives whole and
+    // in order once the page reads.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let (mut paused, _) =
+        tokio_tungstenite::client_async_tls_with_config(&wss, tcp, None, Some(Connector::Rustls(client_config(Some(&cert)))))
+            .await
+            .unwrap();
+    paused.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
+    let reply: Value = match paused.next().await.unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reply["type"], "subscribed");
+    let pad = "t".repeat(8 * 1024);
+    let (mut events, mut queued_at) = (0u64, None);
+    while queued_at.is_none_or(|q| events < q + 20) {
+        assert!(events < 500, "4 MB posted and nothing ever waited in the queue");
+        let body = json!({"channel": "news", "event": "post", "data": {"n": events, "pad": pad}}).to_string();
+        let res = https
+            .post(format!("https://localhost:{}/hooks/hmac", addr.port()))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign::github(secrets.hmac.as_bytes(), body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        hookcast_testkit::until_sync(hookcast_testkit::LOCAL, "the event to be fanned out", || {
+            match running.state.log.backlog().events() {
+                0 => Ok(()),
+                b => Err(format!("{b} events not yet fanned out")),
+            }
+        })
+        .await;
+        events += 1;
+        if queued_at.is_none() && running.state.gateway.queued_bytes() > 0 {
+            queued_at = Some(events);
+        }
+    }
+    for n in 0..events {
+        let ev: Value = match hookcast_testkit::within(hookcast_testkit::LOCAL, "a burst's event over wss", paused.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((ev["data"]["n"].as_u64(), ev["data"]["pad"].as_str().map(str::len)), (Some(n), Some(pad.len())));
+    }
 
     // Plain HTTP to the TLS port gets no answer.
     let plain = reqwest::Client::new().get(format!("http://localhost:{}/healthz", addr.port())).send().await;
