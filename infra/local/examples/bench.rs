@@ -20,8 +20,8 @@
 //! against the schedule's own length. Each server and audience is set up
 //! once per size and runs every rate in turn.
 //!
-//! `--acks` measures the webhook's acknowledgement, 8 in flight, to a quiet
-//! channel and then while 1,000 subscribers (`--sizes`) take every event.
+//! `--acks` measures the webhook's acknowledgement, 8 in flight, idle and
+//! then while 1,000 subscribers (`--sizes`) take every event, for each server.
 //!
 //! With --out, writes DIR/bench.md (the tables) and DIR/bench.svg (the plot);
 //! --servers hookcast,node runs a subset (names by prefix); --replot DIR
@@ -474,22 +474,24 @@ async fn open_loop_run(client: &reqwest::Client, target: Target, n: usize, rates
 /// same 8 in flight while `n` subscribers take every event. Each request's
 /// round trip is recorded; the ack never waits for the fan-out by design, so
 /// any difference is CPU the fan-out takes from the request path.
-async fn acks(n: usize, events: u64, epoch: Instant) -> String {
+async fn acks(targets: &[Target], n: usize, events: u64, epoch: Instant) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Webhook ack latency, hookcast: {events} signed webhooks in rounds of {ACK_ROUND} (each round delivered before the next: a sender that outruns the fan-out for more than 1,024 events is paced by the store's backlog bound, on purpose), 8 in flight (closed loop), round trip at a sender on its own thread; {n} subscribers (Rust client, a runtime of its own) connected throughout. The subscribers' client shares these 2 cores; in the niced rows its threads run at nice 19, standing in for subscribers on other machines.\n"
+        "Webhook ack latency: {events} webhooks in rounds of {ACK_ROUND} (each round delivered before the next: a sender that outruns hookcast's fan-out for more than 1,024 events is paced by the store's backlog bound, on purpose), 8 in flight (closed loop), round trip at a sender on its own thread; {n} subscribers (Rust client, a runtime of its own). hookcast's are signed and answered once committed, before the fan-out, and its idle row goes to a channel nobody reads while the subscribers are connected; the Node servers answer `/publish` after their write loop, and their idle row is taken before the subscribers connect. The subscribers' client shares these 2 cores; in the niced rows its threads run at nice 19, standing in for subscribers on other machines.\n"
     );
     let _ = writeln!(
         out,
-        "| subscribers' client | webhooks go to | ack p50 ms | ack p99 ms | ack max ms | deliveries | p99 ÷ idle |"
+        "| server | subscribers' client | webhooks go to | ack p50 ms | ack p99 ms | ack max ms | deliveries | p99 ÷ idle |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|");
     print!("{out}");
     for nice in [0, 19] {
-        let rows = acks_run(n, events, nice, epoch).await;
-        print!("{rows}");
-        out.push_str(&rows);
+        for &target in targets {
+            let rows = acks_run(target, n, events, nice, epoch).await;
+            print!("{rows}");
+            out.push_str(&rows);
+        }
     }
     out
 }
@@ -508,8 +510,95 @@ fn nice(_: i32) {}
 /// Webhooks per round of the ack measurement.
 const ACK_ROUND: u64 = 400;
 
-async fn acks_run(n: usize, events: u64, client_nice: i32, epoch: Instant) -> String {
-    let server = start(Target::Hookcast).await;
+/// One phase of the ack measurement: `events` webhooks in rounds, 8 in
+/// flight, each round's deliveries (`per_round` more on `received`) awaited
+/// before the next. Returns the ack latencies and the deliveries counted.
+async fn ack_phase(
+    target: Target,
+    http: &str,
+    channel: &'static str,
+    events: u64,
+    received: Option<(&AtomicU64, u64)>,
+    epoch: Instant,
+) -> (Arc<Histogram>, u64, u64) {
+    let start_count = received.map_or(0, |(r, _)| r.load(Ordering::Relaxed));
+    let acks = Arc::new(Histogram::new());
+    let rounds = events.div_ceil(ACK_ROUND);
+    for round in 0..rounds {
+        // The sender has a thread and runtime of its own, as a real sender
+        // would: its round trips must not queue behind this process's own
+        // thousand readers.
+        let (http, acks) = (http.to_owned(), acks.clone());
+        tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let client = reqwest::Client::new();
+                let post = |i: u64| {
+                    let (client, http) = (&client, &http);
+                    async move {
+                        if target == Target::Hookcast {
+                            publish_to(client, http, channel, i, micros(epoch)).await
+                        } else {
+                            publish_at(client, target, http, i, micros(epoch)).await
+                        }
+                    }
+                };
+                // Warm the connection pool first (not counted).
+                futures::future::join_all((0..8u64).map(post)).await;
+                let next = AtomicU64::new(0);
+                futures::future::join_all((0..8).map(|_| async {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= ACK_ROUND {
+                            return;
+                        }
+                        let t = Instant::now();
+                        post(100 + i).await.unwrap();
+                        acks.record(t.elapsed().as_micros() as u64);
+                    }
+                }))
+                .await;
+            })
+        })
+        .await
+        .unwrap();
+        if let Some((received, per_round)) = received {
+            let want = start_count + (round + 1) * per_round;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    let (got, want) = match received {
+        Some((r, per_round)) => (r.load(Ordering::Relaxed) - start_count, rounds * per_round),
+        None => (0, 0),
+    };
+    (acks, got, want)
+}
+
+async fn acks_run(target: Target, n: usize, events: u64, client_nice: i32, epoch: Instant) -> String {
+    let server = start(target).await;
+    let who = if client_nice == 0 { "same priority".to_owned() } else { format!("nice {client_nice}") };
+    let line = |label: &str, acks: &Histogram, got: u64, want: u64, idle: f64| {
+        let p99 = acks.pct(0.99);
+        format!(
+            "| {} | {who} | {label} | {:.1} | {p99:.1} | {:.1} | {got} of {want} | {:.2}× |\n",
+            target.name(),
+            acks.pct(0.5),
+            acks.max(),
+            p99 / idle
+        )
+    };
+    let mut out = String::new();
+    // The Node servers broadcast every publish to every socket: their idle
+    // phase comes before the subscribers connect.
+    let mut idle = f64::NAN;
+    if target != Target::Hookcast {
+        let (acks, got, want) = ack_phase(target, &server.http, "bench", events, None, epoch).await;
+        idle = acks.pct(0.99);
+        out.push_str(&line("nobody connected (idle)", &acks, got, want, idle));
+    }
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .on_thread_start(move || nice(client_nice))
@@ -517,66 +606,15 @@ async fn acks_run(n: usize, events: u64, client_nice: i32, epoch: Instant) -> St
         .build()
         .unwrap();
     let http = server.http.clone();
-    let aud = clients.spawn(async move { audience(Target::Hookcast, &http, n, epoch).await }).await.unwrap();
-    let mut out = String::new();
-    let who = if client_nice == 0 { "same priority".to_owned() } else { format!("nice {client_nice}") };
-    let mut idle = f64::NAN;
-    for (label, channel) in [("a channel nobody reads (idle)", "quiet"), ("the channel all subscribers read", "bench")] {
-        let start_count = aud.received.load(Ordering::Relaxed);
-        let acks = Arc::new(Histogram::new());
-        // Rounds well under the store's fan-out backlog (1,024 events), each
-        // delivered before the next: a sender that outruns the fan-out for
-        // longer is paced by that bound on purpose, which is not what this measures.
-        let rounds = events.div_ceil(ACK_ROUND);
-        for round in 0..rounds {
-            // The sender has a thread and runtime of its own, as a real
-            // sender would: its round trips must not queue behind this
-            // process's own thousand readers.
-            let (http, acks) = (server.http.clone(), acks.clone());
-            tokio::task::spawn_blocking(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async {
-                    let client = reqwest::Client::new();
-                    // Warm the connection pool first (not counted).
-                    futures::future::join_all((0..8u64).map(|i| publish_to(&client, &http, channel, i, micros(epoch)))).await;
-                    let next = AtomicU64::new(0);
-                    futures::future::join_all((0..8).map(|_| async {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= ACK_ROUND {
-                                return;
-                            }
-                            let t = Instant::now();
-                            publish_to(&client, &http, channel, 100 + i, micros(epoch)).await.unwrap();
-                            acks.record(t.elapsed().as_micros() as u64);
-                        }
-                    }))
-                    .await;
-                })
-            })
-            .await
-            .unwrap();
-            let want = start_count + if channel == "bench" { (round + 1) * (ACK_ROUND + 8) * n as u64 } else { 0 };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while aud.received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        let want = start_count + if channel == "bench" { rounds * (ACK_ROUND + 8) * n as u64 } else { 0 };
-        let got = aud.received.load(Ordering::Relaxed) - start_count;
-        let p99 = acks.pct(0.99);
-        if channel == "quiet" {
-            idle = p99;
-        }
-        let _ = writeln!(
-            out,
-            "| {who} | {label} | {:.1} | {p99:.1} | {:.1} | {got} of {} | {:.2}× |",
-            acks.pct(0.5),
-            acks.max(),
-            want - start_count,
-            p99 / idle
-        );
+    let aud = clients.spawn(async move { audience(target, &http, n, epoch).await }).await.unwrap();
+    if target == Target::Hookcast {
+        let (acks, got, want) = ack_phase(target, &server.http, "quiet", events, None, epoch).await;
+        idle = acks.pct(0.99);
+        out.push_str(&line("a channel nobody reads (idle)", &acks, got, want, idle));
     }
+    let per_round = (ACK_ROUND + 8) * n as u64;
+    let (acks, got, want) = ack_phase(target, &server.http, "bench", events, Some((&aud.received, per_round)), epoch).await;
+    out.push_str(&line("the channel all subscribers read", &acks, got, want, idle));
     for t in aud.tasks {
         t.abort();
     }
@@ -945,7 +983,7 @@ async fn main() {
     // --acks: the webhook's ack p99 idle and while 1,000 subscribers (--sizes) are fanned out.
     if args.iter().any(|a| a == "--acks") {
         let n = arg("--sizes").and_then(|a| a.split(',').next()?.parse().ok()).unwrap_or(1000);
-        let md = acks(n, 2000, epoch).await;
+        let md = acks(&servers, n, 2000, epoch).await;
         if let Some(dir) = out {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("acks.md"), md).unwrap();

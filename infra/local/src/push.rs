@@ -4,7 +4,8 @@
 //! on one runtime a webhook's request waited behind all of them in the
 //! workers' queues, once to be read and again to be answered. Here the
 //! webhook's request and its ack have workers with nothing else queued, and
-//! wait only for the kernel to give them a core.
+//! wait only for the kernel to give them a core, and the pushers leave one
+//! core to them.
 //!
 //! One runtime per process, started on first use and never stopped: tests
 //! start many servers in one process, and a runtime cannot be dropped from
@@ -21,6 +22,7 @@ pub fn handle() -> Handle {
     let runtime = RUNTIME.get_or_init(|| {
         Builder::new_multi_thread()
             .thread_name("hookcast-push")
+            .worker_threads(push_threads())
             .enable_all()
             .build()
             .map_err(|e| tracing::warn!(error = %e, "cannot start the push runtime; sockets share the HTTP runtime"))
@@ -30,6 +32,16 @@ pub fn handle() -> Handle {
         Some(rt) => rt.handle().clone(),
         None => Handle::current(),
     }
+}
+
+/// Pushing threads: one per core but one, at least one. The core left
+/// over is the webhooks' (and the rest of the machine's): with a pusher on
+/// every core of a 2-core box, the ack's p99 under a fan-out to 1,000
+/// sockets was 8 to 12 ms, with one 6 to 7 ms, and the fan-out itself was as
+/// fast or faster, since the pushers no longer fought the other threads for
+/// both cores (BENCHMARKS.md).
+fn push_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// The slice the answering threads ask for (EEVDF's `sched_runtime`).
