@@ -172,6 +172,9 @@ impl Queued {
         }
         let len = frame.bytes.len();
         let mut out = self.queue();
+        // Part of the frame is on the wire: the rest must follow, whatever
+        // the budget, or the socket's next frame would start mid-frame.
+        let mut started = false;
         if direct && out.frames.is_empty() && !out.unflushed {
             if let Some(wire) = self.wire.get() {
                 match wire.try_write(&frame.bytes) {
@@ -184,7 +187,10 @@ impl Queued {
                         self.ready.notify_one();
                         return Pushed::Written;
                     }
-                    Ok((n, _)) => out.sent = n,
+                    Ok((n, _)) => {
+                        out.sent = n;
+                        started = n > 0;
+                    }
                     // The writer meets the error on its next write.
                     Err(_) => {}
                 }
@@ -195,7 +201,7 @@ impl Queued {
                 self.replies.fetch_add(len, Ordering::AcqRel);
             }
             Kind::Live | Kind::Control => {
-                if self.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET && !force {
+                if self.live.fetch_add(len, Ordering::AcqRel) + len > LIVE_BUDGET && !force && !started {
                     self.live.fetch_sub(len, Ordering::AcqRel);
                     drop(out);
                     self.close.notify_one();
@@ -411,6 +417,24 @@ mod tests {
         assert_eq!(fa.bytes.as_ptr(), fb.bytes.as_ptr(), "each socket got its own copy");
         assert!(out_a.frames.try_recv().is_none() && out_b.frames.try_recv().is_none(), "one frame each");
         assert_eq!(out_a.queued.bytes(), fa.bytes.len(), "counted against the budget until written");
+    }
+
+    /// A frame the connection took part of is queued whole, over the budget
+    /// or not, and the rest follows: the socket's bytes stay whole frames.
+    #[tokio::test]
+    async fn a_frame_partly_written_straight_is_never_refused() {
+        use tokio::io::AsyncReadExt;
+        let q = Queued::default();
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        q.attach(Wire::new(ours));
+        let frame = Frame::text(&"x".repeat(LIVE_BUDGET + 1), Kind::Live);
+        let want = frame.bytes.clone();
+        assert_eq!(q.push(frame, true, false), Pushed::Queued);
+        let mut got = vec![0u8; want.len()];
+        let (written, read) = tokio::join!(std::future::poll_fn(|cx| q.poll_write_queued(cx)), theirs.read_exact(&mut got));
+        written.unwrap();
+        read.unwrap();
+        assert!(got == want[..], "the frame arrived whole");
     }
 
     #[tokio::test]

@@ -24,6 +24,35 @@ fn client_config(trusted: Option<&rcgen::Certificate>) -> Arc<rustls::ClientConf
     Arc::new(config)
 }
 
+type Wss = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next frame, as JSON (it must be text, within the local wait).
+async fn next_json(ws: &mut Wss, what: &str) -> Value {
+    match hookcast_testkit::within(hookcast_testkit::LOCAL, what, ws.next()).await.unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn subscribe_news(ws: &mut Wss) {
+    ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
+    assert_eq!(next_json(ws, "the subscribe's answer").await["type"], "subscribed");
+}
+
+/// A signed webhook to the hmac source over https, acknowledged.
+async fn post_news(https: &reqwest::Client, port: u16, secret: &str, data: Value) {
+    let body = json!({"channel": "news", "event": "post", "data": data}).to_string();
+    let res = https
+        .post(format!("https://localhost:{port}/hooks/hmac"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign::github(secret.as_bytes(), body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_https_with_a_verified_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,33 +92,14 @@ async fn wss_and_https_with_a_verified_certificate() {
         tokio_tungstenite::connect_async_tls_with_config(&wss, None, false, Some(Connector::Rustls(client_config(Some(&cert)))))
             .await
             .unwrap();
-    ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
-    let reply: Value = match ws.next().await.unwrap().unwrap() {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(reply["type"], "subscribed");
+    subscribe_news(&mut ws).await;
 
     let https = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    let body = json!({"channel": "news", "event": "post", "data": {"title": "over TLS"}}).to_string();
-    let res = https
-        .post(format!("https://localhost:{}/hooks/hmac", addr.port()))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", sign::github(secrets.hmac.as_bytes(), body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let ev: Value =
-        match hookcast_testkit::within(hookcast_testkit::LOCAL, "the event over wss", ws.next()).await.unwrap().unwrap() {
-            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("{other:?}"),
-        };
-    assert_eq!(ev["data"]["title"], "over TLS");
+    post_news(&https, addr.port(), &secrets.hmac, json!({"title": "over TLS"})).await;
+    assert_eq!(next_json(&mut ws, "the event over wss").await["data"]["title"], "over TLS");
 
     ws.close(None).await.unwrap();
 
@@ -105,26 +115,12 @@ async fn wss_and_https_with_a_verified_certificate() {
         tokio_tungstenite::client_async_tls_with_config(&wss, tcp, None, Some(Connector::Rustls(client_config(Some(&cert)))))
             .await
             .unwrap();
-    paused.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
-    let reply: Value = match paused.next().await.unwrap().unwrap() {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(reply["type"], "subscribed");
+    subscribe_news(&mut paused).await;
     let pad = "t".repeat(8 * 1024);
     let (mut events, mut queued_at) = (0u64, None);
     while queued_at.is_none_or(|q| events < q + 20) {
         assert!(events < 500, "4 MB posted and nothing ever waited in the queue");
-        let body = json!({"channel": "news", "event": "post", "data": {"n": events, "pad": pad}}).to_string();
-        let res = https
-            .post(format!("https://localhost:{}/hooks/hmac", addr.port()))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", sign::github(secrets.hmac.as_bytes(), body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        post_news(&https, addr.port(), &secrets.hmac, json!({"n": events, "pad": pad})).await;
         hookcast_testkit::until_sync(hookcast_testkit::LOCAL, "the event to be fanned out", || {
             match running.state.log.backlog().events() {
                 0 => Ok(()),
@@ -138,14 +134,7 @@ async fn wss_and_https_with_a_verified_certificate() {
         }
     }
     for n in 0..events {
-        let ev: Value = match hookcast_testkit::within(hookcast_testkit::LOCAL, "a burst's event over wss", paused.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("{other:?}"),
-        };
+        let ev = next_json(&mut paused, "a burst's event over wss").await;
         assert_eq!((ev["data"]["n"].as_u64(), ev["data"]["pad"].as_str().map(str::len)), (Some(n), Some(pad.len())));
     }
 
