@@ -137,6 +137,29 @@ pub async fn until_sync<T>(ceiling: Duration, what: impl Display, mut probe: imp
     until(ceiling, what, || std::future::ready(probe())).await
 }
 
+/// A shell loop that keeps one core busy while it lives, as CI's machine
+/// often is when the tests run: a test that holds only on a quiet machine
+/// fails with it. Stopped (killed and reaped) when dropped.
+pub struct BusyCore(std::process::Child);
+
+impl BusyCore {
+    pub fn start() -> Self {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("sh, to keep a core busy");
+        Self(child)
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -305,6 +305,18 @@ pub struct LocalGateway {
     /// (queued for the socket's writer, refused, or gone).
     straight: std::sync::atomic::AtomicU64,
     other: std::sync::atomic::AtomicU64,
+    /// Seats taken by sockets, from their upgrade's answer to their end:
+    /// the cap is checked and taken in one step, before the client hears 101.
+    seats: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One socket's place under the cap; given back when dropped.
+pub struct Seat(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a socket task needs: its queue and its byte counts (and close signal).
@@ -338,6 +350,11 @@ impl LocalGateway {
     }
     pub fn open_sockets(&self) -> usize {
         self.map().len()
+    }
+    /// A seat for one more socket, if fewer than `max` are taken.
+    pub fn take_seat(&self, max: usize) -> Option<Seat> {
+        self.seats.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Seat(self.seats.clone()))
     }
     /// Fan-out pushes written straight to their socket by the fan-out, and
     /// those that were not (queued for the socket's writer, refused, gone).

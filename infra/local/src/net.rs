@@ -2,12 +2,20 @@
 //! arrive within a deadline (an idle keep-alive connection is closed the same
 //! way), a connection whose peer stops reading is dropped once a write has
 //! stalled too long, open connections are capped, and shutdown takes a
-//! bounded time. At the cap, a new connection takes the place of the oldest
-//! one still waiting for a request head (of the address holding the most),
-//! and each address may hold only a few such: idle and half-open
-//! connections, from one address or many, cannot lock a webhook out. Only
-//! when every connection is in a request is the newcomer refused (a JSON 503). Body deadlines are the webhook handler's
-//! (it answers 408); WebSockets keep themselves alive with pings.
+//! bounded time.
+//!
+//! At the cap, a new connection takes the place of an idle one: waiting for
+//! a request head, quiet for [`MIN_WAIT_BEFORE_EVICTION`] and with nothing
+//! unread in its socket (the oldest of the address holding the most such);
+//! and each address may hold only a few waiting connections. A connection
+//! whose request is arriving is never the one given way, however long the
+//! server took to read it. When every place is taken but some only wait,
+//! the newcomer is held (and later ones wait in the listen backlog) until
+//! one gives way; only when every connection is in a request is it refused,
+//! with a JSON 503 sent after its request head. Idle and half-open
+//! connections, from one address or many, cannot lock a webhook out. Body
+//! deadlines are the webhook handler's (it answers 408); WebSockets keep
+//! themselves alive with pings.
 
 use std::future::Future;
 use std::io;
@@ -83,19 +91,25 @@ impl Default for NetLimits {
     }
 }
 
-/// How long a connection may wait for its first head before it can be made
-/// to give way (a real sender's head follows its connect within milliseconds).
+/// How long a connection must have been quiet (nothing received since it
+/// opened, or since its last byte) before it can be made to give way: a
+/// real sender's head follows its connect within milliseconds.
 pub const MIN_WAIT_BEFORE_EVICTION: Duration = Duration::from_millis(500);
 
+/// How often a connection held at the cap asks again for a place.
+const ADMIT_RETRY: Duration = Duration::from_millis(20);
+
 /// The open HTTP connections: which are in a request (their head has
-/// arrived) and which wait for one, by peer address and age.
+/// arrived) and which wait for one, by peer address and quiet time.
 struct Pool {
     max: usize,
     /// Connections one address may hold while they wait for a head.
     per_peer_waiting: usize,
     inner: std::sync::Mutex<PoolInner>,
-    /// A connection ended (shutdown waits for all of them).
+    /// A connection ended (shutdown waits for all of them; a held newcomer retries).
     ended: tokio::sync::Notify,
+    /// The origin of every slot's `heard` clock.
+    epoch: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -107,9 +121,14 @@ struct PoolInner {
 
 struct Slot {
     ip: std::net::IpAddr,
+    /// The socket, to see whether bytes wait in it that its task has not read yet.
+    fd: Option<i32>,
     opened: std::time::Instant,
     /// Requests in progress on the connection (0: waiting for a head).
     busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// Milliseconds after the pool's epoch at which the connection last
+    /// received bytes (0: never).
+    heard: Arc<std::sync::atomic::AtomicU64>,
     evict: Arc<tokio::sync::Notify>,
 }
 
@@ -117,7 +136,63 @@ struct Slot {
 struct Admitted {
     id: u64,
     busy: Arc<std::sync::atomic::AtomicUsize>,
+    heard: Heard,
     evict: Arc<tokio::sync::Notify>,
+}
+
+/// Where a connection records that bytes arrived.
+#[derive(Clone)]
+struct Heard {
+    at: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl Heard {
+    fn now(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.at.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What the pool says to a new connection.
+enum Admission {
+    /// A place, now.
+    Now(Admitted),
+    /// Every place is taken, but some connections wait for a head: ask again
+    /// (one of them will start its request, end, or grow quiet enough to give way).
+    Hold,
+    /// Every connection is in a request.
+    Refuse,
+}
+
+/// Whether bytes wait in the socket that its task has not read: its
+/// request is arriving, whatever the clock says.
+fn has_unread(fd: Option<i32>) -> bool {
+    #[cfg(unix)]
+    if let Some(fd) = fd {
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte buffer of ours; MSG_PEEK leaves the byte in the socket.
+        let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        return n > 0;
+    }
+    let _ = fd;
+    false
+}
+
+impl Slot {
+    fn waiting(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+    /// Waiting, quiet for `MIN_WAIT_BEFORE_EVICTION`, and nothing unread:
+    /// an idle or half-open connection, never one whose request is arriving.
+    fn evictable(&self, now: std::time::Instant, epoch: std::time::Instant) -> bool {
+        if !self.waiting() {
+            return false;
+        }
+        let heard = self.heard.load(std::sync::atomic::Ordering::Relaxed);
+        let last = if heard == 0 { self.opened } else { self.opened.max(epoch + Duration::from_millis(heard - 1)) };
+        now.saturating_duration_since(last) >= MIN_WAIT_BEFORE_EVICTION && !has_unread(self.fd)
+    }
 }
 
 impl Pool {
@@ -125,37 +200,39 @@ impl Pool {
         // A quarter of the cap, at least 4: plenty for one sender's keep-alive
         // connections, far from all of them.
         let per_peer_waiting = (max / 4).max(4).min(max);
-        Self { max, per_peer_waiting, inner: Default::default(), ended: tokio::sync::Notify::new() }
+        Self {
+            max,
+            per_peer_waiting,
+            inner: Default::default(),
+            ended: tokio::sync::Notify::new(),
+            epoch: std::time::Instant::now(),
+        }
     }
 
     /// Takes a place for a connection from `ip`, making room by evicting a
-    /// waiting connection when the address or the pool is full; `None` when
-    /// every connection is in a request.
-    fn admit(&self, ip: std::net::IpAddr) -> Option<Admitted> {
-        use std::sync::atomic::Ordering::SeqCst;
+    /// waiting connection when the address or the pool is full; `now` is
+    /// the clock the quiet times are read against.
+    fn admit(&self, ip: std::net::IpAddr, fd: Option<i32>, now: std::time::Instant) -> Admission {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let waiting = |s: &Slot| s.busy.load(SeqCst) == 0;
-        // Only a connection that has waited a while gives way: a sender's
-        // burst of new connections is not evicted before its heads arrive.
-        let now = std::time::Instant::now();
-        let evictable = |s: &Slot| waiting(s) && now.duration_since(s.opened) >= MIN_WAIT_BEFORE_EVICTION;
-        let mine = g.conns.values().filter(|s| s.ip == ip && waiting(s)).count();
+        let epoch = self.epoch;
+        let mine = g.conns.values().filter(|s| s.ip == ip && s.waiting()).count();
         let victim = if mine >= self.per_peer_waiting {
-            // This address's oldest waiting connection gives way.
-            g.conns.iter().find(|(_, s)| s.ip == ip && evictable(s)).map(|(id, _)| *id)
+            // This address's oldest idle connection gives way.
+            g.conns.iter().find(|(_, s)| s.ip == ip && s.evictable(now, epoch)).map(|(id, _)| *id)
         } else {
             None
         };
         let victim = if victim.is_none() && g.conns.len() >= self.max {
-            // The oldest waiting connection of the address that holds the most.
+            // The oldest idle connection of the address holding the most waiting ones.
             let mut counts: std::collections::HashMap<std::net::IpAddr, usize> = Default::default();
-            for s in g.conns.values().filter(|s| evictable(s)) {
+            for s in g.conns.values().filter(|s| s.waiting()) {
                 *counts.entry(s.ip).or_default() += 1;
             }
-            counts
-                .into_iter()
-                .max_by_key(|(_, n)| *n)
-                .and_then(|(top, _)| g.conns.iter().find(|(_, s)| s.ip == top && evictable(s)).map(|(id, _)| *id))
+            let mut by_count: Vec<_> = counts.into_iter().collect();
+            by_count.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            by_count
+                .iter()
+                .find_map(|(top, _)| g.conns.iter().find(|(_, s)| s.ip == *top && s.evictable(now, epoch)).map(|(id, _)| *id))
         } else {
             victim
         };
@@ -166,14 +243,32 @@ impl Pool {
             }
         }
         if g.conns.len() >= self.max {
-            return None;
+            return if g.conns.values().any(Slot::waiting) { Admission::Hold } else { Admission::Refuse };
         }
         let id = g.next;
         g.next += 1;
         let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let evict = Arc::new(tokio::sync::Notify::new());
-        g.conns.insert(id, Slot { ip, opened: now, busy: busy.clone(), evict: evict.clone() });
-        Some(Admitted { id, busy, evict })
+        g.conns.insert(id, Slot { ip, fd, opened: now, busy: busy.clone(), heard: heard.clone(), evict: evict.clone() });
+        Admission::Now(Admitted { id, busy, heard: Heard { at: heard, epoch }, evict })
+    }
+
+    /// Admits a newcomer held at the cap once a place frees up: `None`
+    /// when every connection is in a request, or none gave way within `limit`.
+    async fn admit_held(&self, ip: std::net::IpAddr, fd: Option<i32>, limit: Duration) -> Option<Admitted> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ended = self.ended.notified();
+            match self.admit(ip, fd, std::time::Instant::now()) {
+                Admission::Now(a) => return Some(a),
+                Admission::Refuse => return None,
+                Admission::Hold if tokio::time::Instant::now() >= deadline => return None,
+                Admission::Hold => {
+                    let _ = tokio::time::timeout(ADMIT_RETRY, ended).await;
+                }
+            }
+        }
     }
 
     fn release(&self, id: u64) {
@@ -193,6 +288,19 @@ impl Pool {
             }
             ended.await;
         }
+    }
+}
+
+fn raw_fd(tcp: &TcpStream) -> Option<i32> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        Some(tcp.as_raw_fd())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tcp;
+        None
     }
 }
 
@@ -222,35 +330,27 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(admitted) = pool.admit(peer.ip()) else {
+        let fd = raw_fd(&tcp);
+        let admitted = match pool.admit(peer.ip(), fd, std::time::Instant::now()) {
+            Admission::Now(admitted) => Some(admitted),
+            Admission::Refuse => None,
+            // Held, not refused: a place frees up when a waiting connection
+            // starts its request, ends, or has been quiet long enough to give
+            // way. Meanwhile nothing else is accepted, so later connections
+            // wait in the listen backlog, in the order they came.
+            Admission::Hold => tokio::select! {
+                admitted = pool.admit_held(peer.ip(), fd, limits.header_timeout) => admitted,
+                () = &mut shutdown => break,
+            },
+        };
+        let Some(admitted) = admitted else {
             info!(%peer, max = limits.max_connections, "connection refused: every connection is in a request");
             tokio::spawn(refuse(tcp));
             continue;
         };
-        let _ = tcp.set_nodelay(true);
-        let (app, stop, cut, tls, pool) = (app.clone(), stop_rx.clone(), cut_rx.clone(), tls.clone(), pool.clone());
-        tokio::spawn(async move {
-            let Admitted { id, busy, evict } = admitted;
-            let served = async {
-                match tls {
-                    None => serve_connection(tcp, app, limits, stop, cut, peer, busy).await,
-                    Some(Tls(acceptor)) => {
-                        // The handshake counts against the head deadline.
-                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, cut, peer, busy).await,
-                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => debug!(%peer, "TLS handshake timed out"),
-                        }
-                    }
-                }
-            };
-            tokio::select! {
-                () = served => {}
-                // Evicted while waiting for a head: the connection is dropped.
-                () = evict.notified() => debug!(%peer, "idle connection closed for a new one"),
-            }
-            pool.release(id);
-        });
+        let conn =
+            Conn { app: app.clone(), limits, stop: stop_rx.clone(), cut: cut_rx.clone(), tls: tls.clone(), pool: pool.clone() };
+        tokio::spawn(conn.serve(tcp, peer, admitted));
     }
     drop(listener);
     stop_tx.send_replace(true);
@@ -261,6 +361,80 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_millis(500), pool.drained()).await;
     }
     Ok(())
+}
+
+/// What an admitted connection's task needs.
+struct Conn {
+    app: Router,
+    limits: NetLimits,
+    stop: tokio::sync::watch::Receiver<bool>,
+    cut: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Tls>,
+    pool: Arc<Pool>,
+}
+
+impl Conn {
+    async fn serve(self, tcp: TcpStream, peer: std::net::SocketAddr, admitted: Admitted) {
+        let Conn { app, limits, stop, cut, tls, pool } = self;
+        let _ = tcp.set_nodelay(true);
+        let Admitted { id, busy, heard, evict } = admitted;
+        let served = async {
+            let tcp = Listened { inner: tcp, heard };
+            match tls {
+                None => serve_connection(tcp, app, limits, stop, cut, peer, busy).await,
+                Some(Tls(acceptor)) => {
+                    // The handshake counts against the head deadline.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, limits, stop, cut, peer, busy).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = served => {}
+            // Evicted while waiting for a head: the connection is dropped.
+            () = evict.notified() => debug!(%peer, "idle connection closed for a new one"),
+        }
+        pool.release(id);
+    }
+}
+
+/// A connection's socket, noting when bytes arrive (a connection that
+/// receives is not idle, whatever its age).
+struct Listened<T> {
+    inner: T,
+    heard: Heard,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Listened<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.now();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Listened<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// A response body that counts its request as in progress until it is
@@ -343,14 +517,37 @@ async fn serve_connection<I>(
     }
 }
 
-/// Over the cap: a short JSON 503, then close.
+/// Over the cap: a short JSON 503, then close. The request's head is read
+/// first (for a moment at most), so a client never meets an answer before
+/// it has asked; and what it still sends is read before the socket closes,
+/// since closing with bytes unread resets the connection, which can destroy
+/// the answer before the client reads it.
 async fn refuse(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
     let body = r#"{"error":"too_many_connections","message":"the server is at its connection limit; retry shortly"}"#;
     let res = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(res.as_bytes())).await;
+    let mut head = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        tcp.write_all(res.as_bytes()).await?;
+        tcp.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while tcp.read(&mut buf).await? > 0 {}
+        Ok::<_, io::Error>(())
+    })
+    .await;
 }
 
 /// A socket whose writes fail once one has made no progress for `limit`:
@@ -452,4 +649,107 @@ pub fn default_caps() -> (usize, usize) {
     let sockets = files.saturating_sub(files / 4).saturating_sub(64).clamp(16, 10_000);
     let http = (files / 4).clamp(16, 10_000);
     (sockets, http)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// `n` accepted sockets (server side) and their clients.
+    fn pairs(n: usize) -> Vec<(std::net::TcpStream, std::net::TcpStream)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (0..n)
+            .map(|_| {
+                let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                (listener.accept().unwrap().0, client)
+            })
+            .collect()
+    }
+
+    fn fd(s: &std::net::TcpStream) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        Some(s.as_raw_fd())
+    }
+
+    fn admitted(a: Admission) -> Admitted {
+        match a {
+            Admission::Now(a) => a,
+            Admission::Hold => panic!("held"),
+            Admission::Refuse => panic!("refused"),
+        }
+    }
+
+    /// Makes every slot look as if it opened long ago (the rule, not the clock).
+    fn age_all(pool: &Pool) {
+        let long_ago = std::time::Instant::now() - 2 * MIN_WAIT_BEFORE_EVICTION;
+        for s in pool.inner.lock().unwrap().conns.values_mut() {
+            s.opened = long_ago;
+        }
+    }
+
+    fn open_ids(pool: &Pool) -> Vec<u64> {
+        pool.inner.lock().unwrap().conns.keys().copied().collect()
+    }
+
+    #[test]
+    fn a_connection_whose_request_is_arriving_is_never_given_way() {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let socks = pairs(5);
+        let pool = Pool::new(4);
+        let now = std::time::Instant::now;
+        let slots: Vec<Admitted> = socks[..4].iter().map(|(s, _)| admitted(pool.admit(ip, fd(s), now()))).collect();
+        age_all(&pool);
+        // The oldest connection's head sits unread in its socket (its task
+        // has not run yet): the next oldest gives way instead.
+        (&socks[0].1).write_all(b"POST /hooks/gh HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        wait_for_bytes(|| has_unread(fd(&socks[0].0)));
+        // The clock the newcomer is young on, however slowly this test runs.
+        let t = now();
+        let newcomer = admitted(pool.admit(ip, fd(&socks[4].0), t));
+        assert_eq!(open_ids(&pool), vec![slots[0].id, slots[2].id, slots[3].id, newcomer.id]);
+        // One that received bytes lately is not quiet, whatever its age.
+        slots[2].heard.now();
+        // One in a request is never a candidate.
+        slots[3].busy.fetch_add(1, SeqCst);
+        // The newcomer is young: nobody may give way yet, but some only wait.
+        assert!(matches!(pool.admit(ip, None, t), Admission::Hold));
+        // Every connection in a request: refused.
+        for a in [&slots[0], &slots[2], &newcomer] {
+            a.busy.fetch_add(1, SeqCst);
+        }
+        assert!(matches!(pool.admit(ip, None, t), Admission::Refuse));
+    }
+
+    #[tokio::test]
+    async fn a_held_newcomer_takes_the_first_place_that_frees_up() {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let pool = Arc::new(Pool::new(2));
+        let t = std::time::Instant::now();
+        let a = admitted(pool.admit(ip, None, t));
+        let _b = admitted(pool.admit(ip, None, t));
+        assert!(matches!(pool.admit(ip, None, t), Admission::Hold));
+        let held = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.admit_held(ip, None, Duration::from_secs(3600)).await.map(|a| a.id) }
+        });
+        pool.release(a.id);
+        let id = held.await.unwrap().expect("admitted once a place freed up");
+        assert!(open_ids(&pool).contains(&id));
+        // All in a request: a held newcomer is refused at once.
+        for s in pool.inner.lock().unwrap().conns.values() {
+            s.busy.fetch_add(1, SeqCst);
+        }
+        assert!(pool.admit_held(ip, None, Duration::from_secs(3600)).await.is_none());
+    }
+
+    /// Waits (a ceiling, for a loaded machine) until loopback has carried the bytes.
+    fn wait_for_bytes(mut arrived: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !arrived() {
+            assert!(start.elapsed() < Duration::from_secs(60), "bytes never arrived on loopback");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }

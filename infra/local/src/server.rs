@@ -155,17 +155,17 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-fn too_many(st: &AppState) -> Option<Response> {
-    let open = st.gateway.open_sockets();
-    (open >= st.sockets.max_open).then(|| {
-        info!(open, max = st.sockets.max_open, "socket refused: at the connection limit");
+/// A seat for a new socket, or the refusal when every seat is taken.
+fn take_seat(st: &AppState) -> Result<crate::gateway::Seat, Box<Response>> {
+    st.gateway.take_seat(st.sockets.max_open).ok_or_else(|| {
+        info!(max = st.sockets.max_open, "socket refused: at the connection limit");
         let mut r = json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
             "the server is at its connection limit; retry shortly",
         );
         r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
-        r
+        Box::new(r)
     })
 }
 
@@ -186,17 +186,17 @@ async fn ws_upgrade(State(st): State<Arc<AppState>>, req: axum::extract::Request
     };
     let headers = parts.headers;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let refused = if st.relay.origin_allowed(origin) {
-        if let Some(refusal) = too_many(&st) {
-            return refusal;
+    let (refused, seat) = if st.relay.origin_allowed(origin) {
+        match take_seat(&st) {
+            Ok(seat) => (None, Some(seat)),
+            Err(refusal) => return *refusal,
         }
-        None
     } else {
         let origin = origin.unwrap_or_default().chars().take(200).collect::<String>();
         info!(%origin, allowed = ?st.relay.config().allowed_origins, "socket refused: origin not allowed");
         // A browser cannot read a refused handshake's status, so the refusal
         // is a close frame it can read: 4403 and why. Nothing is registered.
-        Some(format!("origin {origin} is not in allowed_origins"))
+        (Some(format!("origin {origin} is not in allowed_origins")), None)
     };
     let origin = origin.map(str::to_owned);
     // The socket lives on the push runtime from the moment it is upgraded.
@@ -215,6 +215,7 @@ async fn ws_upgrade(State(st): State<Arc<AppState>>, req: axum::extract::Request
             }
             None => run_socket(st, crate::wire::Wire::new(io), origin).await,
         }
+        drop(seat);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -403,6 +404,7 @@ struct SseGuard {
     id: ConnId,
     /// Dropped with the stream: ends the budget watcher.
     _watch: tokio::sync::oneshot::Sender<()>,
+    _seat: crate::gateway::Seat,
 }
 
 impl Drop for SseGuard {
@@ -440,9 +442,10 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
         info!(origin, allowed = ?st.relay.config().allowed_origins, "SSE refused: origin not allowed");
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not connect");
     }
-    if let Some(refusal) = too_many(&st) {
-        return refusal;
-    }
+    let seat = match take_seat(&st) {
+        Ok(seat) => seat,
+        Err(refusal) => return *refusal,
+    };
     let cursor = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_cursor).unwrap_or_default();
     let id = new_conn_id();
     let out = st.gateway.register(&id);
@@ -470,7 +473,7 @@ async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, headers
             }
         });
     }
-    let guard = SseGuard { st: st.clone(), id: id.clone(), _watch: gone_tx };
+    let guard = SseGuard { st: st.clone(), id: id.clone(), _watch: gone_tx, _seat: seat };
     for channel in channels {
         let since = cursor.get(channel.as_str()).copied();
         st.relay.command(&id, ClientMsg::Subscribe { channel, since, batch: false, token: token.clone(), epoch: None }).await;

@@ -56,8 +56,16 @@ async fn healthz_metrics_and_json_logs() {
             .await
             .unwrap();
     }
-    // The event arrived: its fan-out is done.
     hookcast_testkit::within(hookcast_testkit::LOCAL, "the event on the socket", ws.next()).await.unwrap().unwrap();
+    // The frame is written before the fan-out counts it: wait for the
+    // fan-out to finish, not for the frame (a busy machine shows the gap).
+    hookcast_testkit::until_sync(hookcast_testkit::LOCAL, "the fan-out to finish", || {
+        match running.state.log.backlog().events() {
+            0 => Ok(()),
+            n => Err(format!("{n} events not yet fanned out")),
+        }
+    })
+    .await;
 
     let res = reqwest::get(format!("{http}/metrics")).await.unwrap();
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
