@@ -37,6 +37,8 @@ export interface ClientOptions {
   pingInterval?: number;
   /** Planned reconnect, ms (6600000: before API Gateway's 2-hour cap). */
   maxLifetime?: number;
+  /** A subscribe unanswered this long failed and is asked again with the backoff, ms (15000). */
+  subscribeTimeout?: number;
   /** How often to ask watched channels' occupancy, ms (30000; at least 10000). */
   occupancyInterval?: number;
   /** A subscribe token for private channels (`hookcast token`), or one per channel. */

@@ -48,7 +48,8 @@
   /**
    * @typedef {{type: 'event', channel: string, seq: number, event: string, data: any, at: string}} HookcastEvent
    * @typedef {{type: 'state', channel: string, seq: number, mode: 'last'|'merge'|'list', state: any}} HookcastState
-   * @typedef {{last: number|null, epoch?: string, seen?: number, pending: boolean, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
+   * pending: 0 answered, 1 asked, 2 asking again after a backoff (or given up).
+   * @typedef {{last: number|null, epoch?: string, seen?: number, pending: number, tries: number, timer?: any, buffer: Map<number, HookcastEvent>, occ?: boolean, asked?: boolean}} ChannelState
    * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'paused'|'closed'|'refused'} Status
    * @typedef {{
    *   url: string,
@@ -58,7 +59,7 @@
    *   setTimeout?: (fn: () => void, ms: number) => any,
    *   clearTimeout?: (id: any) => void,
    *   storage?: {getItem(k: string): string|null, setItem(k: string, v: string): void}|null,
-   *   baseDelay?: number, maxDelay?: number, minUptime?: number, pingInterval?: number, maxLifetime?: number,
+   *   baseDelay?: number, maxDelay?: number, minUptime?: number, pingInterval?: number, maxLifetime?: number, subscribeTimeout?: number,
    *   occupancyInterval?: number,
    *   token?: string|((channel: string) => string|null|undefined)|null,
    *   onOccupancy?: (channel: string, count: number) => void,
@@ -72,6 +73,8 @@
 
   // Close codes after which retrying cannot help.
   var NO_RETRY = { 1002: 1, 1003: 1, 1008: 1, 4400: 1, 4401: 1, 4403: 1 };
+  // Error codes after which asking again cannot help.
+  var FATAL = /^(forbidden|invalid_channel|too_many_subscriptions|bad_message|bad_json|unknown_action|message_too_large)$/;
   var STORE_PREFIX = 'hookcast:last:';
 
   /**
@@ -100,6 +103,9 @@
     var maxLifetime = o.maxLifetime || 110 * 60 * 1000;
     // The server allows one occupancy ask per channel every 10 s by default.
     var occEvery = Math.max(o.occupancyInterval || 30000, 10000);
+    // A subscribe unanswered by then failed (on AWS a cold start and a
+    // throttled store can take seconds, a timed-out Lambda answers nothing).
+    var answerWithin = o.subscribeTimeout || 15000;
 
     /** @type {Map<string, ChannelState>} */
     var channels = new Map();
@@ -138,7 +144,7 @@
     function subscribe(name) {
       var ch = channels.get(name);
       if (!ch) return;
-      ch.pending = true;
+      ch.pending = 1;
       // batch: the replay and the reply come in as few frames as fit.
       var msg = { action: 'subscribe', channel: name, batch: true };
       // The epoch `since` was read in: a wiped store answers with a reset.
@@ -146,7 +152,15 @@
       // Private channels need a subscribe token; public ones ignore it.
       var token = typeof o.token === 'function' ? o.token(name) : o.token;
       if (token) msg.token = token;
-      send(msg);
+      if (send(msg)) ch.timer = setT(function () { fail(name, ch); }, answerWithin);
+    }
+
+    /** A subscribe failed: ask again after the backoff, or never if that cannot help. */
+    function fail(name, ch, fatal) {
+      if (ch.pending !== 1) return; // answered, or already failed
+      ch.pending = 2;
+      clearT(ch.timer);
+      if (!fatal) ch.timer = setT(function () { subscribe(name); }, backoff(ch.tries++, base, max, random));
     }
 
     function deliver(ch, ev) {
@@ -159,15 +173,15 @@
       }
     }
 
-    /** Applies buffered events that are now next in line; resyncs if a gap remains. */
-    function drain(name, ch) {
+    /** Applies buffered events that are now next in line; resyncs if a gap remains (or `more` is to come). */
+    function drain(name, ch, more) {
       var next;
       while (ch.last != null && (next = ch.buffer.get(ch.last + 1))) {
         ch.buffer.delete(next.seq);
         deliver(ch, next);
       }
       ch.buffer.forEach(function (_, seq) { if (ch.last != null && seq <= ch.last) ch.buffer.delete(seq); });
-      if (ch.buffer.size && !ch.pending) subscribe(name);
+      if ((more || ch.buffer.size) && !ch.pending) subscribe(name);
     }
 
     function onEvent(ev) {
@@ -197,7 +211,8 @@
     function onSubscribed(msg) {
       var ch = channels.get(msg.channel);
       if (!ch) return;
-      ch.pending = false;
+      ch.pending = ch.tries = 0;
+      clearT(ch.timer);
       if (msg.epoch) ch.epoch = msg.epoch;
       if (msg.reset) {
         // Events were missed beyond recovery: start from the head; the page refetches.
@@ -209,7 +224,8 @@
         ch.last = msg.seq;
         remember(msg.channel, msg.seq);
       }
-      drain(msg.channel, ch);
+      // `next`: the replay stopped early (its size bound); continue from there.
+      drain(msg.channel, ch, msg.next);
       firstAsk(msg.channel, ch);
     }
 
@@ -243,12 +259,20 @@
       else if (msg.type === 'subscribed') onSubscribed(msg);
       else if (msg.type === 'state') onState(msg);
       else if (msg.type === 'occupancy' && o.onOccupancy && channels.has(msg.channel)) o.onOccupancy(msg.channel, msg.count);
+      else if (msg.type === 'error' || !msg.type) {
+        // API Gateway's own frame (no type: a failed, timed-out or throttled
+        // Lambda) and an error naming no channel may be about any pending subscribe.
+        channels.forEach(function (ch, name) {
+          var fatal = FATAL.test(msg.code);
+          if (msg.channel ? msg.channel === name : !fatal) fail(name, ch, fatal);
+        });
+      }
     }
 
     /** The socket is gone: its timers and the channels' per-connection flags go with it. */
     function detach() {
       clearT(pingTimer); clearT(lifeTimer); clearT(occTimer); occTimer = null;
-      channels.forEach(function (ch) { ch.pending = ch.asked = false; });
+      channels.forEach(function (ch) { clearT(ch.timer); ch.pending = 0; ch.asked = false; });
     }
 
     function schedulePing() {
@@ -295,13 +319,13 @@
       if (stopped) return;
       if (e && e.code === 4403) {
         // The server refused this page (its origin is not allowed): retrying cannot help.
-        if (typeof console !== 'undefined') console.error('hookcast: refused: ' + (e.reason || 'origin not allowed'));
+        console.error('hookcast: refused: ' + (e.reason || 'origin not allowed'));
         setStatus('refused', { code: e.code, reason: e.reason });
         return;
       }
       if (e && NO_RETRY[e.code]) { setStatus('closed', { code: e.code, reason: e.reason }); return; }
       // Never opened after several tries: say what usually causes it, once.
-      if (!openedAt && attempt === 5 && typeof console !== 'undefined') {
+      if (!openedAt && attempt === 5) {
         console.warn('hookcast: cannot connect to ' + o.url + '; if this persists, check that this page\'s origin is allowed');
       }
       // Reset the backoff only after the connection stayed up a while, so a
@@ -319,7 +343,7 @@
       add: function (name) {
         if (channels.has(name)) return;
         var r = remembered(name), stamp = o.stamps && o.stamps[name];
-        var ch = { last: r[0] == null ? null : r[0], epoch: r[1], pending: false, buffer: new Map() };
+        var ch = { last: r[0] == null ? null : r[0], epoch: r[1], pending: 0, tries: 0, buffer: new Map() };
         // A built page shows its build: it replays from its stamp. What this
         // tab saw after it (before a reload) replays quietly.
         if (stamp != null) {

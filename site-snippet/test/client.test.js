@@ -455,3 +455,155 @@ test('a build stamp is where a channel resumes; what this tab saw after it repla
   s.receive(ev(5, 'forms'));
   assert.deepEqual(seen, [['deploys', 11, true], ['deploys', 12, true], ['deploys', 13, false], ['forms', 5, false]]);
 });
+
+// Issue 34: a subscribe that fails (an error frame, API Gateway's own untyped
+// frame, no answer at all) is asked again after the one backoff; until then
+// the channel stalls, gap repairs included.
+const UNAVAILABLE = { type: 'error', code: 'unavailable', message: 'try again', channel: 'deploys' };
+const GATEWAY = { message: 'Internal server error', connectionId: 'Ab1=', requestId: 'Cd2=' };
+
+/** A page stamped at deploys=3, news=0; `fail` spoils the first deploys subscribe. */
+function failedSubscribe(name, fail, retryAfter) {
+  test(name, () => {
+    const w = fakeWorld();
+    const seen = [];
+    const { c } = client(w, { stamps: { deploys: 3, news: 0 }, subscribeTimeout: 10000, onEvent: (e) => seen.push(e.channel + ' ' + e.seq) });
+    c.add('deploys');
+    c.add('news');
+    c.start();
+    const s = w.sockets[0];
+    s.open();
+    const asks = (ch) => s.sent.filter((m) => m.action === 'subscribe' && m.channel === ch);
+    s.receive({ type: 'subscribed', channel: 'news', seq: 0 }); // the control channel is answered well
+    fail(s);
+    s.receive(ev(1, 'news'));
+    w.advance(retryAfter - 1);
+    assert.equal(asks('deploys').length, 1, 'not before the backoff');
+    w.advance(1);
+    assert.equal(asks('deploys').length, 2, 'the failed subscribe is asked again');
+    assert.deepEqual(asks('deploys')[1], { action: 'subscribe', channel: 'deploys', batch: true, since: 3 });
+    s.receive({ type: 'batch', frames: [ev(4), ev(5), { type: 'subscribed', channel: 'deploys', seq: 5 }] });
+    s.receive(ev(6));
+    s.receive(ev(2, 'news'));
+    assert.deepEqual(seen, ['news 1', 'deploys 4', 'deploys 5', 'deploys 6', 'news 2']);
+    w.advance(600000);
+    assert.equal(asks('deploys').length, 2, 'answered: no more asks');
+    assert.equal(asks('news').length, 1, 'the control channel was never asked again');
+  });
+}
+// random() = 0.5, base 500 ms: the first retry waits 250 ms.
+failedSubscribe('a subscribe answered by an error frame naming its channel is asked again after a backoff', (s) => s.receive(UNAVAILABLE), 250);
+failedSubscribe('an error frame naming no channel fails every pending subscribe', (s) => s.receive({ type: 'error', code: 'rate_limited', message: 'slow down' }), 250);
+failedSubscribe('API Gateway\'s untyped error frame fails every pending subscribe', (s) => s.receive(GATEWAY), 250);
+failedSubscribe('a subscribe with no answer within the bound is asked again', () => {}, 10000 + 250);
+
+test('a gap repair whose subscribe fails is asked again, and the buffered events follow in order', () => {
+  const w = fakeWorld();
+  const { c, events } = client(w);
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 1 });
+  s.receive(ev(4)); // 2 and 3 went missing: repair with since = 1
+  const asks = () => s.sent.filter((m) => m.action === 'subscribe');
+  assert.equal(asks().length, 2);
+  s.receive(UNAVAILABLE);
+  s.receive(ev(5));
+  assert.equal(asks().length, 2, 'no second ask before the backoff');
+  w.advance(250);
+  assert.deepEqual(asks()[2], { action: 'subscribe', channel: 'deploys', batch: true, since: 1 });
+  s.receive({ type: 'batch', frames: [ev(2), ev(3), ev(4), ev(5), { type: 'subscribed', channel: 'deploys', seq: 5 }] });
+  s.receive(ev(6));
+  assert.deepEqual(events, [2, 3, 4, 5, 6]);
+  // A repair that goes unanswered is asked again too (default bound 15 s).
+  s.receive(ev(8));
+  assert.equal(asks().length, 4);
+  w.advance(15000 + 249);
+  assert.equal(asks().length, 4);
+  w.advance(1);
+  assert.deepEqual(asks()[4], { action: 'subscribe', channel: 'deploys', batch: true, since: 6 });
+  s.receive({ type: 'batch', frames: [ev(7), ev(8), { type: 'subscribed', channel: 'deploys', seq: 8 }] });
+  assert.deepEqual(events, [2, 3, 4, 5, 6, 7, 8]);
+});
+
+test('the retry backs off per channel and starts over once the channel is answered', () => {
+  const w = fakeWorld();
+  const { c } = client(w, { baseDelay: 1000, maxDelay: 8000 });
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  const asks = () => s.sent.filter((m) => m.action === 'subscribe').length;
+  for (const [n, delay] of [[1, 500], [2, 1000], [3, 2000], [4, 4000], [5, 4000]]) {
+    s.receive(UNAVAILABLE);
+    s.receive(GATEWAY); // a second report of the same failure changes nothing
+    w.advance(delay - 1);
+    assert.equal(asks(), n);
+    w.advance(1);
+    assert.equal(asks(), n + 1, `retry ${n} after ${delay} ms`);
+  }
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 0 });
+  s.receive(ev(2));
+  s.receive(UNAVAILABLE);
+  w.advance(500);
+  assert.equal(asks(), 8, 'the backoff started over');
+});
+
+test('only errors retrying can help are retried; a late answer cancels the retry', () => {
+  const w = fakeWorld();
+  const { c } = client(w);
+  const fatal = ['forbidden', 'invalid_channel', 'too_many_subscriptions', 'bad_message', 'bad_json', 'unknown_action', 'message_too_large'];
+  for (const code of fatal) c.add('x/' + code);
+  c.add('deploys');
+  c.add('news');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  for (const code of fatal) s.receive({ type: 'error', code, message: code, channel: 'x/' + code });
+  s.receive({ type: 'error', code: 'forbidden', message: 'no channel named' });
+  s.receive(GATEWAY);
+  s.receive({ type: 'subscribed', channel: 'news', seq: 0 }); // its subscribe was fine after all
+  w.advance(600000);
+  const asks = (ch) => s.sent.filter((m) => m.action === 'subscribe' && m.channel === ch).length;
+  for (const code of fatal) assert.equal(asks('x/' + code), 1, code + ' is not retried');
+  assert.equal(asks('news'), 1, 'answered before its retry was due');
+  assert.ok(asks('deploys') > 1, 'the failed one is retried');
+});
+
+test('a retry is never sent on a socket that has closed; the new socket asks (and retries) itself', () => {
+  const w = fakeWorld();
+  const { c } = client(w, { baseDelay: 1000, subscribeTimeout: 10000 });
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  s.receive({ type: 'subscribed', channel: 'deploys', seq: 0 });
+  s.receive(ev(2)); // a repair, then the socket drops before its answer
+  s.receive(UNAVAILABLE);
+  s.drop();
+  w.advance(500); // the reconnect is due; the channel's retry would have been too
+  assert.equal(s.sent.filter((m) => m.action === 'subscribe').length, 2);
+  const s2 = w.sockets[1];
+  s2.open();
+  assert.deepEqual(s2.sent, [{ action: 'subscribe', channel: 'deploys', batch: true, since: 0 }]);
+  // The channel's backoff goes on (reset only by an answer): its second retry waits 1000 ms.
+  w.advance(10000 + 999);
+  assert.equal(s2.sent.length, 1);
+  w.advance(1);
+  assert.equal(s2.sent.length, 2, 'unanswered on the new socket: asked again');
+});
+
+test('a subscribed with next continues the replay from there', () => {
+  const w = fakeWorld();
+  const { c, events } = client(w, { stamps: { deploys: 0 } });
+  c.add('deploys');
+  c.start();
+  const s = w.sockets[0];
+  s.open();
+  s.receive({ type: 'batch', frames: [ev(1), ev(2), { type: 'subscribed', channel: 'deploys', seq: 9, next: 2 }] });
+  assert.deepEqual(s.sent.at(-1), { action: 'subscribe', channel: 'deploys', batch: true, since: 2 });
+  s.receive({ type: 'batch', frames: [ev(3), ev(4), { type: 'subscribed', channel: 'deploys', seq: 4 }] });
+  assert.equal(s.sent.length, 2);
+  assert.deepEqual(events, [1, 2, 3, 4]);
+});

@@ -24,6 +24,22 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
+/// An HTTP catch-up answer's events at most, as JSON: a Lambda answer is
+/// at most 6 MB ("Invoke": "For synchronous invocations, the maximum payload
+/// size is 6 MB"), and the body travels inside it as an escaped string,
+/// which can double it (every `"` and `\\` written again).
+pub const HISTORY_BYTES: usize = 2_800_000;
+
+/// What [`Hooks::history`] answers.
+#[derive(Debug, Clone)]
+pub struct Catchup {
+    pub history: History,
+    /// Events were missed that neither the events nor the state cover.
+    pub reset: bool,
+    /// More events follow: ask again with this as `since`.
+    pub next: Option<u64>,
+}
+
 pub struct Hooks<L> {
     config: Arc<Config>,
     log: Arc<L>,
@@ -104,7 +120,9 @@ impl<L: EventLog> Hooks<L> {
     /// state if it keeps one, and whether the caller missed events that
     /// neither covers. A `since` read in another `epoch` is no place in
     /// this log: no events (the state still brings the caller current).
-    pub async fn history(&self, channel: &Channel, since: u64, epoch: Option<&str>) -> Result<(History, bool), StoreError> {
+    /// At most [`HISTORY_BYTES`] of events: `next` is the `since` to ask
+    /// again with for the rest.
+    pub async fn history(&self, channel: &Channel, since: u64, epoch: Option<&str>) -> Result<Catchup, StoreError> {
         let mut h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
         h.state = current_state(&self.config, channel, h.state.take());
         let missed = if epoch.is_some_and(|e| e != h.epoch) {
@@ -114,7 +132,9 @@ impl<L: EventLog> Hooks<L> {
             missed_history(since, &h)
         };
         let reset = missed && h.state.is_none();
-        Ok((h, reset))
+        let (events, next) = crate::policy::page_of(std::mem::take(&mut h.events), h.head, HISTORY_BYTES);
+        h.events = events;
+        Ok(Catchup { history: h, reset, next })
     }
 
     /// Where the channel's log stands: its head, epoch and state (what a

@@ -64,3 +64,25 @@ pub fn current_state(config: &Config, channel: &Channel, state: Option<State>) -
 pub fn missed_history(since: u64, h: &History) -> bool {
     since > h.head || (since < h.head && since + 1 < h.first_retained)
 }
+
+/// The first events whose JSON fits `max_bytes` (at least one), and the seq
+/// to ask again from (`since`) when any retained event is left out: by the
+/// bound, or by a count limit short of `head`.
+pub fn page_of(
+    mut events: Vec<crate::protocol::Event>,
+    head: u64,
+    max_bytes: usize,
+) -> (Vec<crate::protocol::Event>, Option<u64>) {
+    let mut used = 0;
+    let mut keep = events.len();
+    for (i, e) in events.iter().enumerate() {
+        used += crate::protocol::ServerMsg::Event(e.clone()).to_json().len();
+        if used > max_bytes && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    events.truncate(keep);
+    let next = events.last().map(|e| e.seq).filter(|last| *last < head);
+    (events, next)
+}

@@ -188,6 +188,22 @@ pub trait EventLog: Send + Sync + 'static {
     fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send;
     /// Retained events with seq > `since`, at most `limit`.
     fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;
+    /// The retained events with `since` < seq ≤ `upto`, at most `limit`,
+    /// without reading the head again (a caller that has read it with
+    /// `read(.., 0)` and now knows it wants the events).
+    fn read_events(
+        &self,
+        channel: &Channel,
+        since: u64,
+        upto: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+        async move {
+            let mut events = self.read(channel, since, limit).await?.events;
+            events.retain(|e| e.seq <= upto);
+            Ok(events)
+        }
+    }
 }
 
 /// Connections and their channels. The socket functions and the fan-out
@@ -284,6 +300,35 @@ pub trait Gateway: Send + Sync + 'static {
         futures::stream::iter(conns)
             .map(move |c| async move {
                 let d = self.send(&c, frame).await;
+                (c, d)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+    }
+    /// [`Gateway::send`], giving up (`Failed`) rather than retrying past
+    /// `deadline`: a fan-out worker with a time budget.
+    fn send_until(&self, conn: &ConnId, frame: &str, deadline: std::time::Instant) -> impl Future<Output = Delivery> + Send {
+        let _ = deadline;
+        self.send(conn, frame)
+    }
+    /// A page of a fan-out with a deadline: posts start in the page's order,
+    /// at most `concurrency` at once, and none starts at or after
+    /// `deadline`; each started one gives up retrying at it. The results
+    /// are those of the page's first connections (any order), so the
+    /// connections not reached are exactly those after the last result's
+    /// position in the page.
+    fn send_many_until(
+        &self,
+        conns: Vec<ConnId>,
+        frame: &str,
+        concurrency: usize,
+        deadline: std::time::Instant,
+    ) -> impl Future<Output = Vec<(ConnId, Delivery)>> + Send {
+        use futures::StreamExt;
+        futures::stream::iter(conns)
+            .take_while(move |_| std::future::ready(std::time::Instant::now() < deadline))
+            .map(move |c| async move {
+                let d = self.send_until(&c, frame, deadline).await;
                 (c, d)
             })
             .buffer_unordered(concurrency.max(1))

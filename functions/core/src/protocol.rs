@@ -69,6 +69,10 @@ pub enum ServerMsg {
         /// The log's epoch: send it back with `since` on a later subscribe.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         epoch: String,
+        /// The replay stopped early (a byte bound) after this seq: subscribe
+        /// again with it as `since` for the rest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
     },
     /// The channel's state at `seq` (see [`crate::state`]), before the
     /// `subscribed` reply, to a page that has no `since` or one older than
@@ -89,6 +93,10 @@ pub enum ServerMsg {
     Error {
         code: String,
         message: String,
+        /// The channel of the subscribe (or occupancy ask) refused, so a
+        /// client with several in flight knows which to ask again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Channel>,
     },
     /// Several frames in one, in order (only to clients that asked with `batch`).
     Batch {
@@ -124,7 +132,14 @@ impl ServerMsg {
 
 impl ServerMsg {
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self::Error { code: code.to_owned(), message: message.into() }
+        Self::Error { code: code.to_owned(), message: message.into(), channel: None }
+    }
+    /// This error, about `channel`.
+    pub fn on(self, of: &Channel) -> Self {
+        match self {
+            Self::Error { code, message, .. } => Self::Error { code, message, channel: Some(of.clone()) },
+            other => other,
+        }
     }
     pub fn to_json(&self) -> String {
         // Serialising these types cannot fail: no maps with non-string keys.
@@ -238,11 +253,11 @@ mod tests {
                         "data":{"state":"ready"},"at":"2026-11-23T07:00:00.000Z"}),
             ),
             (
-                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: false, epoch: String::new() },
+                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: false, epoch: String::new(), next: None },
                 json!({"type":"subscribed","channel":"deploys","seq":42}),
             ),
             (
-                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: true, epoch: String::new() },
+                ServerMsg::Subscribed { channel: ch("deploys"), seq: 42, reset: true, epoch: String::new(), next: None },
                 json!({"type":"subscribed","channel":"deploys","seq":42,"reset":true}),
             ),
             (
@@ -259,7 +274,7 @@ mod tests {
                 ServerMsg::Batch {
                     frames: vec![
                         ServerMsg::Pong,
-                        ServerMsg::Subscribed { channel: ch("d"), seq: 1, reset: false, epoch: String::new() },
+                        ServerMsg::Subscribed { channel: ch("d"), seq: 1, reset: false, epoch: String::new(), next: None },
                     ],
                 },
                 json!({"type":"batch","frames":[{"type":"pong"},{"type":"subscribed","channel":"d","seq":1}]}),

@@ -11,12 +11,16 @@ use tracing::{debug, warn};
 use crate::channel::Channel;
 use crate::clock::{millis, Clock};
 use crate::config::Config;
-use crate::policy::{current_state, may_read, missed_history, origin_allowed};
+use crate::policy::{current_state, may_read, missed_history, origin_allowed, page_of};
 use crate::ports::{forget, ConnId, Delivery, EventLog, Gateway, StoreError, SubOutcome, Subscriptions, Turn};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// API Gateway's WebSocket frame limit; client frames above it are refused.
 pub const MAX_CLIENT_FRAME: usize = 32 * 1024;
+
+/// The most one subscribe replays (its events' JSON; at least one event):
+/// what a page missed beyond it follows `next`, each ask paced by the host.
+pub const REPLAY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
@@ -108,57 +112,86 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
         let unavailable = |e| unavailable(conn, e);
         match msg {
             ClientMsg::Ping => Ok(vec![ServerMsg::Pong]),
-            ClientMsg::Occupancy { channel } => Ok(vec![self.occupancy(conn, &channel).await?]),
+            ClientMsg::Occupancy { channel } => Ok(vec![self.occupancy(conn, &channel).await.map_err(|e| e.on(&channel))?]),
             ClientMsg::Unsubscribe { channel } => {
-                self.subs.unsubscribe(conn, &channel).await.map_err(unavailable)?;
+                self.subs.unsubscribe(conn, &channel).await.map_err(|e| unavailable(e).on(&channel))?;
                 Ok(vec![])
             }
             ClientMsg::Subscribe { channel, since, batch, token, epoch } => {
-                let now = (self.clock)();
-                if let Err(e) = may_read(&self.config, &channel, token.as_deref(), now) {
-                    debug!(conn = %conn, channel = %channel, reason = %e, "subscribe refused");
-                    return Err(ServerMsg::error("forbidden", e.to_string()));
-                }
-                // Subscribe first, read second: an event appended in between is
-                // then both replayed and pushed, and the client drops the copy.
-                // The other order could lose it.
-                let max = self.config.limits.max_subscriptions;
-                let outcome = self.subs.subscribe(conn, &channel, max).await.map_err(unavailable)?;
-                if outcome == SubOutcome::LimitReached {
-                    return Err(ServerMsg::error(
-                        "too_many_subscriptions",
-                        format!("a connection may subscribe to at most {max} channels"),
-                    ));
-                }
-                // A repeat (the snippet's gap repair) changes no state and
-                // replays from its `since` again: at most history_max_events,
-                // and the host's per-connection byte budget closes a client
-                // that asks for more than it reads.
-                let replay = since.is_some();
-                let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
-                let history = self.log.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?;
-                // A `since` from another epoch is no place in this log: nothing
-                // is replayed, and the page starts again from the head.
-                let other_log = since.is_some() && epoch.as_deref().is_some_and(|e| e != history.epoch);
-                let missed = other_log || since.is_some_and(|s| missed_history(s, &history));
-                // A page with no place in the log, or one history no longer
-                // reaches, is brought current by the channel's state, if it
-                // keeps one; only without a state is a gap a reset.
-                let state = if since.is_none() || missed { current_state(&self.config, &channel, history.state) } else { None };
-                let reset = missed && state.is_none();
-                let (head, epoch) = (history.head, history.epoch);
-                // What is retained still replays after a gap without a state
-                // (a client may show it); a state already holds all of it.
-                let events = if other_log || state.is_some() { vec![] } else { history.events };
-                let mut out: Vec<ServerMsg> = Vec::with_capacity(events.len() + 2);
-                if let Some(s) = state {
-                    out.push(ServerMsg::State { channel: channel.clone(), seq: head, mode: s.kind, state: s.value });
-                }
-                out.extend(events.into_iter().map(ServerMsg::Event));
-                out.push(ServerMsg::Subscribed { channel, seq: head, reset, epoch });
-                Ok(if batch { ServerMsg::batched(out) } else { out })
+                let of = channel.clone();
+                self.subscribe(conn, channel, since, batch, token, epoch).await.map_err(|e| e.on(&of))
             }
         }
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &ConnId,
+        channel: Channel,
+        since: Option<u64>,
+        batch: bool,
+        token: Option<String>,
+        epoch: Option<String>,
+    ) -> Result<Vec<ServerMsg>, ServerMsg> {
+        let unavailable = |e| unavailable(conn, e);
+        let now = (self.clock)();
+        if let Err(e) = may_read(&self.config, &channel, token.as_deref(), now) {
+            debug!(conn = %conn, channel = %channel, reason = %e, "subscribe refused");
+            return Err(ServerMsg::error("forbidden", e.to_string()));
+        }
+        // Subscribe first, read second: an event appended in between is
+        // then both replayed and pushed, and the client drops the copy.
+        // The other order could lose it.
+        let max = self.config.limits.max_subscriptions;
+        let outcome = self.subs.subscribe(conn, &channel, max).await.map_err(unavailable)?;
+        if outcome == SubOutcome::LimitReached {
+            return Err(ServerMsg::error(
+                "too_many_subscriptions",
+                format!("a connection may subscribe to at most {max} channels"),
+            ));
+        }
+        // A repeat (the snippet's gap repair) changes no state and
+        // replays from its `since` again: at most history_max_events and
+        // REPLAY_BYTES (the rest follows `next`), and the host's
+        // per-connection byte budget closes a client that asks for more
+        // than it reads.
+        let replay = since.is_some();
+        let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
+        let keeps_state = self.config.state_spec(&channel).is_some();
+        let history = match since {
+            // Where a state would answer a page history no longer reaches,
+            // the head is read first and the events only when they are wanted.
+            Some(s) if keeps_state => {
+                let mut h = self.log.read(&channel, s, 0).await.map_err(unavailable)?;
+                let other_log = epoch.as_deref().is_some_and(|e| e != h.epoch);
+                if !other_log && !missed_history(s, &h) && s < h.head {
+                    h.events = self.log.read_events(&channel, s, h.head, limit).await.map_err(unavailable)?;
+                }
+                h
+            }
+            _ => self.log.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?,
+        };
+        // A `since` from another epoch is no place in this log: nothing
+        // is replayed, and the page starts again from the head.
+        let other_log = since.is_some() && epoch.as_deref().is_some_and(|e| e != history.epoch);
+        let missed = other_log || since.is_some_and(|s| missed_history(s, &history));
+        // A page with no place in the log, or one history no longer
+        // reaches, is brought current by the channel's state, if it
+        // keeps one; only without a state is a gap a reset.
+        let state = if since.is_none() || missed { current_state(&self.config, &channel, history.state) } else { None };
+        let reset = missed && state.is_none();
+        let (head, epoch) = (history.head, history.epoch);
+        // What is retained still replays after a gap without a state
+        // (a client may show it); a state already holds all of it.
+        let events = if other_log || state.is_some() { vec![] } else { history.events };
+        let (events, next) = page_of(events, head, REPLAY_BYTES);
+        let mut out: Vec<ServerMsg> = Vec::with_capacity(events.len() + 2);
+        if let Some(s) = state {
+            out.push(ServerMsg::State { channel: channel.clone(), seq: head, mode: s.kind, state: s.value });
+        }
+        out.extend(events.into_iter().map(ServerMsg::Event));
+        out.push(ServerMsg::Subscribed { channel, seq: head, reset, epoch, next });
+        Ok(if batch { ServerMsg::batched(out) } else { out })
     }
 
     /// The count, or the refusal: `not_subscribed`, `rate_limited`, `unavailable`.

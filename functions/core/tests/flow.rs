@@ -49,7 +49,7 @@ impl World {
         block_on(self.log.read(&Channel::parse("any").unwrap(), 0, 0)).unwrap().epoch
     }
     fn history(&self, c: &Channel, since: u64) -> Result<(History, bool), StoreError> {
-        block_on(self.hooks.history(c, since, None))
+        block_on(self.hooks.history(c, since, None)).map(|c| (c.history, c.reset))
     }
     fn raw_ingest(&self, source: &str, headers: &Vec<(String, String)>, body: &[u8]) -> Result<Accepted, HookError> {
         block_on(self.hooks.ingest(source, Some("application/json"), &HookRequest { headers, body }))
@@ -304,9 +304,11 @@ fn a_since_from_another_epoch_is_a_reset_not_a_replay() {
     assert_eq!(seqs, vec![(json!("event"), json!(2)), (json!("event"), json!(3)), (json!("subscribed"), json!(3))]);
     assert!(same[2].get("reset").is_none());
     // Over HTTP the same: another epoch gets no events and a reset.
-    let (h, reset) = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some("0123456789abcdef"))).unwrap();
+    let c = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some("0123456789abcdef"))).unwrap();
+    let (h, reset) = (c.history, c.reset);
     assert!(reset && h.events.is_empty() && h.epoch == epoch);
-    let (h, reset) = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some(&epoch))).unwrap();
+    let c = block_on(r.hooks.history(&Channel::parse("deploys").unwrap(), 1, Some(&epoch))).unwrap();
+    let (h, reset) = (c.history, c.reset);
     assert!(!reset && h.events.len() == 2);
 }
 

@@ -299,8 +299,12 @@ async fn history<L: EventLog>(
     let read = if head_only {
         hooks.head(&channel).await.map(|h| json!({"channel": channel, "seq": h.head, "epoch": h.epoch}))
     } else {
-        hooks.history(&channel, since, epoch).await.map(|(h, reset)| {
+        hooks.history(&channel, since, epoch).await.map(|c| {
+            let (h, reset) = (c.history, c.reset);
             let mut body = json!({"channel": channel, "head": h.head, "reset": reset, "epoch": h.epoch, "events": h.events});
+            if let Some(next) = c.next {
+                body["next"] = json!(next);
+            }
             if let Some(state) = h.state {
                 body["mode"] = json!(state.kind);
                 body["state"] = state.value;

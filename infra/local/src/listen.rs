@@ -130,18 +130,24 @@ async fn follow(
                 continue;
             }
         };
-        for (channel, since) in &last {
+        let subscribe = |channel: &Channel, since: Option<u64>, epochs: &BTreeMap<Channel, String>| {
             let sub = ClientMsg::Subscribe {
                 channel: channel.clone(),
-                since: *since,
+                since,
                 batch: true,
                 token: args.token.clone(),
                 epoch: since.and(epochs.get(channel).cloned()),
             };
-            let text = serde_json::to_string(&sub).map_err(|e| e.to_string())?;
-            ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
+            serde_json::to_string(&sub).map(|t| Message::Text(t.into())).map_err(|e| e.to_string())
+        };
+        for (channel, since) in &last {
+            ws.send(subscribe(channel, *since, &epochs)?).await.map_err(|e| e.to_string())?;
         }
+        // Events that came ahead of a gap (a replay continued with `next`,
+        // or one being repaired), printed once the gap fills.
+        let mut held: BTreeMap<Channel, BTreeMap<u64, hookcast_core::Event>> = BTreeMap::new();
         let mut subscribed = 0;
+        let mut failures: u32 = 0;
         while let Some(msg) = ws.next().await {
             let text = match msg {
                 Ok(Message::Text(t)) => t,
@@ -151,6 +157,18 @@ async fn follow(
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
+            // API Gateway's own frame when an integration fails: no type, so
+            // every channel not yet answered is asked again.
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) {
+                if v.get("type").is_none() && v.get("message").is_some() {
+                    let _ = writeln!(log, "hookcast listen: the gateway said {}; asking again", v["message"]);
+                    tokio::time::sleep(next_wait(&mut failures)).await;
+                    for (channel, since) in &last {
+                        ws.send(subscribe(channel, *since, &epochs)?).await.map_err(|e| e.to_string())?;
+                    }
+                    continue;
+                }
+            }
             let msg: ServerMsg = serde_json::from_str(text.as_str())
                 .map_err(|e| format!("the server sent something that is not a protocol v1 frame: {e}"))?;
             let frames = match msg {
@@ -164,26 +182,48 @@ async fn follow(
                         if seen.is_some_and(|s| ev.seq <= s) {
                             continue; // a replay overlapping what was printed
                         }
-                        *seen = Some(ev.seq);
-                        let done = args.until.as_deref().is_some_and(|u| matches(u, ev.event.as_str()));
-                        writeln!(out, "{}", ServerMsg::Event(ev).to_json()).map_err(|e| e.to_string())?;
-                        out.flush().map_err(|e| e.to_string())?;
-                        if done {
-                            let _ = ws.close(None).await;
-                            return Ok(Outcome::Done);
+                        if seen.is_some_and(|s| ev.seq > s + 1) {
+                            held.entry(ev.channel.clone()).or_default().insert(ev.seq, ev);
+                            continue;
+                        }
+                        let channel = ev.channel.clone();
+                        let mut ready = vec![ev];
+                        if let Some(h) = held.get_mut(&channel) {
+                            while let Some(next) = h.remove(&(ready[ready.len() - 1].seq + 1)) {
+                                ready.push(next);
+                            }
+                        }
+                        for ev in ready {
+                            *seen = Some(ev.seq);
+                            let done = args.until.as_deref().is_some_and(|u| matches(u, ev.event.as_str()));
+                            writeln!(out, "{}", ServerMsg::Event(ev).to_json()).map_err(|e| e.to_string())?;
+                            out.flush().map_err(|e| e.to_string())?;
+                            if done {
+                                let _ = ws.close(None).await;
+                                return Ok(Outcome::Done);
+                            }
                         }
                     }
-                    ServerMsg::Subscribed { channel, seq: head, reset, epoch } => {
+                    ServerMsg::Subscribed { channel, seq: head, reset, epoch, next } => {
                         // From now on: a first subscribe without since starts at
                         // the head, and so does one whose history is gone.
                         if let Some(seen) = last.get_mut(&channel) {
                             if reset {
                                 let _ = writeln!(log, "hookcast listen: events on {channel} were missed; following from {head}");
                                 *seen = Some(head);
+                                held.remove(&channel);
                             }
                             seen.get_or_insert(head);
                         }
-                        epochs.insert(channel, epoch);
+                        epochs.insert(channel.clone(), epoch);
+                        failures = 0;
+                        let since = last.get(&channel).copied().flatten();
+                        let gap = held.get(&channel).is_some_and(|h| !h.is_empty());
+                        if next.is_some() || gap {
+                            // The replay goes on (or a gap is repaired) from what was printed.
+                            ws.send(subscribe(&channel, since, &epochs)?).await.map_err(|e| e.to_string())?;
+                            continue;
+                        }
                         subscribed += 1;
                         if subscribed == last.len() {
                             attempt = 0;
@@ -198,13 +238,22 @@ async fn follow(
                                 let _ = writeln!(log, "hookcast listen: {channel} is current from its {mode} state at {seq}");
                             }
                             *seen = Some(seen.map_or(seq, |s| s.max(seq)));
+                            if let Some(h) = held.get_mut(&channel) {
+                                h.retain(|s, _| *s > seq);
+                            }
                         }
                     }
-                    ServerMsg::Error { code, message } => {
+                    ServerMsg::Error { code, message, channel } => {
                         if matches!(code.as_str(), "forbidden" | "invalid_channel" | "too_many_subscriptions" | "bad_message") {
                             return Ok(Outcome::Refused(format!("{code}: {message}")));
                         }
                         let _ = writeln!(log, "hookcast listen: {code}: {message}");
+                        // A subscribe that failed for now is asked again, after a backoff.
+                        if let Some(channel) = channel.filter(|c| last.contains_key(c)) {
+                            tokio::time::sleep(next_wait(&mut failures)).await;
+                            let since = last.get(&channel).copied().flatten();
+                            ws.send(subscribe(&channel, since, &epochs)?).await.map_err(|e| e.to_string())?;
+                        }
                     }
                     _ => {}
                 }

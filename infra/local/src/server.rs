@@ -133,7 +133,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 async fn demo_page(State(st): State<Arc<AppState>>) -> Response {
     let deploys = Channel::parse("deploys").expect("valid literal");
     let latest = match st.hooks.history(&deploys, 0, None).await {
-        Ok((h, _)) => h.events.into_iter().rev().find(|e| e.event.as_str() == "deploy.succeeded"),
+        Ok(c) => c.history.events.into_iter().rev().find(|e| e.event.as_str() == "deploy.succeeded"),
         Err(e) => {
             warn!(error = %e, "demo page rendered without deploy info");
             None
