@@ -351,6 +351,8 @@ worst_env = max(env_report)
 PUBLISHED = {
     ("AWS/Lambda", "Errors"): [{"FunctionName"}],
     ("AWS/Lambda", "Throttles"): [{"FunctionName"}],
+    # Stream-sourced functions only ("IteratorAge ... for event source mappings that read from streams").
+    ("AWS/Lambda", "IteratorAge"): [{"FunctionName"}],
     ("AWS/DynamoDB", "ReadThrottleEvents"): [{"TableName"}],
     ("AWS/DynamoDB", "WriteThrottleEvents"): [{"TableName"}],
     ("AWS/DynamoDB", "ThrottledRequests"): [{"TableName", "Operation"}],

@@ -26,9 +26,14 @@ async fn main() {
         args.get(2).map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![16, 64, 256, 512]);
     let rate: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10_000);
 
-    let invoke: hookcast_emulate::apigw::Invoke = Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }));
+    let invoke: hookcast_emulate::apigw::Invoke = Arc::new(|_| Box::pin(async { Ok(serde_json::json!({"statusCode": 200})) }));
     let emu = hookcast_emulate::apigw::start(
-        Options { latency: Duration::from_millis(20), rate_limit: Some(rate), burst: rate / 2, ..Options::default() },
+        Options {
+            latency: hookcast_emulate::apigw::Latency::fixed(Duration::from_millis(20)),
+            rate_limit: Some(rate),
+            burst: rate / 2,
+            ..Options::default()
+        },
         invoke,
     )
     .await;

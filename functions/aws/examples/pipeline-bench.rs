@@ -44,6 +44,9 @@ impl pipeline::Cursors for Sharded {
         self.cursors.lock().unwrap().insert(job.to_string(), after.clone());
         Ok(())
     }
+    async fn count_failure(&self, _: &str) -> Result<u32, String> {
+        Ok(1)
+    }
 }
 
 impl Sharded {
@@ -108,6 +111,9 @@ impl JobQueue for Fifo {
     /// Every job here runs to the end (no budget), so none is handed back.
     async fn hold(&self, _: &str, _: Duration) -> Result<(), String> {
         Ok(())
+    }
+    async fn dead_letter(&self, _: &Job) -> Result<(), String> {
+        Err("the bench has no dead-letter queue".into())
     }
 }
 
@@ -258,9 +264,14 @@ async fn main() {
     let shards: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
     let workers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
     let rate: u32 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let invoke: hookcast_emulate::apigw::Invoke = Arc::new(|_| Box::pin(async { json!({"statusCode": 200}) }));
+    let invoke: hookcast_emulate::apigw::Invoke = Arc::new(|_| Box::pin(async { Ok(json!({"statusCode": 200})) }));
     let emu = hookcast_emulate::apigw::start(
-        Options { latency: Duration::from_millis(20), rate_limit: Some(10_000), burst: 5_000, ..Options::default() },
+        Options {
+            latency: hookcast_emulate::apigw::Latency::fixed(Duration::from_millis(20)),
+            rate_limit: Some(10_000),
+            burst: 5_000,
+            ..Options::default()
+        },
         invoke,
     )
     .await;

@@ -32,19 +32,28 @@ impl Pacer {
     }
     /// Waits for one token. The lock is held only to do arithmetic.
     pub async fn take(&self) {
+        self.take_until(None).await;
+    }
+    /// Waits for one token, unless it would come at or after `deadline`:
+    /// then nothing is taken and the answer is `false`.
+    pub async fn take_until(&self, deadline: Option<std::time::Instant>) -> bool {
         let wait = {
             let mut st = self.state.lock().await;
             let now = tokio::time::Instant::now();
             let burst = (self.rate / 10.0).max(1.0);
             st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * self.rate).min(burst);
             st.1 = now;
-            st.0 -= 1.0;
-            if st.0 >= 0.0 {
-                return;
+            let wait = if st.0 >= 1.0 { Duration::ZERO } else { Duration::from_secs_f64((1.0 - st.0) / self.rate) };
+            if deadline.is_some_and(|d| std::time::Instant::now() + wait >= d) {
+                return false;
             }
-            Duration::from_secs_f64(-st.0 / self.rate)
+            st.0 -= 1.0;
+            wait
         };
-        tokio::time::sleep(wait).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        true
     }
 }
 
@@ -74,12 +83,89 @@ const BASE: Duration = Duration::from_millis(50);
 const CAP: Duration = Duration::from_secs(2);
 
 impl Gateway for ApiGwGateway {
-    /// 429 and 5xx (and transport errors) are retried with capped full-jitter
-    /// backoff; 410 is Gone at once; anything else is Failed at once.
     async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
+        self.post(conn, frame, None, false).await
+    }
+
+    async fn send_until(&self, conn: &ConnId, frame: &str, deadline: std::time::Instant) -> Delivery {
+        self.post(conn, frame, Some(deadline), false).await
+    }
+
+    /// Posts start in the page's order as the pacer gives tokens, and stop
+    /// where its next token would come at or after the deadline: a worker
+    /// at any rate ends its page on time, however many posts it may have in flight.
+    async fn send_many_until(
+        &self,
+        conns: Vec<ConnId>,
+        frame: &str,
+        concurrency: usize,
+        deadline: std::time::Instant,
+    ) -> Vec<(ConnId, Delivery)> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let mut out = Vec::with_capacity(conns.len());
+        let mut inflight = FuturesUnordered::new();
+        let mut pending = conns.into_iter();
+        let mut stopped = false;
+        loop {
+            if !stopped && inflight.len() < concurrency.max(1) {
+                let Some(c) = pending.next() else {
+                    stopped = true;
+                    continue;
+                };
+                // The next post's token, while those in flight go on.
+                let token = async {
+                    match &self.pacer {
+                        Some(p) => p.take_until(Some(deadline)).await,
+                        None => std::time::Instant::now() < deadline,
+                    }
+                };
+                tokio::pin!(token);
+                let go = loop {
+                    tokio::select! {
+                        go = &mut token => break go,
+                        Some(done) = inflight.next(), if !inflight.is_empty() => out.push(done),
+                    }
+                };
+                if go {
+                    inflight.push(async move {
+                        let d = self.post(&c, frame, Some(deadline), true).await;
+                        (c, d)
+                    });
+                } else {
+                    stopped = true;
+                }
+                continue;
+            }
+            match inflight.next().await {
+                Some(done) => out.push(done),
+                None => break,
+            }
+        }
+        out
+    }
+
+    async fn close(&self, conn: &ConnId) {
+        if let Err(e) = self.client.delete_connection().connection_id(&conn.0).send().await {
+            warn!(conn = %conn, code = e.code(), "DeleteConnection failed");
+        }
+    }
+}
+
+impl ApiGwGateway {
+    /// 429 and 5xx (and transport errors) are retried with capped full-jitter
+    /// backoff, never past `deadline`; 410 is Gone at once; anything else is
+    /// Failed at once.
+    /// `paced`: the first try's token is already taken.
+    async fn post(&self, conn: &ConnId, frame: &str, deadline: Option<std::time::Instant>, paced: bool) -> Delivery {
+        let past = |wait: Duration| deadline.is_some_and(|d| std::time::Instant::now() + wait >= d);
         for attempt in 0..MAX_ATTEMPTS {
-            if let Some(p) = &self.pacer {
-                p.take().await;
+            if let Some(p) = self.pacer.as_ref().filter(|_| attempt > 0 || !paced) {
+                if !p.take_until(deadline).await {
+                    warn!(conn = %conn, attempts = attempt, "PostToConnection not tried again: the worker's time budget is spent");
+                    return Delivery::Failed;
+                }
+            } else if attempt > 0 && past(Duration::ZERO) {
+                return Delivery::Failed;
             }
             let res = self.client.post_to_connection().connection_id(&conn.0).data(Blob::new(frame.as_bytes())).send().await;
             let e = match res {
@@ -95,14 +181,13 @@ impl Gateway for ApiGwGateway {
                 warn!(conn = %conn, status, code = e.code(), attempts = attempt + 1, "PostToConnection failed");
                 return Delivery::Failed;
             }
-            crate::backoff_sleep(attempt, BASE, CAP).await;
+            let wait = hookcast_core::backoff::full_jitter(attempt, BASE, CAP, rand::random());
+            if past(wait) {
+                warn!(conn = %conn, attempts = attempt + 1, "PostToConnection still failing at the worker's time budget");
+                return Delivery::Failed;
+            }
+            tokio::time::sleep(wait).await;
         }
         Delivery::Failed
-    }
-
-    async fn close(&self, conn: &ConnId) {
-        if let Err(e) = self.client.delete_connection().connection_id(&conn.0).send().await {
-            warn!(conn = %conn, code = e.code(), "DeleteConnection failed");
-        }
     }
 }

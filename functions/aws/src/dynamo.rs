@@ -546,11 +546,13 @@ impl DynamoStore {
 }
 
 /// Whether DynamoDB cancelled the transaction only because another request
-/// was writing one of its items at that moment: worth trying again. A
-/// failed condition decides the outcome, so it is never retried.
+/// was writing one of its items at that moment, or because an item's
+/// partition was over its capacity (`ThrottlingError`): worth trying again.
+/// A failed condition decides the outcome, so it is never retried.
 fn conflicted<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
-    cancellation_reasons(e)
-        .is_some_and(|r| r.iter().any(|c| c == "TransactionConflict") && !r.iter().any(|c| c == "ConditionalCheckFailed"))
+    cancellation_reasons(e).is_some_and(|r| {
+        r.iter().any(|c| c == "TransactionConflict" || c == "ThrottlingError") && !r.iter().any(|c| c == "ConditionalCheckFailed")
+    })
 }
 
 /// The codes of a cancelled transaction's items, in order ("None" where that item was fine).
@@ -851,7 +853,9 @@ impl EventLog for DynamoStore {
                     lost += 1;
                     crate::backoff_sleep(lost - 1, Duration::from_millis(5), Duration::from_millis(320)).await;
                 }
-                _ if codes.contains(&"TransactionConflict") => {
+                // Another transaction held an item, or a partition was over
+                // its capacity: the same try again, after a jittered backoff.
+                _ if codes.contains(&"TransactionConflict") || codes.contains(&"ThrottlingError") => {
                     conflicts += 1;
                     crate::backoff_sleep(conflicts, Duration::from_millis(10), Duration::from_millis(250)).await;
                 }
@@ -877,6 +881,17 @@ impl EventLog for DynamoStore {
         }
     }
 
+    /// Only the events: the caller read the head (and so the retention
+    /// window) a moment ago with `read(.., 0)`. Items past their TTL are
+    /// still filtered; retention by count and age was checked on that read.
+    async fn read_events(&self, channel: &Channel, since: u64, upto: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        if since >= upto || limit == 0 {
+            return Ok(vec![]);
+        }
+        let now = now_secs();
+        self.events_between(channel, since + 1, upto, limit, &|i: &Item| !expired(i, now)).await
+    }
+
     /// Retention in the read: from the newest `max_events`, none older than
     /// `max_age` before the newest event, none past its TTL.
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
@@ -899,9 +914,12 @@ impl EventLog for DynamoStore {
                 .consistent_read(true)
         };
         // The first retained seq: events age in seq order, so this is the
-        // first kept item of the window (almost always its first item).
+        // first kept item of the window, almost always its first item: one
+        // item is read (a read is charged on the items' whole size, however
+        // few attributes it projects), then more only if that one has aged.
         let mut first_retained = head + 1;
         let mut start: Option<Item> = None;
+        let mut page_size = 1;
         'find: loop {
             if head == 0 {
                 break;
@@ -909,7 +927,7 @@ impl EventLog for DynamoStore {
             let page = query(window_start)
                 .projection_expression("seq, at_ms, #ttl")
                 .expression_attribute_names("#ttl", "ttl")
-                .limit(25)
+                .limit(page_size)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -924,13 +942,43 @@ impl EventLog for DynamoStore {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,
             }
+            page_size = 25;
         }
-        let mut events = Vec::new();
         let from = since.saturating_add(1).max(first_retained);
+        let events =
+            if limit > 0 && from <= head { self.events_between(channel, from, head, limit, &kept).await? } else { vec![] };
+        Ok(History { events, head, first_retained, epoch: self.epoch().await?, state: known.state })
+    }
+}
+
+impl DynamoStore {
+    /// The event items `from..=to` that `kept` keeps, at most `limit`, in order.
+    async fn events_between(
+        &self,
+        channel: &Channel,
+        from: u64,
+        to: u64,
+        limit: usize,
+        kept: &(dyn Fn(&Item) -> bool + Sync),
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::new();
         let mut start: Option<Item> = None;
-        while events.len() < limit && from <= head {
+        while events.len() < limit {
             let want = (limit - events.len()).min(1000) as i32;
-            let page = query(from).limit(want).set_exclusive_start_key(start.take()).send().await.map_err(sdk_err)?;
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(chan_pk(channel)))
+                .expression_attribute_values(":from", s(ev_sk(from)))
+                .expression_attribute_values(":to", s(ev_sk(to)))
+                .consistent_read(true)
+                .limit(want)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_err)?;
             for i in page.items.unwrap_or_default().iter().filter(|i| kept(i)) {
                 events.push(to_event(channel, i)?);
             }
@@ -940,11 +988,9 @@ impl EventLog for DynamoStore {
             }
         }
         events.truncate(limit);
-        Ok(History { events, head, first_retained, epoch: self.epoch().await?, state: known.state })
+        Ok(events)
     }
-}
 
-impl DynamoStore {
     /// The log's epoch: the `meta` / `epoch` item, made by whichever
     /// instance reads it first (a conditional put; a loser reads the
     /// winner's), then kept for the instance's life.
@@ -1006,6 +1052,24 @@ impl crate::pipeline::Cursors for DynamoStore {
             .await
             .map_err(|e| sdk_err(e).to_string())?;
         Ok(got.item.filter(|i| !expired(i, now_secs())).and_then(|i| get_s(&i, "after").map(|a| ConnId(a.to_owned()))))
+    }
+
+    /// `fail#<job>` / `fail`: the job's own failures, a day at most.
+    async fn count_failure(&self, job: &str) -> Result<u32, String> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("fail#{job}"), "fail".into())))
+            .update_expression("ADD n :one SET #ttl = :ttl")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(now_secs() + 86_400))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| sdk_err(e).to_string())?;
+        Ok(out.attributes.as_ref().and_then(|a| get_n(a, "n")).unwrap_or(1) as u32)
     }
 
     async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), String> {

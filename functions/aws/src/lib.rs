@@ -50,8 +50,16 @@ impl Startup {
         Ok(Self { cfg, sdk })
     }
     pub fn store(&self) -> dynamo::DynamoStore {
+        // A partition over its capacity answers with a throttling error: the
+        // SDK tries again with jittered backoff (6 tries, 50 ms doubling to
+        // 1 s: under 2 s of waiting, well inside every function's timeout).
+        let retry = aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+            .with_max_attempts(6)
+            .with_initial_backoff(std::time::Duration::from_millis(50))
+            .with_max_backoff(std::time::Duration::from_secs(1));
+        let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk).retry_config(retry).build();
         dynamo::DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.sdk),
+            aws_sdk_dynamodb::Client::from_conf(conf),
             &self.cfg.table,
             Retention::from(&self.cfg.core.limits),
         )
@@ -145,8 +153,8 @@ pub async fn run_dispatch_function() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// Kept back before the fan-out function's deadline: the page in flight when
-/// the budget runs out (1,000 posts at the worker's rate), the gone
+/// Kept back before the fan-out function's deadline: the posts in flight when
+/// the budget runs out (none starts or retries after it), the gone
 /// connections' clean-up and the cursor.
 pub const FANOUT_RESERVE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -155,6 +163,7 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let startup = Startup::load(env::Role::Fanout).await?;
     let (fanout, cursors) = startup.fanout();
+    let rate = startup.cfg.posts_per_second;
     let state = Arc::new((fanout, cursors, startup.queue()));
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
@@ -163,7 +172,8 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
             // is left goes back to the queue, to resume where it stopped.
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let left = std::time::Duration::from_millis(ev.context.deadline.saturating_sub(now_ms));
-            let budget = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
+            let until = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
+            let budget = pipeline::Budget { until, posts_per_second: Some(rate) };
             let result = Box::pin(pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &ev.payload, Some(budget))).await;
             emf::flush();
             Ok::<_, lambda_runtime::Error>(result)

@@ -7,19 +7,28 @@
 //!   SQS FIFO ─▶ fanout workers: page the shard's subscribers, post, drop 410s
 //! ```
 //!
-//! Order: one channel's event items share a partition key, so the stream
-//! carries them in commit (seq) order; the dispatcher keeps that order per
-//! channel within its batch, and SQS FIFO delivers a group's messages one
-//! batch at a time and in order, across every worker instance. So every
-//! socket (it belongs to exactly one shard) receives a channel's seqs in order.
+//! Order: DynamoDB Streams promises order per item only ("the stream
+//! records appear in the same sequence as the actual modifications to the
+//! item"), and each event is an item of its own, so nothing promises a
+//! channel's events arrive in seq order across stream batches. The
+//! dispatcher sorts each batch by (channel, seq); SQS FIFO then delivers a
+//! group's jobs one batch at a time and in the order sent, across every
+//! worker instance. A page that still sees a seq ahead of the next one it
+//! needs holds it and asks again with `since` (the snippet's gap repair), so
+//! every page shows a channel's events once and in order whatever arrives.
 //!
 //! Failures: a dispatcher error fails its stream batch, which Lambda retries
 //! (FIFO deduplication ids make the resend harmless) and finally sends to the
-//! on-failure destination. A worker that cannot list subscribers, or dies,
-//! leaves its message to reappear after the visibility timeout (at-least-once;
-//! pages drop duplicate seqs), and after `maxReceiveCount` tries it moves to
-//! the dead-letter queue, which has an alarm. Posts that still fail after the
-//! gateway's own retries are queued again for just those connections.
+//! on-failure destination. A job whose subscribers cannot be listed comes
+//! back after a backoff, and the group's later jobs in that batch come back
+//! with it, untouched (their order must hold). Each receive raises every
+//! one's receive count, so the queue's `maxReceiveCount` cannot tell a job
+//! that failed from one that waited behind it: the worker counts each job's
+//! own failures ([`Cursors::count_failure`]) and, after [`MAX_JOB_FAILURES`],
+//! moves that job to the dead-letter queue itself, and its group goes on.
+//! The queue's own redrive (a high `maxReceiveCount`) is left for a worker
+//! that dies on a message. Posts that still fail after the gateway's own
+//! retries are queued again for just those connections.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -36,6 +45,27 @@ use tracing::{info, warn};
 
 /// Fan-out retries for connections whose posts failed, after the first try.
 pub const MAX_RETRY_ROUNDS: u32 = 3;
+
+/// A job that failed this many times itself (its subscribers could not be
+/// read) goes to the dead-letter queue: with [`failure_backoff`], about half
+/// an hour of trying.
+pub const MAX_JOB_FAILURES: u32 = 20;
+
+/// A fan-out worker's time: no post starts at or after `until`, and a page
+/// of subscribers is no longer than `posts_per_second` can reach before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub until: Instant,
+    pub posts_per_second: Option<u32>,
+}
+
+impl Budget {
+    /// Subscribers worth reading now: what the rate reaches in the time left.
+    fn page(&self) -> Option<usize> {
+        let left = self.until.saturating_duration_since(Instant::now()).as_secs_f64();
+        self.posts_per_second.map(|r| ((f64::from(r) * left).ceil() as usize).max(1))
+    }
+}
 
 /// One unit of fan-out work: one event to one shard of its channel's subscribers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +106,8 @@ pub trait JobQueue: Send + Sync {
     /// (`ChangeMessageVisibility`), not after the queue's whole visibility
     /// timeout.
     fn hold(&self, receipt_handle: &str, after: Duration) -> impl Future<Output = Result<(), String>> + Send;
+    /// Moves a job that failed [`MAX_JOB_FAILURES`] times to the dead-letter queue.
+    fn dead_letter(&self, job: &Job) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// Where a job that stopped at its time budget resumes when SQS delivers it
@@ -83,13 +115,17 @@ pub trait JobQueue: Send + Sync {
 pub trait Cursors: Send + Sync {
     fn resume_point(&self, job: &str) -> impl Future<Output = Result<Option<ConnId>, String>> + Send;
     fn save_resume_point(&self, job: &str, after: &ConnId) -> impl Future<Output = Result<(), String>> + Send;
+    /// Counts one failure of the job itself; how many it has had.
+    fn count_failure(&self, job: &str) -> impl Future<Output = Result<u32, String>> + Send;
 }
 
 /// How long a job whose subscribers could not be read waits before its next
-/// try: 5 s, doubling, at most 2 minutes (the queue's own visibility timeout
-/// is the whole function timeout's six times over).
-pub fn failure_backoff(receive_count: u32) -> Duration {
-    Duration::from_secs(5u64 << receive_count.saturating_sub(1).min(5)).min(Duration::from_secs(120))
+/// try, after its `failures`th failure: `base` (5 s by default), doubling, at
+/// most `max` (2 minutes; the queue's own visibility timeout is the whole
+/// function timeout's six times over). `[limits]` `fanout_retry_base_secs`
+/// and `fanout_retry_max_secs`.
+pub fn failure_backoff(failures: u32, limits: &hookcast_core::config::Limits) -> Duration {
+    (limits.fanout_retry_base * (1u32 << failures.saturating_sub(1).min(16))).min(limits.fanout_retry_max)
 }
 
 /// The logged event an INSERT of an event item carries, if this record is one.
@@ -163,7 +199,7 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
     cursors: &C,
     queue: &Q,
     batch: &SqsEvent,
-    budget: Option<Instant>,
+    budget: Option<Budget>,
 ) -> SqsBatchResponse {
     let mut failed_groups: Vec<String> = Vec::new();
     let mut failures = Vec::new();
@@ -192,7 +228,7 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
             }
         };
         let group = job.group_id();
-        if failed_groups.contains(&group) || (started && budget.is_some_and(|b| Instant::now() >= b)) {
+        if failed_groups.contains(&group) || (started && budget.is_some_and(|b| Instant::now() >= b.until)) {
             hand_back(&mut failures, Duration::ZERO).await;
             continue;
         }
@@ -208,7 +244,7 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
         };
         let frame = ServerMsg::Event(job.event.clone()).to_json();
         let only: Option<Vec<ConnId>> = job.only.as_ref().map(|l| l.iter().cloned().map(ConnId).collect());
-        let run = ShardRun { only: only.as_deref(), after, budget };
+        let run = ShardRun { only: only.as_deref(), after, budget: budget.map(|b| b.until), page: budget.and_then(|b| b.page()) };
         match fanout.fan_out_shard(&job.event, &frame, job.shard, run).await {
             Ok(out) => {
                 info!(channel = %job.event.channel, seq = job.event.seq, shard = job.shard, round = job.round,
@@ -226,9 +262,27 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
                 }
             }
             Err(e) => {
-                warn!(error = %e, channel = %job.event.channel, seq = job.event.seq, shard = job.shard, receives, "fan-out failed; SQS will redeliver");
+                // Its own failures, not its receives: those also count the
+                // times it waited behind another job of its group.
+                let own = cursors.count_failure(&key).await.unwrap_or_else(|e| {
+                    warn!(error = %e, "could not count a job's failure; the queue's redrive still bounds it");
+                    0
+                });
+                if own >= MAX_JOB_FAILURES {
+                    match queue.dead_letter(&job).await {
+                        Ok(()) => {
+                            tracing::error!(error = %e, channel = %job.event.channel, seq = job.event.seq, shard = job.shard, failures = own,
+                                "fan-out job failed every try: moved to the dead-letter queue; its group goes on (pages catch up when they resubscribe)");
+                            continue;
+                        }
+                        Err(dle) => {
+                            warn!(error = %dle, "could not move a failing job to the dead-letter queue; it is tried again")
+                        }
+                    }
+                }
+                warn!(error = %e, channel = %job.event.channel, seq = job.event.seq, shard = job.shard, receives, failures = own, "fan-out failed; SQS will redeliver");
                 failed_groups.push(group);
-                hand_back(&mut failures, failure_backoff(receives)).await;
+                hand_back(&mut failures, failure_backoff(own.max(1), &fanout.config().limits)).await;
             }
         }
     }
@@ -298,11 +352,53 @@ pub fn batches(jobs: &[Job]) -> Result<Vec<Vec<(&Job, String)>>, String> {
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    /// The queue's dead-letter queue, read from its redrive policy when first needed.
+    dead_letters: tokio::sync::OnceCell<String>,
 }
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self { client, url: url.into(), dead_letters: tokio::sync::OnceCell::new() }
+    }
+
+    /// The queue's own dead-letter queue: its `RedrivePolicy`'s target
+    /// (GetQueueAttributes, then GetQueueUrl). Nothing in the environment:
+    /// the stack cannot name it wrongly.
+    async fn dead_letter_url(&self) -> Result<&str, String> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        self.dead_letters
+            .get_or_try_init(|| async {
+                let attrs = self
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| format!("GetQueueAttributes: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+                let policy = attrs
+                    .attributes()
+                    .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+                    .ok_or("the fan-out queue has no redrive policy, so no dead-letter queue")?;
+                let arn = serde_json::from_str::<Value>(policy)
+                    .ok()
+                    .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
+                    .ok_or("the fan-out queue's redrive policy names no deadLetterTargetArn")?;
+                // arn:aws:sqs:<region>:<account>:<name>
+                let mut parts = arn.rsplitn(3, ':');
+                let (name, account) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                let out = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(name)
+                    .queue_owner_aws_account_id(account)
+                    .send()
+                    .await
+                    .map_err(|e| format!("GetQueueUrl {name}: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+                out.queue_url.ok_or_else(|| format!("GetQueueUrl {name}: no URL"))
+            })
+            .await
+            .map(String::as_str)
     }
 }
 
@@ -349,6 +445,21 @@ impl JobQueue for SqsQueue {
             }
         }
         Ok(())
+    }
+
+    async fn dead_letter(&self, job: &Job) -> Result<(), String> {
+        let url = self.dead_letter_url().await?;
+        let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .message_group_id(job.group_id())
+            .message_deduplication_id(job.dedupe_id())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("SendMessage (dead letters): {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))
     }
 
     async fn hold(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
@@ -414,7 +525,9 @@ mod tests {
 
     #[test]
     fn a_failing_job_comes_back_in_seconds_not_the_queue_timeout() {
-        let secs: Vec<u64> = (1..=8).map(|n| failure_backoff(n).as_secs()).collect();
+        let limits = hookcast_core::config::Limits::default();
+        let secs: Vec<u64> = (1..=8).map(|n| failure_backoff(n, &limits).as_secs()).collect();
         assert_eq!(secs, vec![5, 10, 20, 40, 80, 120, 120, 120]);
+        assert_eq!(failure_backoff(40, &limits).as_secs(), 120, "no overflow past the cap");
     }
 }

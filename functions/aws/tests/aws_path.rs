@@ -76,7 +76,11 @@ async fn stack(opts: Options, origins: &[&str], shards: u32) -> Stack {
 /// `visibility_secs`: how long a received fan-out message stays hidden (on
 /// AWS, six times the worker's timeout); short where a test needs redelivery.
 async fn stack_with(opts: Options, origins: &[&str], shards: u32, visibility_secs: u32) -> Stack {
-    stack_for(opts, config(origins), shards, visibility_secs).await
+    let mut cfg = config(origins);
+    // An occupancy ask right after another is refused whatever the machine's
+    // speed: an hour between asks, not the default 10 s.
+    cfg.limits.occupancy_interval = Duration::from_secs(3600);
+    stack_for(opts, cfg, shards, visibility_secs).await
 }
 
 async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32) -> Stack {
@@ -92,7 +96,7 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
                 Some("$disconnect") => handlers::ws_disconnect(&relay, req).await,
                 _ => handlers::ws_message(&relay, req).await,
             };
-            serde_json::to_value(res).unwrap()
+            Ok(serde_json::to_value(res).unwrap())
         })
     });
     let emu = hookcast_emulate::apigw::start(opts, invoke).await;
@@ -100,7 +104,7 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
     let retention = Retention::from(&cfg.limits);
     let store = tokio::task::spawn_blocking(|| ()).await.map(|_| common::fresh_store(retention).with_shards(shards)).unwrap();
     let arn = common::stream_arn(store.table()).await;
-    let (queue_url, dlq_url) = common::fifo_queue(visibility_secs, 3).await;
+    let (queue_url, dlq_url) = common::fifo_queue(visibility_secs, common::template_max_receives()).await;
     let gateway = ApiGwGateway::new(&common::sdk_config(None), &emu.management_endpoint()).with_rate(5000);
     let (store, gateway) = (Arc::new(store), Arc::new(gateway));
     let hooks = Arc::new(Hooks::new(cfg.clone(), store.clone()));
@@ -145,7 +149,8 @@ impl Stack {
                         continue;
                     }
                     hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next fan-out batch");
-                    let budget = budget.map(|b| std::time::Instant::now() + b);
+                    let budget =
+                        budget.map(|b| pipeline::Budget { until: std::time::Instant::now() + b, posts_per_second: None });
                     let res = pipeline::fan_out_batch(&fanout, &*store, &retries, &batch, budget).await;
                     common::complete(&url, &batch, &res).await;
                     moved = tokio::time::Instant::now();
@@ -462,7 +467,13 @@ async fn two_instances_and_two_workers_keep_every_socket_in_seq_order() {
 /// are pages reached before the crash, and pages drop those by seq.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event() {
-    let mut s = stack_with(Options { latency: Duration::from_millis(10), ..Options::default() }, &[], 1, 2).await;
+    let mut s = stack_with(
+        Options { latency: hookcast_emulate::apigw::Latency::fixed(Duration::from_millis(10)), ..Options::default() },
+        &[],
+        1,
+        2,
+    )
+    .await;
     let mut sinks = audience(&s, "deploys", 120).await;
     let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("crash"))).await;
     assert_eq!(status, 200);
@@ -508,81 +519,135 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
     assert!(twice as u64 <= before, "duplicates only where the dead worker had posted: {twice} > {before}");
 }
 
-/// A job that cannot be done (here: its subscribers cannot be read) fails,
-/// is retried by SQS, and after maxReceiveCount lands in the dead-letter
-/// queue (the template alarms on it). A later job of the same group in the
-/// same batch fails with it, so the group's order holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_that_keeps_failing_lands_in_the_dead_letter_queue() {
-    // The queue's own visibility timeout (300 s) is beyond the test's
-    // patience: a failed job comes back only because the worker shortens it
-    // (ChangeMessageVisibility, 5 s then 10 s), as a failing group must not
-    // be blocked for the queue's whole timeout.
-    let s = stack_with(Options::default(), &[], 1, 300).await;
-    let missing = Arc::new(common::fresh_store_on("no-such-table", Retention::from(&Limits::default())));
-    let broken = Fanout::new(
-        Arc::new(config(&[])),
-        missing.clone(),
-        Arc::new(ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint())),
-    );
-    let queue = common::sqs_queue(&s.queue_url);
-    let ev = |seq| hookcast_core::Event {
+/// Drives `fanout` over the queue until it is empty (each receive a batch of
+/// up to 10, as the event source mapping sends them); returns the receives.
+async fn drain_with<S: hookcast_core::ports::Subscriptions>(
+    s: &Stack,
+    fanout: &Fanout<S, ApiGwGateway>,
+    queue: &hookcast_aws::pipeline::SqsQueue,
+    budget: Option<Duration>,
+) -> usize {
+    let (mut receives, mut moved) = (0, tokio::time::Instant::now());
+    loop {
+        let batch = common::receive(&s.queue_url, 10).await;
+        if batch.records.is_empty() {
+            let depth = common::queue_depth(&s.queue_url).await;
+            if depth == 0 {
+                return receives;
+            }
+            assert!(
+                moved.elapsed() < WAIT,
+                "gave up after {WAIT:?} without a receive; {depth} jobs waiting, {receives} receives"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        receives += 1;
+        moved = tokio::time::Instant::now();
+        let budget = budget.map(|b| pipeline::Budget { until: std::time::Instant::now() + b, posts_per_second: None });
+        let res = pipeline::fan_out_batch(fanout, &*s.store, queue, &batch, budget).await;
+        common::complete(&s.queue_url, &batch, &res).await;
+    }
+}
+
+fn job(seq: u64) -> pipeline::Job {
+    let event = hookcast_core::Event {
         channel: Channel::parse("deploys").unwrap(),
         seq,
         event: hookcast_core::EventName::parse("e").unwrap(),
         data: json!({}),
         at: "t".into(),
     };
-    pipeline::JobQueue::enqueue(
-        &queue,
-        &[
-            pipeline::Job { event: ev(1), shard: 0, only: None, round: 0 },
-            pipeline::Job { event: ev(2), shard: 0, only: None, round: 0 },
-        ],
-    )
-    .await
-    .unwrap();
-    // Several receives through moto, each after a visibility timeout: slow on a busy machine, and
-    // nothing is wrong. The ceiling is on a queue that stops moving, not on the whole walk to the DLQ.
-    let (mut receives, mut moved) = (0, tokio::time::Instant::now());
-    loop {
-        let in_dlq = common::queue_depth(&s.dlq_url).await;
-        if in_dlq >= 2 {
-            break;
-        }
-        assert!(
-            moved.elapsed() < WAIT,
-            "gave up after {WAIT:?} without a receive; saw {in_dlq} of 2 jobs in the dead-letter queue after {receives} receives"
-        );
-        let batch = common::receive(&s.queue_url, 10).await;
-        if batch.records.is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next receive on its way to the DLQ");
-        receives += 1;
-        moved = tokio::time::Instant::now();
-        let res = pipeline::fan_out_batch(&broken, &*missing, &queue, &batch, None).await;
-        assert_eq!(res.batch_item_failures.len(), batch.records.len(), "the failed job and the rest of its group");
-        common::complete(&s.queue_url, &batch, &res).await;
-    }
+    pipeline::Job { event, shard: 0, only: None, round: 0 }
 }
 
-/// A shard too big for one invocation's time budget: the worker stops
-/// between pages, saves where it stopped, and hands the message back at once
-/// (the queue's own visibility timeout, 300 s, is beyond the test's
+/// A group's first job fails 12 times (its subscribers cannot be read), then
+/// the store comes back. Each failure hands the group's later jobs back with
+/// it, untouched, which raises their receive count too: with the queue's
+/// redrive alone (maxReceiveCount 10, before) they walked into the
+/// dead-letter queue without ever being tried. The worker counts a job's own
+/// failures instead, so nothing is lost: every page gets 1, 2, 3 in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_whose_first_job_fails_twelve_times_loses_none_of_its_later_events() {
+    let mut s = stack_with(Options::default(), &[], 1, 300).await;
+    let mut sinks = audience(&s, "deploys", 5).await;
+    // The failing job comes back after a second each time (the test's patience, not AWS's).
+    let mut cfg = config(&[]);
+    cfg.limits.fanout_retry_base = Duration::from_secs(1);
+    cfg.limits.fanout_retry_max = Duration::from_secs(1);
+    let subs =
+        Arc::new(hookcast_testkit::Faulty::new(common::fresh_store_on(s.store.table(), Retention::from(&Limits::default()))));
+    subs.fail_pages.store(12, std::sync::atomic::Ordering::SeqCst);
+    let fanout = Fanout::new(
+        Arc::new(cfg),
+        subs.clone(),
+        Arc::new(ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint())),
+    );
+    let queue = common::sqs_queue(&s.queue_url);
+    pipeline::JobQueue::enqueue(&queue, &[job(1), job(2), job(3)]).await.unwrap();
+    let receives = drain_with(&s, &fanout, &queue, None).await;
+    assert_eq!(subs.fail_pages.load(std::sync::atomic::Ordering::SeqCst), 0, "the 12 failures happened");
+    assert!(receives > 12, "{receives} receives");
+    assert_eq!(common::queue_depth(&s.dlq_url).await, 0, "nothing in the dead-letter queue");
+    for (i, (_, rx)) in sinks.iter_mut().enumerate() {
+        assert_eq!(seqs(rx), vec![1, 2, 3], "connection {i}");
+    }
+    let _ = &mut s;
+}
+
+/// A job that keeps failing is moved to the dead-letter queue by the worker
+/// after MAX_JOB_FAILURES of its own failures (the template alarms on it),
+/// and its group goes on: the next job is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_keeps_failing_moves_to_the_dead_letter_queue_and_its_group_goes_on() {
+    let mut s = stack_with(Options::default(), &[], 1, 300).await;
+    let mut sinks = audience(&s, "deploys", 3).await;
+    let mut cfg = config(&[]);
+    cfg.limits.fanout_retry_base = Duration::from_secs(1);
+    cfg.limits.fanout_retry_max = Duration::from_secs(1);
+    let subs =
+        Arc::new(hookcast_testkit::Faulty::new(common::fresh_store_on(s.store.table(), Retention::from(&Limits::default()))));
+    subs.fail_pages.store(pipeline::MAX_JOB_FAILURES, std::sync::atomic::Ordering::SeqCst);
+    let fanout = Fanout::new(
+        Arc::new(cfg),
+        subs.clone(),
+        Arc::new(ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint())),
+    );
+    let queue = common::sqs_queue(&s.queue_url);
+    pipeline::JobQueue::enqueue(&queue, &[job(1), job(2)]).await.unwrap();
+    drain_with(&s, &fanout, &queue, None).await;
+    let dead = common::receive(&s.dlq_url, 10).await;
+    let dead: Vec<u64> = dead
+        .records
+        .iter()
+        .map(|r| serde_json::from_str::<pipeline::Job>(r.body.as_deref().unwrap()).unwrap().event.seq)
+        .collect();
+    assert_eq!(dead, vec![1], "the failing job, and only it, in the dead-letter queue");
+    for (i, (_, rx)) in sinks.iter_mut().enumerate() {
+        assert_eq!(seqs(rx), vec![2], "connection {i}: the group went on");
+    }
+    let _ = &mut s;
+}
+
+/// A shard too big for one invocation's time budget: no post starts past
+/// the budget; the worker saves where it stopped and hands the message back
+/// at once (the queue's own visibility timeout, 300 s, is beyond the test's
 /// patience); the next receive resumes there. Every page gets the event
-/// exactly once: nothing is posted twice, nothing goes to the dead-letter queue.
+/// exactly once: nothing is posted twice, nothing goes to the dead-letter
+/// queue. The worker posts at 1,000/s, so 1,150 posts take over a second,
+/// longer than the 600 ms budget: the job is resumed at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shard_bigger_than_the_time_budget_resumes_where_it_stopped() {
     use std::sync::atomic::Ordering;
-    let mut s = stack_with(Options::default(), &[], 1, 300).await;
+    let s = stack_with(Options::default(), &[], 1, 300).await;
     let n = hookcast_core::fanout::FANOUT_PAGE + 150;
     let mut sinks = audience(&s, "deploys", n).await;
-    let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("huge"))).await;
-    assert_eq!(status, 200);
-    // A budget already spent: each invocation does its first page and stops.
-    assert_eq!(s.deliver_within(1, Some(Duration::ZERO)).await, 1, "one job");
+    let gateway = ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint()).with_rate(1000);
+    let fanout = Fanout::new(Arc::new(config(&[])), s.store.clone(), Arc::new(gateway));
+    let queue = common::sqs_queue(&s.queue_url);
+    pipeline::JobQueue::enqueue(&queue, &[job(1)]).await.unwrap();
+    let receives = drain_with(&s, &fanout, &queue, Some(Duration::from_millis(600))).await;
+    assert!(receives >= 2, "resumed: {receives} receives");
     for (i, (_, rx)) in sinks.iter_mut().enumerate() {
         assert_eq!(seqs(rx), vec![1], "connection {i}: once");
     }
@@ -602,6 +667,9 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
         }
         async fn hold(&self, _: &str, _: Duration) -> Result<(), String> {
             unreachable!("the dispatcher never hands a message back")
+        }
+        async fn dead_letter(&self, _: &pipeline::Job) -> Result<(), String> {
+            unreachable!("the dispatcher never dead-letters")
         }
     }
     let q = Count(std::sync::Mutex::new(0));

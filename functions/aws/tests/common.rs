@@ -49,6 +49,13 @@ pub async fn stream_arn(store_table: &str) -> String {
 
 /// A fresh SQS FIFO queue (as template.yaml's FanoutQueue) with a dead-letter
 /// queue after `max_receives`; returns (queue url, dlq url).
+/// The fan-out queue's `maxReceiveCount` in template.yaml: the tests' queues redrive as the stack's does.
+pub fn template_max_receives() -> u32 {
+    let t = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).expect("template.yaml");
+    let at = t.find("maxReceiveCount:").expect("template.yaml sets the fan-out queue's maxReceiveCount");
+    t[at + "maxReceiveCount:".len()..].split_whitespace().next().and_then(|n| n.parse().ok()).expect("a number")
+}
+
 pub async fn fifo_queue(visibility_secs: u32, max_receives: u32) -> (String, String) {
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(Some(endpoint())));
     let n = TABLES.fetch_add(1, Ordering::SeqCst);
@@ -282,5 +289,7 @@ pub fn fresh_store_on(table: &str, retention: Retention) -> DynamoStore {
 /// A DynamoDB front as strict as DynamoDB where moto is kinder (the one
 /// `hookcast emulate` runs: two writes to one item at once conflict).
 pub async fn conflict_front() -> hookcast_emulate::front::Front {
-    hookcast_emulate::front::start(&endpoint(), hookcast_emulate::front::FrontOptions::default()).await.expect("the front binds")
+    hookcast_emulate::front::start(&endpoint(), hookcast_emulate::front::FrontOptions::default(), Default::default())
+        .await
+        .expect("the front binds")
 }

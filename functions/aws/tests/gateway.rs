@@ -11,7 +11,7 @@ use hookcast_core::ports::{ConnId, Delivery, Gateway};
 use hookcast_emulate::apigw::Options;
 
 fn ok_invoke() -> hookcast_emulate::apigw::Invoke {
-    Arc::new(|_| Box::pin(async { serde_json::json!({"statusCode": 200}) }))
+    Arc::new(|_| Box::pin(async { Ok(serde_json::json!({"statusCode": 200})) }))
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub struct RawLimits {
     pub max_subscriptions: Option<usize>,
     pub occupancy_interval_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    pub fanout_retry_base_secs: Option<u64>,
+    pub fanout_retry_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -156,6 +158,10 @@ pub struct Limits {
     pub occupancy_interval: Duration,
     /// How long a webhook's body may take to arrive in full (answered 408 after).
     pub body_timeout: Duration,
+    /// A fan-out job whose subscribers could not be read is tried again
+    /// after this, doubling with each of its failures, up to `fanout_retry_max`.
+    pub fanout_retry_base: Duration,
+    pub fanout_retry_max: Duration,
 }
 
 impl Default for Limits {
@@ -171,6 +177,8 @@ impl Default for Limits {
             max_subscriptions: 32,
             occupancy_interval: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            fanout_retry_base: Duration::from_secs(5),
+            fanout_retry_max: Duration::from_secs(120),
         }
     }
 }
@@ -423,7 +431,20 @@ impl Config {
                 l.body_timeout_secs.map(|v| v as usize),
                 d.body_timeout.as_secs() as usize,
             ) as u64),
+            fanout_retry_base: Duration::from_secs(positive(
+                "fanout_retry_base_secs",
+                l.fanout_retry_base_secs.map(|v| v as usize),
+                d.fanout_retry_base.as_secs() as usize,
+            ) as u64),
+            fanout_retry_max: Duration::from_secs(positive(
+                "fanout_retry_max_secs",
+                l.fanout_retry_max_secs.map(|v| v as usize),
+                d.fanout_retry_max.as_secs() as usize,
+            ) as u64),
         };
+        if limits.fanout_retry_max < limits.fanout_retry_base {
+            problems.push("limits.fanout_retry_max_secs must be at least fanout_retry_base_secs".into());
+        }
         if limits.max_event_bytes > 120 * 1024 {
             problems.push(
                 "limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into(),

@@ -49,9 +49,14 @@ pub struct ShardRun<'a> {
     pub only: Option<&'a [ConnId]>,
     /// Resume after this subscriber (an earlier run stopped at its budget).
     pub after: Option<ConnId>,
-    /// No page is started after this instant (the first always is, so every
-    /// run makes progress); the caller keeps a reserve before its deadline.
+    /// No post is started at or after this instant, and none retries past
+    /// it (the first post always starts, so every run makes progress); the
+    /// caller keeps a reserve before its deadline for one post in flight,
+    /// the clean-up and the cursor.
     pub budget: Option<std::time::Instant>,
+    /// Subscribers read per page (default [`FANOUT_PAGE`]): a worker posting
+    /// at a set rate reads no more than its budget can reach.
+    pub page: Option<usize>,
 }
 
 pub struct Fanout<S, G> {
@@ -68,6 +73,9 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Pushes one logged event to every subscriber, shard by shard.
@@ -108,20 +116,32 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         let mut after = run.after;
         let mut resume_after = None;
         let mut first = true;
+        let page_size = run.page.unwrap_or(FANOUT_PAGE).clamp(1, FANOUT_PAGE);
         loop {
             if !first && run.budget.is_some_and(|b| std::time::Instant::now() >= b) {
                 resume_after = after;
                 break;
             }
-            first = false;
             let (conns, next) = match run.only {
                 Some(list) => (list.to_vec(), None),
                 None => {
-                    let page = self.subs.subscriber_page(channel, shard, after.as_ref(), FANOUT_PAGE).await?;
+                    let page = self.subs.subscriber_page(channel, shard, after.as_ref(), page_size).await?;
                     (page.conns, page.next)
                 }
             };
-            let results = self.gateway.send_many(conns, frame, n).await;
+            let results = match run.budget {
+                // The first post of a run always starts, whatever the clock says.
+                Some(b) if first => {
+                    let b = b.max(std::time::Instant::now() + std::time::Duration::from_millis(1));
+                    self.gateway.send_many_until(conns.clone(), frame, n, b).await
+                }
+                Some(b) => self.gateway.send_many_until(conns.clone(), frame, n, b).await,
+                None => self.gateway.send_many(conns.clone(), frame, n).await,
+            };
+            first = false;
+            // Posts start in the page's order: those not reached follow the
+            // last one that was.
+            let reached = results.len();
             for (c, d) in results {
                 match d {
                     Delivery::Delivered => report.delivered += 1,
@@ -134,6 +154,21 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                         gone.push(c);
                     }
                 }
+            }
+            if reached < conns.len() {
+                match reached {
+                    0 => resume_after = after,
+                    k => resume_after = Some(conns[k - 1].clone()),
+                }
+                if run.only.is_some() {
+                    // A retry list cut short: the rest fail this round and go on in the next.
+                    for c in &conns[reached..] {
+                        report.failed += 1;
+                        failed.push(c.clone());
+                    }
+                    resume_after = None;
+                }
+                break;
             }
             match next {
                 Some(n) => after = Some(n),

@@ -43,14 +43,20 @@ impl MemLog {
 }
 
 /// Subscriptions that can be switched off: every call fails while `fail`
-/// is set ("store down" tests of the socket side).
+/// is set ("store down" tests of the socket side), and the next
+/// `fail_pages` subscriber pages fail (a fan-out job that fails and then
+/// recovers).
 #[derive(Default)]
 pub struct Faulty<S> {
     pub inner: S,
     pub fail: std::sync::atomic::AtomicBool,
+    pub fail_pages: std::sync::atomic::AtomicU32,
 }
 
 impl<S> Faulty<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner, fail: Default::default(), fail_pages: Default::default() }
+    }
     fn up(&self) -> Result<&S, StoreError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::unavailable("injected failure"));
@@ -82,6 +88,10 @@ impl<S: Subscriptions> Subscriptions for Faulty<S> {
         after: Option<&ConnId>,
         limit: usize,
     ) -> Result<SubscriberPage, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.fail_pages.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::unavailable("injected failure of a subscriber page"));
+        }
         self.up()?.subscriber_page(channel, shard, after, limit).await
     }
     async fn count_subscribers(&self, channel: &Channel) -> Result<u64, StoreError> {
