@@ -47,9 +47,7 @@ function emulate({ template = path.join(ROOT, 'template.yaml'), extra = [] } = {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-'));
   const ready = path.join(dir, 'ready.json');
   const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready,
-    // A busy 2-core machine starts six processes at once: Lambda's 10 s is
-    // the real limit, this is a ceiling for a stuck run.
-    '--init-timeout', '120s', ...extra, '--parameter-overrides', ...PARAMS],
+    ...extra, '--parameter-overrides', ...PARAMS],
   { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   let log = '';
   child.stdout.on('data', (d) => { log += d; });

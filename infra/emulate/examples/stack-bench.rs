@@ -148,6 +148,7 @@ fn write_marks(s: &Stack) -> (u64, u64, u64) {
 async fn stack(cli: &Cli, latency: Duration) -> Stack {
     let mut args = cli.emu.clone();
     args.connections_latency = latency;
+    args.connections_latency_p99 = latency;
     if args.parameter_overrides.is_empty() {
         args.parameter_overrides = vec![
             "NetlifySecret=bench-netlify-secret-0123456789".into(),

@@ -11,8 +11,23 @@
 //! - `POST /{stage}/@connections/{id}` writes to that socket, or answers 410
 //!   `GoneException` (also for a connection whose `$connect` has not returned);
 //!   `DELETE` closes it. A post over 128 KB is refused (413
-//!   `PayloadTooLargeException`). Optional latency per call and a requests-per-second
-//!   throttle that answers 429 `LimitExceededException`, as API Gateway does.
+//!   `PayloadTooLargeException`). Latency per call (a distribution: AWS
+//!   publishes no figure; `hookcast emulate` takes 20 ms at the median and
+//!   60 ms at the 99th percentile, "tens of milliseconds" as seen from
+//!   Lambda) and the account's throttle, which answers 429
+//!   `LimitExceededException`.
+//! - With `limits` (on in `hookcast emulate`), API Gateway's throttles
+//!   ([`crate::limits`]): the route's (stage settings), the account's shared
+//!   request bucket (every frame routed, every `$connect`, every
+//!   `@connections` call) and 500 new connections a second. A throttled
+//!   frame is answered `{"message":"Too Many Requests",…}` and never
+//!   reaches its integration; a throttled handshake gets 429.
+//! - When an integration fails (the function errs, times out or is
+//!   throttled), the client gets API Gateway's own frame,
+//!   `{"message": "Internal server error", "connectionId": …, "requestId": …}`,
+//!   and the connection stays open.
+//! - Every frame received and every message sent (32 KB units) and every
+//!   connection's time go on the bill ([`crate::bill`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,7 +51,35 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-pub type Invoke = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
+use crate::bill::Meter;
+
+/// Runs a route's integration: the function's answer, or `Err` when the
+/// integration failed (an error, a timeout, a throttle).
+pub type Invoke = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
+
+/// How long an `@connections` call takes: log-normal between a median and a 99th percentile.
+#[derive(Clone, Copy, Debug)]
+pub struct Latency {
+    pub median: Duration,
+    pub p99: Duration,
+}
+
+impl Latency {
+    pub const ZERO: Latency = Latency { median: Duration::ZERO, p99: Duration::ZERO };
+    pub fn fixed(d: Duration) -> Self {
+        Self { median: d, p99: d }
+    }
+    pub fn sample(&self) -> Duration {
+        if self.p99 <= self.median {
+            return self.median;
+        }
+        // 2.326 standard deviations is the 99th percentile of a normal.
+        let sigma = (self.p99.as_secs_f64() / self.median.as_secs_f64()).ln() / 2.326;
+        let (u1, u2): (f64, f64) = (rand::random::<f64>().max(1e-12), rand::random());
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        Duration::from_secs_f64(self.median.as_secs_f64() * (sigma * z).exp()).min(self.p99 * 4)
+    }
+}
 
 #[derive(Clone)]
 pub struct Options {
@@ -44,7 +87,7 @@ pub struct Options {
     /// Routes besides `$connect`, `$disconnect` and `$default`.
     pub routes: Vec<String>,
     /// Added to every @connections call.
-    pub latency: Duration,
+    pub latency: Latency,
     /// @connections calls allowed per second; beyond that, 429.
     pub rate_limit: Option<u32>,
     /// Token-bucket burst for `rate_limit` (API Gateway's account default: 5,000).
@@ -64,6 +107,12 @@ pub struct Options {
     pub idle_limit: Duration,
     /// A connection's whole life (API Gateway: 2 hours).
     pub max_lifetime: Duration,
+    /// API Gateway's throttles: the account's buckets and the stage's routes.
+    pub limits: Option<(Arc<crate::limits::Account>, Arc<crate::limits::Routes>)>,
+    /// Where messages and connection time are billed.
+    pub meter: Arc<crate::bill::Meter>,
+    /// The stage's access log (`AccessLogSettings`), if it keeps one.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Default for Options {
@@ -71,7 +120,7 @@ impl Default for Options {
         Self {
             stage: "live".into(),
             routes: vec!["subscribe".into(), "unsubscribe".into(), "ping".into(), "occupancy".into()],
-            latency: Duration::ZERO,
+            latency: Latency::ZERO,
             rate_limit: None,
             burst: 5000,
             throttle_first: 0,
@@ -81,6 +130,9 @@ impl Default for Options {
             disconnect_on_loss: true,
             idle_limit: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(7200),
+            limits: None,
+            meter: Default::default(),
+            access_log: None,
         }
     }
 }
@@ -104,9 +156,101 @@ struct Inner {
     opts: Options,
     invoke: Invoke,
     addr: Mutex<Option<SocketAddr>>,
-    conns: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    conns: Mutex<HashMap<String, Conn>>,
     bucket: Mutex<Bucket>,
     counters: Counters,
+    faults: Mutex<Vec<Fault>>,
+}
+
+/// What a test asks the WebSocket API to do to the next frames of a route
+/// (or, for `@connections`, the next posts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMode {
+    /// The frame is lost: no integration, no answer.
+    Drop,
+    /// The integration fails: API Gateway's `Internal server error` frame.
+    Error,
+    /// API Gateway throttles it: `Too Many Requests` (429 for `@connections`).
+    Throttle,
+}
+
+#[derive(Debug, Clone)]
+struct Fault {
+    route: String,
+    mode: FaultMode,
+    left: u32,
+}
+
+/// An open connection: where its frames go, and since when it is open (billed).
+struct Conn {
+    tx: mpsc::UnboundedSender<Message>,
+    opened: Instant,
+}
+
+impl Inner {
+    fn sender(&self, conn: &str) -> Option<mpsc::UnboundedSender<Message>> {
+        self.conns.lock().unwrap().get(conn).map(|c| c.tx.clone())
+    }
+    /// Sends a frame of API Gateway's own to a client (a message sent: billed).
+    fn tell(&self, conn: &str, msg: Message) {
+        if let Some(tx) = self.sender(conn) {
+            if let Message::Text(t) = &msg {
+                crate::bill::Meter::add(
+                    &self.opts.meter.ws_messages_out,
+                    crate::bill::units(t.len(), crate::bill::WS_MESSAGE_UNIT),
+                );
+            }
+            let _closing = tx.send(msg);
+        }
+    }
+    /// Forgets a connection, billing its time.
+    fn forget(&self, conn: &str) -> Option<mpsc::UnboundedSender<Message>> {
+        let c = self.conns.lock().unwrap().remove(conn)?;
+        crate::bill::Meter::add(&self.opts.meter.ws_connection_ms, c.opened.elapsed().as_millis() as u64);
+        Some(c.tx)
+    }
+    /// One line in the stage's access log, if it keeps one.
+    fn log(&self, event_type: &str, route: &str, conn: &str, status: u16, error: Option<&str>) {
+        if let Some(log) = &self.opts.access_log {
+            let ctx = std::collections::HashMap::from([
+                ("requestId", format!("{:x}", rand::random::<u64>())),
+                ("identity.sourceIp", "127.0.0.1".to_owned()),
+                ("requestTime", crate::access_log::request_time()),
+                ("eventType", event_type.to_owned()),
+                ("routeKey", route.to_owned()),
+                ("status", status.to_string()),
+                ("connectionId", conn.to_owned()),
+                ("stage", self.opts.stage.clone()),
+            ]);
+            let mut ctx = ctx;
+            if let Some(e) = error {
+                ctx.insert("error.message", e.to_owned());
+            }
+            log.write(&ctx);
+        }
+    }
+    /// The fault a test set for this route's next frame, if any (used up).
+    fn fault(&self, route: &str) -> Option<FaultMode> {
+        let mut f = self.faults.lock().unwrap();
+        let i = f.iter().position(|x| x.route == route && x.left > 0)?;
+        f[i].left -= 1;
+        let mode = f[i].mode;
+        f.retain(|x| x.left > 0);
+        Some(mode)
+    }
+    /// A token from the route's bucket and then the account's, when throttles are on.
+    fn admit_route(&self, route: &str) -> bool {
+        match &self.opts.limits {
+            None => true,
+            Some((account, routes)) => routes.take(route) && account.requests.take(),
+        }
+    }
+}
+
+fn gateway_frame(message: &str, conn: &str) -> Message {
+    let request_id = format!("{:x}", rand::random::<u64>());
+    Message::Text(json!({"message": message, "connectionId": conn, "requestId": request_id}).to_string().into())
 }
 
 #[derive(Clone)]
@@ -133,11 +277,19 @@ impl Emulator {
     /// thousands of connections and no socket each).
     pub fn register_sink(&self, id: &str) -> mpsc::UnboundedReceiver<Message> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.0.conns.lock().unwrap().insert(id.to_owned(), tx);
+        self.0.conns.lock().unwrap().insert(id.to_owned(), Conn { tx, opened: Instant::now() });
         rx
     }
     pub fn drop_connection(&self, id: &str) {
-        self.0.conns.lock().unwrap().remove(id);
+        self.0.forget(id);
+    }
+    /// Makes the next `count` frames of `route` (or `@connections` posts) fail as `mode`.
+    pub fn add_fault(&self, route: &str, mode: FaultMode, count: u32) {
+        self.0.faults.lock().unwrap().push(Fault { route: route.to_owned(), mode, left: count });
+    }
+    /// Milliseconds the open connections have been open, all together (the bill's).
+    pub fn open_connection_ms(&self) -> u64 {
+        self.0.conns.lock().unwrap().values().map(|c| c.opened.elapsed().as_millis() as u64).sum()
     }
 }
 
@@ -152,6 +304,7 @@ pub async fn start(opts: Options, invoke: Invoke) -> Emulator {
         conns: Mutex::default(),
         bucket: Mutex::new(Bucket { tokens: burst, last: Instant::now() }),
         counters: Counters::default(),
+        faults: Mutex::default(),
     });
     let stage = inner.opts.stage.clone();
     let app = Router::new()
@@ -241,10 +394,25 @@ fn event(
 }
 
 async fn upgrade(State(inner): State<Arc<Inner>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if let Some((account, routes)) = &inner.opts.limits {
+        if !account.new_connections.take() || !routes.take("$connect") || !account.requests.take() {
+            Meter::add(&inner.opts.meter.apigw_throttled, 1);
+            inner.log("CONNECT", "$connect", "-", 429, Some("Too Many Requests"));
+            return (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], r#"{"message":"Too Many Requests"}"#)
+                .into_response();
+        }
+    }
     let conn = new_connection_id();
     let connected_at = now_ms();
     let res = (inner.invoke)(event(&inner, "$connect", "CONNECT", &conn, connected_at, &headers, None)).await;
-    let status = res["statusCode"].as_u64().unwrap_or(500) as u16;
+    let status = match res {
+        Ok(v) => v["statusCode"].as_u64().unwrap_or(500) as u16,
+        Err(e) => {
+            tracing::warn!(error = %e, "$connect integration failed");
+            500
+        }
+    };
+    inner.log("CONNECT", "$connect", &conn, status, (status == 500).then_some("Internal server error"));
     if status != 200 {
         return StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN).into_response();
     }
@@ -253,7 +421,8 @@ async fn upgrade(State(inner): State<Arc<Inner>>, headers: HeaderMap, ws: WebSoc
 
 async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i64, headers: HeaderMap) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    inner.conns.lock().unwrap().insert(conn.clone(), tx);
+    inner.conns.lock().unwrap().insert(conn.clone(), Conn { tx, opened: Instant::now() });
+    Meter::add(&inner.opts.meter.ws_connections, 1);
     let (mut sink, mut stream) = socket.split();
     let writer = async {
         while let Some(m) = rx.recv().await {
@@ -267,21 +436,35 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
     let clean_close = std::sync::atomic::AtomicBool::new(false);
     let invoke_frame = |ev: Value| {
         inner.counters.invocations.fetch_add(1, Ordering::Relaxed);
+        let route = ev["requestContext"]["routeKey"].as_str().unwrap_or("$default").to_owned();
         let fut = (inner.invoke)(ev);
+        let (inner, conn) = (inner.clone(), conn.clone());
         async move {
-            fut.await;
+            match fut.await {
+                Err(e) => {
+                    tracing::debug!(error = %e, "a message's integration failed: API Gateway tells the client");
+                    inner.tell(&conn, gateway_frame("Internal server error", &conn));
+                    inner.log("MESSAGE", &route, &conn, 500, Some("Internal server error"));
+                }
+                Ok(_) => inner.log("MESSAGE", &route, &conn, 200, None),
+            }
         }
     };
     let reader = async {
         while let Some(Ok(msg)) = stream.next().await {
             *last_frame.lock().unwrap() = Instant::now();
+            if let Message::Text(t) = &msg {
+                Meter::add(&inner.opts.meter.ws_messages_in, crate::bill::units(t.len(), crate::bill::WS_MESSAGE_UNIT));
+            } else if let Message::Binary(b) = &msg {
+                Meter::add(&inner.opts.meter.ws_messages_in, crate::bill::units(b.len(), crate::bill::WS_MESSAGE_UNIT));
+            }
             // Binary frames reach $default base64-encoded.
             let (text, binary) = match msg {
                 Message::Text(t) => (t.to_string(), false),
                 Message::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(&b), true),
                 Message::Close(frame) => {
                     // Echo the close, as API Gateway completes the handshake.
-                    if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                    if let Some(tx) = inner.sender(&conn) {
                         let _closing = tx.send(Message::Close(frame));
                     }
                     clean_close.store(true, Ordering::Relaxed);
@@ -291,12 +474,34 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             };
             // As API Gateway: frames over 32 KB close the connection (1009).
             if text.len() > FRAME_LIMIT && !binary || binary && text.len() > FRAME_LIMIT * 4 / 3 + 4 {
-                if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+                if let Some(tx) = inner.sender(&conn) {
                     let frame = axum::extract::ws::CloseFrame { code: 1009, reason: "Message too big".into() };
                     let _closing = tx.send(Message::Close(Some(frame)));
                 }
                 clean_close.store(true, Ordering::Relaxed);
                 break;
+            }
+            let route = if binary {
+                "$default".to_owned()
+            } else {
+                let action = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["action"].as_str().map(str::to_owned));
+                action.filter(|a| inner.opts.routes.contains(a)).unwrap_or_else(|| "$default".into())
+            };
+            let fault = inner.fault(&route);
+            if !inner.admit_route(&route) || fault == Some(FaultMode::Throttle) {
+                Meter::add(&inner.opts.meter.apigw_throttled, 1);
+                inner.tell(&conn, gateway_frame("Too Many Requests", &conn));
+                inner.log("MESSAGE", &route, &conn, 429, Some("Too Many Requests"));
+                continue;
+            }
+            match fault {
+                Some(FaultMode::Drop) => continue,
+                Some(FaultMode::Error) => {
+                    inner.tell(&conn, gateway_frame("Internal server error", &conn));
+                    inner.log("MESSAGE", &route, &conn, 500, Some("Internal server error"));
+                    continue;
+                }
+                _ => {}
             }
             let ev = if binary {
                 let mut ev = event(&inner, "$default", "MESSAGE", &conn, connected_at, &headers, Some(&text));
@@ -304,12 +509,9 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
                 ev
             } else {
                 // Route selection: $request.body.action.
-                let action = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["action"].as_str().map(str::to_owned));
-                let route = action.filter(|a| inner.opts.routes.contains(a)).unwrap_or_else(|| "$default".into());
                 if let Some((_, reply)) = inner.opts.mock_routes.iter().find(|(r, _)| *r == route) {
-                    if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
-                        let _closing = tx.send(Message::Text(reply.clone().into()));
-                    }
+                    inner.tell(&conn, Message::Text(reply.clone().into()));
+                    inner.log("MESSAGE", &route, &conn, 200, None);
                     continue;
                 }
                 event(&inner, &route, "MESSAGE", &conn, connected_at, &headers, Some(&text))
@@ -321,7 +523,7 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             }
         }
         // The writer sends what is queued (a close frame included), then ends.
-        inner.conns.lock().unwrap().remove(&conn);
+        inner.forget(&conn);
         std::future::pending::<()>().await
     };
     let limits = async {
@@ -335,7 +537,7 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
             tokio::time::sleep_until(until.into()).await;
         }
         // API Gateway closes with 1001 ("Going away") at its limits.
-        if let Some(tx) = inner.conns.lock().unwrap().get(&conn) {
+        if let Some(tx) = inner.sender(&conn) {
             let frame = axum::extract::ws::CloseFrame { code: 1001, reason: "Going away".into() };
             let _closing = tx.send(Message::Close(Some(frame)));
         }
@@ -343,9 +545,16 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
         std::future::pending::<()>().await
     };
     tokio::select! { _ = writer => {}, _ = reader => {}, _ = limits => {} }
-    inner.conns.lock().unwrap().remove(&conn);
+    inner.forget(&conn);
     if clean_close.load(Ordering::Relaxed) || inner.opts.disconnect_on_loss {
-        (inner.invoke)(event(&inner, "$disconnect", "DISCONNECT", &conn, connected_at, &headers, None)).await;
+        let status = match (inner.invoke)(event(&inner, "$disconnect", "DISCONNECT", &conn, connected_at, &headers, None)).await {
+            Ok(_) => 200,
+            Err(e) => {
+                tracing::debug!(error = %e, "$disconnect integration failed");
+                500
+            }
+        };
+        inner.log("DISCONNECT", "$disconnect", &conn, status, None);
     }
 }
 
@@ -371,11 +580,15 @@ fn take_token(inner: &Inner) -> bool {
 }
 
 async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: Bytes) -> Response {
-    if !inner.opts.latency.is_zero() {
-        tokio::time::sleep(inner.opts.latency).await;
+    let wait = inner.opts.latency.sample();
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let calls = inner.counters.calls.fetch_add(1, Ordering::Relaxed);
-    if calls < inner.opts.throttle_first || !take_token(&inner) {
+    let account = inner.opts.limits.as_ref().is_none_or(|(a, _)| a.requests.take());
+    let injected = inner.fault("@connections") == Some(FaultMode::Throttle);
+    if calls < inner.opts.throttle_first || !take_token(&inner) || !account || injected {
+        Meter::add(&inner.opts.meter.apigw_throttled, 1);
         inner.counters.throttled.fetch_add(1, Ordering::Relaxed);
         return aws_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", "Rate exceeded");
     }
@@ -384,11 +597,12 @@ async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<Stri
     if body.len() > MESSAGE_LIMIT {
         return aws_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "Message too long");
     }
-    let tx = inner.conns.lock().unwrap().get(&id).cloned();
+    let tx = inner.sender(&id);
     let text = String::from_utf8_lossy(&body).into_owned();
     match tx {
         Some(tx) if tx.send(Message::Text(text.into())).is_ok() => {
             inner.counters.posted.fetch_add(1, Ordering::Relaxed);
+            Meter::add(&inner.opts.meter.ws_messages_out, crate::bill::units(body.len(), crate::bill::WS_MESSAGE_UNIT));
             StatusCode::OK.into_response()
         }
         _ => {
@@ -399,7 +613,7 @@ async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<Stri
 }
 
 async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
-    let tx = inner.conns.lock().unwrap().remove(&id);
+    let tx = inner.forget(&id);
     match tx {
         Some(tx) => {
             let _closed = tx.send(Message::Close(None));

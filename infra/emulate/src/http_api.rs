@@ -1,6 +1,13 @@
 //! An HTTP API as API Gateway runs one with Lambda proxy integrations:
 //! routes `METHOD /path/{param}` and `/{proxy+}`, payload format 2.0 events,
-//! the 30 s integration timeout, and API Gateway's own error bodies.
+//! the 30 s integration timeout, the 10 MB payload limit ("Quotas for
+//! configuring and running an HTTP API": "Payload size | 10 MB"), and API
+//! Gateway's own error bodies: 429 `Too Many Requests` past the route's
+//! throttle (`DefaultRouteSettings`, `RouteSettings`) or the account's
+//! ([`crate::limits`]), 500 `Internal Server Error` when the function fails
+//! or is throttled (a Lambda 429 is not passed on: "If the backend service
+//! is throttled ... the API might return an Internal server error"), 503 at
+//! the integration timeout. Each request is billed, in 512 KB units.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +25,8 @@ pub struct Route {
     pub method: String,
     pub path: String,
     pub function: Arc<Function>,
+    /// The event's `TimeoutInMillis` (50 ms to 30 s; default 30 s).
+    pub timeout: Option<Duration>,
 }
 
 /// API Gateway's integration timeout for HTTP APIs.
@@ -212,35 +221,105 @@ pub fn response(out: &[u8]) -> Response {
     res.body(Body::from(body)).unwrap_or_else(|_| gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
 }
 
-/// Serves the routes.
-pub fn router(routes: Vec<Route>, timeout: Duration) -> axum::Router {
+/// HTTP API's own payload limit.
+pub const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
+
+/// How the HTTP API is limited and billed.
+#[derive(Clone)]
+pub struct Options {
+    pub timeout: Duration,
+    /// Route throttles, and the account's shared bucket (none: unthrottled).
+    pub limits: Option<(Arc<crate::limits::Account>, Arc<crate::limits::Routes>)>,
+    pub meter: Arc<crate::bill::Meter>,
+    /// The API's access log (`AccessLogSettings`), if it keeps one.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// `POST /__emulate/faults` (not an AWS route): what a test asks to break.
+    pub faults: Option<Control>,
+}
+
+/// A control route's handler: the request's JSON, and the answer or why not.
+pub type Control = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { timeout: INTEGRATION_TIMEOUT, limits: None, meter: Default::default(), access_log: None, faults: None }
+    }
+}
+
+/// Serves the routes, and the bill so far at `GET /__emulate/bill` (not an AWS route).
+pub fn router(routes: Vec<Route>, opts: Options) -> axum::Router {
     let routes = Arc::new(routes);
-    axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let routes = routes.clone();
-        async move {
-            // API Gateway's own payload limit for HTTP APIs.
-            if body.len() > 10 * 1024 * 1024 {
-                return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
-            }
-            let path = uri.path().to_owned();
-            let found = routes.iter().find_map(|r| {
-                (r.method == method.as_str() || r.method == "ANY").then(|| matches(&r.path, &path).map(|p| (r, p))).flatten()
-            });
-            let Some((route, params)) = found else {
-                return gateway_error(StatusCode::NOT_FOUND, "Not Found");
-            };
-            let key = format!("{} {}", route.method, route.path);
-            let ev = event(&key, &method, &uri, &headers, &body, params);
-            match tokio::time::timeout(timeout, route.function.invoke(Bytes::from(ev.to_string()))).await {
-                Err(_) => gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
-                Ok(Err(e)) => {
-                    tracing::warn!(function = %route.function.spec.logical, error = %e, "HTTP API integration failed");
-                    gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    let meter = opts.meter.clone();
+    let faults = opts.faults.clone();
+    axum::Router::new()
+        .route("/__emulate/bill", axum::routing::get(move || async move { axum::Json(meter.bill()) }))
+        .route(
+            "/__emulate/faults",
+            axum::routing::post(move |body: axum::Json<Value>| async move {
+                match faults.as_ref().map(|f| f(body.0)) {
+                    Some(Ok(v)) => (StatusCode::OK, axum::Json(v)).into_response(),
+                    Some(Err(e)) => gateway_error(StatusCode::BAD_REQUEST, &e),
+                    None => gateway_error(StatusCode::NOT_FOUND, "Not Found"),
                 }
-                Ok(Ok(out)) => response(&out),
+            }),
+        )
+        .fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (routes, opts) = (routes.clone(), opts.clone());
+            async move {
+                let started = std::time::Instant::now();
+                let (log, path, m) = (opts.access_log.clone(), uri.path().to_owned(), method.to_string());
+                let res = handle(&routes, &opts, method, uri, headers, body).await;
+                if let Some(log) = log {
+                    let ctx = std::collections::HashMap::from([
+                        ("requestId", format!("{:x}", rand::random::<u64>())),
+                        ("identity.sourceIp", "127.0.0.1".to_owned()),
+                        ("requestTime", crate::access_log::request_time()),
+                        ("httpMethod", m),
+                        ("path", path),
+                        ("status", res.status().as_u16().to_string()),
+                        ("responseLatency", started.elapsed().as_millis().to_string()),
+                    ]);
+                    log.write(&ctx);
+                }
+                res
+            }
+        },
+    )
+}
+
+async fn handle(routes: &[Route], opts: &Options, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    {
+        use crate::bill::{units, Meter, HTTP_REQUEST_UNIT};
+        if body.len() > MAX_PAYLOAD {
+            return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        }
+        let path = uri.path().to_owned();
+        let found = routes.iter().find_map(|r| {
+            (r.method == method.as_str() || r.method == "ANY").then(|| matches(&r.path, &path).map(|p| (r, p))).flatten()
+        });
+        let Some((route, params)) = found else {
+            return gateway_error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let key = format!("{} {}", route.method, route.path);
+        if let Some((account, throttles)) = &opts.limits {
+            if !throttles.take(&key) || !account.requests.take() {
+                Meter::add(&opts.meter.apigw_throttled, 1);
+                return gateway_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
             }
         }
-    })
+        Meter::add(&opts.meter.http_requests, units(body.len(), HTTP_REQUEST_UNIT));
+        let ev = event(&key, &method, &uri, &headers, &body, params);
+        let timeout = route.timeout.map_or(opts.timeout, |t| t.min(opts.timeout));
+        match tokio::time::timeout(timeout, route.function.invoke(Bytes::from(ev.to_string()))).await {
+            Err(_) => gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+            Ok(Err(e)) => {
+                tracing::warn!(function = %route.function.spec.logical, error = %e, "HTTP API integration failed");
+                gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+            Ok(Ok(out)) => response(&out),
+        }
+    }
 }
 
 #[cfg(test)]

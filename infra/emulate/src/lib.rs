@@ -6,10 +6,14 @@
 //! front as strict as DynamoDB ([`front`]). [`template`] reads the template;
 //! [`stack`] puts it together.
 
+pub mod access_log;
 pub mod apigw;
 pub mod aws;
+pub mod bill;
 pub mod front;
 pub mod http_api;
+pub mod keys;
+pub mod limits;
 pub mod runtime;
 pub mod sources;
 pub mod stack;

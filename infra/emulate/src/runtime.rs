@@ -1,8 +1,31 @@
 //! Lambda as it runs a `provided.al2023` function: the built `bootstrap` as
 //! processes, each with its own Runtime API (`/next`, `/response`, `/error`,
 //! `/init/error`, the deadline header), one invocation per process at a time,
-//! more processes on demand up to the function's concurrency, and the
-//! timeout enforced by killing the process, as Lambda does.
+//! more processes on demand, and the timeout enforced by killing the
+//! process, as Lambda does. Lambda's limits hold as AWS documents them:
+//!
+//! - Concurrency: invocations in flight count against the function's
+//!   reserved concurrency, or else the account's unreserved pool (the
+//!   account's 1,000 less every reservation; at least 100 must stay
+//!   unreserved). Past it an invocation is refused at once with 429
+//!   `TooManyRequestsException`, never queued ("Lambda quotas": "Concurrent
+//!   executions 1,000"; "Lambda function scaling": "additional requests fail
+//!   with a throttling error (429 status code)"; `PutFunctionConcurrency`:
+//!   "as long as you leave at least 100 simultaneous executions unreserved").
+//!   New accounts may have less ("New AWS accounts have reduced concurrency
+//!   and memory quotas"): `--account-concurrency`.
+//! - Payloads: a synchronous invocation's request and response are at most
+//!   6 MB ("Invoke": "For synchronous invocations, the maximum payload size
+//!   is 6 MB"); here 6,000,000 bytes, the strict reading.
+//! - Init: 10 s ("The Init phase is limited to 10 seconds"); an init that
+//!   runs over is retried within the invocation's own timeout, as Lambda
+//!   retries it at the first invocation.
+//! - Billing: each invocation's duration (init included on a cold start),
+//!   rounded up to the millisecond, times its memory, on the bill.
+//!
+//! This machine runs at most a few dozen processes per function: an
+//! invocation within the concurrency limit waits for one (kinder than AWS
+//! only in latency; the wait is not billed).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -31,10 +54,66 @@ pub struct FunctionSpec {
     pub bootstrap: PathBuf,
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
-    /// Processes at most (reserved concurrency, else the account's 1,000).
+    /// Processes at most on this machine (not an AWS limit: see [`Concurrency`]).
     pub concurrency: usize,
     /// How long the init phase may take before Lambda gives up (10 s on AWS).
     pub init_timeout: Duration,
+    /// `ReservedConcurrentExecutions`, if the template sets it.
+    pub reserved: Option<usize>,
+    /// `MemorySize`, MB (billed duration is per MB).
+    pub memory_mb: u32,
+}
+
+/// Lambda's init limit ("The Init phase is limited to 10 seconds").
+pub const INIT_LIMIT: Duration = Duration::from_secs(10);
+/// A synchronous invocation's payload, each way ("For synchronous
+/// invocations, the maximum payload size is 6 MB").
+pub const MAX_SYNC_PAYLOAD: usize = 6_000_000;
+/// The account's concurrency ("Lambda quotas": "Concurrent executions | 1,000").
+pub const ACCOUNT_CONCURRENCY: usize = 1_000;
+/// What must stay unreserved (`PutFunctionConcurrency`: "leave at least 100
+/// simultaneous executions unreserved").
+pub const MIN_UNRESERVED: usize = 100;
+
+/// The account's concurrency: what every function without a reservation
+/// shares, after the reservations are set aside.
+pub struct Concurrency {
+    pub account: usize,
+    unreserved: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Concurrency {
+    /// The account's pool with `reserved` set aside, or the error Lambda
+    /// gives when the reservations leave less than 100 unreserved.
+    pub fn new(account: usize, reserved: usize) -> Result<Arc<Self>, String> {
+        let unreserved = account.checked_sub(reserved).filter(|u| *u >= MIN_UNRESERVED).ok_or_else(|| {
+            format!(
+                "InvalidParameterValueException: reserved concurrency {reserved} decreases the account's \
+                 UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}] \
+                 (account concurrency {account}; see --account-concurrency)"
+            )
+        })?;
+        Ok(Arc::new(Self { account, unreserved, in_flight: Default::default() }))
+    }
+    /// What functions without a reservation share.
+    pub fn unreserved(&self) -> usize {
+        self.unreserved
+    }
+}
+
+/// One invocation's place under its concurrency limit, given back when dropped.
+struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+fn take_slot(n: &std::sync::atomic::AtomicUsize, max: usize) -> Option<Slot<'_>> {
+    use std::sync::atomic::Ordering;
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| (v < max).then_some(v + 1)).ok().map(|_| Slot(n))
 }
 
 #[derive(Debug)]
@@ -45,6 +124,19 @@ pub enum InvokeError {
     Timeout(Duration),
     /// The process exited, or failed its init, during the invocation.
     Exited(String),
+    /// Past the function's concurrency (reserved, or the account's unreserved
+    /// pool): Lambda's 429 `TooManyRequestsException`, with its reason.
+    Throttled(&'static str),
+    /// The request payload is over 6 MB: 413 `RequestEntityTooLargeException`.
+    RequestTooLarge(usize),
+    /// The function's answer is over 6 MB: `Function.ResponseSizeTooLarge`.
+    ResponseTooLarge(usize),
+}
+
+impl InvokeError {
+    pub fn throttled(&self) -> bool {
+        matches!(self, InvokeError::Throttled(_))
+    }
 }
 
 impl std::fmt::Display for InvokeError {
@@ -53,6 +145,15 @@ impl std::fmt::Display for InvokeError {
             InvokeError::Function(v) => write!(f, "function error: {v}"),
             InvokeError::Timeout(d) => write!(f, "Task timed out after {:.2} seconds", d.as_secs_f64()),
             InvokeError::Exited(why) => write!(f, "Runtime.ExitError: {why}"),
+            InvokeError::Throttled(reason) => write!(f, "TooManyRequestsException: Rate Exceeded. (Reason: {reason})"),
+            InvokeError::RequestTooLarge(n) => write!(
+                f,
+                "RequestEntityTooLargeException: {n} byte payload is too large for the RequestResponse invocation type ({MAX_SYNC_PAYLOAD} byte limit)"
+            ),
+            InvokeError::ResponseTooLarge(n) => write!(
+                f,
+                "Function.ResponseSizeTooLarge: Response payload size ({n} bytes) exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD} bytes)."
+            ),
         }
     }
 }
@@ -94,6 +195,13 @@ pub struct Function {
     idle: Mutex<Vec<Arc<Proc>>>,
     alive: Mutex<usize>,
     freed: Notify,
+    pool: Arc<Concurrency>,
+    /// Invocations in flight (against a reservation, when there is one).
+    in_flight: std::sync::atomic::AtomicUsize,
+    usage: Arc<crate::bill::FunctionUse>,
+    /// The next invocations to throttle whatever the concurrency (tests:
+    /// `POST /__emulate/faults`).
+    forced_throttles: std::sync::atomic::AtomicU32,
 }
 
 fn now_ms() -> u64 {
@@ -162,13 +270,58 @@ async fn init_error(State(api): State<Arc<ApiState>>, body: Bytes) -> Response {
 }
 
 impl Function {
+    /// A function alone in an account of its own (benchmarks, tests).
     pub fn new(spec: FunctionSpec) -> Arc<Self> {
-        Arc::new(Self { spec, idle: Mutex::default(), alive: Mutex::new(0), freed: Notify::new() })
+        let pool =
+            Concurrency::new(ACCOUNT_CONCURRENCY, spec.reserved.unwrap_or(0)).expect("a reservation that fits the account");
+        Self::in_account(spec, pool, Default::default())
     }
 
-    /// Starts one process and waits through its init: `Ok` once it asks for
-    /// its first event, else the function's own init error.
-    async fn cold_start(self: &Arc<Self>) -> Result<Arc<Proc>, String> {
+    /// A function of the account whose concurrency is `pool`, billed to `usage`.
+    pub fn in_account(spec: FunctionSpec, pool: Arc<Concurrency>, usage: Arc<crate::bill::FunctionUse>) -> Arc<Self> {
+        Arc::new(Self {
+            spec,
+            idle: Mutex::default(),
+            alive: Mutex::new(0),
+            freed: Notify::new(),
+            pool,
+            in_flight: Default::default(),
+            usage,
+            forced_throttles: Default::default(),
+        })
+    }
+
+    /// Throttles the next `n` invocations, as Lambda does at its limit.
+    pub fn throttle_next(&self, n: u32) {
+        self.forced_throttles.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Invocations in flight now.
+    pub fn in_flight(&self) -> usize {
+        match self.spec.reserved {
+            Some(_) => self.in_flight.load(std::sync::atomic::Ordering::Acquire),
+            None => self.pool.in_flight.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+
+    /// A place under the function's concurrency, or Lambda's throttle.
+    fn admit(&self) -> Result<Slot<'_>, InvokeError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.forced_throttles.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(InvokeError::Throttled("ReservedFunctionConcurrentInvocationLimitExceeded"));
+        }
+        match self.spec.reserved {
+            Some(r) => {
+                take_slot(&self.in_flight, r).ok_or(InvokeError::Throttled("ReservedFunctionConcurrentInvocationLimitExceeded"))
+            }
+            None => take_slot(&self.pool.in_flight, self.pool.unreserved)
+                .ok_or(InvokeError::Throttled("ConcurrentInvocationLimitExceeded")),
+        }
+    }
+
+    /// Starts one process and waits through its init (at most `limit`):
+    /// `Ok` once it asks for its first event, else the function's own init error.
+    async fn cold_start(self: &Arc<Self>, limit: Duration) -> Result<Arc<Proc>, String> {
         let spec = &self.spec;
         let (tx, rx) = mpsc::channel(1);
         let api = Arc::new(ApiState {
@@ -236,7 +389,7 @@ impl Function {
                         Ok(s) => format!("exited during init ({s})"),
                         Err(e) => format!("lost during init: {e}"),
                     }),
-                    _ = tokio::time::sleep(spec.init_timeout) => Err(format!("init did not finish within {:?}", spec.init_timeout)),
+                    _ = tokio::time::sleep(limit) => Err(format!("init did not finish within {limit:?}")),
                 }
             }
         };
@@ -260,7 +413,7 @@ impl Function {
     /// Starts one process (the stack is ready when every function has one).
     pub async fn warm(self: &Arc<Self>) -> Result<(), String> {
         *self.alive.lock().unwrap() += 1;
-        match self.cold_start().await {
+        match self.cold_start(self.spec.init_timeout).await {
             Ok(p) => {
                 self.idle.lock().unwrap().push(p);
                 Ok(())
@@ -272,11 +425,12 @@ impl Function {
         }
     }
 
-    async fn take(self: &Arc<Self>) -> Result<Arc<Proc>, InvokeError> {
+    /// An idle process, or a new one (and how long its init took, which is billed).
+    async fn take(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<(Arc<Proc>, Duration), InvokeError> {
         loop {
             let freed = self.freed.notified();
             if let Some(p) = self.idle.lock().unwrap().pop() {
-                return Ok(p);
+                return Ok((p, Duration::ZERO));
             }
             let spawn = {
                 let mut alive = self.alive.lock().unwrap();
@@ -288,7 +442,19 @@ impl Function {
                 }
             };
             if spawn {
-                return self.cold_start().await.map_err(|e| {
+                let started = tokio::time::Instant::now();
+                // Lambda gives the init 10 s, then tries it again within the
+                // invocation's own timeout.
+                let first = self.cold_start(self.spec.init_timeout).await;
+                let outcome = match first {
+                    Err(e) if e.contains("did not finish within") => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        tracing::warn!(function = %self.spec.logical, "init ran over {:?}: tried again within the invocation's timeout", self.spec.init_timeout);
+                        self.cold_start(left).await
+                    }
+                    other => other,
+                };
+                return outcome.map(|p| (p, started.elapsed())).map_err(|e| {
                     *self.alive.lock().unwrap() -= 1;
                     self.freed.notify_one();
                     InvokeError::Exited(e)
@@ -305,9 +471,32 @@ impl Function {
 
     /// One invocation, as Lambda runs it.
     pub async fn invoke(self: &Arc<Self>, payload: Bytes) -> Result<Bytes, InvokeError> {
-        let proc = self.take().await?;
-        let (reply, rx) = oneshot::channel();
+        use crate::bill::Meter;
+        if payload.len() > MAX_SYNC_PAYLOAD {
+            return Err(InvokeError::RequestTooLarge(payload.len()));
+        }
+        let _slot = match self.admit() {
+            Ok(slot) => slot,
+            Err(throttled) => {
+                Meter::add(&self.usage.throttled, 1);
+                return Err(throttled);
+            }
+        };
+        Meter::add(&self.usage.invocations, 1);
         let timeout = self.spec.timeout;
+        let (proc, init) = self.take(tokio::time::Instant::now() + timeout).await?;
+        let started = std::time::Instant::now();
+        let outcome = self.run(proc, payload, timeout).await;
+        let billed_ms = (init + started.elapsed()).as_micros().div_ceil(1000) as u64;
+        Meter::add(&self.usage.mb_ms, billed_ms * u64::from(self.spec.memory_mb));
+        match outcome {
+            Ok(body) if body.len() > MAX_SYNC_PAYLOAD => Err(InvokeError::ResponseTooLarge(body.len())),
+            other => other,
+        }
+    }
+
+    async fn run(self: &Arc<Self>, proc: Arc<Proc>, payload: Bytes, timeout: Duration) -> Result<Bytes, InvokeError> {
+        let (reply, rx) = oneshot::channel();
         let inv = Invocation { id: request_id(), payload, deadline_ms: now_ms() + timeout.as_millis() as u64, reply };
         if proc.tx.send(inv).await.is_err() {
             self.retire();

@@ -30,6 +30,12 @@ pub struct StreamSource {
     pub on_failure: Option<String>,
     pub filters: Vec<Value>,
     pub report_item_failures: bool,
+    /// `MaximumBatchingWindowInSeconds`: how long records gather before a
+    /// batch goes out short of `BatchSize`.
+    pub batching_window: Duration,
+    /// `MaximumRecordAgeInSeconds`: older records are not sent to the
+    /// function but to the on-failure destination (-1: no limit).
+    pub max_record_age: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +45,19 @@ pub struct QueueSource {
     pub batch_size: usize,
     pub report_item_failures: bool,
     pub max_concurrency: usize,
+    /// `MaximumBatchingWindowInSeconds`: how long a poller gathers messages
+    /// before a batch goes out short of `BatchSize`.
+    pub batching_window: Duration,
+    /// The queue's visibility timeout: a throttled batch is retried until
+    /// it runs out ("Lambda continues to retry the message until the
+    /// message's timestamp exceeds your queue's visibility timeout").
+    pub visibility: Duration,
+}
+
+/// How a throttled invocation is retried by an event source: backing off,
+/// as Lambda does ("Lambda gradually backs off retries").
+fn throttle_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
 /// Checks a filter pattern uses only what [`matches`] models.
@@ -123,6 +142,9 @@ async fn poll_shard(aws: Aws, src: StreamSource, function: Arc<Function>, shard:
     let kind = if src.trim_horizon { "TRIM_HORIZON" } else { "LATEST" };
     let mut iterator: Option<String> = None;
     let mut polled: Option<tokio::time::Instant> = None;
+    // Records gathering for the batching window, and since when.
+    let mut pending: Vec<Value> = vec![];
+    let mut gathering: Option<tokio::time::Instant> = None;
     loop {
         // Lambda polls each shard at most four times a second, whatever it found.
         if let Some(at) = polled {
@@ -171,14 +193,44 @@ async fn poll_shard(aws: Aws, src: StreamSource, function: Arc<Function>, shard:
             .collect();
         iterator = v["NextShardIterator"].as_str().map(str::to_owned);
         tracing::debug!(%shard, got = v["Records"].as_array().map_or(0, Vec::len), passed = records.len(), "GetRecords");
+        if pending.is_empty() && !records.is_empty() {
+            gathering = Some(tokio::time::Instant::now());
+        }
+        pending.extend(records);
+        // Full batches go at once; a short one when the batching window has
+        // passed (at once without one), or when the shard has closed.
+        let window_over = gathering.is_some_and(|g| g.elapsed() >= src.batching_window);
+        let ready =
+            if window_over || iterator.is_none() { pending.len() } else { pending.len() - pending.len() % src.batch_size.max(1) };
+        let out: Vec<Value> = pending.drain(..ready).collect();
+        if pending.is_empty() {
+            gathering = None;
+        }
+        for batch in out.chunks(src.batch_size.max(1)) {
+            let (fresh, aged) = split_by_age(batch, src.max_record_age);
+            if !aged.is_empty() {
+                on_failure(&aws, &src, &function, &shard, &aged, 0, "RecordAgeExceeded").await;
+            }
+            if !fresh.is_empty() {
+                Box::pin(deliver(&aws, &src, &function, &shard, fresh)).await;
+            }
+        }
         if iterator.is_none() {
             // A closed shard: nothing more will come from it.
             return;
         }
-        for batch in records.chunks(src.batch_size.max(1)) {
-            Box::pin(deliver(&aws, &src, &function, &shard, batch.to_vec())).await;
-        }
     }
+}
+
+/// Records within `MaximumRecordAgeInSeconds` of their creation, and those past it.
+fn split_by_age(batch: &[Value], max_age: Option<Duration>) -> (Vec<Value>, Vec<Value>) {
+    let Some(max_age) = max_age else {
+        return (batch.to_vec(), vec![]);
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    batch.iter().cloned().partition(|r| {
+        r["dynamodb"]["ApproximateCreationDateTime"].as_f64().is_none_or(|created| now - created <= max_age.as_secs_f64())
+    })
 }
 
 /// Delivers one batch: bisected on error (if asked), retried, then described
@@ -188,7 +240,17 @@ async fn deliver(aws: &Aws, src: &StreamSource, function: &Arc<Function>, shard:
     loop {
         let payload = Bytes::from(json!({ "Records": batch }).to_string());
         tracing::debug!(%shard, records = batch.len(), "stream batch: invoking");
-        let out = function.invoke(payload).await;
+        let mut throttles = 0;
+        let out = loop {
+            match function.invoke(payload.clone()).await {
+                // A throttle is not the function's error: the same batch again, later.
+                Err(e) if e.throttled() => {
+                    tokio::time::sleep(throttle_backoff(throttles)).await;
+                    throttles += 1;
+                }
+                out => break out,
+            }
+        };
         tracing::debug!(%shard, ok = out.is_ok(), "stream batch: invoked");
         let failed_from = match &out {
             Ok(body) if src.report_item_failures => {
@@ -221,7 +283,7 @@ async fn deliver(aws: &Aws, src: &StreamSource, function: &Arc<Function>, shard:
         }
         attempts += 1;
         if src.max_retries >= 0 && attempts > src.max_retries {
-            on_failure(aws, src, function, shard, &batch, attempts).await;
+            on_failure(aws, src, function, shard, &batch, attempts, "RetryAttemptsExhausted").await;
             return;
         }
         let wait = Duration::from_millis((100u64 << attempts.min(6)).min(5_000));
@@ -229,14 +291,22 @@ async fn deliver(aws: &Aws, src: &StreamSource, function: &Arc<Function>, shard:
     }
 }
 
-async fn on_failure(aws: &Aws, src: &StreamSource, function: &Function, shard: &str, batch: &[Value], attempts: i64) {
+async fn on_failure(
+    aws: &Aws,
+    src: &StreamSource,
+    function: &Function,
+    shard: &str,
+    batch: &[Value],
+    attempts: i64,
+    condition: &str,
+) {
     let seq = |r: &Value| r["dynamodb"]["SequenceNumber"].as_str().unwrap_or_default().to_owned();
     let arrival = |r: &Value| r["dynamodb"]["ApproximateCreationDateTime"].clone();
     let record = json!({
         "requestContext": {
             "requestId": format!("{:x}", rand::random::<u64>()),
             "functionArn": function.spec.arn,
-            "condition": "RetryAttemptsExhausted",
+            "condition": condition,
             "approximateInvokeCount": attempts,
         },
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
@@ -299,33 +369,60 @@ pub async fn poll_queue(aws: Aws, src: QueueSource, function: Arc<Function>) {
 
 async fn queue_poller(aws: Aws, src: QueueSource, function: Arc<Function>) {
     loop {
-        let got = aws
-            .sqs(
-                "ReceiveMessage",
-                json!({
-                    "QueueUrl": src.queue_url, "MaxNumberOfMessages": src.batch_size,
-                    // Short polls: moto serialises requests (tests/aws/moto_server.py), and
-                    // its long poll would hold them all, with a stale view of the FIFO
-                    // groups in flight. Lambda long-polls; the difference is latency only.
-                    "WaitTimeSeconds": 0,
-                    "AttributeNames": ["All"], "MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"],
-                }),
-            )
-            .await;
-        let messages = match got {
-            Ok(v) => v["Messages"].as_array().cloned().unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(queue = %src.queue_url, error = %e, "ReceiveMessage failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        // A batch: up to BatchSize messages, gathered for at most the batching window.
+        let mut messages: Vec<Value> = vec![];
+        let gathering = tokio::time::Instant::now();
+        loop {
+            let want = src.batch_size.saturating_sub(messages.len()).clamp(1, 10);
+            let got = aws
+                .sqs(
+                    "ReceiveMessage",
+                    json!({
+                        "QueueUrl": src.queue_url, "MaxNumberOfMessages": want,
+                        // Short polls: moto serialises requests (tests/aws/moto_server.py), and
+                        // its long poll would hold them all, with a stale view of the FIFO
+                        // groups in flight. Lambda long-polls; the difference is latency only.
+                        "WaitTimeSeconds": 0,
+                        "AttributeNames": ["All"], "MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"],
+                    }),
+                )
+                .await;
+            let got = match got {
+                Ok(v) => v["Messages"].as_array().cloned().unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(queue = %src.queue_url, error = %e, "ReceiveMessage failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    vec![]
+                }
+            };
+            let empty = got.is_empty();
+            messages.extend(got);
+            if messages.len() >= src.batch_size || gathering.elapsed() >= src.batching_window {
+                break;
             }
-        };
+            if empty {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         if messages.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
+        let received = tokio::time::Instant::now();
         let records: Vec<Value> = messages.iter().map(|m| sqs_record(m, &src, &aws.region)).collect();
-        let out = function.invoke(Bytes::from(json!({ "Records": records }).to_string())).await;
+        let payload = Bytes::from(json!({ "Records": records }).to_string());
+        let mut throttles = 0;
+        let out = loop {
+            match function.invoke(payload.clone()).await {
+                // Throttled: the same batch again, backing off, while the
+                // messages are still ours (within their visibility timeout).
+                Err(e) if e.throttled() && received.elapsed() + throttle_backoff(throttles) < src.visibility => {
+                    tokio::time::sleep(throttle_backoff(throttles)).await;
+                    throttles += 1;
+                }
+                out => break out,
+            }
+        };
         let failed: Vec<String> = match out {
             Err(e) => {
                 tracing::warn!(function = %function.spec.logical, error = %e, messages = records.len(), "SQS batch failed: it returns after the visibility timeout");

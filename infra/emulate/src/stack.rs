@@ -44,9 +44,10 @@ pub struct EmulateArgs {
     /// Once ready, write {"websocket": …, "http": …} here.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
-    /// How long a function's init may take (Lambda: 10 s).
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    pub init_timeout: Duration,
+    /// The account's Lambda concurrency (AWS's default is 1,000; new
+    /// accounts may have less, "New AWS accounts have reduced concurrency").
+    #[arg(long, default_value_t = crate::runtime::ACCOUNT_CONCURRENCY)]
+    pub account_concurrency: usize,
     /// A WebSocket connection with no frame from its client for this long closes (API Gateway: 10m).
     #[arg(long, value_parser = duration, default_value = "10m")]
     pub idle_limit: Duration,
@@ -56,12 +57,20 @@ pub struct EmulateArgs {
     /// The HTTP API's integration timeout (API Gateway: 30s).
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub http_timeout: Duration,
-    /// Latency added to every @connections call.
-    #[arg(long, value_parser = duration, default_value = "0s")]
+    /// How long an @connections call takes at the median (AWS publishes no
+    /// figure; tens of milliseconds as seen from Lambda).
+    #[arg(long, value_parser = duration, default_value = "20ms")]
     pub connections_latency: Duration,
-    /// @connections calls per second for the whole account (API Gateway: 10,000).
-    #[arg(long, default_value_t = 10_000)]
-    pub connections_rate: u32,
+    /// … and at the 99th percentile (a log-normal between the two).
+    #[arg(long, value_parser = duration, default_value = "60ms")]
+    pub connections_latency_p99: Duration,
+    /// API Gateway's account throttle, requests per second, shared by both
+    /// APIs and @connections (10,000; 2,500 in some regions).
+    #[arg(long, default_value_t = crate::limits::ACCOUNT_RATE)]
+    pub apigw_account_rate: f64,
+    /// … and its bucket (5,000; 1,250 in those regions).
+    #[arg(long, default_value_t = crate::limits::ACCOUNT_BURST)]
+    pub apigw_account_burst: f64,
     /// DynamoDB requests per second beyond which the front throttles
     /// (ProvisionedThroughputExceededException); default: no throttling.
     #[arg(long)]
@@ -70,6 +79,10 @@ pub struct EmulateArgs {
     /// Gateway does so only eventually, and not always; default: never).
     #[arg(long)]
     pub disconnect_on_loss: bool,
+    /// Where API Gateway's access logs go (a file per log group); default:
+    /// a new directory under the system's temporary directory.
+    #[arg(long)]
+    pub logs_dir: Option<PathBuf>,
     /// Processes per function at most (below its reserved concurrency).
     #[arg(long, default_value_t = 64)]
     pub max_processes: usize,
@@ -84,6 +97,9 @@ pub struct Stack {
     pub functions: HashMap<String, Arc<Function>>,
     pub ws: crate::apigw::Emulator,
     pub front: crate::front::Front,
+    pub meter: Arc<crate::bill::Meter>,
+    /// Where the access logs are.
+    pub logs_dir: PathBuf,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
     _moto: Option<tokio::process::Child>,
 }
@@ -147,6 +163,17 @@ async fn start_moto(project: &Path) -> Result<(tokio::process::Child, String), S
     Ok((child, first.trim().to_owned()))
 }
 
+/// `MaximumBatchingWindowInSeconds` of an event source (0 when unset).
+fn batching_window(props: &Map<String, Value>, what: &str) -> Result<Duration, String> {
+    match props.get("MaximumBatchingWindowInSeconds").map(str_of) {
+        None => Ok(Duration::ZERO),
+        Some(w) => w
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{what}: MaximumBatchingWindowInSeconds {w:?} is not a whole number of seconds")),
+    }
+}
+
 struct WsRoute {
     key: String,
     integration: String,
@@ -158,6 +185,10 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     let text = std::fs::read_to_string(&args.template).map_err(|e| format!("{}: {e}", args.template.display()))?;
     let overrides = crate::template::parse_overrides(&args.parameter_overrides)?;
     let t = Template::parse(&text, &overrides, &args.region, &args.stack_name)?;
+    let inert = crate::keys::audit(&t)?;
+    if !inert.is_empty() {
+        eprintln!("hookcast emulate: these change nothing on a running stack and are not emulated:\n  {}", inert.join("\n  "));
+    }
     let project =
         args.template.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
 
@@ -169,12 +200,18 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         }
     };
     let aws = Aws::new(&endpoint, &args.region);
+    let meter = Arc::new(crate::bill::Meter::default());
+    let account = Arc::new(crate::limits::Account::new(args.apigw_account_rate, args.apigw_account_burst));
     let front = crate::front::start(
         &endpoint,
         crate::front::FrontOptions { throttle_rate: args.dynamodb_throttle, ..Default::default() },
+        meter.clone(),
     )
     .await
     .map_err(|e| format!("DynamoDB front: {e}"))?;
+    // What the functions and the event sources call goes through the front,
+    // which counts it for the bill; provisioning goes to moto directly.
+    let billed = Aws::new(&front.url, &args.region);
 
     // Ids and names first: every Ref and ARN the rest resolves against.
     let mut attrs = Attrs::default();
@@ -217,6 +254,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     let mut queues: Vec<_> = t.live().filter(|(_, r)| r.kind == "AWS::SQS::Queue").collect();
     queues.sort_by_key(|(_, r)| r.properties.contains_key("RedrivePolicy"));
     let mut queue_urls = HashMap::new();
+    let mut queue_visibility: HashMap<String, Duration> = HashMap::new();
     for (id, r) in queues {
         let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
         let props = props.as_object().cloned().unwrap_or_default();
@@ -252,6 +290,9 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             }
         }
         let url = aws.create_queue(&queue_names[id], Value::Object(a)).await.map_err(|e| format!("{id}: CreateQueue: {e}"))?;
+        // SQS's default visibility timeout is 30 s.
+        let visibility = props.get("VisibilityTimeout").map(str_of).and_then(|v| v.parse().ok()).unwrap_or(30);
+        queue_visibility.insert(aws.queue_arn(&queue_names[id]), Duration::from_secs(visibility));
         attrs.set_ref(id, &url);
         queue_urls.insert(aws.queue_arn(&queue_names[id]), url);
     }
@@ -279,6 +320,13 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                 "DeletionProtectionEnabled",
             ],
         )?;
+        // The front models on-demand capacity (crate::front): a provisioned table is not modelled.
+        if props.get("BillingMode").map(str_of).as_deref() != Some("PAY_PER_REQUEST") {
+            return Err(format!(
+                "{id}: BillingMode {} is not modelled (PAY_PER_REQUEST is)",
+                props.get("BillingMode").map(str_of).unwrap_or_else(|| "PROVISIONED (the default)".into())
+            ));
+        }
         let name = props.get("TableName").map(str_of).unwrap_or_else(|| format!("{stack}-{id}-{}", suffix()));
         let mut req = json!({
             "TableName": name,
@@ -344,6 +392,20 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     let mut mock_replies: HashMap<String, String> = HashMap::new();
     let mut route_responses: Vec<String> = vec![];
     let mut stage_name = None;
+    let mut ws_throttles = crate::limits::Routes::default();
+    let mut http_throttles = crate::limits::Routes::default();
+    let logs_dir = args.logs_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("hookcast-emulate-{}-{}", std::process::id(), suffix().to_lowercase()))
+    });
+    let access_log = |what: &str, p: &Map<String, Value>| -> Result<Option<Arc<crate::access_log::AccessLog>>, String> {
+        let Some(settings) = p.get("AccessLogSettings").and_then(Value::as_object) else { return Ok(None) };
+        only_keys(&format!("{what}.AccessLogSettings"), settings, &["DestinationArn", "Format"])?;
+        let log =
+            crate::access_log::AccessLog::open(&logs_dir, &str_of(&settings["DestinationArn"]), &str_of(&settings["Format"]))?;
+        Ok(Some(Arc::new(log)))
+    };
+    let mut ws_access_log = None;
+    let mut http_access_log = None;
     for (id, r) in t.live() {
         let props = || -> Result<Map<String, Value>, String> {
             Ok(t.resolve(&Value::Object(r.properties.clone()), &attrs)?.as_object().cloned().unwrap_or_default())
@@ -383,8 +445,36 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             "AWS::ApiGatewayV2::RouteResponse" => {
                 route_responses.push(str_of(&props()?["RouteId"]));
             }
+            "AWS::Serverless::HttpApi" => {
+                let p = props()?;
+                only_keys(
+                    &format!("{id} (AWS::Serverless::HttpApi)"),
+                    &p,
+                    &["DefaultRouteSettings", "RouteSettings", "AccessLogSettings", "Description"],
+                )?;
+                http_throttles = crate::limits::Routes::from_settings(p.get("DefaultRouteSettings"), p.get("RouteSettings"))
+                    .map_err(|e| format!("{id}: {e}"))?;
+                http_access_log = access_log(id, &p)?;
+            }
             "AWS::ApiGatewayV2::Stage" => {
-                stage_name = Some(str_of(&props()?["StageName"]));
+                let p = props()?;
+                only_keys(
+                    &format!("{id} (AWS::ApiGatewayV2::Stage)"),
+                    &p,
+                    &[
+                        "ApiId",
+                        "StageName",
+                        "AutoDeploy",
+                        "DefaultRouteSettings",
+                        "RouteSettings",
+                        "AccessLogSettings",
+                        "Description",
+                    ],
+                )?;
+                stage_name = Some(str_of(&p["StageName"]));
+                ws_throttles = crate::limits::Routes::from_settings(p.get("DefaultRouteSettings"), p.get("RouteSettings"))
+                    .map_err(|e| format!("{id}: {e}"))?;
+                ws_access_log = access_log(id, &p)?;
             }
             _ => {}
         }
@@ -429,13 +519,13 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             let key = ev["requestContext"]["routeKey"].as_str().unwrap_or("$default").to_owned();
             let Some(f) = rf.get(&key).and_then(|id| fcell.get().and_then(|m| m.get(id))) else {
                 // No route: API Gateway accepts a connection without $connect.
-                return json!({"statusCode": 200});
+                return Ok(json!({"statusCode": 200}));
             };
             match f.invoke(Bytes::from(ev.to_string())).await {
-                Ok(out) => serde_json::from_slice(&out).unwrap_or(json!({"statusCode": 200})),
+                Ok(out) => Ok(serde_json::from_slice(&out).unwrap_or(json!({"statusCode": 200}))),
                 Err(e) => {
                     tracing::warn!(route = %key, error = %e, "WebSocket integration failed");
-                    json!({"statusCode": 500})
+                    Err(e.to_string())
                 }
             }
         })
@@ -445,19 +535,26 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         crate::apigw::Options {
             stage: stage.clone(),
             routes: ws_routes.iter().map(|(_, r)| r.key.clone()).filter(|k| !k.starts_with('$')).collect(),
-            latency: args.connections_latency,
-            rate_limit: Some(args.connections_rate),
-            burst: args.connections_rate / 2,
+            latency: crate::apigw::Latency { median: args.connections_latency, p99: args.connections_latency_p99 },
+            rate_limit: None,
+            burst: 0,
             throttle_first: 0,
             mock_routes,
             concurrent_frames: true,
             disconnect_on_loss: args.disconnect_on_loss,
             idle_limit: args.idle_limit,
             max_lifetime: args.max_lifetime,
+            limits: Some((account.clone(), Arc::new(ws_throttles))),
+            meter: meter.clone(),
+            access_log: ws_access_log,
         },
         invoke,
     )
     .await;
+    {
+        let ws = ws.clone();
+        meter.set_open_connection_ms(move || ws.open_connection_ms());
+    }
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("HTTP API: {e}"))?;
     let http_url = format!("http://{}", http_listener.local_addr().map_err(|e| e.to_string())?);
 
@@ -481,6 +578,16 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         "aarch64" => "arm64",
         other => other,
     };
+    // The account's concurrency, with every reservation set aside first.
+    let mut reserved_total = 0;
+    for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Serverless::Function") {
+        if let Some(v) = r.properties.get("ReservedConcurrentExecutions") {
+            let v = str_of(&t.resolve(v, &attrs)?);
+            reserved_total +=
+                v.parse::<usize>().map_err(|_| format!("{id}: ReservedConcurrentExecutions {v:?} is not a whole number"))?;
+        }
+    }
+    let pool = crate::runtime::Concurrency::new(args.account_concurrency, reserved_total)?;
     let mut functions = HashMap::new();
     let mut http_routes = vec![];
     let mut stream_sources = vec![];
@@ -555,7 +662,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             ("AWS_ACCESS_KEY_ID", "emulated".into()),
             ("AWS_SECRET_ACCESS_KEY", "emulated".into()),
             ("AWS_SESSION_TOKEN", "emulated".into()),
-            ("AWS_ENDPOINT_URL", endpoint.clone()),
+            ("AWS_ENDPOINT_URL", front.url.clone()),
             ("AWS_ENDPOINT_URL_DYNAMODB", front.url.clone()),
             ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
             ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
@@ -571,16 +678,24 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             env.push((k.into(), v));
         }
         let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
-        let f = Function::new(FunctionSpec {
-            logical: id.clone(),
-            name: name.clone(),
-            arn: attrs.get_att(id, "Arn")?,
-            bootstrap,
-            env,
-            timeout,
-            concurrency: reserved.unwrap_or(args.max_processes).min(args.max_processes),
-            init_timeout: args.init_timeout,
-        });
+        let usage = meter.function(id);
+        usage.arm.store(arch == "arm64", std::sync::atomic::Ordering::Relaxed);
+        let f = Function::in_account(
+            FunctionSpec {
+                logical: id.clone(),
+                name: name.clone(),
+                arn: attrs.get_att(id, "Arn")?,
+                bootstrap,
+                env,
+                timeout,
+                concurrency: reserved.unwrap_or(args.max_processes).min(args.max_processes),
+                init_timeout: crate::runtime::INIT_LIMIT,
+                reserved,
+                memory_mb: memory,
+            },
+            pool.clone(),
+            usage,
+        );
         for (ev_name, ev) in p["Events"].as_object().into_iter().flatten() {
             let ep = ev["Properties"].as_object().cloned().unwrap_or_default();
             let ewhat = format!("{id}.Events.{ev_name}");
@@ -593,10 +708,23 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                             ep["PayloadFormatVersion"]
                         ));
                     }
+                    let timeout = match ep.get("TimeoutInMillis").map(str_of) {
+                        None => None,
+                        Some(ms) => {
+                            // "between 50 and 30,000 milliseconds for HTTP APIs"
+                            let ms: u64 = ms
+                                .parse()
+                                .ok()
+                                .filter(|m| (50..=30_000).contains(m))
+                                .ok_or_else(|| format!("{ewhat}: TimeoutInMillis {ms:?} is not 50 to 30000"))?;
+                            Some(Duration::from_millis(ms))
+                        }
+                    };
                     http_routes.push(crate::http_api::Route {
                         method: str_of(&ep["Method"]).to_uppercase(),
                         path: str_of(&ep["Path"]),
                         function: f.clone(),
+                        timeout,
                     });
                 }
                 "DynamoDB" => {
@@ -637,6 +765,10 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                         }
                         None => None,
                     };
+                    // A mapping created disabled polls nothing.
+                    if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
+                        continue;
+                    }
                     stream_sources.push((
                         StreamSource {
                             stream_arn: str_of(&ep["Stream"]),
@@ -650,6 +782,14 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                                 .get("FunctionResponseTypes")
                                 .and_then(Value::as_array)
                                 .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
+                            batching_window: batching_window(&ep, &ewhat)?,
+                            max_record_age: match ep.get("MaximumRecordAgeInSeconds").map(str_of) {
+                                None => None,
+                                Some(a) if a == "-1" => None,
+                                Some(a) => Some(Duration::from_secs(
+                                    a.parse().map_err(|_| format!("{ewhat}: MaximumRecordAgeInSeconds {a:?} is not a number"))?,
+                                )),
+                            },
                         },
                         f.clone(),
                     ));
@@ -672,10 +812,13 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                         .get(&arn)
                         .cloned()
                         .ok_or_else(|| format!("{ewhat}: the queue {arn} is not a queue of this template"))?;
+                    if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
+                        continue;
+                    }
                     queue_sources.push((
                         QueueSource {
                             queue_url: url,
-                            queue_arn: arn,
+                            queue_arn: arn.clone(),
                             batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(10),
                             report_item_failures: ep
                                 .get("FunctionResponseTypes")
@@ -687,6 +830,8 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                                 .and_then(|s| s.get("MaximumConcurrency"))
                                 .and_then(|m| str_of(m).parse().ok())
                                 .unwrap_or(5),
+                            batching_window: batching_window(&ep, &ewhat)?,
+                            visibility: queue_visibility.get(&arn).copied().unwrap_or(Duration::from_secs(30)),
                         },
                         f.clone(),
                     ));
@@ -709,15 +854,28 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     }
 
     let mut tasks = vec![];
-    let router = crate::http_api::router(http_routes, args.http_timeout);
+    let faults: crate::http_api::Control = {
+        let (functions, ws) = (functions.clone(), ws.clone());
+        Arc::new(move |req: Value| fault(&functions, &ws, &req))
+    };
+    let router = crate::http_api::router(
+        http_routes,
+        crate::http_api::Options {
+            timeout: args.http_timeout,
+            limits: Some((account.clone(), Arc::new(http_throttles))),
+            meter: meter.clone(),
+            access_log: http_access_log,
+            faults: Some(faults),
+        },
+    );
     tasks.push(tokio::spawn(async move {
         let _stopped = axum::serve(http_listener, router).await;
     }));
     for (src, f) in stream_sources {
-        tasks.push(tokio::spawn(crate::sources::poll_stream(aws.clone(), src, f)));
+        tasks.push(tokio::spawn(crate::sources::poll_stream(billed.clone(), src, f)));
     }
     for (src, f) in queue_sources {
-        tasks.push(tokio::spawn(crate::sources::poll_queue(aws.clone(), src, f)));
+        tasks.push(tokio::spawn(crate::sources::poll_queue(billed.clone(), src, f)));
     }
     Ok(Stack {
         websocket: ws.ws_url(),
@@ -727,15 +885,45 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         functions,
         ws,
         front,
+        meter,
+        logs_dir,
         _tasks: tasks,
         _moto: moto,
     })
 }
 
+/// A test's fault (`POST /__emulate/faults` on the HTTP API):
+/// `{"service":"lambda","function":"<LogicalId>","count":N}` throttles the
+/// function's next N invocations; `{"service":"websocket","route":"subscribe",
+/// "mode":"drop"|"error"|"throttle","count":N}` breaks the route's next N
+/// frames (`"route":"@connections","mode":"throttle"`: the next N posts get
+/// 429). DynamoDB's faults are the front's own (`/__emulate/faults` there).
+fn fault(functions: &HashMap<String, Arc<Function>>, ws: &crate::apigw::Emulator, req: &Value) -> Result<Value, String> {
+    let count = req["count"].as_u64().filter(|c| *c > 0).ok_or("count: a whole number above 0")? as u32;
+    match req["service"].as_str() {
+        Some("lambda") => {
+            let name = req["function"].as_str().ok_or("function: a logical id")?;
+            functions.get(name).ok_or_else(|| format!("no function {name}"))?.throttle_next(count);
+        }
+        Some("websocket") => {
+            let route = req["route"].as_str().ok_or("route: a route key or @connections")?;
+            let mode: crate::apigw::FaultMode =
+                serde_json::from_value(req["mode"].clone()).map_err(|_| "mode: drop, error or throttle".to_string())?;
+            ws.add_fault(route, mode, count);
+        }
+        _ => return Err("service: lambda or websocket (DynamoDB's faults are at the front's /__emulate/faults)".into()),
+    }
+    Ok(json!({"ok": true}))
+}
+
 /// `hookcast emulate`: start, say where, run until Ctrl-C or SIGTERM.
 pub async fn run(args: EmulateArgs) -> Result<(), String> {
     let stack = start(&args).await?;
-    let ready = json!({"websocket": stack.websocket, "http": stack.http, "dynamodb": stack.dynamodb, "aws": stack.aws});
+    let ready = json!({
+        "websocket": stack.websocket, "http": stack.http, "dynamodb": stack.dynamodb, "aws": stack.aws,
+        "bill": format!("{}/__emulate/bill", stack.http),
+        "logs": stack.logs_dir.display().to_string(),
+    });
     println!("{ready}");
     if let Some(path) = &args.ready_file {
         let tmp = path.with_extension("tmp");
@@ -748,6 +936,8 @@ pub async fn run(args: EmulateArgs) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    eprint!("{}", stack.meter.summary());
+    eprintln!("{}", json!({"bill": stack.meter.bill()}));
     drop(stack);
     Ok(())
 }

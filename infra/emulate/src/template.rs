@@ -39,6 +39,8 @@ pub const INERT: &[&str] = &[
 #[derive(Debug)]
 pub struct Template {
     pub resources: BTreeMap<String, Resource>,
+    /// The Resources section as written (every attribute of every resource).
+    pub raw_resources: Map<String, Value>,
     pub globals_function: Map<String, Value>,
     pub params: HashMap<String, String>,
     pub conditions: HashMap<String, bool>,
@@ -265,6 +267,7 @@ impl Template {
         }
         let mut t = Template {
             resources,
+            raw_resources: root.get("Resources").and_then(Value::as_object).cloned().unwrap_or_default(),
             globals_function: globals.get("Function").and_then(Value::as_object).cloned().unwrap_or_default(),
             params,
             conditions: HashMap::new(),

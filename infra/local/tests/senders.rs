@@ -303,7 +303,7 @@ async fn every_sender_through_the_aws_stack() {
         let ready = dir.path().join("ready.json");
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
             .current_dir(&root)
-            .args(["emulate", "--template", "template.yaml", "--build-dir", &build, "--init-timeout", "120s", "--ready-file"])
+            .args(["emulate", "--template", "template.yaml", "--build-dir", &build, "--ready-file"])
             .arg(&ready)
             .arg("--parameter-overrides")
             .args([
