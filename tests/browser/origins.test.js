@@ -50,7 +50,7 @@ test.before(async () => {
   fs.writeFileSync(config, [
     'allowed_origins = ["http://127.0.0.1:*"]',
     '[server]', `data_dir = "${path.join(dir, 'data')}"`,
-    '[sources.hmac]', 'kind = "hmac"', `secret = "${HMAC}"`, 'channels = ["*"]',
+    '[sources.hmac]', 'kind = "hmac"', `secret = "${HMAC}"`, 'channels = ["*"]', 'fields = ["home", "period", "state"]',
     '[sources.netlify]', 'kind = "netlify"', `secret = "${NETLIFY}"`,
     '[sources.netlify.forms.guestbook]', 'fields = ["name", "message"]',
     '[private]', 'secret = "origins-private-secret-0123456789"', 'channels = ["orders/*"]', '',

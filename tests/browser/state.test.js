@@ -130,7 +130,7 @@ test.before(async () => {
     'allowed_origins = ["http://127.0.0.1:*"]',
     '[server]', `data_dir = "${path.join(dir, 'data')}"`,
     '[limits]', 'history_max_events = 10',
-    '[sources.hmac]', 'kind = "hmac"', `secret = "${HMAC}"`, 'channels = ["stock"]',
+    '[sources.hmac]', 'kind = "hmac"', `secret = "${HMAC}"`, 'channels = ["stock"]', 'fields = ["apples", "pears", "plums"]',
     '[sources.netlify]', 'kind = "netlify"', `secret = "${NETLIFY}"`,
     '[sources.netlify.forms.contact]', 'fields = ["name", "message"]',
     '[state]', '"deploys" = "last"', '"stock" = "merge"', '"forms/*" = "list:20"', '',

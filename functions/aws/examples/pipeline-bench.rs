@@ -278,7 +278,7 @@ async fn main() {
     let hooks = std::env::var("HOOKCAST_DYNAMODB_ENDPOINT").ok().map(|_| {
         let sdk = dynamo_sdk();
         let raw: hookcast_core::config::RawConfig =
-            toml::from_str("[sources.gh]\nkind = \"hmac\"\nsecret = \"bench-hmac-secret-0123\"\nchannels = [\"*\"]\n").unwrap();
+            toml::from_str("[sources.gh]\nkind = \"hmac\"\nsecret = \"bench-hmac-secret-0123\"\nchannels = [\"*\"]\nfields = [\"n\", \"w\", \"i\"]\n").unwrap();
         let config = Arc::new(Config::build(raw, &|_| None).unwrap());
         let table = format!("pipeline-bench-{}", std::process::id());
         let store =

@@ -8,15 +8,18 @@
 //! | its subscription (+ `sh`: its shard, `ep`: its counter's hour, `occ_at`: last occupancy ask, ms) | `conn#<id>` | `sub#<channel>` |
 //! | channel subscriber | `subs#<channel>#<shard>` | `<conn id>` |
 //! | subscribers one shard gained in one hour (`n`, expires) | `count#<channel>` | `<shard>#<hour>` |
-//! | channel head (+ `state_kind`, `state_json`: the channel state at `seq`) | `chan#<channel>` | `head` |
+//! | channel head (+ `state_kind`, `state_json`, `state_event_ms`: the channel state at `seq`; `ttl`: `state_ttl` after its last append) | `chan#<channel>` | `head` |
 //! | event | `chan#<channel>` | `ev#<seq, 20 digits>` |
 //! | dedupe key | `dedupe#<key>` | `dedupe` |
 //!
 //! Subscribers are sharded by a hash of the connection id so one hot channel
 //! spreads over partitions, and fan-out works one (channel, shard) at a time.
-//! Seq is assigned by an optimistic transaction (head with its state, event and dedupe key
+//! Seq is assigned by an optimistic transaction (head with its state, event and dedupe keys
 //! conditional in one TransactWriteItems), so it is gapless and two writers
-//! can never take the same seq. New event items are what the table's stream
+//! can never take the same seq. The head expires `state_ttl` after the
+//! channel's last append, and its state with it (reads ignore it from then,
+//! before AWS deletes the item); a channel quiet for that long starts again
+//! at seq 1, as no event of it is left (`state_ttl` ≥ `max_age`). New event items are what the table's stream
 //! carries to the fan-out. Appends never prune: retention is applied in reads
 //! (the newest `max_events`, none older than `max_age`) and TTL deletes the
 //! rest; items past their TTL that AWS has not deleted yet are filtered out.
@@ -78,22 +81,29 @@ struct Known {
     seq: u64,
     exists: bool,
     state: Option<State>,
+    /// The head's `ttl` (epoch seconds): its state is gone from then.
+    expires_s: Option<u64>,
 }
 
 impl Known {
     /// The head item (or a cancelled transaction's copy of it).
     fn from_item(item: Option<&Item>) -> Self {
         match item {
-            Some(i) => Known { seq: get_n(i, "seq").unwrap_or(0), exists: true, state: state_of(i) },
-            None => Known { seq: 0, exists: false, state: None },
+            Some(i) => Known { seq: get_n(i, "seq").unwrap_or(0), exists: true, state: state_of(i), expires_s: get_n(i, "ttl") },
+            None => Known { seq: 0, exists: false, state: None, expires_s: None },
         }
+    }
+    /// The state, unless the head is past its TTL at `now_ms` (AWS deletes
+    /// such items lazily; until then they are still read).
+    fn live_state(&self, now_ms: u64) -> Option<&State> {
+        self.state.as_ref().filter(|_| self.expires_s.is_none_or(|t| t.saturating_mul(1000) > now_ms))
     }
 }
 
 fn state_of(i: &Item) -> Option<State> {
     let kind = get_s(i, "state_kind")?;
     let value = serde_json::from_str(get_s(i, "state_json")?).ok()?;
-    Some(State { kind: kind.to_owned(), value })
+    Some(State { kind: kind.to_owned(), value, event_ms: get_n(i, "state_event_ms") })
 }
 
 #[derive(Clone)]
@@ -378,41 +388,52 @@ impl DynamoStore {
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let new = old + 1;
         let r = &self.retention;
-        let dedupe_expires_ms = ev.at_ms + r.dedupe_ttl.as_millis() as u64;
-        // Only a delivery the sender named is deduped; its key goes first, so
-        // a cancelled transaction's first reason says whether it was seen.
-        let dedupe = match &ev.dedupe_key {
-            None => None,
-            Some(dedupe_key) => Some(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(HashMap::from([
-                        ("pk".to_owned(), s(dedupe_pk(dedupe_key))),
-                        ("sk".to_owned(), s("dedupe")),
-                        ("seq".to_owned(), n(new)),
-                        ("channel".to_owned(), s(ev.channel.as_str())),
-                        ("expires_ms".to_owned(), n(dedupe_expires_ms)),
-                        ("ttl".to_owned(), n(dedupe_expires_ms / 1000 + 1)),
-                    ])))
-                    // TTL deletes lazily, so an expired key may still be there.
-                    .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
-                    .expression_attribute_values(":now", n(ev.at_ms))
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                    .build()
-                    .map_err(err)?,
-            ),
-        };
-        // The state changes with the seq, in the same item: they cannot disagree.
+        // Only a delivery the sender named is deduped; its keys go first, in
+        // its order, so a cancelled transaction's first reasons say which
+        // was seen (each is its own conditional Put: all or none are written).
+        let mut items = Vec::with_capacity(ev.dedupe_keys.len() + 2);
+        for k in &ev.dedupe_keys {
+            let expires_ms = ev.at_ms.saturating_add(k.ttl.as_millis() as u64);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(HashMap::from([
+                    ("pk".to_owned(), s(dedupe_pk(&k.key))),
+                    ("sk".to_owned(), s("dedupe")),
+                    ("seq".to_owned(), n(new)),
+                    ("channel".to_owned(), s(ev.channel.as_str())),
+                    ("expires_ms".to_owned(), n(expires_ms)),
+                    ("ttl".to_owned(), n(expires_ms / 1000 + 1)),
+                ])))
+                // TTL deletes lazily, so an expired key may still be there.
+                .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
+                .expression_attribute_values(":now", n(ev.at_ms))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .build()
+                .map_err(err)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        // The state changes with the seq, in the same item: they cannot
+        // disagree. Each append renews the head's TTL (and its state's).
         let head = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(chan_pk(&ev.channel), "head".into())))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":httl", n((ev.at_ms + r.state_ttl.as_millis() as u64) / 1000 + 1));
         let head = match state {
-            None => head.update_expression("SET seq = :new, last_at_ms = :at"),
-            Some(st) => head
-                .update_expression("SET seq = :new, last_at_ms = :at, state_kind = :sk, state_json = :sv")
-                .expression_attribute_values(":sk", s(&st.kind))
-                .expression_attribute_values(":sv", s(st.value.to_string())),
+            None => head.update_expression("SET seq = :new, last_at_ms = :at, #ttl = :httl"),
+            Some(st) => {
+                let head = head
+                    .expression_attribute_values(":sk", s(&st.kind))
+                    .expression_attribute_values(":sv", s(st.value.to_string()));
+                let set = "SET seq = :new, last_at_ms = :at, #ttl = :httl, state_kind = :sk, state_json = :sv";
+                match st.event_ms {
+                    Some(t) => {
+                        head.update_expression(format!("{set}, state_event_ms = :se")).expression_attribute_values(":se", n(t))
+                    }
+                    None => head.update_expression(format!("{set} REMOVE state_event_ms")),
+                }
+            }
         };
         let head = if exists {
             head.condition_expression("seq = :old").expression_attribute_values(":old", n(old))
@@ -424,6 +445,9 @@ impl DynamoStore {
         .build()
         .map_err(err)?;
         let expires_s = (ev.at_ms + r.max_age.as_millis() as u64) / 1000 + 1;
+        // An item of this seq may be left from before the head expired (a
+        // channel quiet for `state_ttl` starts again at 1); it is past its
+        // own TTL by then, as `max_age` ≤ `state_ttl`.
         let event = Put::builder()
             .table_name(&self.table)
             .set_item(Some(HashMap::from([
@@ -436,10 +460,11 @@ impl DynamoStore {
                 ("at_ms".to_owned(), n(ev.at_ms)),
                 ("ttl".to_owned(), n(expires_s)),
             ])))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now_s")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now_s", n(ev.at_ms / 1000))
             .build()
             .map_err(err)?;
-        let mut items: Vec<TransactWriteItem> = dedupe.into_iter().map(|d| TransactWriteItem::builder().put(d).build()).collect();
         items.push(TransactWriteItem::builder().update(head).build());
         items.push(TransactWriteItem::builder().put(event).build());
         Ok(items)
@@ -797,7 +822,9 @@ impl EventLog for DynamoStore {
         let started = std::time::Instant::now();
         let turn = self.turn(&ev.channel);
         let _turn = turn.lock().await;
-        let builds_on = matches!(ev.state.map(|s| s.mode), Some(StateMode::Merge | StateMode::List(_)));
+        // A `last` state that knows its event's time is kept by a newer one.
+        let builds_on = matches!(ev.state.map(|s| s.mode), Some(StateMode::Merge | StateMode::List(_)))
+            || (ev.state.is_some() && ev.event_ms.is_some());
         let mut known = self.cached_head(&ev.channel);
         let (mut conflicts, mut lost) = (0u32, 0u32);
         loop {
@@ -808,7 +835,8 @@ impl EventLog for DynamoStore {
                 _ => self.head(&ev.channel).await?.0,
             };
             let event = ev.with_seq(head.seq + 1);
-            let state = match ev.state.map(|spec| advance(spec, head.state.as_ref(), &event)) {
+            // A state past the head's TTL is gone: nothing builds on it.
+            let state = match ev.state.map(|spec| advance(spec, head.live_state(ev.at_ms), &event, ev.event_ms)) {
                 Some(Err(too_large)) => return Ok(Appended::StateTooLarge(too_large)),
                 Some(Ok(next)) => Some(next),
                 None => None,
@@ -818,7 +846,8 @@ impl EventLog for DynamoStore {
                 Ok(_) => {
                     // Without a spec the stored state was left as it was.
                     let state = if ev.state.is_some() { state } else { head.state };
-                    self.remember_head(&ev.channel, Known { seq: head.seq + 1, exists: true, state });
+                    let expires_s = Some((ev.at_ms + self.retention.state_ttl.as_millis() as u64) / 1000 + 1);
+                    self.remember_head(&ev.channel, Known { seq: head.seq + 1, exists: true, state, expires_s });
                     return Ok(Appended::Stored(event));
                 }
                 Err(e) => e,
@@ -826,15 +855,17 @@ impl EventLog for DynamoStore {
             let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
                 return Err(sdk_err(e));
             };
-            // The transaction's items: [dedupe key], head, event.
+            // The transaction's items: the dedupe keys, head, event.
             let reasons = c.cancellation_reasons();
             let at = |i: usize| reasons.get(i).map(|r| (r.code().unwrap_or("None"), r.item()));
-            let base = usize::from(ev.dedupe_key.is_some());
-            if let (Some(dedupe_key), Some(("ConditionalCheckFailed", item))) = (ev.dedupe_key.as_deref(), at(0)) {
+            let base = ev.dedupe_keys.len();
+            // The first key found seen, in the delivery's order, names the earlier event.
+            for (i, k) in ev.dedupe_keys.iter().enumerate() {
+                let Some(("ConditionalCheckFailed", item)) = at(i) else { continue };
                 // Without the returned item (an older server): read the key.
                 let seq = match item.and_then(|i| get_n(i, "seq")) {
                     Some(seq) => Some(seq),
-                    None => self.dedupe_seq(dedupe_key, ev.at_ms).await?,
+                    None => self.dedupe_seq(&k.key, ev.at_ms).await?,
                 };
                 if let Some(seq) = seq {
                     return Ok(Appended::Duplicate { seq });
@@ -947,7 +978,9 @@ impl EventLog for DynamoStore {
         let from = since.saturating_add(1).max(first_retained);
         let events =
             if limit > 0 && from <= head { self.events_between(channel, from, head, limit, &kept).await? } else { vec![] };
-        Ok(History { events, head, first_retained, epoch: self.epoch().await?, state: known.state })
+        // Past the head's TTL its state is gone, though AWS may not have deleted it yet.
+        let state = known.live_state(now.saturating_mul(1000)).cloned();
+        Ok(History { events, head, first_retained, epoch: self.epoch().await?, state })
     }
 }
 

@@ -34,6 +34,33 @@ pub struct LambdaConfig {
     pub core: Config,
 }
 
+/// Secrets written into `SourcesConfig` (`secret = "…"`), each refused with
+/// where it goes instead. Locally a file may hold them; on AWS the
+/// configuration is an environment variable of every function, shown to
+/// anyone who can read the functions or the stack's parameters.
+fn inline_secrets(raw: &RawConfig, problems: &mut Vec<String>) {
+    for (name, source) in &raw.sources {
+        if source.secret.is_some() {
+            let goes = match name.as_str() {
+                "netlify" => "the stack's NetlifySecret parameter (kept in its Secrets Manager secret)".to_owned(),
+                "zapier" => "the stack's ZapierToken parameter (kept in its Secrets Manager secret)".to_owned(),
+                _ => format!("the Secrets Manager secret named by the stack's SenderSecretsName, as {{\"{name}\": \"…\"}}"),
+            };
+            problems.push(format!(
+                "sources.{name}.secret: a secret may not be written into SourcesConfig on AWS (it would be in every \
+                 function's environment); remove it and put it in {goes}"
+            ));
+        }
+    }
+    if raw.private.as_ref().is_some_and(|p| p.secret.is_some()) {
+        problems.push(
+            "private.secret: a secret may not be written into SourcesConfig on AWS; remove it and set the stack's \
+             SubscribeSecret parameter (kept in its Secrets Manager secret)"
+                .into(),
+        );
+    }
+}
+
 impl LambdaConfig {
     /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required; `HOOKCAST_CONFIG`
     /// (TOML: allowed_origins, limits, sources, private),
@@ -41,7 +68,9 @@ impl LambdaConfig {
     /// (comma-separated), `HOOKCAST_STATE` (`channel=mode, …`) and
     /// `HOOKCAST_SHARDS` optional; secrets from
     /// `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`, the subscribe
-    /// secret from `HOOKCAST_SUBSCRIBE_SECRET`.
+    /// secret from `HOOKCAST_SUBSCRIBE_SECRET` (the stack maps its Secrets
+    /// Manager secrets to these). A secret written into the configuration
+    /// itself is refused: it would sit in every function's environment.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>, role: Role) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut required = |k: &str, needed: bool| {
@@ -80,6 +109,7 @@ impl LambdaConfig {
                 RawConfig::default()
             }),
         };
+        inline_secrets(&raw, &mut problems);
         // A comma-separated list from the stack's parameters wins over the TOML.
         if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
             raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
@@ -109,6 +139,9 @@ impl LambdaConfig {
             raw.private = None;
         }
         let core = Config::build(raw, env).map_err(|e| problems.extend(e.problems)).ok();
+        for warning in core.iter().flat_map(Config::warnings) {
+            tracing::warn!("{warning}");
+        }
         match core {
             Some(core) if problems.is_empty() => Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, core }),
             _ => Err(ConfigError { problems }),
@@ -248,11 +281,58 @@ mod tests {
         assert!(e.to_string().contains("\"orders/**\""), "{e}");
     }
 
+    /// A secret written into SourcesConfig stops every function's cold start
+    /// (it is in all their environments), saying where it goes, and is
+    /// never echoed; the same configuration with its secrets in Secrets
+    /// Manager starts.
+    #[test]
+    fn an_inline_secret_is_refused_saying_where_secrets_go() {
+        let config = r#"
+[sources.netlify]
+kind = "netlify"
+secret = "netlify-inline-0123456789"
+[sources.github]
+kind = "github"
+secret = "github-inline-0123456789"
+[private]
+secret = "private-inline-0123456789"
+channels = ["orders/*"]
+"#;
+        let env = |config: &'static str| {
+            move |k: &str| {
+                Some(
+                    match k {
+                        "HOOKCAST_TABLE" => "t",
+                        "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                        "HOOKCAST_QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
+                        "HOOKCAST_CONFIG" => config,
+                        "HOOKCAST_SECRET_NETLIFY" => "netlify-secret-0123456789",
+                        "HOOKCAST_SECRET_GITHUB" => "github-secret-0123456789",
+                        "HOOKCAST_SUBSCRIBE_SECRET" => "subscribe-secret-0123456789",
+                        _ => return None,
+                    }
+                    .to_string(),
+                )
+            }
+        };
+        for role in [Role::Webhook, Role::Message, Role::Connection, Role::Dispatch, Role::Fanout] {
+            let e = LambdaConfig::from_env(&env(config), role).unwrap_err().to_string();
+            assert!(e.contains("sources.netlify.secret: a secret may not be written into SourcesConfig"), "{role:?}: {e}");
+            assert!(e.contains("NetlifySecret parameter"), "{e}");
+            assert!(e.contains("sources.github.secret") && e.contains("SenderSecretsName, as {\"github\": \"…\"}"), "{e}");
+            assert!(e.contains("private.secret") && e.contains("SubscribeSecret parameter"), "{e}");
+            assert!(!e.contains("inline-0123456789"), "a secret is echoed: {e}");
+        }
+        let without =
+            "[sources.netlify]\nkind = \"netlify\"\n[sources.github]\nkind = \"github\"\n[private]\nchannels = [\"orders/*\"]\n";
+        LambdaConfig::from_env(&env(without), Role::Webhook).unwrap();
+    }
+
     /// `sam deploy --guided` prompts on one line: the same configuration in
     /// TOML's one-line form (inline tables) must read the same.
     #[test]
     fn one_line_toml_for_the_guided_prompt() {
-        let one_line = r#"sources = { netlify = { kind = "netlify", forms = { guestbook = { fields = ["name", "message"] } } }, zapier = { kind = "token", channels = ["zaps/*"] } }"#;
+        let one_line = r#"sources = { netlify = { kind = "netlify", forms = { guestbook = { fields = ["name", "message"] } } }, zapier = { kind = "token", channels = ["zaps/*"], fields = ["title", "url"] } }"#;
         let env = |k: &str| {
             Some(
                 match k {

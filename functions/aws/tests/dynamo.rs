@@ -316,3 +316,79 @@ async fn occupancy_forgets_lost_disconnects_and_shards_can_change() {
     eight.remove_connection(&fresh).await.unwrap();
     assert_eq!(eight.count_subscribers(&ch).await.unwrap(), 0);
 }
+
+/// The channel's head carries a `ttl` that each append renews (`state_ttl`
+/// after it): DynamoDB deletes a quiet channel's state with its head. A
+/// channel whose head AWS has deleted starts again at seq 1 over its
+/// expired event items, and its keys still refuse a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_head_expires_with_its_state_and_the_channel_starts_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use hookcast_core::ports::{Appended, Pending};
+    use hookcast_core::state::{StateMode, StateSpec};
+    let r = conformance::retention();
+    let store = common::fresh_store(r);
+    let raw = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(common::endpoint())));
+    let head_ttl = || async {
+        let got = raw
+            .get_item()
+            .table_name(store.table())
+            .key("pk", AttributeValue::S("chan#quiet".into()))
+            .key("sk", AttributeValue::S("head".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        got.item.and_then(|i| i.get("ttl").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok()))
+    };
+    let last = StateSpec { mode: StateMode::Last, max_bytes: 10_000 };
+    let ttl_ms = r.state_ttl.as_millis() as u64;
+    let old = conformance::now_ms() - ttl_ms - 600_000;
+    store.append(&Pending { state: Some(last), ..conformance::pending("quiet", "q1", old) }).await.unwrap();
+    assert_eq!(head_ttl().await, Some((old + ttl_ms) / 1000 + 1));
+    let later = old + 60_000;
+    store.append(&Pending { state: Some(last), ..conformance::pending("quiet", "q2", later) }).await.unwrap();
+    assert_eq!(head_ttl().await, Some((later + ttl_ms) / 1000 + 1), "renewed by the append");
+    // Past its TTL: no state is read, from this instance or a cold one.
+    assert!(store.read(&conformance::ch("quiet"), 0, 0).await.unwrap().state.is_none());
+    let cold = common::fresh_store_on(store.table(), r);
+    assert!(cold.read(&conformance::ch("quiet"), 0, 0).await.unwrap().state.is_none());
+
+    // AWS deletes the head; its events (max_age ≤ state_ttl) expired before it.
+    raw.delete_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S("chan#quiet".into()))
+        .key("sk", AttributeValue::S("head".into()))
+        .send()
+        .await
+        .unwrap();
+    let fresh = common::fresh_store_on(store.table(), r);
+    let now = conformance::now_ms();
+    let got = fresh.append(&Pending { state: Some(last), ..conformance::pending("quiet", "q3", now) }).await.unwrap();
+    assert!(matches!(got, Appended::Stored(ref e) if e.seq == 1), "over the expired ev#1: {got:?}");
+    let h = fresh.read(&conformance::ch("quiet"), 0, 10).await.unwrap();
+    assert_eq!((h.head, h.events.len()), (1, 1));
+    assert_eq!(h.state.unwrap().value["data"]["key"], "q3");
+    assert!(matches!(fresh.append(&conformance::pending("quiet", "q3", now)).await.unwrap(), Appended::Duplicate { seq: 1 }));
+}
+
+/// A `last` state too large to cache beside the head (over 8 KB) is read
+/// again before an append that may keep it: an older event arriving on the
+/// warm instance does not take the state back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_last_state_is_read_again_to_keep_the_newer_event() {
+    use hookcast_core::ports::Pending;
+    use hookcast_core::state::{StateMode, StateSpec};
+    let store = common::fresh_store(conformance::retention());
+    let last = StateSpec { mode: StateMode::Last, max_bytes: 100_000 };
+    let big = |key: &str, event_ms: u64| Pending {
+        data: serde_json::json!({"key": key, "pad": "x".repeat(9 * 1024)}),
+        event_ms: Some(event_ms),
+        state: Some(last),
+        ..conformance::pending("big", key, conformance::T0)
+    };
+    store.append(&big("newer", 2_000)).await.unwrap();
+    store.append(&big("older", 1_000)).await.unwrap();
+    let h = store.read(&conformance::ch("big"), 0, 0).await.unwrap();
+    assert_eq!((h.head, h.state.unwrap().value["data"]["key"].clone()), (2, serde_json::json!("newer")));
+}

@@ -21,6 +21,8 @@ pub struct RawLimits {
     pub history_max_events: Option<u32>,
     pub history_max_age_secs: Option<u64>,
     pub dedupe_ttl_secs: Option<u64>,
+    /// How long a channel's state outlives its last event (default 30 days).
+    pub state_ttl_secs: Option<u64>,
     pub fanout_concurrency: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub occupancy_interval_secs: Option<u64>,
@@ -75,8 +77,10 @@ pub struct RawSource {
     pub tolerance_secs: Option<u64>,
     /// `hmac` and `token` sources: the header naming each delivery (its
     /// dedupe key; a retry with the same value is not pushed twice).
-    /// `hmac` defaults to GitHub's `x-github-delivery`. Without one, every
-    /// delivery is a distinct event: bodies are never compared.
+    /// `hmac` defaults to GitHub's `x-github-delivery`. The header is not
+    /// signed, so an `hmac` delivery is also known by the hash of what its
+    /// signature covers (a replay under a new id is a duplicate); a `token`
+    /// delivery without one is always a distinct event.
     pub delivery_header: Option<String>,
     /// `netlify` sources: per-form field allow-lists.
     #[serde(default)]
@@ -84,8 +88,9 @@ pub struct RawSource {
     /// What reaches pages. With a native body (every sender kind, or a
     /// `channel` set): dotted paths into the body (`release.tag_name`, or
     /// `tag=release.tag_name` to rename), unset: the kind's ids and names.
-    /// With `{"channel","event","data"}`: paths into `data`, unset: all of it
-    /// (a Zap that also carries an e-mail address must list its fields).
+    /// With `{"channel","event","data"}`: paths into `data`. Required for
+    /// `token`, `hmac` and `standard` sources, whose bodies are anyone's:
+    /// no field leaves unless it is named.
     pub fields: Option<Vec<String>>,
 }
 
@@ -138,6 +143,15 @@ pub const PRIVATE_SECRET_ENV: &str = "HOOKCAST_SUBSCRIBE_SECRET";
 /// base64 decoding): shorter ones can be guessed or were pasted wrong.
 pub const MIN_SECRET_BYTES: usize = 16;
 
+/// The least a delivery's dedupe keys are kept when its sender signs no
+/// timestamp: such a request, once captured, verifies for ever, so only
+/// its remembered identity refuses a replay.
+pub const UNTIMED_DEDUPE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Kinds whose bodies are the sender's to shape, so `fields` must name
+/// what may reach pages.
+pub const KINDS_NEEDING_FIELDS: &[&str] = &["token", "hmac", "standard"];
+
 /// Private channels and the key their subscribe tokens are signed with.
 #[derive(Debug, Clone)]
 pub struct Private {
@@ -152,6 +166,9 @@ pub struct Limits {
     pub history_max_events: u32,
     pub history_max_age: Duration,
     pub dedupe_ttl: Duration,
+    /// A channel's state is dropped this long after the channel's last
+    /// event: personal data in a state does not stay for ever.
+    pub state_ttl: Duration,
     pub fanout_concurrency: usize,
     pub max_subscriptions: usize,
     /// How often one connection may ask for one channel's occupancy.
@@ -173,6 +190,7 @@ impl Default for Limits {
             history_max_events: 100,
             history_max_age: Duration::from_secs(24 * 3600),
             dedupe_ttl: Duration::from_secs(24 * 3600),
+            state_ttl: Duration::from_secs(30 * 24 * 3600),
             fanout_concurrency: 64,
             max_subscriptions: 32,
             occupancy_interval: Duration::from_secs(10),
@@ -304,6 +322,25 @@ pub struct Source {
 }
 
 impl Source {
+    /// The clock skew allowed to the timestamp this source's sender signs;
+    /// `None` when it signs none (then a captured request verifies for ever).
+    pub fn signed_tolerance(&self) -> Option<Duration> {
+        match &self.kind {
+            SourceKind::Standard { tolerance, .. }
+            | SourceKind::Stripe { tolerance, .. }
+            | SourceKind::Sanity { tolerance, .. }
+            | SourceKind::Contentful { tolerance, .. }
+            | SourceKind::Svix { tolerance, .. } => Some(*tolerance),
+            SourceKind::Hmac { scheme, .. } => scheme.timestamp.as_ref().map(|(_, t)| *t),
+            SourceKind::Netlify { .. }
+            | SourceKind::Token { .. }
+            | SourceKind::Github { .. }
+            | SourceKind::Vercel { .. }
+            | SourceKind::Shopify { .. }
+            | SourceKind::Strapi { .. } => None,
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             SourceKind::Netlify { .. } => "netlify",
@@ -362,6 +399,25 @@ impl Config {
     pub fn state_spec(&self, channel: &Channel) -> Option<StateSpec> {
         self.state.mode(channel).map(|mode| StateSpec { mode, max_bytes: self.limits.max_event_bytes })
     }
+
+    /// What start-up warns about (both hosts log it; `hookcast` prints it):
+    /// a private exact name leaves its sub-channels public (private
+    /// `orders` does not cover `orders/1`).
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(p) = &self.private else { return vec![] };
+        p.channels
+            .iter()
+            .map(ChannelPattern::as_str)
+            .filter(|name| !name.ends_with('*'))
+            .filter(|name| Channel::parse(&format!("{name}/1")).is_ok_and(|sub| !self.is_private(&sub)))
+            .map(|name| {
+                format!(
+                    "private channel {name:?} is an exact name: its sub-channels ({name}/1, {name}/…) stay public; \
+                     list \"{name}/*\" in the private channels too if they should need a token"
+                )
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -419,6 +475,11 @@ impl Config {
             ) as u32,
             history_max_age: l.history_max_age_secs.map_or(d.history_max_age, Duration::from_secs),
             dedupe_ttl: l.dedupe_ttl_secs.map_or(d.dedupe_ttl, Duration::from_secs),
+            state_ttl: Duration::from_secs(positive(
+                "state_ttl_secs",
+                l.state_ttl_secs.map(|v| v as usize),
+                d.state_ttl.as_secs() as usize,
+            ) as u64),
             fanout_concurrency: positive("fanout_concurrency", l.fanout_concurrency, d.fanout_concurrency),
             max_subscriptions: positive("max_subscriptions", l.max_subscriptions, d.max_subscriptions),
             occupancy_interval: Duration::from_secs(positive(
@@ -442,6 +503,11 @@ impl Config {
                 d.fanout_retry_max.as_secs() as usize,
             ) as u64),
         };
+        if limits.state_ttl < limits.history_max_age {
+            // On DynamoDB the channel's head, seq and all, expires with its
+            // state: no event may outlive it.
+            problems.push("limits.state_ttl_secs must be at least history_max_age_secs".into());
+        }
         if limits.fanout_retry_max < limits.fanout_retry_base {
             problems.push("limits.fanout_retry_max_secs must be at least fanout_retry_base_secs".into());
         }
@@ -514,6 +580,12 @@ impl Config {
                     problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
                 }
                 misplaced("event", rs.event.is_some(), &mut problems);
+            }
+            if rs.fields.is_none() && KINDS_NEEDING_FIELDS.contains(&kind_name) {
+                problems.push(format!(
+                    "{at}.fields: a {kind_name} source must name the fields pages may receive, as in fields = [\"title\", \"url\"] \
+                     (no field leaves unless it is named)"
+                ));
             }
             for f in rs.fields.iter().flatten() {
                 if let Err(e) = check_field(f) {
@@ -803,11 +875,13 @@ mod tests {
     fn raw(toml_like: &[(&str, RawSource)]) -> RawConfig {
         RawConfig { sources: toml_like.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(), ..Default::default() }
     }
+    /// A source as a user writes it; the kinds that must name their fields name one.
     fn src(kind: &str, secret: Option<&str>, channels: Option<&[&str]>) -> RawSource {
         RawSource {
             kind: kind.into(),
             secret: secret.map(Into::into),
             channels: channels.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            fields: KINDS_NEEDING_FIELDS.contains(&kind).then(|| vec!["title".to_string()]),
             ..Default::default()
         }
     }
@@ -840,6 +914,63 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
         }
         assert_eq!(err.problems.len(), 7, "{all}");
+    }
+
+    /// Private by default: a source whose body is the sender's to shape
+    /// publishes only what it names, so one that names nothing is refused
+    /// at start-up, by its name. Sender kinds have their ids and names as
+    /// defaults and need no list.
+    #[test]
+    fn token_hmac_and_standard_sources_must_name_their_fields() {
+        for kind in KINDS_NEEDING_FIELDS {
+            let secret = if *kind == "standard" { "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } else { LONG };
+            let mut s = src(kind, Some(secret), Some(&["zaps/*"]));
+            s.fields = None;
+            let err = Config::build(raw(&[("zapier", s.clone())]), &no_env).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{kind}: {err}");
+            let msg = &err.problems[0];
+            assert!(msg.starts_with("sources.zapier.fields: a ") && msg.contains("no field leaves unless it is named"), "{msg}");
+            // A native body (a channel set) is no different.
+            let mut native = s.clone();
+            native.channels = None;
+            native.channel = Some("zaps".into());
+            native.event = Some("{type}".into());
+            assert!(Config::build(raw(&[("zapier", native)]), &no_env).unwrap_err().problems[0].contains(".fields: a "));
+            s.fields = Some(vec![]);
+            assert!(Config::build(raw(&[("zapier", s)]), &no_env).is_ok(), "{kind}: an empty list is a choice (ids only)");
+        }
+        for kind in ["github", "vercel", "stripe", "shopify", "sanity", "contentful", "strapi"] {
+            assert!(Config::build(raw(&[("s", src(kind, Some(LONG), None))]), &no_env).is_ok(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn state_ttl_and_private_exact_names() {
+        let cfg = Config::build(RawConfig::default(), &no_env).unwrap();
+        assert_eq!(cfg.limits.state_ttl, Duration::from_secs(30 * 24 * 3600));
+        let mut r = RawConfig::default();
+        r.limits.state_ttl_secs = Some(3600);
+        r.limits.history_max_age_secs = Some(7200);
+        let all = Config::build(r, &no_env).unwrap_err().problems.join("\n");
+        assert!(all.contains("limits.state_ttl_secs must be at least history_max_age_secs"), "{all}");
+
+        let private = |channels: &[&str]| {
+            let r = RawConfig {
+                private: Some(RawPrivate {
+                    secret: Some(LONG.into()),
+                    secret_env: None,
+                    channels: channels.iter().map(|c| c.to_string()).collect(),
+                }),
+                ..Default::default()
+            };
+            Config::build(r, &no_env).unwrap().warnings()
+        };
+        let w = private(&["orders", "team/*"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("\"orders\" is an exact name") && w[0].contains("orders/1") && w[0].contains("\"orders/*\""));
+        assert!(private(&["orders", "orders/*"]).is_empty(), "its sub-channels are private too");
+        assert!(private(&["orders*"]).is_empty());
+        assert!(Config::build(RawConfig::default(), &no_env).unwrap().warnings().is_empty());
     }
 
     #[test]

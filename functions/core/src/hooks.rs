@@ -4,24 +4,77 @@
 //! acknowledgement never waits for work that grows with the audience.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde::ser::SerializeMap;
 
 use crate::channel::{Channel, EventName};
 use crate::clock::{format_at, millis, Clock};
-use crate::config::Config;
+use crate::config::{Config, Source, UNTIMED_DEDUPE_TTL};
 use crate::error::HookError;
-use crate::normalize::normalise;
+use crate::normalize::{normalise, NewEvent, Normalised};
 use crate::policy::{current_state, may_read, missed_history};
-use crate::ports::{Appended, EventLog, History, Pending, StoreError};
+use crate::ports::{Appended, DedupeKey, EventLog, History, Pending, StoreError};
 use crate::verify::{verify, HookRequest};
 
-/// The acknowledgement: the event is in the channel's log with this seq.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// The acknowledgement: the event is in the channel's log with this seq,
+/// or (`ignored`) there was nothing to publish and nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub channel: Channel,
     pub event: EventName,
+    /// 0 when ignored.
     pub seq: u64,
     /// The sender's delivery was seen before; nothing new was written.
     pub duplicate: bool,
+    /// Why nothing was published (a Netlify form the source does not list).
+    pub ignored: Option<String>,
+}
+
+/// `{"channel","event","seq","duplicate"}`, or `{"ignored":true,"reason"}`:
+/// an ignored delivery names no channel or seq, as it has none.
+impl serde::Serialize for Accepted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match &self.ignored {
+            Some(reason) => {
+                m.serialize_entry("ignored", &true)?;
+                m.serialize_entry("reason", reason)?;
+            }
+            None => {
+                m.serialize_entry("channel", &self.channel)?;
+                m.serialize_entry("event", &self.event)?;
+                m.serialize_entry("seq", &self.seq)?;
+                m.serialize_entry("duplicate", &self.duplicate)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// How long a delivery's identities are kept. A sender that signs a
+/// timestamp bounds replays by its tolerance: its delivery ids for
+/// `dedupe_ttl` (retries), the hash of its signed content for as long as
+/// a signature stays acceptable (twice the tolerance: from the earliest
+/// to the latest clock that accepts it, and a minute's margin). A request
+/// from a sender that signs none verifies for ever, so its keys are kept
+/// at least [`UNTIMED_DEDUPE_TTL`].
+fn dedupe_keys(source: &Source, ev: &NewEvent, dedupe_ttl: Duration) -> Vec<DedupeKey> {
+    let (delivery_ttl, content_ttl) = match source.signed_tolerance() {
+        Some(tolerance) => (dedupe_ttl, tolerance * 2 + Duration::from_secs(60)),
+        None => {
+            let ttl = dedupe_ttl.max(UNTIMED_DEDUPE_TTL);
+            (ttl, ttl)
+        }
+    };
+    let mut keys: Vec<DedupeKey> = Vec::with_capacity(ev.delivery_keys.len() + 1);
+    for k in &ev.delivery_keys {
+        if !keys.iter().any(|d| &d.key == k) {
+            keys.push(DedupeKey::new(k.clone(), delivery_ttl));
+        }
+    }
+    keys.extend(ev.content_key.iter().map(|k| DedupeKey::new(k.clone(), content_ttl)));
+    keys
 }
 
 /// An HTTP catch-up answer's events at most, as JSON: a Lambda answer is
@@ -82,19 +135,28 @@ impl<L: EventLog> Hooks<L> {
         }
         let now = (self.clock)();
         let verified = verify(source, req, now)?;
-        let ev = normalise(source, content_type, req.body, &verified)?;
+        let ev = match normalise(source, content_type, req.body, &verified)? {
+            Normalised::Event(ev) => ev,
+            Normalised::Ignored { channel, reason } => {
+                tracing::info!(source = source_name, %channel, reason, "webhook ignored: nothing published");
+                let event = EventName::parse("ignored").expect("valid literal");
+                return Ok(Accepted { channel, event, seq: 0, duplicate: false, ignored: Some(reason) });
+            }
+        };
         let data_len = ev.data.to_string().len();
         if data_len > self.config.limits.max_event_bytes {
             return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });
         }
         let state = self.config.state_spec(&ev.channel);
+        let dedupe_keys = dedupe_keys(source, &ev, self.config.limits.dedupe_ttl);
         let pending = Pending {
             channel: ev.channel,
             event: ev.event,
             data: ev.data,
             at: format_at(now),
             at_ms: millis(now),
-            dedupe_key: ev.dedupe_key,
+            dedupe_keys,
+            event_ms: ev.event_ms,
             state,
         };
         let appended = self.log.append(&pending).await.map_err(|e| {
@@ -108,7 +170,7 @@ impl<L: EventLog> Hooks<L> {
                 return Err(HookError::StateTooLarge { channel: pending.channel.to_string(), size: t.size, limit: t.limit })
             }
         };
-        Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate })
+        Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate, ignored: None })
     }
 
     /// Whether `token` lets its holder read `channel` (always, for a public one).

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::channel::{Channel, EventName};
 use crate::config::{form_slug, Route, Source, SourceKind};
 use crate::error::HookError;
-use crate::mapping::project;
+use crate::mapping::{lookup, project, project_patch, time_ms};
 use crate::verify::Verified;
 
 /// A validated event, not yet in a channel log.
@@ -16,10 +16,41 @@ pub struct NewEvent {
     pub channel: Channel,
     pub event: EventName,
     pub data: Value,
-    /// Identifies this delivery for dedupe, scoped to its source.
-    /// The sender's identity for this delivery; `None`: no identity, so
-    /// every delivery is a distinct event (bodies are never compared).
-    pub dedupe_key: Option<String>,
+    /// The sender's identities for this delivery, scoped to its source
+    /// (`<source>:id:<delivery id>`, `<source>:deploy:<id>:<state>`, …):
+    /// a redelivery carries the same. Empty with no `content_key`: every
+    /// delivery is a distinct event.
+    pub delivery_keys: Vec<String>,
+    /// `<source>:sha256:<hex>` of what the signature covers, when no
+    /// identity above is signed: a captured request replayed under a new
+    /// delivery id (or event-type header) is known by it.
+    pub content_key: Option<String>,
+    /// The sender's own time for the event (ms since the epoch), read where
+    /// its kind's body says it (see [`sender_time`]).
+    pub event_ms: Option<u64>,
+}
+
+/// What a verified webhook comes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalised {
+    Event(NewEvent),
+    /// Nothing is published, nothing stored (a Netlify form the source does
+    /// not list): the sender is answered 200 so it does not retry.
+    Ignored {
+        /// Where it would have gone.
+        channel: Channel,
+        reason: String,
+    },
+}
+
+impl Normalised {
+    /// The event, if there is one.
+    pub fn event(self) -> Option<NewEvent> {
+        match self {
+            Self::Event(e) => Some(e),
+            Self::Ignored { .. } => None,
+        }
+    }
 }
 
 /// The fields of a Netlify deploy that reach pages; the rest (admin URLs,
@@ -144,23 +175,73 @@ fn hex_pair(a: Option<u8>, b: Option<u8>) -> Option<u8> {
 
 /// `verified` carries what the signature check read from headers: the
 /// sender's delivery id and event type, where it sends them there.
-pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verified: &Verified) -> Result<NewEvent, HookError> {
+///
+/// The delivery's identities: ids in the body (Netlify's, Stripe's and
+/// Vercel's, all signed with the body), the delivery id from a header, and,
+/// when none of them is signed (GitHub's `X-GitHub-Delivery`, Shopify's
+/// `X-Shopify-Webhook-Id`, Sanity's idempotency key, the `hmac` kind's
+/// delivery header: a replayer writes what it likes there), the hash of
+/// what the signature covers.
+pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verified: &Verified) -> Result<Normalised, HookError> {
     let parsed = parse_body(content_type, body)?;
     let mut ev = match (&source.kind, &source.route) {
         (SourceKind::Netlify { forms, form_channels, .. }, _) => {
             let Body::Json(Value::Object(obj)) = parsed else {
                 return Err(HookError::BadPayload("Netlify payloads are JSON objects".into()));
             };
-            netlify(&obj, forms, form_channels)?
+            match netlify(&obj, forms, form_channels)? {
+                Normalised::Event(ev) => ev,
+                ignored => return Ok(ignored),
+            }
         }
         (_, Some(route)) => native(source, route, parsed, verified.topic.as_deref())?,
         (_, None) => generic(source, parsed)?,
     };
+    // Ids read from the body are signed with it.
+    let mut signed_identity = !ev.delivery_keys.is_empty();
     if let Some(id) = &verified.delivery_id {
-        ev.dedupe_key = Some(format!("id:{id}"));
+        ev.delivery_keys.push(format!("id:{id}"));
+        signed_identity |= verified.id_signed;
     }
-    ev.dedupe_key = ev.dedupe_key.map(|k| format!("{}:{k}", source.name));
-    Ok(ev)
+    if !signed_identity {
+        ev.content_key = verified.signed_sha256.as_ref().map(|h| format!("{}:sha256:{h}", source.name));
+    }
+    for k in &mut ev.delivery_keys {
+        *k = format!("{}:{k}", source.name);
+    }
+    Ok(Normalised::Event(ev))
+}
+
+/// The sender's own time for the event, in the field its kind keeps it:
+/// Netlify deploys `updated_at`, forms `created_at`; Stripe `created`;
+/// Shopify `updated_at` (else `created_at`); Vercel and Strapi `createdAt`;
+/// Sanity `_updatedAt`; Contentful `sys.updatedAt`; Svix and Standard
+/// Webhooks `timestamp`; GitHub by event: a push `repository.pushed_at`, a
+/// deployment (status) or workflow run its `updated_at`, a release its
+/// `published_at` (`created_at` when created). `None` where the kind or
+/// event says no time of its own (the `hmac` and `token` kinds, a GitHub
+/// issue comment, …): a `last` state then takes whatever comes last.
+pub fn sender_time(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Option<u64> {
+    let paths: &[&str] = match kind {
+        SourceKind::Netlify { .. } => return body.as_object().and_then(netlify_time),
+        SourceKind::Stripe { .. } => &["created"],
+        SourceKind::Shopify { .. } => &["updated_at", "created_at"],
+        SourceKind::Vercel { .. } | SourceKind::Strapi { .. } => &["createdAt"],
+        SourceKind::Sanity { .. } => &["_updatedAt"],
+        SourceKind::Contentful { .. } => &["sys.updatedAt", "sys.deletedAt"],
+        SourceKind::Svix { .. } | SourceKind::Standard { .. } => &["timestamp"],
+        SourceKind::Github { .. } => match (topic?, body.get("action").and_then(Value::as_str)) {
+            ("push", _) => &["repository.pushed_at"],
+            ("deployment_status", _) => &["deployment_status.updated_at"],
+            ("deployment", _) => &["deployment.updated_at"],
+            ("workflow_run", _) => &["workflow_run.updated_at"],
+            ("release", Some("published" | "released" | "prereleased")) => &["release.published_at"],
+            ("release", Some("created")) => &["release.created_at"],
+            _ => &[],
+        },
+        SourceKind::Hmac { .. } | SourceKind::Token { .. } => &[],
+    };
+    paths.iter().find_map(|p| lookup(body, p).and_then(time_ms))
 }
 
 /// What each sender kind publishes when the source lists no `fields`: the
@@ -289,23 +370,44 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
         Some(fields) => project(&body, fields),
         None => project(&body, default_fields(&source.kind)),
     };
-    Ok(NewEvent { channel, event, data, dedupe_key: id.map(|id| format!("id:{id}")) })
+    let event_ms = sender_time(&source.kind, &body, topic);
+    Ok(NewEvent {
+        channel,
+        event,
+        data,
+        delivery_keys: id.map(|id| format!("id:{id}")).into_iter().collect(),
+        content_key: None,
+        event_ms,
+    })
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     obj.get(k).and_then(Value::as_str)
 }
 
+/// A Netlify form submission's `created_at`, a deploy's `updated_at`.
+fn netlify_time(obj: &Map<String, Value>) -> Option<u64> {
+    obj.get(if obj.contains_key("form_name") { "created_at" } else { "updated_at" }).and_then(time_ms)
+}
+
 fn netlify(
     obj: &Map<String, Value>,
     forms: &BTreeMap<String, Vec<String>>,
     form_channels: &BTreeMap<String, Channel>,
-) -> Result<NewEvent, HookError> {
+) -> Result<Normalised, HookError> {
     if let Some(form_name) = str_field(obj, "form_name") {
         // A form is configured under the name Netlify sends or under its slug.
         let slug = form_slug(form_name);
         let configured = |name: &str| Some(name) == slug.as_deref() || name == form_name;
-        let allowed = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields);
+        // A form the source does not list publishes nothing, not even that it was sent.
+        let Some(allowed) = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields) else {
+            let shown: String = form_name.chars().take(40).collect();
+            let channel = slug.and_then(|s| Channel::parse(&format!("forms/{s}")).ok());
+            return Ok(Normalised::Ignored {
+                channel: channel.unwrap_or_else(|| Channel::parse("forms").expect("valid literal")),
+                reason: format!("form {shown:?} is not configured: list it under [sources.<name>.forms.<form>] to publish it"),
+            });
+        };
         // Configured channel, else forms/<slug>: `Contact Form` → forms/contact-form.
         let channel = match form_channels.iter().find(|(name, _)| configured(name)) {
             Some((_, c)) => c.clone(),
@@ -325,26 +427,22 @@ fn netlify(
             data.insert("created_at".into(), at.clone());
         }
         let submitted = obj.get("data").and_then(Value::as_object);
-        if allowed.is_none() {
-            tracing::warn!(
-                form = form_name,
-                "form not in the netlify source's forms: published with no fields; list them under [sources.<name>.forms.{form_name}] fields"
-            );
-        }
         let mut fields = Map::new();
-        for name in allowed.into_iter().flatten() {
+        for name in allowed {
             if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
                 fields.insert(name.clone(), v.clone());
             }
         }
         data.insert("fields".into(), Value::Object(fields));
         let key = str_field(obj, "id").map(|id| format!("form:{id}"));
-        return Ok(NewEvent {
+        return Ok(Normalised::Event(NewEvent {
             channel,
             event: EventName::parse("form.submitted").expect("valid literal"),
             data: Value::Object(data),
-            dedupe_key: key,
-        });
+            delivery_keys: key.into_iter().collect(),
+            content_key: None,
+            event_ms: netlify_time(obj),
+        }));
     }
     if let Some(state) = str_field(obj, "state") {
         let name = match state {
@@ -380,7 +478,14 @@ fn netlify(
                     .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
             }
         };
-        return Ok(NewEvent { channel, event, data: Value::Object(data), dedupe_key: key });
+        return Ok(Normalised::Event(NewEvent {
+            channel,
+            event,
+            data: Value::Object(data),
+            delivery_keys: key.into_iter().collect(),
+            content_key: None,
+            event_ms: netlify_time(obj),
+        }));
     }
     Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
 }
@@ -448,7 +553,7 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
     let data = match (&source.fields, data) {
         (None, data) => data,
         (Some(allowed), data @ Value::Object(_)) => {
-            let kept = project(&data, allowed);
+            let kept = project_patch(&data, allowed);
             if kept != data {
                 tracing::info!(source = %source.name, "fields not in the source's allow-list were not published");
             }
@@ -460,7 +565,7 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
             ))
         }
     };
-    Ok(NewEvent { channel, event, data, dedupe_key: None })
+    Ok(NewEvent { channel, event, data, delivery_keys: vec![], content_key: None, event_ms: None })
 }
 
 #[cfg(test)]
@@ -493,6 +598,11 @@ mod tests {
         }
     }
 
+    /// The event a webhook comes to (these tests expect one, not an ignored delivery).
+    fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], v: &Verified) -> Result<NewEvent, HookError> {
+        super::normalise(source, content_type, body, v).map(|n| n.event().expect("an event, not an ignored delivery"))
+    }
+
     /// A Netlify deploy notification with every field Netlify sends (shared fixture).
     pub(crate) fn deploy_payload(state: &str) -> Value {
         let mut v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/netlify/deploy.json")).unwrap();
@@ -511,7 +621,8 @@ mod tests {
         assert_eq!(ev.data["title"], "Update pricing page");
         assert!(!ev.data.to_string().contains("LOGTOKEN"));
         assert!(ev.data.get("admin_url").is_none());
-        assert_eq!(ev.dedupe_key.as_deref(), Some("netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready"));
+        assert_eq!(ev.delivery_keys, vec!["netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready"]);
+        assert_eq!(ev.content_key, None, "its id is signed with the body");
 
         for (state, name) in [("building", "deploy.started"), ("error", "deploy.failed"), ("processing", "deploy.processing")] {
             let body = deploy_payload(state).to_string();
@@ -530,17 +641,43 @@ mod tests {
             ev.data,
             json!({"form":"guestbook","created_at":"2026-11-23T07:00:00.000Z","fields":{"name":"Ada","message":"Hello!"}})
         );
-        // Default: nothing beyond the form name and time.
-        let ev = normalise(&netlify_src(&[]), None, body.as_bytes(), &Verified::default()).unwrap();
+        // Listed with no fields: nothing beyond the form name and time.
+        let ev = normalise(&netlify_src(&[("guestbook", &[])]), None, body.as_bytes(), &Verified::default()).unwrap();
         assert_eq!(ev.data["fields"], json!({}));
         assert!(!ev.data.to_string().contains("203.0.113.9"));
-        assert_eq!(ev.dedupe_key.as_deref(), Some("netlify:form:6571c0de"));
+        assert_eq!(ev.delivery_keys, vec!["netlify:form:6571c0de"]);
 
         let bad = json!({"form_name": "!!! ???", "data": {}}).to_string();
-        let err = normalise(&netlify_src(&[]), None, bad.as_bytes(), &Verified::default()).unwrap_err();
+        let err = normalise(&netlify_src(&[("!!! ???", &[])]), None, bad.as_bytes(), &Verified::default()).unwrap_err();
         assert!(matches!(&err, HookError::BadPayload(m) if m.contains("no letter or digit")), "{err:?}");
         let neither = normalise(&netlify_src(&[]), None, br#"{"hello":1}"#, &Verified::default()).unwrap_err();
         assert!(matches!(neither, HookError::BadPayload(m) if m.contains("not a Netlify")));
+    }
+
+    /// A form the source does not list publishes nothing: not its name, not
+    /// its time (it was once published with no fields).
+    #[test]
+    fn an_unconfigured_netlify_form_is_ignored() {
+        let body = include_str!("../../../tests/fixtures/senders/netlify/form-contact.json");
+        for src in [netlify_src(&[]), netlify_src(&[("guestbook", &["name"])])] {
+            match super::normalise(&src, None, body.as_bytes(), &Verified::default()).unwrap() {
+                Normalised::Ignored { channel, reason } => {
+                    assert_eq!(channel.as_str(), "forms/contact");
+                    assert!(reason.contains("\"contact\" is not configured"), "{reason}");
+                }
+                other => panic!("published: {other:?}"),
+            }
+        }
+        // Listed under its own name or its slug, it publishes.
+        for listed in ["contact", "Contact"] {
+            let body = body.replace("\"contact\"", &format!("{listed:?}"));
+            let ev = normalise(&netlify_src(&[("contact", &["name"])]), None, body.as_bytes(), &Verified::default()).unwrap();
+            assert_eq!((ev.channel.as_str(), ev.data["fields"].clone()), ("forms/contact", json!({"name": "Ursula K. Le Guin"})));
+        }
+        // No name to make a channel of, and not listed: ignored too, not refused.
+        let nameless = json!({"form_name": "!!!", "data": {}}).to_string();
+        let got = super::normalise(&netlify_src(&[]), None, nameless.as_bytes(), &Verified::default()).unwrap();
+        assert!(matches!(got, Normalised::Ignored { ref channel, .. } if channel.as_str() == "forms"), "{got:?}");
     }
 
     #[test]
@@ -554,7 +691,7 @@ mod tests {
             ("my form!", "forms/my-form"),
         ] {
             let body = json!({"form_name": name, "id": "f1", "data": {"name": "Ada"}}).to_string();
-            let ev = normalise(&netlify_src(&[]), None, body.as_bytes(), &Verified::default()).unwrap();
+            let ev = normalise(&netlify_src(&[(name, &[])]), None, body.as_bytes(), &Verified::default()).unwrap();
             assert_eq!(ev.channel.as_str(), channel, "{name:?}");
             assert_eq!(ev.data["form"], name);
         }
@@ -583,19 +720,19 @@ mod tests {
         let ev = normalise(&zap(), Some("application/json; charset=utf-8"), body, &Verified::default()).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("news/today", "post.published"));
         assert_eq!(ev.data, json!({"title":"Hi"}));
-        assert_eq!(ev.dedupe_key, None, "no delivery id: never deduped by body");
+        assert_eq!((ev.delivery_keys.len(), ev.content_key.clone()), (0, None), "no delivery id, nothing signed: never deduped");
 
         let form = b"channel=alerts&event=zap.fired&title=Hello+world&url=https%3A%2F%2Fx.test";
         let ev = normalise(
             &zap(),
             Some("application/x-www-form-urlencoded"),
             form,
-            &Verified { delivery_id: Some("msg_1".into()), topic: None },
+            &Verified { delivery_id: Some("msg_1".into()), ..Verified::default() },
         )
         .unwrap();
         assert_eq!(ev.channel.as_str(), "alerts");
         assert_eq!(ev.data, json!({"title":"Hello world","url":"https://x.test"}));
-        assert_eq!(ev.dedupe_key.as_deref(), Some("zap:id:msg_1"));
+        assert_eq!(ev.delivery_keys, vec!["zap:id:msg_1"]);
     }
 
     #[test]
@@ -666,6 +803,16 @@ mod tests {
         assert_eq!(ev.data, json!({"title": "Hi"}));
     }
 
+    /// A listed field sent as `null` passes: in a merge patch it deletes
+    /// the key, and a source must list its fields.
+    #[test]
+    fn listed_nulls_pass_as_patches() {
+        let mut src = zap();
+        src.fields = Some(vec!["period".into(), "away".into()]);
+        let body = br#"{"channel":"alerts","event":"score","data":{"period":null,"away":2,"email":null}}"#;
+        assert_eq!(normalise(&src, None, body, &Verified::default()).unwrap().data, json!({"period": null, "away": 2}));
+    }
+
     #[test]
     fn flat_json_is_data_and_nothing_is_dropped_silently() {
         let flat = br#"{"channel":"alerts","event":"zap.fired","title":"Hi","count":3}"#;
@@ -714,7 +861,7 @@ mod tests {
         cfg.sources.remove("src").unwrap()
     }
     fn topic(t: &str) -> Verified {
-        Verified { delivery_id: None, topic: Some(t.into()) }
+        Verified { topic: Some(t.into()), ..Verified::default() }
     }
     fn json_of(ev: &NewEvent) -> String {
         ev.data.to_string()
@@ -724,7 +871,7 @@ mod tests {
     fn github_events_names_and_default_data() {
         let src = configured("github", |_| {});
         let release = sender_fixture("github/release-published.json");
-        let v = Verified { delivery_id: Some("72d3162e".into()), topic: Some("release".into()) };
+        let v = Verified { delivery_id: Some("72d3162e".into()), topic: Some("release".into()), ..Verified::default() };
         let ev = normalise(&src, Some("application/json"), &release, &v).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("src", "release.published"));
         assert_eq!(
@@ -732,7 +879,7 @@ mod tests {
             json!({"action": "published", "repository": {"id": 186853002, "full_name": "Codertocat/Hello-World"},
                    "release": {"id": 17372790, "tag_name": "0.0.1", "name": "", "prerelease": false}})
         );
-        assert_eq!(ev.dedupe_key.as_deref(), Some("src:id:72d3162e"));
+        assert_eq!(ev.delivery_keys, vec!["src:id:72d3162e"]);
         let push = normalise(&src, None, &sender_fixture("github/push.json"), &topic("push")).unwrap();
         assert_eq!(push.event.as_str(), "push");
         assert_eq!(push.data["ref"], "refs/tags/simple-tag");
@@ -759,6 +906,88 @@ mod tests {
         assert!(matches!(form, Err(HookError::BadPayload(m)) if m.contains("application/json")));
     }
 
+    /// A delivery id the signature does not cover is not the delivery's only
+    /// identity: the hash of the signed content comes with it, the same
+    /// whatever delivery id or event type a replayer writes in the headers.
+    /// Where the identity is signed (Standard Webhooks' id, ids in the
+    /// body), no hash: equal bodies can be two events.
+    #[test]
+    fn unsigned_delivery_ids_come_with_the_signed_content_s_hash() {
+        let src = configured("github", |_| {});
+        let body = sender_fixture("github/release-published.json");
+        let sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+        let v = |id: &str, topic: &str| Verified {
+            delivery_id: Some(id.into()),
+            id_signed: false,
+            signed_sha256: Some(sha(&body)),
+            topic: Some(topic.into()),
+        };
+        let first = normalise(&src, None, &body, &v("72d3162e", "release")).unwrap();
+        let replay = normalise(&src, None, &body, &v("00000000", "push")).unwrap();
+        assert_eq!(first.content_key, Some(format!("src:sha256:{}", sha(&body))));
+        assert_eq!(replay.content_key, first.content_key);
+        assert_ne!(replay.delivery_keys, first.delivery_keys);
+        // A signed id stands alone.
+        let std = configured("standard", |r| {
+            r.channel = Some("billing".into());
+            r.event = Some("{type}".into());
+            r.fields = Some(vec!["id".into()]);
+        });
+        let signed = Verified { delivery_id: Some("msg_1".into()), id_signed: true, signed_sha256: None, topic: None };
+        let ev = normalise(&std, None, br#"{"id":"in_1","type":"invoice.paid"}"#, &signed).unwrap();
+        assert_eq!((ev.delivery_keys, ev.content_key), (vec!["src:id:msg_1".to_string()], None));
+        // So does an id in the signed body (Netlify's deploy id), whatever the header.
+        let deploy = deploy_payload("ready").to_string();
+        let v = Verified { signed_sha256: Some(sha(deploy.as_bytes())), ..Verified::default() };
+        assert_eq!(normalise(&netlify_src(&[]), None, deploy.as_bytes(), &v).unwrap().content_key, None);
+        // A Netlify body with no id: its hash is its identity.
+        let bare = br#"{"state":"ready"}"#;
+        let v = Verified { signed_sha256: Some(sha(bare)), ..Verified::default() };
+        let ev = normalise(&netlify_src(&[]), None, bare, &v).unwrap();
+        assert_eq!((ev.delivery_keys.len(), ev.content_key), (0, Some(format!("netlify:sha256:{}", sha(bare)))));
+    }
+
+    /// Each kind's own time for its event, read where the kind keeps it.
+    #[test]
+    fn sender_times_per_kind() {
+        let at = |s: &str| crate::mapping::time_ms(&json!(s));
+        let github = configured("github", |_| {});
+        for (file, event, want) in [
+            ("github/push.json", "push", Some(1_557_933_657_000)),
+            ("github/release-published.json", "release", at("2019-05-15T15:20:53Z")),
+            ("github/deployment_status.json", "deployment_status", at("2019-05-15T15:20:55Z")),
+            ("github/workflow_run-completed.json", "workflow_run", at("2020-10-05T16:33:49Z")),
+            // An event whose body has no time of its own.
+            ("github/release-published.json", "issue_comment", None),
+        ] {
+            let ev = normalise(&github, None, &sender_fixture(file), &topic(event)).unwrap();
+            assert_eq!(ev.event_ms, want, "{file} as {event}");
+        }
+        let deploy = deploy_payload("ready").to_string();
+        let ev = normalise(&netlify_src(&[]), None, deploy.as_bytes(), &Verified::default()).unwrap();
+        assert_eq!(ev.event_ms, crate::mapping::time_ms(&deploy_payload("ready")["updated_at"]));
+        assert!(ev.event_ms.is_some());
+        let form = sender_fixture("netlify/form-contact.json");
+        let ev = normalise(&netlify_src(&[("contact", &[])]), None, &form, &Verified::default()).unwrap();
+        assert_eq!(ev.event_ms, at("2022-05-10T11:57:44.515Z"));
+        for (kind, file, topic, want) in [
+            ("sanity", "sanity/document.json", "update", at("2020-09-28T12:51:59Z")),
+            ("contentful", "contentful/entry-create.json", "ContentManagement.Entry.create", at("2021-04-19T15:37:29.678Z")),
+            ("strapi", "strapi/entry-publish.json", "", at("2020-01-10T08:59:35.796Z")),
+        ] {
+            let v = Verified { topic: (!topic.is_empty()).then(|| topic.to_owned()), ..Verified::default() };
+            let ev = normalise(&configured(kind, |_| {}), None, &sender_fixture(file), &v).unwrap();
+            assert_eq!(ev.event_ms, want, "{kind}");
+        }
+        let zap = normalise(
+            &zap(),
+            None,
+            br#"{"channel":"alerts","event":"e","data":{"updated_at":"2020-01-01T00:00:00Z"}}"#,
+            &Verified::default(),
+        );
+        assert_eq!(zap.unwrap().event_ms, None, "the generic kinds read no time");
+    }
+
     #[test]
     fn vercel_deploy_id_is_data_id_and_event_id_dedupes() {
         let src = configured("vercel", |_| {});
@@ -770,7 +999,8 @@ mod tests {
                    "payload": {"deployment": {"name": "nextjsblog-demo-new", "url": "nextjsblog-demo-new-gogovbsz1.vercel.app"},
                                "target": "production", "project": {"id": "QmQPfU4xn5APjEsSje4ccPcSJCmVAByA8CDKfZRhYyVPAg"}}})
         );
-        assert_eq!(ev.dedupe_key.as_deref(), Some("src:id:uev_ZfbZKA3Ts2aEa2Cic6t6wSZ3"));
+        assert_eq!(ev.delivery_keys, vec!["src:id:uev_ZfbZKA3Ts2aEa2Cic6t6wSZ3"]);
+        assert_eq!(ev.event_ms, Some(1_592_335_604_941), "createdAt");
         assert!(!json_of(&ev).contains("githubCommitAuthor"));
         let no_type = normalise(&src, None, br#"{"id":"uev_1","payload":{}}"#, &Verified::default());
         assert!(matches!(no_type, Err(HookError::BadPayload(m)) if m.contains("not a Vercel event")));
@@ -785,7 +1015,8 @@ mod tests {
             ev.data,
             json!({"id": "evt_1Pgc76B7WZ01zgkWwyRHS12y", "data": {"object": {"id": "price_1PgafmB7WZ01zgkW6dKueIc5", "object": "plan"}}})
         );
-        assert_eq!(ev.dedupe_key.as_deref(), Some("src:id:evt_1Pgc76B7WZ01zgkWwyRHS12y"));
+        assert_eq!(ev.delivery_keys, vec!["src:id:evt_1Pgc76B7WZ01zgkWwyRHS12y"]);
+        assert_eq!(ev.event_ms, Some(1_234_567_890_000), "created");
         // A thin event (Stripe's event destinations) is an event too.
         let thin = br#"{"id":"evt_2","object":"v2.core.event","type":"v1.billing.meter.no_meter_found","related_object":{"id":"mtr_1"}}"#;
         let thin_src = configured("stripe", |_| {});
@@ -810,7 +1041,7 @@ mod tests {
     #[test]
     fn shopify_topic_names_the_event_and_no_customer_data_passes() {
         let src = configured("shopify", |r| r.channel = Some("orders".into()));
-        let v = Verified { delivery_id: Some("b54557e4".into()), topic: Some("orders/create".into()) };
+        let v = Verified { delivery_id: Some("b54557e4".into()), topic: Some("orders/create".into()), ..Verified::default() };
         let ev = normalise(&src, None, &sender_fixture("shopify/orders-create.json"), &v).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("orders", "orders.create"));
         let keys: Vec<&String> = ev.data.as_object().unwrap().keys().collect();
@@ -820,13 +1051,18 @@ mod tests {
         for private in ["@", "address", "browser_ip", "token", "phone"] {
             assert!(!all.contains(private), "{private} in {all}");
         }
-        assert_eq!(ev.dedupe_key.as_deref(), Some("src:id:b54557e4"));
+        assert_eq!(ev.delivery_keys, vec!["src:id:b54557e4"]);
+        assert_eq!(ev.event_ms, Some(1_199_980_800_000), "updated_at, with its offset");
     }
 
     #[test]
     fn contentful_sanity_svix_strapi() {
         let src = configured("contentful", |r| r.channel = Some("cms/{sys.contentType.sys.id}".into()));
-        let v = Verified { delivery_id: Some("idem-1".into()), topic: Some("ContentManagement.Entry.create".into()) };
+        let v = Verified {
+            delivery_id: Some("idem-1".into()),
+            topic: Some("ContentManagement.Entry.create".into()),
+            ..Verified::default()
+        };
         let ev = normalise(
             &src,
             Some("application/vnd.contentful.management.v1+json"),
@@ -860,18 +1096,19 @@ mod tests {
         assert_eq!(ev.event.as_str(), "document.change");
 
         let src = configured("svix", |r| r.channel = Some("users".into()));
-        let v = Verified { delivery_id: Some("msg_1".into()), topic: None };
+        let v = Verified { delivery_id: Some("msg_1".into()), id_signed: true, ..Verified::default() };
         let ev = normalise(&src, None, &sender_fixture("clerk/user-created.json"), &v).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("users", "user.created"));
         assert_eq!(ev.data, json!({"data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "object": "user"}}));
         assert!(!json_of(&ev).contains("example.org"));
-        assert_eq!(ev.dedupe_key.as_deref(), Some("src:id:msg_1"));
+        assert_eq!(ev.delivery_keys, vec!["src:id:msg_1"]);
+        assert_eq!(ev.event_ms, Some(1_654_012_591_835), "timestamp");
 
         let src = configured("strapi", |r| r.channel = Some("cms/{model}".into()));
         let ev = normalise(&src, None, &sender_fixture("strapi/entry-publish.json"), &Verified::default()).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("cms/address", "entry.publish"));
         assert_eq!(ev.data, json!({"model": "address", "entry": {"id": 1}}));
-        assert_eq!(ev.dedupe_key, None, "Strapi names no delivery");
+        assert_eq!((ev.delivery_keys.len(), ev.content_key.clone()), (0, None), "Strapi names no delivery and signs nothing");
         assert!(
             matches!(normalise(&src, None, b"[1]", &Verified::default()), Err(HookError::BadPayload(m)) if m.contains("JSON object"))
         );
@@ -889,10 +1126,11 @@ mod tests {
         let ev = normalise(&src, None, &sender_fixture("strapi/entry-publish.json"), &Verified::default()).unwrap();
         assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("shop/address", "strapi.entry.publish"));
         assert_eq!(ev.data, json!({"entry": {"city": "Paris"}, "at": "2020-01-10T08:59:35.796Z"}));
-        // Without fields: ids and types only.
+        // Only the fields named (a standard source must name them).
         let src = configured("standard", |r| {
             r.channel = Some("billing".into());
             r.event = Some("{type}".into());
+            r.fields = Some(vec!["id".into(), "type".into()]);
         });
         let ev =
             normalise(&src, None, br#"{"id":"in_1","type":"invoice.paid","email":"a@b.example"}"#, &Verified::default()).unwrap();
@@ -933,8 +1171,12 @@ mod tests {
             ("netlify", "netlify/form-submission.json", ""),
             ("netlify", "netlify/deploy-succeeded.json", ""),
         ] {
-            let src = if kind == "netlify" { netlify_src(&[]) } else { configured(kind, |_| {}) };
-            let v = Verified { delivery_id: None, topic: (!topic.is_empty()).then(|| topic.to_owned()) };
+            let src = if kind == "netlify" {
+                netlify_src(&[("contact", &[]), ("Contact Form", &[])])
+            } else {
+                configured(kind, |_| {})
+            };
+            let v = Verified { topic: (!topic.is_empty()).then(|| topic.to_owned()), ..Verified::default() };
             let ev = normalise(&src, None, &sender_fixture(file), &v).unwrap_or_else(|e| panic!("{file}: {e:?}"));
             let text = ev.data.to_string();
             assert!(!text.contains('@') && !ip(&text), "{file}: {text}");

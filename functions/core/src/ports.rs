@@ -84,17 +84,35 @@ impl StoreError {
     }
 }
 
-/// How long a channel's history and dedupe keys are kept.
+/// How long a channel's history and its state are kept (dedupe keys carry
+/// their own retention: [`DedupeKey::ttl`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub max_events: u32,
     pub max_age: Duration,
-    pub dedupe_ttl: Duration,
+    /// A channel's state is not served, nor built on, once this long has
+    /// passed since an append last carried it on (each one renews it).
+    pub state_ttl: Duration,
 }
 
 impl From<&crate::config::Limits> for Retention {
     fn from(l: &crate::config::Limits) -> Self {
-        Self { max_events: l.history_max_events, max_age: l.history_max_age, dedupe_ttl: l.dedupe_ttl }
+        Self { max_events: l.history_max_events, max_age: l.history_max_age, state_ttl: l.state_ttl }
+    }
+}
+
+/// One identity of a delivery: an append carrying a key seen within its
+/// `ttl` is a duplicate. Keys are global (scoped by the caller, e.g. with
+/// the source's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupeKey {
+    pub key: String,
+    pub ttl: Duration,
+}
+
+impl DedupeKey {
+    pub fn new(key: impl Into<String>, ttl: Duration) -> Self {
+        Self { key: key.into(), ttl }
     }
 }
 
@@ -106,8 +124,13 @@ pub struct Pending {
     pub data: Value,
     pub at: String,
     pub at_ms: u64,
-    /// The sender's delivery identity; `None`: always a new event.
-    pub dedupe_key: Option<String>,
+    /// The delivery's identities (its sender's delivery id, the hash of
+    /// what its signature covers, …), all checked and written with the
+    /// event; any one seen makes it a duplicate. Empty: always a new event.
+    pub dedupe_keys: Vec<DedupeKey>,
+    /// The sender's own time for the event (ms), where its body carries
+    /// one: a `last` state never goes back to an older event.
+    pub event_ms: Option<u64>,
     /// The channel keeps a state: the log carries it on in the same commit
     /// (see [`crate::state::advance`]).
     pub state: Option<StateSpec>,
@@ -122,7 +145,8 @@ impl Pending {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Appended {
     Stored(Event),
-    /// The dedupe key was seen before; nothing was written.
+    /// One of the dedupe keys was seen before (`seq`: the event the first
+    /// of them, in the append's order, names); nothing was written.
     Duplicate {
         seq: u64,
     },
@@ -176,15 +200,18 @@ pub struct SubscriberPage {
 ///
 /// Contract (checked by `hookcast_testkit::conformance` on every implementation):
 /// per channel, `seq` is gapless and increasing, assigned atomically with the
-/// event, its dedupe key and the channel's state (all or nothing; a state
-/// that would outgrow its limit writes nothing); a key seen within `dedupe_ttl`
-/// is refused; reads return only what retention keeps (the newest
-/// `max_events`, none older than `max_age`), oldest first, with the log's
-/// epoch (the same for every read of one log, different for another log)
-/// and the state at the head they report.
+/// event, its dedupe keys and the channel's state (all or nothing; a state
+/// that would outgrow its limit writes nothing, nor does a duplicate); an
+/// append with any key seen within that key's `ttl` is refused; reads
+/// return only what retention keeps (the newest `max_events`, none older
+/// than `max_age`), oldest first, with the log's epoch (the same for every
+/// read of one log, different for another log) and the state at the head
+/// they report, unless `state_ttl` has passed since an append last carried
+/// that state on (then no state, and the next append does not build on it).
 pub trait EventLog: Send + Sync + 'static {
-    /// Atomically: refuse a seen dedupe key, else assign the next seq and
-    /// store the event and the key. Returns once both are durable.
+    /// Atomically: refuse a delivery any of whose dedupe keys was seen, else
+    /// assign the next seq and store the event, every key and the state.
+    /// Returns once all are durable.
     fn append(&self, ev: &Pending) -> impl Future<Output = Result<Appended, StoreError>> + Send;
     /// Retained events with seq > `since`, at most `limit`.
     fn read(&self, channel: &Channel, since: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;

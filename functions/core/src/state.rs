@@ -74,6 +74,16 @@ pub struct State {
     /// [`StateMode::kind`] of the mode that made it.
     pub kind: String,
     pub value: Value,
+    /// `last` only: the sender's own time (ms) of the event it holds, where
+    /// the sender's body said it; an event older than that does not
+    /// replace it.
+    pub event_ms: Option<u64>,
+}
+
+impl State {
+    pub fn new(kind: impl Into<String>, value: Value) -> Self {
+        Self { kind: kind.into(), value, event_ms: None }
+    }
 }
 
 /// `[state]`: channel patterns and their modes. An exact name wins over a
@@ -106,13 +116,22 @@ pub fn entry(ev: &Event) -> Value {
 }
 
 /// The state after `ev`, from the state before it (`None` for a channel
-/// without one, or one kept under another mode).
-pub fn advance(spec: StateSpec, prev: Option<&State>, ev: &Event) -> Result<State, StateTooLarge> {
-    let prev = prev.filter(|p| p.kind == spec.mode.kind()).map(|p| &p.value);
+/// without one, or one kept under another mode). `event_ms` is the
+/// sender's own time for `ev`, where known: a `last` state that holds a
+/// newer event keeps it (a late retry or a slow delivery of an older event
+/// is still logged and pushed, but pages arriving later see the newest).
+pub fn advance(spec: StateSpec, prev: Option<&State>, ev: &Event, event_ms: Option<u64>) -> Result<State, StateTooLarge> {
+    let prev = prev.filter(|p| p.kind == spec.mode.kind());
     let value = match spec.mode {
-        StateMode::Last => entry(ev),
+        StateMode::Last => {
+            let newer = |p: &&State| matches!((p.event_ms, event_ms), (Some(held), Some(at)) if at < held);
+            if let Some(held) = prev.filter(newer) {
+                return Ok(held.clone());
+            }
+            return Ok(State { kind: spec.mode.kind().to_owned(), value: entry(ev), event_ms });
+        }
         StateMode::Merge => {
-            let v = merge_patch(prev.cloned().unwrap_or(Value::Null), &ev.data);
+            let v = merge_patch(prev.map(|p| p.value.clone()).unwrap_or(Value::Null), &ev.data);
             let size = v.to_string().len();
             if size > spec.max_bytes {
                 return Err(StateTooLarge { size, limit: spec.max_bytes });
@@ -120,7 +139,7 @@ pub fn advance(spec: StateSpec, prev: Option<&State>, ev: &Event) -> Result<Stat
             v
         }
         StateMode::List(n) => {
-            let mut items: Vec<Value> = prev.and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut items: Vec<Value> = prev.and_then(|p| p.value.as_array()).cloned().unwrap_or_default();
             items.push(entry(ev));
             let keep = items.len().saturating_sub(n as usize);
             items.drain(..keep);
@@ -132,7 +151,7 @@ pub fn advance(spec: StateSpec, prev: Option<&State>, ev: &Event) -> Result<Stat
             Value::Array(items)
         }
     };
-    Ok(State { kind: spec.mode.kind().to_owned(), value })
+    Ok(State::new(spec.mode.kind(), value))
 }
 
 /// RFC 7386 JSON Merge Patch: `patch` applied to `target`.
@@ -227,50 +246,68 @@ mod tests {
 
     #[test]
     fn last_merge_and_list_advance() {
-        let last = advance(spec(StateMode::Last), None, &ev(1, json!({"x":1}))).unwrap();
+        let last = advance(spec(StateMode::Last), None, &ev(1, json!({"x":1})), None).unwrap();
         assert_eq!(last.value, json!({"seq":1,"event":"e","data":{"x":1},"at":"2026-12-06T00:00:00.000Z"}));
 
         let mut s = None;
         for (i, d) in [json!({"a":1,"b":{"c":2}}), json!({"b":{"c":null,"d":3}}), json!({"a":null})].into_iter().enumerate() {
-            s = Some(advance(spec(StateMode::Merge), s.as_ref(), &ev(i as u64 + 1, d)).unwrap());
+            s = Some(advance(spec(StateMode::Merge), s.as_ref(), &ev(i as u64 + 1, d), None).unwrap());
         }
         assert_eq!(s.unwrap().value, json!({"b":{"d":3}}));
 
         let mut l = None;
         for i in 1..=5 {
-            l = Some(advance(spec(StateMode::List(3)), l.as_ref(), &ev(i, json!(i))).unwrap());
+            l = Some(advance(spec(StateMode::List(3)), l.as_ref(), &ev(i, json!(i)), None).unwrap());
         }
         let seqs: Vec<u64> = l.unwrap().value.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, vec![3, 4, 5], "the newest three, oldest first");
     }
 
+    /// An older event that arrives later (a slow delivery, a retry hours
+    /// on) does not take a `last` state back; an equal or newer one, or one
+    /// whose sender gives no time, replaces it.
+    #[test]
+    fn a_last_state_keeps_the_newer_event() {
+        let last = spec(StateMode::Last);
+        let newer = advance(last, None, &ev(1, json!({"v": "new"})), Some(2_000)).unwrap();
+        let kept = advance(last, Some(&newer), &ev(2, json!({"v": "old"})), Some(1_000)).unwrap();
+        assert_eq!(kept, newer, "the older event does not replace the newer one");
+        assert_eq!(kept.value["seq"], 1);
+        let same = advance(last, Some(&newer), &ev(3, json!({"v": "same time"})), Some(2_000)).unwrap();
+        assert_eq!((same.value["seq"].clone(), same.event_ms), (json!(3), Some(2_000)));
+        let untimed = advance(last, Some(&newer), &ev(4, json!({"v": "no time"})), None).unwrap();
+        assert_eq!((untimed.value["seq"].clone(), untimed.event_ms), (json!(4), None));
+        let after = advance(last, Some(&untimed), &ev(5, json!({"v": "older, timed"})), Some(1)).unwrap();
+        assert_eq!(after.value["seq"], 5, "nothing to compare with: the latest is kept");
+    }
+
     #[test]
     fn a_state_kept_under_another_mode_starts_again() {
-        let list = State { kind: "list".into(), value: json!([{"seq":1}]) };
-        let merged = advance(spec(StateMode::Merge), Some(&list), &ev(2, json!({"a":1}))).unwrap();
-        assert_eq!(merged, State { kind: "merge".into(), value: json!({"a":1}) });
+        let list = State::new("list", json!([{"seq":1}]));
+        let merged = advance(spec(StateMode::Merge), Some(&list), &ev(2, json!({"a":1})), None).unwrap();
+        assert_eq!(merged, State::new("merge", json!({"a":1})));
     }
 
     #[test]
     fn bounds_refuse_a_merge_and_trim_a_list() {
         let big = json!({"k": "x".repeat(600)});
-        let one = advance(spec(StateMode::Merge), None, &ev(1, big)).unwrap();
-        let err = advance(spec(StateMode::Merge), Some(&one), &ev(2, json!({"j": "y".repeat(600)}))).unwrap_err();
+        let one = advance(spec(StateMode::Merge), None, &ev(1, big), None).unwrap();
+        let err = advance(spec(StateMode::Merge), Some(&one), &ev(2, json!({"j": "y".repeat(600)})), None).unwrap_err();
         assert_eq!(err.limit, 1000);
         assert!(err.size > 1200, "{err}");
         // A patch that shrinks it again is fine.
-        advance(spec(StateMode::Merge), Some(&one), &ev(2, json!({"k": "small"}))).unwrap();
+        advance(spec(StateMode::Merge), Some(&one), &ev(2, json!({"k": "small"})), None).unwrap();
 
         let mut l = None;
         for i in 1..=4 {
-            l = Some(advance(spec(StateMode::List(10)), l.as_ref(), &ev(i, json!("z".repeat(300)))).unwrap());
+            l = Some(advance(spec(StateMode::List(10)), l.as_ref(), &ev(i, json!("z".repeat(300))), None).unwrap());
         }
         let l = l.unwrap().value;
         assert!(l.to_string().len() <= 1000, "{}", l.to_string().len());
         assert_eq!(l.as_array().unwrap().last().unwrap()["seq"], 4, "the newest is kept");
         assert_eq!(l.as_array().unwrap().len(), 2);
         // One entry over the limit alone is still kept: it is the latest event.
-        let huge = advance(spec(StateMode::List(10)), None, &ev(9, json!("h".repeat(2000)))).unwrap();
+        let huge = advance(spec(StateMode::List(10)), None, &ev(9, json!("h".repeat(2000))), None).unwrap();
         assert_eq!(huge.value.as_array().unwrap().len(), 1);
     }
 }

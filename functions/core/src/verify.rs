@@ -82,9 +82,27 @@ pub struct Verified {
     /// A sender-assigned delivery id from a header (`webhook-id`,
     /// `X-GitHub-Delivery`, …); ids inside the body are read by [`crate::normalize`].
     pub delivery_id: Option<String>,
+    /// Whether the signature covers `delivery_id` (Standard Webhooks and
+    /// Svix sign theirs; GitHub, Shopify, Sanity and the `hmac` kind do not,
+    /// so a captured request verifies again with another id in the header).
+    pub id_signed: bool,
+    /// Hex SHA-256 of what the signature covers (the body, or the signed
+    /// timestamp and body, or Contentful's canonical request), for kinds
+    /// whose signature may cover no delivery identity: a replay is known by
+    /// it. `None` where the identity is always signed (Stripe, Vercel,
+    /// Standard Webhooks, Svix: refused without one) or nothing is signed
+    /// (token, Strapi).
+    pub signed_sha256: Option<String>,
     /// The sender's event type, where it sends it in a header
     /// (`X-GitHub-Event`, `X-Shopify-Topic`, `X-Contentful-Topic`, `sanity-operation`).
     pub topic: Option<String>,
+}
+
+/// Hex SHA-256 of `parts`, concatenated.
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    parts.iter().for_each(|p| h.update(p));
+    hex::encode(h.finalize())
 }
 
 fn unauthorized(msg: impl Into<String>) -> HookError {
@@ -112,7 +130,13 @@ fn check_age(what: &str, signed: i64, now: i64, tolerance: Duration) -> Result<(
 }
 
 pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result<Verified, HookError> {
-    let with_id = |topic: Option<&str>| Verified { delivery_id: delivery_id(source, req), topic: topic.map(str::to_owned) };
+    // The delivery id from the source's header, which these kinds' signatures do not cover.
+    let unsigned_id = |topic: Option<&str>, signed_sha256: Option<String>| Verified {
+        delivery_id: delivery_id(source, req),
+        id_signed: false,
+        signed_sha256,
+        topic: topic.map(str::to_owned),
+    };
     match &source.kind {
         SourceKind::Github { secret } => {
             let sig = header(req, GITHUB_SIGNATURE, "X-Hub-Signature-256")?;
@@ -120,11 +144,11 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             // GitHub names the event in a header; a body alone cannot say which it is.
             let event = req.header(GITHUB_EVENT).filter(|e| !e.is_empty());
             let event = event.ok_or_else(|| HookError::BadPayload("missing X-GitHub-Event header".into()))?;
-            Ok(with_id(Some(event)))
+            Ok(unsigned_id(Some(event), Some(sha256_hex(&[req.body]))))
         }
         SourceKind::Hmac { secret, scheme } => {
-            hmac_scheme(secret.expose(), scheme, req, now)?;
-            Ok(with_id(None))
+            let signed = hmac_scheme(secret.expose(), scheme, req, now)?;
+            Ok(unsigned_id(None, Some(signed)))
         }
         SourceKind::Vercel { secret } => {
             let sig = header(req, VERCEL_SIGNATURE, VERCEL_SIGNATURE)?;
@@ -132,6 +156,7 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             if !mac_matches(Algorithm::Sha1, secret.expose(), &[req.body], &sig) {
                 return Err(unauthorized("x-vercel-signature does not match the body"));
             }
+            // Its event id is in the (signed) body.
             Ok(Verified::default())
         }
         SourceKind::Stripe { secret, tolerance } => {
@@ -147,22 +172,23 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             }
             let topic = req.header(SHOPIFY_TOPIC).filter(|t| !t.is_empty());
             let topic = topic.ok_or_else(|| HookError::BadPayload("missing X-Shopify-Topic header".into()))?;
-            Ok(with_id(Some(topic)))
+            Ok(unsigned_id(Some(topic), Some(sha256_hex(&[req.body]))))
         }
         SourceKind::Sanity { secret, tolerance } => {
             let sig = header(req, SANITY_SIGNATURE, SANITY_SIGNATURE)?;
-            sanity(secret.expose(), sig, req.body, now, *tolerance)?;
-            Ok(with_id(req.header(SANITY_OPERATION).filter(|o| !o.is_empty())))
+            let signed = sanity(secret.expose(), sig, req.body, now, *tolerance)?;
+            Ok(unsigned_id(req.header(SANITY_OPERATION).filter(|o| !o.is_empty()), Some(signed)))
         }
         SourceKind::Contentful { secret, tolerance, path } => {
-            contentful(secret.expose(), "POST", path, req, now, *tolerance)?;
+            let signed = contentful(secret.expose(), "POST", path, req, now, *tolerance)?;
             let topic = req.header(CONTENTFUL_TOPIC).filter(|t| !t.is_empty());
             let topic = topic.ok_or_else(|| HookError::BadPayload("missing X-Contentful-Topic header".into()))?;
-            Ok(with_id(Some(topic)))
+            let id_signed = source.delivery_header.as_deref().is_some_and(|h| signed.headers.iter().any(|n| n == h));
+            Ok(Verified { id_signed, ..unsigned_id(Some(topic), Some(signed.sha256)) })
         }
         SourceKind::Svix { secret, tolerance } => {
             let id = standard_headers(secret.expose(), req, now, *tolerance)?;
-            Ok(Verified { delivery_id: Some(id), topic: None })
+            Ok(Verified { delivery_id: Some(id), id_signed: true, ..Verified::default() })
         }
         SourceKind::Strapi { header: name, secret } => {
             let got = header(req, name, name)?;
@@ -174,21 +200,23 @@ pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result
             if !secret.matches(token.trim().as_bytes()) {
                 return Err(unauthorized(format!("wrong {name} token")));
             }
-            Ok(with_id(None))
+            Ok(unsigned_id(None, None))
         }
         SourceKind::Netlify { secret, .. } => {
             let token = req.header(NETLIFY_SIGNATURE).ok_or_else(|| unauthorized("missing X-Webhook-Signature header"))?;
-            netlify(secret.expose(), token, req.body, now)?;
-            Ok(Verified::default())
+            let body_sha256 = netlify(secret.expose(), token, req.body, now)?;
+            // Its ids are in the (signed) body; the hash stands in where one has none.
+            Ok(Verified { signed_sha256: Some(body_sha256), ..Verified::default() })
         }
         SourceKind::Standard { secret, tolerance } => {
             let id = standard_headers(secret.expose(), req, now, *tolerance)?;
-            Ok(Verified { delivery_id: Some(id), topic: None })
+            Ok(Verified { delivery_id: Some(id), id_signed: true, ..Verified::default() })
         }
         SourceKind::Token { header, secret } => {
             let got = req.header(header).ok_or_else(|| unauthorized(format!("missing {header} header")))?;
             if secret.matches(got.as_bytes()) {
-                Ok(with_id(None))
+                // Nothing is signed: whoever holds a request holds the token.
+                Ok(unsigned_id(None, None))
             } else {
                 Err(unauthorized(format!("wrong {header} token")))
             }
@@ -229,8 +257,9 @@ fn standard_headers(secret: &[u8], req: &HookRequest<'_>, now: SystemTime, toler
 }
 
 /// The generic `hmac` kind: `<prefix><hex|base64 MAC>` in the scheme's
-/// header, over the body or over `<timestamp>.<body>`.
-pub fn hmac_scheme(secret: &[u8], scheme: &HmacScheme, req: &HookRequest<'_>, now: SystemTime) -> Result<(), HookError> {
+/// header, over the body or over `<timestamp>.<body>`. Returns the hex
+/// SHA-256 of what it covers.
+pub fn hmac_scheme(secret: &[u8], scheme: &HmacScheme, req: &HookRequest<'_>, now: SystemTime) -> Result<String, HookError> {
     let name = &scheme.header;
     let value = header(req, name, name)?.trim();
     let encoded = value
@@ -243,17 +272,21 @@ pub fn hmac_scheme(secret: &[u8], scheme: &HmacScheme, req: &HookRequest<'_>, no
             .or_else(|_| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')))
             .map_err(|_| unauthorized(format!("{name} is not base64")))?,
     };
-    let matched = match &scheme.timestamp {
-        None => mac_matches(scheme.algorithm, secret, &[req.body], &sig),
+    let ts = match &scheme.timestamp {
+        None => None,
         Some((ts_header, tolerance)) => {
             let ts = header(req, ts_header, ts_header)?.trim();
             let at: i64 = ts.parse().map_err(|_| unauthorized(format!("{ts_header} is not a number")))?;
             check_age(ts_header, at, unix_secs(now), *tolerance)?;
-            mac_matches(scheme.algorithm, secret, &[ts.as_bytes(), b".", req.body], &sig)
+            Some(ts)
         }
     };
-    if matched {
-        Ok(())
+    let signed: &[&[u8]] = match ts {
+        None => &[req.body],
+        Some(ts) => &[ts.as_bytes(), b".", req.body],
+    };
+    if mac_matches(scheme.algorithm, secret, signed, &sig) {
+        Ok(sha256_hex(signed))
     } else {
         Err(unauthorized("signature does not match the body"))
     }
@@ -289,7 +322,8 @@ pub fn stripe(secret: &[u8], header: &str, body: &[u8], now: SystemTime, toleran
 }
 
 /// Sanity: `t=<unix ms>,v1=<base64url HMAC-SHA256 of "<t>.<body>">`.
-pub fn sanity(secret: &[u8], header: &str, body: &[u8], now: SystemTime, tolerance: Duration) -> Result<(), HookError> {
+/// Returns the hex SHA-256 of `<t>.<body>`.
+pub fn sanity(secret: &[u8], header: &str, body: &[u8], now: SystemTime, tolerance: Duration) -> Result<String, HookError> {
     let malformed = || unauthorized("sanity-webhook-signature is not t=<ms>,v1=<signature>");
     let rest = header.trim().strip_prefix("t=").ok_or_else(malformed)?;
     let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(malformed)?;
@@ -304,10 +338,19 @@ pub fn sanity(secret: &[u8], header: &str, body: &[u8], now: SystemTime, toleran
         .decode(sig.trim_end_matches('='))
         .map_err(|_| unauthorized("sanity-webhook-signature is not base64url"))?;
     if mac_matches(Algorithm::Sha256, secret, &[t.as_bytes(), b".", body], &sig) {
-        Ok(())
+        Ok(sha256_hex(&[t.as_bytes(), b".", body]))
     } else {
         Err(unauthorized("sanity-webhook-signature does not match the body"))
     }
+}
+
+/// What a Contentful signature covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentfulSigned {
+    /// The signed headers' names, lower-case and sorted.
+    pub headers: Vec<String>,
+    /// Hex SHA-256 of the canonical request.
+    pub sha256: String,
 }
 
 /// Contentful request verification: hex HMAC-SHA256 of
@@ -321,7 +364,7 @@ pub fn contentful(
     req: &HookRequest<'_>,
     now: SystemTime,
     tolerance: Duration,
-) -> Result<(), HookError> {
+) -> Result<ContentfulSigned, HookError> {
     let sig = header(req, CONTENTFUL_SIGNATURE, CONTENTFUL_SIGNATURE)?;
     let signed = header(req, CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_SIGNED_HEADERS)?;
     let ts = header(req, CONTENTFUL_TIMESTAMP, CONTENTFUL_TIMESTAMP)?.trim();
@@ -343,7 +386,7 @@ pub fn contentful(
     let sig = hex::decode(sig.trim()).map_err(|_| unauthorized("x-contentful-signature is not hex"))?;
     let head = format!("{method}\n{path}\n{}\n", lines.join(";"));
     if mac_matches(Algorithm::Sha256, secret, &[head.as_bytes(), req.body], &sig) {
-        Ok(())
+        Ok(ContentfulSigned { headers: names, sha256: sha256_hex(&[head.as_bytes(), req.body]) })
     } else {
         Err(unauthorized("x-contentful-signature does not match the request"))
     }
@@ -394,8 +437,9 @@ pub fn standard(
     Err(unauthorized(if saw_v1 { "no webhook-signature matches the body" } else { "webhook-signature has no v1 signature" }))
 }
 
-/// Netlify's JWS: HS256 only, `iss == "netlify"`, `sha256` claim == hex SHA-256 of the body.
-pub fn netlify(secret: &[u8], token: &str, body: &[u8], now: SystemTime) -> Result<(), HookError> {
+/// Netlify's JWS: HS256 only, `iss == "netlify"`, `sha256` claim == hex
+/// SHA-256 of the body, which it returns.
+pub fn netlify(secret: &[u8], token: &str, body: &[u8], now: SystemTime) -> Result<String, HookError> {
     let mut parts = token.trim().split('.');
     let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(unauthorized("X-Webhook-Signature is not a JWS (header.payload.signature)"));
@@ -439,7 +483,7 @@ pub fn netlify(secret: &[u8], token: &str, body: &[u8], now: SystemTime) -> Resu
     let claimed = claims.get("sha256").and_then(Value::as_str).ok_or_else(|| unauthorized("JWS has no sha256 claim"))?;
     let actual = hex::encode(Sha256::digest(body));
     if bool::from(claimed.to_ascii_lowercase().as_bytes().ct_eq(actual.as_bytes())) {
-        Ok(())
+        Ok(actual)
     } else {
         Err(unauthorized("JWS sha256 claim does not match the body"))
     }
@@ -457,7 +501,7 @@ mod tests {
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(NOW)
     }
-    fn reason(r: Result<(), HookError>) -> String {
+    fn reason<T: std::fmt::Debug>(r: Result<T, HookError>) -> String {
         match r {
             Err(HookError::Unauthorized(m)) => m,
             other => panic!("expected 401, got {other:?}"),
@@ -635,6 +679,13 @@ mod tests {
         let ok = [("X-Hub-Signature-256", sig), ("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e")];
         let v = run(&src, &ok, &body, now()).unwrap();
         assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("72d3162e"), Some("release")));
+        // The delivery id and the event type travel beside the signature, not
+        // under it: a replayer may write others. The signed body's hash is the same.
+        assert!(!v.id_signed);
+        assert_eq!(v.signed_sha256, Some(hex::encode(Sha256::digest(&body))));
+        let replay = [ok[0], ("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "ffffffff")];
+        let r = run(&src, &replay, &body, now()).unwrap();
+        assert_eq!((r.delivery_id.as_deref(), r.signed_sha256), (Some("ffffffff"), v.signed_sha256));
         assert!(refused(run(&src, &ok[..1], &body[1..], now())).contains("does not match"));
         assert!(matches!(run(&src, &ok[..1], &body, now()), Err(HookError::BadPayload(m)) if m.contains("X-GitHub-Event")));
     }
@@ -750,6 +801,14 @@ mod tests {
         ];
         let v = run(&src, &ok, &body, secs(1_700_000_010)).unwrap();
         assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("9c1f"), Some("ContentManagement.Entry.create")));
+        // The idempotency key is not among the signed headers: the request's hash stands in.
+        assert!(!v.id_signed && v.signed_sha256.is_some());
+        // Signed among them, it is the delivery's signed identity.
+        let extra = [("X-Contentful-Topic", "ContentManagement.Entry.create"), ("X-Contentful-Idempotency-Key", "9c1f")];
+        let mut with_key: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        with_key.extend(sign::contentful(secret.as_bytes(), "/hooks/contentful", &extra, 1_700_000_000_000, &body));
+        let v = verify(&src, &HookRequest { headers: &with_key, body: &body }, secs(1_700_000_010)).unwrap();
+        assert!(v.id_signed, "{v:?}");
         let ours = sign::contentful(
             secret.as_bytes(),
             "/hooks/contentful",
@@ -834,7 +893,10 @@ mod tests {
         if let SourceKind::Hmac { scheme, .. } = &src.kind {
             assert_eq!(sign::hmac_scheme(b"generic-secret-0123456789", scheme, Some(1_700_000_000), &body), ok[0].1);
         }
-        run(&src, &ok, &body, secs(1_700_000_000)).unwrap();
+        let v = run(&src, &ok, &body, secs(1_700_000_000)).unwrap();
+        // What it signed is the timestamp and the body.
+        let signed = [&b"1700000000."[..], &body].concat();
+        assert_eq!(v.signed_sha256, Some(hex::encode(Sha256::digest(&signed))));
         let r = |h: &[(&str, &str)], at| refused(run(&src, h, &body, secs(at)));
         assert!(r(&ok, 1_700_000_301).contains("tolerance"));
         assert!(r(&[ok[0], ("X-Timestamp", "1700000001")], 1_700_000_000).contains("does not match"));

@@ -213,7 +213,7 @@ proptest! {
     fn accepted_data_is_exactly_what_was_sent(data in json_value(), channel in "[a-z0-9]{1,10}(/[a-z0-9]{1,10}){0,2}") {
         let body = json!({"channel": channel, "event": "e", "data": data}).to_string();
         prop_assert!(check_numbers(body.as_bytes()).is_ok(), "refused its own numbers: {body}");
-        let ev = normalise(&sources()[1], Some("application/json"), body.as_bytes(), &Verified::default()).unwrap();
+        let ev = normalise(&sources()[1], Some("application/json"), body.as_bytes(), &Verified::default()).unwrap().event().unwrap();
         let back: Value = serde_json::from_str(&ev.data.to_string()).unwrap();
         prop_assert_eq!(back, data);
         prop_assert_eq!(ev.channel.as_str(), channel.as_str());
@@ -234,7 +234,7 @@ proptest! {
         let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "channel" && k != "event").collect();
         let mut all = vec![("channel".to_string(), "a".to_string()), ("event".to_string(), "e".to_string())];
         all.extend(pairs.clone());
-        let ev = normalise(&sources()[1], Some("application/x-www-form-urlencoded"), form_encode(&all).as_bytes(), &Verified::default()).unwrap();
+        let ev = normalise(&sources()[1], Some("application/x-www-form-urlencoded"), form_encode(&all).as_bytes(), &Verified::default()).unwrap().event().unwrap();
         let mut want = serde_json::Map::new();
         for (k, v) in pairs {
             match want.get_mut(&k) {

@@ -23,7 +23,9 @@ pub struct MemLog {
 #[derive(Default)]
 struct Mem {
     logs: HashMap<Channel, (u64, Vec<(u64, Event)>)>,
-    states: HashMap<Channel, State>,
+    /// Each channel's state and when an append last carried it on (ms).
+    states: HashMap<Channel, (State, u64)>,
+    /// Key → (seq, expires at ms).
     dedupe: HashMap<String, (u64, u64)>,
 }
 
@@ -105,17 +107,20 @@ impl<S: Subscriptions> Subscriptions for Faulty<S> {
 impl EventLog for MemLog {
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
         let mut m = self.lock()?;
-        let ttl = self.retention.dedupe_ttl.as_millis() as u64;
         m.dedupe.retain(|_, (_, exp)| *exp > ev.at_ms);
-        if let Some((seq, _)) = ev.dedupe_key.as_ref().and_then(|k| m.dedupe.get(k)) {
-            return Ok(Appended::Duplicate { seq: *seq });
+        // The first key seen, in the append's order, names the earlier event.
+        if let Some(seq) = ev.dedupe_keys.iter().find_map(|k| m.dedupe.get(&k.key).map(|(seq, _)| *seq)) {
+            return Ok(Appended::Duplicate { seq });
         }
         let seq = m.logs.get(&ev.channel).map_or(0, |(h, _)| *h) + 1;
         let event = ev.with_seq(seq);
         // The state first: one that would outgrow its limit writes nothing.
+        // One past its TTL is gone: nothing builds on it.
         if let Some(spec) = ev.state {
-            match advance(spec, m.states.get(&ev.channel), &event) {
-                Ok(next) => m.states.insert(ev.channel.clone(), next),
+            let ttl = self.retention.state_ttl.as_millis() as u64;
+            let prev = m.states.get(&ev.channel).filter(|(_, at)| at + ttl > ev.at_ms).map(|(s, _)| s);
+            match advance(spec, prev, &event, ev.event_ms) {
+                Ok(next) => m.states.insert(ev.channel.clone(), (next, ev.at_ms)),
                 Err(too_large) => return Ok(Appended::StateTooLarge(too_large)),
             };
         }
@@ -124,8 +129,8 @@ impl EventLog for MemLog {
         log.push((ev.at_ms, event.clone()));
         let max_age = self.retention.max_age.as_millis() as u64;
         log.retain(|(at, e)| e.seq + self.retention.max_events as u64 > seq && at + max_age >= ev.at_ms);
-        if let Some(k) = &ev.dedupe_key {
-            m.dedupe.insert(k.clone(), (seq, ev.at_ms + ttl));
+        for k in &ev.dedupe_keys {
+            m.dedupe.insert(k.key.clone(), (seq, ev.at_ms + k.ttl.as_millis() as u64));
         }
         Ok(Appended::Stored(event))
     }
@@ -134,7 +139,9 @@ impl EventLog for MemLog {
         let (head, log) = m.logs.get(channel).map(|(h, l)| (*h, l.as_slice())).unwrap_or((0, &[]));
         let first_retained = log.first().map_or(head + 1, |(_, e)| e.seq);
         let events = log.iter().map(|(_, e)| e).filter(|e| e.seq > since).take(limit).cloned().collect();
-        let state = m.states.get(channel).cloned();
+        let (now, ttl) =
+            (hookcast_core::clock::millis(std::time::SystemTime::now()), self.retention.state_ttl.as_millis() as u64);
+        let state = m.states.get(channel).filter(|(_, at)| at + ttl > now).map(|(s, _)| s.clone());
         Ok(History { events, head, first_retained, epoch: self.epoch.clone(), state })
     }
 }
@@ -181,8 +188,11 @@ pub mod conformance {
     pub const T0: u64 = 1_800_000_000_000;
 
     pub fn retention() -> Retention {
-        Retention { max_events: 5, max_age: Duration::from_secs(3600), dedupe_ttl: Duration::from_secs(600) }
+        Retention { max_events: 5, max_age: Duration::from_secs(3600), state_ttl: Duration::from_secs(7200) }
     }
+
+    /// How long [`pending`]'s key is kept.
+    pub const KEY_TTL: Duration = Duration::from_secs(600);
 
     pub fn ch(s: &str) -> Channel {
         Channel::parse(s).unwrap()
@@ -194,9 +204,18 @@ pub mod conformance {
             data: json!({"key": key, "nested": {"list": [1, 2.5, "ü✓"], "null": null}}),
             at: "2027-01-15T08:00:00.000Z".into(),
             at_ms,
-            dedupe_key: Some(key.into()),
+            dedupe_keys: vec![DedupeKey::new(key, KEY_TTL)],
+            event_ms: None,
             state: None,
         }
+    }
+    /// [`pending`] with these keys, in this order.
+    pub fn with_keys(p: Pending, keys: &[(&str, Duration)]) -> Pending {
+        Pending { dedupe_keys: keys.iter().map(|(k, ttl)| DedupeKey::new(*k, *ttl)).collect(), ..p }
+    }
+    /// The wall clock in ms: what reads judge a state's TTL by.
+    pub fn now_ms() -> u64 {
+        hookcast_core::clock::millis(std::time::SystemTime::now())
     }
     fn conn(s: &str) -> ConnId {
         ConnId(s.into())
@@ -204,7 +223,7 @@ pub mod conformance {
     async fn seq_of<S: EventLog>(s: &S, p: &Pending) -> u64 {
         match s.append(p).await.unwrap() {
             Appended::Stored(e) => e.seq,
-            other => panic!("unexpected {other:?} for {:?}", p.dedupe_key),
+            other => panic!("unexpected {other:?} for {:?}", p.dedupe_keys),
         }
     }
 
@@ -214,6 +233,9 @@ pub mod conformance {
         events_round_trip_exactly(make(retention())).await;
         dedupe_refuses_a_seen_key(make(retention())).await;
         dedupe_keys_expire(make(retention())).await;
+        any_seen_key_is_a_duplicate(make(retention())).await;
+        no_key_is_written_by_an_append_that_fails(make(retention())).await;
+        each_key_keeps_its_own_retention(make(retention())).await;
         events_without_a_delivery_id_are_never_deduped(make(retention())).await;
         retention_by_count(make(retention())).await;
         retention_by_age(make(retention())).await;
@@ -223,6 +245,8 @@ pub mod conformance {
         state_is_committed_with_its_event(make(retention())).await;
         a_state_too_large_writes_nothing(make(retention())).await;
         concurrent_appends_carry_the_state_on_in_seq_order(make(Retention { max_events: 1000, ..retention() })).await;
+        a_last_state_keeps_the_newer_event(make(retention())).await;
+        a_state_past_its_ttl_is_neither_served_nor_built_on(make(retention())).await;
     }
 
     fn with_state(p: Pending, mode: StateMode, max_bytes: usize) -> Pending {
@@ -372,15 +396,115 @@ pub mod conformance {
         assert_eq!(seq_of(&s, &pending("a", &other, T0)).await, 4);
     }
 
+    /// A delivery with two identities (a delivery id and the hash of what
+    /// its sender signed): either one seen makes it a duplicate, with the
+    /// seq of the event the first one seen (in its order) names.
+    pub async fn any_seen_key_is_a_duplicate<S: EventLog>(s: S) {
+        let keys = |p: &str, ks: &[&str]| with_keys(pending("a", p, T0), &ks.iter().map(|k| (*k, KEY_TTL)).collect::<Vec<_>>());
+        assert_eq!(seq_of(&s, &keys("one", &["id:1", "sha:x"])).await, 1);
+        assert_eq!(s.append(&keys("again", &["id:2", "sha:x"])).await.unwrap(), Appended::Duplicate { seq: 1 }, "the second key");
+        assert_eq!(s.append(&keys("again", &["id:1", "sha:y"])).await.unwrap(), Appended::Duplicate { seq: 1 }, "the first key");
+        assert_eq!(seq_of(&s, &keys("two", &["id:3", "sha:z"])).await, 2);
+        // Keys naming two events: the first in the append's order answers.
+        assert_eq!(s.append(&keys("both", &["sha:z", "id:1"])).await.unwrap(), Appended::Duplicate { seq: 2 });
+        assert_eq!(s.append(&keys("both", &["id:1", "sha:z"])).await.unwrap(), Appended::Duplicate { seq: 1 });
+        // Keys on another channel are the same keys.
+        let other = with_keys(pending("b", "x", T0), &[("sha:new", KEY_TTL), ("sha:x", KEY_TTL)]);
+        assert_eq!(s.append(&other).await.unwrap(), Appended::Duplicate { seq: 1 });
+        assert_eq!(s.read(&ch("a"), 0, 10).await.unwrap().head, 2, "duplicates write nothing");
+        assert_eq!(s.read(&ch("b"), 0, 10).await.unwrap().head, 0);
+    }
+
+    /// An append that writes nothing (a duplicate, a state too large)
+    /// writes none of its keys either: each can still name a new event.
+    pub async fn no_key_is_written_by_an_append_that_fails<S: EventLog>(s: S) {
+        assert_eq!(seq_of(&s, &with_keys(pending("a", "one", T0), &[("id:1", KEY_TTL)])).await, 1);
+        let dup = with_keys(pending("a", "dup", T0), &[("id:new", KEY_TTL), ("id:1", KEY_TTL), ("sha:new", KEY_TTL)]);
+        assert_eq!(s.append(&dup).await.unwrap(), Appended::Duplicate { seq: 1 });
+        assert_eq!(
+            seq_of(&s, &with_keys(pending("a", "two", T0), &[("id:new", KEY_TTL)])).await,
+            2,
+            "not written by the duplicate"
+        );
+        assert_eq!(seq_of(&s, &with_keys(pending("a", "three", T0), &[("sha:new", KEY_TTL)])).await, 3);
+
+        let big = |key: &str, field: &str| {
+            let p = Pending { data: json!({ field: "x".repeat(600) }), ..pending("s", key, T0) };
+            with_state(with_keys(p, &[(&format!("id:{key}"), KEY_TTL), (&format!("sha:{key}"), KEY_TTL)]), StateMode::Merge, 1000)
+        };
+        seq_of(&s, &big("m1", "one")).await;
+        assert!(matches!(s.append(&big("m2", "two")).await.unwrap(), Appended::StateTooLarge(_)));
+        for key in ["id:m2", "sha:m2"] {
+            let p = with_keys(pending("s", key, T0), &[(key, KEY_TTL)]);
+            assert!(matches!(s.append(&p).await.unwrap(), Appended::Stored(_)), "{key} was written by a refused append");
+        }
+    }
+
+    /// Each key is kept for its own `ttl`: one expires while another of
+    /// the same delivery still refuses it.
+    pub async fn each_key_keeps_its_own_retention<S: EventLog>(s: S) {
+        let (short, long) = (Duration::from_secs(10), Duration::from_secs(3000));
+        seq_of(&s, &with_keys(pending("a", "k", T0), &[("short", short), ("long", long)])).await;
+        let later = T0 + 20_000;
+        assert_eq!(seq_of(&s, &with_keys(pending("a", "k", later), &[("short", short)])).await, 2, "the short key expired");
+        let again = with_keys(pending("a", "k", later), &[("long", long)]);
+        assert_eq!(s.append(&again).await.unwrap(), Appended::Duplicate { seq: 1 });
+        let past = with_keys(pending("a", "k", T0 + 3_000_001), &[("long", long)]);
+        assert_eq!(seq_of(&s, &past).await, 3);
+    }
+
+    /// A `last` state holds the newest event by the sender's own time: an
+    /// older one that arrives later is still logged, but the state keeps
+    /// the newer. An event with no time, or an equal one, replaces it.
+    pub async fn a_last_state_keeps_the_newer_event<S: EventLog>(s: S) {
+        let last = |key: &str, event_ms: Option<u64>| {
+            with_state(Pending { event_ms, ..pending("deploys", key, T0) }, StateMode::Last, 10_000)
+        };
+        assert_eq!(seq_of(&s, &last("new", Some(2_000))).await, 1);
+        assert_eq!(seq_of(&s, &last("old", Some(1_000))).await, 2, "the older event is still logged");
+        let h = s.read(&ch("deploys"), 0, 10).await.unwrap();
+        assert_eq!(h.events.len(), 2);
+        let state = h.state.unwrap();
+        assert_eq!((state.value["seq"].clone(), state.value["data"]["key"].clone()), (json!(1), json!("new")));
+        assert_eq!(state.event_ms, Some(2_000));
+        // Racing appends (one batch, one transaction each) keep it too.
+        let racing: Vec<_> = (0..6u64).map(|i| last(&format!("r{i}"), Some(1_500 + i))).collect();
+        futures::future::join_all(racing.iter().map(|p| s.append(p))).await;
+        assert_eq!(s.read(&ch("deploys"), 0, 0).await.unwrap().state.unwrap().value["data"]["key"], "new");
+        assert_eq!(seq_of(&s, &last("same", Some(2_000))).await, 9);
+        assert_eq!(s.read(&ch("deploys"), 0, 0).await.unwrap().state.unwrap().value["data"]["key"], "same");
+        seq_of(&s, &last("untimed", None)).await;
+        assert_eq!(s.read(&ch("deploys"), 0, 0).await.unwrap().state.unwrap().value["data"]["key"], "untimed");
+    }
+
+    /// A state whose channel has had no append for `state_ttl` is not
+    /// served, and the next append starts it again.
+    pub async fn a_state_past_its_ttl_is_neither_served_nor_built_on<S: EventLog>(s: S) {
+        let ttl = retention().state_ttl.as_millis() as u64;
+        let old = now_ms() - ttl - 60_000;
+        let merge = |key: &str, at: u64, data: serde_json::Value| {
+            with_state(Pending { data, ..pending("profile", key, at) }, StateMode::Merge, 10_000)
+        };
+        seq_of(&s, &merge("m1", old, json!({"email": "a@b.example", "name": "Ada"}))).await;
+        let h = s.read(&ch("profile"), 0, 10).await.unwrap();
+        assert!(h.state.is_none(), "served past its TTL: {:?}", h.state);
+        seq_of(&s, &merge("m2", now_ms(), json!({"name": "Grace"}))).await;
+        let state = s.read(&ch("profile"), 0, 0).await.unwrap().state.expect("a fresh state");
+        assert_eq!(state.value, json!({"name": "Grace"}), "the new state does not build on the expired one");
+        // A live state is served, and carried on.
+        seq_of(&s, &merge("m3", now_ms(), json!({"n": 1}))).await;
+        assert_eq!(s.read(&ch("profile"), 0, 0).await.unwrap().state.unwrap().value, json!({"name": "Grace", "n": 1}));
+    }
+
     pub async fn dedupe_keys_expire<S: EventLog>(s: S) {
-        let ttl = retention().dedupe_ttl.as_millis() as u64;
+        let ttl = KEY_TTL.as_millis() as u64;
         assert_eq!(seq_of(&s, &pending("a", "k", T0)).await, 1);
         assert!(matches!(s.append(&pending("a", "k", T0 + ttl - 1)).await.unwrap(), Appended::Duplicate { .. }));
         assert_eq!(seq_of(&s, &pending("a", "k", T0 + ttl + 1)).await, 2);
     }
 
     pub async fn events_without_a_delivery_id_are_never_deduped<S: EventLog>(s: S) {
-        let same = Pending { dedupe_key: None, ..pending("a", "unused", T0) };
+        let same = Pending { dedupe_keys: vec![], ..pending("a", "unused", T0) };
         assert_eq!(seq_of(&s, &same).await, 1);
         assert_eq!(seq_of(&s, &same).await, 2, "an equal body is a second event");
         assert_eq!(seq_of(&s, &same).await, 3);

@@ -26,16 +26,21 @@ kind = "netlify"
 secret = "netlify-hostile-secret-0123"
 [sources.netlify.forms.guestbook]
 fields = ["name", "message"]
+# Listed, but with no letter or digit to name a channel by.
+[sources.netlify.forms."!!! ???"]
+fields = []
 
 [sources.gh]
 kind = "hmac"
 secret = "gh-hostile-secret-0123456"
 channels = ["news", "news/*"]
+fields = ["title", "n", "pad"]
 
 [sources.std]
 kind = "standard"
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 channels = ["news"]
+fields = ["title"]
 
 [sources.zap]
 kind = "token"
@@ -90,6 +95,7 @@ algorithm = "sha1"
 timestamp_header = "x-timestamp"
 channel = "custom"
 event = "{type}"
+fields = ["id", "type"]
 
 [private]
 secret = "private-hostile-secret-0123"
@@ -420,7 +426,7 @@ pub fn http_cases() -> Vec<Case> {
         ("body: invalid UTF-8 in JSON", b"{\"channel\":\"news\",\"event\":\"e\",\"data\":\"\xff\"}", 400, "invalid_payload"),
         (
             "body: event data over max_event_bytes",
-            format!(r#"{{"channel":"news","event":"e","data":"{}"}}"#, "x".repeat(5000)).leak().as_bytes(),
+            format!(r#"{{"channel":"news","event":"e","data":{{"title":"{}"}}}}"#, "x".repeat(5000)).leak().as_bytes(),
             413,
             "event_too_large",
         ),

@@ -38,13 +38,16 @@ const SOURCES: &[(&str, &str)] = &[
     ("sanity", r#"kind = "sanity", secret = "sanity-e2e-secret-0123456789", channel = "content/{_type}""#),
     ("contentful", r#"kind = "contentful", secret = "CONTENTFUL_SECRET", channel = "cms/{sys.contentType.sys.id}""#),
     ("clerk", r#"kind = "svix", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", channel = "users""#),
-    ("std", r#"kind = "standard", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", channel = "std", event = "{type}""#),
+    (
+        "std",
+        r#"kind = "standard", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", channel = "std", event = "{type}", fields = ["type"]"#,
+    ),
     ("strapi", r#"kind = "strapi", secret = "strapi-e2e-token-0123456789", channel = "strapi/{model}""#),
     (
         "custom",
-        r#"kind = "hmac", secret = "custom-e2e-secret-0123456789", header = "x-signature", prefix = "v1=", encoding = "base64", algorithm = "sha1", timestamp_header = "x-timestamp", channel = "custom", event = "{type}""#,
+        r#"kind = "hmac", secret = "custom-e2e-secret-0123456789", header = "x-signature", prefix = "v1=", encoding = "base64", algorithm = "sha1", timestamp_header = "x-timestamp", channel = "custom", event = "{type}", fields = ["id", "type"]"#,
     ),
-    ("zapier", r#"kind = "token", secret = "zapier-e2e-token-0123456789", channels = ["news/*"]"#),
+    ("zapier", r#"kind = "token", secret = "zapier-e2e-token-0123456789", channels = ["news/*"], fields = ["title", "url"]"#),
 ];
 
 /// The configuration a user would write for these senders: every source.
@@ -62,6 +65,39 @@ pub fn sources_config(names: &[&str]) -> String {
         .collect();
     assert_eq!(tables.len(), names.len(), "every name is one of the sources: {names:?}");
     format!("sources = {{ {} }}", tables.join(", "))
+}
+
+/// [`sources_config`] without the secrets, as the AWS stack takes it: a
+/// secret written into SourcesConfig is refused there ([`secrets_json`]
+/// goes into Secrets Manager instead).
+pub fn sources_config_without_secrets(names: &[&str]) -> String {
+    let line = sources_config(names);
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line.as_str();
+    while let Some(at) = rest.find("secret = \"") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "secret = \"".len()..];
+        let end = after.find('"').expect("a closing quote");
+        rest = after[end + 1..].strip_prefix(", ").unwrap_or(&after[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The named sources' secrets as the stack's SenderSecretsName secret holds
+/// them: a JSON object of source name to secret.
+pub fn secrets_json(names: &[&str]) -> String {
+    let secrets: serde_json::Map<String, Value> = SOURCES
+        .iter()
+        .filter(|(name, _)| names.contains(name))
+        .map(|(name, table)| {
+            let at = table.find("secret = \"").expect("every source has a secret") + "secret = \"".len();
+            let secret = &table[at..at + table[at..].find('"').unwrap()];
+            let secret = if secret == "CONTENTFUL_SECRET" { CONTENTFUL_SECRET } else { secret };
+            (name.to_string(), Value::from(secret))
+        })
+        .collect();
+    Value::Object(secrets).to_string()
 }
 
 pub fn fixture(path: &str) -> PathBuf {
@@ -282,4 +318,23 @@ pub fn cases() -> Vec<Case> {
             json!({"id": "evt_1Pgc76B7WZ01zgkWwyRHS12y", "type": "plan.created"}),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the AWS stack takes: the sources without a secret, and every
+    /// secret under its source's name.
+    #[test]
+    fn secrets_go_apart_from_the_sources() {
+        let all: Vec<&str> = SOURCES.iter().map(|(name, _)| *name).collect();
+        let line = sources_config_without_secrets(&all);
+        assert!(!line.contains("secret") && !line.contains("0123456789"), "{line}");
+        assert!(line.contains(r#"github = { kind = "github", channel = "releases""#), "{line}");
+        let secrets: serde_json::Map<String, Value> = serde_json::from_str(&secrets_json(&all)).unwrap();
+        assert_eq!(secrets.len(), SOURCES.len());
+        assert_eq!(secrets["contentful"], CONTENTFUL_SECRET);
+        assert_eq!(secrets["zapier"], "zapier-e2e-token-0123456789");
+    }
 }

@@ -102,7 +102,7 @@ async fn start(target: Target) -> Server {
             std::fs::write(
                 &cfg,
                 format!(
-                    "[server]\nbind = \"127.0.0.1\"\nport = 0\ndata_dir = \"{}\"\n\n[sources.hmac]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"*\"]\n",
+                    "[server]\nbind = \"127.0.0.1\"\nport = 0\ndata_dir = \"{}\"\n\n[sources.hmac]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"*\"]\nfields = [\"t0\", \"i\"]\n",
                     dir.path().join("data").display()
                 ),
             )

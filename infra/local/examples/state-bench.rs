@@ -38,7 +38,13 @@ const CASES: [Case; 5] = [
 ];
 
 fn config(mode: Option<StateMode>) -> Config {
-    let toml = format!("[sources.app]\nkind = \"hmac\"\nsecret = \"{}\"\nchannels = [\"*\"]\n", "bench-state-secret-0123456789");
+    // The patches' keys, k0 to k15 (a source forwards listed fields only).
+    let fields: Vec<String> = (0..16).map(|k| format!("\"k{k}\"")).collect();
+    let toml = format!(
+        "[sources.app]\nkind = \"hmac\"\nsecret = \"{}\"\nchannels = [\"*\"]\nfields = [{}]\n",
+        "bench-state-secret-0123456789",
+        fields.join(", ")
+    );
     let mut c = Config::build(toml::from_str(&toml).unwrap(), &|_| None).unwrap();
     if let Some(m) = mode {
         c.state = StateRules::new(vec![("bench".parse().unwrap(), m)]);

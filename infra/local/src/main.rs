@@ -186,6 +186,9 @@ async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(
             (settings::dev_settings(&secrets, &cli)?, Some(secrets))
         }
     };
+    for warning in settings.core.warnings() {
+        tracing::warn!("{warning}");
+    }
     let state = hookcast::state(&settings, demo)?;
     let (addr, serving) = hookcast::bind(&settings, state.clone(), hookcast::shutdown_signal()).await?;
     print_banner(addr, &settings, secrets.as_ref(), demo);
@@ -219,6 +222,9 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
     if s.core.sources.is_empty() {
         println!("  warning     no [sources.*] configured: every webhook will be 404 unknown_source");
     }
+    for warning in s.core.warnings() {
+        println!("  warning     {warning}");
+    }
     println!("  webhooks:");
     for src in s.core.sources.values() {
         println!("    {http}/hooks/{:<10} ({})", src.name, src.kind_name());
@@ -232,6 +238,7 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
         println!("    standard  webhook secret      {}", sec.standard);
         println!("    github, vercel, stripe, shopify, sanity, contentful: the hmac secret; svix: the standard one;");
         println!("    strapi: the zapier token (as Authorization: Bearer)");
+        println!("  zapier, hmac and standard forward only the fields {}", settings::DEV_FIELDS.join(", "));
         println!();
         println!("Open {http}/ and, in another terminal, send a signed Netlify deploy notification:");
         println!("  {exe} send --url {http}/hooks/netlify --secret {} --deploy succeeded", sec.netlify);

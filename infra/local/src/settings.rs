@@ -221,12 +221,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// What `hookcast dev`'s `hmac`, `zapier` and `standard` sources forward:
+/// the demo site's fields (a title and link, a counter, a scoreboard). Every
+/// other field is dropped, as in any configuration: no field leaves unless
+/// it is named.
+pub const DEV_FIELDS: &[&str] = &["title", "url", "message", "n", "home", "away", "period", "teams"];
+
 /// `hookcast dev` without a config file: one source of each kind.
 pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, Error> {
     let src = |kind: &str, secret: &str, channels: Option<Vec<String>>| RawSource {
         kind: kind.into(),
         secret: Some(secret.into()),
         channels,
+        fields: hookcast_core::config::KINDS_NEEDING_FIELDS
+            .contains(&kind)
+            .then(|| DEV_FIELDS.iter().map(|f| f.to_string()).collect()),
         ..Default::default()
     };
     let any = || Some(vec!["*".to_string()]);
@@ -274,8 +283,40 @@ mod tests {
         )
         .unwrap();
         let err = build(file, &Overrides::default()).unwrap_err();
-        for needle in ["server.bind", "allowed_origins", "sources.netlify: no secret", "sources.zap: set channels"] {
+        for needle in [
+            "server.bind",
+            "allowed_origins",
+            "sources.netlify: no secret",
+            "sources.zap: set channels",
+            "sources.zap.fields: a token",
+        ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+    }
+
+    /// A token source that names no fields does not start, and says which
+    /// source and what to write; with them, it starts.
+    #[test]
+    fn a_token_source_without_fields_fails_to_start_naming_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookcast.toml");
+        let zapier = "[sources.zapier]\nkind = \"token\"\nsecret = \"zapier-token-0123456789\"\nchannels = [\"zaps/*\"]\n";
+        std::fs::write(&path, zapier).unwrap();
+        let e = load_file(&path, &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("sources.zapier.fields: a token source must name the fields"), "{e}");
+        assert!(e.contains("fields = [\"title\", \"url\"]") && !e.contains("zapier-token-0123456789"), "{e}");
+        std::fs::write(&path, format!("{zapier}fields = [\"title\", \"url\"]\n")).unwrap();
+        load_file(&path, &Overrides::default()).unwrap();
+    }
+
+    /// `hookcast dev`'s generated sources start: the ones that must name
+    /// their fields name the demo's.
+    #[test]
+    fn dev_settings_start_with_named_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dev_settings(&DevSecrets::load_or_create(dir.path()).unwrap(), &Overrides::default()).unwrap();
+        for name in ["zapier", "hmac", "standard"] {
+            assert_eq!(s.core.sources[name].fields.as_deref().map(<[String]>::len), Some(DEV_FIELDS.len()), "{name}");
         }
     }
 

@@ -6,6 +6,10 @@
 //! SQLite over redb: one transaction gives the append its all-or-nothing
 //! (dedupe check, seq, insert, prune), range reads are plain SQL, and an
 //! operator can inspect the file with the sqlite3 shell.
+//!
+//! A channel's state is dropped `state_ttl` after an append last carried it
+//! on: reads and appends ignore it from then, and the writer's sweep
+//! deletes it. The channel's row (its seq) stays.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +43,8 @@ pub struct SqliteStore {
     commits: Arc<std::sync::atomic::AtomicU64>,
     /// This log's epoch, made with the database file (see `History::epoch`).
     epoch: String,
+    /// Reads judge a state's age by it.
+    retention: Retention,
 }
 
 /// One append waiting for the writer.
@@ -81,8 +87,9 @@ impl Backlog {
 const MAX_BATCH: usize = 256;
 /// Committed events waiting for the fan-out above which new appends wait.
 pub const MAX_BACKLOG: usize = 1024;
-/// How often the writer sweeps expired dedupe keys (an expired key is already
-/// ignored by the check, so the sweep only reclaims space), and how many at once.
+/// How often the writer sweeps expired dedupe keys and states (both are
+/// already ignored once expired, so the sweep reclaims space, and takes a
+/// state's personal data off the disk), and how many rows at once.
 const DEDUPE_SWEEP_EVERY: Duration = Duration::from_secs(30);
 const DEDUPE_SWEEP_ROWS: i64 = 2048;
 
@@ -108,9 +115,13 @@ CREATE TABLE IF NOT EXISTS channels (
 -- Apart from the head: a head moves on every append, and a row holding a
 -- 50 KB state would be rewritten whole each time.
 CREATE TABLE IF NOT EXISTS states (
-    channel TEXT PRIMARY KEY,
-    kind    TEXT NOT NULL,
-    state   TEXT NOT NULL
+    channel    TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    -- `last`: the sender's own time of the event it holds (ms), if known.
+    event_ms   INTEGER,
+    -- When an append last carried it on (ms): it expires state_ttl after.
+    updated_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     channel TEXT NOT NULL,
@@ -161,6 +172,7 @@ impl SqliteStore {
     fn init(conn: Connection, retention: Retention, identity: Option<FileIdentity>) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         // Made once, with the file: a new file (a wiped store) has a new one.
         let fresh = format!("{:016x}", rand::random::<u64>());
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)", params![fresh]).map_err(err)?;
@@ -187,7 +199,7 @@ impl SqliteStore {
                 writer.run(rx)
             })
             .map_err(err)?;
-        Ok(Self { db, jobs, reader: None, backlog, feed, commits, epoch })
+        Ok(Self { db, jobs, reader: None, backlog, feed, commits, epoch, retention })
     }
 
     /// Sends every event to `feed` right after its commit, in commit order
@@ -223,6 +235,25 @@ impl SqliteStore {
         .await
         .map_err(err)?
     }
+}
+
+/// Brings a file made by an earlier hookcast to this schema: its states
+/// gain the sender's time (unknown) and their age, counted from now.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> =
+        conn.prepare("SELECT name FROM pragma_table_info('states')")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if !columns.iter().any(|c| c == "event_ms") {
+        conn.execute_batch("ALTER TABLE states ADD COLUMN event_ms INTEGER")?;
+    }
+    if !columns.iter().any(|c| c == "updated_ms") {
+        conn.execute_batch("ALTER TABLE states ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0")?;
+        conn.execute("UPDATE states SET updated_ms = ?1", params![now_ms() as i64])?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    hookcast_core::clock::millis(std::time::SystemTime::now())
 }
 
 /// The writer thread: takes every append that has queued, commits them in
@@ -275,7 +306,8 @@ impl FileIdentity {
 
 impl Writer {
     fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        let mut last_sweep = Instant::now();
+        // The first commit sweeps (a restart after a long stop finds states to drop).
+        let mut last_sweep: Option<Instant> = None;
         // Ends when the store (every sender) is dropped.
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
@@ -315,8 +347,8 @@ impl Writer {
                 continue;
             }
             self.commit(live);
-            if last_sweep.elapsed() >= DEDUPE_SWEEP_EVERY {
-                last_sweep = Instant::now();
+            if last_sweep.is_none_or(|t| t.elapsed() >= DEDUPE_SWEEP_EVERY) {
+                last_sweep = Some(Instant::now());
                 self.sweep();
             }
         }
@@ -328,9 +360,9 @@ impl Writer {
         let result = (|| -> rusqlite::Result<Vec<Result<Appended, StoreError>>> {
             let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(jobs.len());
-            // Each channel's state as this batch has carried it on, and
-            // which of them changed.
-            let mut states: HashMap<Channel, Option<State>> = HashMap::new();
+            // Each channel's state as this batch has carried it on (with
+            // the time of the append that did), and which of them changed.
+            let mut states: HashMap<Channel, Option<(State, u64)>> = HashMap::new();
             let mut changed: Vec<Channel> = Vec::new();
             for j in &jobs {
                 // Each append is all or nothing inside the batch: one that
@@ -348,7 +380,7 @@ impl Writer {
                             if !changed.contains(&j.ev.channel) {
                                 changed.push(j.ev.channel.clone());
                             }
-                            states.insert(j.ev.channel.clone(), Some(next));
+                            states.insert(j.ev.channel.clone(), Some((next, j.ev.at_ms)));
                         }
                         out.push(Ok(a));
                     }
@@ -361,9 +393,17 @@ impl Writer {
             // The states, once per channel, in the same transaction as
             // their events: both commit or neither does.
             for channel in &changed {
-                if let Some(Some(st)) = states.get(channel) {
-                    tx.prepare_cached("INSERT OR REPLACE INTO states (channel, kind, state) VALUES (?1, ?2, ?3)")?
-                        .execute(params![channel.as_str(), st.kind, st.value.to_string()])?;
+                if let Some(Some((st, at_ms))) = states.get(channel) {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO states (channel, kind, state, event_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        channel.as_str(),
+                        st.kind,
+                        st.value.to_string(),
+                        st.event_ms.map(|t| t as i64),
+                        *at_ms as i64
+                    ])?;
                 }
             }
             tx.commit()?;
@@ -399,45 +439,61 @@ impl Writer {
         }
     }
 
-    /// Reclaims expired dedupe keys, a bounded number per sweep.
+    /// Reclaims expired dedupe keys and states, a bounded number per sweep.
     fn sweep(&mut self) {
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms() as i64;
+        let stale_ms = now_ms.saturating_sub(self.retention.state_ttl.as_millis() as i64);
         let conn = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = conn
-            .prepare_cached(
+        for (what, sql, before) in [
+            (
+                "dedupe",
                 "DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)",
-            )
-            .and_then(|mut s| s.execute(params![now_ms, DEDUPE_SWEEP_ROWS]))
-        {
-            tracing::debug!(error = %e, "dedupe sweep skipped");
+                now_ms,
+            ),
+            (
+                "state",
+                "DELETE FROM states WHERE channel IN (SELECT channel FROM states WHERE updated_ms <= ?1 LIMIT ?2)",
+                stale_ms,
+            ),
+        ] {
+            if let Err(e) = conn.prepare_cached(sql).and_then(|mut s| s.execute(params![before, DEDUPE_SWEEP_ROWS])) {
+                tracing::debug!(error = %e, "{what} sweep skipped");
+            }
         }
     }
 }
 
-fn state_of(kind: String, value: String) -> Option<State> {
-    Some(State { kind, value: serde_json::from_str(&value).ok()? })
+/// A state row ([`STATE_ROW`]): the state, if it decodes, and when an
+/// append last carried it on (ms).
+fn state_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(State, u64)>> {
+    let (kind, value, event_ms, updated_ms): (String, String, Option<i64>, i64) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+    let state = serde_json::from_str(&value).ok().map(|value| State { kind, value, event_ms: event_ms.map(|t| t.max(0) as u64) });
+    Ok(state.map(|st| (st, updated_ms.max(0) as u64)))
 }
+
+const STATE_ROW: &str = "SELECT kind, state, event_ms, updated_ms FROM states WHERE channel = ?1";
 
 /// One append inside the writer's transaction: dedupe check, next seq and
 /// the channel's state (computed before anything is written: a state that
 /// would outgrow its limit writes nothing), insert, prune to retention,
-/// remember the key.
+/// remember the keys.
 fn append_one(
     tx: &Connection,
     ev: &Pending,
     r: Retention,
-    states: &mut HashMap<Channel, Option<State>>,
+    states: &mut HashMap<Channel, Option<(State, u64)>>,
 ) -> rusqlite::Result<(Appended, Option<State>)> {
+    // The first key seen, in the append's order, names the earlier event.
     // An expired key is ignored here and replaced below.
-    let seen: Option<i64> = match &ev.dedupe_key {
-        Some(key) => tx
+    for k in &ev.dedupe_keys {
+        let seen: Option<i64> = tx
             .prepare_cached("SELECT seq FROM dedupe WHERE key = ?1 AND expires_ms > ?2")?
-            .query_row(params![key, ev.at_ms as i64], |r| r.get(0))
-            .optional()?,
-        None => None,
-    };
-    if let Some(seq) = seen {
-        return Ok((Appended::Duplicate { seq: seq as u64 }, None));
+            .query_row(params![k.key, ev.at_ms as i64], |r| r.get(0))
+            .optional()?;
+        if let Some(seq) = seen {
+            return Ok((Appended::Duplicate { seq: seq as u64 }, None));
+        }
     }
     let channel = ev.channel.as_str();
     let head: i64 = tx
@@ -457,17 +513,17 @@ fn append_one(
     let next = match ev.state {
         None => None,
         Some(spec) => {
-            let builds_on = matches!(spec.mode, StateMode::Merge | StateMode::List(_));
+            // A `last` state that knows its event's time is kept by a newer one.
+            let builds_on = matches!(spec.mode, StateMode::Merge | StateMode::List(_)) || ev.event_ms.is_some();
             if builds_on && !states.contains_key(&ev.channel) {
-                let prev = tx
-                    .prepare_cached("SELECT kind, state FROM states WHERE channel = ?1")?
-                    .query_row(params![channel], |r| Ok(state_of(r.get(0)?, r.get(1)?)))
-                    .optional()?
-                    .flatten();
+                let prev = tx.prepare_cached(STATE_ROW)?.query_row(params![channel], state_of).optional()?.flatten();
                 states.insert(ev.channel.clone(), prev);
             }
+            let ttl = r.state_ttl.as_millis() as u64;
             let prev = if builds_on { states.get(&ev.channel).and_then(Option::as_ref) } else { None };
-            match advance(spec, prev, &event) {
+            // One past its TTL is gone: nothing builds on it.
+            let prev = prev.filter(|(_, at)| at + ttl > ev.at_ms).map(|(st, _)| st);
+            match advance(spec, prev, &event, ev.event_ms) {
                 Ok(next) => Some(next),
                 // Nothing of this append is kept: the caller rolls its savepoint back.
                 Err(too_large) => return Ok((Appended::StateTooLarge(too_large), None)),
@@ -482,11 +538,11 @@ fn append_one(
         seq - r.max_events as i64,
         oldest_ms
     ])?;
-    if let Some(key) = &ev.dedupe_key {
+    for k in &ev.dedupe_keys {
         tx.prepare_cached("INSERT OR REPLACE INTO dedupe (key, seq, expires_ms) VALUES (?1, ?2, ?3)")?.execute(params![
-            key,
+            k.key,
             seq,
-            (ev.at_ms + r.dedupe_ttl.as_millis() as u64) as i64
+            ev.at_ms.saturating_add(k.ttl.as_millis() as u64).min(i64::MAX as u64) as i64
         ])?;
     }
     Ok((Appended::Stored(event), next))
@@ -510,6 +566,8 @@ impl EventLog for SqliteStore {
     async fn read(&self, channel: &Channel, since: u64, limit: usize) -> Result<History, StoreError> {
         let channel = channel.clone();
         let epoch = self.epoch.clone();
+        let ttl = self.retention.state_ttl.as_millis() as u64;
+        let now = now_ms();
         self.with_reader(move |db| {
             let tx = db.transaction()?; // one snapshot for head and events
             let name = channel.as_str();
@@ -517,12 +575,9 @@ impl EventLog for SqliteStore {
                 .query_row("SELECT head FROM channels WHERE channel = ?1", params![name], |r| r.get(0))
                 .optional()?
                 .unwrap_or(0);
-            let state = tx
-                .query_row("SELECT kind, state FROM states WHERE channel = ?1", params![name], |r| {
-                    Ok(state_of(r.get(0)?, r.get(1)?))
-                })
-                .optional()?
-                .flatten();
+            // Past its TTL it is gone, whether or not the sweep has deleted it yet.
+            let state = tx.query_row(STATE_ROW, params![name], state_of).optional()?.flatten();
+            let state = state.filter(|(_, at)| at + ttl > now).map(|(st, _)| st);
             let first: Option<i64> =
                 tx.query_row("SELECT MIN(seq) FROM events WHERE channel = ?1", params![name], |r| r.get(0))?;
             let mut stmt =
@@ -579,6 +634,82 @@ mod tests {
         assert_eq!(h.events[0], conformance::pending("a", "k0", conformance::T0).with_seq(1));
         let again = s.append(&conformance::pending("a", "k1", conformance::T0)).await.unwrap();
         assert_eq!(again, Appended::Duplicate { seq: 2 });
+    }
+
+    /// A file from before states had an age and a sender's time: it opens,
+    /// its state is served (aged from the upgrade) and carried on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_from_before_state_ages_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE channels (channel TEXT PRIMARY KEY, head INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE states (channel TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL);
+                 INSERT INTO channels VALUES ('score', 1);
+                 INSERT INTO states VALUES ('score', 'merge', '{\"home\":1}');",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path, conformance::retention()).unwrap();
+        let h = s.read(&conformance::ch("score"), 0, 0).await.unwrap();
+        assert_eq!((h.head, h.state.map(|st| st.value)), (1, Some(serde_json::json!({"home": 1}))));
+        let spec = hookcast_core::state::StateSpec { mode: StateMode::Merge, max_bytes: 1000 };
+        let p = Pending {
+            data: serde_json::json!({"away": 2}),
+            state: Some(spec),
+            ..conformance::pending("score", "k", conformance::now_ms())
+        };
+        s.append(&p).await.unwrap();
+        let st = s.read(&conformance::ch("score"), 0, 0).await.unwrap().state.unwrap();
+        assert_eq!(st.value, serde_json::json!({"home": 1, "away": 2}));
+    }
+
+    /// Reads judge a state's age themselves: one past its TTL that the sweep
+    /// has not deleted yet is not served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_past_its_ttl_is_not_read_before_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let r = conformance::retention();
+        drop(SqliteStore::open(&path, r).unwrap());
+        let old = conformance::now_ms() - r.state_ttl.as_millis() as u64 - 60_000;
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO states (channel, kind, state, updated_ms) VALUES ('me', 'last', '{\"seq\":1}', ?1)",
+                params![old as i64],
+            )
+            .unwrap();
+        let s = SqliteStore::open(&path, r).unwrap();
+        assert_eq!(s.read(&conformance::ch("me"), 0, 0).await.unwrap().state, None);
+    }
+
+    /// The writer's sweep takes a state past its TTL off the disk, not only
+    /// out of reads (it may hold personal data).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_state_is_deleted_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let r = conformance::retention();
+        let s = SqliteStore::open(&path, r).unwrap();
+        let spec = hookcast_core::state::StateSpec { mode: StateMode::Last, max_bytes: 1000 };
+        let old = conformance::now_ms() - r.state_ttl.as_millis() as u64 - 60_000;
+        s.append(&Pending { state: Some(spec), ..conformance::pending("me", "k1", old) }).await.unwrap();
+        let rows = || -> i64 {
+            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM states", [], |row| row.get(0)).unwrap()
+        };
+        // The first commit of a run sweeps, right after it commits.
+        hookcast_testkit::until_sync(hookcast_testkit::LOCAL, "the sweep to delete the expired state", || {
+            if rows() == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} state rows", rows()))
+            }
+        })
+        .await;
+        assert_eq!(s.read(&conformance::ch("me"), 0, 0).await.unwrap().head, 1, "the channel's seq stays");
     }
 
     /// Appends that queue while the writer is busy share one transaction (one

@@ -44,6 +44,7 @@ async fn every_acknowledged_webhook_survives_kill_9() {
         &config,
         format!(
             "[limits]\nhistory_max_events = 10000\n[sources.app]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"crash\"]\n\
+             fields = [\"n\", \"seen\"]\n\
              [state]\n\"crash\" = \"merge\"\n"
         ),
     )
@@ -136,7 +137,8 @@ async fn every_acknowledged_webhook_survives_kill_9() {
 async fn sigterm_closes_every_socket_with_1012_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookcast.toml");
-    std::fs::write(&config, format!("[sources.app]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"*\"]\n")).unwrap();
+    std::fs::write(&config, format!("[sources.app]\nkind = \"hmac\"\nsecret = \"{SECRET}\"\nchannels = [\"*\"]\nfields = []\n"))
+        .unwrap();
     let (mut child, url) = start(dir.path(), &config).await;
     let ws_url = url.replacen("http://", "ws://", 1) + "/ws";
     let mut sockets = Vec::new();

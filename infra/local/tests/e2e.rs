@@ -230,8 +230,13 @@ async fn every_signing_kind_end_to_end() {
     ];
     let (status, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body.clone()).await;
     assert_eq!((status, ack["seq"].as_u64()), (200, Some(1)), "{ack}");
-    let (_, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body).await;
+    let (_, ack) = post(&s.url("/hooks/hmac"), "application/json", &h, body.clone()).await;
     assert_eq!(ack["duplicate"], true, "a redelivery keeps its X-GitHub-Delivery id");
+    // The delivery header is not signed: a captured request posted again under
+    // another id is the same signed body, so the same delivery.
+    let replay = vec![h[0].clone(), ("X-GitHub-Delivery".into(), "00000000-0000-0000-0000-000000000000".into())];
+    let (_, ack) = post(&s.url("/hooks/hmac"), "application/json", &replay, body).await;
+    assert_eq!((ack["duplicate"].as_bool(), ack["seq"].as_u64()), (Some(true), Some(1)), "a replay under a new delivery id");
     let ev = next(&mut ws).await;
     assert_eq!((ev["event"].as_str(), ev["data"]["title"].as_str()), (Some("post.published"), Some("Hello")));
 
@@ -256,7 +261,7 @@ async fn every_signing_kind_end_to_end() {
     let (status, ack) = post(&s.url("/hooks/zapier"), "application/x-www-form-urlencoded", &h, form).await;
     assert_eq!((status, ack["seq"].as_u64()), (200, Some(3)), "{ack}");
     let ev = next(&mut ws).await;
-    assert_eq!(ev["data"], json!({"title": "From Zapier", "count": "3"}));
+    assert_eq!(ev["data"], json!({"title": "From Zapier"}), "count is not among the source's fields: it stays behind");
 
     // Netlify forms: only allow-listed fields reach the page.
     let mut ws2 = s.ws().await;
@@ -268,6 +273,25 @@ async fn every_signing_kind_end_to_end() {
     assert_eq!(ev["channel"], "forms/guestbook");
     assert_eq!(ev["data"]["fields"], json!({"name": "Ada", "message": "Hello!"}));
     assert!(!ev.to_string().contains("203.0.113.9"), "the submitter's IP never reaches pages");
+    s.stop().await;
+}
+
+/// A Netlify form the source does not list (the dev source lists
+/// `guestbook`) publishes nothing, not even that it was sent: answered 200
+/// `{"ok":true,"ignored":true,…}`, nothing stored or pushed.
+#[tokio::test]
+async fn an_unconfigured_netlify_form_is_ignored_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let mut ws = s.ws().await;
+    subscribe(&mut ws, "forms/contact", None).await;
+    let body =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/senders/netlify/form-contact.json")).unwrap();
+    let (status, ack) = post(&s.url("/hooks/netlify"), "application/json", &netlify_sig(&body), body).await;
+    assert_eq!((status, ack["ok"].as_bool(), ack["ignored"].as_bool()), (200, Some(true), Some(true)), "{ack}");
+    assert!(ack.get("seq").is_none(), "{ack}");
+    assert_eq!(head(&s, "forms/contact").await, 0, "nothing stored");
+    assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err(), "nothing pushed");
     s.stop().await;
 }
 

@@ -107,3 +107,57 @@ async fn healthz_metrics_and_json_logs() {
     assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
     child.kill().await.unwrap();
 }
+
+/// A private exact channel name leaves its sub-channels public: `hookcast
+/// serve` says so in its banner and its log (private `orders` does not
+/// cover `orders/1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_exact_name_with_public_sub_channels_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hookcast.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nport = 0\ndata_dir = \"{}\"\n[private]\nsecret = \"private-ops-secret-0123\"\nchannels = [\"orders\", \"team/*\"]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "hookcast=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let printed = hookcast_testkit::within(hookcast_testkit::LOCAL, "the banner's warning", async {
+        let mut seen = Vec::new();
+        while let Some(line) = out.next_line().await.unwrap() {
+            if line.contains("webhooks:") {
+                break;
+            }
+            seen.push(line);
+        }
+        seen
+    })
+    .await;
+    let warned: Vec<&String> = printed.iter().filter(|l| l.trim_start().starts_with("warning")).collect();
+    assert!(warned.iter().any(|l| l.contains("\"orders\" is an exact name") && l.contains("orders/1")), "banner: {printed:#?}");
+    assert!(!warned.iter().any(|l| l.contains("team")), "team/* covers its sub-channels: {warned:?}");
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let logged = hookcast_testkit::within(hookcast_testkit::LOCAL, "the warning in the log", async {
+        loop {
+            let line = err.next_line().await.unwrap().expect("the log ended without the warning");
+            if line.contains("is an exact name") {
+                return line;
+            }
+        }
+    })
+    .await;
+    assert!(logged.contains("WARN"), "{logged}");
+    child.kill().await.unwrap();
+}

@@ -118,8 +118,39 @@ async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
             post(&url(&format!("/hooks/{source}")), "application/json", &headers, std::fs::read(fixture(file)).unwrap()).await;
         assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)), "{source}: {answer}");
     }
+    // A captured delivery posted again with a new delivery id (and even
+    // another event type) in the headers their signatures do not cover:
+    // the same signed body, so the same delivery.
+    for (source, scheme, secret, file, signed_with, replayed_with) in [
+        (
+            "github",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/release-published.json",
+            vec![("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")],
+            vec![("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "00000000-0000-0000-0000-000000000000")],
+        ),
+        (
+            "shopify",
+            "shopify",
+            "shopify-e2e-secret-0123456789",
+            "shopify/orders-create.json",
+            vec![("X-Shopify-Topic", "orders/create"), ("X-Shopify-Webhook-Id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")],
+            vec![("X-Shopify-Topic", "orders/create"), ("X-Shopify-Webhook-Id", "another-webhook-id")],
+        ),
+    ] {
+        let captured = sign(scheme, secret, &fixture(file), &signed_with);
+        let replay: Vec<(String, String)> = captured
+            .into_iter()
+            .filter(|(k, _)| !replayed_with.iter().any(|(r, _)| r.eq_ignore_ascii_case(k)))
+            .chain(replayed_with.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let (status, answer) =
+            post(&url(&format!("/hooks/{source}")), "application/json", &replay, std::fs::read(fixture(file)).unwrap()).await;
+        assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)), "{source} replayed: {answer}");
+    }
     page.send(Message::Text(json!({"action": "ping"}).to_string().into())).await.unwrap();
-    assert_eq!(next(&mut page).await, json!({"type": "pong"}), "no forgery and no redelivery reached the page");
+    assert_eq!(next(&mut page).await, json!({"type": "pong"}), "no forgery, redelivery or replay reached the page");
     hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
 }
 
@@ -269,8 +300,10 @@ async fn hookcast_dev_has_every_sender_kind_to_try() {
 /// a few stacks). Every real body, signed by the independent signer, is
 /// acknowledged by the webhook function and reaches a WebSocket on the
 /// stack's API with the configured channel, event and data; a forgery is
-/// refused. Run by tests/run after sam build (`--ignored`, with
-/// HOOKCAST_BUILD_DIR).
+/// refused. The sources' secrets are in Secrets Manager (SenderSecretsName),
+/// as the stack refuses them in SourcesConfig. Run by tests/run after sam
+/// build (`--ignored`, with HOOKCAST_BUILD_DIR and moto's
+/// HOOKCAST_DYNAMODB_ENDPOINT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sam build's output; tests/run runs it in its AWS phase with HOOKCAST_BUILD_DIR"]
 async fn every_sender_through_the_aws_stack() {
@@ -290,26 +323,50 @@ async fn every_sender_through_the_aws_stack() {
     for s in sources {
         let mut with = stacks.last().unwrap().clone();
         with.push(s);
-        if hookcast_testkit::senders::sources_config(&with).len() <= LIMIT {
+        if hookcast_testkit::senders::sources_config_without_secrets(&with).len() <= LIMIT {
             *stacks.last_mut().unwrap() = with;
         } else {
             stacks.push(vec![s]);
         }
     }
-    for group in stacks {
-        let line = hookcast_testkit::senders::sources_config(&group);
+    // The secrets go into Secrets Manager, as on AWS (SourcesConfig may not
+    // hold them): moto's, which the emulated stack runs on.
+    let aws_endpoint =
+        std::env::var("HOOKCAST_DYNAMODB_ENDPOINT").expect("HOOKCAST_DYNAMODB_ENDPOINT: moto's server (tests/run starts it)");
+    let aws = hookcast_emulate::aws::Aws::new(&aws_endpoint, "us-east-1");
+    for (i, group) in stacks.into_iter().enumerate() {
+        let line = hookcast_testkit::senders::sources_config_without_secrets(&group);
         assert!(line.len() <= LIMIT, "{group:?} alone is {} characters", line.len());
+        assert!(!line.contains("secret"), "{line}");
+        let secrets_name = format!("hookcast-senders-{}-{i}", std::process::id());
+        aws.secrets(
+            "CreateSecret",
+            json!({"Name": secrets_name, "SecretString": hookcast_testkit::senders::secrets_json(&group)}),
+        )
+        .await
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready.json");
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
             .current_dir(&root)
-            .args(["emulate", "--template", "template.yaml", "--build-dir", &build, "--ready-file"])
+            .args([
+                "emulate",
+                "--template",
+                "template.yaml",
+                "--build-dir",
+                &build,
+                "--aws-endpoint",
+                &aws_endpoint,
+                "--ready-file",
+            ])
             .arg(&ready)
             .arg("--parameter-overrides")
             .args([
                 "NetlifySecret=netlify-e2e-secret-0123456789".to_owned(),
                 "ZapierToken=zapier-e2e-token-0123456789".to_owned(),
                 "AllowedOrigins=http://127.0.0.1".to_owned(),
+                "AlertEmail=none".to_owned(),
+                format!("SenderSecretsName={secrets_name}"),
                 format!("SourcesConfig={line}"),
             ])
             .env("RUST_LOG", "warn")

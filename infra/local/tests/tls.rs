@@ -79,6 +79,8 @@ async fn wss_and_https_with_a_verified_certificate() {
     // No ping tick comes along to wake a writer that waits for nothing.
     settings.ping_every = std::time::Duration::from_secs(3600);
     settings.idle_limit = std::time::Duration::from_secs(3600);
+    // The padded events below carry their padding to the page.
+    settings.core.sources.get_mut("hmac").unwrap().fields.get_or_insert_with(Vec::new).push("pad".into());
     let running = hookcast::spawn(&settings, false).await.unwrap();
     let addr = running.addr;
     let wss = format!("wss://localhost:{}/ws", addr.port());
