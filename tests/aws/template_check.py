@@ -353,6 +353,9 @@ PUBLISHED = {
     ("AWS/Lambda", "Throttles"): [{"FunctionName"}],
     # Stream-sourced functions only ("IteratorAge ... for event source mappings that read from streams").
     ("AWS/Lambda", "IteratorAge"): [{"FunctionName"}],
+    # WebSocket APIs publish per ApiId and Stage ("Monitoring WebSocket API execution with CloudWatch metrics").
+    ("AWS/ApiGateway", "ConnectCount"): [{"ApiId", "Stage"}, {"ApiId"}],
+    ("AWS/ApiGateway", "MessageCount"): [{"ApiId", "Stage"}, {"ApiId"}],
     ("AWS/DynamoDB", "ReadThrottleEvents"): [{"TableName"}],
     ("AWS/DynamoDB", "WriteThrottleEvents"): [{"TableName"}],
     ("AWS/DynamoDB", "ThrottledRequests"): [{"TableName", "Operation"}],

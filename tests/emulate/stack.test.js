@@ -24,10 +24,22 @@ const NETLIFY = 'emulate-netlify-secret-0123456789';
 const ZAPIER = 'emulate-zapier-token-0123456789';
 const SUBSCRIBE = 'emulate-subscribe-secret-0123456789';
 const ORIGIN = 'http://127.0.0.1';
+// The template's sources, with the fields these tests' zaps carry (a token
+// source forwards listed fields only).
+const SOURCES = `[sources.netlify]
+kind = "netlify"
+[sources.netlify.forms.guestbook]
+fields = ["name", "message"]
+[sources.zapier]
+kind = "token"
+header = "x-hookcast-token"
+channels = ["zaps/*"]
+fields = ["title", "url", "state", "home", "away", "period", "n", "i"]
+`;
 const PARAMS = [
   `NetlifySecret=${NETLIFY}`, `ZapierToken=${ZAPIER}`, `SubscribeSecret=${SUBSCRIBE}`,
   'PrivateChannels=zaps/private/*', `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`,
-  'StateConfig=zaps/score=merge,zaps/feed/*=list:5',
+  'StateConfig=zaps/score=merge,zaps/feed/*=list:5', 'AlertEmail=none', `SourcesConfig=${SOURCES}`,
 ];
 
 /** Waits for `cond()` to be truthy: a ceiling for a stuck run, not a guess. */

@@ -4,9 +4,12 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
-use hookcast_core::ports::{ConnId, EventLog, Gateway, Subscriptions};
+use hookcast_core::ports::{forget, ConnId, Delivery, EventLog, Gateway, Subscriptions};
 use hookcast_core::relay::{ConnectError, Relay};
-use tracing::warn;
+use hookcast_core::{ClientMsg, ServerMsg};
+use tracing::{info, warn};
+
+use crate::guard::{Guard, Verdict};
 
 fn ws_response(status: i64, body: Option<&str>) -> ApiGatewayProxyResponse {
     let mut r = ApiGatewayProxyResponse::default();
@@ -19,16 +22,33 @@ fn conn_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<ConnId> {
     ev.request_context.connection_id.clone().filter(|c| !c.is_empty()).map(ConnId)
 }
 
-/// `$connect`: check Origin, record the connection. Never posts: API Gateway
+/// `$connect`: check Origin and the address's budgets (connections a
+/// minute, open at once), record the connection. Never posts: API Gateway
 /// answers 410 to any post before `$connect` returns.
-pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway>(
+pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     relay: &Relay<L, S, G>,
+    guard: &B,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {
         return ws_response(400, Some("no connectionId"));
     };
     let origin = ev.headers.get("origin").and_then(|v| v.to_str().ok());
+    if !relay.origin_allowed(origin) {
+        return ws_response(403, Some("origin not allowed"));
+    }
+    let address = ev.request_context.identity.source_ip.clone().unwrap_or_default();
+    match guard.connect(&conn, &address).await {
+        Ok(Verdict::Allowed) => {}
+        Ok(Verdict::Over(what)) => {
+            info!(%address, over = what, "connection refused: over its address's budget");
+            return ws_response(429, Some("too many connections from this address"));
+        }
+        Err(e) => {
+            warn!(error = %e, "could not check an address's budget");
+            return ws_response(500, None);
+        }
+    }
     match relay.connect(&conn, origin).await {
         Ok(()) => ws_response(200, None),
         Err(ConnectError::OriginNotAllowed) => ws_response(403, Some("origin not allowed")),
@@ -39,13 +59,15 @@ pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway>(
     }
 }
 
-pub async fn ws_disconnect<L: EventLog, S: Subscriptions, G: Gateway>(
+pub async fn ws_disconnect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     relay: &Relay<L, S, G>,
+    guard: &B,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {
         return ws_response(400, None);
     };
+    guard.disconnect(&conn).await;
     if let Err(e) = relay.disconnect(&conn).await {
         // The items expire by TTL anyway.
         warn!(error = %e, conn = %conn, "could not forget a connection");
@@ -53,19 +75,80 @@ pub async fn ws_disconnect<L: EventLog, S: Subscriptions, G: Gateway>(
     ws_response(200, None)
 }
 
-/// subscribe / unsubscribe / ping / occupancy and `$default`: replies go out through
-/// PostToConnection, so the integration response stays empty.
-pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway>(
+/// subscribe / unsubscribe / occupancy (and `$default`, where it reaches a
+/// function): replies go out through PostToConnection, so the integration
+/// response stays empty. Each frame spends the connection's budget first,
+/// and its replies' bytes after (before they are posted); a connection over
+/// either is closed and forgotten. Replies are always batched here: one
+/// post carries up to 96 KB of them, whatever the client asked.
+pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     relay: &Relay<L, S, G>,
+    guard: &B,
+    gateway: &G,
+    subs: &S,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {
         return ws_response(400, None);
     };
-    if ev.is_base64_encoded {
-        relay.binary_frame(&conn).await;
+    if !spent(guard, gateway, relay, &conn, 1, 0).await {
+        return ws_response(200, None);
+    }
+    let replies = if ev.is_base64_encoded {
+        vec![ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol")]
     } else {
-        relay.message(&conn, ev.body.as_deref().unwrap_or("")).await;
+        let text = ev.body.as_deref().unwrap_or("");
+        match ClientMsg::parse(text) {
+            Ok(msg) => relay.apply(&conn, msg).await,
+            Err(bad) => vec![ServerMsg::error(bad.code, bad.message)],
+        }
+    };
+    let mut frames = Vec::new();
+    for r in replies {
+        match r {
+            ServerMsg::Batch { frames: inner } => frames.extend(inner),
+            one => frames.push(one),
+        }
+    }
+    let posts: Vec<String> =
+        if frames.len() > 1 { ServerMsg::batched(frames) } else { frames }.iter().map(ServerMsg::to_json).collect();
+    let bytes: u64 = posts.iter().map(|p| p.len() as u64).sum();
+    if !spent(guard, gateway, relay, &conn, 0, bytes).await {
+        return ws_response(200, None);
+    }
+    for post in posts {
+        if gateway.reply(&conn, &post).await == Delivery::Gone {
+            forget(subs, &conn).await;
+            break;
+        }
     }
     ws_response(200, None)
+}
+
+/// Spends the budget; `false` when the connection was over it (and is now closed and forgotten).
+async fn spent<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
+    guard: &B,
+    gateway: &G,
+    relay: &Relay<L, S, G>,
+    conn: &ConnId,
+    frames: u64,
+    bytes: u64,
+) -> bool {
+    match guard.spend(conn, frames, bytes).await {
+        Ok(Verdict::Allowed) => true,
+        Ok(Verdict::Over(what)) => {
+            info!(conn = %conn, over = what, "connection over its budget: closed");
+            gateway.close(conn).await;
+            if let Err(e) = relay.disconnect(conn).await {
+                warn!(error = %e, conn = %conn, "could not forget a connection over its budget");
+            }
+            false
+        }
+        // The budget could not be read: the frame is served (the table is
+        // what serves it too; it is failing for everyone alike).
+        Err(e) => {
+            warn!(error = %e, conn = %conn, "could not check a connection's budget");
+            true
+        }
+    }
 }

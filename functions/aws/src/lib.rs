@@ -5,6 +5,7 @@ pub mod apigw;
 pub mod dynamo;
 pub mod emf;
 pub mod env;
+pub mod guard;
 pub mod handlers;
 pub mod pipeline;
 
@@ -21,6 +22,14 @@ pub type AwsHooks = hookcast_core::Hooks<dynamo::DynamoStore>;
 /// Sleeps before retry `attempt`: hookcast_core's capped full-jitter backoff.
 pub(crate) async fn backoff_sleep(attempt: u32, base: std::time::Duration, cap: std::time::Duration) {
     tokio::time::sleep(hookcast_core::backoff::full_jitter(attempt, base, cap, rand::random())).await;
+}
+
+/// A socket function's parts, built once per cold start.
+pub struct Socket {
+    pub relay: AwsRelay,
+    pub guard: guard::TableGuard,
+    pub gateway: Arc<apigw::ApiGwGateway>,
+    pub store: Arc<dynamo::DynamoStore>,
 }
 
 /// What a function builds once per cold start.
@@ -72,8 +81,16 @@ impl Startup {
         Arc::new(apigw::ApiGwGateway::new(&self.sdk, &self.cfg.ws_endpoint).with_rate(self.cfg.posts_per_second))
     }
     pub fn relay(&self) -> AwsRelay {
+        self.socket().relay
+    }
+    /// What a socket function needs: the relay, and the parts it is made of
+    /// (replies are posted by the handler, after the connection's budget).
+    pub fn socket(&self) -> Socket {
         let store = Arc::new(self.store());
-        Relay::new(Arc::new(self.cfg.core.clone()), store.clone(), store, self.gateway())
+        let gateway = self.gateway();
+        let relay = Relay::new(Arc::new(self.cfg.core.clone()), store.clone(), store.clone(), gateway.clone()).only_reachable();
+        let guard = guard::TableGuard::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.cfg.table);
+        Socket { relay, guard, gateway, store }
     }
     /// The fan-out, and the table that keeps where an unfinished job stopped.
     pub fn fanout(&self) -> (AwsFanout, Arc<dynamo::DynamoStore>) {
@@ -121,16 +138,16 @@ pub fn init_tracing() {
 /// `$connect` and `$disconnect`, `Message` for the rest.
 pub async fn run_websocket_function<F, Fut>(role: env::Role, handler: F) -> Result<(), lambda_runtime::Error>
 where
-    F: Fn(std::sync::Arc<AwsRelay>, aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> Fut,
+    F: Fn(std::sync::Arc<Socket>, aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> Fut,
     Fut: std::future::Future<Output = aws_lambda_events::apigw::ApiGatewayProxyResponse> + Send,
 {
     init_tracing();
-    let relay = std::sync::Arc::new(Startup::load(role).await?.relay());
+    let socket = std::sync::Arc::new(Startup::load(role).await?.socket());
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>| {
             // Boxed: the handler futures nest deep enough to overflow layout queries.
-            let fut = Box::pin(handler(relay.clone(), ev.payload));
+            let fut = Box::pin(handler(socket.clone(), ev.payload));
             async move { Ok::<_, lambda_runtime::Error>(fut.await) }
         },
     ))

@@ -11,6 +11,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use futures::{SinkExt, StreamExt};
 use hookcast_aws::apigw::ApiGwGateway;
 use hookcast_aws::dynamo::DynamoStore;
+use hookcast_aws::guard::TableGuard;
 use hookcast_aws::{handlers, pipeline, AwsFanout, AwsHooks, AwsRelay};
 use hookcast_core::config::{Config, Limits};
 use hookcast_core::ports::{all_subscribers, ConnId, Retention, Subscriptions};
@@ -42,6 +43,8 @@ struct Stack {
     fanout: Arc<AwsFanout>,
     /// The table: log, subscriptions and fan-out cursors.
     store: Arc<DynamoStore>,
+    /// The socket functions' budgets, in the same table.
+    guard: Arc<TableGuard>,
     emu: Emulator,
     queue_url: String,
     dlq_url: String,
@@ -84,17 +87,20 @@ async fn stack_with(opts: Options, origins: &[&str], shards: u32, visibility_sec
 }
 
 async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32) -> Stack {
-    let cell: Arc<OnceLock<Arc<AwsRelay>>> = Arc::new(OnceLock::new());
+    // The socket functions' parts, as a cold start builds them: the relay,
+    // the budgets in the same table, the gateway and the store.
+    type Parts = (Arc<AwsRelay>, Arc<TableGuard>, Arc<ApiGwGateway>, Arc<DynamoStore>);
+    let cell: Arc<OnceLock<Parts>> = Arc::new(OnceLock::new());
     let c = cell.clone();
     let invoke: Invoke = Arc::new(move |ev: Value| {
         let c = c.clone();
         Box::pin(async move {
-            let relay = c.get().expect("relay is set before the first connection").clone();
+            let (relay, guard, gateway, store) = c.get().expect("the parts are set before the first connection").clone();
             let req: ApiGatewayWebsocketProxyRequest = serde_json::from_value(ev).expect("the event has AWS's shape");
             let res = match req.request_context.route_key.as_deref() {
-                Some("$connect") => handlers::ws_connect(&relay, req).await,
-                Some("$disconnect") => handlers::ws_disconnect(&relay, req).await,
-                _ => handlers::ws_message(&relay, req).await,
+                Some("$connect") => handlers::ws_connect(&*relay, &*guard, req).await,
+                Some("$disconnect") => handlers::ws_disconnect(&*relay, &*guard, req).await,
+                _ => handlers::ws_message(&*relay, &*guard, &*gateway, &*store, req).await,
             };
             Ok(serde_json::to_value(res).unwrap())
         })
@@ -109,10 +115,12 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
     let (store, gateway) = (Arc::new(store), Arc::new(gateway));
     let hooks = Arc::new(Hooks::new(cfg.clone(), store.clone()));
     let relay = Arc::new(Relay::new(cfg.clone(), store.clone(), store.clone(), gateway.clone()));
-    let fanout = Arc::new(Fanout::new(cfg, store.clone(), gateway));
-    cell.set(relay.clone()).ok().unwrap();
+    let guard =
+        Arc::new(TableGuard::new(aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(common::endpoint()))), store.table()));
+    let fanout = Arc::new(Fanout::new(cfg, store.clone(), gateway.clone()));
+    cell.set((relay.clone(), guard.clone(), gateway, store.clone())).ok().unwrap();
     let pump = common::StreamPump::new(&arn).await;
-    Stack { hooks, relay, fanout, store, emu, queue_url, dlq_url, pump, shards }
+    Stack { hooks, relay, fanout, store, guard, emu, queue_url, dlq_url, pump, shards }
 }
 
 impl Stack {
@@ -231,11 +239,11 @@ async fn fixture_events_drive_connect_and_disconnect() {
     let conn = ConnId(req.request_context.connection_id.clone().unwrap());
     assert_eq!(req.request_context.connected_at, 1547230720092);
     assert_eq!(req.request_context.identity.source_ip.as_deref(), Some("192.168.196.186"));
-    assert_eq!(handlers::ws_connect(&s.relay, req).await.status_code, 200);
+    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, req).await.status_code, 200);
 
     ev["headers"]["Origin"] = json!("https://evil.example");
     let evil: ApiGatewayWebsocketProxyRequest = serde_json::from_value(ev).unwrap();
-    assert_eq!(handlers::ws_connect(&s.relay, evil).await.status_code, 403);
+    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, evil).await.status_code, 403);
 
     let ch = Channel::parse("deploys").unwrap();
     s.store.subscribe(&conn, &ch, 10).await.unwrap();
@@ -243,13 +251,13 @@ async fn fixture_events_drive_connect_and_disconnect() {
     let mut bye = fixture("example-apigw-websocket-request-disconnect-route.json");
     bye["requestContext"]["connectionId"] = json!(conn.0);
     let bye: ApiGatewayWebsocketProxyRequest = serde_json::from_value(bye).unwrap();
-    assert_eq!(handlers::ws_disconnect(&s.relay, bye).await.status_code, 200);
+    assert_eq!(handlers::ws_disconnect(&*s.relay, &*s.guard, bye).await.status_code, 200);
     assert!(all_subscribers(&*s.store, &ch).await.unwrap().is_empty());
 
     let mut no_id = fixture("example-apigw-websocket-request-without-method.json");
     no_id["requestContext"]["connectionId"] = Value::Null;
     let no_id: ApiGatewayWebsocketProxyRequest = serde_json::from_value(no_id).unwrap();
-    assert_eq!(handlers::ws_connect(&s.relay, no_id).await.status_code, 400);
+    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, no_id).await.status_code, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -294,9 +302,14 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     ws.send(Message::Text(r#"{"action":"dance"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "unknown_action");
     let (mut late, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
+    // On AWS a replay is always batched (one post for up to 96 KB), whatever the client asked.
+    let posts = s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
     late.send(Message::Text(r#"{"action":"subscribe","channel":"deploys","since":0}"#.into())).await.unwrap();
-    assert_eq!(next(&mut late).await["seq"], 1);
-    assert_eq!(next(&mut late).await, json!({"type":"subscribed","channel":"deploys","seq":1,"epoch":epoch}));
+    let batch = next(&mut late).await;
+    assert_eq!(batch["type"], "batch");
+    assert_eq!(batch["frames"][0]["seq"], 1);
+    assert_eq!(batch["frames"][1], json!({"type":"subscribed","channel":"deploys","seq":1,"epoch":epoch}));
+    assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts + 1, "one post");
     // Occupancy through its own route: both pages are viewing; asking again at once is refused.
     late.send(Message::Text(r#"{"action":"occupancy","channel":"deploys"}"#.into())).await.unwrap();
     assert_eq!(next(&mut late).await, json!({"type":"occupancy","channel":"deploys","count":2}));
@@ -881,4 +894,44 @@ async fn every_sender_s_real_body_reaches_a_page_through_the_lambda_handlers() {
         assert_eq!((ev["channel"].as_str(), ev["event"].as_str()), (Some(case.channel), Some(case.event)), "{what}: {ev}");
         assert_eq!(ev["data"], case.data, "{what}");
     }
+}
+
+/// A client past its budget (60 frames a minute that reach a function) is
+/// closed with DeleteConnection and forgotten: its subscriptions are gone,
+/// so it costs nothing more, whatever it sends. A page's own few frames
+/// are far inside it. (Red before: all 80 subscribes answered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_over_its_budget_is_closed_and_forgotten() {
+    let s = stack(Options::default(), &[], 1).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
+    let frame = |i: usize| Message::Text(json!({"action": "subscribe", "channel": format!("c{}", i % 20)}).to_string().into());
+    let mut answered = 0;
+    let mut closed = false;
+    for i in 0..80 {
+        if ws.send(frame(i)).await.is_err() {
+            closed = true;
+            break;
+        }
+        match hookcast_testkit::within(WAIT, "an answer or the close", ws.next()).await {
+            Some(Ok(Message::Text(_))) => answered += 1,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    assert!(closed, "the connection was left open after {answered} answers");
+    assert_eq!(answered, hookcast_aws::guard::FRAMES_PER_MINUTE as usize, "every frame inside the budget answered");
+    // Forgotten after the close (the handler goes on once DeleteConnection answers).
+    hookcast_testkit::until(WAIT, "the closed connection's subscriptions to go", || async {
+        for c in 0..20 {
+            let ch = Channel::parse(&format!("c{c}")).unwrap();
+            if !all_subscribers(&*s.store, &ch).await.unwrap().is_empty() {
+                return Err(format!("c{c} still has the closed connection"));
+            }
+        }
+        Ok(())
+    })
+    .await;
 }

@@ -86,3 +86,33 @@ pub fn page_of(
     let next = events.last().map(|e| e.seq).filter(|last| *last < head);
     (events, next)
 }
+
+/// Whether any configured source can publish to `channel` (or the
+/// configuration names it, as a private or stateful channel): a channel no
+/// source reaches can never carry an event, so a subscribe to it is refused
+/// before it costs a write. A sender's channel template counts up to its
+/// first placeholder (`github/{repository.name}` reaches `github/…`).
+pub fn reachable(config: &crate::config::Config, channel: &crate::channel::Channel) -> bool {
+    use crate::config::SourceKind;
+    let c = channel.as_str();
+    let prefix = |template: &str| -> bool {
+        match template.find('{') {
+            None => c == template,
+            Some(at) => c.starts_with(&template[..at]),
+        }
+    };
+    let by_source = config.sources.values().any(|s| {
+        s.channels.iter().any(|p| p.matches(channel))
+            || s.route.as_ref().is_some_and(|r| prefix(r.channel.as_str()))
+            || match &s.kind {
+                SourceKind::Netlify { form_channels, .. } => {
+                    c == "deploys"
+                        || c.starts_with("deploys/")
+                        || c.starts_with("forms/")
+                        || form_channels.values().any(|f| f == channel)
+                }
+                _ => false,
+            }
+    });
+    by_source || config.is_private(channel) || config.state.mode(channel).is_some()
+}

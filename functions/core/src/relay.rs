@@ -36,15 +36,24 @@ pub struct Relay<L, S, G> {
     subs: Arc<S>,
     gateway: Arc<G>,
     clock: Clock,
+    /// Refuse subscribes to channels no source can reach (see [`crate::policy::reachable`]).
+    only_reachable: bool,
 }
 
 impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
     /// The host keeps its own handles on the parts it also uses.
     pub fn new(config: Arc<Config>, log: Arc<L>, subs: Arc<S>, gateway: Arc<G>) -> Self {
-        Self { config, log, subs, gateway, clock: crate::clock::system() }
+        Self { config, log, subs, gateway, clock: crate::clock::system(), only_reachable: false }
     }
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+    /// Subscribes to a channel no configured source can publish to are
+    /// refused (`invalid_channel`) before anything is written: on a host that
+    /// pays for every write, made-up names cost nothing.
+    pub fn only_reachable(mut self) -> Self {
+        self.only_reachable = true;
         self
     }
     pub fn config(&self) -> &Config {
@@ -138,6 +147,9 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
         if let Err(e) = may_read(&self.config, &channel, token.as_deref(), now) {
             debug!(conn = %conn, channel = %channel, reason = %e, "subscribe refused");
             return Err(ServerMsg::error("forbidden", e.to_string()));
+        }
+        if self.only_reachable && !crate::policy::reachable(&self.config, &channel) {
+            return Err(ServerMsg::error("invalid_channel", format!("no source of this site publishes to {channel}")));
         }
         // Subscribe first, read second: an event appended in between is
         // then both replayed and pushed, and the client drops the copy.

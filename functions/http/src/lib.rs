@@ -50,8 +50,21 @@ impl Snippets {
             .map(|l| if l.starts_with("const defaultUrl =") { format!("const defaultUrl = {url};") } else { l.to_owned() })
             .collect::<Vec<_>>()
             .join("\n");
-        Self { classic: classic.into(), module: module.into(), cache_control: "public, max-age=300" }
+        // Cacheable by browsers and any CDN in front (five minutes, then
+        // revalidated by ETag while a stale copy is served): a flood of
+        // snippet fetches need not reach the function.
+        Self {
+            classic: classic.into(),
+            module: module.into(),
+            cache_control: "public, max-age=300, stale-while-revalidate=86400",
+        }
     }
+}
+
+/// A strong validator of a script's bytes.
+fn etag(body: &str) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", hex::encode(&sha2::Sha256::digest(body.as_bytes())[..12]))
 }
 
 /// Every refusal is a JSON error: a response of 400 or more that is not JSON
@@ -133,17 +146,25 @@ impl Headers for RequestHeaders<'_> {
     }
 }
 
-fn script(body: &Arc<str>, cache_control: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, "application/javascript; charset=utf-8"), (header::CACHE_CONTROL, cache_control)], body.to_string())
-        .into_response()
+/// A script with its validator: `304 Not Modified` (no body) to a client
+/// that has these bytes already.
+fn script(body: &Arc<str>, cache_control: &'static str, headers: &HeaderMap) -> Response {
+    let tag = etag(body);
+    let fresh =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let common = [(header::CACHE_CONTROL, cache_control.to_owned()), (header::ETAG, tag)];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (common, [(header::CONTENT_TYPE, "application/javascript; charset=utf-8")], body.to_string()).into_response()
 }
 
-async fn classic<L: EventLog>(State(st): State<Arc<Shared<L>>>) -> Response {
-    script(&st.snippets.classic, st.snippets.cache_control)
+async fn classic<L: EventLog>(State(st): State<Arc<Shared<L>>>, headers: HeaderMap) -> Response {
+    script(&st.snippets.classic, st.snippets.cache_control, &headers)
 }
 
-async fn module<L: EventLog>(State(st): State<Arc<Shared<L>>>) -> Response {
-    script(&st.snippets.module, st.snippets.cache_control)
+async fn module<L: EventLog>(State(st): State<Arc<Shared<L>>>, headers: HeaderMap) -> Response {
+    script(&st.snippets.module, st.snippets.cache_control, &headers)
 }
 
 async fn hook<L: EventLog>(
@@ -176,11 +197,16 @@ async fn hook<L: EventLog>(
     // 200 only once the event is durably in the log.
     match st.hooks.ingest(&source, content_type, &req).await {
         Ok(done) => {
-            info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
             let m = hookcast_core::metrics::global();
-            m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
-            if !done.duplicate {
-                m.event_appended();
+            if let Some(why) = &done.ignored {
+                info!(source, reason = %why, "webhook ignored: nothing published");
+                m.webhook(&source, "ignored");
+            } else {
+                info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
+                m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
+                if !done.duplicate {
+                    m.event_appended();
+                }
             }
             let mut v = serde_json::to_value(&done).unwrap_or_default();
             v["ok"] = json!(true);

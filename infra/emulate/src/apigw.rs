@@ -186,6 +186,8 @@ struct Fault {
 struct Conn {
     tx: mpsc::UnboundedSender<Message>,
     opened: Instant,
+    /// The client's address (`identity.sourceIp`).
+    ip: String,
 }
 
 impl Inner {
@@ -212,10 +214,14 @@ impl Inner {
     }
     /// One line in the stage's access log, if it keeps one.
     fn log(&self, event_type: &str, route: &str, conn: &str, status: u16, error: Option<&str>) {
+        let ip = self.conns.lock().unwrap().get(conn).map(|c| c.ip.clone());
+        self.log_from(ip.as_deref().unwrap_or("-"), event_type, route, conn, status, error)
+    }
+    fn log_from(&self, ip: &str, event_type: &str, route: &str, conn: &str, status: u16, error: Option<&str>) {
         if let Some(log) = &self.opts.access_log {
             let ctx = std::collections::HashMap::from([
                 ("requestId", format!("{:x}", rand::random::<u64>())),
-                ("identity.sourceIp", "127.0.0.1".to_owned()),
+                ("identity.sourceIp", ip.to_owned()),
                 ("requestTime", crate::access_log::request_time()),
                 ("eventType", event_type.to_owned()),
                 ("routeKey", route.to_owned()),
@@ -277,7 +283,7 @@ impl Emulator {
     /// thousands of connections and no socket each).
     pub fn register_sink(&self, id: &str) -> mpsc::UnboundedReceiver<Message> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.0.conns.lock().unwrap().insert(id.to_owned(), Conn { tx, opened: Instant::now() });
+        self.0.conns.lock().unwrap().insert(id.to_owned(), Conn { tx, opened: Instant::now(), ip: "127.0.0.1".into() });
         rx
     }
     pub fn drop_connection(&self, id: &str) {
@@ -350,6 +356,18 @@ fn new_connection_id() -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// The client's address as API Gateway reports it. Every client here is on
+/// loopback; a test stands for many clients on many addresses with the
+/// `X-Emulate-Source-Ip` header on its handshake (not an AWS header).
+pub fn source_ip(headers: &HeaderMap) -> String {
+    headers
+        .get("x-emulate-source-ip")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned()
+}
+
 /// An event with the fields API Gateway sends (see aws_lambda_events' fixtures).
 fn event(
     inner: &Inner,
@@ -372,7 +390,7 @@ fn event(
     let mut ctx = json!({
         "routeKey": route, "eventType": event_type, "extendedRequestId": conn, "requestTime": "23/Nov/2026:08:00:00 +0000",
         "messageDirection": "IN", "stage": inner.opts.stage, "connectedAt": connected_at, "requestTimeEpoch": now_ms(),
-        "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("user-agent").and_then(|v| v.to_str().ok())},
+        "identity": {"sourceIp": source_ip(headers), "userAgent": headers.get("user-agent").and_then(|v| v.to_str().ok())},
         "requestId": conn, "domainName": addr, "connectionId": conn, "apiId": "local"
     });
     if event_type == "MESSAGE" {
@@ -397,7 +415,7 @@ async fn upgrade(State(inner): State<Arc<Inner>>, headers: HeaderMap, ws: WebSoc
     if let Some((account, routes)) = &inner.opts.limits {
         if !account.new_connections.take() || !routes.take("$connect") || !account.requests.take() {
             Meter::add(&inner.opts.meter.apigw_throttled, 1);
-            inner.log("CONNECT", "$connect", "-", 429, Some("Too Many Requests"));
+            inner.log_from(&source_ip(&headers), "CONNECT", "$connect", "-", 429, Some("Too Many Requests"));
             return (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], r#"{"message":"Too Many Requests"}"#)
                 .into_response();
         }
@@ -412,7 +430,14 @@ async fn upgrade(State(inner): State<Arc<Inner>>, headers: HeaderMap, ws: WebSoc
             500
         }
     };
-    inner.log("CONNECT", "$connect", &conn, status, (status == 500).then_some("Internal server error"));
+    inner.log_from(
+        &source_ip(&headers),
+        "CONNECT",
+        "$connect",
+        &conn,
+        status,
+        (status == 500).then_some("Internal server error"),
+    );
     if status != 200 {
         return StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN).into_response();
     }
@@ -421,7 +446,7 @@ async fn upgrade(State(inner): State<Arc<Inner>>, headers: HeaderMap, ws: WebSoc
 
 async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i64, headers: HeaderMap) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    inner.conns.lock().unwrap().insert(conn.clone(), Conn { tx, opened: Instant::now() });
+    inner.conns.lock().unwrap().insert(conn.clone(), Conn { tx, opened: Instant::now(), ip: source_ip(&headers) });
     Meter::add(&inner.opts.meter.ws_connections, 1);
     let (mut sink, mut stream) = socket.split();
     let writer = async {
@@ -554,7 +579,7 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
                 500
             }
         };
-        inner.log("DISCONNECT", "$disconnect", &conn, status, None);
+        inner.log_from(&source_ip(&headers), "DISCONNECT", "$disconnect", &conn, status, None);
     }
 }
 

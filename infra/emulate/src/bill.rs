@@ -65,6 +65,8 @@ pub struct FunctionUse {
     pub invocations: AtomicU64,
     /// Throttled invocations (not billed).
     pub throttled: AtomicU64,
+    /// Invocations killed at the function's timeout.
+    pub timeouts: AtomicU64,
     /// Billed duration in MB-milliseconds (memory × billed ms).
     pub mb_ms: AtomicU64,
     pub arm: std::sync::atomic::AtomicBool,
@@ -146,7 +148,10 @@ impl Meter {
             .unwrap()
             .iter()
             .map(|(k, f)| {
-                (k.clone(), json!({"invocations": get(&f.invocations), "throttled": get(&f.throttled), "mb_ms": get(&f.mb_ms)}))
+                (
+                    k.clone(),
+                    json!({"invocations": get(&f.invocations), "throttled": get(&f.throttled), "timeouts": get(&f.timeouts), "mb_ms": get(&f.mb_ms)}),
+                )
             })
             .collect();
         json!({

@@ -1872,7 +1872,9 @@ pub async fn start(upstream: &str, opts: FrontOptions, meter: Arc<crate::bill::M
         .fallback({
             let state = state.clone();
             move |headers: axum::http::HeaderMap, body: axum::body::Bytes| handle(state.clone(), headers, body)
-        });
+        })
+        // DynamoDB takes up to 16 MB in one request (BatchWriteItem): not axum's 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {

@@ -263,8 +263,7 @@ pub fn router(routes: Vec<Route>, opts: Options) -> axum::Router {
                 }
             }),
         )
-        .fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        .fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (routes, opts) = (routes.clone(), opts.clone());
             async move {
                 let started = std::time::Instant::now();
@@ -284,8 +283,9 @@ pub fn router(routes: Vec<Route>, opts: Options) -> axum::Router {
                 }
                 res
             }
-        },
-    )
+        })
+        // API Gateway's 10 MB is checked in `handle`, with its own answer.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_PAYLOAD + 1))
 }
 
 async fn handle(routes: &[Route], opts: &Options, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {

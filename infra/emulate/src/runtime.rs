@@ -337,6 +337,9 @@ impl Function {
             .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            // Lambda's own limit is checked on what arrives (ResponseTooLarge);
+            // the server must not refuse it first at axum's 2 MB default.
+            .layer(axum::extract::DefaultBodyLimit::max(4 * MAX_SYNC_PAYLOAD))
             .with_state(api.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -489,6 +492,9 @@ impl Function {
         let outcome = self.run(proc, payload, timeout).await;
         let billed_ms = (init + started.elapsed()).as_micros().div_ceil(1000) as u64;
         Meter::add(&self.usage.mb_ms, billed_ms * u64::from(self.spec.memory_mb));
+        if matches!(outcome, Err(InvokeError::Timeout(_))) {
+            Meter::add(&self.usage.timeouts, 1);
+        }
         match outcome {
             Ok(body) if body.len() > MAX_SYNC_PAYLOAD => Err(InvokeError::ResponseTooLarge(body.len())),
             other => other,

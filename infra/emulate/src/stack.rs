@@ -581,8 +581,10 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     // The account's concurrency, with every reservation set aside first.
     let mut reserved_total = 0;
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Serverless::Function") {
-        if let Some(v) = r.properties.get("ReservedConcurrentExecutions") {
-            let v = str_of(&t.resolve(v, &attrs)?);
+        // Resolved with the rest of the properties, so an !If to AWS::NoValue is no reservation.
+        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        if let Some(v) = props.get("ReservedConcurrentExecutions") {
+            let v = str_of(v);
             reserved_total +=
                 v.parse::<usize>().map_err(|_| format!("{id}: ReservedConcurrentExecutions {v:?} is not a whole number"))?;
         }
@@ -640,7 +642,10 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         if archs.first().map(String::as_str) != Some(arch) {
             return Err(format!("{what}: built for {archs:?}; this machine runs {arch} bootstraps"));
         }
-        let bootstrap = args.build_dir.join(id).join("bootstrap");
+        // Absolute: each process starts in its own function's directory.
+        let build_dir =
+            std::path::absolute(&args.build_dir).map_err(|e| format!("--build-dir {}: {e}", args.build_dir.display()))?;
+        let bootstrap = build_dir.join(id).join("bootstrap");
         if !bootstrap.exists() {
             return Err(format!(
                 "{what}: no {} (run `sam build --beta-features` first, or pass --build-dir)",

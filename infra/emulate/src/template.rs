@@ -34,6 +34,9 @@ pub const INERT: &[&str] = &[
     "AWS::CloudWatch::Alarm",
     "AWS::ApiGateway::Account",
     "AWS::ApiGatewayV2::Deployment",
+    "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
+    "AWS::Budgets::Budget",
 ];
 
 #[derive(Debug)]
@@ -577,6 +580,7 @@ Resources:
             "NetlifySecret=0123456789abcdef".into(),
             "ZapierToken=0123456789abcdef".into(),
             "AllowedOrigins=http://127.0.0.1".into(),
+            "AlertEmail=none".into(),
         ])
         .unwrap();
         let t = Template::parse(&text, &over, "us-east-1", "hookcast").unwrap();
@@ -586,6 +590,7 @@ Resources:
             "NetlifySecret=has\"quote-0123456789".into(),
             "ZapierToken=0123456789abcdef".into(),
             "AllowedOrigins=x".into(),
+            "AlertEmail=none".into(),
         ])
         .unwrap();
         let err = Template::parse(&text, &bad, "us-east-1", "hookcast").unwrap_err();
