@@ -56,7 +56,16 @@ BAD = ['a"quoted"secret-0123456', "back\\slash-secret-012345", "new\nline-secret
 def pasted(resource, values):
     """The SecretString as CloudFormation's Fn::Sub builds it from parameter values."""
     sub = resources[resource]["Properties"]["SecretString"]["Fn::Sub"]
-    return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], sub)
+
+    def value(m):
+        name = m.group(1)
+        if name in values:
+            return values[name]
+        # A resource's Ref: the queue's URL is the only one pasted, and it is JSON-safe.
+        check(resources.get(name, {}).get("Type") == "AWS::SQS::Queue", f"{resource} pastes ${{{name}}}, neither a secret parameter nor a queue")
+        return f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}.fifo"
+
+    return re.sub(r"\$\{(\w+)\}", value, sub)
 
 
 for name, resource in [("NetlifySecret", "Secrets"), ("ZapierToken", "Secrets"), ("SubscribeSecret", "SubscribeSecrets")]:

@@ -37,14 +37,14 @@ struct Sharded {
 
 /// Where a job stopped at its budget: in memory, as DynamoDB keeps it on AWS.
 impl pipeline::Cursors for Sharded {
-    async fn resume_point(&self, job: &str) -> Result<Option<ConnId>, String> {
+    async fn resume_point(&self, job: &str) -> Result<Option<ConnId>, pipeline::PipelineError> {
         Ok(self.cursors.lock().unwrap().get(job).cloned())
     }
-    async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), String> {
+    async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), pipeline::PipelineError> {
         self.cursors.lock().unwrap().insert(job.to_string(), after.clone());
         Ok(())
     }
-    async fn count_failure(&self, _: &str) -> Result<u32, String> {
+    async fn count_failure(&self, _: &str) -> Result<u32, pipeline::PipelineError> {
         Ok(1)
     }
 }
@@ -104,16 +104,16 @@ struct Fifo {
 }
 
 impl JobQueue for Fifo {
-    async fn enqueue(&self, jobs: &[Job]) -> Result<(), String> {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), pipeline::PipelineError> {
         self.state.lock().unwrap().0.extend(jobs.iter().cloned());
         Ok(())
     }
     /// Every job here runs to the end (no budget), so none is handed back.
-    async fn hold(&self, _: &str, _: Duration) -> Result<(), String> {
+    async fn hold(&self, _: &str, _: Duration) -> Result<(), pipeline::PipelineError> {
         Ok(())
     }
-    async fn dead_letter(&self, _: &Job) -> Result<(), String> {
-        Err("the bench has no dead-letter queue".into())
+    async fn dead_letter(&self, _: &Job) -> Result<(), pipeline::PipelineError> {
+        Err(pipeline::PipelineError::Queue("the bench has no dead-letter queue".into()))
     }
 }
 

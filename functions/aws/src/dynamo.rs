@@ -31,9 +31,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use hookcast_core::channel::Channel;
 use hookcast_core::ports::{
@@ -41,7 +39,7 @@ use hookcast_core::ports::{
     Subscriptions, Turn,
 };
 use hookcast_core::protocol::Event;
-use hookcast_core::state::{advance, State, StateMode};
+use hookcast_core::state::State;
 
 /// API Gateway closes a WebSocket at 2 hours; keep connection items a little longer.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 3600 + 600);
@@ -57,20 +55,14 @@ const COUNT_HOUR: u64 = 3600;
 fn count_expiry(hour: u64) -> u64 {
     (hour + 1) * COUNT_HOUR + CONNECTION_TTL.as_secs()
 }
-/// How long an append keeps trying when other writers take its seq or hold
-/// the head: well inside the webhook function's 10 s and a sender's timeout.
-const APPEND_BUDGET: Duration = Duration::from_secs(8);
-/// Channels whose last head this instance remembers (a guess, checked by
-/// every transaction's condition).
-const HEAD_CACHE: usize = 4096;
-/// The largest channel state an instance keeps beside a cached head (a
-/// larger one is read with the head before each append): 4,096 × 8 KB at most.
-const CACHED_STATE_BYTES: usize = 8 * 1024;
 /// Tries of a subscription transaction that another one touching the same
 /// item cancelled (`TransactionConflict`); jittered, about 2 s at most.
 const CONFLICT_ATTEMPTS: u32 = 10;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// What runs after each commit, with its events in seq order.
+pub type OnCommit = std::sync::Arc<dyn Fn(Vec<Event>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// A channel's head as this instance last saw it: a guess, checked by
 /// every append's condition (`seq = :old`). The state is that of `seq`
@@ -79,7 +71,6 @@ type Item = HashMap<String, AttributeValue>;
 #[derive(Debug, Clone)]
 struct Known {
     seq: u64,
-    exists: bool,
     state: Option<State>,
     /// The head's `ttl` (epoch seconds): its state is gone from then.
     expires_s: Option<u64>,
@@ -89,8 +80,8 @@ impl Known {
     /// The head item (or a cancelled transaction's copy of it).
     fn from_item(item: Option<&Item>) -> Self {
         match item {
-            Some(i) => Known { seq: get_n(i, "seq").unwrap_or(0), exists: true, state: state_of(i), expires_s: get_n(i, "ttl") },
-            None => Known { seq: 0, exists: false, state: None, expires_s: None },
+            Some(i) => Known { seq: get_n(i, "seq").unwrap_or(0), state: state_of(i), expires_s: get_n(i, "ttl") },
+            None => Known { seq: 0, state: None, expires_s: None },
         }
     }
     /// The state, unless the head is past its TTL at `now_ms` (AWS deletes
@@ -100,7 +91,7 @@ impl Known {
     }
 }
 
-fn state_of(i: &Item) -> Option<State> {
+pub(crate) fn state_of(i: &Item) -> Option<State> {
     let kind = get_s(i, "state_kind")?;
     let value = serde_json::from_str(get_s(i, "state_json")?).ok()?;
     Some(State { kind: kind.to_owned(), value, event_ms: get_n(i, "state_event_ms") })
@@ -112,10 +103,9 @@ pub struct DynamoStore {
     table: String,
     retention: Retention,
     shards: u32,
-    heads: std::sync::Arc<std::sync::Mutex<HashMap<String, Known>>>,
-    /// One append per channel at a time in this instance: racing each
-    /// other for the same seq would only waste transactions.
-    turns: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+    /// What follows a commit: the fan-out's fast path (the webhook function
+    /// enqueues the committed events' jobs itself).
+    on_commit: Option<OnCommit>,
     /// Epoch seconds, for the occupancy counters (a test moves it).
     clock: fn() -> u64,
     /// The table's log epoch, once read (it never changes for a table).
@@ -142,7 +132,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 /// The SDK's `Display` says only "service error"; the code and message say
 /// why, and the code says what kind of failure it is.
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
+pub(crate) fn sdk_err<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
     let kind = match e.code() {
         Some(
             "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" | "LimitExceededException",
@@ -156,6 +146,12 @@ fn sdk_err<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
         (Some(c), None) => StoreError::new(kind, c),
         _ => StoreError::new(kind, e.to_string()),
     }
+}
+/// Whether a request failed its condition (`ConditionalCheckFailedException`).
+pub(crate) fn condition_failed<E: ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -176,17 +172,6 @@ fn chan_pk(c: &Channel) -> String {
 fn count_pk(c: &Channel) -> String {
     format!("count#{c}")
 }
-/// A sender's delivery id can be longer than DynamoDB's 2 KB partition key:
-/// long ones are keyed by their SHA-256 (a permanent limit must not become a
-/// 503 on every retry).
-fn dedupe_pk(dedupe_key: &str) -> String {
-    if dedupe_key.len() <= 512 {
-        format!("dedupe#{dedupe_key}")
-    } else {
-        use sha2::Digest;
-        format!("dedupe#sha256:{}", hex::encode(sha2::Sha256::digest(dedupe_key.as_bytes())))
-    }
-}
 /// Whether an item is past its TTL (AWS deletes such items lazily).
 fn expired(item: &Item, now_s: u64) -> bool {
     get_n(item, "ttl").is_some_and(|t| t <= now_s)
@@ -204,41 +189,25 @@ pub fn shard_of(conn: &ConnId, shards: u32) -> u32 {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, retention: Retention) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retention,
-            shards: 8,
-            heads: Default::default(),
-            turns: Default::default(),
-            clock: now_secs,
-            epoch: Default::default(),
-        }
+        Self { client, table: table.into(), retention, shards: 8, on_commit: None, clock: now_secs, epoch: Default::default() }
     }
 
-    fn cached_head(&self, channel: &Channel) -> Option<Known> {
-        self.heads.lock().unwrap_or_else(|p| p.into_inner()).get(channel.as_str()).cloned()
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
-    fn remember_head(&self, channel: &Channel, mut known: Known) {
-        if known.state.as_ref().is_some_and(|s| s.value.to_string().len() > CACHED_STATE_BYTES) {
-            known.state = None;
-        }
-        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
-        if heads.len() >= HEAD_CACHE && !heads.contains_key(channel.as_str()) {
-            heads.clear();
-        }
-        heads.insert(channel.as_str().to_owned(), known);
+    pub(crate) fn retention(&self) -> &Retention {
+        &self.retention
     }
-    /// This instance's turn to append to `channel`.
-    fn turn(&self, channel: &Channel) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-        if turns.len() >= HEAD_CACHE {
-            turns.retain(|_, t| std::sync::Arc::strong_count(t) > 1);
-        }
-        turns.entry(channel.as_str().to_owned()).or_default().clone()
+    /// Runs `hook` with the events of each commit, in seq order, before the
+    /// commit's appends are answered (their fan-out's fast path).
+    pub fn with_on_commit(mut self, hook: OnCommit) -> Self {
+        self.on_commit = Some(hook);
+        self
     }
-    fn forget_head(&self, channel: &Channel) {
-        self.heads.lock().unwrap_or_else(|p| p.into_inner()).remove(channel.as_str());
+    pub(crate) async fn on_commit(&self, events: Vec<Event>) {
+        if let (Some(hook), false) = (&self.on_commit, events.is_empty()) {
+            hook(events).await;
+        }
     }
     pub fn table(&self) -> &str {
         &self.table
@@ -365,111 +334,6 @@ impl DynamoStore {
         Ok((Known::from_item(got.item.as_ref()), at_ms))
     }
 
-    /// The seq a live (unexpired) dedupe key points at.
-    async fn dedupe_seq(&self, dedupe_key: &str, now_ms: u64) -> Result<Option<u64>, StoreError> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(dedupe_pk(dedupe_key), "dedupe".into())))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(got.item.filter(|i| get_n(i, "expires_ms").is_some_and(|e| e > now_ms)).and_then(|i| get_n(&i, "seq")))
-    }
-
-    fn append_transaction(
-        &self,
-        ev: &Pending,
-        old: u64,
-        exists: bool,
-        state: Option<&State>,
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let new = old + 1;
-        let r = &self.retention;
-        // Only a delivery the sender named is deduped; its keys go first, in
-        // its order, so a cancelled transaction's first reasons say which
-        // was seen (each is its own conditional Put: all or none are written).
-        let mut items = Vec::with_capacity(ev.dedupe_keys.len() + 2);
-        for k in &ev.dedupe_keys {
-            let expires_ms = ev.at_ms.saturating_add(k.ttl.as_millis() as u64);
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(HashMap::from([
-                    ("pk".to_owned(), s(dedupe_pk(&k.key))),
-                    ("sk".to_owned(), s("dedupe")),
-                    ("seq".to_owned(), n(new)),
-                    ("channel".to_owned(), s(ev.channel.as_str())),
-                    ("expires_ms".to_owned(), n(expires_ms)),
-                    ("ttl".to_owned(), n(expires_ms / 1000 + 1)),
-                ])))
-                // TTL deletes lazily, so an expired key may still be there.
-                .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
-                .expression_attribute_values(":now", n(ev.at_ms))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .build()
-                .map_err(err)?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        // The state changes with the seq, in the same item: they cannot
-        // disagree. Each append renews the head's TTL (and its state's).
-        let head = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(chan_pk(&ev.channel), "head".into())))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":httl", n((ev.at_ms + r.state_ttl.as_millis() as u64) / 1000 + 1));
-        let head = match state {
-            None => head.update_expression("SET seq = :new, last_at_ms = :at, #ttl = :httl"),
-            Some(st) => {
-                let head = head
-                    .expression_attribute_values(":sk", s(&st.kind))
-                    .expression_attribute_values(":sv", s(st.value.to_string()));
-                let set = "SET seq = :new, last_at_ms = :at, #ttl = :httl, state_kind = :sk, state_json = :sv";
-                match st.event_ms {
-                    Some(t) => {
-                        head.update_expression(format!("{set}, state_event_ms = :se")).expression_attribute_values(":se", n(t))
-                    }
-                    None => head.update_expression(format!("{set} REMOVE state_event_ms")),
-                }
-            }
-        };
-        let head = if exists {
-            head.condition_expression("seq = :old").expression_attribute_values(":old", n(old))
-        } else {
-            head.condition_expression("attribute_not_exists(pk)")
-        }
-        .expression_attribute_values(":new", n(new))
-        .expression_attribute_values(":at", n(ev.at_ms))
-        .build()
-        .map_err(err)?;
-        let expires_s = (ev.at_ms + r.max_age.as_millis() as u64) / 1000 + 1;
-        // An item of this seq may be left from before the head expired (a
-        // channel quiet for `state_ttl` starts again at 1); it is past its
-        // own TTL by then, as `max_age` ≤ `state_ttl`.
-        let event = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(HashMap::from([
-                ("pk".to_owned(), s(chan_pk(&ev.channel))),
-                ("sk".to_owned(), s(ev_sk(new))),
-                ("seq".to_owned(), n(new)),
-                ("event".to_owned(), s(ev.event.as_str())),
-                ("data".to_owned(), s(ev.data.to_string())),
-                ("at".to_owned(), s(&ev.at)),
-                ("at_ms".to_owned(), n(ev.at_ms)),
-                ("ttl".to_owned(), n(expires_s)),
-            ])))
-            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now_s")
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":now_s", n(ev.at_ms / 1000))
-            .build()
-            .map_err(err)?;
-        items.push(TransactWriteItem::builder().update(head).build());
-        items.push(TransactWriteItem::builder().put(event).build());
-        Ok(items)
-    }
-
     /// A transaction, tried again with jittered backoff while another request
     /// writing one of its items cancels it: on DynamoDB two requests touching
     /// one item at once do that (the snippet subscribes to its channels at
@@ -589,19 +453,6 @@ fn cancellation_reasons<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteIt
         Some(TransactWriteItemsError::TransactionInProgressException(_)) => Some(vec!["InProgress".into()]),
         _ => None,
     }
-}
-
-/// An event item back as an event; names are checked again on the way out.
-fn to_event(channel: &Channel, i: &Item) -> Result<Event, StoreError> {
-    let event = hookcast_core::EventName::parse(get_s(i, "event").unwrap_or_default())
-        .map_err(|e| StoreError::new(StoreErrorKind::Corrupt, format!("event item in {channel} has a bad name: {e}")))?;
-    Ok(Event {
-        channel: channel.clone(),
-        seq: get_n(i, "seq").unwrap_or(0),
-        event,
-        data: get_s(i, "data").and_then(|d| serde_json::from_str(d).ok()).unwrap_or(serde_json::Value::Null),
-        at: get_s(i, "at").unwrap_or_default().to_owned(),
-    })
 }
 
 impl Subscriptions for DynamoStore {
@@ -805,111 +656,11 @@ impl Subscriptions for DynamoStore {
 }
 
 impl EventLog for DynamoStore {
-    /// No prune here: a busy channel pays one transaction per event.
-    ///
-    /// Each try is one transaction conditional on the head this instance
-    /// last saw (a consistent read only when it has seen none). Its cancel
-    /// reasons say what happened, with the items that failed their
-    /// condition (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), so no
-    /// try needs a read: another writer took the seq (try again after the
-    /// head it returned), the delivery was seen (its seq is in the returned
-    /// key), or another transaction held the head at that moment
-    /// (`TransactionConflict`); both retried after a jittered backoff, so
-    /// writers that lost to one do not all try again at once. Anything else
-    /// can never succeed and fails at once. The tries are bounded in time, well inside
-    /// a sender's timeout: an answer of 503 makes it deliver again.
+    /// Group commit (see [`crate::commit`]): the event is pending where
+    /// nothing conflicts, then committed by the channel's committer with
+    /// whatever else is pending, in one transaction.
     async fn append(&self, ev: &Pending) -> Result<Appended, StoreError> {
-        let started = std::time::Instant::now();
-        let turn = self.turn(&ev.channel);
-        let _turn = turn.lock().await;
-        // A `last` state that knows its event's time is kept by a newer one.
-        let builds_on = matches!(ev.state.map(|s| s.mode), Some(StateMode::Merge | StateMode::List(_)))
-            || (ev.state.is_some() && ev.event_ms.is_some());
-        let mut known = self.cached_head(&ev.channel);
-        let (mut conflicts, mut lost) = (0u32, 0u32);
-        loop {
-            // A state that builds on the last one needs it: a cached head
-            // without it (none yet, or too large to cache) is read again.
-            let head = match known.take() {
-                Some(k) if !(builds_on && k.exists && k.state.is_none()) => k,
-                _ => self.head(&ev.channel).await?.0,
-            };
-            let event = ev.with_seq(head.seq + 1);
-            // A state past the head's TTL is gone: nothing builds on it.
-            let state = match ev.state.map(|spec| advance(spec, head.live_state(ev.at_ms), &event, ev.event_ms)) {
-                Some(Err(too_large)) => return Ok(Appended::StateTooLarge(too_large)),
-                Some(Ok(next)) => Some(next),
-                None => None,
-            };
-            let items = self.append_transaction(ev, head.seq, head.exists, state.as_ref())?;
-            let e = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => {
-                    // Without a spec the stored state was left as it was.
-                    let state = if ev.state.is_some() { state } else { head.state };
-                    let expires_s = Some((ev.at_ms + self.retention.state_ttl.as_millis() as u64) / 1000 + 1);
-                    self.remember_head(&ev.channel, Known { seq: head.seq + 1, exists: true, state, expires_s });
-                    return Ok(Appended::Stored(event));
-                }
-                Err(e) => e,
-            };
-            let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
-                return Err(sdk_err(e));
-            };
-            // The transaction's items: the dedupe keys, head, event.
-            let reasons = c.cancellation_reasons();
-            let at = |i: usize| reasons.get(i).map(|r| (r.code().unwrap_or("None"), r.item()));
-            let base = ev.dedupe_keys.len();
-            // The first key found seen, in the delivery's order, names the earlier event.
-            for (i, k) in ev.dedupe_keys.iter().enumerate() {
-                let Some(("ConditionalCheckFailed", item)) = at(i) else { continue };
-                // Without the returned item (an older server): read the key.
-                let seq = match item.and_then(|i| get_n(i, "seq")) {
-                    Some(seq) => Some(seq),
-                    None => self.dedupe_seq(&k.key, ev.at_ms).await?,
-                };
-                if let Some(seq) = seq {
-                    return Ok(Appended::Duplicate { seq });
-                }
-            }
-            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
-            match at(base) {
-                // Another writer took this seq: its head (and state) is the next guess.
-                Some(("ConditionalCheckFailed", item)) => {
-                    known = item.filter(|i| get_n(i, "seq").is_some()).map(|i| Known::from_item(Some(i)));
-                    if known.is_none() {
-                        self.forget_head(&ev.channel);
-                    }
-                    // Jittered: writers that all lost to one would otherwise
-                    // all try again at once, and all but one lose again.
-                    lost += 1;
-                    crate::backoff_sleep(lost - 1, Duration::from_millis(5), Duration::from_millis(320)).await;
-                }
-                // Another transaction held an item, or a partition was over
-                // its capacity: the same try again, after a jittered backoff.
-                _ if codes.contains(&"TransactionConflict") || codes.contains(&"ThrottlingError") => {
-                    conflicts += 1;
-                    crate::backoff_sleep(conflicts, Duration::from_millis(10), Duration::from_millis(250)).await;
-                }
-                _ => {
-                    self.forget_head(&ev.channel);
-                    return Err(StoreError::new(
-                        StoreErrorKind::Invalid,
-                        format!("append to {} cannot succeed: cancelled for {codes:?}", ev.channel),
-                    ));
-                }
-            }
-            if started.elapsed() > APPEND_BUDGET {
-                self.forget_head(&ev.channel);
-                return Err(StoreError::new(
-                    StoreErrorKind::Conflict,
-                    format!(
-                        "append to {} lost the seq race for {} ms ({lost} seqs taken first, {conflicts} conflicts)",
-                        ev.channel,
-                        started.elapsed().as_millis()
-                    ),
-                ));
-            }
-        }
+        self.group_append(ev).await
     }
 
     /// Only the events: the caller read the head (and so the retention
@@ -933,7 +684,7 @@ impl EventLog for DynamoStore {
         let cutoff_ms = head_at_ms.saturating_sub(r.max_age.as_millis() as u64);
         let now = now_secs();
         let kept = |i: &Item| get_n(i, "at_ms").unwrap_or(0) >= cutoff_ms && !expired(i, now);
-        let pk = chan_pk(channel);
+        let pk = crate::event_item::events_pk(channel);
         let query = |from: u64| {
             self.client
                 .query()
@@ -1003,7 +754,7 @@ impl DynamoStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(chan_pk(channel)))
+                .expression_attribute_values(":pk", s(crate::event_item::events_pk(channel)))
                 .expression_attribute_values(":from", s(ev_sk(from)))
                 .expression_attribute_values(":to", s(ev_sk(to)))
                 .consistent_read(true)
@@ -1013,7 +764,8 @@ impl DynamoStore {
                 .await
                 .map_err(sdk_err)?;
             for i in page.items.unwrap_or_default().iter().filter(|i| kept(i)) {
-                events.push(to_event(channel, i)?);
+                let e = crate::event_item::decode(i).map_err(|e| StoreError::new(StoreErrorKind::Corrupt, e.to_string()))?;
+                events.push(e);
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -1074,7 +826,7 @@ impl DynamoStore {
 /// the last subscriber it reached; gone after an hour by TTL (a job is
 /// redelivered within minutes or sits in the dead-letter queue).
 impl crate::pipeline::Cursors for DynamoStore {
-    async fn resume_point(&self, job: &str) -> Result<Option<ConnId>, String> {
+    async fn resume_point(&self, job: &str) -> Result<Option<ConnId>, crate::pipeline::PipelineError> {
         let got = self
             .client
             .get_item()
@@ -1083,12 +835,12 @@ impl crate::pipeline::Cursors for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_err(e).to_string())?;
+            .map_err(|e| crate::pipeline::PipelineError::Cursor(sdk_err(e).to_string()))?;
         Ok(got.item.filter(|i| !expired(i, now_secs())).and_then(|i| get_s(&i, "after").map(|a| ConnId(a.to_owned()))))
     }
 
     /// `fail#<job>` / `fail`: the job's own failures, a day at most.
-    async fn count_failure(&self, job: &str) -> Result<u32, String> {
+    async fn count_failure(&self, job: &str) -> Result<u32, crate::pipeline::PipelineError> {
         let out = self
             .client
             .update_item()
@@ -1101,15 +853,21 @@ impl crate::pipeline::Cursors for DynamoStore {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
             .await
-            .map_err(|e| sdk_err(e).to_string())?;
+            .map_err(|e| crate::pipeline::PipelineError::Cursor(sdk_err(e).to_string()))?;
         Ok(out.attributes.as_ref().and_then(|a| get_n(a, "n")).unwrap_or(1) as u32)
     }
 
-    async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), String> {
+    async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), crate::pipeline::PipelineError> {
         let mut item = key(format!("cursor#{job}"), "cursor".into());
         item.insert("after".into(), s(after.0.clone()));
         item.insert("ttl".into(), n(now_secs() + 3600));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(|e| sdk_err(e).to_string())?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| crate::pipeline::PipelineError::Cursor(sdk_err(e).to_string()))?;
         Ok(())
     }
 }

@@ -129,8 +129,11 @@ impl LambdaConfig {
             }
         }
         // Only the webhook function verifies signatures; the others never see
-        // the sources or their secrets.
-        if role != Role::Webhook {
+        // the sources' secrets. The message function keeps the sources for
+        // where they publish (a subscribe to a channel none reaches is
+        // refused before it costs a write), each under a stand-in secret it
+        // never uses; the rest need none of it.
+        if !matches!(role, Role::Webhook | Role::Message) {
             raw.sources.clear();
         }
         // Only the webhook (history) and message (subscribe) functions check
@@ -138,7 +141,16 @@ impl LambdaConfig {
         if !matches!(role, Role::Webhook | Role::Message) {
             raw.private = None;
         }
-        let core = Config::build(raw, env).map_err(|e| problems.extend(e.problems)).ok();
+        // The build looks up only secrets: the sources' (stood in for) and
+        // the subscribe secret (the message function's own, real).
+        let stand_in = |k: &str| match role {
+            // A shape every kind takes (Standard Webhooks' whsec_ and base64).
+            Role::Message if k != hookcast_core::config::PRIVATE_SECRET_ENV => {
+                Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
+            }
+            _ => env(k),
+        };
+        let core = Config::build(raw, &stand_in).map_err(|e| problems.extend(e.problems)).ok();
         for warning in core.iter().flat_map(Config::warnings) {
             tracing::warn!("{warning}");
         }
@@ -200,6 +212,40 @@ mod tests {
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));
         assert!(!format!("{c:?}").contains("jws-secret"), "no secret in Debug");
+    }
+
+    /// The message function refuses a subscribe to a channel no source
+    /// reaches, so it must know where the sources publish; it is never
+    /// given their secrets (only the webhook function verifies), so it
+    /// builds them under a stand-in. The fan-out function keeps none.
+    #[test]
+    fn the_message_function_knows_where_sources_publish_without_their_secrets() {
+        let config = "[sources.netlify]\nkind = \"netlify\"\n\
+                      [sources.zapier]\nkind = \"token\"\nchannels = [\"zaps/*\"]\nfields = [\"title\"]\n\
+                      [sources.github]\nkind = \"github\"\nchannel = \"github/{repository.name}\"\n\
+                      [sources.svix]\nkind = \"standard\"\nchannels = [\"orders\"]\nfields = [\"id\"]\n";
+        let env = move |k: &str| {
+            Some(
+                match k {
+                    "HOOKCAST_TABLE" => "t",
+                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
+                    "HOOKCAST_QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
+                    "HOOKCAST_CONFIG" => config,
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let ch = |c: &str| hookcast_core::Channel::parse(c).unwrap();
+        let c = LambdaConfig::from_env(&env, Role::Message).unwrap();
+        assert_eq!(c.core.sources.len(), 4);
+        for (yes, channel) in [(true, "zaps/x"), (true, "deploys"), (true, "github/site"), (true, "orders"), (false, "nowhere")] {
+            assert_eq!(hookcast_core::policy::reachable(&c.core, &ch(channel)), yes, "{channel}");
+        }
+        let e = LambdaConfig::from_env(&env, Role::Webhook).unwrap_err();
+        assert_eq!(e.problems.len(), 4, "the webhook function needs every real secret: {e:?}");
+        let c = LambdaConfig::from_env(&env, Role::Fanout).unwrap();
+        assert!(c.core.sources.is_empty());
     }
 
     /// The stack's StateConfig line wins over `[state]` in the TOML; a bad

@@ -2,9 +2,11 @@
 //! Lambda configuration, and the handlers the Lambda mains call.
 
 pub mod apigw;
+mod commit;
 pub mod dynamo;
 pub mod emf;
 pub mod env;
+pub mod event_item;
 pub mod guard;
 pub mod handlers;
 pub mod pipeline;
@@ -74,8 +76,26 @@ impl Startup {
         )
         .with_shards(self.cfg.shards)
     }
+    /// The webhook path. Where the fan-out queue is known, each commit
+    /// enqueues its events' jobs itself (the fast path to the pages); the
+    /// table's stream stays the backstop for a function that dies between
+    /// its commit and the enqueue (SQS drops the second copy of a job).
     pub fn hooks(&self) -> AwsHooks {
-        hookcast_core::Hooks::new(Arc::new(self.cfg.core.clone()), Arc::new(self.store()))
+        let mut store = self.store();
+        if !self.cfg.queue_url.is_empty() {
+            let queue = Arc::new(self.queue());
+            let shards = self.cfg.shards;
+            store = store.with_on_commit(Arc::new(move |events| {
+                let queue = queue.clone();
+                Box::pin(async move {
+                    let jobs = pipeline::jobs_for(events, shards);
+                    if let Err(e) = pipeline::JobQueue::enqueue(&*queue, &jobs).await {
+                        tracing::warn!(error = %e, jobs = jobs.len(), "could not enqueue a commit's fan-out; the stream delivers it");
+                    }
+                })
+            }));
+        }
+        hookcast_core::Hooks::new(Arc::new(self.cfg.core.clone()), Arc::new(store))
     }
     fn gateway(&self) -> Arc<apigw::ApiGwGateway> {
         Arc::new(apigw::ApiGwGateway::new(&self.sdk, &self.cfg.ws_endpoint).with_rate(self.cfg.posts_per_second))
@@ -120,6 +140,10 @@ async fn fetch_secrets(sdk: &aws_config::SdkConfig, arn: &str) -> Result<std::co
 fn secret_key_env(key: &str) -> String {
     match key {
         "@subscribe" => hookcast_core::config::PRIVATE_SECRET_ENV.to_owned(),
+        // Not a secret: the fan-out queue, for the webhook function's fast
+        // path, travels in the stack's settings it reads at a cold start
+        // (its environment is at Lambda's 4 KB limit).
+        "@queue" => "HOOKCAST_QUEUE_URL".to_owned(),
         source => hookcast_core::config::secret_env_name(source),
     }
 }

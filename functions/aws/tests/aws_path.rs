@@ -571,7 +571,7 @@ fn job(seq: u64) -> pipeline::Job {
         data: json!({}),
         at: "t".into(),
     };
-    pipeline::Job { event, shard: 0, only: None, round: 0 }
+    pipeline::Job::for_event(&event, 1).remove(0)
 }
 
 /// A group's first job fails 12 times (its subscribers cannot be read), then
@@ -630,11 +630,8 @@ async fn a_job_that_keeps_failing_moves_to_the_dead_letter_queue_and_its_group_g
     pipeline::JobQueue::enqueue(&queue, &[job(1), job(2)]).await.unwrap();
     drain_with(&s, &fanout, &queue, None).await;
     let dead = common::receive(&s.dlq_url, 10).await;
-    let dead: Vec<u64> = dead
-        .records
-        .iter()
-        .map(|r| serde_json::from_str::<pipeline::Job>(r.body.as_deref().unwrap()).unwrap().event.seq)
-        .collect();
+    let dead: Vec<u64> =
+        dead.records.iter().map(|r| serde_json::from_str::<pipeline::Job>(r.body.as_deref().unwrap()).unwrap().seq).collect();
     assert_eq!(dead, vec![1], "the failing job, and only it, in the dead-letter queue");
     for (i, (_, rx)) in sinks.iter_mut().enumerate() {
         assert_eq!(seqs(rx), vec![2], "connection {i}: the group went on");
@@ -674,14 +671,14 @@ async fn a_shard_bigger_than_the_time_budget_resumes_where_it_stopped() {
 async fn the_dispatcher_ignores_items_that_are_not_events() {
     struct Count(std::sync::Mutex<usize>);
     impl pipeline::JobQueue for Count {
-        async fn enqueue(&self, jobs: &[pipeline::Job]) -> Result<(), String> {
+        async fn enqueue(&self, jobs: &[pipeline::Job]) -> Result<(), pipeline::PipelineError> {
             *self.0.lock().unwrap() += jobs.len();
             Ok(())
         }
-        async fn hold(&self, _: &str, _: Duration) -> Result<(), String> {
+        async fn hold(&self, _: &str, _: Duration) -> Result<(), pipeline::PipelineError> {
             unreachable!("the dispatcher never hands a message back")
         }
-        async fn dead_letter(&self, _: &pipeline::Job) -> Result<(), String> {
+        async fn dead_letter(&self, _: &pipeline::Job) -> Result<(), pipeline::PipelineError> {
             unreachable!("the dispatcher never dead-letters")
         }
     }
@@ -691,7 +688,7 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
     assert_eq!(pipeline::dispatch(&q, 8, &ev).await.unwrap(), 0);
     let mut mine = fixture("example-dynamodb-event.json");
     mine["Records"][0]["dynamodb"]["NewImage"] = json!({
-        "pk": {"S": "chan#deploys"}, "sk": {"S": "ev#00000000000000000007"}, "seq": {"N": "7"},
+        "pk": {"S": "evs#deploys"}, "sk": {"S": "ev#00000000000000000007"}, "seq": {"N": "7"},
         "event": {"S": "deploy.succeeded"}, "data": {"S": "{\"id\":\"x\"}"}, "at": {"S": "2026-11-23T08:00:00.000Z"}
     });
     let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(mine.clone()).unwrap();
@@ -711,8 +708,8 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
         let mut two = bad.clone();
         two["Records"] = json!([mine["Records"][0].clone(), bad["Records"][0].clone()]);
         let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(two).unwrap();
-        let err = pipeline::dispatch(&q, 8, &ev).await.expect_err(field);
-        assert!(err.contains("chan#deploys") && err.contains("ev#00000000000000000007"), "{field}: {err}");
+        let err = pipeline::dispatch(&q, 8, &ev).await.expect_err(field).to_string();
+        assert!(err.contains("evs#deploys") && err.contains("ev#00000000000000000007"), "{field}: {err}");
     }
     assert_eq!(*q.0.lock().unwrap(), queued, "a failed batch queues nothing");
 }

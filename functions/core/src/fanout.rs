@@ -83,7 +83,7 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         let frame = ServerMsg::Event(event.clone()).to_json();
         let mut report = FanoutReport::default();
         for shard in 0..self.subs.shards() {
-            report += self.fan_out_shard(event, &frame, shard, ShardRun::default()).await?.report;
+            report += self.fan_out_shard(&event.channel, event.seq, &frame, shard, ShardRun::default()).await?.report;
         }
         // Here nothing retries a failed post: it is final.
         crate::metrics::global().deliveries(0, 0, report.failed);
@@ -103,12 +103,12 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
     /// failures are counted by the caller, which decides whether they are final.
     pub async fn fan_out_shard(
         &self,
-        event: &Event,
+        channel: &crate::channel::Channel,
+        seq: u64,
         frame: &str,
         shard: u32,
         run: ShardRun<'_>,
     ) -> Result<ShardOutcome, StoreError> {
-        let channel = &event.channel;
         let n = self.config.limits.fanout_concurrency;
         let mut report = FanoutReport::default();
         let mut gone = Vec::new();
@@ -176,7 +176,7 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
             }
         }
         futures::stream::iter(gone).for_each_concurrent(n, |c| async move { forget(&*self.subs, &c).await }).await;
-        debug!(channel = %channel, seq = event.seq, shard, ?report, ?resume_after, "fanned out");
+        debug!(channel = %channel, seq, shard, ?report, ?resume_after, "fanned out");
         crate::metrics::global().deliveries(report.delivered, report.gone, 0);
         Ok(ShardOutcome { report, failed, resume_after })
     }
