@@ -177,7 +177,14 @@ async fn push(emu: &hookcast_emulate::apigw::Emulator, store: &Arc<Sharded>, eve
     let fifo = Arc::new(Fifo::default());
     let (posted0, throttled0) = (emu.counters().posted.load(Ordering::Relaxed), emu.counters().throttled.load(Ordering::Relaxed));
     let start = Instant::now();
-    pipeline::dispatch(&*fifo, store.shards.len() as u32, &stream_event(events)).await.unwrap();
+    pipeline::dispatch(
+        &*fifo,
+        &hookcast_testkit::MemLog::new(Retention::from(&Limits::default())),
+        store.shards.len() as u32,
+        &stream_event(events),
+    )
+    .await
+    .unwrap();
     let runs = (0..workers).map(|_| {
         let fanout = Fanout::new(
             config.clone(),

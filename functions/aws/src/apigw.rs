@@ -20,15 +20,28 @@ pub struct ApiGwGateway {
 /// A token bucket for this instance's posts: the account's PostToConnection
 /// quota (10,000/s) is shared by every API, so fan-out takes a set share.
 pub struct Pacer {
-    rate: f64,
-    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+    /// (tokens, when last counted, posts per second).
+    state: tokio::sync::Mutex<(f64, tokio::time::Instant, f64)>,
 }
 
 impl Pacer {
     pub fn new(per_second: u32) -> Self {
         let rate = per_second.max(1) as f64;
         // A tenth of a second of burst.
-        Self { rate, state: tokio::sync::Mutex::new((rate / 10.0, tokio::time::Instant::now())) }
+        Self { state: tokio::sync::Mutex::new((rate / 10.0, tokio::time::Instant::now(), rate)) }
+    }
+    /// From now on, `per_second` (the tokens counted so far are kept).
+    pub async fn set_rate(&self, per_second: u32) {
+        let mut st = self.state.lock().await;
+        let now = tokio::time::Instant::now();
+        let (rate, burst) = (st.2, (st.2 / 10.0).max(1.0));
+        st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * rate).min(burst);
+        st.1 = now;
+        st.2 = per_second.max(1) as f64;
+    }
+    /// Posts per second now.
+    pub async fn rate(&self) -> u32 {
+        self.state.lock().await.2 as u32
     }
     /// Waits for one token. The lock is held only to do arithmetic.
     pub async fn take(&self) {
@@ -40,10 +53,11 @@ impl Pacer {
         let wait = {
             let mut st = self.state.lock().await;
             let now = tokio::time::Instant::now();
-            let burst = (self.rate / 10.0).max(1.0);
-            st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * self.rate).min(burst);
+            let rate = st.2;
+            let burst = (rate / 10.0).max(1.0);
+            st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * rate).min(burst);
             st.1 = now;
-            let wait = if st.0 >= 1.0 { Duration::ZERO } else { Duration::from_secs_f64((1.0 - st.0) / self.rate) };
+            let wait = if st.0 >= 1.0 { Duration::ZERO } else { Duration::from_secs_f64((1.0 - st.0) / rate) };
             if deadline.is_some_and(|d| std::time::Instant::now() + wait >= d) {
                 return false;
             }
@@ -74,6 +88,10 @@ impl ApiGwGateway {
     pub fn with_rate(mut self, per_second: u32) -> Self {
         self.pacer = Some(std::sync::Arc::new(Pacer::new(per_second)));
         self
+    }
+    /// This instance's pacer, if it has a rate.
+    pub fn pacer(&self) -> Option<std::sync::Arc<Pacer>> {
+        self.pacer.clone()
     }
 }
 

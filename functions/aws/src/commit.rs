@@ -573,6 +573,7 @@ impl DynamoStore {
                 )
                 .build(),
         );
+        let mut event_puts: Vec<(usize, Event, u64, u64)> = vec![];
         for w in waiting {
             let ev = &w.pending;
             let actions = 3 + ev.dedupe_keys.len();
@@ -597,16 +598,9 @@ impl DynamoStore {
                             seq += 1;
                             last_at = ev.at_ms;
                             let ttl = (ev.at_ms + r.max_age.as_millis() as u64) / 1000 + 1;
-                            let put = Put::builder()
-                                .table_name(self.table())
-                                .set_item(Some(event_item::encode(&event, ev.at_ms, ttl)))
-                                // A seq left from before the head expired is past its own TTL.
-                                .condition_expression("attribute_not_exists(pk) OR #ttl <= :now_s")
-                                .expression_attribute_names("#ttl", "ttl")
-                                .expression_attribute_values(":now_s", n(ev.at_ms / 1000))
-                                .build()
-                                .map_err(unavailable)?;
-                            items.push(TransactWriteItem::builder().put(put).build());
+                            // Written below, once the commit's seqs are known.
+                            event_puts.push((items.len(), event.clone(), ev.at_ms, ttl));
+                            items.push(items[0].clone());
                             for k in &ev.dedupe_keys {
                                 keys_now.insert(k.key.clone(), seq);
                                 let expires_ms = ev.at_ms.saturating_add(k.ttl.as_millis() as u64);
@@ -646,6 +640,20 @@ impl DynamoStore {
             items.push(TransactWriteItem::builder().put(done).build());
             outcomes.insert(w.id.clone(), outcome);
         }
+        // The event items, each saying which seqs were committed with it.
+        let commit = (head.seq + 1, seq);
+        for (at, event, at_ms, ttl) in event_puts {
+            let put = Put::builder()
+                .table_name(self.table())
+                .set_item(Some(event_item::encode(&event, at_ms, ttl, commit)))
+                // A seq left from before the head expired is past its own TTL.
+                .condition_expression("attribute_not_exists(pk) OR #ttl <= :now_s")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":now_s", n(at_ms / 1000))
+                .build()
+                .map_err(unavailable)?;
+            items[at] = TransactWriteItem::builder().put(put).build();
+        }
         // The head: the new seq and state, only if the seq is still the one
         // this committer read. Each event renews the head's TTL (and its state's).
         let httl = match (last_at, head.state_until_ms) {
@@ -671,9 +679,7 @@ impl DynamoStore {
         let mut remove = vec![];
         if let Some(st) = &state {
             set.extend(["state_kind = :sk", "state_json = :sv"]);
-            upd = upd
-                .expression_attribute_values(":sk", s(&st.kind))
-                .expression_attribute_values(":sv", s(st.value.to_string()));
+            upd = upd.expression_attribute_values(":sk", s(&st.kind)).expression_attribute_values(":sv", s(st.value.to_string()));
             match st.event_ms {
                 Some(t) => {
                     set.push("state_event_ms = :se");

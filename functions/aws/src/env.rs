@@ -31,6 +31,9 @@ pub struct LambdaConfig {
     /// PostToConnection calls per second per fan-out instance (the stack caps
     /// instances, so this sets the share of the account's quota).
     pub posts_per_second: u32,
+    /// Fan-out workers at most (the SQS event source's MaximumConcurrency):
+    /// with `posts_per_second`, the whole share a worker posting alone may use.
+    pub fanout_workers: u32,
     pub core: Config,
 }
 
@@ -102,6 +105,14 @@ impl LambdaConfig {
                 1000
             }
         };
+        let fanout_workers = match env("HOOKCAST_FANOUT_WORKERS").map(|v| v.parse::<u32>()) {
+            None => 1,
+            Some(Ok(n)) if n >= 1 => n,
+            Some(_) => {
+                problems.push("HOOKCAST_FANOUT_WORKERS must be a whole number of at least 1".into());
+                1
+            }
+        };
         let mut raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
             None => RawConfig::default(),
             Some(text) => toml::from_str(&text).unwrap_or_else(|e| {
@@ -155,7 +166,9 @@ impl LambdaConfig {
             tracing::warn!("{warning}");
         }
         match core {
-            Some(core) if problems.is_empty() => Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, core }),
+            Some(core) if problems.is_empty() => {
+                Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, fanout_workers, core })
+            }
             _ => Err(ConfigError { problems }),
         }
     }

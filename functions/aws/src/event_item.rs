@@ -34,9 +34,13 @@ pub struct DecodeError {
     pub what: String,
 }
 
-/// The item for `event`, kept until `ttl` (epoch seconds).
-pub fn encode(event: &Event, at_ms: u64, ttl: u64) -> Item {
+/// The item for `event`, kept until `ttl` (epoch seconds), committed with
+/// the events `commit` (first and last seq, inclusive): the stream's
+/// dispatcher makes the same fan-out jobs from it as the commit did.
+pub fn encode(event: &Event, at_ms: u64, ttl: u64, commit: (u64, u64)) -> Item {
     HashMap::from([
+        ("cb".to_owned(), AttributeValue::N(commit.0.to_string())),
+        ("ce".to_owned(), AttributeValue::N(commit.1.to_string())),
         ("pk".to_owned(), AttributeValue::S(events_pk(&event.channel))),
         ("sk".to_owned(), AttributeValue::S(event_sk(event.seq))),
         ("seq".to_owned(), AttributeValue::N(event.seq.to_string())),
@@ -76,6 +80,14 @@ pub fn decode(item: &Item) -> Result<Event, DecodeError> {
     Ok(Event { channel, seq, event, data, at })
 }
 
+/// The commit an event item was written in (first and last seq), if the
+/// item says (items written before commits were recorded do not).
+pub fn commit_of(item: &Item) -> Option<(u64, u64)> {
+    let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok());
+    let (b, e) = (n("cb")?, n("ce")?);
+    (b <= e).then_some((b, e))
+}
+
 /// A stream record's new image (the Lambda event's own AttributeValue form)
 /// as an item, to decode with [`decode`].
 pub fn from_stream_image(image: &serde_json::Value) -> Option<Item> {
@@ -112,8 +124,9 @@ mod tests {
 
     #[test]
     fn an_item_and_its_stream_image_decode_to_the_same_event() {
-        let item = encode(&event(), 1, 2);
+        let item = encode(&event(), 1, 2, (40, 43));
         assert!(is_event(&item));
+        assert_eq!(commit_of(&item), Some((40, 43)));
         assert_eq!(decode(&item).unwrap(), event());
         // The stream's image is AttributeValue JSON, as Lambda sends it.
         let image: serde_json::Map<String, serde_json::Value> = item
@@ -129,16 +142,17 @@ mod tests {
             .collect();
         let back = from_stream_image(&serde_json::Value::Object(image)).unwrap();
         assert_eq!(decode(&back).unwrap(), event());
+        assert_eq!(commit_of(&back), Some((40, 43)));
     }
 
     #[test]
     fn an_item_that_does_not_decode_says_why() {
-        let mut item = encode(&event(), 1, 2);
+        let mut item = encode(&event(), 1, 2, (40, 43));
         item.insert("seq".into(), AttributeValue::N("41".into()));
         assert!(decode(&item).unwrap_err().what.contains("disagree"));
         item.remove("seq");
         assert!(decode(&item).unwrap_err().what.contains("no numeric seq"));
-        let mut item = encode(&event(), 1, 2);
+        let mut item = encode(&event(), 1, 2, (40, 43));
         item.insert("data".into(), AttributeValue::S("{".into()));
         assert!(decode(&item).unwrap_err().what.contains("not JSON"));
     }

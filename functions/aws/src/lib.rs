@@ -114,8 +114,18 @@ impl Startup {
     }
     /// The fan-out, and the table that keeps where an unfinished job stopped.
     pub fn fanout(&self) -> (AwsFanout, Arc<dynamo::DynamoStore>) {
+        self.fanout_paced().0
+    }
+    /// The fan-out, its cursors, and its posts' pacer (at the worker's own rate).
+    pub fn fanout_paced(&self) -> ((AwsFanout, Arc<dynamo::DynamoStore>), Arc<apigw::Pacer>) {
         let store = Arc::new(self.store());
-        (Fanout::new(Arc::new(self.cfg.core.clone()), store.clone(), self.gateway()), store)
+        let gateway = self.gateway();
+        let pacer = gateway.pacer().expect("the fan-out's gateway has a rate");
+        ((Fanout::new(Arc::new(self.cfg.core.clone()), store.clone(), gateway), store), pacer)
+    }
+    /// The workers posting now, for the fan-out's whole share.
+    pub fn share(&self) -> pipeline::Share {
+        pipeline::Share::new(self.store().client().clone(), &self.cfg.table, self.cfg.posts_per_second, self.cfg.fanout_workers)
     }
     pub fn queue(&self) -> pipeline::SqsQueue {
         pipeline::SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), &self.cfg.queue_url)
@@ -183,12 +193,13 @@ pub async fn run_dispatch_function() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let startup = Startup::load(env::Role::Dispatch).await?;
     let (queue, shards) = (std::sync::Arc::new(startup.queue()), startup.cfg.shards);
+    let log = std::sync::Arc::new(startup.store());
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::dynamodb::Event>| {
-        let queue = queue.clone();
+        let (queue, log) = (queue.clone(), log.clone());
         async move {
             // An error fails the batch: Lambda retries it in order, then sends
             // it to the on-failure destination.
-            pipeline::dispatch(&*queue, shards, &ev.payload).await.map(|_| ()).map_err(lambda_runtime::Error::from)
+            pipeline::dispatch(&*queue, &*log, shards, &ev.payload).await.map(|_| ()).map_err(lambda_runtime::Error::from)
         }
     }))
     .await
@@ -203,9 +214,9 @@ pub const FANOUT_RESERVE: std::time::Duration = std::time::Duration::from_secs(1
 pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let startup = Startup::load(env::Role::Fanout).await?;
-    let (fanout, cursors) = startup.fanout();
+    let ((fanout, cursors), pacer) = startup.fanout_paced();
     let rate = startup.cfg.posts_per_second;
-    let state = Arc::new((fanout, cursors, startup.queue()));
+    let state = Arc::new((fanout, cursors, startup.queue(), startup.share(), pacer));
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
         async move {
@@ -215,7 +226,8 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
             let left = std::time::Duration::from_millis(ev.context.deadline.saturating_sub(now_ms));
             let until = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
             let budget = pipeline::Budget { until, posts_per_second: Some(rate) };
-            let result = Box::pin(pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &ev.payload, Some(budget))).await;
+            let batch = pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &ev.payload, Some(budget));
+            let result = Box::pin(state.3.while_posting(&state.4, batch)).await;
             emf::flush();
             Ok::<_, lambda_runtime::Error>(result)
         }

@@ -135,7 +135,7 @@ impl Stack {
     /// before its reserve).
     async fn deliver_within(&mut self, workers: usize, budget: Option<Duration>) -> usize {
         let queue = common::sqs_queue(&self.queue_url);
-        let jobs = self.pump.drain(&queue, self.shards, 3).await;
+        let jobs = self.pump.drain(&queue, &*self.store, self.shards, 3).await;
         let runs = (0..workers).map(|_| {
             let (fanout, store, url) = (self.fanout.clone(), self.store.clone(), self.queue_url.clone());
             async move {
@@ -468,7 +468,9 @@ async fn two_instances_and_two_workers_keep_every_socket_in_seq_order() {
     });
     let statuses = futures::future::join_all(posts).await;
     assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
-    assert_eq!(s.deliver(2).await, 16 * 4);
+    // Appends that meet commit as a group: one job per shard per commit.
+    let jobs = s.deliver(2).await;
+    assert!(jobs % 4 == 0 && (4..=16 * 4).contains(&jobs), "{jobs} jobs for 16 events over 4 shards");
     for (i, (_, rx)) in sinks.iter_mut().enumerate() {
         assert_eq!(seqs(rx), (1..=16).collect::<Vec<_>>(), "connection {i}: in order, once each");
     }
@@ -491,7 +493,7 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
     let (status, _, _) = http(&s.hooks, local_snippets(), webhook_request(&deploy("crash"))).await;
     assert_eq!(status, 200);
     let queue = common::sqs_queue(&s.queue_url);
-    assert_eq!(s.pump.drain(&queue, 1, 3).await, 1);
+    assert_eq!(s.pump.drain(&queue, &*s.store, 1, 3).await, 1);
 
     let batch = common::receive(&s.queue_url, 10).await;
     assert_eq!(batch.records.len(), 1);
@@ -630,8 +632,11 @@ async fn a_job_that_keeps_failing_moves_to_the_dead_letter_queue_and_its_group_g
     pipeline::JobQueue::enqueue(&queue, &[job(1), job(2)]).await.unwrap();
     drain_with(&s, &fanout, &queue, None).await;
     let dead = common::receive(&s.dlq_url, 10).await;
-    let dead: Vec<u64> =
-        dead.records.iter().map(|r| serde_json::from_str::<pipeline::Job>(r.body.as_deref().unwrap()).unwrap().seq).collect();
+    let dead: Vec<u64> = dead
+        .records
+        .iter()
+        .map(|r| serde_json::from_str::<pipeline::Job>(r.body.as_deref().unwrap()).unwrap().first_seq())
+        .collect();
     assert_eq!(dead, vec![1], "the failing job, and only it, in the dead-letter queue");
     for (i, (_, rx)) in sinks.iter_mut().enumerate() {
         assert_eq!(seqs(rx), vec![2], "connection {i}: the group went on");
@@ -683,16 +688,17 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
         }
     }
     let q = Count(std::sync::Mutex::new(0));
+    let none = hookcast_testkit::MemLog::new(Retention::from(&Limits::default()));
     let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(fixture("example-dynamodb-event.json")).unwrap();
     assert!(!ev.records.is_empty());
-    assert_eq!(pipeline::dispatch(&q, 8, &ev).await.unwrap(), 0);
+    assert_eq!(pipeline::dispatch(&q, &none, 8, &ev).await.unwrap(), 0);
     let mut mine = fixture("example-dynamodb-event.json");
     mine["Records"][0]["dynamodb"]["NewImage"] = json!({
         "pk": {"S": "evs#deploys"}, "sk": {"S": "ev#00000000000000000007"}, "seq": {"N": "7"},
         "event": {"S": "deploy.succeeded"}, "data": {"S": "{\"id\":\"x\"}"}, "at": {"S": "2026-11-23T08:00:00.000Z"}
     });
     let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(mine.clone()).unwrap();
-    assert_eq!(pipeline::dispatch(&q, 8, &ev).await.unwrap(), 8);
+    assert_eq!(pipeline::dispatch(&q, &none, 8, &ev).await.unwrap(), 8);
     let e = pipeline::event_of_record(&ev.records[0]).unwrap().expect("an event");
     assert_eq!((e.channel.as_str(), e.seq, e.data["id"].as_str()), ("deploys", 7, Some("x")));
 
@@ -708,7 +714,7 @@ async fn the_dispatcher_ignores_items_that_are_not_events() {
         let mut two = bad.clone();
         two["Records"] = json!([mine["Records"][0].clone(), bad["Records"][0].clone()]);
         let ev: aws_lambda_events::dynamodb::Event = serde_json::from_value(two).unwrap();
-        let err = pipeline::dispatch(&q, 8, &ev).await.expect_err(field).to_string();
+        let err = pipeline::dispatch(&q, &none, 8, &ev).await.expect_err(field).to_string();
         assert!(err.contains("evs#deploys") && err.contains("ev#00000000000000000007"), "{field}: {err}");
     }
     assert_eq!(*q.0.lock().unwrap(), queued, "a failed batch queues nothing");

@@ -184,7 +184,13 @@ impl StreamPump {
     }
     /// Runs the dispatcher over everything in the stream now; a failed batch
     /// is retried (as Lambda does) up to `tries` times. Returns jobs queued.
-    pub async fn drain<Q: hookcast_aws::pipeline::JobQueue>(&mut self, queue: &Q, shards: u32, tries: u32) -> usize {
+    pub async fn drain<Q: hookcast_aws::pipeline::JobQueue, L: hookcast_core::ports::EventLog>(
+        &mut self,
+        queue: &Q,
+        log: &L,
+        shards: u32,
+        tries: u32,
+    ) -> usize {
         let mut jobs = 0;
         loop {
             let batches = self.next_batches().await;
@@ -196,7 +202,7 @@ impl StreamPump {
                 any = true;
                 let mut attempt = 0;
                 loop {
-                    match hookcast_aws::pipeline::dispatch(queue, shards, &ev).await {
+                    match hookcast_aws::pipeline::dispatch(queue, log, shards, &ev).await {
                         Ok(n) => {
                             jobs += n;
                             break;

@@ -37,6 +37,10 @@ pub struct ShardOutcome {
     pub report: FanoutReport,
     /// Connections whose post failed (not Gone): worth one more try.
     pub failed: Vec<ConnId>,
+    /// The first of the unit's frames some failed connection lacks (each
+    /// failed connection was sent none after its failure): a retry starts
+    /// there.
+    pub failed_from: usize,
     /// The run stopped at its budget: the shard's subscribers after this one
     /// have not been reached yet.
     pub resume_after: Option<ConnId>,
@@ -83,7 +87,7 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         let frame = ServerMsg::Event(event.clone()).to_json();
         let mut report = FanoutReport::default();
         for shard in 0..self.subs.shards() {
-            report += self.fan_out_shard(&event.channel, event.seq, &frame, shard, ShardRun::default()).await?.report;
+            report += self.fan_out_shard(&event.channel, &[frame.as_str()], shard, ShardRun::default()).await?.report;
         }
         // Here nothing retries a failed post: it is final.
         crate::metrics::global().deliveries(0, 0, report.failed);
@@ -94,18 +98,22 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         Ok(report)
     }
 
-    /// One work unit: one event to one shard of its channel's subscribers,
-    /// page by page with bounded concurrency; then forgets exactly the
+    /// One work unit: one or more events (`frames`, in seq order, each as a
+    /// page receives it) to one shard of their channel's subscribers, page
+    /// by page with bounded concurrency; then forgets exactly the
     /// connections the gateway reported Gone. `run` limits it to some
     /// connections, resumes it after a subscriber, or bounds it in time (see
-    /// [`ShardRun`]). `Err` means the subscribers could not be listed: retry
-    /// the unit. Deliveries and gones are counted in the metrics here;
-    /// failures are counted by the caller, which decides whether they are final.
+    /// [`ShardRun`]). Each page of subscribers gets every frame, in order,
+    /// before the next page is read (so a run cut short at its budget
+    /// resumes after a subscriber that has them all; with several frames the
+    /// budget is checked between pages only). `Err` means the subscribers
+    /// could not be listed: retry the unit. Deliveries (one per frame and
+    /// connection) and gones are counted in the metrics here; failures are
+    /// counted by the caller, which decides whether they are final.
     pub async fn fan_out_shard(
         &self,
         channel: &crate::channel::Channel,
-        seq: u64,
-        frame: &str,
+        frames: &[&str],
         shard: u32,
         run: ShardRun<'_>,
     ) -> Result<ShardOutcome, StoreError> {
@@ -113,6 +121,7 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         let mut report = FanoutReport::default();
         let mut gone = Vec::new();
         let mut failed = Vec::new();
+        let mut failed_from = frames.len();
         let mut after = run.after;
         let mut resume_after = None;
         let mut first = true;
@@ -129,23 +138,59 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                     (page.conns, page.next)
                 }
             };
-            let results = match run.budget {
-                // The first post of a run always starts, whatever the clock says.
-                Some(b) if first => {
-                    let b = b.max(std::time::Instant::now() + std::time::Duration::from_millis(1));
+            let results = match (frames, run.budget) {
+                ([frame], Some(b)) => {
+                    // The first post of a run always starts, whatever the clock says.
+                    let b = if first { b.max(std::time::Instant::now() + std::time::Duration::from_millis(1)) } else { b };
                     self.gateway.send_many_until(conns.clone(), frame, n, b).await
                 }
-                Some(b) => self.gateway.send_many_until(conns.clone(), frame, n, b).await,
-                None => self.gateway.send_many(conns.clone(), frame, n).await,
+                ([frame], None) => self.gateway.send_many(conns.clone(), frame, n).await,
+                _ => {
+                    // Frame by frame over the page, each connection dropped
+                    // at its first failure or Gone, so none gets a later
+                    // frame without an earlier one.
+                    let mut live = conns.clone();
+                    let mut outcome: std::collections::HashMap<ConnId, Delivery> = Default::default();
+                    for (k, frame) in frames.iter().enumerate() {
+                        if live.is_empty() {
+                            break;
+                        }
+                        let mut still = Vec::with_capacity(live.len());
+                        for (c, d) in self.gateway.send_many(std::mem::take(&mut live), frame, n).await {
+                            match d {
+                                Delivery::Delivered => {
+                                    report.delivered += 1;
+                                    still.push(c);
+                                }
+                                Delivery::Failed => {
+                                    failed_from = failed_from.min(k);
+                                    outcome.insert(c, d);
+                                }
+                                Delivery::Gone => {
+                                    outcome.insert(c, d);
+                                }
+                            }
+                        }
+                        live = still;
+                    }
+                    // Every connection of the page, with how it ended.
+                    conns.iter().map(|c| (c.clone(), outcome.remove(c).unwrap_or(Delivery::Delivered))).collect::<Vec<_>>()
+                }
             };
+            let multi = frames.len() > 1;
             first = false;
             // Posts start in the page's order: those not reached follow the
             // last one that was.
             let reached = results.len();
             for (c, d) in results {
                 match d {
+                    // Counted frame by frame above when there are several.
+                    Delivery::Delivered if multi => {}
                     Delivery::Delivered => report.delivered += 1,
                     Delivery::Failed => {
+                        if !multi {
+                            failed_from = 0;
+                        }
                         report.failed += 1;
                         failed.push(c);
                     }
@@ -166,6 +211,7 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                         report.failed += 1;
                         failed.push(c.clone());
                     }
+                    failed_from = 0;
                     resume_after = None;
                 }
                 break;
@@ -176,8 +222,11 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
             }
         }
         futures::stream::iter(gone).for_each_concurrent(n, |c| async move { forget(&*self.subs, &c).await }).await;
-        debug!(channel = %channel, seq, shard, ?report, ?resume_after, "fanned out");
+        debug!(channel = %channel, frames = frames.len(), shard, ?report, ?resume_after, "fanned out");
         crate::metrics::global().deliveries(report.delivered, report.gone, 0);
-        Ok(ShardOutcome { report, failed, resume_after })
+        if failed.is_empty() {
+            failed_from = 0;
+        }
+        Ok(ShardOutcome { report, failed, failed_from, resume_after })
     }
 }

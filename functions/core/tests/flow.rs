@@ -519,3 +519,59 @@ fn origin_patterns() {
         assert_eq!(hookcast_core::policy::origin_matches(pattern, origin), ok, "{pattern} vs {origin}");
     }
 }
+
+/// A gateway that fails or loses chosen connections at a chosen frame.
+#[derive(Default)]
+struct Flaky {
+    sent: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Connection → (the frame it fails at, Gone rather than failed).
+    breaks: std::collections::BTreeMap<String, (String, bool)>,
+}
+
+impl hookcast_core::ports::Gateway for Flaky {
+    async fn send(&self, conn: &ConnId, frame: &str) -> hookcast_core::ports::Delivery {
+        use hookcast_core::ports::Delivery;
+        if let Some((at, gone)) = self.breaks.get(&conn.0) {
+            if at == frame {
+                return if *gone { Delivery::Gone } else { Delivery::Failed };
+            }
+        }
+        self.sent.lock().unwrap().entry(conn.0.clone()).or_default().push(frame.to_owned());
+        Delivery::Delivered
+    }
+    async fn close(&self, _: &ConnId) {}
+}
+
+/// One work unit of several frames (a busy channel's commit): every page
+/// gets them in order; a connection that fails at a frame is sent nothing
+/// after it and the retry starts there; a Gone one is forgotten.
+#[test]
+fn a_unit_of_several_frames_keeps_each_connection_in_order_and_stops_it_at_its_first_failure() {
+    use hookcast_core::fanout::ShardRun;
+    use hookcast_core::ports::Subscriptions;
+    let ch = Channel::parse("busy").unwrap();
+    let frames = ["f1", "f2", "f3"];
+    let mut gw = Flaky::default();
+    gw.breaks.insert("b".into(), ("f2".into(), false));
+    gw.breaks.insert("c".into(), ("f1".into(), true));
+    let live = Arc::new(Live::default());
+    for c in ["a", "b", "c", "d"] {
+        block_on(live.add_connection(&ConnId(c.into()), 0)).unwrap();
+        block_on(live.subscribe(&ConnId(c.into()), &ch, 10)).unwrap();
+    }
+    let gw = Arc::new(gw);
+    let config = Arc::new(hookcast_testkit::config(&[]));
+    let fanout = Fanout::new(config, live.clone(), gw.clone());
+    // Pages of one subscriber: frames never run ahead across pages either.
+    let run = ShardRun { page: Some(1), ..ShardRun::default() };
+    let out = block_on(fanout.fan_out_shard(&ch, &frames, 0, run)).unwrap();
+    let sent = gw.sent.lock().unwrap().clone();
+    assert_eq!(sent.get("a").unwrap(), &["f1", "f2", "f3"]);
+    assert_eq!(sent.get("d").unwrap(), &["f1", "f2", "f3"]);
+    assert_eq!(sent.get("b").unwrap(), &["f1"], "nothing after its failure");
+    assert!(!sent.contains_key("c"));
+    assert_eq!(out.failed, vec![ConnId("b".into())]);
+    assert_eq!(out.failed_from, 1, "the retry starts at the frame b lacks");
+    assert_eq!((out.report.delivered, out.report.gone, out.report.failed), (7, 1, 1));
+    assert_eq!(block_on(all_subscribers(&*live, &ch)).unwrap().len(), 3, "the Gone connection is forgotten");
+}

@@ -749,14 +749,20 @@ fn touches(op: &str, body: &Value, schemas: &HashMap<String, Arc<Schema>>) -> Ve
 enum FaultKind {
     Throttle,
     Internal,
+    /// The calling function's process is killed (SIGKILL) as it makes the
+    /// call: it dies exactly there, mid-invocation.
+    Kill,
 }
 
-/// The next `count` requests to `target` (any DynamoDB operation when
-/// absent) touching a partition key that starts with `key_prefix` fail.
+/// The next `count` requests to `target` (any operation when absent; SQS's
+/// too, e.g. `SendMessageBatch`) touching a partition key that starts with
+/// `key_prefix`, made by `function` (a logical id; any caller when absent),
+/// fail.
 #[derive(Clone, Debug)]
 struct Fault {
     target: Option<String>,
     key_prefix: Option<String>,
+    function: Option<String>,
     count: u64,
     kind: FaultKind,
 }
@@ -766,7 +772,8 @@ impl Fault {
         let kind = match v["error"].as_str() {
             Some("throttle") => FaultKind::Throttle,
             Some("internal") => FaultKind::Internal,
-            other => return Err(format!("error must be \"throttle\" or \"internal\", not {other:?}")),
+            Some("kill") => FaultKind::Kill,
+            other => return Err(format!("error must be \"throttle\", \"internal\" or \"kill\", not {other:?}")),
         };
         let target =
             v["target"].as_str().filter(|t| !t.is_empty() && *t != "*").map(|t| t.rsplit('.').next().unwrap_or(t).to_owned());
@@ -774,15 +781,20 @@ impl Fault {
             Value::Null => 1,
             c => c.as_u64().ok_or("count must be a whole number")?,
         };
-        Ok(Self { target, key_prefix: v["key_prefix"].as_str().map(str::to_owned), count, kind })
+        let function = v["function"].as_str().map(str::to_owned);
+        Ok(Self { target, key_prefix: v["key_prefix"].as_str().map(str::to_owned), function, count, kind })
     }
     fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "target": self.target,
             "key_prefix": self.key_prefix,
             "count": self.count,
-            "error": match self.kind { FaultKind::Throttle => "throttle", FaultKind::Internal => "internal" },
-        })
+            "error": match self.kind { FaultKind::Throttle => "throttle", FaultKind::Internal => "internal", FaultKind::Kill => "kill" },
+        });
+        if let Some(f) = &self.function {
+            v["function"] = json!(f);
+        }
+        v
     }
     /// Whether this touch is one the fault is for.
     fn hits(&self, t: &Touch) -> bool {
@@ -850,11 +862,15 @@ impl State {
             b.take(now, &a.minus(e));
         }
     }
-    /// The fault the next request to `op` touching `ts` takes, if any.
-    fn take_fault(&self, op: &str, ts: &[Touch]) -> Option<Fault> {
+    /// The fault the next request to `op` touching `ts`, made by the
+    /// function `caller`, takes, if any.
+    fn take_fault(&self, op: &str, ts: &[Touch], caller: Option<&str>) -> Option<Fault> {
         let mut faults = self.faults.lock().unwrap();
         let i = faults.iter().position(|f| {
-            f.count > 0 && f.target.as_deref().is_none_or(|t| t == op) && (f.key_prefix.is_none() || ts.iter().any(|t| f.hits(t)))
+            f.count > 0
+                && f.target.as_deref().is_none_or(|t| t == op)
+                && (f.key_prefix.is_none() || ts.iter().any(|t| f.hits(t)))
+                && f.function.as_deref().is_none_or(|want| caller == Some(want))
         })?;
         faults[i].count -= 1;
         let f = faults[i].clone();
@@ -863,6 +879,44 @@ impl State {
         }
         self.counters.faults.fetch_add(1, Ordering::Relaxed);
         Some(f)
+    }
+}
+
+/// The access key id a request was signed with (each emulated Lambda
+/// process has its own).
+fn access_key_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    let a = headers.get("authorization")?.to_str().ok()?;
+    Some(a.split("Credential=").nth(1)?.split('/').next()?.to_owned())
+}
+
+/// The answer to a request an injected fault takes.
+fn injected(
+    s: &State,
+    f: &Fault,
+    op: &str,
+    ts: &[Touch],
+    write: bool,
+    access_key: Option<&str>,
+    region: &str,
+) -> axum::response::Response {
+    match f.kind {
+        FaultKind::Internal => internal("Internal server error (injected)"),
+        FaultKind::Kill => {
+            let killed = access_key.and_then(crate::runtime::kill_caller);
+            tracing::warn!(op, killed = ?killed, "fault: the caller's process was killed as it called");
+            // Nobody is left to read it.
+            internal("the caller was killed (injected)")
+        }
+        FaultKind::Throttle => {
+            s.throttled();
+            if op.starts_with("Transact") {
+                let codes: Vec<&str> = ts.iter().map(|t| if f.hits(t) { "ThrottlingError" } else { "None" }).collect();
+                cancelled(&codes)
+            } else {
+                let t = ts.iter().find(|t| f.hits(t)).or(ts.first());
+                throttle_answer(Limit::KeyRange, write, &t.map(|t| resource(region, t)).unwrap_or_default())
+            }
+        }
     }
 }
 
@@ -1192,7 +1246,12 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     let op = full_target.rsplit('.').next().unwrap_or("").to_owned();
     let json_body: Option<Value> =
         if dynamodb && ITEM_OPS.contains(&op.as_str()) { serde_json::from_slice(&body).ok() } else { None };
+    let access_key = access_key_of(&headers);
+    let caller = access_key.as_deref().and_then(crate::runtime::caller_of);
     let Some(json_body) = json_body else {
+        if let Some(f) = s.take_fault(&op, &[], caller.as_deref()) {
+            return injected(&s, &f, &op, &[], false, access_key.as_deref(), &region_of(&headers));
+        }
         // Not an item operation (or not JSON): on to moto as it came.
         if dynamodb && !take_token(&s) {
             s.throttled();
@@ -1214,20 +1273,8 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     let transaction = op.starts_with("Transact");
 
     // Injected faults first: a test asked for exactly these.
-    if let Some(f) = s.take_fault(&op, &ts) {
-        return match f.kind {
-            FaultKind::Internal => internal("Internal server error (injected)"),
-            FaultKind::Throttle => {
-                s.throttled();
-                if transaction {
-                    let codes: Vec<&str> = ts.iter().map(|t| if f.hits(t) { "ThrottlingError" } else { "None" }).collect();
-                    cancelled(&codes)
-                } else {
-                    let t = ts.iter().find(|t| f.hits(t)).or(ts.first());
-                    throttle_answer(Limit::KeyRange, write, &t.map(|t| resource(&region, t)).unwrap_or_default())
-                }
-            }
-        };
+    if let Some(f) = s.take_fault(&op, &ts, caller.as_deref()) {
+        return injected(&s, &f, &op, &ts, write, access_key.as_deref(), &region);
     }
     // The fixed request rate (`throttle_rate`), as a table's configured maximum.
     if !take_token(&s) {

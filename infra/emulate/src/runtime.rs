@@ -23,6 +23,12 @@
 //! - Billing: each invocation's duration (init included on a cold start),
 //!   rounded up to the millisecond, times its memory, on the bill.
 //!
+//! Each process gets credentials of its own (`AWS_ACCESS_KEY_ID`, as Lambda
+//! gives each execution environment its role's session), so the AWS front
+//! can tell which instance made a call, and a test can kill the one that
+//! makes a chosen call ([`kill_caller`]): a function that dies at exactly
+//! that point.
+//!
 //! This machine runs at most a few dozen processes per function: an
 //! invocation within the concurrency limit waits for one (kinder than AWS
 //! only in latency; the wait is not billed).
@@ -175,8 +181,28 @@ struct ApiState {
     init_error: Mutex<Option<Value>>,
 }
 
+/// Live processes by their access key id: (function logical id, pid).
+static CALLERS: std::sync::LazyLock<Mutex<HashMap<String, (String, u32)>>> = std::sync::LazyLock::new(Mutex::default);
+
+/// The function whose process signs with `access_key`, if it is alive.
+pub fn caller_of(access_key: &str) -> Option<String> {
+    CALLERS.lock().unwrap().get(access_key).map(|(f, _)| f.clone())
+}
+
+/// Kills (SIGKILL) the process that signs with `access_key`, as a crash
+/// would end it mid-invocation; its function's name if there was one.
+pub fn kill_caller(access_key: &str) -> Option<String> {
+    let (function, pid) = CALLERS.lock().unwrap().remove(access_key)?;
+    // SAFETY: kill(2) with a pid this emulator started and has not reaped
+    // (the Child is alive in its Proc until the run sees it exit).
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    (r == 0).then_some(function)
+}
+
 struct Proc {
     tx: mpsc::Sender<Invocation>,
+    /// Its access key id (in [`CALLERS`] while it lives).
+    key: String,
     child: tokio::sync::Mutex<tokio::process::Child>,
     /// The last lines it wrote (for an init error's message).
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -186,6 +212,7 @@ struct Proc {
 // The child is `kill_on_drop`: dropping a process ends it.
 impl Drop for Proc {
     fn drop(&mut self) {
+        CALLERS.lock().unwrap().remove(&self.key);
         self.server.abort();
     }
 }
@@ -347,10 +374,12 @@ impl Function {
             let _stopped = axum::serve(listener, app).await;
         });
         let dir = spec.bootstrap.parent().map(PathBuf::from).unwrap_or_default();
+        let key = format!("ASIAEMU{:013X}", rand::random::<u64>() >> 12);
         let mut cmd = tokio::process::Command::new(&spec.bootstrap);
         cmd.env_clear()
             .current_dir(&dir)
             .envs(spec.env.iter().cloned())
+            .env("AWS_ACCESS_KEY_ID", &key)
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("LAMBDA_TASK_ROOT", &dir)
             .env("_HANDLER", "bootstrap")
@@ -359,6 +388,9 @@ impl Function {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| format!("{}: cannot start {}: {e}", spec.logical, spec.bootstrap.display()))?;
+        if let Some(pid) = child.id() {
+            CALLERS.lock().unwrap().insert(key.clone(), (spec.logical.clone(), pid));
+        }
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         for pipe in [child.stdout.take().map(Either::Out), child.stderr.take().map(Either::Err)] {
             let Some(pipe) = pipe else { continue };
@@ -397,6 +429,7 @@ impl Function {
             }
         };
         if let Err(why) = outcome {
+            CALLERS.lock().unwrap().remove(&key);
             let _gone = child.start_kill();
             // The pipes drain after the exit: give the last lines a moment.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -410,7 +443,7 @@ impl Function {
                 if lines.is_empty() { String::new() } else { format!("; it wrote:\n  {}", lines.join("\n  ")) }
             ));
         }
-        Ok(Arc::new(Proc { tx, child: tokio::sync::Mutex::new(child), tail, server }))
+        Ok(Arc::new(Proc { tx, key, child: tokio::sync::Mutex::new(child), tail, server }))
     }
 
     /// Starts one process (the stack is ready when every function has one).

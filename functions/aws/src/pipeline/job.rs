@@ -34,6 +34,9 @@ pub enum PipelineError {
     /// The table holding cursors and failure counts failed.
     #[error("{0}")]
     Cursor(String),
+    /// The table failed to give a commit's events back.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A fan-out worker's time: no post starts at or after `until`, and a page
@@ -52,14 +55,29 @@ impl Budget {
     }
 }
 
-/// One unit of fan-out work: one event to one shard of its channel's
-/// subscribers. `frame` is the event as a page receives it (encoded once).
+/// One event's frame in a job: its seq, and the frame a page receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub seq: u64,
+    pub frame: String,
+}
+
+/// A job's frames at most, as JSON inside its message (a frame bigger than
+/// this travels alone): well inside SQS's 1 MiB message, and few 64 KB
+/// billing chunks.
+pub const JOB_FRAME_BYTES: usize = 240 * 1024;
+
+/// One unit of fan-out work: the events of one commit (or a part of it, in
+/// seq order) to one shard of their channel's subscribers. Each frame is
+/// the event as a page receives it, encoded once where the job is made.
+/// A busy channel commits many events at once: one job carries them all,
+/// so the queue and the workers see one message per commit and shard, not
+/// one per event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     pub channel: Channel,
-    pub seq: u64,
-    pub frame: String,
     pub shard: u32,
+    pub frames: Vec<Frame>,
     /// A retry for just these connections (their posts failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
@@ -67,16 +85,15 @@ pub struct Job {
     pub round: u32,
 }
 
-/// A job as the queue holds it: today's form, or the one before (the whole
+/// A job as the queue holds it: today's form, or the one before (one whole
 /// event), so jobs queued before an upgrade still go out after it.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Wire {
-    Framed {
+    Frames {
         channel: Channel,
-        seq: u64,
-        frame: String,
         shard: u32,
+        frames: Vec<Frame>,
         #[serde(default)]
         only: Option<Vec<String>>,
         #[serde(default)]
@@ -95,29 +112,64 @@ enum Wire {
 impl<'de> Deserialize<'de> for Job {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(match Wire::deserialize(d)? {
-            Wire::Framed { channel, seq, frame, shard, only, round } => Job { channel, seq, frame, shard, only, round },
+            Wire::Frames { channel, shard, frames, only, round } => {
+                if frames.is_empty() {
+                    return Err(serde::de::Error::custom("a job without frames"));
+                }
+                Job { channel, shard, frames, only, round }
+            }
             Wire::Whole { event, shard, only, round } => {
                 let (channel, seq) = (event.channel.clone(), event.seq);
-                Job { channel, seq, frame: ServerMsg::Event(event).to_json(), shard, only, round }
+                let frames = vec![Frame { seq, frame: ServerMsg::Event(event).to_json() }];
+                Job { channel, shard, frames, only, round }
             }
         })
     }
 }
 
 impl Job {
-    /// The event's jobs, one per shard, sharing one encoding of its frame.
-    pub fn for_event(event: &Event, shards: u32) -> Vec<Job> {
-        let frame = ServerMsg::Event(event.clone()).to_json();
-        (0..shards)
-            .map(|shard| Job {
-                channel: event.channel.clone(),
-                seq: event.seq,
-                frame: frame.clone(),
-                shard,
-                only: None,
-                round: 0,
+    /// The jobs of one commit's events (one channel's, in seq order): the
+    /// frames cut into runs of at most [`JOB_FRAME_BYTES`], each run a job
+    /// for every shard, sharing one encoding of each frame. Deterministic:
+    /// the commit's fast path and the stream's backstop make the same jobs
+    /// from the same events, so SQS drops the second copy by its id.
+    pub fn for_commit(events: &[Event], shards: u32) -> Vec<Job> {
+        let Some(first) = events.first() else { return vec![] };
+        let mut runs: Vec<Vec<Frame>> = vec![];
+        let mut bytes = 0;
+        for e in events {
+            debug_assert_eq!(e.channel, first.channel);
+            let frame = ServerMsg::Event(e.clone()).to_json();
+            // As the message holds it: a JSON string, escapes and all.
+            let size = serde_json::to_string(&frame).map_or(frame.len(), |s| s.len()) + 16;
+            if runs.is_empty() || bytes + size > JOB_FRAME_BYTES {
+                runs.push(vec![]);
+                bytes = 0;
+            }
+            bytes += size;
+            runs.last_mut().expect("a run").push(Frame { seq: e.seq, frame });
+        }
+        runs.into_iter()
+            .flat_map(|frames| {
+                (0..shards).map(move |shard| Job {
+                    channel: first.channel.clone(),
+                    shard,
+                    frames: frames.clone(),
+                    only: None,
+                    round: 0,
+                })
             })
             .collect()
+    }
+    /// One event's jobs (a commit of one).
+    pub fn for_event(event: &Event, shards: u32) -> Vec<Job> {
+        Self::for_commit(std::slice::from_ref(event), shards)
+    }
+    pub fn first_seq(&self) -> u64 {
+        self.frames.first().map_or(0, |f| f.seq)
+    }
+    pub fn last_seq(&self) -> u64 {
+        self.frames.last().map_or(0, |f| f.seq)
     }
     /// SQS FIFO's ordering unit (at most 128 characters).
     pub fn group_id(&self) -> String {
@@ -128,11 +180,11 @@ impl Job {
             hex::encode(sha2::Sha256::digest(g.as_bytes()))
         }
     }
-    /// Stable per (channel, seq, shard, round): the same job sent again
+    /// Stable per (channel, seqs, shard, round): the same job sent again
     /// within 5 minutes (the commit's fast path and the stream's backstop,
     /// a redriven stream batch) is dropped by SQS.
     pub fn dedupe_id(&self) -> String {
-        let raw = format!("{}#{}#{}#{}", self.channel, self.seq, self.shard, self.round);
+        let raw = format!("{}#{}-{}#{}#{}", self.channel, self.first_seq(), self.last_seq(), self.shard, self.round);
         hex::encode(sha2::Sha256::digest(raw.as_bytes()))
     }
 }

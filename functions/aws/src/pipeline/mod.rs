@@ -1,21 +1,27 @@
-//! The fan-out pipeline on AWS, driven by the log:
+//! The fan-out pipeline on AWS:
 //!
 //! ```text
-//! webhook ─TransactWriteItems─▶ table ─stream (new event items)─▶ dispatch
-//!   dispatch ─SendMessageBatch─▶ SQS FIFO, one message per (channel, shard),
+//! webhook ─commit (commit.rs)─▶ table
+//!   └─ fast path: the committer enqueues the commit's jobs itself
+//! table ─stream (new event items)─▶ dispatch: the same jobs (the backstop;
+//!   SQS FIFO drops the copies by their deduplication ids)
+//!   SendMessageBatch ─▶ SQS FIFO, one message per (commit, shard),
 //!            MessageGroupId = channel#shard
-//!   SQS FIFO ─▶ fanout workers: page the shard's subscribers, post, drop 410s
+//!   SQS FIFO ─▶ fanout workers: page the shard's subscribers, post each
+//!            frame in order, drop 410s
 //! ```
 //!
-//! Order: DynamoDB Streams promises order per item only ("the stream
-//! records appear in the same sequence as the actual modifications to the
-//! item"), and each event is an item of its own, so nothing promises a
-//! channel's events arrive in seq order across stream batches. The
-//! dispatcher sorts each batch by (channel, seq); SQS FIFO then delivers a
-//! group's jobs one batch at a time and in the order sent, across every
-//! worker instance. A page that still sees a seq ahead of the next one it
-//! needs holds it and asks again with `since` (the snippet's gap repair), so
-//! every page shows a channel's events once and in order whatever arrives.
+//! Order: a channel's commits are made one at a time under its lease, and
+//! the committer enqueues each commit's jobs before it commits the next, so
+//! each group's jobs are queued in seq order. The backstop's copies follow
+//! later (dropped as duplicates, or past SQS's 5-minute window, dropped by
+//! the page as seqs it has). DynamoDB Streams promises order per item
+//! only; the dispatcher sorts each batch's commits by seq. SQS FIFO then
+//! delivers a group's jobs one batch at a time and in the order sent, across
+//! every worker instance. A page that still sees a seq ahead of the next
+//! one it needs holds it and asks again with `since` (the snippet's gap
+//! repair), so every page shows a channel's events once and in order
+//! whatever arrives.
 //!
 //! Failures: a dispatcher error fails its stream batch, which Lambda retries
 //! (FIFO deduplication ids make the resend harmless) and finally sends to the
@@ -31,15 +37,18 @@
 //! retries are queued again for just those connections.
 
 //! Rooms: [`job`] (the unit of work and its wire form), [`dispatch`] (stream
-//! records and commits → jobs), [`worker`] (a job → posts, within a budget),
+//! records and commits → jobs), [`worker`] (a batch's jobs → posts, within a
+//! budget), [`share`] (the workers posting divide the fan-out's share),
 //! [`sqs`] (the FIFO queue through the SDK).
 
 mod dispatch;
 mod job;
+mod share;
 mod sqs;
 mod worker;
 
 pub use dispatch::{dispatch, event_of_record, jobs_for};
-pub use job::{Budget, Cursors, Job, JobQueue, PipelineError, MAX_JOB_FAILURES, MAX_RETRY_ROUNDS};
+pub use job::{Budget, Cursors, Frame, Job, JobQueue, PipelineError, JOB_FRAME_BYTES, MAX_JOB_FAILURES, MAX_RETRY_ROUNDS};
+pub use share::Share;
 pub use sqs::{batches, SqsQueue};
 pub use worker::{failure_backoff, fan_out_batch};

@@ -27,7 +27,7 @@ pub fn batches(jobs: &[Job]) -> Result<Vec<Vec<(&Job, String)>>, PipelineError> 
             return Err(PipelineError::Job(format!(
                 "a fan-out job for {} seq {} is {} bytes, over SQS's message limit",
                 j.channel,
-                j.seq,
+                j.first_seq(),
                 body.len()
             )));
         }

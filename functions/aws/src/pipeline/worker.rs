@@ -18,8 +18,10 @@ pub fn failure_backoff(failures: u32, limits: &hookcast_core::config::Limits) ->
     (limits.fanout_retry_base * (1u32 << failures.saturating_sub(1).min(16))).min(limits.fanout_retry_max)
 }
 
-/// The fan-out worker: one SQS FIFO batch, in order, within a time budget
-/// (the caller keeps a reserve before the function's deadline).
+/// The fan-out worker: one SQS FIFO batch within a time budget (the caller
+/// keeps a reserve before the function's deadline). The batch's FIFO groups
+/// (channel and shard) run side by side, sharing the instance's posting
+/// rate; each group's jobs run in order.
 ///
 /// - A message whose subscribers could not be read fails, and so does every
 ///   later message of its group in this batch (their order must hold); it
@@ -38,24 +40,10 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
     batch: &SqsEvent,
     budget: Option<Budget>,
 ) -> SqsBatchResponse {
-    let mut failed_groups: Vec<String> = Vec::new();
-    let mut failures = Vec::new();
-    let mut started = false;
+    // The batch's messages by group, each group's in the batch's order.
+    let mut groups: Vec<(String, Vec<Received>)> = Vec::new();
     for msg in &batch.records {
         let id = msg.message_id.clone().unwrap_or_default();
-        let receipt = msg.receipt_handle.clone().unwrap_or_default();
-        let receives: u32 = msg.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
-        let hand_back = |failures: &mut Vec<BatchItemFailure>, after: Duration| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id.clone();
-            failures.push(f);
-            let receipt = receipt.clone();
-            async move {
-                if let Err(e) = queue.hold(&receipt, after).await {
-                    warn!(error = %e, "could not shorten a handed-back message's visibility; it returns after the queue's timeout");
-                }
-            }
-        };
         let job: Job = match msg.body.as_deref().map(serde_json::from_str) {
             Some(Ok(j)) => j,
             // A body we did not write cannot succeed later: drop it, loudly.
@@ -64,14 +52,64 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
                 continue;
             }
         };
-        let group = job.group_id();
-        if failed_groups.contains(&group) || (started && budget.is_some_and(|b| Instant::now() >= b.until)) {
-            hand_back(&mut failures, Duration::ZERO).await;
+        let received = Received {
+            id,
+            receipt: msg.receipt_handle.clone().unwrap_or_default(),
+            receives: msg.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
+            job,
+        };
+        let group = received.job.group_id();
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, list)) => list.push(received),
+            None => groups.push((group, vec![received])),
+        }
+    }
+    let runs = groups.iter().map(|(_, list)| run_group(fanout, cursors, queue, list, budget));
+    let failures: Vec<BatchItemFailure> = futures::future::join_all(runs).await.into_iter().flatten().collect();
+    let mut res = SqsBatchResponse::default();
+    res.batch_item_failures = failures;
+    res
+}
+
+/// One message of a batch, read.
+struct Received {
+    id: String,
+    receipt: String,
+    receives: u32,
+    job: Job,
+}
+
+/// One FIFO group's jobs, in order; the messages to hand back.
+async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue>(
+    fanout: &Fanout<S, G>,
+    cursors: &C,
+    queue: &Q,
+    list: &[Received],
+    budget: Option<Budget>,
+) -> Vec<BatchItemFailure> {
+    let mut failures = Vec::new();
+    let hand_back = |failures: &mut Vec<BatchItemFailure>, m: &Received, after: Duration| {
+        let mut f = BatchItemFailure::default();
+        f.item_identifier = m.id.clone();
+        failures.push(f);
+        let receipt = m.receipt.clone();
+        async move {
+            if let Err(e) = queue.hold(&receipt, after).await {
+                warn!(error = %e, "could not shorten a handed-back message's visibility; it returns after the queue's timeout");
+            }
+        }
+    };
+    let mut stopped = false;
+    for (k, m) in list.iter().enumerate() {
+        let job = &m.job;
+        // The group's first job always starts (every batch makes progress).
+        if stopped || (k > 0 && budget.is_some_and(|b| Instant::now() >= b.until)) {
+            hand_back(&mut failures, m, Duration::ZERO).await;
+            stopped = true;
             continue;
         }
-        started = true;
         let key = job.dedupe_id();
-        let after = if receives > 1 && job.only.is_none() {
+        let after = if m.receives > 1 && job.only.is_none() {
             cursors.resume_point(&key).await.unwrap_or_else(|e| {
                 warn!(error = %e, "could not read where this job stopped; it starts over (pages drop the repeats)");
                 None
@@ -80,21 +118,25 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
             None
         };
         let only: Option<Vec<ConnId>> = job.only.as_ref().map(|l| l.iter().cloned().map(ConnId).collect());
-        let run = ShardRun { only: only.as_deref(), after, budget: budget.map(|b| b.until), page: budget.and_then(|b| b.page()) };
-        match fanout.fan_out_shard(&job.channel, job.seq, &job.frame, job.shard, run).await {
+        let frames: Vec<&str> = job.frames.iter().map(|f| f.frame.as_str()).collect();
+        // Subscribers worth reading now: what the rate reaches in the time
+        // left, each taking every frame.
+        let page = budget.and_then(|b| b.page()).map(|p| (p / frames.len().max(1)).max(1));
+        let run = ShardRun { only: only.as_deref(), after, budget: budget.map(|b| b.until), page };
+        match fanout.fan_out_shard(&job.channel, &frames, job.shard, run).await {
             Ok(out) => {
-                info!(channel = %job.channel, seq = job.seq, shard = job.shard, round = job.round,
+                info!(channel = %job.channel, seq = job.first_seq(), last = job.last_seq(), shard = job.shard, round = job.round,
                       delivered = out.report.delivered, gone = out.report.gone, failed = out.report.failed,
                       unfinished = out.resume_after.is_some(), "fanned out");
                 if !out.failed.is_empty() {
-                    retry_failed(queue, &job, out.failed).await;
+                    retry_failed(queue, job, out.failed, out.failed_from).await;
                 }
                 if let Some(at) = out.resume_after {
                     if let Err(e) = cursors.save_resume_point(&key, &at).await {
                         warn!(error = %e, "could not save where this job stopped; it starts over (pages drop the repeats)");
                     }
-                    failed_groups.push(group);
-                    hand_back(&mut failures, Duration::ZERO).await;
+                    stopped = true;
+                    hand_back(&mut failures, m, Duration::ZERO).await;
                 }
             }
             Err(e) => {
@@ -105,9 +147,9 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
                     0
                 });
                 if own >= MAX_JOB_FAILURES {
-                    match queue.dead_letter(&job).await {
+                    match queue.dead_letter(job).await {
                         Ok(()) => {
-                            tracing::error!(error = %e, channel = %job.channel, seq = job.seq, shard = job.shard, failures = own,
+                            tracing::error!(error = %e, channel = %job.channel, seq = job.first_seq(), shard = job.shard, failures = own,
                                 "fan-out job failed every try: moved to the dead-letter queue; its group goes on (pages catch up when they resubscribe)");
                             continue;
                         }
@@ -116,31 +158,31 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
                         }
                     }
                 }
-                warn!(error = %e, channel = %job.channel, seq = job.seq, shard = job.shard, receives, failures = own, "fan-out failed; SQS will redeliver");
-                failed_groups.push(group);
-                hand_back(&mut failures, failure_backoff(own.max(1), &fanout.config().limits)).await;
+                warn!(error = %e, channel = %job.channel, seq = job.first_seq(), shard = job.shard, receives = m.receives, failures = own, "fan-out failed; SQS will redeliver");
+                stopped = true;
+                hand_back(&mut failures, m, failure_backoff(own.max(1), &fanout.config().limits)).await;
             }
         }
     }
-    let mut res = SqsBatchResponse::default();
-    res.batch_item_failures = failures;
-    res
+    failures
 }
 
-/// Queues a retry for just the connections whose posts failed, a bounded
-/// number of rounds; after that they count as failed (the metric the
-/// template alarms on) and catch up when they next resubscribe. A retry is
-/// queued behind the group's later events: the page holds those until the
-/// gap fills or it asks again with `since`.
-async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<ConnId>) {
+/// Queues a retry for just the connections whose posts failed (from the
+/// first frame one of them lacks), a bounded number of rounds; after that
+/// they count as failed (the metric the template alarms on) and catch up
+/// when they next resubscribe. A retry is queued behind the group's later
+/// events: the page holds those until the gap fills or it asks again with
+/// `since`.
+async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<ConnId>, from: usize) {
     if job.round >= MAX_RETRY_ROUNDS {
-        warn!(channel = %job.channel, seq = job.seq, connections = failed.len(), "posts still failing; giving up on these connections");
+        warn!(channel = %job.channel, seq = job.first_seq(), connections = failed.len(), "posts still failing; giving up on these connections");
         hookcast_core::metrics::global().deliveries(0, 0, failed.len());
         return;
     }
-    let retry = Job { only: Some(failed.into_iter().map(|c| c.0).collect()), round: job.round + 1, ..job.clone() };
+    let frames = job.frames[from.min(job.frames.len() - 1)..].to_vec();
+    let retry = Job { only: Some(failed.into_iter().map(|c| c.0).collect()), round: job.round + 1, frames, ..job.clone() };
     if let Err(e) = queue.enqueue(std::slice::from_ref(&retry)).await {
-        warn!(error = %e, channel = %job.channel, seq = job.seq, "could not queue a retry for failed posts");
+        warn!(error = %e, channel = %job.channel, seq = job.first_seq(), "could not queue a retry for failed posts");
         hookcast_core::metrics::global().deliveries(0, 0, retry.only.as_ref().map_or(0, Vec::len));
     }
 }
