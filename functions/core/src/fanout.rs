@@ -35,12 +35,10 @@ impl std::ops::AddAssign for FanoutReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardOutcome {
     pub report: FanoutReport,
-    /// Connections whose post failed (not Gone): worth one more try.
-    pub failed: Vec<ConnId>,
-    /// The first of the unit's frames some failed connection lacks (each
-    /// failed connection was sent none after its failure): a retry starts
-    /// there.
-    pub failed_from: usize,
+    /// Connections whose post failed (not Gone), each with the first of the
+    /// unit's frames it lacks (it was sent none after its failure): worth
+    /// one more try from there.
+    pub failed: Vec<(ConnId, usize)>,
     /// The run stopped at its budget: the shard's subscribers after this one
     /// have not been reached yet.
     pub resume_after: Option<ConnId>,
@@ -121,7 +119,6 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         let mut report = FanoutReport::default();
         let mut gone = Vec::new();
         let mut failed = Vec::new();
-        let mut failed_from = frames.len();
         let mut after = run.after;
         let mut resume_after = None;
         let mut first = true;
@@ -142,15 +139,18 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                 ([frame], Some(b)) => {
                     // The first post of a run always starts, whatever the clock says.
                     let b = if first { b.max(std::time::Instant::now() + std::time::Duration::from_millis(1)) } else { b };
-                    self.gateway.send_many_until(conns.clone(), frame, n, b).await
+                    let sent = self.gateway.send_many_until(conns.clone(), frame, n, b).await;
+                    sent.into_iter().map(|(c, d)| (c, (d, 0))).collect()
                 }
-                ([frame], None) => self.gateway.send_many(conns.clone(), frame, n).await,
+                ([frame], None) => {
+                    self.gateway.send_many(conns.clone(), frame, n).await.into_iter().map(|(c, d)| (c, (d, 0))).collect()
+                }
                 _ => {
                     // Frame by frame over the page, each connection dropped
                     // at its first failure or Gone, so none gets a later
                     // frame without an earlier one.
                     let mut live = conns.clone();
-                    let mut outcome: std::collections::HashMap<ConnId, Delivery> = Default::default();
+                    let mut outcome: std::collections::HashMap<ConnId, (Delivery, usize)> = Default::default();
                     for (k, frame) in frames.iter().enumerate() {
                         if live.is_empty() {
                             break;
@@ -162,19 +162,15 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                                     report.delivered += 1;
                                     still.push(c);
                                 }
-                                Delivery::Failed => {
-                                    failed_from = failed_from.min(k);
-                                    outcome.insert(c, d);
-                                }
-                                Delivery::Gone => {
-                                    outcome.insert(c, d);
+                                Delivery::Failed | Delivery::Gone => {
+                                    outcome.insert(c, (d, k));
                                 }
                             }
                         }
                         live = still;
                     }
                     // Every connection of the page, with how it ended.
-                    conns.iter().map(|c| (c.clone(), outcome.remove(c).unwrap_or(Delivery::Delivered))).collect::<Vec<_>>()
+                    conns.iter().map(|c| (c.clone(), outcome.remove(c).unwrap_or((Delivery::Delivered, 0)))).collect::<Vec<_>>()
                 }
             };
             let multi = frames.len() > 1;
@@ -182,17 +178,14 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
             // Posts start in the page's order: those not reached follow the
             // last one that was.
             let reached = results.len();
-            for (c, d) in results {
+            for (c, (d, at)) in results {
                 match d {
                     // Counted frame by frame above when there are several.
                     Delivery::Delivered if multi => {}
                     Delivery::Delivered => report.delivered += 1,
                     Delivery::Failed => {
-                        if !multi {
-                            failed_from = 0;
-                        }
                         report.failed += 1;
-                        failed.push(c);
+                        failed.push((c, at));
                     }
                     Delivery::Gone => {
                         report.gone += 1;
@@ -209,9 +202,8 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                     // A retry list cut short: the rest fail this round and go on in the next.
                     for c in &conns[reached..] {
                         report.failed += 1;
-                        failed.push(c.clone());
+                        failed.push((c.clone(), 0));
                     }
-                    failed_from = 0;
                     resume_after = None;
                 }
                 break;
@@ -224,9 +216,6 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         futures::stream::iter(gone).for_each_concurrent(n, |c| async move { forget(&*self.subs, &c).await }).await;
         debug!(channel = %channel, frames = frames.len(), shard, ?report, ?resume_after, "fanned out");
         crate::metrics::global().deliveries(report.delivered, report.gone, 0);
-        if failed.is_empty() {
-            failed_from = 0;
-        }
-        Ok(ShardOutcome { report, failed, failed_from, resume_after })
+        Ok(ShardOutcome { report, failed, resume_after })
     }
 }

@@ -570,8 +570,7 @@ fn a_unit_of_several_frames_keeps_each_connection_in_order_and_stops_it_at_its_f
     assert_eq!(sent.get("d").unwrap(), &["f1", "f2", "f3"]);
     assert_eq!(sent.get("b").unwrap(), &["f1"], "nothing after its failure");
     assert!(!sent.contains_key("c"));
-    assert_eq!(out.failed, vec![ConnId("b".into())]);
-    assert_eq!(out.failed_from, 1, "the retry starts at the frame b lacks");
+    assert_eq!(out.failed, vec![(ConnId("b".into()), 1)], "the retry starts at the frame b lacks");
     assert_eq!((out.report.delivered, out.report.gone, out.report.failed), (7, 1, 1));
     assert_eq!(block_on(all_subscribers(&*live, &ch)).unwrap().len(), 3, "the Gone connection is forgotten");
 }

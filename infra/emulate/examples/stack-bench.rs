@@ -44,13 +44,33 @@ struct Cli {
     /// Concurrent subscribes to one channel.
     #[arg(long, default_value_t = 200)]
     subscribes: usize,
-    /// Subscribers for the large fan-out.
-    #[arg(long, default_value_t = 10_000)]
-    subscribers: usize,
+    /// Subscribers for the large fan-out, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    subscribers: Vec<usize>,
     /// Every @connections call's latency in the large fan-out.
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     fanout_latency: Duration,
+    /// Append sweep: webhooks per second to one channel (open loop), each rate for --sweep-secs.
+    #[arg(long, value_delimiter = ',', default_value = "20,50,100,200,400")]
+    sweep: Vec<f64>,
+    #[arg(long, default_value_t = 5.0)]
+    sweep_secs: f64,
+    /// The merge state's size in the sweep, one run of the sweep per size.
+    #[arg(long, value_delimiter = ',', default_value = "1024,51200")]
+    state_bytes: Vec<usize>,
+    /// Idle pages held open for the cost of a connection-minute, and for how long.
+    #[arg(long, default_value_t = 100)]
+    idle_pages: usize,
+    #[arg(long, default_value_t = 60.0)]
+    idle_secs: f64,
+    /// Skip the large fan-out (it takes minutes).
+    #[arg(long)]
+    no_fanout: bool,
 }
+
+/// The Zapier source, publishing the fields the bench sends; every zaps/
+/// channel keeps a merge state.
+const SOURCES: &str = "[sources.netlify]\nkind = \"netlify\"\n[sources.zapier]\nkind = \"token\"\nheader = \"x-hookcast-token\"\nchannels = [\"zaps/*\"]\nfields = [\"i\", \"t\", \"s\", \"hello\"]\n";
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -154,6 +174,11 @@ async fn stack(cli: &Cli, latency: Duration) -> Stack {
             "NetlifySecret=bench-netlify-secret-0123456789".into(),
             format!("ZapierToken={ZAPIER}"),
             format!("AllowedOrigins={ORIGIN}"),
+            format!("SourcesConfig={SOURCES}"),
+            "StateConfig=zaps/*=merge".into(),
+            "AlertEmail=none".into(),
+            // A busy channel's senders need more than the default 10 set aside.
+            "WebhookReservedConcurrency=200".into(),
         ];
     }
     start(&args).await.unwrap_or_else(|e| panic!("emulate: {e}"))
@@ -184,7 +209,10 @@ async fn main() {
         println!("{name:<22} {:>6.2} MB  init {}", size as f64 / 1e6, summary(inits));
     }
 
+    sweep(&cli, &s, &http).await;
+
     println!("\n## webhook -> delivery: {} events at {}/s (open loop) to {} pages", cli.events, cli.rate, cli.pages);
+    let bill0 = s.meter.bill();
     let channel = "zaps/bench";
     let mut pages = vec![];
     for _ in 0..cli.pages {
@@ -242,11 +270,15 @@ async fn main() {
         moto_writes(&s, marks)
     );
     let l = latencies.lock().unwrap().clone();
+    let pushes = l.len();
     println!("delivered {} of {want}; webhook -> page: {}", l.len(), summary(l));
+    println!("{}", cost_line(&bill0, &s.meter.bill(), pushes));
     readers.abort_all();
     while let Some(Ok(ws)) = readers.join_next().await {
         drop(ws);
     }
+
+    idle(&cli, &s).await;
 
     println!("\n## {} concurrent subscribes to one channel (the conflict-faithful front)", cli.subscribes);
     let mut socks = vec![];
@@ -284,9 +316,20 @@ async fn main() {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(8);
     drop(s);
+    if cli.no_fanout {
+        return;
+    }
 
-    println!("\n## one event to {} subscribers, every @connections call {} ms", cli.subscribers, cli.fanout_latency.as_millis());
-    let s = stack(&cli, cli.fanout_latency).await;
+    for &n in &cli.subscribers {
+        wide(&cli, &http, n, table.clone(), shards, &names).await;
+    }
+}
+
+/// One event to `n` subscribers, every @connections call --fanout-latency,
+/// against the floor: n / (fan-out workers x each one's rate).
+async fn wide(cli: &Cli, http: &reqwest::Client, subscribers: usize, table: Option<String>, shards: u32, names: &[String]) {
+    println!("\n## one event to {} subscribers, every @connections call {} ms", subscribers, cli.fanout_latency.as_millis());
+    let s = stack(cli, cli.fanout_latency).await;
     let table = s.functions[&names[0]].spec.env.iter().find(|(k, _)| k == "HOOKCAST_TABLE").map(|(_, v)| v.clone()).or(table);
     let table = table.expect("the functions name their table");
     // This stack's own AWS endpoint: the last one's moto stopped with it.
@@ -298,14 +341,14 @@ async fn main() {
     let mut sinks = vec![];
     let mut counts = vec![0u64; shards as usize];
     let mut batch = vec![];
-    for i in 0..cli.subscribers {
+    for i in 0..subscribers {
         let id = format!("bench{i:06}=");
         let shard = fnv(&id) % shards;
         counts[shard as usize] += 1;
         sinks.push(s.ws.register_sink(&id));
         batch.push(json!({"PutRequest": {"Item": {
             "pk": {"S": format!("subs#{channel}#{shard}")}, "sk": {"S": id}, "ttl": {"N": (now_us() / 1_000_000 + 7200).to_string()}}}}));
-        if batch.len() == 25 || i + 1 == cli.subscribers {
+        if batch.len() == 25 || i + 1 == subscribers {
             aws.dynamodb("BatchWriteItem", json!({"RequestItems": {&table: std::mem::take(&mut batch)}}))
                 .await
                 .expect("BatchWriteItem");
@@ -319,13 +362,22 @@ async fn main() {
         aws.dynamodb("PutItem", json!({"TableName": table, "Item": item})).await.expect("PutItem");
     }
     let posted0 = s.ws.counters().posted.load(Ordering::Relaxed);
+    let env_of = |k: &str| -> f64 {
+        s.functions
+            .get("FanoutFunction")
+            .and_then(|f| f.spec.env.iter().find(|(n, _)| n == k))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let floor = subscribers as f64 / (env_of("HOOKCAST_FANOUT_WORKERS") * env_of("HOOKCAST_POSTS_PER_SECOND"));
+    let bill0 = s.meter.bill();
     let t = Instant::now();
-    let _ = zap(&http, &s.http, channel, json!({"hello": "everyone"})).await;
+    let _ = zap(http, &s.http, channel, json!({"hello": "everyone"})).await;
     let ceiling = Instant::now() + Duration::from_secs(1800);
     let mut last = (0, Instant::now());
     loop {
         let n = s.ws.counters().posted.load(Ordering::Relaxed) - posted0;
-        if n as usize >= cli.subscribers || Instant::now() > ceiling {
+        if n as usize >= subscribers || Instant::now() > ceiling {
             break;
         }
         if n != last.0 {
@@ -337,15 +389,145 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let n = s.ws.counters().posted.load(Ordering::Relaxed) - posted0;
+    let took = t.elapsed().as_secs_f64();
     println!(
-        "{n} of {} reached in {:.1} s ({:.0} posts/s over {shards} shards); @connections calls {}, throttled {}",
-        cli.subscribers,
-        t.elapsed().as_secs_f64(),
-        n as f64 / t.elapsed().as_secs_f64(),
+        "{n} of {} reached in {took:.1} s ({:.0} posts/s over {shards} shards; floor {floor:.1} s, {:.2}x it); @connections calls {}, throttled {}",
+        subscribers,
+        n as f64 / took,
+        took / floor,
         s.ws.counters().calls.load(Ordering::Relaxed),
         s.ws.counters().throttled.load(Ordering::Relaxed)
     );
+    println!("{}", cost_line(&bill0, &s.meter.bill(), n as usize));
     drop(sinks);
+}
+
+/// What a section cost, from the bill's lines (list prices): per million
+/// pushes, and which services it went to.
+fn cost_line(before: &Value, after: &Value, pushes: usize) -> String {
+    let total = after["total"].as_f64().unwrap_or(0.0) - before["total"].as_f64().unwrap_or(0.0);
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    let lines = |b: &Value| b["lines"].as_array().cloned().unwrap_or_default();
+    for (a, b) in lines(after).iter().zip(lines(before).iter()) {
+        *by.entry(a["service"].as_str().unwrap_or("?").to_owned()).or_default() +=
+            a["cost"].as_f64().unwrap_or(0.0) - b["cost"].as_f64().unwrap_or(0.0);
+    }
+    let parts: Vec<String> = by.iter().filter(|(_, c)| **c > 0.0).map(|(k, c)| format!("{k} ${c:.6}")).collect();
+    format!(
+        "cost (bill delta): ${total:.6} for {pushes} pushes = ${:.2} per million pushes ({})",
+        total / pushes.max(1) as f64 * 1e6,
+        parts.join(", ")
+    )
+}
+
+/// What a page costs while it only listens: pages connect and subscribe,
+/// stay for --idle-secs, and leave; the bill's delta over each part.
+async fn idle(cli: &Cli, s: &Stack) {
+    println!("\n## {} idle pages held {:.0} s (the cost of a connection-minute)", cli.idle_pages, cli.idle_secs);
+    let b0 = s.meter.bill();
+    let mut pages = vec![];
+    for _ in 0..cli.idle_pages {
+        let mut ws = connect(&s.websocket).await;
+        subscribe(&mut ws, "zaps/idle").await;
+        pages.push(ws);
+    }
+    let b1 = s.meter.bill();
+    tokio::time::sleep(Duration::from_secs_f64(cli.idle_secs)).await;
+    let b2 = s.meter.bill();
+    for mut ws in pages {
+        let _ = ws.close(None).await;
+    }
+    // $disconnect is invoked after the close (best effort, as on AWS): give it time to be billed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b3 = s.meter.bill();
+    let total = |b: &Value| b["total"].as_f64().unwrap_or(0.0);
+    let minutes = cli.idle_pages as f64 * cli.idle_secs / 60.0;
+    println!(
+        "connect + subscribe + disconnect: ${:.8} a page; held: ${:.6} for {minutes:.0} connection-minutes = ${:.2} per million connection-minutes",
+        (total(&b1) - total(&b0) + total(&b3) - total(&b2)) / cli.idle_pages as f64,
+        total(&b2) - total(&b1),
+        (total(&b2) - total(&b1)) / minutes * 1e6
+    );
+}
+
+/// moto's own ceiling for the calls an append makes, closed loop with 8 in
+/// flight: every emulated figure below is bounded by it.
+async fn moto_ceiling(s: &Stack) -> String {
+    let aws = Arc::new(Aws::new(&s.aws, "us-east-1"));
+    let table = s.functions.values().find_map(|f| f.spec.env.iter().find(|(k, _)| k == "HOOKCAST_TABLE").map(|(_, v)| v.clone()));
+    let table = table.expect("the functions name their table");
+    let done = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (aws, table, done) = (aws.clone(), table.clone(), done.clone());
+        tasks.spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                let item =
+                    json!({"pk": {"S": format!("bench#moto#{w}")}, "sk": {"S": format!("{i:08}")}, "v": {"S": "x".repeat(1000)}});
+                let put = json!({"TransactItems": [{"Put": {"TableName": table, "Item": item}}]});
+                aws.dynamodb("TransactWriteItems", put).await.expect("TransactWriteItems");
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    format!("moto alone: {:.0} TransactWriteItems/s (1 KB item, 8 in flight)", done.load(Ordering::Relaxed) as f64 / 3.0)
+}
+
+/// Appends to one channel at each rate of the sweep (open loop), with a
+/// merge state of each size: the POST's latency, how many were refused
+/// (503, retried as senders retry), conflicts and the rate achieved.
+async fn sweep(cli: &Cli, s: &Stack, http: &reqwest::Client) {
+    println!("\n## appends to one channel (open loop, merge state), {:.0} s per rate", cli.sweep_secs);
+    println!("{}", moto_ceiling(s).await);
+    for (k, bytes) in cli.state_bytes.iter().enumerate() {
+        // The state folds patches of 50 keys, each bytes/50 long: it stays near `bytes`.
+        let value = "x".repeat(bytes / 50);
+        for (r, rate) in cli.sweep.iter().enumerate() {
+            let channel = format!("zaps/sweep{k}x{r}");
+            let n = (rate * cli.sweep_secs).round() as usize;
+            let (marks, c0) = (write_marks(s), s.front.counters.conflicts.load(Ordering::Relaxed));
+            let ops0 = s.front.counters.ops();
+            let every = Duration::from_secs_f64(1.0 / rate);
+            let t0 = tokio::time::Instant::now();
+            let mut posts = tokio::task::JoinSet::new();
+            for i in 0..n {
+                tokio::time::sleep_until(t0 + every * i as u32).await;
+                let (http, base, channel) = (http.clone(), s.http.clone(), channel.clone());
+                let data = json!({"i": i, "s": {format!("k{}", i % 50): value}});
+                posts.spawn(async move { zap(&http, &base, &channel, data).await });
+            }
+            let (mut ms, mut refused) = (vec![], 0);
+            while let Some(r) = posts.join_next().await {
+                let (m, n) = r.expect("a post");
+                ms.push(m);
+                refused += n;
+            }
+            let took = t0.elapsed().as_secs_f64();
+            let mut sorted = ms.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "state {:>6} B  {rate:>5.0}/s: achieved {:>5.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  503s {refused:>4}  conflicts {:>3}  ({})",
+                bytes,
+                n as f64 / took,
+                pct(&sorted, 0.5),
+                pct(&sorted, 0.99),
+                s.front.counters.conflicts.load(Ordering::Relaxed) - c0,
+                moto_writes(s, marks)
+            );
+            let ops = s.front.counters.ops();
+            let per: Vec<String> = ops
+                .iter()
+                .map(|(op, c)| (op, c - ops0.get(op).copied().unwrap_or(0)))
+                .filter(|(_, c)| *c > 0)
+                .map(|(op, c)| format!("{op} {:.1}", c as f64 / n as f64))
+                .collect();
+            println!("    AWS requests per webhook: {}", per.join(", "));
+        }
+    }
 }
 
 /// The store's shard hash (functions/aws/src/dynamo.rs `shard_of`, FNV-1a).

@@ -47,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+mod sqs_fifo;
+
 // ---- DynamoDB's figures, each from the AWS page that sets it ----
 
 /// Bytes in a KB. "All size measurements in DynamoDB use binary-based
@@ -191,6 +193,15 @@ pub struct FrontCounters {
     pub faults: AtomicU64,
     /// Reads of moto the front made to learn item sizes (not charged).
     pub size_reads: AtomicU64,
+    /// Requests by operation (`GetItem`, `SendMessageBatch`, ...).
+    pub ops: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl FrontCounters {
+    /// Requests by operation so far.
+    pub fn ops(&self) -> std::collections::BTreeMap<String, u64> {
+        self.ops.lock().unwrap().clone()
+    }
 }
 
 pub struct Front {
@@ -825,6 +836,8 @@ struct State {
     sizes: Mutex<HashMap<String, u64>>,
     schemas: Mutex<HashMap<String, Arc<Schema>>>,
     faults: Mutex<Vec<Fault>>,
+    /// SQS FIFO deduplication ids seen (moto forgets a received one).
+    fifo: Mutex<sqs_fifo::Dedupe>,
 }
 
 impl State {
@@ -1058,6 +1071,97 @@ impl Answer {
     }
 }
 
+/// A send to a FIFO queue, deduplicated as SQS does ([`sqs_fifo`]): the
+/// entries sent within the interval are answered as sent and not passed
+/// on; the rest go to moto. `None` when this is no FIFO send (moto answers).
+async fn fifo_send(s: &State, headers: &axum::http::HeaderMap, target: &str, body: &[u8]) -> Option<axum::response::Response> {
+    let req: Value = serde_json::from_slice(body).ok()?;
+    let queue = req["QueueUrl"].as_str().filter(|q| q.ends_with(".fifo"))?.to_owned();
+    let scope = s.fifo.lock().unwrap().scope(&queue);
+    let group_scope = match scope {
+        Some(g) => g,
+        None => {
+            let ask = json!({"QueueUrl": queue, "AttributeNames": ["DeduplicationScope"]}).to_string().into_bytes();
+            let a = call(s, headers, "AmazonSQS.GetQueueAttributes", ask).await.ok()?;
+            let g = a.json()["Attributes"]["DeduplicationScope"] == "messageGroup";
+            s.fifo.lock().unwrap().set_scope(&queue, g);
+            g
+        }
+    };
+    let batch = target.ends_with("Batch");
+    let entries: Vec<Value> = if batch { req["Entries"].as_array()?.clone() } else { vec![req.clone()] };
+    // Content-based deduplication (no explicit id) is left to moto.
+    if entries.iter().any(|e| e["MessageDeduplicationId"].as_str().is_none()) {
+        return None;
+    }
+    let now = Instant::now();
+    let (mut fresh, mut dups, mut keys) = (vec![], vec![], HashMap::new());
+    {
+        let mut d = s.fifo.lock().unwrap();
+        for e in &entries {
+            let key = sqs_fifo::Dedupe::key(
+                &queue,
+                group_scope,
+                e["MessageGroupId"].as_str().unwrap_or_default(),
+                e["MessageDeduplicationId"].as_str().unwrap_or_default(),
+            );
+            match d.claim(&key, now) {
+                sqs_fifo::Seen::New => {
+                    keys.insert(e["Id"].as_str().unwrap_or_default().to_owned(), key);
+                    fresh.push(e.clone());
+                }
+                sqs_fifo::Seen::Duplicate(first) => {
+                    let mut answer = sqs_fifo::duplicate_answer(first, e["MessageBody"].as_str().unwrap_or_default());
+                    if batch {
+                        answer["Id"] = e["Id"].clone();
+                    }
+                    dups.push(answer);
+                }
+            }
+        }
+    }
+    if fresh.is_empty() {
+        let answer = if batch { json!({"Successful": dups, "Failed": []}) } else { dups.remove(0) };
+        return Some(reply(200, answer));
+    }
+    let mut forward = req.clone();
+    if batch {
+        forward["Entries"] = Value::Array(fresh);
+    }
+    let got = call(s, headers, target, forward.to_string().into_bytes()).await;
+    let mut d = s.fifo.lock().unwrap();
+    let answer = match got {
+        Ok(a) if a.status == 200 => a,
+        other => {
+            for key in keys.values() {
+                d.release(key);
+            }
+            return Some(match other {
+                Ok(a) => a.into_response(),
+                Err(e) => internal(&e),
+            });
+        }
+    };
+    let mut v = answer.json();
+    if batch {
+        for ok in v["Successful"].as_array().cloned().unwrap_or_default() {
+            if let Some(key) = ok["Id"].as_str().and_then(|id| keys.remove(id)) {
+                d.settle(&key, ok.clone());
+            }
+        }
+        // Failed entries were never sent.
+        for key in keys.values() {
+            d.release(key);
+        }
+        if let Some(list) = v["Successful"].as_array_mut() {
+            list.extend(dups);
+        }
+    } else if let Some(key) = keys.values().next() {
+        d.settle(key, v.clone());
+    }
+    Some(answer.with_body(&v).into_response())
+}
+
 /// Sends one request to moto with the caller's headers (its region).
 async fn call(s: &State, headers: &axum::http::HeaderMap, target: &str, body: Vec<u8>) -> Result<Answer, String> {
     let mut req = s.http.post(&s.upstream).body(body);
@@ -1241,6 +1345,7 @@ fn is_write(op: &str) -> bool {
 async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> axum::response::Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
     let full_target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    *s.counters.ops.lock().unwrap().entry(full_target.rsplit('.').next().unwrap_or("").to_owned()).or_default() += 1;
     meter_call(&s.meter, &full_target, body.len());
     let dynamodb = full_target.starts_with("DynamoDB_");
     let op = full_target.rsplit('.').next().unwrap_or("").to_owned();
@@ -1251,6 +1356,11 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     let Some(json_body) = json_body else {
         if let Some(f) = s.take_fault(&op, &[], caller.as_deref()) {
             return injected(&s, &f, &op, &[], false, access_key.as_deref(), &region_of(&headers));
+        }
+        if full_target == "AmazonSQS.SendMessageBatch" || full_target == "AmazonSQS.SendMessage" {
+            if let Some(answer) = fifo_send(&s, &headers, &full_target, &body).await {
+                return answer;
+            }
         }
         // Not an item operation (or not JSON): on to moto as it came.
         if dynamodb && !take_token(&s) {
@@ -1887,6 +1997,7 @@ pub async fn start(upstream: &str, opts: FrontOptions, meter: Arc<crate::bill::M
         sizes: Mutex::default(),
         schemas: Mutex::default(),
         faults: Mutex::default(),
+        fifo: Mutex::default(),
     });
     let seen = state.clone();
     let app = axum::Router::new()
@@ -1902,6 +2013,7 @@ pub async fn start(upstream: &str, opts: FrontOptions, meter: Arc<crate::bill::M
                     "requests": get(&c.requests),
                     "faults": get(&c.faults),
                     "size_reads": get(&c.size_reads),
+                    "ops": c.ops(),
                     "dynamodb_rru": get(&m.dynamodb_rru_halves) as f64 / 2.0,
                     "dynamodb_rru_halves": get(&m.dynamodb_rru_halves),
                     "dynamodb_wru": get(&m.dynamodb_wru),

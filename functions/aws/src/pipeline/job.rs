@@ -180,11 +180,18 @@ impl Job {
             hex::encode(sha2::Sha256::digest(g.as_bytes()))
         }
     }
-    /// Stable per (channel, seqs, shard, round): the same job sent again
+    /// Stable per (channel, seqs, shard, round, connections): the same job sent again
     /// within 5 minutes (the commit's fast path and the stream's backstop,
     /// a redriven stream batch) is dropped by SQS.
+    /// A retry's connections are part of it: two retries of one job's frames
+    /// for different connections (a job resumed past its budget fails some
+    /// in each part) are both kept.
     pub fn dedupe_id(&self) -> String {
-        let raw = format!("{}#{}-{}#{}#{}", self.channel, self.first_seq(), self.last_seq(), self.shard, self.round);
+        let mut raw = format!("{}#{}-{}#{}#{}", self.channel, self.first_seq(), self.last_seq(), self.shard, self.round);
+        if let Some(only) = &self.only {
+            raw.push('#');
+            raw.push_str(&only.join(","));
+        }
         hex::encode(sha2::Sha256::digest(raw.as_bytes()))
     }
 }

@@ -129,7 +129,7 @@ async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue>(
                       delivered = out.report.delivered, gone = out.report.gone, failed = out.report.failed,
                       unfinished = out.resume_after.is_some(), "fanned out");
                 if !out.failed.is_empty() {
-                    retry_failed(queue, job, out.failed, out.failed_from).await;
+                    retry_failed(queue, job, out.failed).await;
                 }
                 if let Some(at) = out.resume_after {
                     if let Err(e) = cursors.save_resume_point(&key, &at).await {
@@ -167,29 +167,65 @@ async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue>(
     failures
 }
 
-/// Queues a retry for just the connections whose posts failed (from the
-/// first frame one of them lacks), a bounded number of rounds; after that
+/// Queues a retry for just the connections whose posts failed, each from
+/// the first frame it lacks (one retry job per such frame, so none is sent
+/// a frame twice), a bounded number of rounds; after that
 /// they count as failed (the metric the template alarms on) and catch up
 /// when they next resubscribe. A retry is queued behind the group's later
 /// events: the page holds those until the gap fills or it asks again with
 /// `since`.
-async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<ConnId>, from: usize) {
+async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<(ConnId, usize)>) {
     if job.round >= MAX_RETRY_ROUNDS {
         warn!(channel = %job.channel, seq = job.first_seq(), connections = failed.len(), "posts still failing; giving up on these connections");
         hookcast_core::metrics::global().deliveries(0, 0, failed.len());
         return;
     }
-    let frames = job.frames[from.min(job.frames.len() - 1)..].to_vec();
-    let retry = Job { only: Some(failed.into_iter().map(|c| c.0).collect()), round: job.round + 1, frames, ..job.clone() };
-    if let Err(e) = queue.enqueue(std::slice::from_ref(&retry)).await {
+    let retries = retry_jobs(job, failed);
+    if let Err(e) = queue.enqueue(&retries).await {
         warn!(error = %e, channel = %job.channel, seq = job.first_seq(), "could not queue a retry for failed posts");
-        hookcast_core::metrics::global().deliveries(0, 0, retry.only.as_ref().map_or(0, Vec::len));
+        hookcast_core::metrics::global().deliveries(0, 0, retries.iter().map(|r| r.only.as_ref().map_or(0, Vec::len)).sum());
     }
+}
+
+/// The retries for `failed` connections of `job`: one job per first frame
+/// lacked, for just the connections that lack it, in frame order.
+fn retry_jobs(job: &Job, failed: Vec<(ConnId, usize)>) -> Vec<Job> {
+    let mut by_frame: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for (c, at) in failed {
+        by_frame.entry(at.min(job.frames.len() - 1)).or_default().push(c.0);
+    }
+    by_frame
+        .into_iter()
+        .map(|(at, only)| Job { only: Some(only), round: job.round + 1, frames: job.frames[at..].to_vec(), ..job.clone() })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connections that failed at different frames are retried each from
+    /// the frame it lacks: none is sent a frame it already has.
+    #[test]
+    fn each_failed_connection_is_retried_from_the_first_frame_it_lacks() {
+        use hookcast_core::channel::EventName;
+        let events: Vec<hookcast_core::protocol::Event> = (1..=3)
+            .map(|seq| hookcast_core::protocol::Event {
+                channel: hookcast_core::Channel::parse("busy").unwrap(),
+                seq,
+                event: EventName::parse("e").unwrap(),
+                data: serde_json::json!({}),
+                at: "t".into(),
+            })
+            .collect();
+        let job = Job::for_commit(&events, 1).remove(0);
+        let c = |s: &str| ConnId(s.into());
+        let retries = retry_jobs(&job, vec![(c("a"), 0), (c("b"), 2), (c("c"), 0)]);
+        let got: Vec<(Vec<String>, Vec<u64>, u32)> =
+            retries.iter().map(|r| (r.only.clone().unwrap(), r.frames.iter().map(|f| f.seq).collect(), r.round)).collect();
+        assert_eq!(got, vec![(vec!["a".to_owned(), "c".to_owned()], vec![1, 2, 3], 1), (vec!["b".to_owned()], vec![3], 1)]);
+        assert_ne!(retries[0].dedupe_id(), retries[1].dedupe_id(), "SQS keeps both");
+    }
 
     #[test]
     fn a_failing_job_comes_back_in_seconds_not_the_queue_timeout() {

@@ -1,0 +1,100 @@
+// What the tests on `hookcast emulate` share: starting the stack from
+// `sam build`'s output, waiting on conditions, and pages that record frames.
+'use strict';
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const WebSocket = require('ws');
+const { BIN, CEILING } = require('../browser/harness.js');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const BUILD = process.env.HOOKCAST_BUILD_DIR || path.join(ROOT, '.aws-sam', 'build');
+const ORIGIN = 'http://127.0.0.1';
+
+/** Waits for `cond()` to be truthy: a ceiling for a stuck run, not a guess. */
+async function until(what, cond, ceiling = CEILING) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() - t0 > ceiling) throw new Error(`gave up after ${ceiling} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const running = new Set();
+
+/**
+ * Starts `hookcast emulate` with `params` (SAM parameter overrides) and
+ * `extra` flags; resolves with the ready file's URLs and `stop()`, or fails
+ * the test with what emulate said when it stopped before being ready.
+ */
+async function started({ params = [], extra = [], template = path.join(ROOT, 'template.yaml') } = {}) {
+  assert.ok(fs.existsSync(path.join(BUILD, 'WebhookFunction', 'bootstrap')), `no sam build output in ${BUILD}`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-'));
+  const ready = path.join(dir, 'ready.json');
+  const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready, ...extra,
+    '--parameter-overrides', ...params],
+  { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
+  let err = '';
+  child.stdout.on('data', () => {});
+  child.stderr.on('data', (d) => { err += d; if (err.length > 4e6) err = err.slice(-2e6); });
+  let gone = null;
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  exited.then((e) => { gone = e; });
+  const s = {
+    child,
+    log: () => err,
+    tail: (n = 6000) => `\n--- emulate said (last ${n} characters) ---\n${err.slice(-n)}`,
+    async stop() {
+      if (!gone) child.kill('SIGTERM');
+      const e = await exited;
+      running.delete(s);
+      return e;
+    },
+  };
+  running.add(s);
+  await until('the ready file', () => gone || fs.existsSync(ready), 300000);
+  assert.ok(!gone, `emulate did not become ready (${JSON.stringify(gone)}):${s.tail(8000)}`);
+  return Object.assign(s, JSON.parse(fs.readFileSync(ready, 'utf8')));
+}
+
+/** Stops every stack still running (a test that failed half way). */
+async function stopAll() {
+  await Promise.all([...running].map((s) => s.stop()));
+}
+
+/** A page: a socket that records every frame (batches unwrapped). */
+function page(url) {
+  const frames = [];
+  const ws = new WebSocket(url, { headers: { Origin: ORIGIN } });
+  ws.on('message', (m) => {
+    const msg = JSON.parse(String(m));
+    for (const f of msg.type === 'batch' ? msg.frames : [msg]) frames.push(f);
+  });
+  const opened = new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  return {
+    ws,
+    frames,
+    opened,
+    send: (o) => ws.send(JSON.stringify(o)),
+    events: (ch) => frames.filter((f) => f.type === 'event' && f.channel === ch),
+    async subscribe(channel) {
+      await opened;
+      ws.send(JSON.stringify({ action: 'subscribe', channel }));
+      const got = await until(`${channel} subscribed`, () => frames.find((f) => (f.type === 'subscribed' || f.type === 'error') && f.channel === channel));
+      assert.equal(got.type, 'subscribed', JSON.stringify(got));
+    },
+    close: () => ws.close(),
+  };
+}
+
+/** The p-th percentile (0..1) of `values`. */
+function pct(values, p) {
+  const v = [...values].sort((a, b) => a - b);
+  return v.length ? v[Math.round((v.length - 1) * p)] : NaN;
+}
+
+module.exports = { ROOT, BUILD, ORIGIN, until, started, stopAll, page, pct };
