@@ -609,7 +609,8 @@ test('200 pages subscribe at once to a channel of 50 KB events: all get subscrib
   const before = await bill(stack);
   const t0 = Date.now();
   // All at once: each sent in the same tick.
-  const subs = await Promise.all(clients.map((c) => subscribe(c, ch, { since: 0, batch: true })));
+  const subs = await Promise.all(clients.map((c) => subscribe(c, ch, { since: 0, batch: true })))
+    .catch((e) => { throw new Error(`${e.message}${stack.tail(12000)}`); });
   const took = Date.now() - t0;
   const after = await bill(stack);
   let repeats = 0;
