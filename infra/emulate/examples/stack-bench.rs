@@ -97,9 +97,16 @@ fn now_us() -> u64 {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Pages come from addresses of their own (`X-Emulate-Source-Ip`), as
+/// visitors do: one address may open 60 connections a minute.
+static PAGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 async fn connect(url: &str) -> Socket {
     let mut req = url.into_client_request().expect("a ws URL");
     req.headers_mut().insert("origin", ORIGIN.parse().expect("a header"));
+    let n = PAGES.fetch_add(1, Ordering::Relaxed);
+    let address = format!("10.{}.{}.{}", 100 + (n >> 16) % 100, (n >> 8) & 255, n & 255);
+    req.headers_mut().insert("x-emulate-source-ip", address.parse().expect("a header"));
     tokio_tungstenite::connect_async(req).await.expect("the emulated WebSocket API answers").0
 }
 
