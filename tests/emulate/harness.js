@@ -66,10 +66,12 @@ async function stopAll() {
   await Promise.all([...running].map((s) => s.stop()));
 }
 
-/** A page: a socket that records every frame (batches unwrapped). */
+let pages = 0;
+/** A page: a socket that records every frame (batches unwrapped), from an address of its own. */
 function page(url) {
   const frames = [];
-  const ws = new WebSocket(url, { headers: { Origin: ORIGIN } });
+  const n = pages++;
+  const ws = new WebSocket(url, { headers: { Origin: ORIGIN, 'X-Emulate-Source-Ip': `10.78.${n >> 8}.${n & 255}` } });
   ws.on('message', (m) => {
     const msg = JSON.parse(String(m));
     for (const f of msg.type === 'batch' ? msg.frames : [msg]) frames.push(f);
