@@ -19,10 +19,17 @@ const out = path.join(__dirname, 'dist', 'hookcast.min.js');
   const result = await minify(code, {
     compress: { passes: 2 },
     mangle: true,
-    format: { comments: false, preamble: '/*! hookcast.js | docs: hookcast README */' },
+    format: { comments: false, preamble: '/*! hookcast */' },
   });
   const min = result.code + '\n';
-  const gz = zlib.gzipSync(min, { level: 9 }).length;
+  // The larger of two measures: Node's zlib, and `gzip -9 dist/hookcast.min.js`
+  // (GNU gzip's own deflate, its header naming the file: 16 to 26 bytes more).
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'hookcast-'));
+  const tmp = path.join(dir, 'hookcast.min.js');
+  fs.writeFileSync(tmp, min);
+  const gnu = require('node:child_process').execFileSync('gzip', ['-9', '-c', tmp]).length;
+  fs.rmSync(dir, { recursive: true });
+  const gz = Math.max(zlib.gzipSync(min, { level: 9 }).length, gnu);
   console.log(`hookcast.min.js: ${min.length} bytes, ${gz} bytes gzip (budget ${BUDGET})`);
   if (process.argv.includes('--check')) {
     const committed = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '';

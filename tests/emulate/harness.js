@@ -28,25 +28,29 @@ const running = new Set();
 
 /**
  * Starts `hookcast emulate` with `params` (SAM parameter overrides) and
- * `extra` flags; resolves with the ready file's URLs and `stop()`, or fails
- * the test with what emulate said when it stopped before being ready.
+ * `extra` flags; resolves with the ready file's URLs, `stop()` and what it
+ * said (`stdout()`, `stderr()`, `log()`, `tail()`), or, when it stopped
+ * before being ready, with `failed` (its exit) and `readyWritten`.
  */
-async function started({ params = [], extra = [], template = path.join(ROOT, 'template.yaml') } = {}) {
+async function emulate({ params = [], extra = [], template = path.join(ROOT, 'template.yaml') } = {}) {
   assert.ok(fs.existsSync(path.join(BUILD, 'WebhookFunction', 'bootstrap')), `no sam build output in ${BUILD}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-'));
   const ready = path.join(dir, 'ready.json');
   const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready, ...extra,
     '--parameter-overrides', ...params],
   { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
+  let out = '';
   let err = '';
-  child.stdout.on('data', () => {});
+  child.stdout.on('data', (d) => { out += d; if (out.length > 4e6) out = out.slice(-2e6); });
   child.stderr.on('data', (d) => { err += d; if (err.length > 4e6) err = err.slice(-2e6); });
   let gone = null;
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   exited.then((e) => { gone = e; });
   const s = {
     child,
-    log: () => err,
+    stdout: () => out,
+    stderr: () => err,
+    log: () => out + err,
     tail: (n = 6000) => `\n--- emulate said (last ${n} characters) ---\n${err.slice(-n)}`,
     async stop() {
       if (!gone) child.kill('SIGTERM');
@@ -57,8 +61,18 @@ async function started({ params = [], extra = [], template = path.join(ROOT, 'te
   };
   running.add(s);
   await until('the ready file', () => gone || fs.existsSync(ready), 300000);
-  assert.ok(!gone, `emulate did not become ready (${JSON.stringify(gone)}):${s.tail(8000)}`);
+  if (gone) {
+    running.delete(s);
+    return Object.assign(s, { failed: gone, readyWritten: fs.existsSync(ready) });
+  }
   return Object.assign(s, JSON.parse(fs.readFileSync(ready, 'utf8')));
+}
+
+/** As `emulate`, failing the test with what emulate said when it stopped before being ready. */
+async function started(options) {
+  const s = await emulate(options);
+  assert.ok(!s.failed, `emulate did not become ready (${JSON.stringify(s.failed)}):${s.tail(8000)}`);
+  return s;
 }
 
 /** Stops every stack still running (a test that failed half way). */
@@ -99,4 +113,4 @@ function pct(values, p) {
   return v.length ? v[Math.round((v.length - 1) * p)] : NaN;
 }
 
-module.exports = { ROOT, BUILD, ORIGIN, until, started, stopAll, page, pct };
+module.exports = { ROOT, BUILD, ORIGIN, until, emulate, started, running, stopAll, page, pct };

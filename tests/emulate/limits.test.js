@@ -19,12 +19,11 @@ const http = require('node:http');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
 const WebSocket = require('ws');
-const { launch, BIN, CEILING } = require('../browser/harness.js');
+const { launch, CEILING } = require('../browser/harness.js');
+const harness = require('./harness.js');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const BUILD = process.env.HOOKCAST_BUILD_DIR || path.join(ROOT, '.aws-sam', 'build');
+const { ROOT, BUILD, until, running } = harness;
 const NETLIFY = 'limits-netlify-secret-0123456789';
 const ZAPIER = 'limits-zapier-token-0123456789';
 const ORIGIN = 'http://127.0.0.1';
@@ -55,71 +54,15 @@ const SDK_ATTEMPTS = 6;
 // The snippet's own: errors after which asking again cannot help.
 const FATAL = /^(forbidden|invalid_channel|too_many_subscriptions|bad_message|bad_json|unknown_action|message_too_large)$/;
 
-/** Waits for `cond()` to be truthy: a ceiling for a stuck run, not a guess. */
-async function until(what, cond, ceiling = CEILING) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await cond();
-    if (v) return v;
-    if (Date.now() - t0 > ceiling) throw new Error(`gave up after ${ceiling} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 /** The snippet's backoff: full jitter, capped (500 ms base, 30 s cap). */
 const backoff = (attempt, base = 500, max = 30000) => Math.floor(Math.random() * Math.min(max, base * 2 ** attempt));
 
 // ---- The emulator ----------------------------------------------------------
 
-const running = new Set();
-
-/**
- * Starts `hookcast emulate`; resolves with the ready file's URLs and the
- * process, or with `failed` (its exit) when it stopped before being ready.
- */
-function emulate({ params = [], extra = [], template = path.join(ROOT, 'template.yaml') } = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-limits-'));
-  const ready = path.join(dir, 'ready.json');
-  const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready, ...extra,
-    '--parameter-overrides', ...PARAMS, ...params],
-  { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  let gone = null;
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  exited.then((e) => { gone = e; });
-  const s = {
-    child,
-    stdout: () => out,
-    stderr: () => err,
-    log: () => out + err,
-    tail: (n = 6000) => `\n--- emulate said (last ${n} characters) ---\n${err.slice(-n)}`,
-    async stop() {
-      if (!gone) child.kill('SIGTERM');
-      const e = await exited;
-      running.delete(s);
-      return e;
-    },
-  };
-  running.add(s);
-  return (async () => {
-    await until('the ready file', () => gone || fs.existsSync(ready), 300000);
-    if (gone) {
-      running.delete(s);
-      return Object.assign(s, { failed: gone, readyWritten: fs.existsSync(ready) });
-    }
-    return Object.assign(s, JSON.parse(fs.readFileSync(ready, 'utf8')));
-  })();
-}
-
-async function started(params, extra) {
-  const s = await emulate({ params, extra });
-  assert.ok(!s.failed, `emulate did not become ready (${JSON.stringify(s.failed)}):\n${s.log().slice(-8000)}`);
-  return s;
-}
+/** `hookcast emulate` with this file's parameters first. */
+const emulate = (o = {}) => harness.emulate({ ...o, params: [...PARAMS, ...(o.params || [])] });
+const started = (params, extra) => harness.started({ params: [...PARAMS, ...(params || [])], extra });
 
 let shared = null;
 /** The stack the tests with the shared parameters use (started once). */

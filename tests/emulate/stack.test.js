@@ -14,12 +14,12 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const WebSocket = require('ws');
-const { launch, BIN, CEILING } = require('../browser/harness.js');
+const { launch, BIN } = require('../browser/harness.js');
+const harness = require('./harness.js');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const BUILD = process.env.HOOKCAST_BUILD_DIR || path.join(ROOT, '.aws-sam', 'build');
+const { ROOT, BUILD, until } = harness;
 const NETLIFY = 'emulate-netlify-secret-0123456789';
 const ZAPIER = 'emulate-zapier-token-0123456789';
 const SUBSCRIBE = 'emulate-subscribe-secret-0123456789';
@@ -42,40 +42,8 @@ const PARAMS = [
   'StateConfig=zaps/score=merge,zaps/feed/*=list:5', 'AlertEmail=none', `SourcesConfig=${SOURCES}`,
 ];
 
-/** Waits for `cond()` to be truthy: a ceiling for a stuck run, not a guess. */
-async function until(what, cond, ceiling = CEILING) {
-  const t0 = Date.now();
-  let last;
-  for (;;) {
-    last = await cond();
-    if (last) return last;
-    if (Date.now() - t0 > ceiling) throw new Error(`gave up after ${ceiling} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Starts `hookcast emulate`; resolves with the ready file's URLs, or rejects with its output. */
-function emulate({ template = path.join(ROOT, 'template.yaml'), extra = [] } = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-'));
-  const ready = path.join(dir, 'ready.json');
-  const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready,
-    ...extra, '--parameter-overrides', ...PARAMS],
-  { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
-  let log = '';
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const stop = async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited; };
-  const up = (async () => {
-    let gone = null;
-    exited.then((e) => { gone = e; });
-    await until('the ready file', () => gone || fs.existsSync(ready), 300000);
-    if (gone) return { failed: gone, log: () => log, readyWritten: fs.existsSync(ready) };
-    const urls = JSON.parse(fs.readFileSync(ready, 'utf8'));
-    return { ...urls, child, stop, log: () => log };
-  })();
-  return up;
-}
+/** Starts `hookcast emulate` with this file's parameters. */
+const emulate = (o = {}) => harness.emulate({ ...o, params: PARAMS });
 
 let stack, browser, site;
 

@@ -38,16 +38,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use hookcast_core::ports::{Appended, DedupeKey, Pending, StoreError, StoreErrorKind};
 use hookcast_core::protocol::Event;
 use hookcast_core::state::{advance, State, StateMode, StateSpec, StateTooLarge};
 use hookcast_core::{Channel, EventName};
 
+use crate::attr::{get_n, get_s, key, n, s, sdk_err as sdk, Item};
 use crate::dynamo::DynamoStore;
-use crate::event_item::{self, Item};
+use crate::event_item;
 
 /// A channel's pending appends are spread over this many partitions (each
 /// append writes and later deletes one item there: 3 write units a 1 KB
@@ -67,29 +66,11 @@ pub const APPEND_BUDGET: Duration = Duration::from_secs(8);
 /// How long a `done` item stays readable (its append reads it within seconds).
 const DONE_TTL_SECS: u64 = 3600;
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-fn key(pk: String, sk: String) -> Item {
-    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
-}
-fn get_s<'a>(i: &'a Item, k: &str) -> Option<&'a str> {
-    i.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-fn get_n(i: &Item, k: &str) -> Option<u64> {
-    i.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
-}
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 fn unavailable(what: impl std::fmt::Display) -> StoreError {
     StoreError::new(StoreErrorKind::Unavailable, what.to_string())
-}
-fn sdk<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
-    crate::dynamo::sdk_err(e)
 }
 
 fn pending_pk(channel: &Channel, shard: u32) -> String {
@@ -99,10 +80,10 @@ fn done_pk(id: &str) -> String {
     format!("done#{id}")
 }
 fn head_key(channel: &Channel) -> Item {
-    key(format!("chan#{channel}"), "head".into())
+    key(format!("chan#{channel}"), "head")
 }
 fn lease_key(channel: &Channel) -> Item {
-    key(format!("lease#{channel}"), "lease".into())
+    key(format!("lease#{channel}"), "lease")
 }
 pub(crate) fn dedupe_pk(dedupe_key: &str) -> String {
     // Long keys (a body's hash is short; a sender's id may not be) are hashed to fit a key.
@@ -189,7 +170,7 @@ pub(crate) fn poll_after(waited: Duration, r: f64) -> Duration {
 
 /// What became of one append, as its `done` item says.
 fn encode_done(id: &str, outcome: &Appended) -> Item {
-    let mut item = key(done_pk(id), "done".into());
+    let mut item = key(done_pk(id), "done");
     match outcome {
         Appended::Stored(e) => {
             item.insert("r".into(), s("stored"));
@@ -293,7 +274,7 @@ impl DynamoStore {
             .client()
             .get_item()
             .table_name(self.table())
-            .set_key(Some(key(done_pk(id), "done".into())))
+            .set_key(Some(key(done_pk(id), "done")))
             .consistent_read(true)
             .send()
             .await
@@ -429,7 +410,7 @@ impl DynamoStore {
             .send()
             .await;
         if let Err(e) = r {
-            if !crate::dynamo::condition_failed(&e) {
+            if !crate::attr::condition_failed(&e) {
                 tracing::warn!(error = %sdk(e), %channel, "could not give a commit lease back; it runs out");
             }
         }
@@ -464,7 +445,7 @@ impl DynamoStore {
         for chunk in keys.chunks(100) {
             let mut ka = KeysAndAttributes::builder().consistent_read(true);
             for k in chunk {
-                ka = ka.keys(key(dedupe_pk(k), "dedupe".into()));
+                ka = ka.keys(key(dedupe_pk(k), "dedupe"));
             }
             let mut request = Some(HashMap::from([(self.table().to_owned(), ka.build().map_err(unavailable)?)]));
             for attempt in 0..8u32 {

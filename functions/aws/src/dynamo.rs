@@ -27,13 +27,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use hookcast_core::channel::Channel;
+
+use crate::attr::sdk_err;
+use crate::attr::{get_n, get_s, key, n, s, Item};
 use hookcast_core::ports::{
     Appended, ConnId, EventLog, History, Pending, Retention, StoreError, StoreErrorKind, SubOutcome, SubscriberPage,
     Subscriptions, Turn,
@@ -58,8 +60,6 @@ fn count_expiry(hour: u64) -> u64 {
 /// Tries of a subscription transaction that another one touching the same
 /// item cancelled (`TransactionConflict`); jittered, about 2 s at most.
 const CONFLICT_ATTEMPTS: u32 = 10;
-
-type Item = HashMap<String, AttributeValue>;
 
 /// What runs after each commit, with its events in seq order.
 pub type OnCommit = std::sync::Arc<dyn Fn(Vec<Event>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
@@ -112,46 +112,8 @@ pub struct DynamoStore {
     epoch: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-fn key(pk: String, sk: String) -> Item {
-    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
-}
-fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
-    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-fn get_n(item: &Item, k: &str) -> Option<u64> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
-}
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::unavailable(e.to_string())
-}
-/// The SDK's `Display` says only "service error"; the code and message say
-/// why, and the code says what kind of failure it is.
-pub(crate) fn sdk_err<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
-    let kind = match e.code() {
-        Some(
-            "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" | "LimitExceededException",
-        ) => StoreErrorKind::Throttled,
-        Some("TransactionConflictException") => StoreErrorKind::Conflict,
-        Some("ResourceNotFoundException" | "ValidationException" | "AccessDeniedException") => StoreErrorKind::Invalid,
-        _ => StoreErrorKind::Unavailable,
-    };
-    match (e.code(), e.message()) {
-        (Some(c), Some(m)) => StoreError::new(kind, format!("{c}: {m}")),
-        (Some(c), None) => StoreError::new(kind, c),
-        _ => StoreError::new(kind, e.to_string()),
-    }
-}
-/// Whether a request failed its condition (`ConditionalCheckFailedException`).
-pub(crate) fn condition_failed<E: ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -325,7 +287,7 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(chan_pk(channel), "head".into())))
+            .set_key(Some(key(chan_pk(channel), "head")))
             .consistent_read(true)
             .send()
             .await
@@ -420,7 +382,7 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(conn_pk(conn), "meta".into())))
+            .set_key(Some(key(conn_pk(conn), "meta")))
             .update_expression("ADD subs :minus")
             .condition_expression("attribute_exists(subs)")
             .expression_attribute_values(":minus", n(-1))
@@ -457,7 +419,7 @@ fn cancellation_reasons<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteIt
 
 impl Subscriptions for DynamoStore {
     async fn add_connection(&self, conn: &ConnId, now_ms: u64) -> Result<(), StoreError> {
-        let mut item = key(conn_pk(conn), "meta".into());
+        let mut item = key(conn_pk(conn), "meta");
         item.insert("connected_at".into(), n(now_ms));
         item.insert("ttl".into(), n(now_ms / 1000 + CONNECTION_TTL.as_secs()));
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_err)?;
@@ -473,7 +435,7 @@ impl Subscriptions for DynamoStore {
                 self.end_subscription(conn, &c, item).await?;
             }
         }
-        self.batch_write(vec![Self::delete_req(key(conn_pk(conn), "meta".into()))?]).await
+        self.batch_write(vec![Self::delete_req(key(conn_pk(conn), "meta"))?]).await
     }
 
     /// The connection's count first, a plain conditional `ADD` (the cap,
@@ -494,7 +456,7 @@ impl Subscriptions for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(conn_pk(conn), "meta".into())))
+            .set_key(Some(key(conn_pk(conn), "meta")))
             .update_expression("SET subs = if_not_exists(subs, :zero) + :one, #ttl = if_not_exists(#ttl, :ttl)")
             .condition_expression("attribute_not_exists(subs) OR subs < :max")
             .expression_attribute_names("#ttl", "ttl")
@@ -782,7 +744,7 @@ impl DynamoStore {
     async fn epoch(&self) -> Result<String, StoreError> {
         self.epoch
             .get_or_try_init(|| async {
-                let k = key("meta".into(), "epoch".into());
+                let k = key("meta", "epoch");
                 let read = || async {
                     let got = self
                         .client
@@ -831,7 +793,7 @@ impl crate::pipeline::Cursors for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("cursor#{job}"), "cursor".into())))
+            .set_key(Some(key(format!("cursor#{job}"), "cursor")))
             .consistent_read(true)
             .send()
             .await
@@ -845,7 +807,7 @@ impl crate::pipeline::Cursors for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("fail#{job}"), "fail".into())))
+            .set_key(Some(key(format!("fail#{job}"), "fail")))
             .update_expression("ADD n :one SET #ttl = :ttl")
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":one", n(1))
@@ -858,7 +820,7 @@ impl crate::pipeline::Cursors for DynamoStore {
     }
 
     async fn save_resume_point(&self, job: &str, after: &ConnId) -> Result<(), crate::pipeline::PipelineError> {
-        let mut item = key(format!("cursor#{job}"), "cursor".into());
+        let mut item = key(format!("cursor#{job}"), "cursor");
         item.insert("after".into(), s(after.0.clone()));
         item.insert("ttl".into(), n(now_secs() + 3600));
         self.client

@@ -183,6 +183,21 @@ impl LambdaConfig {
 mod tests {
     use super::*;
 
+    /// A function's environment: the table, the WebSocket endpoint and the
+    /// queue every function may read, and `more`.
+    fn env_with(more: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("HOOKCAST_TABLE", "t"),
+            ("HOOKCAST_WS_ENDPOINT", "https://abc.execute-api.eu-west-1.amazonaws.com/live"),
+            ("HOOKCAST_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q.fifo"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        vars.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        move |k| vars.get(k).cloned()
+    }
+
     #[test]
     fn lists_every_missing_variable() {
         let env = |k: &str| (k == "HOOKCAST_CONFIG").then(|| "[sources.n]\nkind = \"netlify\"\n".to_string());
@@ -207,19 +222,11 @@ mod tests {
 
     #[test]
     fn reads_the_shared_schema() {
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "HOOKCAST_TABLE" => "t",
-                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                    "HOOKCAST_CONFIG" => "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n",
-                    "HOOKCAST_SECRET_NETLIFY" => "jws-secret-0123456789",
-                    "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://b.example",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
+        let env = env_with(&[
+            ("HOOKCAST_CONFIG", "allowed_origins = [\"https://x.netlify.app\"]\n[sources.netlify]\nkind = \"netlify\"\n"),
+            ("HOOKCAST_SECRET_NETLIFY", "jws-secret-0123456789"),
+            ("HOOKCAST_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+        ]);
         let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
         assert_eq!(c.ws_url(), "wss://abc.execute-api.eu-west-1.amazonaws.com/live");
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
@@ -237,18 +244,7 @@ mod tests {
                       [sources.zapier]\nkind = \"token\"\nchannels = [\"zaps/*\"]\nfields = [\"title\"]\n\
                       [sources.github]\nkind = \"github\"\nchannel = \"github/{repository.name}\"\n\
                       [sources.svix]\nkind = \"standard\"\nchannels = [\"orders\"]\nfields = [\"id\"]\n";
-        let env = move |k: &str| {
-            Some(
-                match k {
-                    "HOOKCAST_TABLE" => "t",
-                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                    "HOOKCAST_QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
-                    "HOOKCAST_CONFIG" => config,
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
+        let env = env_with(&[("HOOKCAST_CONFIG", config)]);
         let ch = |c: &str| hookcast_core::Channel::parse(c).unwrap();
         let c = LambdaConfig::from_env(&env, Role::Message).unwrap();
         assert_eq!(c.core.sources.len(), 4);
@@ -266,18 +262,7 @@ mod tests {
     #[test]
     fn state_from_the_stack_parameter_or_the_toml() {
         let env = |state: &'static str| {
-            move |k: &str| {
-                Some(
-                    match k {
-                        "HOOKCAST_TABLE" => "t",
-                        "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                        "HOOKCAST_CONFIG" => "[state]\n\"deploys\" = \"merge\"\n\"news\" = \"last\"\n",
-                        "HOOKCAST_STATE" => state,
-                        _ => return None,
-                    }
-                    .to_string(),
-                )
-            }
+            env_with(&[("HOOKCAST_CONFIG", "[state]\n\"deploys\" = \"merge\"\n\"news\" = \"last\"\n"), ("HOOKCAST_STATE", state)])
         };
         let ch = |c: &str| hookcast_core::Channel::parse(c).unwrap();
         let c = LambdaConfig::from_env(&env(""), Role::Message).unwrap();
@@ -299,19 +284,7 @@ mod tests {
     #[test]
     fn private_channels_need_the_secret_only_where_tokens_are_checked() {
         let env = |config: &'static str, private: &'static str| {
-            move |k: &str| {
-                Some(
-                    match k {
-                        "HOOKCAST_TABLE" => "t",
-                        "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                        "HOOKCAST_QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
-                        "HOOKCAST_CONFIG" => config,
-                        "HOOKCAST_PRIVATE_CHANNELS" => private,
-                        _ => return None,
-                    }
-                    .to_string(),
-                )
-            }
+            env_with(&[("HOOKCAST_CONFIG", config), ("HOOKCAST_PRIVATE_CHANNELS", private)])
         };
         for (config, private) in [("[private]\nchannels = [\"orders/*\"]\n", ""), ("", "orders/*, team")] {
             for role in [Role::Connection, Role::Dispatch, Role::Fanout] {
@@ -358,21 +331,12 @@ secret = "private-inline-0123456789"
 channels = ["orders/*"]
 "#;
         let env = |config: &'static str| {
-            move |k: &str| {
-                Some(
-                    match k {
-                        "HOOKCAST_TABLE" => "t",
-                        "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                        "HOOKCAST_QUEUE_URL" => "https://sqs.eu-west-1.amazonaws.com/1/q.fifo",
-                        "HOOKCAST_CONFIG" => config,
-                        "HOOKCAST_SECRET_NETLIFY" => "netlify-secret-0123456789",
-                        "HOOKCAST_SECRET_GITHUB" => "github-secret-0123456789",
-                        "HOOKCAST_SUBSCRIBE_SECRET" => "subscribe-secret-0123456789",
-                        _ => return None,
-                    }
-                    .to_string(),
-                )
-            }
+            env_with(&[
+                ("HOOKCAST_CONFIG", config),
+                ("HOOKCAST_SECRET_NETLIFY", "netlify-secret-0123456789"),
+                ("HOOKCAST_SECRET_GITHUB", "github-secret-0123456789"),
+                ("HOOKCAST_SUBSCRIBE_SECRET", "subscribe-secret-0123456789"),
+            ])
         };
         for role in [Role::Webhook, Role::Message, Role::Connection, Role::Dispatch, Role::Fanout] {
             let e = LambdaConfig::from_env(&env(config), role).unwrap_err().to_string();
@@ -392,20 +356,12 @@ channels = ["orders/*"]
     #[test]
     fn one_line_toml_for_the_guided_prompt() {
         let one_line = r#"sources = { netlify = { kind = "netlify", forms = { guestbook = { fields = ["name", "message"] } } }, zapier = { kind = "token", channels = ["zaps/*"], fields = ["title", "url"] } }"#;
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "HOOKCAST_TABLE" => "t",
-                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                    "HOOKCAST_CONFIG" => one_line,
-                    "HOOKCAST_SECRET_NETLIFY" => "netlify-secret-0123456789",
-                    "HOOKCAST_SECRET_ZAPIER" => "zapier-token-0123456789",
-                    "HOOKCAST_ALLOWED_ORIGINS" => "https://a.example, https://*--a.netlify.app",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
+        let env = env_with(&[
+            ("HOOKCAST_CONFIG", one_line),
+            ("HOOKCAST_SECRET_NETLIFY", "netlify-secret-0123456789"),
+            ("HOOKCAST_SECRET_ZAPIER", "zapier-token-0123456789"),
+            ("HOOKCAST_ALLOWED_ORIGINS", "https://a.example, https://*--a.netlify.app"),
+        ]);
         let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
         assert_eq!(c.core.sources["zapier"].channels, vec!["zaps/*"]);
         match &c.core.sources["netlify"].kind {
@@ -433,21 +389,13 @@ kind = "svix"
 kind = "contentful"
 channel = "cms/{sys.contentType.sys.id}"
 "#;
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "HOOKCAST_TABLE" => "t",
-                    "HOOKCAST_WS_ENDPOINT" => "https://abc.execute-api.eu-west-1.amazonaws.com/live",
-                    "HOOKCAST_CONFIG" => config,
-                    "HOOKCAST_SECRET_GITHUB" => "github-secret-0123456789",
-                    "HOOKCAST_SECRET_STRIPE" => "whsec_stripe-secret-0123456789",
-                    "HOOKCAST_SECRET_CLERK" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                    "HOOKCAST_SECRET_CMS" => "contentful-secret-0123456789",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
+        let env = env_with(&[
+            ("HOOKCAST_CONFIG", config),
+            ("HOOKCAST_SECRET_GITHUB", "github-secret-0123456789"),
+            ("HOOKCAST_SECRET_STRIPE", "whsec_stripe-secret-0123456789"),
+            ("HOOKCAST_SECRET_CLERK", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("HOOKCAST_SECRET_CMS", "contentful-secret-0123456789"),
+        ]);
         let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
         let kinds: Vec<&str> = c.core.sources.values().map(|s| s.kind_name()).collect();
         assert_eq!(kinds, vec!["svix", "contentful", "github", "stripe"]);

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use hookcast_core::protocol::Event;
 use hookcast_core::{Channel, EventName};
 
-pub type Item = HashMap<String, AttributeValue>;
+pub use crate::attr::Item;
 
 /// The partition of a channel's events.
 pub fn events_pk(channel: &Channel) -> String {

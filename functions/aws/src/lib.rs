@@ -2,6 +2,7 @@
 //! Lambda configuration, and the handlers the Lambda mains call.
 
 pub mod apigw;
+mod attr;
 mod commit;
 pub mod dynamo;
 pub mod emf;

@@ -67,7 +67,7 @@ impl Share {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| crate::dynamo::sdk_err(e).to_string())
+            .map_err(|e| crate::attr::sdk_err(e).to_string())
     }
 
     /// Workers registered and not expired (this one included).
@@ -82,7 +82,7 @@ impl Share {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| crate::dynamo::sdk_err(e).to_string())?;
+            .map_err(|e| crate::attr::sdk_err(e).to_string())?;
         let live = out
             .items()
             .iter()
@@ -103,7 +103,7 @@ impl Share {
             .send()
             .await;
         if let Err(e) = r {
-            tracing::debug!(error = %crate::dynamo::sdk_err(e), "could not unregister a fan-out worker; it expires");
+            tracing::debug!(error = %crate::attr::sdk_err(e), "could not unregister a fan-out worker; it expires");
         }
     }
 
