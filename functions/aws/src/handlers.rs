@@ -44,6 +44,10 @@ pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
             info!(%address, over = what, "connection refused: over its address's budget");
             return ws_response(429, Some("too many connections from this address"));
         }
+        Ok(Verdict::Closed) => {
+            warn!(conn = %conn, "a connection closed before its $connect");
+            return ws_response(429, Some("too many connections from this address"));
+        }
         Err(e) => {
             warn!(error = %e, "could not check an address's budget");
             return ws_response(500, None);
@@ -75,12 +79,17 @@ pub async fn ws_disconnect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     ws_response(200, None)
 }
 
-/// subscribe / unsubscribe / occupancy (and `$default`, where it reaches a
-/// function): replies go out through PostToConnection, so the integration
-/// response stays empty. Each frame spends the connection's budget first,
-/// and its replies' bytes after (before they are posted); a connection over
-/// either is closed and forgotten. Replies are always batched here: one
-/// post carries up to 96 KB of them, whatever the client asked.
+/// subscribe / unsubscribe / occupancy, `ping` and `$default`: every
+/// frame reaches the function, so that a flood on any route is closed (a
+/// route API Gateway answers itself can be flooded for as long as the
+/// socket lives, at a price per message). `ping`, and a frame that is not
+/// the protocol, spend this instance's count of the connection's frames
+/// (no write). Every other frame spends the connection's budget in the
+/// table first, and its replies' bytes after (before they go out). Replies
+/// are batched: one message carries up to 96 KB of them, whatever the
+/// client asked. Every route is two-way: a reply of one message goes back
+/// in the integration response; more are posted (PostToConnection), in
+/// order. A connection over a budget is closed and forgotten.
 pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     relay: &Relay<L, S, G>,
     guard: &B,
@@ -91,17 +100,40 @@ pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     let Some(conn) = conn_id(&ev) else {
         return ws_response(400, None);
     };
-    if !spent(guard, gateway, relay, &conn, 1, 0).await {
+    let msg = if ev.is_base64_encoded {
+        Err(ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol"))
+    } else {
+        ClientMsg::parse(ev.body.as_deref().unwrap_or("")).map_err(|bad| ServerMsg::error(bad.code, bad.message))
+    };
+    // A ping or a frame that is not the protocol touches nothing: this
+    // instance's count only. Its one reply goes back in the integration
+    // response.
+    if matches!(msg, Ok(ClientMsg::Ping) | Err(_)) {
+        if !settled(guard.spend_local(&conn).await, gateway, relay, &conn).await {
+            return ws_response(200, None);
+        }
+        let reply = match msg {
+            Err(error) => error,
+            Ok(_) => ServerMsg::Pong,
+        };
+        if two_way(&ev) {
+            return ws_response(200, Some(&reply.to_json()));
+        }
+        if gateway.reply(&conn, &reply.to_json()).await == Delivery::Gone {
+            forget(subs, &conn).await;
+        }
         return ws_response(200, None);
     }
-    let replies = if ev.is_base64_encoded {
-        vec![ServerMsg::error("bad_message", "send JSON text frames; binary frames are not part of the protocol")]
-    } else {
-        let text = ev.body.as_deref().unwrap_or("");
-        match ClientMsg::parse(text) {
-            Ok(msg) => relay.apply(&conn, msg).await,
-            Err(bad) => vec![ServerMsg::error(bad.code, bad.message)],
-        }
+    let subscribed = match &msg {
+        Ok(ClientMsg::Subscribe { channel, .. }) => Some(channel.to_string()),
+        _ => None,
+    };
+    if !spent(guard, gateway, relay, &conn, 1, 0, subscribed.as_deref()).await {
+        return ws_response(200, None);
+    }
+    let replies = match msg {
+        Ok(msg) => relay.apply(&conn, msg).await,
+        Err(error) => vec![error],
     };
     let mut frames = Vec::new();
     for r in replies {
@@ -113,8 +145,13 @@ pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     let posts: Vec<String> =
         if frames.len() > 1 { ServerMsg::batched(frames) } else { frames }.iter().map(ServerMsg::to_json).collect();
     let bytes: u64 = posts.iter().map(|p| p.len() as u64).sum();
-    if !spent(guard, gateway, relay, &conn, 0, bytes).await {
+    if !spent(guard, gateway, relay, &conn, 0, bytes, None).await {
         return ws_response(200, None);
+    }
+    // One message goes back in the integration response (no post, no
+    // share of the account's API Gateway quota); more are posted in order.
+    if let ([only], true) = (posts.as_slice(), two_way(&ev)) {
+        return ws_response(200, Some(only));
     }
     for post in posts {
         if gateway.reply(&conn, &post).await == Delivery::Gone {
@@ -125,6 +162,13 @@ pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     ws_response(200, None)
 }
 
+/// Whether the frame came on a two-way route (template.yaml gives every
+/// message route a route response): API Gateway sends the function's
+/// response body back to the client as a message.
+fn two_way(ev: &ApiGatewayWebsocketProxyRequest) -> bool {
+    matches!(ev.request_context.route_key.as_deref(), Some("subscribe" | "unsubscribe" | "occupancy" | "ping" | "$default"))
+}
+
 /// Spends the budget; `false` when the connection was over it (and is now closed and forgotten).
 async fn spent<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     guard: &B,
@@ -133,8 +177,20 @@ async fn spent<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     conn: &ConnId,
     frames: u64,
     bytes: u64,
+    subscribed: Option<&str>,
 ) -> bool {
-    match guard.spend(conn, frames, bytes).await {
+    settled(guard.spend(conn, frames, bytes, subscribed).await, gateway, relay, conn).await
+}
+
+/// Acts on a verdict; `false` when the connection was over its budget (and
+/// is now closed and forgotten) or closed already.
+async fn settled<L: EventLog, S: Subscriptions, G: Gateway>(
+    verdict: Result<Verdict, hookcast_core::ports::StoreError>,
+    gateway: &G,
+    relay: &Relay<L, S, G>,
+    conn: &ConnId,
+) -> bool {
+    match verdict {
         Ok(Verdict::Allowed) => true,
         Ok(Verdict::Over(what)) => {
             info!(conn = %conn, over = what, "connection over its budget: closed");
@@ -144,6 +200,8 @@ async fn spent<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
             }
             false
         }
+        // Closed already (a frame in flight behind the one that closed it).
+        Ok(Verdict::Closed) => false,
         // The budget could not be read: the frame is served (the table is
         // what serves it too; it is failing for everyone alike).
         Err(e) => {

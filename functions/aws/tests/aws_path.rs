@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use hookcast_core::config::{Config, Limits};
 use hookcast_core::ports::{all_subscribers, ConnId, Retention, Subscriptions};
 use hookcast_core::{sign, Channel, Fanout, Hooks, Relay};
 use hookcast_emulate::apigw::{Emulator, Invoke, Options};
+
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -213,12 +215,16 @@ fn the_template_routes_every_protocol_action() {
     want.extend(["$connect", "$disconnect", "$default"].map(String::from));
     want.sort();
     assert_eq!(keys, want);
-    // ping is answered by API Gateway itself (MOCK), exactly as the emulator does.
-    for (route, reply) in Options::default().mock_routes {
-        assert!(template.contains(&format!("$default: '{reply}'")), "template answers {route} with {reply}");
-        assert_eq!(serde_json::from_str::<Value>(&reply).unwrap(), json!({"type": "pong"}));
+    // Every route reaches a function (a flood of a route API Gateway
+    // answered itself could not be closed); ping and $default are two-way,
+    // as the emulator's defaults have them.
+    assert!(!template.contains("IntegrationType: MOCK"));
+    for route in Options::default().reply_routes {
+        assert!(
+            template.contains(&format!("RouteKey: {route}\n      RouteResponseSelectionExpression: $default\n      Target: !Sub \"integrations/${{MessageIntegration}}\"")),
+            "template.yaml's {route} route is two-way, to the message function"
+        );
     }
-    assert!(template.contains("IntegrationType: MOCK"));
     // The HTTP API sends every path the shared router serves to the webhook function.
     for path in ["/hooks/{source}", "/hookcast.js", "/hookcast.mjs", "/channels/{proxy+}"] {
         let path_line = if path.contains('{') { format!("Path: \"{path}\",") } else { format!("Path: {path},") };
@@ -294,22 +300,25 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     assert_eq!(status, 401);
     assert_eq!(headers["content-type"], "application/json");
 
-    // ping, $default and resume with since, all answered through @connections.
-    let invoked = s.emu.counters().invocations.load(std::sync::atomic::Ordering::Relaxed);
+    // ping and $default: answered by the function in its response (every
+    // message route is two-way), no post.
+    let (invoked, posted) = (s.emu.counters().invocations.load(Relaxed), s.emu.counters().posted.load(Relaxed));
     ws.send(Message::Text(r#"{"action":"ping"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await, json!({"type":"pong"}));
-    assert_eq!(s.emu.counters().invocations.load(std::sync::atomic::Ordering::Relaxed), invoked, "ping costs no Lambda");
     ws.send(Message::Text(r#"{"action":"dance"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "unknown_action");
+    assert_eq!(s.emu.counters().invocations.load(Relaxed), invoked + 2, "each reaches the message function");
+    assert_eq!(s.emu.counters().posted.load(Relaxed), posted, "and is answered without a post");
     let (mut late, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
-    // On AWS a replay is always batched (one post for up to 96 KB), whatever the client asked.
+    // On AWS a replay is always batched (one message for up to 96 KB), whatever the client
+    // asked; one message goes back in the function's response, with no post.
     let posts = s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
     late.send(Message::Text(r#"{"action":"subscribe","channel":"deploys","since":0}"#.into())).await.unwrap();
     let batch = next(&mut late).await;
     assert_eq!(batch["type"], "batch");
     assert_eq!(batch["frames"][0]["seq"], 1);
     assert_eq!(batch["frames"][1], json!({"type":"subscribed","channel":"deploys","seq":1,"epoch":epoch}));
-    assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts + 1, "one post");
+    assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts, "no post");
     // Occupancy through its own route: both pages are viewing; asking again at once is refused.
     late.send(Message::Text(r#"{"action":"occupancy","channel":"deploys"}"#.into())).await.unwrap();
     assert_eq!(next(&mut late).await, json!({"type":"occupancy","channel":"deploys","count":2}));
@@ -317,7 +326,7 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     assert_eq!(next(&mut late).await["code"], "rate_limited");
     ws.send(Message::Text(r#"{"action":"occupancy","channel":"elsewhere"}"#.into())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "not_subscribed");
-    // A client that reads batches gets its replay and the reply in one post.
+    // A client that reads batches gets its replay and the reply in one message.
     let (mut third, _) = tokio_tungstenite::connect_async(s.emu.ws_url()).await.unwrap();
     let posts = s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
     third.send(Message::Text(r#"{"action":"subscribe","channel":"deploys","since":0,"batch":true}"#.into())).await.unwrap();
@@ -325,7 +334,7 @@ async fn a_page_subscribes_and_a_webhook_reaches_it_through_post_to_connection()
     assert_eq!(batch["type"], "batch");
     assert_eq!(batch["frames"][0]["seq"], 1);
     assert_eq!(batch["frames"][1], json!({"type":"subscribed","channel":"deploys","seq":1,"epoch":epoch}));
-    assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts + 1, "one post");
+    assert_eq!(s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed), posts, "no post");
     third.close(None).await.unwrap();
 
     // History over the HTTP API, and the snippet with the WebSocket URL built in.

@@ -97,6 +97,10 @@ pub struct Options {
     /// Routes API Gateway answers itself (MOCK integration + route response),
     /// with the reply: no Lambda is invoked.
     pub mock_routes: Vec<(String, String)>,
+    /// Two-way routes (a route response on a Lambda proxy integration):
+    /// API Gateway sends the function's response body to the client, as a
+    /// frame, when it has one.
+    pub reply_routes: Vec<String>,
     /// Each frame its own concurrent invocation (API Gateway); off: one
     /// after another, in arrival order (kinder than AWS).
     pub concurrent_frames: bool,
@@ -124,8 +128,9 @@ impl Default for Options {
             rate_limit: None,
             burst: 5000,
             throttle_first: 0,
-            // template.yaml's PingIntegration answers ping this way.
-            mock_routes: vec![("ping".into(), r#"{"type":"pong"}"#.into())],
+            mock_routes: vec![],
+            // template.yaml's message routes are all two-way.
+            reply_routes: ["subscribe", "unsubscribe", "occupancy", "ping", "$default"].map(String::from).to_vec(),
             concurrent_frames: false,
             disconnect_on_loss: true,
             idle_limit: Duration::from_secs(600),
@@ -471,7 +476,13 @@ async fn run(inner: Arc<Inner>, socket: WebSocket, conn: String, connected_at: i
                     inner.tell(&conn, gateway_frame("Internal server error", &conn));
                     inner.log("MESSAGE", &route, &conn, 500, Some("Internal server error"));
                 }
-                Ok(_) => inner.log("MESSAGE", &route, &conn, 200, None),
+                Ok(out) => {
+                    let body = out["body"].as_str().filter(|b| !b.is_empty());
+                    if let Some(body) = body.filter(|_| inner.opts.reply_routes.contains(&route)) {
+                        inner.tell(&conn, Message::Text(body.to_owned().into()));
+                    }
+                    inner.log("MESSAGE", &route, &conn, 200, None)
+                }
             }
         }
     };

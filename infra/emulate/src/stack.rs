@@ -483,6 +483,8 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     // Route key → function logical id, or a MOCK reply.
     let mut route_fn: HashMap<String, String> = HashMap::new();
     let mut mock_routes = vec![];
+    // Routes whose function's response body API Gateway sends back (two-way).
+    let mut reply_routes = vec![];
     for (route_id, r) in &ws_routes {
         let integ =
             integrations.get(&r.integration).ok_or_else(|| format!("route {}: no integration {}", r.key, r.integration))?;
@@ -498,6 +500,9 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                     .map(|(fid, _)| fid.clone())
                     .ok_or_else(|| format!("route {}: IntegrationUri {uri} names no function of this template", r.key))?;
                 route_fn.insert(r.key.clone(), f);
+                if route_responses.contains(route_id) {
+                    reply_routes.push(r.key.clone());
+                }
             }
             "MOCK" => {
                 // API Gateway answers a MOCK route itself, with the integration
@@ -540,6 +545,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             burst: 0,
             throttle_first: 0,
             mock_routes,
+            reply_routes,
             concurrent_frames: true,
             disconnect_on_loss: args.disconnect_on_loss,
             idle_limit: args.idle_limit,
