@@ -207,11 +207,23 @@ async fn ws_upgrade(State(st): State<Arc<AppState>>, req: axum::extract::Request
         };
         match refused {
             Some(reason) => {
-                use tokio::io::AsyncWriteExt;
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut io = io;
                 let bye = crate::wire::close_frame(4403, &reason);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), async { io.write_all(&bye).await.and(io.flush().await) }).await;
+                // The close frame, then our end of the stream, then what the
+                // page sent (its first frames, its close reply) read and
+                // dropped: a socket closed with unread data is reset, and a
+                // browser that sees the reset before the close frame reports
+                // 1006 and retries instead of "refused".
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    io.write_all(&bye).await?;
+                    io.flush().await?;
+                    io.shutdown().await?;
+                    let mut sink = [0u8; 1024];
+                    while io.read(&mut sink).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
             }
             None => run_socket(st, crate::wire::Wire::new(io), origin).await,
         }
