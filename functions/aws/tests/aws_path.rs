@@ -195,13 +195,7 @@ fn webhook_request(body: &[u8]) -> lambda_http::Request {
 }
 
 async fn next(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> Value {
-    loop {
-        match hookcast_testkit::within(WAIT, "a frame from API Gateway", ws.next()).await.expect("closed").unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed {c:?}"),
-            _ => {}
-        }
-    }
+    hookcast_testkit::next_json(ws, WAIT, "a frame from API Gateway").await
 }
 
 /// The emulator routes exactly the actions template.yaml declares, so a route

@@ -160,6 +160,23 @@ impl Drop for BusyCore {
     }
 }
 
+/// The next text frame of a WebSocket, as JSON, within `ceiling` (other
+/// frames skipped); a close, an error or the end of the stream fails the test.
+pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, ceiling: Duration, what: &str) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match within(ceiling, what, ws.next()).await.expect("the socket ended").expect("a frame") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("a JSON frame"),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,44 +179,10 @@ struct WsRoute {
     integration: String,
 }
 
-/// Reads the template, provisions it and starts everything. Errors are
-/// for a person: what is wrong and, where it helps, what to do.
-pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
-    let text = std::fs::read_to_string(&args.template).map_err(|e| format!("{}: {e}", args.template.display()))?;
-    let overrides = crate::template::parse_overrides(&args.parameter_overrides)?;
-    let t = Template::parse(&text, &overrides, &args.region, &args.stack_name)?;
-    let inert = crate::keys::audit(&t)?;
-    if !inert.is_empty() {
-        eprintln!("hookcast emulate: these change nothing on a running stack and are not emulated:\n  {}", inert.join("\n  "));
-    }
-    let project =
-        args.template.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
-
-    let (moto, endpoint) = match &args.aws_endpoint {
-        Some(e) => (None, e.clone()),
-        None => {
-            let (c, url) = start_moto(&project).await?;
-            (Some(c), url)
-        }
-    };
-    let aws = Aws::new(&endpoint, &args.region);
-    let meter = Arc::new(crate::bill::Meter::default());
-    let account = Arc::new(crate::limits::Account::new(args.apigw_account_rate, args.apigw_account_burst));
-    let front = crate::front::start(
-        &endpoint,
-        crate::front::FrontOptions { throttle_rate: args.dynamodb_throttle, ..Default::default() },
-        meter.clone(),
-    )
-    .await
-    .map_err(|e| format!("DynamoDB front: {e}"))?;
-    // What the functions and the event sources call goes through the front,
-    // which counts it for the bill; provisioning goes to moto directly.
-    let billed = Aws::new(&front.url, &args.region);
-
-    // Ids and names first: every Ref and ARN the rest resolves against.
+/// Ids and names first: every Ref and ARN the rest resolves against; and
+/// each queue's name.
+fn name_resources(t: &Template, aws: &Aws, region: &str, stack: &str) -> Result<(Attrs, HashMap<String, String>), String> {
     let mut attrs = Attrs::default();
-    let region = &args.region;
-    let stack = &args.stack_name;
     let mut queue_names = HashMap::new();
     for (id, r) in t.live() {
         let name = format!("{stack}-{id}-{}", suffix());
@@ -249,14 +215,23 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             _ => {}
         }
     }
+    Ok((attrs, queue_names))
+}
 
-    // Queues: dead-letter targets before the queues that name them.
+/// Queues, dead-letter targets before the queues that name them: each
+/// queue's URL and visibility timeout, by ARN.
+async fn create_queues(
+    t: &Template,
+    attrs: &mut Attrs,
+    aws: &Aws,
+    queue_names: &HashMap<String, String>,
+) -> Result<(HashMap<String, String>, HashMap<String, Duration>), String> {
     let mut queues: Vec<_> = t.live().filter(|(_, r)| r.kind == "AWS::SQS::Queue").collect();
     queues.sort_by_key(|(_, r)| r.properties.contains_key("RedrivePolicy"));
     let mut queue_urls = HashMap::new();
     let mut queue_visibility: HashMap<String, Duration> = HashMap::new();
     for (id, r) in queues {
-        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = t.resolve(&Value::Object(r.properties.clone()), attrs)?;
         let props = props.as_object().cloned().unwrap_or_default();
         only_keys(
             &format!("{id} (AWS::SQS::Queue)"),
@@ -296,10 +271,13 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         attrs.set_ref(id, &url);
         queue_urls.insert(aws.queue_arn(&queue_names[id]), url);
     }
+    Ok((queue_urls, queue_visibility))
+}
 
-    // Tables.
+/// Tables (on-demand only: the front models on-demand capacity).
+async fn create_tables(t: &Template, attrs: &mut Attrs, aws: &Aws, stack: &str) -> Result<(), String> {
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::DynamoDB::Table") {
-        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = t.resolve(&Value::Object(r.properties.clone()), attrs)?;
         let props = props.as_object().cloned().unwrap_or_default();
         only_keys(
             &format!("{id} (AWS::DynamoDB::Table)"),
@@ -360,10 +338,13 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             }
         }
     }
+    Ok(())
+}
 
-    // Secrets, from the template's parameters.
+/// Secrets, from the template's parameters.
+async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws) -> Result<(), String> {
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::SecretsManager::Secret") {
-        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = t.resolve(&Value::Object(r.properties.clone()), attrs)?;
         let props = props.as_object().cloned().unwrap_or_default();
         only_keys(
             &format!("{id} (AWS::SecretsManager::Secret)"),
@@ -381,6 +362,50 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             .map_err(|e| format!("{id}: CreateSecret: {e}"))?;
         attrs.set_ref(id, str_of(&out["ARN"]));
     }
+    Ok(())
+}
+
+/// Reads the template, provisions it and starts everything. Errors are
+/// for a person: what is wrong and, where it helps, what to do.
+pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
+    let text = std::fs::read_to_string(&args.template).map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let overrides = crate::template::parse_overrides(&args.parameter_overrides)?;
+    let t = Template::parse(&text, &overrides, &args.region, &args.stack_name)?;
+    let inert = crate::keys::audit(&t)?;
+    if !inert.is_empty() {
+        eprintln!("hookcast emulate: these change nothing on a running stack and are not emulated:\n  {}", inert.join("\n  "));
+    }
+    let project =
+        args.template.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+
+    let (moto, endpoint) = match &args.aws_endpoint {
+        Some(e) => (None, e.clone()),
+        None => {
+            let (c, url) = start_moto(&project).await?;
+            (Some(c), url)
+        }
+    };
+    let aws = Aws::new(&endpoint, &args.region);
+    let meter = Arc::new(crate::bill::Meter::default());
+    let account = Arc::new(crate::limits::Account::new(args.apigw_account_rate, args.apigw_account_burst));
+    let front = crate::front::start(
+        &endpoint,
+        crate::front::FrontOptions { throttle_rate: args.dynamodb_throttle, ..Default::default() },
+        meter.clone(),
+    )
+    .await
+    .map_err(|e| format!("DynamoDB front: {e}"))?;
+    // What the functions and the event sources call goes through the front,
+    // which counts it for the bill; provisioning goes to moto directly.
+    let billed = Aws::new(&front.url, &args.region);
+
+    // Provisioning: every Ref and ARN first, then queues, tables and secrets.
+    let (mut attrs, queue_names) = name_resources(&t, &aws, &args.region, &args.stack_name)?;
+    let region = &args.region;
+    let stack = &args.stack_name;
+    let (queue_urls, queue_visibility) = create_queues(&t, &mut attrs, &aws, &queue_names).await?;
+    create_tables(&t, &mut attrs, &aws, stack).await?;
+    create_secrets(&t, &mut attrs, &aws).await?;
 
     // The WebSocket API: bound now, so the functions' environment can name it.
     let ws_apis: Vec<_> = t.live().filter(|(_, r)| r.kind == "AWS::ApiGatewayV2::Api").collect();

@@ -73,14 +73,7 @@ async fn send(ws: &mut Ws, v: Value) {
 
 /// The next text frame as JSON, failing after WAIT.
 async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let msg = hookcast_testkit::within(WAIT, "a frame", ws.next()).await;
-        match msg.expect("socket ended").unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
+    hookcast_testkit::next_json(ws, WAIT, "a frame").await
 }
 
 async fn subscribe(ws: &mut Ws, channel: &str, since: Option<u64>) -> Value {

@@ -93,13 +93,7 @@ async fn send(ws: &mut Ws, v: Value) {
 }
 
 async fn next(ws: &mut Ws) -> Value {
-    loop {
-        match hookcast_testkit::within(WAIT, "a frame", ws.next()).await.expect("socket open").unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
+    hookcast_testkit::next_json(ws, WAIT, "a frame").await
 }
 
 /// Reads until the server closes; the close frame's code, if one came.

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use hookcast::settings::{self, Overrides};
 use hookcast_testkit::senders::{cases, config_toml, fixture, sdk_sign, sign, Case, CONTENTFUL_SECRET};
 use serde_json::{json, Value};
@@ -22,13 +22,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const WAIT: Duration = hookcast_testkit::LOCAL;
 
 async fn next(ws: &mut Ws) -> Value {
-    loop {
-        match hookcast_testkit::within(WAIT, "a frame", ws.next()).await.expect("socket open").unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
+    hookcast_testkit::next_json(ws, WAIT, "a frame").await
 }
 
 async fn post(url: &str, content_type: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
