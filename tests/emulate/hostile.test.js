@@ -484,22 +484,28 @@ async function attacker(address, options) {
   }
 }
 
-/** Sends `rate` frames a second (`frame(n)`) while the socket is open, for at most `ms`. */
-function flood(c, rate, ms, frame) {
+/**
+ * Calls `fire(n)` `rate` times a second for at most `ms`, while `alive()`;
+ * how many it fired, and for how long.
+ */
+function paced(rate, ms, fire, alive = () => true) {
   return new Promise((resolve) => {
     const t0 = Date.now();
     let n = 0;
     const timer = setInterval(() => {
       const el = Date.now() - t0;
       const due = Math.floor((Math.min(el, ms) * rate) / 1000);
-      while (n < due && c.open()) c.send(frame(n++));
-      if (el >= ms || !c.open()) {
+      while (n < due && alive()) fire(n++);
+      if (el >= ms || !alive()) {
         clearInterval(timer);
         resolve({ sent: n, ms: Math.min(el, ms) });
       }
     }, 5);
   });
 }
+
+/** Sends `rate` frames a second (`frame(n)`) while the socket is open, for at most `ms`. */
+const flood = (c, rate, ms, frame) => paced(rate, ms, (n) => c.send(frame(n)), c.open);
 
 /**
  * A flood as an attacker runs it: `rate` frames a second on a socket from
@@ -565,19 +571,7 @@ function perConnectionHour(cost, f) {
 /** Calls `fire(n)` `rate` times a second for `ms`; every result, once all are settled. */
 async function pace(rate, ms, fire) {
   const out = [];
-  await new Promise((resolve) => {
-    const t0 = Date.now();
-    let n = 0;
-    const timer = setInterval(() => {
-      const el = Date.now() - t0;
-      const due = Math.floor((Math.min(el, ms) * rate) / 1000);
-      while (n < due) out.push(fire(n++));
-      if (el >= ms) {
-        clearInterval(timer);
-        resolve();
-      }
-    }, 5);
-  });
+  await paced(rate, ms, (n) => out.push(fire(n)));
   return Promise.all(out);
 }
 

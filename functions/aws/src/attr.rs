@@ -50,3 +50,9 @@ pub(crate) fn condition_failed<E: ProvideErrorMetadata>(
 ) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
+
+/// FNV-1a (32-bit): a stable hash, the same on every instance (a
+/// connection's subscriber shard, a channel's subscribe counter).
+pub(crate) fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}

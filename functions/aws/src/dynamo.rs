@@ -141,12 +141,7 @@ fn expired(item: &Item, now_s: u64) -> bool {
 
 /// FNV-1a: stable across processes and releases, unlike `DefaultHasher`.
 pub fn shard_of(conn: &ConnId, shards: u32) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for b in conn.0.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    h % shards
+    crate::attr::fnv1a(&conn.0) % shards
 }
 
 impl DynamoStore {

@@ -41,7 +41,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue, Re
 use aws_sdk_dynamodb::Client;
 use hookcast_core::ports::{ConnId, StoreError};
 
-use crate::attr::{condition_failed, get_n, get_s, key, n, s, sdk_err, Item};
+use crate::attr::{condition_failed, fnv1a, get_n, get_s, key, n, s, sdk_err, Item};
 
 /// Per connection, per minute. A page subscribes to its channels once, asks
 /// occupancy every 30 s per channel and repairs the odd gap: a few frames a
@@ -157,11 +157,6 @@ pub struct TableGuard {
     closed: Mutex<HashSet<String>>,
     /// Frames this instance counted per connection, this minute (`spend_local`).
     local: Mutex<(u64, HashMap<String, u64>)>,
-}
-
-/// FNV-1a: a channel's subscribe bucket, the same on every instance.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn now_secs() -> u64 {
@@ -479,7 +474,7 @@ impl Guard for TableGuard {
         let buckets: Vec<String> = (0..SUB_BUCKETS).map(|b| format!("s{b}")).collect();
         let mut costs =
             vec![("ops", frames, self.limits.frames_per_minute), ("bytes", bytes, self.limits.reply_bytes_per_minute)];
-        let bucket = subscribed.map(|channel| &buckets[(fnv1a(channel) % SUB_BUCKETS) as usize]);
+        let bucket = subscribed.map(|channel| &buckets[(fnv1a(channel) as u64 % SUB_BUCKETS) as usize]);
         if let Some(b) = bucket {
             costs.push((b.as_str(), 1, self.limits.subscribes_per_channel_minute));
         }

@@ -40,12 +40,9 @@ pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     let address = ev.request_context.identity.source_ip.clone().unwrap_or_default();
     match guard.connect(&conn, &address).await {
         Ok(Verdict::Allowed) => {}
-        Ok(Verdict::Over(what)) => {
-            info!(%address, over = what, "connection refused: over its address's budget");
-            return ws_response(429, Some("too many connections from this address"));
-        }
-        Ok(Verdict::Closed) => {
-            warn!(conn = %conn, "a connection closed before its $connect");
+        // (`connect` says `Closed` of no connection: only `spend` does.)
+        Ok(verdict @ (Verdict::Over(_) | Verdict::Closed)) => {
+            info!(%address, ?verdict, "connection refused: over its address's budget");
             return ws_response(429, Some("too many connections from this address"));
         }
         Err(e) => {
@@ -106,34 +103,25 @@ pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
         ClientMsg::parse(ev.body.as_deref().unwrap_or("")).map_err(|bad| ServerMsg::error(bad.code, bad.message))
     };
     // A ping or a frame that is not the protocol touches nothing: this
-    // instance's count only. Its one reply goes back in the integration
-    // response.
-    if matches!(msg, Ok(ClientMsg::Ping) | Err(_)) {
-        if !settled(guard.spend_local(&conn).await, gateway, relay, &conn).await {
-            return ws_response(200, None);
-        }
-        let reply = match msg {
-            Err(error) => error,
-            Ok(_) => ServerMsg::Pong,
-        };
-        if two_way(&ev) {
-            return ws_response(200, Some(&reply.to_json()));
-        }
-        if gateway.reply(&conn, &reply.to_json()).await == Delivery::Gone {
-            forget(subs, &conn).await;
-        }
-        return ws_response(200, None);
-    }
-    let subscribed = match &msg {
-        Ok(ClientMsg::Subscribe { channel, .. }) => Some(channel.to_string()),
-        _ => None,
-    };
-    if !spent(guard, gateway, relay, &conn, 1, 0, subscribed.as_deref()).await {
-        return ws_response(200, None);
-    }
+    // instance's count only, and no write for its reply's bytes either.
+    let local = matches!(msg, Ok(ClientMsg::Ping) | Err(_));
     let replies = match msg {
-        Ok(msg) => relay.apply(&conn, msg).await,
-        Err(error) => vec![error],
+        touches_nothing @ (Err(_) | Ok(ClientMsg::Ping)) => {
+            if !settled(guard.spend_local(&conn).await, gateway, relay, &conn).await {
+                return ws_response(200, None);
+            }
+            vec![touches_nothing.err().unwrap_or(ServerMsg::Pong)]
+        }
+        Ok(msg) => {
+            let subscribed = match &msg {
+                ClientMsg::Subscribe { channel, .. } => Some(channel.to_string()),
+                _ => None,
+            };
+            if !spent(guard, gateway, relay, &conn, 1, 0, subscribed.as_deref()).await {
+                return ws_response(200, None);
+            }
+            relay.apply(&conn, msg).await
+        }
     };
     let mut frames = Vec::new();
     for r in replies {
@@ -145,7 +133,7 @@ pub async fn ws_message<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     let posts: Vec<String> =
         if frames.len() > 1 { ServerMsg::batched(frames) } else { frames }.iter().map(ServerMsg::to_json).collect();
     let bytes: u64 = posts.iter().map(|p| p.len() as u64).sum();
-    if !spent(guard, gateway, relay, &conn, 0, bytes, None).await {
+    if !local && !spent(guard, gateway, relay, &conn, 0, bytes, None).await {
         return ws_response(200, None);
     }
     // One message goes back in the integration response (no post, no
