@@ -52,10 +52,15 @@ async function emulate({ params = [], extra = [], template = path.join(ROOT, 'te
     stderr: () => err,
     log: () => out + err,
     tail: (n = 6000) => `\n--- emulate said (last ${n} characters) ---\n${err.slice(-n)}`,
-    async stop() {
+    /** Calls the functions' roles refused (infra/emulate/src/iam.rs), as emulate logged them. */
+    refusals: () => (out + err).split('\n').filter((l) => l.includes('IAM: a call refused')),
+    async stop({ refusals = false } = {}) {
       if (!gone) child.kill('SIGTERM');
       const e = await exited;
       running.delete(s);
+      // Every stack's roles are checked on every call: a refusal here is a
+      // call the first real deploy would refuse too.
+      if (!refusals) assert.deepEqual(s.refusals(), [], 'a function called what its role does not allow');
       return e;
     },
   };

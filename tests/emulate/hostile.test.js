@@ -1092,3 +1092,8 @@ test('the table: cost per hour of each attack, and what stops it', (t) => {
   if (process.env.HOSTILE_ROWS_FILE) fs.writeFileSync(process.env.HOSTILE_ROWS_FILE, JSON.stringify({ baseline: baseline && baseline.total * 3600, rows }, null, 2));
   assert.ok(rows.length > 0);
 });
+
+test('through every attack, each function called only what its role allows (IAM, as AWS would enforce it)', () => {
+  const refused = stack.stderr().split('\n').filter((l) => l.includes('IAM: a call refused'));
+  assert.deepEqual(refused, [], 'a call the first real deploy would refuse');
+});

@@ -669,6 +669,48 @@ test('an unmodelled template key stops emulate and names the key', async () => {
   assert.match(r.log(), /Table: TableClass is not modelled/);
 });
 
+/** template.yaml with `from` replaced by `to` in the resource `id`, in a file of its own. */
+function withChange(id, from, to) {
+  const src = fs.readFileSync(path.join(ROOT, 'template.yaml'), 'utf8');
+  const start = src.indexOf(`\n  ${id}:\n`);
+  const end = src.indexOf('\n\n', start);
+  assert.ok(start > 0 && src.slice(start, end).includes(from), `${id} has ${from}`);
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-iam-')), 'template.yaml');
+  fs.writeFileSync(file, src.slice(0, start) + src.slice(start, end).replace(from, to) + src.slice(end));
+  return file;
+}
+
+test('each function runs under its role: a call the role does not allow is refused as AWS refuses it', async (t) => {
+  await releaseShared();
+  // The webhook's role without the channel's event items (evs#): its commit
+  // (a transaction whose every item IAM authorises on its own) is refused.
+  const stack = await harness.started({ params: [...PARAMS, ...SHARED], template: withChange('WebhookRole', '"evs#*", ', '') });
+  t.after(() => stack.stop({ refusals: true }));
+  const r = await zap(stack, 'zaps/iam/one', 'n', { n: 1 });
+  assert.ok(r.status >= 500, `a commit the role refuses is not acknowledged: ${r.status} ${JSON.stringify(r.body)}`);
+  await until('the refusal in emulate\'s log', () => stack.refusals().length > 0);
+  assert.match(stack.refusals()[0],
+    /assumed-role\/[^/]+WebhookRole[^/]*\/[^ ]+WebhookFunction[^ ]* is not authorized to perform: dynamodb:PutItem on resource: arn:aws:dynamodb:[^ ]+:table\//);
+  // The event is in no log: nothing half-committed reads back.
+  const head = await fetch(`${stack.http}/channels/zaps/iam/one/head`);
+  const got = await body(head);
+  assert.ok(!(got && got.seq > 0), `no event was committed: ${JSON.stringify(got)}`);
+});
+
+test('a role without what Lambda does with it stops emulate as the deploy would fail', async () => {
+  await releaseShared();
+  // CreateEventSourceMapping: "The provided execution role does not have permissions to call ReceiveMessage on SQS".
+  const r = await emulate({ template: withChange('FanoutRole', 'sqs:ReceiveMessage, ', '') });
+  if (!r.failed) await r.stop();
+  assert.ok(r.failed, 'emulate must not become ready');
+  assert.match(r.log(), /FanoutFunction\.Events\.Jobs: the function's role does not allow what Lambda does with it: .* sqs:ReceiveMessage on resource: arn:aws:sqs:/);
+  // Logs: without them every line the function writes would be dropped.
+  const logs = await emulate({ template: withChange('FunctionLogsPolicy', '- !GetAtt DispatchLogs.Arn', '') });
+  if (!logs.failed) await logs.stop();
+  assert.ok(logs.failed, 'emulate must not become ready');
+  assert.match(logs.log(), /DispatchFunction \(AWS::Serverless::Function\): the function's role does not allow what Lambda does with it: .* logs:CreateLogStream/);
+});
+
 test('the bill of a test run is printed, and its counts match what the test sent', async (t) => {
   await releaseShared();
   const stack = await started([], []);

@@ -18,7 +18,9 @@ pub struct AccessLog {
 impl AccessLog {
     /// A log for `destination` (a log group's ARN) in `dir`, in `format`.
     pub fn open(dir: &Path, destination: &str, format: &str) -> Result<Self, String> {
+        // A log group's ARN ends in ":*".
         let name: String = destination
+            .trim_end_matches(":*")
             .rsplit([':', '/'])
             .find(|s| !s.is_empty())
             .unwrap_or("access")

@@ -117,6 +117,9 @@ pub struct Options {
     pub meter: Arc<crate::bill::Meter>,
     /// The stage's access log (`AccessLogSettings`), if it keeps one.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// `arn:aws:execute-api:<region>:<account>:<api id>`: what a function's
+    /// role must allow `execute-api:ManageConnections` on, per call.
+    pub api_arn: String,
 }
 
 impl Default for Options {
@@ -138,6 +141,7 @@ impl Default for Options {
             limits: None,
             meter: Default::default(),
             access_log: None,
+            api_arn: "arn:aws:execute-api:us-east-1:123456789012:emulated".into(),
         }
     }
 }
@@ -615,7 +619,23 @@ fn take_token(inner: &Inner) -> bool {
     }
 }
 
-async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: Bytes) -> Response {
+/// A function's call its role does not allow: 403, as API Gateway answers it.
+fn refused(inner: &Inner, headers: &HeaderMap, method: &str, id: &str) -> Option<Response> {
+    let resource = format!("{}/{}/{method}/@connections/{id}", inner.opts.api_arn, inner.opts.stage);
+    let ask = crate::iam::Ask::new("execute-api:ManageConnections", resource);
+    let refused = crate::iam::refusal(crate::iam::access_key_of(headers).as_deref(), &[ask])?;
+    Some(aws_error(StatusCode::FORBIDDEN, "AccessDeniedException", &refused))
+}
+
+async fn post_to_connection(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(no) = refused(&inner, &headers, "POST", &id) {
+        return no;
+    }
     let wait = inner.opts.latency.sample();
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
@@ -648,7 +668,10 @@ async fn post_to_connection(State(inner): State<Arc<Inner>>, Path(id): Path<Stri
     }
 }
 
-async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&inner, &headers, "DELETE", &id) {
+        return no;
+    }
     let tx = inner.forget(&id);
     match tx {
         Some(tx) => {
@@ -659,7 +682,10 @@ async fn delete_connection(State(inner): State<Arc<Inner>>, Path(id): Path<Strin
     }
 }
 
-async fn get_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+async fn get_connection(State(inner): State<Arc<Inner>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&inner, &headers, "GET", &id) {
+        return no;
+    }
     if inner.conns.lock().unwrap().contains_key(&id) {
         json!({"connectedAt": "2026-11-23T08:00:00.000Z", "identity": {"sourceIp": "127.0.0.1"}}).to_string().into_response()
     } else {

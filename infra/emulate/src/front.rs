@@ -895,13 +895,6 @@ impl State {
     }
 }
 
-/// The access key id a request was signed with (each emulated Lambda
-/// process has its own).
-fn access_key_of(headers: &axum::http::HeaderMap) -> Option<String> {
-    let a = headers.get("authorization")?.to_str().ok()?;
-    Some(a.split("Credential=").nth(1)?.split('/').next()?.to_owned())
-}
-
 /// The answer to a request an injected fault takes.
 fn injected(
     s: &State,
@@ -1351,8 +1344,14 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     let op = full_target.rsplit('.').next().unwrap_or("").to_owned();
     let json_body: Option<Value> =
         if dynamodb && ITEM_OPS.contains(&op.as_str()) { serde_json::from_slice(&body).ok() } else { None };
-    let access_key = access_key_of(&headers);
+    let access_key = crate::iam::access_key_of(&headers);
     let caller = access_key.as_deref().and_then(crate::runtime::caller_of);
+    if crate::iam::governs(access_key.as_deref()) {
+        let asks = asks(&s, &headers, &full_target, &op, &body).await;
+        if let Some(refused) = crate::iam::refusal(access_key.as_deref(), &asks) {
+            return reply(400, json!({"__type": "com.amazon.coral.service#AccessDeniedException", "message": refused}));
+        }
+    }
     let Some(json_body) = json_body else {
         if let Some(f) = s.take_fault(&op, &[], caller.as_deref()) {
             return injected(&s, &f, &op, &[], false, access_key.as_deref(), &region_of(&headers));
@@ -1401,6 +1400,82 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
         "Query" | "Scan" => query(s, headers, op, json_body, ts, &region).await,
         _ => writes(s, headers, op, json_body, ts, &region).await,
     }
+}
+
+/// What IAM authorises for a call a function makes: per item action for a
+/// transaction, per table (with every partition key named) otherwise; an
+/// SQS batch as its single action; a secret by its full ARN.
+async fn asks(s: &State, headers: &axum::http::HeaderMap, target: &str, op: &str, body: &[u8]) -> Vec<crate::iam::Ask> {
+    use crate::iam::Ask;
+    let region = region_of(headers);
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if target.starts_with("DynamoDB_") {
+        if !ITEM_OPS.contains(&op) {
+            let table =
+                json["TableName"].as_str().map_or("*".to_owned(), |t| format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{t}"));
+            return vec![Ask::new(format!("dynamodb:{op}"), table)];
+        }
+        let mut schemas = HashMap::new();
+        for t in tables_of(op, &json) {
+            let sc = schema(s, headers, &t).await;
+            schemas.insert(t, sc);
+        }
+        let ts = touches(op, &json, &schemas);
+        if op.starts_with("Transact") {
+            return ts
+                .iter()
+                .map(|t| Ask {
+                    action: format!(
+                        "dynamodb:{}",
+                        match t.action {
+                            Action::Put => "PutItem",
+                            Action::Update => "UpdateItem",
+                            Action::Delete => "DeleteItem",
+                            Action::Check => "ConditionCheckItem",
+                            Action::Read => "GetItem",
+                        }
+                    ),
+                    resource: resource(&region, t),
+                    leading_keys: t.pk.clone().map(|k| vec![k]),
+                })
+                .collect();
+        }
+        let mut by_resource: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for t in &ts {
+            by_resource.entry(resource(&region, t)).or_default().extend(t.pk.clone());
+        }
+        return by_resource
+            .into_iter()
+            .map(|(r, keys)| Ask {
+                action: format!("dynamodb:{op}"),
+                resource: r,
+                leading_keys: (!keys.is_empty()).then_some(keys),
+            })
+            .collect();
+    }
+    if target.starts_with("AmazonSQS.") {
+        let action = op.strip_suffix("Batch").unwrap_or(op);
+        let name = json["QueueUrl"].as_str().and_then(|u| u.rsplit('/').next()).or(json["QueueName"].as_str());
+        let arn = name.map_or("*".to_owned(), |n| format!("arn:aws:sqs:{region}:{ACCOUNT}:{n}"));
+        return vec![Ask::new(format!("sqs:{action}"), arn)];
+    }
+    if target.starts_with("secretsmanager.") {
+        let id = json["SecretId"].as_str().unwrap_or("*").to_owned();
+        // A name (or partial ARN) is authorised as the secret's full ARN.
+        let arn = if id.starts_with("arn:") && id.rsplit('-').next().is_some_and(|s| s.len() == 6) {
+            id
+        } else {
+            let described =
+                call(s, headers, "secretsmanager.DescribeSecret", json!({ "SecretId": id }).to_string().into_bytes()).await;
+            described
+                .ok()
+                .and_then(|a| serde_json::from_slice::<Value>(&a.body).ok()?["ARN"].as_str().map(str::to_owned))
+                .unwrap_or(id)
+        };
+        return vec![Ask::new(format!("secretsmanager:{op}"), arn)];
+    }
+    let service = target.split(['.', '_']).next().unwrap_or(target).to_ascii_lowercase();
+    vec![Ask::new(format!("{service}:{op}"), "*")]
 }
 
 /// `GetItem` and `TransactGetItems`: each item on its own size.

@@ -18,7 +18,6 @@ pub enum Key {
 
 use Key::{Inert, Modelled};
 
-const IAM: &str = "IAM is not enforced: a function may call any API here";
 const AT_REST: &str = "encryption at rest";
 const TAGS: &str = "tags";
 const DESCRIPTION: &str = "a description";
@@ -46,8 +45,8 @@ pub fn properties(kind: &str) -> Option<&'static [(&'static str, Key)]> {
             ("Environment", Modelled),
             ("CodeUri", Inert(BUILD)),
             ("Description", Inert(DESCRIPTION)),
-            ("Policies", Inert(IAM)),
-            ("Role", Inert(IAM)),
+            ("Policies", Modelled),
+            ("Role", Modelled),
             ("Events", Modelled),
             ("ReservedConcurrentExecutions", Modelled),
             ("Tags", Inert(TAGS)),
@@ -94,6 +93,17 @@ pub fn properties(kind: &str) -> Option<&'static [(&'static str, Key)]> {
             ("KmsKeyId", Inert(AT_REST)),
             ("Tags", Inert(TAGS)),
         ],
+        "AWS::IAM::Role" => &[
+            ("AssumeRolePolicyDocument", Modelled),
+            ("Policies", Modelled),
+            ("ManagedPolicyArns", Modelled),
+            ("Description", Inert(DESCRIPTION)),
+            ("Path", Inert("the role's path")),
+            ("RoleName", Inert("the role's name")),
+            ("MaxSessionDuration", Inert("sessions a person assumes")),
+            ("Tags", Inert(TAGS)),
+        ],
+        "AWS::IAM::Policy" => &[("PolicyName", Inert("the policy's name")), ("PolicyDocument", Modelled), ("Roles", Modelled)],
         "AWS::ApiGatewayV2::Api" => &[
             ("Name", Inert("the API's name")),
             ("ProtocolType", Modelled),

@@ -12,6 +12,7 @@ pub mod aws;
 pub mod bill;
 pub mod front;
 pub mod http_api;
+pub mod iam;
 pub mod keys;
 pub mod limits;
 pub mod runtime;

@@ -68,6 +68,8 @@ pub struct FunctionSpec {
     pub reserved: Option<usize>,
     /// `MemorySize`, MB (billed duration is per MB).
     pub memory_mb: u32,
+    /// Its role: what each of its processes' calls may do ([`crate::iam`]).
+    pub policy: Option<Arc<crate::iam::Policy>>,
 }
 
 /// Lambda's init limit ("The Init phase is limited to 10 seconds").
@@ -213,6 +215,7 @@ struct Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         CALLERS.lock().unwrap().remove(&self.key);
+        crate::iam::forget(&self.key);
         self.server.abort();
     }
 }
@@ -391,6 +394,9 @@ impl Function {
         if let Some(pid) = child.id() {
             CALLERS.lock().unwrap().insert(key.clone(), (spec.logical.clone(), pid));
         }
+        if let Some(policy) = &spec.policy {
+            crate::iam::register(&key, policy.clone());
+        }
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         for pipe in [child.stdout.take().map(Either::Out), child.stderr.take().map(Either::Err)] {
             let Some(pipe) = pipe else { continue };
@@ -430,6 +436,7 @@ impl Function {
         };
         if let Err(why) = outcome {
             CALLERS.lock().unwrap().remove(&key);
+            crate::iam::forget(&key);
             let _gone = child.start_kill();
             // The pipes drain after the exit: give the last lines a moment.
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -134,8 +134,14 @@ fn only_keys(what: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), S
     Ok(())
 }
 
-/// Starts moto's server from the project's venv; its URL.
+/// Starts moto's server from the project's venv (beside the template, or in
+/// the working directory); its URL.
 async fn start_moto(project: &Path) -> Result<(tokio::process::Child, String), String> {
+    let here = std::env::current_dir().unwrap_or_default();
+    let project = [project, here.as_path()]
+        .into_iter()
+        .find(|p| p.join(".tools/venv/bin/python").exists() && p.join("tests/aws/moto_server.py").exists())
+        .unwrap_or(project);
     let python = project.join(".tools/venv/bin/python");
     let script = project.join("tests/aws/moto_server.py");
     if !python.exists() || !script.exists() {
@@ -208,12 +214,31 @@ fn name_resources(t: &Template, aws: &Aws, region: &str, stack: &str) -> Result<
             "AWS::ApiGatewayV2::Integration" | "AWS::ApiGatewayV2::Route" | "AWS::ApiGatewayV2::Stage" => {
                 attrs.set_ref(id, format!("{}{}", &id[..id.len().min(3)].to_lowercase(), api_id()));
             }
+            // As AWS names them: a policy's resources are matched against these.
+            "AWS::IAM::Role" => {
+                attrs.set_ref(id, &name);
+                attrs.set_att(id, "Arn", format!("arn:aws:iam::{ACCOUNT}:role/{name}"));
+            }
+            "AWS::Logs::LogGroup" => {} // below: a name may name a function
+            // Not run here (INERT): named, so outputs that name it resolve.
+            "AWS::CloudFront::Distribution" => {
+                attrs.set_ref(id, format!("E{}", suffix()));
+                attrs.set_att(id, "DomainName", format!("d{}.cloudfront.net", suffix().to_lowercase()));
+            }
             kind if INERT.contains(&kind) || kind.starts_with("AWS::ApiGatewayV2::") => {
                 attrs.set_ref(id, &name);
                 attrs.set_att(id, "Arn", format!("arn:aws:emulated:{region}:{ACCOUNT}:{id}/{name}"));
             }
             _ => {}
         }
+    }
+    for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Logs::LogGroup") {
+        let name = match r.properties.get("LogGroupName") {
+            Some(n) => str_of(&t.resolve(n, &attrs)?),
+            None => format!("{stack}-{id}-{}", suffix()),
+        };
+        attrs.set_att(id, "Arn", format!("arn:aws:logs:{region}:{ACCOUNT}:log-group:{name}:*"));
+        attrs.set_ref(id, name);
     }
     Ok((attrs, queue_names))
 }
@@ -578,6 +603,10 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             limits: Some((account.clone(), Arc::new(ws_throttles))),
             meter: meter.clone(),
             access_log: ws_access_log,
+            api_arn: format!(
+                "arn:aws:execute-api:{region}:{ACCOUNT}:{}",
+                ws_apis.first().map(|(id, _)| attrs.reference(id)).transpose()?.unwrap_or_default()
+            ),
         },
         invoke,
     )
@@ -714,6 +743,8 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             env.push((k.into(), v));
         }
         let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
+        let policy = crate::iam::Policy::of_function(&t, &attrs, id, p.as_object().unwrap_or(&Map::new()))?;
+        policy.check_service(&what, &crate::iam::logs_asks(region, &name))?;
         let usage = meter.function(id);
         usage.arm.store(arch == "arm64", std::sync::atomic::Ordering::Relaxed);
         let f = Function::in_account(
@@ -728,6 +759,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                 init_timeout: crate::runtime::INIT_LIMIT,
                 reserved,
                 memory_mb: memory,
+                policy: Some(Arc::new(policy.clone())),
             },
             pool.clone(),
             usage,
@@ -801,6 +833,10 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                         }
                         None => None,
                     };
+                    policy.check_service(&ewhat, &crate::iam::stream_source_asks(&str_of(&ep["Stream"])))?;
+                    if let Some(of) = ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
+                        policy.check_service(&ewhat, &[crate::iam::Ask::new("sqs:SendMessage", str_of(&of["Destination"]))])?;
+                    }
                     // A mapping created disabled polls nothing.
                     if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
                         continue;
@@ -848,6 +884,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                         .get(&arn)
                         .cloned()
                         .ok_or_else(|| format!("{ewhat}: the queue {arn} is not a queue of this template"))?;
+                    policy.check_service(&ewhat, &crate::iam::sqs_source_asks(&arn))?;
                     if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
                         continue;
                     }

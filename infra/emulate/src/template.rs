@@ -29,6 +29,7 @@ pub const MODELLED: &[&str] = &[
 /// are accepted and listed at start-up as not emulated.
 pub const INERT: &[&str] = &[
     "AWS::IAM::Role",
+    "AWS::IAM::Policy",
     "AWS::Lambda::Permission",
     "AWS::Logs::LogGroup",
     "AWS::CloudWatch::Alarm",
@@ -37,6 +38,8 @@ pub const INERT: &[&str] = &[
     "AWS::SNS::Topic",
     "AWS::SNS::Subscription",
     "AWS::Budgets::Budget",
+    "AWS::CloudFront::Distribution",
+    "AWS::CloudFront::OriginRequestPolicy",
 ];
 
 #[derive(Debug)]
@@ -200,6 +203,7 @@ impl Template {
                 "Description",
                 "Parameters",
                 "Conditions",
+                "Rules",
                 "Globals",
                 "Resources",
                 "Outputs",
@@ -297,7 +301,31 @@ impl Template {
             }
             left = next;
         }
+        t.check_rules(root.get("Rules"))?;
         Ok(t)
+    }
+
+    /// The template's `Rules`: each assertion whose rule applies must hold,
+    /// or the stack is not created (CloudFormation answers with the
+    /// assertion's description).
+    fn check_rules(&self, rules: Option<&Value>) -> Result<(), String> {
+        for (name, rule) in rules.and_then(Value::as_object).into_iter().flatten() {
+            let applies = match rule.get("RuleCondition") {
+                Some(c) => self.condition_value(c, &Attrs::default()).map_err(|e| format!("rule {name}: {e}"))?,
+                None => true,
+            };
+            if !applies {
+                continue;
+            }
+            for a in rule.get("Assertions").and_then(Value::as_array).into_iter().flatten() {
+                let holds = self.condition_value(&a["Assert"], &Attrs::default()).map_err(|e| format!("rule {name}: {e}"))?;
+                if !holds {
+                    let why = a.get("AssertDescription").map(str_of).unwrap_or_else(|| "an assertion does not hold".into());
+                    return Err(format!("rule {name}: {why}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resources whose Condition holds.
@@ -548,6 +576,30 @@ Resources:
         assert_eq!(r["Name"], "st-live-${Literal}-arn:q");
         assert!(r.get("Tags").is_none(), "AWS::NoValue removes the key: {r}");
         assert_eq!(r["Joined"], "abcd,arn:q,8");
+    }
+
+    #[test]
+    fn a_rule_that_does_not_hold_stops_the_stack_with_its_description() {
+        let text = r#"
+Parameters:
+  Acl: { Type: String, Default: "" }
+  Secret: { Type: String, Default: "" }
+Rules:
+  AclNeedsSecret:
+    RuleCondition: !Not [!Equals [!Ref Acl, ""]]
+    Assertions:
+      - Assert: !Not [!Equals [!Ref Secret, ""]]
+        AssertDescription: "EdgeWebAclArn needs EdgeOriginSecret"
+Resources:
+  Q: { Type: AWS::SQS::Queue }
+"#;
+        let parse = |o: &[(&str, &str)]| {
+            let o: HashMap<String, String> = o.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Template::parse(text, &o, "us-east-1", "s")
+        };
+        assert!(parse(&[]).is_ok(), "the rule does not apply");
+        assert!(parse(&[("Acl", "arn"), ("Secret", "x")]).is_ok());
+        assert_eq!(parse(&[("Acl", "arn")]).unwrap_err(), "rule AclNeedsSecret: EdgeWebAclArn needs EdgeOriginSecret");
     }
 
     #[test]
