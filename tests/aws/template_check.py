@@ -78,6 +78,7 @@ for name, resource in [("NetlifySecret", "Secrets"), ("ZapierToken", "Secrets"),
     for v in GOOD:
         check(allowed(v), f"{name} refuses a good secret {v!r}")
         others = {p: "other-secret-0123456789" for p in ("NetlifySecret", "ZapierToken", "SubscribeSecret")}
+        others["EdgeOriginSecret"] = "edge-origin-secret-0123456789abcdef"
         others[name] = v
         try:
             got = json.loads(pasted(resource, others))
@@ -88,6 +89,13 @@ for name, resource in [("NetlifySecret", "Secrets"), ("ZapierToken", "Secrets"),
         check(not allowed(v), f"{name} accepts {v!r}, which breaks {resource}'s JSON or is too short")
     if name == "SubscribeSecret":
         check(allowed(""), "SubscribeSecret must stay optional (empty)")
+
+# The edge option's origin secret is pasted too: only letters, digits, '-' and '_'.
+edge = params["EdgeOriginSecret"].get("AllowedPattern", "")
+check(re.fullmatch(edge, "") is not None, "EdgeOriginSecret must stay optional (empty)")
+for v in BAD + ["x" * 31, 'edge"secret-0123456789abcdef012345']:
+    check(re.fullmatch(edge, v) is None, f"EdgeOriginSecret accepts {v!r}, which breaks the Secrets JSON or is too short")
+check(re.fullmatch(edge, "0123456789abcdef0123456789abcdef") is not None, "EdgeOriginSecret refuses a 32-character hex secret")
 
 # ---- the WebSocket stage follows route changes -----------------------------------
 stages = [r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
@@ -292,7 +300,7 @@ def char_cost(name):
     """The most JSON bytes one character of this parameter's value can cost."""
     pattern = params[name].get("AllowedPattern")
     probes = ["a", '"', "\\", "\n", "\t", "\x01", "é", "\U0001F600"]
-    admitted = [c for c in probes if pattern is None or re.fullmatch(pattern, c) or re.fullmatch(pattern, c * 16)]
+    admitted = [c for c in probes if pattern is None or any(re.fullmatch(pattern, c * n) for n in (1, 16, 32))]
     return max(json_len(c) / len(c.encode("utf-16-le")) * 2 for c in admitted)
 
 

@@ -711,6 +711,86 @@ test('a role without what Lambda does with it stops emulate as the deploy would 
   assert.match(logs.log(), /DispatchFunction \(AWS::Serverless::Function\): the function's role does not allow what Lambda does with it: .* logs:CreateLogStream/);
 });
 
+const EDGE = 'edge-origin-secret-0123456789abcdef0123';
+const EDGE_ACL = 'EdgeWebAclArn=arn:aws:wafv2:us-east-1:123456789012:global/webacl/hookcast-edge/0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9';
+
+/**
+ * A WebSocket handshake as CloudFront sends it on (the edge option): from
+ * one of CloudFront's addresses, with the origin's custom header and the
+ * viewer's address; `edge` false leaves the custom header out, as a client
+ * going around the distribution would. Resolves with 'open' or the status
+ * API Gateway answered.
+ */
+function handshake(stack, viewer, { edge = true } = {}) {
+  const headers = { Origin: ORIGIN, 'X-Emulate-Source-Ip': '130.176.9.1', 'CloudFront-Viewer-Address': `${viewer}:${40000 + Math.floor(Math.random() * 20000)}` };
+  if (edge) headers['X-Hookcast-Edge'] = EDGE;
+  const ws = new WebSocket(`${stack.websocket}`, { headers });
+  return new Promise((resolve) => {
+    ws.once('open', () => resolve({ result: 'open', ws }));
+    ws.once('unexpected-response', (_, res) => resolve({ result: res.statusCode, ws }));
+    ws.once('error', (e) => resolve({ result: String(e.message), ws }));
+  });
+}
+
+test('the edge option: a request around the CloudFront distribution is refused; through it each viewer is budgeted, not CloudFront', async (t) => {
+  await releaseShared();
+  // The template's rule: the ACL without the origin secret is no stack.
+  const bare = await emulate({ params: [EDGE_ACL] });
+  if (!bare.failed) await bare.stop();
+  assert.ok(bare.failed, 'emulate must not become ready');
+  assert.match(bare.log(), /EdgeWebAclArn needs EdgeOriginSecret/);
+
+  const stack = await started([...SHARED, EDGE_ACL, `EdgeOriginSecret=${EDGE}`]);
+  t.after(() => stack.stop());
+  const send = (headers) => fetch(`${stack.http}/hooks/zapier`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-hookcast-token': ZAPIER, ...headers },
+    body: JSON.stringify({ channel: 'zaps/edge', event: 'n', data: { n: 1 } }),
+  });
+  const around = await send({});
+  assert.equal(around.status, 403);
+  assert.equal((await around.json()).error, 'forbidden');
+  const wrong = await send({ 'x-hookcast-edge': EDGE.replace(/.$/, 'X') });
+  assert.equal(wrong.status, 403, 'a wrong origin secret is no secret');
+  const through = await send({ 'x-hookcast-edge': EDGE });
+  assert.equal(through.status, 200, JSON.stringify(await through.json()));
+
+  // The snippet, through the edge: the socket is /<stage> on the script's own host.
+  const js = await (await fetch(`${stack.http}/hookcast.js`, { headers: { 'x-hookcast-edge': EDGE } })).text();
+  const wrapper = js.slice(0, js.indexOf('\n'));
+  const script = { src: 'https://d111111abcdef8.cloudfront.net/hookcast.js', getAttribute: () => null, setAttribute(k, v) { this[k] = v; } };
+  require('node:vm').runInNewContext(wrapper, { document: { currentScript: script }, URL });
+  assert.equal(script['data-url'], 'wss://d111111abcdef8.cloudfront.net/live');
+
+  // Around the distribution: refused before anything else.
+  const direct = await handshake(stack, '198.51.100.7', { edge: false });
+  assert.equal(direct.result, 403);
+  // Through it, every handshake comes from CloudFront's address; each
+  // viewer has its own budget (60 new connections a minute), so 61
+  // viewers all connect, and the 61st handshake of one viewer is refused.
+  const opened = [];
+  t.after(() => opened.forEach((w) => w.terminate()));
+  const many = await Promise.all(Array.from({ length: 61 }, (_, i) => handshake(stack, `198.51.${100 + (i >> 8)}.${i & 255}`)));
+  many.forEach((h) => opened.push(h.ws));
+  assert.deepEqual(many.filter((h) => h.result !== 'open').map((h) => h.result), [], 'every viewer connects');
+  // The budget is per clock minute: a run that crosses a minute's turn
+  // proves nothing and is run again, from another viewer, in the next.
+  let one = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await until('the start of a minute', () => Date.now() % 60000 < 10000, 70000);
+    const minute = Math.floor(Date.now() / 60000);
+    one = [];
+    for (let i = 0; i < 61; i++) {
+      const h = await handshake(stack, `203.0.113.${77 + attempt}`);
+      opened.push(h.ws);
+      one.push(h.result);
+    }
+    if (Math.floor(Date.now() / 60000) === minute) break;
+    t.diagnostic(`attempt ${attempt} crossed a minute's turn`);
+  }
+  assert.deepEqual(one.slice(0, 60).filter((r) => r !== 'open'), [], 'one viewer\'s first 60 connect');
+  assert.equal(one[60], 429, 'its 61st in the minute is refused: the budget is the viewer\'s');
+});
+
 test('the bill of a test run is printed, and its counts match what the test sent', async (t) => {
   await releaseShared();
   const stack = await started([], []);

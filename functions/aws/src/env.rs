@@ -34,6 +34,10 @@ pub struct LambdaConfig {
     /// Fan-out workers at most (the SQS event source's MaximumConcurrency):
     /// with `posts_per_second`, the whole share a worker posting alone may use.
     pub fanout_workers: u32,
+    /// The edge option's origin secret (`HOOKCAST_EDGE_SECRET`): requests
+    /// without it are refused, and with it the viewer's address counts
+    /// ([`crate::edge`]).
+    pub edge_secret: Option<String>,
     pub core: Config,
 }
 
@@ -113,6 +117,10 @@ impl LambdaConfig {
                 1
             }
         };
+        let edge_secret = env("HOOKCAST_EDGE_SECRET").filter(|v| !v.is_empty());
+        if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            problems.push("HOOKCAST_EDGE_SECRET (EdgeOriginSecret) must be at least 32 characters".into());
+        }
         let mut raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
             None => RawConfig::default(),
             Some(text) => toml::from_str(&text).unwrap_or_else(|e| {
@@ -167,10 +175,16 @@ impl LambdaConfig {
         }
         match core {
             Some(core) if problems.is_empty() => {
-                Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, fanout_workers, core })
+                Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, fanout_workers, edge_secret, core })
             }
             _ => Err(ConfigError { problems }),
         }
+    }
+
+    /// The WebSocket stage's path (`/live`): where a CDN in front routes it.
+    pub fn ws_path(&self) -> String {
+        let rest = self.ws_endpoint.split_once("://").map_or(self.ws_endpoint.as_str(), |(_, r)| r);
+        rest.find('/').map_or("/".to_owned(), |i| rest[i..].to_owned())
     }
 
     /// The wss:// URL pages connect to.
@@ -229,6 +243,7 @@ mod tests {
         ]);
         let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
         assert_eq!(c.ws_url(), "wss://abc.execute-api.eu-west-1.amazonaws.com/live");
+        assert_eq!(c.ws_path(), "/live");
         assert_eq!(c.core.allowed_origins, vec!["https://a.example", "https://b.example"]);
         assert!(c.core.sources.contains_key("netlify"));
         assert!(!format!("{c:?}").contains("jws-secret"), "no secret in Debug");

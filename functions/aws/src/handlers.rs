@@ -25,19 +25,28 @@ fn conn_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<ConnId> {
 /// `$connect`: check Origin and the address's budgets (connections a
 /// minute, open at once), record the connection. Never posts: API Gateway
 /// answers 410 to any post before `$connect` returns.
+///
+/// With the edge option's secret (`edge`), a handshake that did not come
+/// through CloudFront (and its WAF) is refused before anything else, and
+/// the viewer's address is the one budgeted.
 pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     relay: &Relay<L, S, G>,
     guard: &B,
+    edge: Option<&str>,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
     let Some(conn) = conn_id(&ev) else {
         return ws_response(400, Some("no connectionId"));
     };
+    if !crate::edge::admits(edge, &ev.headers) {
+        return ws_response(403, Some("connect through the stack's CloudFront distribution"));
+    }
     let origin = ev.headers.get("origin").and_then(|v| v.to_str().ok());
     if !relay.origin_allowed(origin) {
         return ws_response(403, Some("origin not allowed"));
     }
-    let address = ev.request_context.identity.source_ip.clone().unwrap_or_default();
+    let address =
+        crate::edge::client_address(edge, &ev.headers, ev.request_context.identity.source_ip.as_deref().unwrap_or_default());
     match guard.connect(&conn, &address).await {
         Ok(Verdict::Allowed) => {}
         // (`connect` says `Closed` of no connection: only `spend` does.)

@@ -5,6 +5,7 @@ pub mod apigw;
 mod attr;
 mod commit;
 pub mod dynamo;
+pub mod edge;
 pub mod emf;
 pub mod env;
 pub mod event_item;
@@ -33,6 +34,8 @@ pub struct Socket {
     pub guard: guard::TableGuard,
     pub gateway: Arc<apigw::ApiGwGateway>,
     pub store: Arc<dynamo::DynamoStore>,
+    /// The edge option's origin secret ([`edge`]), for `$connect`.
+    pub edge_secret: Option<String>,
 }
 
 /// What a function builds once per cold start.
@@ -111,7 +114,7 @@ impl Startup {
         let gateway = self.gateway();
         let relay = Relay::new(Arc::new(self.cfg.core.clone()), store.clone(), store.clone(), gateway.clone()).only_reachable();
         let guard = guard::TableGuard::new(aws_sdk_dynamodb::Client::new(&self.sdk), &self.cfg.table);
-        Socket { relay, guard, gateway, store }
+        Socket { relay, guard, gateway, store, edge_secret: self.cfg.edge_secret.clone() }
     }
     /// The fan-out, and the table that keeps where an unfinished job stopped.
     pub fn fanout(&self) -> (AwsFanout, Arc<dynamo::DynamoStore>) {
@@ -155,6 +158,8 @@ fn secret_key_env(key: &str) -> String {
         // path, travels in the stack's settings it reads at a cold start
         // (its environment is at Lambda's 4 KB limit).
         "@queue" => "HOOKCAST_QUEUE_URL".to_owned(),
+        // The edge option's origin secret (CloudFront's custom header).
+        "@edge" => "HOOKCAST_EDGE_SECRET".to_owned(),
         source => hookcast_core::config::secret_env_name(source),
     }
 }

@@ -100,7 +100,7 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
             let (relay, guard, gateway, store) = c.get().expect("the parts are set before the first connection").clone();
             let req: ApiGatewayWebsocketProxyRequest = serde_json::from_value(ev).expect("the event has AWS's shape");
             let res = match req.request_context.route_key.as_deref() {
-                Some("$connect") => handlers::ws_connect(&*relay, &*guard, req).await,
+                Some("$connect") => handlers::ws_connect(&*relay, &*guard, None, req).await,
                 Some("$disconnect") => handlers::ws_disconnect(&*relay, &*guard, req).await,
                 _ => handlers::ws_message(&*relay, &*guard, &*gateway, &*store, req).await,
             };
@@ -239,11 +239,11 @@ async fn fixture_events_drive_connect_and_disconnect() {
     let conn = ConnId(req.request_context.connection_id.clone().unwrap());
     assert_eq!(req.request_context.connected_at, 1547230720092);
     assert_eq!(req.request_context.identity.source_ip.as_deref(), Some("192.168.196.186"));
-    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, req).await.status_code, 200);
+    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, None, req).await.status_code, 200);
 
     ev["headers"]["Origin"] = json!("https://evil.example");
     let evil: ApiGatewayWebsocketProxyRequest = serde_json::from_value(ev).unwrap();
-    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, evil).await.status_code, 403);
+    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, None, evil).await.status_code, 403);
 
     let ch = Channel::parse("deploys").unwrap();
     s.store.subscribe(&conn, &ch, 10).await.unwrap();
@@ -257,7 +257,7 @@ async fn fixture_events_drive_connect_and_disconnect() {
     let mut no_id = fixture("example-apigw-websocket-request-without-method.json");
     no_id["requestContext"]["connectionId"] = Value::Null;
     let no_id: ApiGatewayWebsocketProxyRequest = serde_json::from_value(no_id).unwrap();
-    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, no_id).await.status_code, 400);
+    assert_eq!(handlers::ws_connect(&*s.relay, &*s.guard, None, no_id).await.status_code, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -42,12 +42,29 @@ impl Snippets {
     /// the wss:// URL is built in, so a page needs one script tag.
     pub fn with_ws_url(ws_url: &str) -> Self {
         let url = serde_json::to_string(ws_url).unwrap_or_else(|_| "\"\"".into());
+        Self::with_default_url(&url, &url)
+    }
+
+    /// Served through a CDN in front of both APIs (template.yaml's edge
+    /// option): the socket is `path` on the script's own host, where the CDN
+    /// routes it to the WebSocket API.
+    pub fn on_own_host(path: &str) -> Self {
+        let path = serde_json::to_string(path).unwrap_or_else(|_| "\"/\"".into());
+        Self::with_default_url(
+            &format!("new URL({path},s.src).href.replace(/^http/,\"ws\")"),
+            &format!("new URL({path}, import.meta.url).href.replace(/^http/, \"ws\")"),
+        )
+    }
+
+    /// The snippet with its default URL set: `classic` is an expression in
+    /// `s` (the script element), `module` one in the module's scope.
+    fn with_default_url(classic: &str, module: &str) -> Self {
         let classic = format!(
-            "(function(s){{if(s&&!s.getAttribute(\"data-url\"))s.setAttribute(\"data-url\",{url})}})(document.currentScript);\n{SNIPPET}"
+            "(function(s){{if(s&&!s.getAttribute(\"data-url\"))s.setAttribute(\"data-url\",{classic})}})(document.currentScript);\n{SNIPPET}"
         );
         let module = SNIPPET_MODULE
             .lines()
-            .map(|l| if l.starts_with("const defaultUrl =") { format!("const defaultUrl = {url};") } else { l.to_owned() })
+            .map(|l| if l.starts_with("const defaultUrl =") { format!("const defaultUrl = {module};") } else { l.to_owned() })
             .collect::<Vec<_>>()
             .join("\n");
         // Cacheable by browsers and any CDN in front (five minutes, then
@@ -426,5 +443,16 @@ mod tests {
         assert!(!mjs.contains("own.host + '/ws'"));
         let (_, _, local) = get(&self::app(Snippets::same_host()), "GET", "/hookcast.mjs").await;
         assert_eq!(local, SNIPPET_MODULE);
+    }
+
+    #[tokio::test]
+    async fn through_a_cdn_the_socket_is_on_the_scripts_own_host() {
+        let app = app(Snippets::on_own_host("/live"));
+        let (_, _, js) = get(&app, "GET", "/hookcast.js").await;
+        assert!(js.starts_with(
+            "(function(s){if(s&&!s.getAttribute(\"data-url\"))s.setAttribute(\"data-url\",new URL(\"/live\",s.src).href.replace(/^http/,\"ws\"))})"
+        ));
+        let (_, _, mjs) = get(&app, "GET", "/hookcast.mjs").await;
+        assert!(mjs.contains("const defaultUrl = new URL(\"/live\", import.meta.url).href.replace(/^http/, \"ws\");"), "{mjs}");
     }
 }
