@@ -56,9 +56,19 @@ BAD = ['a"quoted"secret-0123456', "back\\slash-secret-012345", "new\nline-secret
 def pasted(resource, values):
     """The SecretString as CloudFormation's Fn::Sub builds it from parameter values."""
     sub = resources[resource]["Properties"]["SecretString"]["Fn::Sub"]
+    # The [text, {name: value}] form: a name there stands for a parameter
+    # (here only through Fn::If of a parameter and "", so the parameter's
+    # value is the worst case).
+    local = {}
+    if isinstance(sub, list):
+        sub, mapping = sub
+        for k, v in mapping.items():
+            refs = re.findall(r"'Ref': '(\w+)'", str(v))
+            check(len(refs) == 1 and refs[0] in params, f"{resource}: ${{{k}}} is not one parameter's value")
+            local[k] = refs[0] if refs else k
 
     def value(m):
-        name = m.group(1)
+        name = local.get(m.group(1), m.group(1))
         if name in values:
             return values[name]
         # A resource's Ref: the queue's URL is the only one pasted, and it is JSON-safe.

@@ -722,7 +722,8 @@ const EDGE_ACL = 'EdgeWebAclArn=arn:aws:wafv2:us-east-1:123456789012:global/weba
  * API Gateway answered.
  */
 function handshake(stack, viewer, { edge = true } = {}) {
-  const headers = { Origin: ORIGIN, 'X-Emulate-Source-Ip': '130.176.9.1', 'CloudFront-Viewer-Address': `${viewer}:${40000 + Math.floor(Math.random() * 20000)}` };
+  const headers = { Origin: ORIGIN, 'X-Emulate-Source-Ip': '130.176.9.1' };
+  if (viewer) headers['CloudFront-Viewer-Address'] = `${viewer}:${40000 + Math.floor(Math.random() * 20000)}`;
   if (edge) headers['X-Hookcast-Edge'] = EDGE;
   const ws = new WebSocket(`${stack.websocket}`, { headers });
   return new Promise((resolve) => {
@@ -764,6 +765,10 @@ test('the edge option: a request around the CloudFront distribution is refused; 
   // Around the distribution: refused before anything else.
   const direct = await handshake(stack, '198.51.100.7', { edge: false });
   assert.equal(direct.result, 403);
+  // Through it but naming no viewer (an origin request policy without
+  // CloudFront-Viewer-Address): refused, not counted against CloudFront's address.
+  const anonymous = await handshake(stack, null);
+  assert.equal(anonymous.result, 403);
   // Through it, every handshake comes from CloudFront's address; each
   // viewer has its own budget (60 new connections a minute), so 61
   // viewers all connect, and the 61st handshake of one viewer is refused.
@@ -789,6 +794,21 @@ test('the edge option: a request around the CloudFront distribution is refused; 
   }
   assert.deepEqual(one.slice(0, 60).filter((r) => r !== 'open'), [], 'one viewer\'s first 60 connect');
   assert.equal(one[60], 429, 'its 61st in the minute is refused: the budget is the viewer\'s');
+});
+
+test('the edge option off, a secret left from when it was on locks nobody out', async (t) => {
+  await releaseShared();
+  // `sam deploy` keeps a parameter's earlier value: EdgeOriginSecret
+  // without EdgeWebAclArn is a stack with no distribution in front.
+  const stack = await started([...SHARED, `EdgeOriginSecret=${EDGE}`]);
+  t.after(() => stack.stop());
+  const r = await zap(stack, 'zaps/edge-off', 'n', { n: 1 });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const h = await handshake(stack, null, { edge: false });
+  t.after(() => h.ws.terminate());
+  assert.equal(h.result, 'open');
+  const js = await (await fetch(`${stack.http}/hookcast.js`)).text();
+  assert.match(js.slice(0, js.indexOf('\n')), /"ws:\/\/127\.0\.0\.1:\d+\/live"/, 'the snippet names the WebSocket API itself');
 });
 
 test('the bill of a test run is printed, and its counts match what the test sent', async (t) => {

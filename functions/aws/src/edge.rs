@@ -31,18 +31,21 @@ pub fn admits(secret: Option<&str>, headers: &HeaderMap) -> bool {
 pub const REFUSED: &str = r#"{"error":"forbidden","message":"this endpoint is served through the stack's CloudFront distribution (its EdgeUrl output)"}"#;
 
 /// The client's address: the viewer's when the request came through the
-/// edge (and says it), else the one API Gateway saw.
-pub fn client_address(secret: Option<&str>, headers: &HeaderMap, source_ip: &str) -> String {
-    let viewer = headers
+/// edge, the one API Gateway saw without an edge secret. `None` when a
+/// request through the edge names no viewer (CloudFront's origin request
+/// policy lost the header): counting it against CloudFront's address would
+/// share one budget among every visitor.
+pub fn client_address(secret: Option<&str>, headers: &HeaderMap, source_ip: &str) -> Option<String> {
+    if secret.is_none() || !admits(secret, headers) {
+        return Some(source_ip.to_owned());
+    }
+    headers
         .get(VIEWER_ADDRESS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit_once(':'))
         .map(|(ip, _port)| ip.trim())
-        .filter(|ip| !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
-    match viewer {
-        Some(ip) if secret.is_some() && admits(secret, headers) => ip.to_owned(),
-        _ => source_ip.to_owned(),
-    }
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -60,7 +63,7 @@ mod tests {
     fn without_a_secret_every_request_is_admitted_and_viewer_headers_are_not_believed() {
         let h = headers(&[(VIEWER_ADDRESS, "198.51.100.10:46532"), (HEADER, "anything")]);
         assert!(admits(None, &h));
-        assert_eq!(client_address(None, &h, "203.0.113.5"), "203.0.113.5");
+        assert_eq!(client_address(None, &h, "203.0.113.5").as_deref(), Some("203.0.113.5"));
     }
 
     #[test]
@@ -74,12 +77,14 @@ mod tests {
     #[test]
     fn through_the_edge_the_viewer_is_the_client() {
         let via = |addr: &'static str| headers(&[(HEADER, SECRET), (VIEWER_ADDRESS, addr)]);
-        assert_eq!(client_address(Some(SECRET), &via("198.51.100.10:46532"), "130.176.1.1"), "198.51.100.10");
-        assert_eq!(client_address(Some(SECRET), &via("2001:db8::8a2e:370:7334:46532"), "130.176.1.1"), "2001:db8::8a2e:370:7334");
-        // Not an address: the one API Gateway saw.
-        assert_eq!(client_address(Some(SECRET), &via("nonsense"), "130.176.1.1"), "130.176.1.1");
+        let addr = |h: &HeaderMap| client_address(Some(SECRET), h, "130.176.1.1");
+        assert_eq!(addr(&via("198.51.100.10:46532")).as_deref(), Some("198.51.100.10"));
+        assert_eq!(addr(&via("2001:db8::8a2e:370:7334:46532")).as_deref(), Some("2001:db8::8a2e:370:7334"));
+        // Through the edge with no viewer (or not an address): refused, never CloudFront's.
+        assert_eq!(addr(&via("nonsense")), None);
+        assert_eq!(addr(&headers(&[(HEADER, SECRET)])), None);
         // A viewer header without the secret is anyone's claim.
         let forged = headers(&[(VIEWER_ADDRESS, "198.51.100.10:1")]);
-        assert_eq!(client_address(Some(SECRET), &forged, "203.0.113.5"), "203.0.113.5");
+        assert_eq!(client_address(Some(SECRET), &forged, "203.0.113.5").as_deref(), Some("203.0.113.5"));
     }
 }

@@ -45,8 +45,13 @@ pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
     if !relay.origin_allowed(origin) {
         return ws_response(403, Some("origin not allowed"));
     }
-    let address =
-        crate::edge::client_address(edge, &ev.headers, ev.request_context.identity.source_ip.as_deref().unwrap_or_default());
+    let source_ip = ev.request_context.identity.source_ip.as_deref().unwrap_or_default();
+    let Some(address) = crate::edge::client_address(edge, &ev.headers, source_ip) else {
+        warn!(
+            "a handshake through the edge without a viewer address: is CloudFront-Viewer-Address in the origin request policy?"
+        );
+        return ws_response(403, Some("no viewer address from the edge"));
+    };
     match guard.connect(&conn, &address).await {
         Ok(Verdict::Allowed) => {}
         // (`connect` says `Closed` of no connection: only `spend` does.)
