@@ -133,6 +133,28 @@ impl ChannelPattern {
     }
 }
 
+/// The event names a source publishes (`[sources.x] events`): a name, or
+/// a prefix ending in `*` (`release.*`; `*` alone is every event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPattern(String);
+
+impl EventPattern {
+    pub fn parse(p: &str) -> Result<Self, PatternError> {
+        let stem = p.strip_suffix('*').unwrap_or(p);
+        if p == "*" || (!stem.is_empty() && EventName::parse(stem).is_ok()) {
+            Ok(Self(p.to_owned()))
+        } else {
+            Err(PatternError(p.to_owned()))
+        }
+    }
+    pub fn matches(&self, event: &EventName) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => event.as_str().starts_with(prefix),
+            None => self.0 == event.as_str(),
+        }
+    }
+}
+
 impl std::str::FromStr for ChannelPattern {
     type Err = PatternError;
     fn from_str(p: &str) -> Result<Self, PatternError> {

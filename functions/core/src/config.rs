@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::channel::{Channel, ChannelPattern};
+use crate::channel::{Channel, ChannelPattern, EventName, EventPattern};
 use crate::mapping::{check_field, Template};
 use crate::secret::Secret;
 use crate::state::{StateMode, StateRules, StateSpec};
@@ -72,6 +72,12 @@ pub struct RawSource {
     pub event: Option<String>,
     /// Channels this source may publish to: exact names or `prefix*`.
     pub channels: Option<Vec<String>>,
+    /// The events this source publishes, by the name hookcast gives them
+    /// (`release.published`, `push`, `deploy.succeeded`): names or
+    /// `prefix*` (`release.*`). Any other delivery is verified, answered
+    /// 200 `{"ignored":true}` (so the sender does not retry) and stored
+    /// nowhere. Unset: every event.
+    pub events: Option<Vec<String>>,
     /// Kinds whose sender signs a time: allowed clock skew (default 300 s;
     /// `contentful` 30 s, as Contentful's toolkit).
     pub tolerance_secs: Option<u64>,
@@ -319,6 +325,15 @@ pub struct Source {
     pub fields: Option<Vec<String>>,
     /// Set: the body is the sender's own JSON, mapped by this route.
     pub route: Option<Route>,
+    /// Set: only events these match are published ([`RawSource::events`]).
+    pub events: Option<Vec<EventPattern>>,
+}
+
+impl Source {
+    /// Whether this source publishes `event` (its `events`, if it lists any).
+    pub fn takes(&self, event: &EventName) -> bool {
+        self.events.as_ref().is_none_or(|list| list.iter().any(|p| p.matches(event)))
+    }
 }
 
 impl Source {
@@ -550,6 +565,23 @@ impl Config {
                 }
             };
             let channels = patterns(rs.channels.as_deref().unwrap_or_default(), &format!("{at}.channels"), &mut problems);
+            let events = rs.events.as_ref().map(|list| {
+                if list.is_empty() {
+                    problems
+                        .push(format!("{at}.events = [] would publish nothing; list event names or \"prefix*\", or remove it"));
+                }
+                list.iter()
+                    .filter_map(|p| {
+                        EventPattern::parse(p)
+                            .map_err(|_| {
+                                problems.push(format!(
+                                    "{at}.events: {p:?} is neither an event name nor a prefix ending in '*' (as \"release.*\")"
+                                ))
+                            })
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            });
             if kind_name == "netlify" {
                 if rs.channels.is_some() {
                     problems.push(format!(
@@ -709,7 +741,8 @@ impl Config {
                 None => default_delivery.map(str::to_owned),
             };
             if let (Some(kind), true) = (kind, problems.len() == before) {
-                sources.insert(name.clone(), Source { name, kind, channels, delivery_header, fields: rs.fields.clone(), route });
+                let fields = rs.fields.clone();
+                sources.insert(name.clone(), Source { name, kind, channels, delivery_header, fields, route, events });
             }
         }
         let private = raw.private.as_ref().and_then(|rp| build_private(rp, env, &mut problems));
@@ -889,6 +922,26 @@ mod tests {
         None
     }
     const LONG: &str = "a-long-enough-secret-0123456789";
+
+    #[test]
+    fn a_source_takes_the_events_it_lists() {
+        let with = |events: &[&str]| {
+            let s = RawSource { events: Some(events.iter().map(|e| e.to_string()).collect()), ..src("github", Some(LONG), None) };
+            Config::build(raw(&[("gh", s)]), &no_env)
+        };
+        let cfg = with(&["release.*", "push"]).unwrap();
+        let gh = &cfg.sources["gh"];
+        let name = |n: &str| EventName::parse(n).unwrap();
+        assert!(gh.takes(&name("release.published")) && gh.takes(&name("push")));
+        assert!(!gh.takes(&name("push.created")) && !gh.takes(&name("issue_comment.created")) && !gh.takes(&name("releases")));
+        assert!(with(&["*"]).unwrap().sources["gh"].takes(&name("star.created")));
+        let unset = Config::build(raw(&[("gh", src("github", Some(LONG), None))]), &no_env).unwrap();
+        assert!(unset.sources["gh"].takes(&name("anything")), "unset: every event");
+        let e = with(&[]).unwrap_err().problems.join("\n");
+        assert!(e.contains("sources.gh.events = [] would publish nothing"), "{e}");
+        let e = with(&["release *", "*.created"]).unwrap_err().problems.join("\n");
+        assert!(e.contains("\"release *\" is neither an event name") && e.contains("\"*.created\" is neither"), "{e}");
+    }
 
     #[test]
     fn lists_every_problem_at_once() {

@@ -135,14 +135,19 @@ impl<L: EventLog> Hooks<L> {
         }
         let now = (self.clock)();
         let verified = verify(source, req, now)?;
+        let ignored = |channel: Channel, reason: String| {
+            tracing::info!(source = source_name, %channel, reason, "webhook ignored: nothing published");
+            let event = EventName::parse("ignored").expect("valid literal");
+            Ok(Accepted { channel, event, seq: 0, duplicate: false, ignored: Some(reason) })
+        };
         let ev = match normalise(source, content_type, req.body, &verified)? {
             Normalised::Event(ev) => ev,
-            Normalised::Ignored { channel, reason } => {
-                tracing::info!(source = source_name, %channel, reason, "webhook ignored: nothing published");
-                let event = EventName::parse("ignored").expect("valid literal");
-                return Ok(Accepted { channel, event, seq: 0, duplicate: false, ignored: Some(reason) });
-            }
+            Normalised::Ignored { channel, reason } => return ignored(channel, reason),
         };
+        if !source.takes(&ev.event) {
+            let reason = format!("{} is not among sources.{}.events", ev.event, source.name);
+            return ignored(ev.channel, reason);
+        }
         let data_len = ev.data.to_string().len();
         if data_len > self.config.limits.max_event_bytes {
             return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });

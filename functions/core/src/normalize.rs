@@ -183,6 +183,14 @@ fn hex_pair(a: Option<u8>, b: Option<u8>) -> Option<u8> {
 /// delivery header: a replayer writes what it likes there), the hash of
 /// what the signature covers.
 pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verified: &Verified) -> Result<Normalised, HookError> {
+    // GitHub's ping (sent when a webhook is made, and by "Redeliver") says
+    // the hook works; it is no event of the repository, and never a state.
+    if matches!(source.kind, SourceKind::Github { .. }) && verified.topic.as_deref() == Some("ping") {
+        let channel = source.route.as_ref().and_then(|r| r.channel.fixed()).unwrap_or(&source.name);
+        if let Ok(channel) = Channel::parse(channel) {
+            return Ok(Normalised::Ignored { channel, reason: "GitHub's ping: the webhook works; nothing to publish".into() });
+        }
+    }
     let parsed = parse_body(content_type, body)?;
     let mut ev = match (&source.kind, &source.route) {
         (SourceKind::Netlify { forms, form_channels, .. }, _) => {
@@ -585,6 +593,7 @@ mod tests {
             delivery_header: None,
             fields: None,
             route: None,
+            events: None,
         }
     }
     fn zap() -> Source {
@@ -595,6 +604,7 @@ mod tests {
             delivery_header: None,
             fields: None,
             route: None,
+            events: None,
         }
     }
 
@@ -865,6 +875,21 @@ mod tests {
     }
     fn json_of(ev: &NewEvent) -> String {
         ev.data.to_string()
+    }
+
+    #[test]
+    fn a_github_ping_is_no_event() {
+        let src = configured("github", |_| {});
+        let got = super::normalise(&src, Some("application/json"), &sender_fixture("github/ping.json"), &topic("ping")).unwrap();
+        assert!(matches!(got, Normalised::Ignored { ref channel, .. } if channel.as_str() == "src"), "{got:?}");
+        // Another sender's "ping" is its own business.
+        let hmac = configured("hmac", |r| {
+            r.channel = Some("c".into());
+            r.event = Some("{hook.type}".into());
+            r.fields = Some(vec![]);
+        });
+        let ev = normalise(&hmac, None, &sender_fixture("github/ping.json"), &topic("ping")).unwrap();
+        assert_eq!(ev.event.as_str(), "Repository");
     }
 
     #[test]

@@ -628,6 +628,7 @@ mod tests {
             delivery_header: None,
             fields: None,
             route: None,
+            events: None,
         };
         let ok = [("X-Hookcast-Token".to_string(), "t0ken".to_string())];
         let bad = [("x-hookcast-token".to_string(), "t0ke".to_string())];
@@ -652,6 +653,7 @@ mod tests {
             delivery_header: delivery_header.map(str::to_owned),
             fields: None,
             route: None,
+            events: None,
         }
     }
     fn hs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

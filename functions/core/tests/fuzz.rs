@@ -32,6 +32,7 @@ fn sources() -> Vec<Source> {
         delivery_header: delivery.map(str::to_owned),
         fields: None,
         route: Some(Route { channel: Template::parse("x/{a.b}").unwrap(), event: None }),
+        events: None,
     };
     let tol = Duration::from_secs(300);
     vec![
@@ -42,6 +43,7 @@ fn sources() -> Vec<Source> {
             delivery_header: None,
             fields: None,
             route: None,
+            events: None,
         },
         Source {
             name: "gh".into(),
@@ -50,6 +52,7 @@ fn sources() -> Vec<Source> {
             delivery_header: Some("x-github-delivery".into()),
             fields: None,
             route: None,
+            events: None,
         },
         Source {
             name: "std".into(),
@@ -58,6 +61,7 @@ fn sources() -> Vec<Source> {
             delivery_header: None,
             fields: None,
             route: None,
+            events: None,
         },
         Source {
             name: "zap".into(),
@@ -66,6 +70,7 @@ fn sources() -> Vec<Source> {
             delivery_header: None,
             fields: Some(vec!["title".into()]),
             route: None,
+            events: None,
         },
         native("github", SourceKind::Github { secret: Secret::new(KEY) }, Some("x-github-delivery")),
         native("vercel", SourceKind::Vercel { secret: Secret::new(KEY) }, None),

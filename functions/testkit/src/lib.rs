@@ -39,6 +39,7 @@ pub fn config(origins: &[&str]) -> hookcast_core::Config {
                 delivery_header: delivery_header.map(str::to_owned),
                 fields: None,
                 route: None,
+                events: None,
             },
         )
     };

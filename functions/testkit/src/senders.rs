@@ -25,7 +25,7 @@ pub const CONTENTFUL_SECRET: &str = "cf5ecret-0123456789abcdef0123456789abcdef01
 const SOURCES: &[(&str, &str)] = &[
     (
         "github",
-        r#"kind = "github", secret = "github-e2e-secret-0123456789", channel = "releases", fields = ["release.tag_name", "repository.full_name"]"#,
+        r#"kind = "github", secret = "github-e2e-secret-0123456789", channel = "releases", events = ["release.*"], fields = ["release.tag_name", "repository.full_name"]"#,
     ),
     ("gh-deploys", r#"kind = "github", secret = "github-e2e-secret-0123456789""#),
     (
@@ -49,6 +49,16 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     ("zapier", r#"kind = "token", secret = "zapier-e2e-token-0123456789", channels = ["news/*"], fields = ["title", "url"]"#),
 ];
+
+/// Deliveries the `github` source (`events = ["release.*"]`) takes in and
+/// publishes nothing of: a real `push` (not a release) and GitHub's `ping`
+/// (`tests/fixtures/senders/github/ping.json`), each with its headers.
+pub fn ignored_by_github() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+    vec![
+        ("github/push.json", vec![("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "9b2c6e5e-0000-11ef-8a1a-push00000001")]),
+        ("github/ping.json", vec![("X-GitHub-Event", "ping"), ("X-GitHub-Delivery", "9b2c6e5e-0000-11ef-8a1a-ping00000001")]),
+    ]
+}
 
 /// The configuration a user would write for these senders: every source.
 pub fn config_toml() -> String {

@@ -86,6 +86,28 @@ async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
         assert_eq!(ev["data"], case.data, "{what}");
     }
 
+    // The github source takes only release.* events: a real push and
+    // GitHub's ping are verified (a forgery is still 401), answered 200
+    // ignored, and publish nothing: the page's next frame is Zapier's below.
+    for (file, extra) in hookcast_testkit::senders::ignored_by_github() {
+        let body = std::fs::read(fixture(file)).unwrap();
+        let forged = sign("github", "not-the-secret-0123456789", &fixture(file), &extra);
+        let (status, _) = post(&url("/hooks/github"), "application/json", &forged, body.clone()).await;
+        assert_eq!(status, 401, "{file} forged");
+        let headers = sign("github", "github-e2e-secret-0123456789", &fixture(file), &extra);
+        let (status, answer) = post(&url("/hooks/github"), "application/json", &headers, body).await;
+        assert_eq!((status, answer["ignored"].as_bool()), (200, Some(true)), "{file}: {answer}");
+    }
+    // GitHub's ping is no event even where every event is taken (gh-deploys lists none).
+    let (file, extra) = &hookcast_testkit::senders::ignored_by_github()[1];
+    let headers = sign("github", "github-e2e-secret-0123456789", &fixture(file), extra);
+    let (status, answer) =
+        post(&url("/hooks/gh-deploys"), "application/json", &headers, std::fs::read(fixture(file)).unwrap()).await;
+    assert_eq!((status, answer["ignored"].as_bool()), (200, Some(true)), "a ping to gh-deploys: {answer}");
+    let res = reqwest::get(url("/channels/releases/events?since=0")).await.unwrap();
+    let history: Value = res.json().await.unwrap();
+    assert_eq!(history["events"].as_array().map(Vec::len), Some(1), "only the release is stored: {history}");
+
     // Zapier's form body, with its token header.
     let form = std::fs::read(fixture("zapier/post-form.txt")).unwrap();
     let token = vec![("x-hookcast-token".to_owned(), "zapier-e2e-token-0123456789".to_owned())];
@@ -141,7 +163,12 @@ async fn every_sender_s_real_body_signed_independently_reaches_a_page() {
             .collect();
         let (status, answer) =
             post(&url(&format!("/hooks/{source}")), "application/json", &replay, std::fs::read(fixture(file)).unwrap()).await;
-        assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)), "{source} replayed: {answer}");
+        // The github source takes only release.*: the replay posing as a
+        // push is ignored before it could be a duplicate. Either way nothing
+        // is published (the pong below is the page's next frame).
+        let not_published =
+            answer["duplicate"].as_bool() == Some(true) || (source == "github" && answer["ignored"].as_bool() == Some(true));
+        assert!(status == 200 && not_published, "{source} replayed: {status} {answer}");
     }
     page.send(Message::Text(json!({"action": "ping"}).to_string().into())).await.unwrap();
     assert_eq!(next(&mut page).await, json!({"type": "pong"}), "no forgery, redelivery or replay reached the page");
@@ -427,6 +454,20 @@ async fn every_sender_through_the_aws_stack() {
                 "{what}: {ev}"
             );
             assert_eq!(ev["data"], case.data, "{what}");
+        }
+        if group.contains(&"github") {
+            // events = ["release.*"] on AWS too: a push and a ping are
+            // answered 200 ignored, and the channel holds the release alone.
+            for (file, extra) in hookcast_testkit::senders::ignored_by_github() {
+                let headers = sign("github", "github-e2e-secret-0123456789", &fixture(file), &extra);
+                let (status, answer) =
+                    post(&format!("{http}/hooks/github"), "application/json", &headers, std::fs::read(fixture(file)).unwrap())
+                        .await;
+                assert_eq!((status, answer["ignored"].as_bool()), (200, Some(true)), "{file} through the stack: {answer}");
+            }
+            let history: Value =
+                reqwest::get(format!("{http}/channels/releases/events?since=0")).await.unwrap().json().await.unwrap();
+            assert_eq!(history["events"].as_array().map(Vec::len), Some(1), "only the release is stored: {history}");
         }
         eprintln!("through the stack with SourcesConfig {:?} ({} characters): every case delivered", group, line.len());
         drop(page);
