@@ -868,8 +868,13 @@ fn find_secret(
         }
         match env(var).filter(|v| !v.is_empty()) {
             Some(v) => Some(v),
+            // Named as variables are (ZAPIER_TOKEN): shown, as the user needs it.
+            None if looks_like_a_variable_s_name(var) => {
+                problems.push(format!("{at}.secret_env: the environment variable {var} is not set (export {var}=…)"));
+                return None;
+            }
             None => {
-                // Not its name: a secret pasted here can look like one.
+                // Not shaped as a name: it may be a secret pasted here.
                 problems.push(format!(
                     "{at}.secret_env: the environment variable it names is not set (the name is not shown: it may be a \
                      secret pasted into the wrong field)"
@@ -884,6 +889,22 @@ fn find_secret(
         problems.push(format!("{at}: no secret; set secret, secret_env, or {override_var}"));
     }
     found
+}
+
+/// Whether `var` is shaped as people name variables (`ZAPIER_TOKEN`,
+/// `GH_WEBHOOK_SECRET_2`): upper-case words joined by `_`, each word of
+/// letters then at most a few digits. A random secret (hex, base64,
+/// base32) is not: it mixes cases or letters and digits, or has no `_`.
+fn looks_like_a_variable_s_name(var: &str) -> bool {
+    let words: Vec<&str> = var.split('_').collect();
+    var.len() <= 64
+        && words.len() >= 2
+        && var.starts_with(|c: char| c.is_ascii_uppercase())
+        && words.iter().all(|w| {
+            let letters = w.trim_end_matches(|c: char| c.is_ascii_digit());
+            letters.chars().all(|c| c.is_ascii_uppercase()) && w.len() - letters.len() <= 3
+        })
+        && words.iter().any(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_uppercase()))
 }
 
 fn resolve_secret(
@@ -922,6 +943,22 @@ mod tests {
         None
     }
     const LONG: &str = "a-long-enough-secret-0123456789";
+
+    #[test]
+    fn an_unset_secret_env_is_named_when_it_is_shaped_as_a_name() {
+        let with = |var: &str| {
+            let s = RawSource { secret_env: Some(var.into()), ..src("github", None, None) };
+            Config::build(raw(&[("gh", s)]), &no_env).unwrap_err().problems.join("\n")
+        };
+        for name in ["ZAPIER_TOKEN", "GH_WEBHOOK_SECRET_2", "NETLIFY_JWS"] {
+            assert!(with(name).contains(&format!("the environment variable {name} is not set (export {name}=…)")), "{name}");
+        }
+        // Secrets pasted into the field are never echoed.
+        for pasted in ["JBSWY3DPEHPK3PXP", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "A1B2C3D4E5F6", "X7Q_P9R2K8M4_Z3", "TOKEN"] {
+            let e = with(pasted);
+            assert!(!e.contains(pasted) && e.contains("the name is not shown"), "{pasted}: {e}");
+        }
+    }
 
     #[test]
     fn a_source_takes_the_events_it_lists() {
@@ -1041,10 +1078,7 @@ mod tests {
         let err = Config::build(raw(&[("n", s.clone())]), &no_env).unwrap_err();
         assert_eq!(
             err.problems,
-            vec![
-                "sources.n.secret_env: the environment variable it names is not set (the name is not shown: it may be a \
-                 secret pasted into the wrong field)"
-            ]
+            vec!["sources.n.secret_env: the environment variable MY_NETLIFY is not set (export MY_NETLIFY=…)"]
         );
         // A secret pasted where a variable name goes is never echoed, even when it looks like one.
         let pasted = "f3a9c1d2e4b5a6978877665544332211";

@@ -252,7 +252,7 @@ fn standard_headers(secret: &[u8], req: &HookRequest<'_>, now: SystemTime, toler
     let id = get("id")?;
     let ts = get("timestamp")?;
     let sigs = get("signature")?;
-    standard(secret, &id, &ts, &sigs, req.body, now, tolerance)?;
+    standard_named(prefix, secret, &id, &ts, &sigs, req.body, now, tolerance)?;
     Ok(id)
 }
 
@@ -413,8 +413,24 @@ pub fn standard(
     now: SystemTime,
     tolerance: Duration,
 ) -> Result<(), HookError> {
-    let ts: i64 = timestamp.trim().parse().map_err(|_| unauthorized("webhook-timestamp is not a number"))?;
-    check_age("webhook-timestamp", ts, unix_secs(now), tolerance)?;
+    standard_named("webhook", secret, id, timestamp, signatures, body, now, tolerance)
+}
+
+/// [`standard`], its refusals naming the headers the delivery used
+/// (`svix-…` from a Svix sender such as Clerk, `webhook-…` otherwise).
+#[allow(clippy::too_many_arguments)]
+fn standard_named(
+    names: &str,
+    secret: &[u8],
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+    now: SystemTime,
+    tolerance: Duration,
+) -> Result<(), HookError> {
+    let ts: i64 = timestamp.trim().parse().map_err(|_| unauthorized(format!("{names}-timestamp is not a number")))?;
+    check_age(&format!("{names}-timestamp"), ts, unix_secs(now), tolerance)?;
     let mut saw_v1 = false;
     for candidate in signatures.split_whitespace() {
         let Some(b64) = candidate.strip_prefix("v1,") else {
@@ -434,7 +450,11 @@ pub fn standard(
             return Ok(());
         }
     }
-    Err(unauthorized(if saw_v1 { "no webhook-signature matches the body" } else { "webhook-signature has no v1 signature" }))
+    Err(unauthorized(if saw_v1 {
+        format!("no {names}-signature matches the body")
+    } else {
+        format!("{names}-signature has no v1 signature")
+    }))
 }
 
 /// Netlify's JWS: HS256 only, `iss == "netlify"`, `sha256` claim == hex
@@ -847,10 +867,16 @@ mod tests {
             let ok = [(id.as_str(), "msg_2Lh9KRb0pzN4LePd3XiA4y5DbWJ"), (ts.as_str(), "1700000000"), (sg.as_str(), sig)];
             let v = run(&src, &ok, &body, secs(1_700_000_060)).unwrap();
             assert_eq!(v.delivery_id.as_deref(), Some("msg_2Lh9KRb0pzN4LePd3XiA4y5DbWJ"), "{p}");
-            assert!(refused(run(&src, &ok, &body, secs(1_700_000_301))).contains("tolerance"), "{p}");
+            // A refusal names the headers the delivery carried (Clerk's are svix-*).
+            let late = refused(run(&src, &ok, &body, secs(1_700_000_301)));
+            assert!(late.contains(&format!("{p}-timestamp is outside the allowed tolerance")), "{p}: {late}");
             let mut other = ok;
             other[0].1 = "msg_other";
-            assert!(refused(run(&src, &other, &body, secs(1_700_000_060))).contains("matches"), "{p}");
+            let forged = refused(run(&src, &other, &body, secs(1_700_000_060)));
+            assert!(forged.contains(&format!("no {p}-signature matches")), "{p}: {forged}");
+            let mut garbled = ok;
+            garbled[1].1 = "soon";
+            assert!(refused(run(&src, &garbled, &body, secs(1_700_000_060))).contains(&format!("{p}-timestamp is not a number")));
         }
         // One set of names, not a mix.
         let mixed =
