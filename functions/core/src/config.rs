@@ -374,23 +374,68 @@ impl Source {
     }
 }
 
-/// A Netlify form name as a channel segment: ASCII letters lower-cased,
-/// digits, `-` and `_` kept, every other run of characters one `-`, no `-`
-/// at either end, at most 64 characters (`Contact Form` → `contact-form`).
-/// `None` when nothing is left.
+/// A Netlify form name as a channel segment: letters lower-cased (a Latin
+/// letter without its marks: `Café` → `cafe`, `Straße` → `strasse`; a
+/// letter no ASCII letter stands for as its code point: `日本` →
+/// `u65e5-u672c`), digits, `-` and `_` kept, every other run of characters
+/// one `-`, no `-` at either end, at most 64 characters (`Contact Form` →
+/// `contact-form`). `None` when nothing is left.
 pub fn form_slug(name: &str) -> Option<String> {
     let mut out = String::new();
-    for c in name.chars() {
-        let c = c.to_ascii_lowercase();
+    let gap = |out: &mut String| {
+        if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    };
+    for c in name.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
             out.push(c);
-        } else if !out.ends_with('-') {
+        } else if let Some(latin) = fold_latin(c) {
+            out.push_str(latin);
+        } else if !c.is_ascii() && c.is_alphanumeric() {
+            // A letter no ASCII letters stand for (日, ж): its code point,
+            // one to one, in a word of its own.
+            gap(&mut out);
+            out.push_str(&format!("u{:x}", c as u32));
             out.push('-');
+        } else {
+            gap(&mut out);
         }
     }
     let slug: String = out.trim_matches('-').chars().take(64).collect();
     let slug = slug.trim_end_matches('-').to_owned();
     (!slug.is_empty()).then_some(slug)
+}
+
+/// A Latin letter with its marks taken off (`é` → `e`), or written as its
+/// language writes it without them (`ß` → `ss`, `æ` → `ae`).
+fn fold_latin(c: char) -> Option<&'static str> {
+    Some(match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+        'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => "c",
+        'ď' | 'đ' | 'ð' => "d",
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => "e",
+        'ĝ' | 'ğ' | 'ġ' | 'ģ' => "g",
+        'ĥ' | 'ħ' => "h",
+        'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' | 'ı' => "i",
+        'ĵ' => "j",
+        'ķ' => "k",
+        'ĺ' | 'ļ' | 'ľ' | 'ŀ' | 'ł' => "l",
+        'ñ' | 'ń' | 'ņ' | 'ň' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ŏ' | 'ő' => "o",
+        'ŕ' | 'ŗ' | 'ř' => "r",
+        'ś' | 'ŝ' | 'ş' | 'š' | 'ș' => "s",
+        'ţ' | 'ť' | 'ŧ' | 'ț' => "t",
+        'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => "u",
+        'ŵ' => "w",
+        'ý' | 'ÿ' | 'ŷ' => "y",
+        'ź' | 'ż' | 'ž' => "z",
+        'ß' => "ss",
+        'æ' => "ae",
+        'œ' => "oe",
+        'þ' => "th",
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -678,6 +723,24 @@ impl Config {
             let kind = match kind_name {
                 "netlify" => {
                     let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
+                    // Two forms configured under names that become one
+                    // channel would share it: refused, both named.
+                    let mut by_slug: BTreeMap<String, &String> = BTreeMap::new();
+                    for form in rs.forms.keys() {
+                        match form_slug(form) {
+                            None => problems.push(format!(
+                                "{at}.forms.{form:?}: the name has no letter or digit to make a channel of; rename the form"
+                            )),
+                            Some(slug) => {
+                                if let Some(other) = by_slug.insert(slug.clone(), form) {
+                                    problems.push(format!(
+                                        "{at}.forms: {other:?} and {form:?} both become channel forms/{slug}; rename one \
+                                         (or give one a channel = \"…\")"
+                                    ));
+                                }
+                            }
+                        }
+                    }
                     let mut form_channels = BTreeMap::new();
                     for (form, rf) in &rs.forms {
                         if let Some(c) = &rf.channel {
@@ -958,6 +1021,24 @@ mod tests {
             let e = with(pasted);
             assert!(!e.contains(pasted) && e.contains("the name is not shown"), "{pasted}: {e}");
         }
+    }
+
+    #[test]
+    fn forms_whose_names_become_one_channel_are_refused_with_both_names() {
+        let netlify = |forms: &[&str]| {
+            let mut n = src("netlify", Some(LONG), None);
+            for f in forms {
+                n.forms.insert(f.to_string(), RawForm { fields: vec![], channel: None });
+            }
+            Config::build(raw(&[("n", n)]), &no_env)
+        };
+        let e = netlify(&["a b", "a//b", "contact"]).unwrap_err().problems.join("\n");
+        assert!(e.contains("\"a b\" and \"a//b\" both become channel forms/a-b"), "{e}");
+        let e = netlify(&["Café", "cafe"]).unwrap_err().problems.join("\n");
+        assert!(e.contains("both become channel forms/cafe"), "{e}");
+        let e = netlify(&["!!!"]).unwrap_err().problems.join("\n");
+        assert!(e.contains("\"!!!\": the name has no letter or digit"), "{e}");
+        assert!(netlify(&["Contact Form", "Café", "日本", "Заказ"]).is_ok());
     }
 
     #[test]

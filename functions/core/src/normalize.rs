@@ -697,7 +697,11 @@ mod tests {
             ("contact", "forms/contact"),
             ("  Sign-up: 2026 (beta)! ", "forms/sign-up-2026-beta"),
             ("news_letter", "forms/news_letter"),
-            ("Café au lait", "forms/caf-au-lait"),
+            ("Café au lait", "forms/cafe-au-lait"),
+            ("Straße 5", "forms/strasse-5"),
+            ("Anmeldung für Kurse", "forms/anmeldung-fur-kurse"),
+            ("日本", "forms/u65e5-u672c"),
+            ("Заказ", "forms/u437-u430-u43a-u430-u437"),
             ("my form!", "forms/my-form"),
         ] {
             let body = json!({"form_name": name, "id": "f1", "data": {"name": "Ada"}}).to_string();
