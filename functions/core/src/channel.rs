@@ -123,10 +123,7 @@ impl ChannelPattern {
         }
     }
     pub fn matches(&self, channel: &Channel) -> bool {
-        match self.0.strip_suffix('*') {
-            Some(prefix) => channel.as_str().starts_with(prefix),
-            None => self.0 == channel.as_str(),
-        }
+        name_matches(&self.0, channel.as_str())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -148,10 +145,15 @@ impl EventPattern {
         }
     }
     pub fn matches(&self, event: &EventName) -> bool {
-        match self.0.strip_suffix('*') {
-            Some(prefix) => event.as_str().starts_with(prefix),
-            None => self.0 == event.as_str(),
-        }
+        name_matches(&self.0, event.as_str())
+    }
+}
+
+/// A name, or a prefix ending in `*`, against a name.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
     }
 }
 

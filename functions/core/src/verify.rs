@@ -252,7 +252,7 @@ fn standard_headers(secret: &[u8], req: &HookRequest<'_>, now: SystemTime, toler
     let id = get("id")?;
     let ts = get("timestamp")?;
     let sigs = get("signature")?;
-    standard_named(prefix, secret, &id, &ts, &sigs, req.body, now, tolerance)?;
+    standard(prefix, secret, &id, &ts, &sigs, req.body, now, tolerance)?;
     Ok(id)
 }
 
@@ -403,23 +403,11 @@ pub fn github(secret: &[u8], header: &str, body: &[u8]) -> Result<(), HookError>
 }
 
 /// Standard Webhooks: any of the space-separated `v1,<base64>` signatures over
-/// `id.timestamp.body`, with the timestamp within `tolerance` of `now`.
-pub fn standard(
-    secret: &[u8],
-    id: &str,
-    timestamp: &str,
-    signatures: &str,
-    body: &[u8],
-    now: SystemTime,
-    tolerance: Duration,
-) -> Result<(), HookError> {
-    standard_named("webhook", secret, id, timestamp, signatures, body, now, tolerance)
-}
-
-/// [`standard`], its refusals naming the headers the delivery used
-/// (`svix-…` from a Svix sender such as Clerk, `webhook-…` otherwise).
+/// `id.timestamp.body`, with the timestamp within `tolerance` of `now`. Its
+/// refusals name the headers as the delivery did: `names` is `webhook` (the
+/// specification's) or `svix` (a Svix sender's, such as Clerk).
 #[allow(clippy::too_many_arguments)]
-fn standard_named(
+pub fn standard(
     names: &str,
     secret: &[u8],
     id: &str,
@@ -556,14 +544,15 @@ mod tests {
         let key = crate::config::decode_standard_secret(STD_SECRET).unwrap();
         let at = UNIX_EPOCH + Duration::from_secs(1_614_265_330 + 10);
         let tol = Duration::from_secs(300);
-        standard(key.expose(), STD_ID, STD_TS, STD_SIG, STD_BODY, at, tol).unwrap();
+        standard("webhook", key.expose(), STD_ID, STD_TS, STD_SIG, STD_BODY, at, tol).unwrap();
         assert_eq!(sign::standard(key.expose(), STD_ID, 1_614_265_330, STD_BODY), STD_SIG);
         // Several signatures, one valid (key rotation), in any position.
         let multi = format!("v1,Zm9vYmFy v2,abc {STD_SIG}");
-        standard(key.expose(), STD_ID, STD_TS, &multi, STD_BODY, at, tol).unwrap();
+        standard("webhook", key.expose(), STD_ID, STD_TS, &multi, STD_BODY, at, tol).unwrap();
 
-        let r =
-            |secret: &[u8], id: &str, ts: &str, sig: &str, body: &[u8], at| reason(standard(secret, id, ts, sig, body, at, tol));
+        let r = |secret: &[u8], id: &str, ts: &str, sig: &str, body: &[u8], at| {
+            reason(standard("webhook", secret, id, ts, sig, body, at, tol))
+        };
         assert!(r(b"other", STD_ID, STD_TS, STD_SIG, STD_BODY, at).contains("no webhook-signature matches"));
         assert!(r(key.expose(), "msg_other", STD_TS, STD_SIG, STD_BODY, at).contains("matches"));
         assert!(r(key.expose(), STD_ID, STD_TS, STD_SIG, br#"{"test": 2432232315}"#, at).contains("matches"));

@@ -1346,13 +1346,14 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
         if dynamodb && ITEM_OPS.contains(&op.as_str()) { serde_json::from_slice(&body).ok() } else { None };
     let access_key = crate::iam::access_key_of(&headers);
     let caller = access_key.as_deref().and_then(crate::runtime::caller_of);
-    if crate::iam::governs(access_key.as_deref()) {
-        let asks = asks(&s, &headers, &full_target, &op, &body).await;
-        if let Some(refused) = crate::iam::refusal(access_key.as_deref(), &asks) {
-            return reply(400, json!({"__type": "com.amazon.coral.service#AccessDeniedException", "message": refused}));
-        }
-    }
+    let governed = crate::iam::governs(access_key.as_deref());
     let Some(json_body) = json_body else {
+        if governed {
+            let asks = other_asks(&s, &headers, &full_target, &op, &body).await;
+            if let Some(refused) = crate::iam::refusal(access_key.as_deref(), &asks) {
+                return access_denied(&refused);
+            }
+        }
         if let Some(f) = s.take_fault(&op, &[], caller.as_deref()) {
             return injected(&s, &f, &op, &[], false, access_key.as_deref(), &region_of(&headers));
         }
@@ -1380,6 +1381,11 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     let region = region_of(&headers);
     let write = is_write(&op);
     let transaction = op.starts_with("Transact");
+    if governed {
+        if let Some(refused) = crate::iam::refusal(access_key.as_deref(), &item_asks(&op, &ts, &region)) {
+            return access_denied(&refused);
+        }
+    }
 
     // Injected faults first: a test asked for exactly these.
     if let Some(f) = s.take_fault(&op, &ts, caller.as_deref()) {
@@ -1402,61 +1408,58 @@ async fn handle(s: Arc<State>, headers: axum::http::HeaderMap, body: axum::body:
     }
 }
 
-/// What IAM authorises for a call a function makes: per item action for a
-/// transaction, per table (with every partition key named) otherwise; an
-/// SQS batch as its single action; a secret by its full ARN.
-async fn asks(s: &State, headers: &axum::http::HeaderMap, target: &str, op: &str, body: &[u8]) -> Vec<crate::iam::Ask> {
+/// IAM's refusal, as the JSON protocols answer it.
+fn access_denied(refused: &str) -> axum::response::Response {
+    reply(400, json!({"__type": "com.amazon.coral.service#AccessDeniedException", "message": refused}))
+}
+
+/// What IAM authorises for a DynamoDB item call: per item action for a
+/// transaction, per table (with every partition key named) otherwise.
+fn item_asks(op: &str, ts: &[Touch], region: &str) -> Vec<crate::iam::Ask> {
+    use crate::iam::Ask;
+    if op.starts_with("Transact") {
+        return ts
+            .iter()
+            .map(|t| Ask {
+                action: format!(
+                    "dynamodb:{}",
+                    match t.action {
+                        Action::Put => "PutItem",
+                        Action::Update => "UpdateItem",
+                        Action::Delete => "DeleteItem",
+                        Action::Check => "ConditionCheckItem",
+                        Action::Read => "GetItem",
+                    }
+                ),
+                resource: resource(region, t),
+                leading_keys: t.pk.clone().map(|k| vec![k]),
+            })
+            .collect();
+    }
+    let mut by_resource: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for t in ts {
+        // AWS always knows a Query's partition key; a key condition this
+        // front cannot read is held to a LeadingKeys condition as a key
+        // no pattern but "*" admits, never as no key at all.
+        let pk = t.pk.clone().or_else(|| (op == "Query").then(|| "(a partition key hookcast emulate could not read)".to_owned()));
+        by_resource.entry(resource(region, t)).or_default().extend(pk);
+    }
+    by_resource
+        .into_iter()
+        .map(|(r, keys)| Ask { action: format!("dynamodb:{op}"), resource: r, leading_keys: (!keys.is_empty()).then_some(keys) })
+        .collect()
+}
+
+/// What IAM authorises for any other call: a DynamoDB table call on its
+/// table, an SQS batch as its single action, a secret by its full ARN.
+async fn other_asks(s: &State, headers: &axum::http::HeaderMap, target: &str, op: &str, body: &[u8]) -> Vec<crate::iam::Ask> {
     use crate::iam::Ask;
     let region = region_of(headers);
     let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if target.starts_with("DynamoDB_") {
-        if !ITEM_OPS.contains(&op) {
-            let table =
-                json["TableName"].as_str().map_or("*".to_owned(), |t| format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{t}"));
-            return vec![Ask::new(format!("dynamodb:{op}"), table)];
-        }
-        let mut schemas = HashMap::new();
-        for t in tables_of(op, &json) {
-            let sc = schema(s, headers, &t).await;
-            schemas.insert(t, sc);
-        }
-        let ts = touches(op, &json, &schemas);
-        if op.starts_with("Transact") {
-            return ts
-                .iter()
-                .map(|t| Ask {
-                    action: format!(
-                        "dynamodb:{}",
-                        match t.action {
-                            Action::Put => "PutItem",
-                            Action::Update => "UpdateItem",
-                            Action::Delete => "DeleteItem",
-                            Action::Check => "ConditionCheckItem",
-                            Action::Read => "GetItem",
-                        }
-                    ),
-                    resource: resource(&region, t),
-                    leading_keys: t.pk.clone().map(|k| vec![k]),
-                })
-                .collect();
-        }
-        let mut by_resource: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for t in &ts {
-            // AWS always knows a Query's partition key; a key condition this
-            // front cannot read is held to a LeadingKeys condition as a key
-            // no pattern but "*" admits, never as no key at all.
-            let pk =
-                t.pk.clone().or_else(|| (op == "Query").then(|| "(a partition key hookcast emulate could not read)".to_owned()));
-            by_resource.entry(resource(&region, t)).or_default().extend(pk);
-        }
-        return by_resource
-            .into_iter()
-            .map(|(r, keys)| Ask {
-                action: format!("dynamodb:{op}"),
-                resource: r,
-                leading_keys: (!keys.is_empty()).then_some(keys),
-            })
-            .collect();
+        let table =
+            json["TableName"].as_str().map_or("*".to_owned(), |t| format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{t}"));
+        return vec![Ask::new(format!("dynamodb:{op}"), table)];
     }
     if target.starts_with("AmazonSQS.") {
         let action = op.strip_suffix("Batch").unwrap_or(op);

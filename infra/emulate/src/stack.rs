@@ -743,7 +743,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             env.push((k.into(), v));
         }
         let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
-        let policy = crate::iam::Policy::of_function(&t, &attrs, id, p.as_object().unwrap_or(&Map::new()))?;
+        let policy = Arc::new(crate::iam::Policy::of_function(&t, &attrs, id, p.as_object().unwrap_or(&Map::new()))?);
         policy.check_service(&what, &crate::iam::logs_asks(region, &name))?;
         let usage = meter.function(id);
         usage.arm.store(arch == "arm64", std::sync::atomic::Ordering::Relaxed);
@@ -759,7 +759,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                 init_timeout: crate::runtime::INIT_LIMIT,
                 reserved,
                 memory_mb: memory,
-                policy: Some(Arc::new(policy.clone())),
+                policy: Some(policy.clone()),
             },
             pool.clone(),
             usage,
