@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use serde::ser::SerializeMap;
 
+use crate::catchup::{catch_up, current_state, Reader};
+pub use crate::catchup::{Catchup, HISTORY_BYTES};
 use crate::channel::{Channel, EventName};
 use crate::clock::{format_at, millis, Clock};
 use crate::config::{Config, Source, UNTIMED_DEDUPE_TTL};
 use crate::error::HookError;
 use crate::normalize::{normalise, NewEvent, Normalised};
-use crate::policy::{current_state, may_read, missed_history};
+use crate::policy::may_read;
 use crate::ports::{Appended, DedupeKey, EventLog, History, Pending, StoreError};
 use crate::verify::{verify, HookRequest};
 
@@ -75,22 +77,6 @@ fn dedupe_keys(source: &Source, ev: &NewEvent, dedupe_ttl: Duration) -> Vec<Dedu
     }
     keys.extend(ev.content_key.iter().map(|k| DedupeKey::new(k.clone(), content_ttl)));
     keys
-}
-
-/// An HTTP catch-up answer's events at most, as JSON: a Lambda answer is
-/// at most 6 MB ("Invoke": "For synchronous invocations, the maximum payload
-/// size is 6 MB"), and the body travels inside it as an escaped string,
-/// which can double it (every `"` and `\\` written again).
-pub const HISTORY_BYTES: usize = 2_800_000;
-
-/// What [`Hooks::history`] answers.
-#[derive(Debug, Clone)]
-pub struct Catchup {
-    pub history: History,
-    /// Events were missed that neither the events nor the state cover.
-    pub reset: bool,
-    /// More events follow: ask again with this as `since`.
-    pub next: Option<u64>,
 }
 
 pub struct Hooks<L> {
@@ -183,25 +169,14 @@ impl<L: EventLog> Hooks<L> {
         may_read(&self.config, channel, token, (self.clock)())
     }
 
-    /// Catch-up over HTTP: retained events after `since`, the channel's
+    /// Catch-up over HTTP ([`Reader::Document`] under the one rule in
+    /// [`crate::catchup`]): retained events after `since`, the channel's
     /// state if it keeps one, and whether the caller missed events that
-    /// neither covers. A `since` read in another `epoch` is no place in
-    /// this log: no events (the state still brings the caller current).
-    /// At most [`HISTORY_BYTES`] of events: `next` is the `since` to ask
-    /// again with for the rest.
+    /// neither covers. At most [`HISTORY_BYTES`] of events: `next` is the
+    /// `since` to ask again with for the rest.
     pub async fn history(&self, channel: &Channel, since: u64, epoch: Option<&str>) -> Result<Catchup, StoreError> {
-        let mut h = self.log.read(channel, since, self.config.limits.history_max_events as usize).await?;
-        h.state = current_state(&self.config, channel, h.state.take());
-        let missed = if epoch.is_some_and(|e| e != h.epoch) {
-            h.events.clear();
-            true
-        } else {
-            missed_history(since, &h)
-        };
-        let reset = missed && h.state.is_none();
-        let (events, next) = crate::policy::page_of(std::mem::take(&mut h.events), h.head, HISTORY_BYTES);
-        h.events = events;
-        Ok(Catchup { history: h, reset, next })
+        let max = self.config.limits.history_max_events as usize;
+        catch_up(&*self.log, &self.config, channel, Reader::Document, Some(since), epoch, max).await
     }
 
     /// Where the channel's log stands: its head, epoch and state (what a

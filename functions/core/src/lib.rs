@@ -11,7 +11,8 @@
 //! - Ports and their in-memory parts: [`ports`] (`EventLog`, `Subscriptions`,
 //!   `Gateway` and their contracts), [`live`] (subscriptions held in memory).
 //! - Decisions and time, shared by the engines: [`policy`] (origins, private
-//!   channels, missed history), [`clock`].
+//!   channels), [`catchup`] (the one catch-up rule, for HTTP history and
+//!   subscribe alike), [`clock`].
 //! - The wire: [`protocol`] (client and server frames), [`error`] (every
 //!   refusal's status, code and message; the HTTP edge is `hookcast-http`).
 //! - Channel state for late visitors: [`state`] (`last`, `merge`, `list:N`,
@@ -22,6 +23,7 @@
 //! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
+pub mod catchup;
 pub mod channel;
 pub mod clock;
 pub mod config;

@@ -1,13 +1,11 @@
 //! Who may do what, decided once for both engines and both hosts: which
-//! origins may open a socket or read history, who may read a private
-//! channel, and when a reader has missed more than history keeps.
+//! origins may open a socket or read history, and who may read a private
+//! channel (the catch-up rule is [`crate::catchup`]).
 
 use std::time::SystemTime;
 
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::ports::History;
-use crate::state::State;
 
 /// Whether a page on `origin` may connect or read history. Browsers always
 /// send Origin; other clients may not and cannot be stopped by it anyway, so
@@ -50,41 +48,6 @@ pub fn may_read(
         Some(p) if config.is_private(channel) => crate::token::check(p.secret.expose(), token, channel, now).map(|_| ()),
         _ => Ok(()),
     }
-}
-
-/// True when events after `since` were pruned, or `since` is ahead of the
-/// log (the log was reset): either way the page must refetch its state.
-/// The state a channel's log returned, if the channel keeps one now under
-/// the same mode (a state left from an earlier config is not shown).
-pub fn current_state(config: &Config, channel: &Channel, state: Option<State>) -> Option<State> {
-    let mode = config.state.mode(channel)?;
-    state.filter(|s| s.kind == mode.kind())
-}
-
-pub fn missed_history(since: u64, h: &History) -> bool {
-    since > h.head || (since < h.head && since + 1 < h.first_retained)
-}
-
-/// The first events whose JSON fits `max_bytes` (at least one), and the seq
-/// to ask again from (`since`) when any retained event is left out: by the
-/// bound, or by a count limit short of `head`.
-pub fn page_of(
-    mut events: Vec<crate::protocol::Event>,
-    head: u64,
-    max_bytes: usize,
-) -> (Vec<crate::protocol::Event>, Option<u64>) {
-    let mut used = 0;
-    let mut keep = events.len();
-    for (i, e) in events.iter().enumerate() {
-        used += crate::protocol::ServerMsg::Event(e.clone()).to_json().len();
-        if used > max_bytes && i > 0 {
-            keep = i;
-            break;
-        }
-    }
-    events.truncate(keep);
-    let next = events.last().map(|e| e.seq).filter(|last| *last < head);
-    (events, next)
 }
 
 /// Whether any configured source can publish to `channel` (or the

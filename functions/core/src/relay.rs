@@ -8,19 +8,17 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
+pub use crate::catchup::REPLAY_BYTES;
+use crate::catchup::{catch_up, Reader};
 use crate::channel::Channel;
 use crate::clock::{millis, Clock};
 use crate::config::Config;
-use crate::policy::{current_state, may_read, missed_history, origin_allowed, page_of};
+use crate::policy::{may_read, origin_allowed};
 use crate::ports::{forget, ConnId, Delivery, EventLog, Gateway, StoreError, SubOutcome, Subscriptions, Turn};
 use crate::protocol::{ClientMsg, ServerMsg};
 
 /// API Gateway's WebSocket frame limit; client frames above it are refused.
 pub const MAX_CLIENT_FRAME: usize = 32 * 1024;
-
-/// The most one subscribe replays (its events' JSON; at least one event):
-/// what a page missed beyond it follows `next`, each ask paced by the host.
-pub const REPLAY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
@@ -166,37 +164,13 @@ impl<L: EventLog, S: Subscriptions, G: Gateway> Relay<L, S, G> {
         // replays from its `since` again: at most history_max_events and
         // REPLAY_BYTES (the rest follows `next`), and the host's
         // per-connection byte budget closes a client that asks for more
-        // than it reads.
-        let replay = since.is_some();
-        let limit = if replay { self.config.limits.history_max_events as usize } else { 0 };
-        let keeps_state = self.config.state_spec(&channel).is_some();
-        let history = match since {
-            // Where a state would answer a page history no longer reaches,
-            // the head is read first and the events only when they are wanted.
-            Some(s) if keeps_state => {
-                let mut h = self.log.read(&channel, s, 0).await.map_err(unavailable)?;
-                let other_log = epoch.as_deref().is_some_and(|e| e != h.epoch);
-                if !other_log && !missed_history(s, &h) && s < h.head {
-                    h.events = self.log.read_events(&channel, s, h.head, limit).await.map_err(unavailable)?;
-                }
-                h
-            }
-            _ => self.log.read(&channel, since.unwrap_or(0), limit).await.map_err(unavailable)?,
-        };
-        // A `since` from another epoch is no place in this log: nothing
-        // is replayed, and the page starts again from the head.
-        let other_log = since.is_some() && epoch.as_deref().is_some_and(|e| e != history.epoch);
-        let missed = other_log || since.is_some_and(|s| missed_history(s, &history));
-        // A page with no place in the log, or one history no longer
-        // reaches, is brought current by the channel's state, if it
-        // keeps one; only without a state is a gap a reset.
-        let state = if since.is_none() || missed { current_state(&self.config, &channel, history.state) } else { None };
-        let reset = missed && state.is_none();
-        let (head, epoch) = (history.head, history.epoch);
-        // What is retained still replays after a gap without a state
-        // (a client may show it); a state already holds all of it.
-        let events = if other_log || state.is_some() { vec![] } else { history.events };
-        let (events, next) = page_of(events, head, REPLAY_BYTES);
+        // than it reads. What it gets is the one catch-up rule's answer.
+        let max = self.config.limits.history_max_events as usize;
+        let caught = catch_up(&*self.log, &self.config, &channel, Reader::Page, since, epoch.as_deref(), max)
+            .await
+            .map_err(unavailable)?;
+        let (head, reset, next) = (caught.history.head, caught.reset, caught.next);
+        let (events, state, epoch) = (caught.history.events, caught.history.state, caught.history.epoch);
         let mut out: Vec<ServerMsg> = Vec::with_capacity(events.len() + 2);
         if let Some(s) = state {
             out.push(ServerMsg::State { channel: channel.clone(), seq: head, mode: s.kind, state: s.value });

@@ -574,3 +574,41 @@ fn a_unit_of_several_frames_keeps_each_connection_in_order_and_stops_it_at_its_f
     assert_eq!((out.report.delivered, out.report.gone, out.report.failed), (7, 1, 1));
     assert_eq!(block_on(all_subscribers(&*live, &ch)).unwrap().len(), 3, "the Gone connection is forgotten");
 }
+
+/// One catch-up rule for both readers: at every place (no `since`, each
+/// seq, one past the head, another epoch) an HTTP document and a live page
+/// agree on the head and on a gap; a page gets the state or the events,
+/// never both; a document always carries the state a channel keeps.
+#[test]
+fn http_history_and_subscribe_answer_by_one_rule() {
+    use hookcast_core::catchup::{catch_up, Reader};
+    for mode in [None, Some("merge")] {
+        let r = match mode {
+            Some(m) => stateful(m),
+            None => relay(),
+        };
+        for i in 1..=5 {
+            ingest(&r, &deploy_body(&format!("d{i}"), "ready")).unwrap();
+        }
+        let (config, channel, epoch) = (r.hooks.config(), Channel::parse("deploys").unwrap(), r.epoch());
+        let places =
+            (0..=6).map(Some).chain([None]).flat_map(|s| [(s, None), (s, Some(epoch.as_str())), (s, Some("0123456789abcdef"))]);
+        for (since, ep) in places {
+            let ask = |reader| block_on(catch_up(&*r.log, config, &channel, reader, since, ep, 3)).unwrap();
+            let (doc, page) = (ask(Reader::Document), ask(Reader::Page));
+            let at = format!("mode {mode:?}, since {since:?}, epoch {ep:?}");
+            assert_eq!((doc.history.head, &doc.history.epoch), (5, &page.history.epoch), "{at}");
+            assert_eq!(doc.history.state.is_some(), mode.is_some(), "a document carries the kept state: {at}");
+            assert!(page.history.state.is_none() || page.history.events.is_empty(), "a page gets state or events: {at}");
+            if since.is_some() {
+                assert_eq!(doc.reset, page.reset, "both readers see the same gap: {at}");
+                if page.history.state.is_none() {
+                    let seqs = |c: &hookcast_core::catchup::Catchup| c.history.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+                    assert_eq!(seqs(&doc), seqs(&page), "the same events after the same place: {at}");
+                }
+            } else {
+                assert!(!page.reset && page.history.events.is_empty(), "no place: only what follows: {at}");
+            }
+        }
+    }
+}

@@ -4,7 +4,6 @@
 //! Lambda runs it as it is (`lambda_http::run(router)`), so the two cannot drift.
 //! Every refusal, the framework's own included, is a short JSON error.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
@@ -15,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use hookcast_core::policy::origin_allowed;
 use hookcast_core::verify::{Headers, HookRequest};
-use hookcast_core::{Channel, EventLog, HookError, Hooks};
+use hookcast_core::{Channel, EventLog, HookError, Hooks, StoreError};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -118,7 +117,7 @@ pub fn router<L: EventLog>(hooks: Arc<Hooks<L>>, snippets: Snippets) -> Router {
     let shared = Arc::new(Shared { hooks, snippets });
     Router::new()
         .route("/hooks/{source}", post(hook::<L>).layer(DefaultBodyLimit::disable()))
-        .route("/channels/{*path}", get(history::<L>))
+        .route("/channels/{*path}", get(channel_read::<L>))
         .route("/hookcast.js", get(classic::<L>))
         .route("/hookcast.mjs", get(module::<L>))
         .fallback(|body: Body| async move {
@@ -141,6 +140,44 @@ fn json_response(status: StatusCode, body: String) -> Response {
 /// `{"error": code, "message": message}` with `status`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, json!({"error": code, "message": message}).to_string())
+}
+
+/// Every refusal this router answers, turned into its JSON answer in one
+/// place: `{"error": code, "message": message}` with its status.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A webhook's refusal, as every host answers it ([`refusal`]).
+    Hook(HookError),
+    /// The store failed: logged, and answered as [`HookError::Unavailable`]
+    /// (never its detail).
+    Store(StoreError),
+    /// A request this router does not take.
+    Request { status: StatusCode, code: &'static str, message: String },
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl ToString) -> Self {
+        ApiError::Request { status, code, message: message.to_string() }
+    }
+}
+
+impl From<HookError> for ApiError {
+    fn from(e: HookError) -> Self {
+        ApiError::Hook(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Hook(e) => refusal(&e),
+            ApiError::Store(e) => {
+                warn!(error = %e, "history read failed");
+                refusal(&HookError::Unavailable)
+            }
+            ApiError::Request { status, code, message } => json_error(status, code, &message),
+        }
+    }
 }
 
 /// A refused request as every host answers it: the error's status, its
@@ -189,52 +226,50 @@ async fn hook<L: EventLog>(
     Path(source): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, ApiError> {
     let limit = st.hooks.config().limits.max_body_bytes;
     let deadline = st.hooks.config().limits.body_timeout;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     // A sender trickling its body must not hold the request open for ever.
-    let read = match tokio::time::timeout(deadline, read_body(body, limit, declared)).await {
-        Err(_) => {
-            return json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                &format!("the body did not arrive within {} s", deadline.as_secs()),
-            )
-        }
-        Ok(r) => r,
-    };
+    let read = tokio::time::timeout(deadline, read_body(body, limit, declared)).await.map_err(|_| {
+        let message = format!("the body did not arrive within {} s", deadline.as_secs());
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message)
+    })?;
     let bytes = match read {
         Ok(b) => b,
-        Err(Some(size)) => return refusal(&HookError::TooLarge { size, limit }),
-        Err(None) => return json_error(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended before it was complete"),
+        Err(Some(size)) => return Err(HookError::TooLarge { size, limit }.into()),
+        Err(None) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended before it was complete"))
+        }
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let req = HookRequest { headers: &RequestHeaders(&headers), body: &bytes };
     // 200 only once the event is durably in the log.
-    match st.hooks.ingest(&source, content_type, &req).await {
-        Ok(done) => {
-            let m = hookcast_core::metrics::global();
-            if let Some(why) = &done.ignored {
-                info!(source, reason = %why, "webhook ignored: nothing published");
-                m.webhook(&source, "ignored");
-            } else {
-                info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
-                m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
-                if !done.duplicate {
-                    m.event_appended();
-                }
-            }
-            let mut v = serde_json::to_value(&done).unwrap_or_default();
-            v["ok"] = json!(true);
-            json_response(StatusCode::OK, v.to_string())
-        }
-        Err(e) => {
-            info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
-            hookcast_core::metrics::global().webhook(&source, e.code());
-            refusal(&e)
+    let m = hookcast_core::metrics::global();
+    let done = st.hooks.ingest(&source, content_type, &req).await.inspect_err(|e| {
+        info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
+        m.webhook(&source, e.code());
+    })?;
+    if let Some(why) = &done.ignored {
+        info!(source, reason = %why, "webhook ignored: nothing published");
+        m.webhook(&source, "ignored");
+    } else {
+        info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
+        m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
+        if !done.duplicate {
+            m.event_appended();
         }
     }
+    let answer = AcceptedAnswer { accepted: &done, ok: true };
+    Ok(json_response(StatusCode::OK, serde_json::to_string(&answer).unwrap_or_default()))
+}
+
+/// The acknowledgement's body: the [`hookcast_core::Accepted`] fields and `ok`.
+#[derive(serde::Serialize)]
+struct AcceptedAnswer<'a> {
+    #[serde(flatten)]
+    accepted: &'a hookcast_core::Accepted,
+    ok: bool,
 }
 
 /// Reads at most `limit` bytes. Over it, `Err(Some(size))`; a body that
@@ -272,110 +307,175 @@ async fn drain(body: Body) {
 /// How much of an oversized body is read and dropped before the 413.
 const DRAIN_MAX: usize = 8 * 1024 * 1024;
 
-/// The query parameters history takes.
-const HISTORY_PARAMS: [&str; 3] = ["since", "epoch", "token"];
-
-/// `GET /channels/{channel}/events?since=N`: retained events after `since`,
-/// the channel's state (with its `mode`) if it keeps one, and whether the
-/// caller missed events that neither covers (`reset`).
-/// `GET /channels/{channel}/head`: where the channel's log stands (`seq`,
-/// `epoch`), what a build stamps into its pages. Channel names may
-/// contain '/' (sent as is or percent-encoded: both reach the same
-/// channel). A private channel needs a subscribe token (`?token=` or
-/// `Authorization: Bearer`).
-async fn history<L: EventLog>(
+/// `GET /channels/{channel}/events` and `/head`, each its own answer
+/// below. Channel names may contain '/' (sent as is or percent-encoded:
+/// both reach the same channel), so the route is one wildcard and the
+/// suffix says which. A private channel needs a subscribe token (`?token=`
+/// or `Authorization: Bearer`).
+async fn channel_read<L: EventLog>(
     State(st): State<Arc<Shared<L>>>,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let hooks = &st.hooks;
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    // Each parameter at most once, and only these: a repeated or misspelt
-    // one is an error, never silently the first or ignored.
-    let mut params: BTreeMap<String, String> = BTreeMap::new();
-    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query.as_deref().unwrap_or("")) {
-        Ok(p) => p,
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid_query", "the query string does not decode"),
-    };
-    for (k, v) in pairs {
-        if !HISTORY_PARAMS.contains(&k.as_str()) {
-            let shown: String = k.chars().take(40).collect();
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                &format!("unknown query parameter {shown:?}; this endpoint takes since, epoch and token"),
-            );
-        }
-        if params.contains_key(&k) {
-            return json_error(StatusCode::BAD_REQUEST, "invalid_query", &format!("{k} is given more than once"));
-        }
-        params.insert(k, v);
-    }
-    let param = |name: &str| params.get(name).map(String::as_str);
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    // Tokens are base64url with dots: nothing in them needs percent-decoding.
-    let token = bearer.or(param("token"));
-    let (name, head_only) = match (path.strip_suffix("/events"), path.strip_suffix("/head")) {
-        (Some(name), _) => (name, false),
-        (None, Some(name)) => (name, true),
-        _ => return json_error(StatusCode::NOT_FOUND, "not_found", "use /channels/{channel}/events or /channels/{channel}/head"),
-    };
-    if let Some(k) = params.keys().find(|k| head_only && k.as_str() != "token") {
-        return json_error(StatusCode::BAD_REQUEST, "invalid_query", &format!("{k} does not apply to /head; it takes token"));
-    }
-    let channel = match Channel::parse(name) {
-        Ok(c) => c,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_channel", &e.to_string()),
-    };
-    if let Err(e) = hooks.may_read(&channel, token) {
-        info!(channel = %channel, reason = %e, "history refused");
-        return json_error(StatusCode::FORBIDDEN, "forbidden", &e.to_string());
-    }
-    let since = match param("since").map(str::parse::<u64>) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "invalid_since", "since must be a whole number"),
-    };
-    // The epoch the caller's `since` was read in (from an earlier answer).
-    let epoch = param("epoch");
-    let read = if head_only {
-        hooks.head(&channel).await.map(|h| json!({"channel": channel, "seq": h.head, "epoch": h.epoch}))
-    } else {
-        hooks.history(&channel, since, epoch).await.map(|c| {
-            let (h, reset) = (c.history, c.reset);
-            let mut body = json!({"channel": channel, "head": h.head, "reset": reset, "epoch": h.epoch, "events": h.events});
-            if let Some(next) = c.next {
-                body["next"] = json!(next);
+    let answer = async {
+        let (name, read) = match (path.strip_suffix("/events"), path.strip_suffix("/head")) {
+            (Some(name), _) => (name, Read::Events),
+            (None, Some(name)) => (name, Read::Head),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "use /channels/{channel}/events or /channels/{channel}/head",
+                ))
             }
-            if let Some(state) = h.state {
-                body["mode"] = json!(state.kind);
-                body["state"] = state.value;
-            }
-            body
-        })
-    };
-    match read {
-        Ok(body) => {
-            let mut res = json_response(StatusCode::OK, body.to_string());
-            // Pages on any allowed origin may catch up over HTTP.
-            let origins = &hooks.config().allowed_origins;
-            let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
-                Some(HeaderValue::from_static("*"))
-            } else {
-                origin.filter(|o| origin_allowed(hooks.config(), Some(o))).and_then(|o| HeaderValue::from_str(o).ok())
+        };
+        let params = ReadParams::parse(query.as_deref(), read)?;
+        let channel = Channel::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e))?;
+        let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Tokens are base64url with dots: nothing in them needs percent-decoding.
+        if let Err(e) = hooks.may_read(&channel, bearer.or(params.token.as_deref())) {
+            info!(channel = %channel, reason = %e, "history refused");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", e));
+        }
+        match read {
+            Read::Events => events(hooks, &channel, &params).await,
+            Read::Head => head(hooks, &channel).await,
+        }
+    }
+    .await;
+    match answer {
+        Ok(body) => readable_from(json_response(StatusCode::OK, body), hooks.config(), &headers),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Which answer a channel read asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Events,
+    Head,
+}
+
+/// A channel read's query: each parameter at most once, and only these (a
+/// repeated or misspelt one is an error, never silently the first or
+/// ignored); `/head` takes only `token`.
+#[derive(Default)]
+struct ReadParams {
+    since: Option<String>,
+    epoch: Option<String>,
+    token: Option<String>,
+}
+
+impl ReadParams {
+    fn parse(query: Option<&str>, read: Read) -> Result<Self, ApiError> {
+        let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| invalid("the query string does not decode".into()))?;
+        let mut params = ReadParams::default();
+        for (k, v) in pairs {
+            let slot = match k.as_str() {
+                "since" => &mut params.since,
+                "epoch" => &mut params.epoch,
+                "token" => &mut params.token,
+                _ => {
+                    let shown: String = k.chars().take(40).collect();
+                    return Err(invalid(format!(
+                        "unknown query parameter {shown:?}; this endpoint takes since, epoch and token"
+                    )));
+                }
             };
-            if let Some(a) = allow {
-                res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, a);
+            if slot.replace(v).is_some() {
+                return Err(invalid(format!("{k} is given more than once")));
             }
-            res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
-            res
         }
-        Err(e) => {
-            warn!(error = %e, "history read failed");
-            refusal(&HookError::Unavailable)
+        if read == Read::Head {
+            if let Some(k) =
+                [("since", &params.since), ("epoch", &params.epoch)].iter().find(|(_, v)| v.is_some()).map(|(k, _)| k)
+            {
+                return Err(invalid(format!("{k} does not apply to /head; it takes token")));
+            }
+        }
+        Ok(params)
+    }
+
+    fn since(&self) -> Result<u64, ApiError> {
+        match self.since.as_deref().map(str::parse::<u64>) {
+            None => Ok(0),
+            Some(Ok(n)) => Ok(n),
+            Some(Err(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_since", "since must be a whole number")),
         }
     }
+}
+
+/// `/events`: the one catch-up rule ([`hookcast_core::catchup`]) as a
+/// document: retained events after `since`, the channel's state (with its
+/// `mode`) if it keeps one, and whether the caller missed events that
+/// neither covers (`reset`). `epoch` is the one the caller's `since` was
+/// read in (from an earlier answer).
+async fn events<L: EventLog>(hooks: &Hooks<L>, channel: &Channel, params: &ReadParams) -> Result<String, ApiError> {
+    let since = params.since()?;
+    let caught = hooks.history(channel, since, params.epoch.as_deref()).await.map_err(ApiError::Store)?;
+    let h = &caught.history;
+    let answer = EventsAnswer {
+        channel,
+        epoch: &h.epoch,
+        events: &h.events,
+        head: h.head,
+        mode: h.state.as_ref().map(|s| s.kind.as_str()),
+        next: caught.next,
+        reset: caught.reset,
+        state: h.state.as_ref().map(|s| &s.value),
+    };
+    Ok(serde_json::to_string(&answer).unwrap_or_default())
+}
+
+/// `/head`: where the channel's log stands (`seq`, `epoch`), what a build
+/// stamps into its pages.
+async fn head<L: EventLog>(hooks: &Hooks<L>, channel: &Channel) -> Result<String, ApiError> {
+    let h = hooks.head(channel).await.map_err(ApiError::Store)?;
+    Ok(serde_json::to_string(&HeadAnswer { channel, epoch: &h.epoch, seq: h.head }).unwrap_or_default())
+}
+
+/// The `/events` answer (its keys in the order every answer has had).
+#[derive(serde::Serialize)]
+struct EventsAnswer<'a> {
+    channel: &'a Channel,
+    epoch: &'a str,
+    events: &'a [hookcast_core::Event],
+    head: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<u64>,
+    reset: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a serde_json::Value>,
+}
+
+/// The `/head` answer.
+#[derive(serde::Serialize)]
+struct HeadAnswer<'a> {
+    channel: &'a Channel,
+    epoch: &'a str,
+    seq: u64,
+}
+
+/// Pages on any allowed origin may read a channel from their own origin.
+fn readable_from(mut res: Response, config: &hookcast_core::Config, headers: &HeaderMap) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let origins = &config.allowed_origins;
+    let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        origin.filter(|o| origin_allowed(config, Some(o))).and_then(|o| HeaderValue::from_str(o).ok())
+    };
+    if let Some(a) = allow {
+        res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, a);
+    }
+    res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
+    res
 }
 
 #[cfg(test)]
