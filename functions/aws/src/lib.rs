@@ -38,6 +38,25 @@ pub struct Socket {
     pub edge_secret: Option<String>,
 }
 
+/// Why a cold start stopped: the function's log says it, whole, once.
+#[derive(thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot read the secrets {arn}: {detail}")]
+    SecretsUnreadable { arn: String, detail: String },
+    #[error("the secret {arn} must be a JSON object of source name to secret")]
+    SecretsNotAnObject { arn: String },
+    #[error(transparent)]
+    Config(#[from] hookcast_core::ConfigError),
+}
+
+/// As its message: a `main` that returns it prints it with `{:?}`, and the
+/// log should read as the message, not as the enum.
+impl std::fmt::Debug for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// What a function builds once per cold start.
 pub struct Startup {
     pub cfg: env::LambdaConfig,
@@ -49,7 +68,7 @@ impl Startup {
     /// the SDK config. The webhook function also reads its sources' secrets
     /// from Secrets Manager (`HOOKCAST_SECRETS_ARN`: a JSON object of source
     /// name → secret), so no secret sits in a Lambda environment variable.
-    pub async fn load(role: env::Role) -> Result<Self, String> {
+    pub async fn load(role: env::Role) -> Result<Self, StartupError> {
         let sdk = aws_config::load_from_env().await;
         // Comma-separated: the webhook function reads the webhook secrets and
         // the subscribe secret, the message function the subscribe secret only.
@@ -61,7 +80,7 @@ impl Startup {
             }
         }
         let lookup = |k: &str| secrets.get(k).cloned().or_else(|| std::env::var(k).ok());
-        let cfg = env::LambdaConfig::from_env(&lookup, role).map_err(|e| e.to_string())?;
+        let cfg = env::LambdaConfig::from_env(&lookup, role)?;
         Ok(Self { cfg, sdk })
     }
     pub fn store(&self) -> dynamo::DynamoStore {
@@ -137,16 +156,19 @@ impl Startup {
 }
 
 /// The secret JSON, as `HOOKCAST_SECRET_<SOURCE>` lookups.
-async fn fetch_secrets(sdk: &aws_config::SdkConfig, arn: &str) -> Result<std::collections::HashMap<String, String>, String> {
-    let out = aws_sdk_secretsmanager::Client::new(sdk)
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| format!("cannot read the secrets {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+async fn fetch_secrets(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+) -> Result<std::collections::HashMap<String, String>, StartupError> {
+    let out = aws_sdk_secretsmanager::Client::new(sdk).get_secret_value().secret_id(arn).send().await.map_err(|e| {
+        StartupError::SecretsUnreadable {
+            arn: arn.to_owned(),
+            detail: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+        }
+    })?;
     let text = out.secret_string().unwrap_or_default();
     let map: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(text).map_err(|_| format!("the secret {arn} must be a JSON object of source name to secret"))?;
+        serde_json::from_str(text).map_err(|_| StartupError::SecretsNotAnObject { arn: arn.to_owned() })?;
     Ok(map.into_iter().map(|(k, v)| (secret_key_env(&k), v)).collect())
 }
 

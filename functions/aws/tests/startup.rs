@@ -79,7 +79,7 @@ async fn a_cold_start_reads_sources_and_the_subscribe_secret_from_secrets_manage
 
     // A [private] section without its secret stops the cold start with a clear reason.
     unsafe { std::env::set_var("HOOKCAST_SECRETS_ARN", "") };
-    let err = Startup::load(Role::Message).await.err().expect("no subscribe secret");
+    let err = Startup::load(Role::Message).await.err().expect("no subscribe secret").to_string();
     assert!(err.contains("HOOKCAST_SUBSCRIBE_SECRET"), "{err}");
     // The functions that never check tokens start without it, as the stack gives it to them.
     for role in [Role::Connection, Role::Dispatch, Role::Fanout] {
