@@ -16,7 +16,7 @@ module.exports = [
   },
   {
     // Build-time tools: the stamper (an ES module) and the Netlify plugin (CommonJS), both Node.
-    files: ['site-snippet/stamp.mjs'],
+    files: ['site-snippet/stamp/stamp.mjs'],
     languageOptions: { sourceType: 'module', ecmaVersion: 2022, globals: globals.node },
   },
   {

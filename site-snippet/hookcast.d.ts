@@ -87,8 +87,8 @@ export interface Page {
 
 export interface Hookcast {
   start(options?: StartOptions): Page;
-  on(channel: string, fn: (ev: HookcastEvent) => void): void;
-  on(channel: string, event: string | null, fn: (ev: HookcastEvent) => void): void;
+  on<D = unknown>(channel: string, fn: (ev: HookcastEvent<D>) => void): void;
+  on<D = unknown>(channel: string, event: string | null, fn: (ev: HookcastEvent<D>) => void): void;
   createClient(options: ClientOptions): Client;
   mergePatch<T>(target: T, patch: unknown): T;
   backoff(attempt: number, base: number, max: number, random: () => number): number;

@@ -1,23 +1,18 @@
 // netlify-plugin-hookcast: onPostBuild stamps constants.PUBLISH_DIR through
-// stamp.mjs (the same code as the CLI), with the deploy id Netlify sets in
+// @hookcast/stamp (the same code as the CLI), with the deploy id Netlify sets in
 // the build's environment (DEPLOY_ID). A server that cannot be reached fails
 // the build through utils.build.failBuild, and no page is stamped.
 //
+//   npm install --save-dev netlify-plugin-hookcast
 //   # netlify.toml
 //   [[plugins]]
-//   package = "./hookcast/netlify-plugin"
+//   package = "netlify-plugin-hookcast"
 //   [plugins.inputs]
 //   url = "https://hooks.example.com"
 'use strict';
-const path = require('node:path');
-const { pathToFileURL } = require('node:url');
-
-// Beside this folder, as site-snippet/ ships them: ../stamp.mjs.
-const STAMP = pathToFileURL(path.join(__dirname, '..', 'stamp.mjs')).href;
-
 module.exports = {
   async onPostBuild({ constants, inputs, utils }) {
-    const { stamp } = await import(STAMP);
+    const { stamp } = await import('@hookcast/stamp');
     try {
       await stamp({
         url: inputs.url || process.env.HOOKCAST_URL,

@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const load = () => import('../stamp.mjs');
+const load = () => import('../stamp/stamp.mjs');
 const heads = new Map([['deploys', 4], ['forms/c', 2]]);
 
 test('the stamp goes at the top of <head>, replaces an earlier one, and only pages that bind channels get one', async () => {

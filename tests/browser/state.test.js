@@ -26,7 +26,7 @@ const { spawn, execFile } = require('node:child_process');
 const { launch, BIN, CEILING } = require('./harness.js');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const STAMP = path.join(ROOT, 'site-snippet', 'stamp.mjs');
+const STAMP = path.join(ROOT, 'site-snippet', 'stamp', 'stamp.mjs');
 const PLUGIN = path.join(ROOT, 'site-snippet', 'netlify-plugin', 'index.js');
 const HMAC = 'state-hmac-secret-0123456789';
 const NETLIFY = 'state-netlify-secret-0123456789';

@@ -233,7 +233,7 @@ test('channel state and build stamps on the DynamoDB store: a late page is curre
     <section data-hookcast-channel="${score}" data-hookcast-state><b id="home" data-hookcast-text="home">1</b> <b id="away" data-hookcast-text="away">0</b></section>
     <ul id="feed"><template data-hookcast-append="${feed}"><li data-hookcast-text="title"></li></template></ul>
     <script src="${stack.http}/hookcast.js" data-spread="0"></script></body></html>`);
-  execFileSync(process.execPath, [path.join(ROOT, 'site-snippet', 'stamp.mjs'), '--url', stack.http, '--dir', build, '--deploy-id', 'd1']);
+  execFileSync(process.execPath, [path.join(ROOT, 'site-snippet', 'stamp', 'stamp.mjs'), '--url', stack.http, '--dir', build, '--deploy-id', 'd1']);
   assert.match(fs.readFileSync(path.join(build, 'index.html'), 'utf8'), new RegExp(`content="${score}=2 ${feed}=7"`));
   await zap(feed, 'post', { title: 't8' });
   await zap(score, 'score', { away: 3 });

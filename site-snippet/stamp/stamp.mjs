@@ -3,7 +3,8 @@
 // a visitor who arrives later gets exactly the events after the build (or the
 // channel's state, once history has moved past it). No dependencies.
 //
-//   node site-snippet/stamp.mjs --url https://hooks.example.com --dir public
+//   npx hookcast-stamp --url https://hooks.example.com --dir public
+//   (in this repository: node site-snippet/stamp/stamp.mjs …)
 //        [--token <subscribe token, for private channels>] [--deploy-id <id>]
 //
 // It finds every channel the HTML files under --dir bind (data-hookcast-channel,
@@ -17,6 +18,7 @@
 // build with a message naming the URL, and no page gets a wrong stamp.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 
 const BINDINGS = /\sdata-hookcast-(?:channel|append|refresh|banner|occupancy)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))/gi;
@@ -186,7 +188,7 @@ async function main() {
   try {
     const args = parseArgs(process.argv.slice(2));
     if (args.help) {
-      console.log('usage: node stamp.mjs --url <hookcast base URL> --dir <build output> [--token <token>] [--deploy-id <id>]');
+      console.log('usage: hookcast-stamp --url <hookcast base URL> --dir <build output> [--token <token>] [--deploy-id <id>]');
       return;
     }
     await stamp({
@@ -201,4 +203,13 @@ async function main() {
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] || '').href) main();
+/** Run as a command: by path, or through npm's bin link (a symlink to this file). */
+function isMain() {
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(process.argv[1] || '')).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) main();
