@@ -400,6 +400,105 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     if !inert.is_empty() {
         eprintln!("hookcast emulate: these change nothing on a running stack and are not emulated:\n  {}", inert.join("\n  "));
     }
+    let Provisioned { moto, endpoint, meter, account, front, billed, attrs, queues } = provision(args, &t).await?;
+    let logs_dir = args.logs_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("hookcast-emulate-{}-{}", std::process::id(), suffix().to_lowercase()))
+    });
+    let (ws_api, http_api) = read_apis(&t, &attrs, &logs_dir)?;
+    let function_cell: Arc<OnceLock<HashMap<String, Arc<Function>>>> = Arc::default();
+    let ws = start_websocket(args, &t, &attrs, ws_api, function_cell.clone(), &account, &meter).await?;
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("HTTP API: {e}"))?;
+    let http_url = format!("http://{}", http_listener.local_addr().map_err(|e| e.to_string())?);
+
+    // The execute-api hosts the template names, and where they are here.
+    let mut rewrites = vec![];
+    for (id, r) in t.live() {
+        if let Ok(api) = attrs.reference(id) {
+            let host = format!("https://{api}.execute-api.{}.amazonaws.com", args.region);
+            match r.kind.as_str() {
+                "AWS::ApiGatewayV2::Api" => rewrites.push((host, format!("http://{}", ws.addr()))),
+                "AWS::Serverless::HttpApi" => rewrites.push((host, http_url.clone())),
+                _ => {}
+            }
+        }
+    }
+    let place = Place { args, t: &t, attrs: &attrs, front_url: &front.url, meter: &meter, rewrites: &rewrites, queues: &queues };
+    let Functions { functions, http_routes, stream_sources, queue_sources } = start_functions(&place)?;
+    let _set = function_cell.set(functions.clone());
+
+    // Ready when every function has initialised: its own error otherwise.
+    let warmed = futures::future::join_all(functions.values().map(|f| f.warm())).await;
+    let errors: Vec<String> = warmed.into_iter().filter_map(Result::err).collect();
+    if !errors.is_empty() {
+        for f in functions.values() {
+            f.stop();
+        }
+        return Err(format!("the stack is not ready:\n{}", errors.join("\n")));
+    }
+
+    let mut tasks = vec![];
+    let faults: crate::http_api::Control = {
+        let (functions, ws) = (functions.clone(), ws.clone());
+        Arc::new(move |req: Value| fault(&functions, &ws, &req))
+    };
+    let router = crate::http_api::router(
+        http_routes,
+        crate::http_api::Options {
+            timeout: args.http_timeout,
+            limits: Some((account.clone(), Arc::new(http_api.throttles))),
+            meter: meter.clone(),
+            access_log: http_api.access_log,
+            faults: Some(faults),
+        },
+    );
+    tasks.push(tokio::spawn(async move {
+        let _stopped = axum::serve(http_listener, router).await;
+    }));
+    // The event sources, polling as Lambda does.
+    for (src, f) in stream_sources {
+        tasks.push(tokio::spawn(crate::sources::poll_stream(billed.clone(), src, f)));
+    }
+    for (src, f) in queue_sources {
+        tasks.push(tokio::spawn(crate::sources::poll_queue(billed.clone(), src, f)));
+    }
+    Ok(Stack {
+        websocket: ws.ws_url(),
+        http: http_url,
+        dynamodb: front.url.clone(),
+        aws: endpoint,
+        functions,
+        ws,
+        front,
+        meter,
+        logs_dir,
+        _tasks: tasks,
+        _moto: moto,
+    })
+}
+
+/// Each queue of the template: its URL and visibility timeout, by ARN.
+struct Queues {
+    urls: HashMap<String, String>,
+    visibility: HashMap<String, Duration>,
+}
+
+/// What provisioning made and started.
+struct Provisioned {
+    /// moto, when started here (stopped when dropped).
+    moto: Option<tokio::process::Child>,
+    endpoint: String,
+    meter: Arc<crate::bill::Meter>,
+    account: Arc<crate::limits::Account>,
+    front: crate::front::Front,
+    /// The AWS the functions and event sources call: the front's.
+    billed: Aws,
+    attrs: Attrs,
+    queues: Queues,
+}
+
+/// Starts moto (unless given one) and the DynamoDB front; then names every
+/// resource and creates the queues, tables and secrets.
+async fn provision(args: &EmulateArgs, t: &Template) -> Result<Provisioned, String> {
     let project =
         args.template.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
 
@@ -425,40 +524,54 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     let billed = Aws::new(&front.url, &args.region);
 
     // Provisioning: every Ref and ARN first, then queues, tables and secrets.
-    let (mut attrs, queue_names) = name_resources(&t, &aws, &args.region, &args.stack_name)?;
-    let region = &args.region;
-    let stack = &args.stack_name;
-    let (queue_urls, queue_visibility) = create_queues(&t, &mut attrs, &aws, &queue_names).await?;
-    create_tables(&t, &mut attrs, &aws, stack).await?;
-    create_secrets(&t, &mut attrs, &aws).await?;
+    let (mut attrs, queue_names) = name_resources(t, &aws, &args.region, &args.stack_name)?;
+    let (urls, visibility) = create_queues(t, &mut attrs, &aws, &queue_names).await?;
+    create_tables(t, &mut attrs, &aws, &args.stack_name).await?;
+    create_secrets(t, &mut attrs, &aws).await?;
+    Ok(Provisioned { moto, endpoint, meter, account, front, billed, attrs, queues: Queues { urls, visibility } })
+}
 
+/// The WebSocket API as the template declares it.
+#[derive(Default)]
+struct WsApi {
+    /// Its logical id (one at most).
+    id: Option<String>,
+    routes: Vec<(String, WsRoute)>,
+    integrations: HashMap<String, Map<String, Value>>,
+    mock_replies: HashMap<String, String>,
+    route_responses: Vec<String>,
+    stage_name: Option<String>,
+    throttles: crate::limits::Routes,
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
+}
+
+/// The HTTP API's settings (its routes are its functions' events).
+#[derive(Default)]
+struct HttpApi {
+    throttles: crate::limits::Routes,
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
+}
+
+/// Both APIs' resources, checked: routes, integrations, stages, throttles
+/// and access logs (opened under `logs_dir`).
+fn read_apis(t: &Template, attrs: &Attrs, logs_dir: &Path) -> Result<(WsApi, HttpApi), String> {
     // The WebSocket API: bound now, so the functions' environment can name it.
     let ws_apis: Vec<_> = t.live().filter(|(_, r)| r.kind == "AWS::ApiGatewayV2::Api").collect();
     if ws_apis.len() > 1 {
         return Err("more than one AWS::ApiGatewayV2::Api: hookcast emulate models one WebSocket API".into());
     }
-    let mut ws_routes = vec![];
-    let mut integrations: HashMap<String, Map<String, Value>> = HashMap::new();
-    let mut mock_replies: HashMap<String, String> = HashMap::new();
-    let mut route_responses: Vec<String> = vec![];
-    let mut stage_name = None;
-    let mut ws_throttles = crate::limits::Routes::default();
-    let mut http_throttles = crate::limits::Routes::default();
-    let logs_dir = args.logs_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("hookcast-emulate-{}-{}", std::process::id(), suffix().to_lowercase()))
-    });
+    let mut ws = WsApi { id: ws_apis.first().map(|(id, _)| (*id).clone()), ..WsApi::default() };
+    let mut http = HttpApi::default();
     let access_log = |what: &str, p: &Map<String, Value>| -> Result<Option<Arc<crate::access_log::AccessLog>>, String> {
         let Some(settings) = p.get("AccessLogSettings").and_then(Value::as_object) else { return Ok(None) };
         only_keys(&format!("{what}.AccessLogSettings"), settings, &["DestinationArn", "Format"])?;
         let log =
-            crate::access_log::AccessLog::open(&logs_dir, &str_of(&settings["DestinationArn"]), &str_of(&settings["Format"]))?;
+            crate::access_log::AccessLog::open(logs_dir, &str_of(&settings["DestinationArn"]), &str_of(&settings["Format"]))?;
         Ok(Some(Arc::new(log)))
     };
-    let mut ws_access_log = None;
-    let mut http_access_log = None;
     for (id, r) in t.live() {
         let props = || -> Result<Map<String, Value>, String> {
-            Ok(t.resolve(&Value::Object(r.properties.clone()), &attrs)?.as_object().cloned().unwrap_or_default())
+            Ok(t.resolve(&Value::Object(r.properties.clone()), attrs)?.as_object().cloned().unwrap_or_default())
         };
         match r.kind.as_str() {
             "AWS::ApiGatewayV2::Api" => {
@@ -472,7 +585,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                 }
             }
             "AWS::ApiGatewayV2::Integration" => {
-                integrations.insert(attrs.reference(id)?, props()?);
+                ws.integrations.insert(attrs.reference(id)?, props()?);
             }
             "AWS::ApiGatewayV2::Route" => {
                 let p = props()?;
@@ -483,17 +596,17 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                 if p.get("AuthorizationType").is_some_and(|a| str_of(a) != "NONE") {
                     return Err(format!("{id}: AuthorizationType {} is not modelled", p["AuthorizationType"]));
                 }
-                ws_routes
+                ws.routes
                     .push((attrs.reference(id)?, WsRoute { key: str_of(&p["RouteKey"]), integration: integration.to_owned() }));
             }
             "AWS::ApiGatewayV2::IntegrationResponse" => {
                 let p = props()?;
                 if let Some(reply) = p.get("ResponseTemplates").and_then(|m| m.get("$default")) {
-                    mock_replies.insert(str_of(&p["IntegrationId"]), str_of(reply));
+                    ws.mock_replies.insert(str_of(&p["IntegrationId"]), str_of(reply));
                 }
             }
             "AWS::ApiGatewayV2::RouteResponse" => {
-                route_responses.push(str_of(&props()?["RouteId"]));
+                ws.route_responses.push(str_of(&props()?["RouteId"]));
             }
             "AWS::Serverless::HttpApi" => {
                 let p = props()?;
@@ -502,9 +615,9 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                     &p,
                     &["DefaultRouteSettings", "RouteSettings", "AccessLogSettings", "Description"],
                 )?;
-                http_throttles = crate::limits::Routes::from_settings(p.get("DefaultRouteSettings"), p.get("RouteSettings"))
+                http.throttles = crate::limits::Routes::from_settings(p.get("DefaultRouteSettings"), p.get("RouteSettings"))
                     .map_err(|e| format!("{id}: {e}"))?;
-                http_access_log = access_log(id, &p)?;
+                http.access_log = access_log(id, &p)?;
             }
             "AWS::ApiGatewayV2::Stage" => {
                 let p = props()?;
@@ -521,23 +634,36 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                         "Description",
                     ],
                 )?;
-                stage_name = Some(str_of(&p["StageName"]));
-                ws_throttles = crate::limits::Routes::from_settings(p.get("DefaultRouteSettings"), p.get("RouteSettings"))
+                ws.stage_name = Some(str_of(&p["StageName"]));
+                ws.throttles = crate::limits::Routes::from_settings(p.get("DefaultRouteSettings"), p.get("RouteSettings"))
                     .map_err(|e| format!("{id}: {e}"))?;
-                ws_access_log = access_log(id, &p)?;
+                ws.access_log = access_log(id, &p)?;
             }
             _ => {}
         }
     }
-    let function_cell: Arc<OnceLock<HashMap<String, Arc<Function>>>> = Arc::default();
+    Ok((ws, http))
+}
+
+/// Serves the WebSocket API: each route to its function (found in
+/// `functions` once they have started) or its MOCK reply.
+async fn start_websocket(
+    args: &EmulateArgs,
+    t: &Template,
+    attrs: &Attrs,
+    api: WsApi,
+    functions: Arc<OnceLock<HashMap<String, Arc<Function>>>>,
+    account: &Arc<crate::limits::Account>,
+    meter: &Arc<crate::bill::Meter>,
+) -> Result<crate::apigw::Emulator, String> {
     // Route key → function logical id, or a MOCK reply.
     let mut route_fn: HashMap<String, String> = HashMap::new();
     let mut mock_routes = vec![];
     // Routes whose function's response body API Gateway sends back (two-way).
     let mut reply_routes = vec![];
-    for (route_id, r) in &ws_routes {
+    for (route_id, r) in &api.routes {
         let integ =
-            integrations.get(&r.integration).ok_or_else(|| format!("route {}: no integration {}", r.key, r.integration))?;
+            api.integrations.get(&r.integration).ok_or_else(|| format!("route {}: no integration {}", r.key, r.integration))?;
         match str_of(&integ["IntegrationType"]).as_str() {
             "AWS_PROXY" => {
                 let uri = str_of(&integ["IntegrationUri"]);
@@ -550,7 +676,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                     .map(|(fid, _)| fid.clone())
                     .ok_or_else(|| format!("route {}: IntegrationUri {uri} names no function of this template", r.key))?;
                 route_fn.insert(r.key.clone(), f);
-                if route_responses.contains(route_id) {
+                if api.route_responses.contains(route_id) {
                     reply_routes.push(r.key.clone());
                 }
             }
@@ -558,18 +684,16 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
                 // API Gateway answers a MOCK route itself, with the integration
                 // response's template, when the route has a route response.
                 // Without a route response it answers nothing.
-                if let Some(reply) = mock_replies.get(&r.integration).filter(|_| route_responses.contains(route_id)) {
+                if let Some(reply) = api.mock_replies.get(&r.integration).filter(|_| api.route_responses.contains(route_id)) {
                     mock_routes.push((r.key.clone(), reply.clone()));
                 }
             }
             other => return Err(format!("route {}: integration type {other} is not modelled", r.key)),
         }
     }
-    let fcell = function_cell.clone();
     let route_fn = Arc::new(route_fn);
-    let rf = route_fn.clone();
     let invoke: crate::apigw::Invoke = Arc::new(move |ev: Value| {
-        let (fcell, rf) = (fcell.clone(), rf.clone());
+        let (fcell, rf) = (functions.clone(), route_fn.clone());
         Box::pin(async move {
             let key = ev["requestContext"]["routeKey"].as_str().unwrap_or("$default").to_owned();
             let Some(f) = rf.get(&key).and_then(|id| fcell.get().and_then(|m| m.get(id))) else {
@@ -585,11 +709,11 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             }
         })
     });
-    let stage = stage_name.clone().unwrap_or_else(|| "$default".into());
+    let stage = api.stage_name.clone().unwrap_or_else(|| "$default".into());
     let ws = crate::apigw::start(
         crate::apigw::Options {
             stage: stage.clone(),
-            routes: ws_routes.iter().map(|(_, r)| r.key.clone()).filter(|k| !k.starts_with('$')).collect(),
+            routes: api.routes.iter().map(|(_, r)| r.key.clone()).filter(|k| !k.starts_with('$')).collect(),
             latency: crate::apigw::Latency { median: args.connections_latency, p99: args.connections_latency_p99 },
             rate_limit: None,
             burst: 0,
@@ -600,12 +724,13 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
             disconnect_on_loss: args.disconnect_on_loss,
             idle_limit: args.idle_limit,
             max_lifetime: args.max_lifetime,
-            limits: Some((account.clone(), Arc::new(ws_throttles))),
+            limits: Some((account.clone(), Arc::new(api.throttles))),
             meter: meter.clone(),
-            access_log: ws_access_log,
+            access_log: api.access_log,
             api_arn: format!(
-                "arn:aws:execute-api:{region}:{ACCOUNT}:{}",
-                ws_apis.first().map(|(id, _)| attrs.reference(id)).transpose()?.unwrap_or_default()
+                "arn:aws:execute-api:{}:{ACCOUNT}:{}",
+                args.region,
+                api.id.as_ref().map(|id| attrs.reference(id)).transpose()?.unwrap_or_default()
             ),
         },
         invoke,
@@ -615,24 +740,35 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         let ws = ws.clone();
         meter.set_open_connection_ms(move || ws.open_connection_ms());
     }
-    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("HTTP API: {e}"))?;
-    let http_url = format!("http://{}", http_listener.local_addr().map_err(|e| e.to_string())?);
+    Ok(ws)
+}
 
-    // The execute-api hosts the template names, and where they are here.
-    let mut rewrites = vec![];
-    for (id, r) in t.live() {
-        if let Ok(api) = attrs.reference(id) {
-            let host = format!("https://{api}.execute-api.{region}.amazonaws.com");
-            match r.kind.as_str() {
-                "AWS::ApiGatewayV2::Api" => rewrites.push((host, format!("http://{}", ws.addr()))),
-                "AWS::Serverless::HttpApi" => rewrites.push((host, http_url.clone())),
-                _ => {}
-            }
-        }
-    }
-    let rewrite = |v: String| rewrites.iter().fold(v, |v, (from, to)| v.replace(from, to));
+/// Where the functions start: the template, resolved, and what they call.
+struct Place<'a> {
+    args: &'a EmulateArgs,
+    t: &'a Template,
+    attrs: &'a Attrs,
+    /// The DynamoDB front's URL (the functions' AWS endpoint).
+    front_url: &'a str,
+    meter: &'a Arc<crate::bill::Meter>,
+    /// execute-api hosts → where those APIs are here.
+    rewrites: &'a [(String, String)],
+    queues: &'a Queues,
+}
 
-    // Functions.
+/// The functions, and what their events attach them to.
+#[derive(Default)]
+struct Functions {
+    functions: HashMap<String, Arc<Function>>,
+    http_routes: Vec<crate::http_api::Route>,
+    stream_sources: Vec<(StreamSource, Arc<Function>)>,
+    queue_sources: Vec<(QueueSource, Arc<Function>)>,
+}
+
+/// Every function (not yet warm), in the account's concurrency, with its
+/// events: HTTP API routes and event sources.
+fn start_functions(place: &Place<'_>) -> Result<Functions, String> {
+    let (t, attrs) = (place.t, place.attrs);
     let arch = match std::env::consts::ARCH {
         "x86_64" => "x86_64",
         "aarch64" => "arm64",
@@ -642,327 +778,299 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
     let mut reserved_total = 0;
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Serverless::Function") {
         // Resolved with the rest of the properties, so an !If to AWS::NoValue is no reservation.
-        let props = t.resolve(&Value::Object(r.properties.clone()), &attrs)?;
+        let props = t.resolve(&Value::Object(r.properties.clone()), attrs)?;
         if let Some(v) = props.get("ReservedConcurrentExecutions") {
             let v = str_of(v);
             reserved_total +=
                 v.parse::<usize>().map_err(|_| format!("{id}: ReservedConcurrentExecutions {v:?} is not a whole number"))?;
         }
     }
-    let pool = crate::runtime::Concurrency::new(args.account_concurrency, reserved_total)?;
-    let mut functions = HashMap::new();
-    let mut http_routes = vec![];
-    let mut stream_sources = vec![];
-    let mut queue_sources = vec![];
+    let pool = crate::runtime::Concurrency::new(place.args.account_concurrency, reserved_total)?;
+    let mut out = Functions::default();
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Serverless::Function") {
-        let mut merged = t.globals_function.clone();
-        for (k, v) in &r.properties {
-            if k == "Environment" {
-                let mut vars = merged
-                    .get("Environment")
-                    .and_then(|e| e.get("Variables"))
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                for (vk, vv) in v.get("Variables").and_then(Value::as_object).into_iter().flatten() {
-                    vars.insert(vk.clone(), vv.clone());
-                }
-                merged.insert("Environment".into(), json!({ "Variables": vars }));
-            } else {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-        let what = format!("{id} (AWS::Serverless::Function)");
-        only_keys(
-            &what,
-            &merged,
-            &[
-                "Runtime",
-                "Handler",
-                "Architectures",
-                "MemorySize",
-                "Timeout",
-                "Environment",
-                "CodeUri",
-                "Description",
-                "Policies",
-                "Events",
-                "ReservedConcurrentExecutions",
-                "Tags",
-                "Role",
-            ],
-        )?;
-        let p = t.resolve(&Value::Object(merged), &attrs)?;
-        let runtime = str_of(&p["Runtime"]);
-        if !["provided.al2023", "provided.al2"].contains(&runtime.as_str()) {
-            return Err(format!("{what}: Runtime {runtime} is not modelled (provided.al2023 and provided.al2 are)"));
-        }
-        let archs: Vec<String> =
-            p["Architectures"].as_array().map(|a| a.iter().map(str_of).collect()).unwrap_or_else(|| vec!["x86_64".into()]);
-        if archs.first().map(String::as_str) != Some(arch) {
-            return Err(format!("{what}: built for {archs:?}; this machine runs {arch} bootstraps"));
-        }
-        // Absolute: each process starts in its own function's directory.
-        let build_dir =
-            std::path::absolute(&args.build_dir).map_err(|e| format!("--build-dir {}: {e}", args.build_dir.display()))?;
-        let bootstrap = build_dir.join(id).join("bootstrap");
-        if !bootstrap.exists() {
-            return Err(format!(
-                "{what}: no {} (run `sam build --beta-features` first, or pass --build-dir)",
-                bootstrap.display()
-            ));
-        }
-        let timeout = Duration::from_secs(p["Timeout"].as_u64().or_else(|| str_of(&p["Timeout"]).parse().ok()).unwrap_or(3));
-        let memory = p["MemorySize"].as_u64().or_else(|| str_of(&p["MemorySize"]).parse().ok()).unwrap_or(128) as u32;
-        let name = attrs.reference(id)?;
-        let mut env: Vec<(String, String)> = p["Environment"]["Variables"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), rewrite(str_of(v))))
-            .collect();
-        for (k, v) in [
-            ("AWS_REGION", region.clone()),
-            ("AWS_DEFAULT_REGION", region.clone()),
-            ("AWS_ACCESS_KEY_ID", "emulated".into()),
-            ("AWS_SECRET_ACCESS_KEY", "emulated".into()),
-            ("AWS_SESSION_TOKEN", "emulated".into()),
-            ("AWS_ENDPOINT_URL", front.url.clone()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", front.url.clone()),
-            ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory.to_string()),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", "emulated".into()),
-            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
-            ("TZ", ":UTC".into()),
-            ("LANG", "en_US.UTF-8".into()),
-            ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
-        ] {
-            env.push((k.into(), v));
-        }
-        let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
-        let policy = Arc::new(crate::iam::Policy::of_function(&t, &attrs, id, p.as_object().unwrap_or(&Map::new()))?);
-        policy.check_service(&what, &crate::iam::logs_asks(region, &name))?;
-        let usage = meter.function(id);
-        usage.arm.store(arch == "arm64", std::sync::atomic::Ordering::Relaxed);
-        let f = Function::in_account(
-            FunctionSpec {
-                logical: id.clone(),
-                name: name.clone(),
-                arn: attrs.get_att(id, "Arn")?,
-                bootstrap,
-                env,
-                timeout,
-                concurrency: reserved.unwrap_or(args.max_processes).min(args.max_processes),
-                init_timeout: crate::runtime::INIT_LIMIT,
-                reserved,
-                memory_mb: memory,
-                policy: Some(policy.clone()),
-            },
-            pool.clone(),
-            usage,
-        );
+        let (f, p, policy) = function(place, id, &r.properties, arch, &pool)?;
         for (ev_name, ev) in p["Events"].as_object().into_iter().flatten() {
             let ep = ev["Properties"].as_object().cloned().unwrap_or_default();
             let ewhat = format!("{id}.Events.{ev_name}");
             match str_of(&ev["Type"]).as_str() {
-                "HttpApi" => {
-                    only_keys(&ewhat, &ep, &["ApiId", "Path", "Method", "TimeoutInMillis", "PayloadFormatVersion"])?;
-                    if ep.get("PayloadFormatVersion").is_some_and(|v| str_of(v) != "2.0") {
-                        return Err(format!(
-                            "{ewhat}: PayloadFormatVersion {} is not modelled (2.0 is)",
-                            ep["PayloadFormatVersion"]
-                        ));
-                    }
-                    let timeout = match ep.get("TimeoutInMillis").map(str_of) {
-                        None => None,
-                        Some(ms) => {
-                            // "between 50 and 30,000 milliseconds for HTTP APIs"
-                            let ms: u64 = ms
-                                .parse()
-                                .ok()
-                                .filter(|m| (50..=30_000).contains(m))
-                                .ok_or_else(|| format!("{ewhat}: TimeoutInMillis {ms:?} is not 50 to 30000"))?;
-                            Some(Duration::from_millis(ms))
-                        }
-                    };
-                    http_routes.push(crate::http_api::Route {
-                        method: str_of(&ep["Method"]).to_uppercase(),
-                        path: str_of(&ep["Path"]),
-                        function: f.clone(),
-                        timeout,
-                    });
-                }
+                "HttpApi" => out.http_routes.push(http_event(&ewhat, &ep, &f)?),
                 "DynamoDB" => {
-                    only_keys(
-                        &ewhat,
-                        &ep,
-                        &[
-                            "Stream",
-                            "StartingPosition",
-                            "BatchSize",
-                            "MaximumBatchingWindowInSeconds",
-                            "BisectBatchOnFunctionError",
-                            "MaximumRetryAttempts",
-                            "DestinationConfig",
-                            "FilterCriteria",
-                            "FunctionResponseTypes",
-                            "ParallelizationFactor",
-                            "Enabled",
-                            "MaximumRecordAgeInSeconds",
-                        ],
-                    )?;
-                    if ep.get("ParallelizationFactor").is_some_and(|v| str_of(v) != "1") {
-                        return Err(format!("{ewhat}: ParallelizationFactor above 1 is not modelled"));
+                    if let Some(src) = stream_event(&ewhat, &ep, &policy, place.queues)? {
+                        out.stream_sources.push((src, f.clone()));
                     }
-                    let mut filters = vec![];
-                    for fl in ep.get("FilterCriteria").and_then(|c| c["Filters"].as_array()).into_iter().flatten() {
-                        let pat: Value = serde_json::from_str(&str_of(&fl["Pattern"]))
-                            .map_err(|e| format!("{ewhat}: a filter pattern that is not JSON: {e}"))?;
-                        crate::sources::check_pattern(&pat).map_err(|e| format!("{ewhat}: {e}"))?;
-                        filters.push(pat);
-                    }
-                    let on_failure = match ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
-                        Some(of) => {
-                            let arn = str_of(&of["Destination"]);
-                            Some(queue_urls.get(&arn).cloned().ok_or_else(|| {
-                                format!("{ewhat}: the on-failure destination {arn} is not a queue of this template")
-                            })?)
-                        }
-                        None => None,
-                    };
-                    policy.check_service(&ewhat, &crate::iam::stream_source_asks(&str_of(&ep["Stream"])))?;
-                    if let Some(of) = ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
-                        policy.check_service(&ewhat, &[crate::iam::Ask::new("sqs:SendMessage", str_of(&of["Destination"]))])?;
-                    }
-                    // A mapping created disabled polls nothing.
-                    if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
-                        continue;
-                    }
-                    stream_sources.push((
-                        StreamSource {
-                            stream_arn: str_of(&ep["Stream"]),
-                            trim_horizon: str_of(&ep["StartingPosition"]) == "TRIM_HORIZON",
-                            batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(100),
-                            bisect: ep.get("BisectBatchOnFunctionError").is_some_and(|b| str_of(b) == "true"),
-                            max_retries: ep.get("MaximumRetryAttempts").and_then(|b| str_of(b).parse().ok()).unwrap_or(-1),
-                            on_failure,
-                            filters,
-                            report_item_failures: ep
-                                .get("FunctionResponseTypes")
-                                .and_then(Value::as_array)
-                                .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
-                            batching_window: batching_window(&ep, &ewhat)?,
-                            max_record_age: match ep.get("MaximumRecordAgeInSeconds").map(str_of) {
-                                None => None,
-                                Some(a) if a == "-1" => None,
-                                Some(a) => Some(Duration::from_secs(
-                                    a.parse().map_err(|_| format!("{ewhat}: MaximumRecordAgeInSeconds {a:?} is not a number"))?,
-                                )),
-                            },
-                        },
-                        f.clone(),
-                    ));
                 }
                 "SQS" => {
-                    only_keys(
-                        &ewhat,
-                        &ep,
-                        &[
-                            "Queue",
-                            "BatchSize",
-                            "FunctionResponseTypes",
-                            "ScalingConfig",
-                            "MaximumBatchingWindowInSeconds",
-                            "Enabled",
-                        ],
-                    )?;
-                    let arn = str_of(&ep["Queue"]);
-                    let url = queue_urls
-                        .get(&arn)
-                        .cloned()
-                        .ok_or_else(|| format!("{ewhat}: the queue {arn} is not a queue of this template"))?;
-                    policy.check_service(&ewhat, &crate::iam::sqs_source_asks(&arn))?;
-                    if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
-                        continue;
+                    if let Some(src) = queue_event(&ewhat, &ep, &policy, place.queues)? {
+                        out.queue_sources.push((src, f.clone()));
                     }
-                    queue_sources.push((
-                        QueueSource {
-                            queue_url: url,
-                            queue_arn: arn.clone(),
-                            batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(10),
-                            report_item_failures: ep
-                                .get("FunctionResponseTypes")
-                                .and_then(Value::as_array)
-                                .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
-                            // Without a cap Lambda scales to the queue; FIFO groups bound it.
-                            max_concurrency: ep
-                                .get("ScalingConfig")
-                                .and_then(|s| s.get("MaximumConcurrency"))
-                                .and_then(|m| str_of(m).parse().ok())
-                                .unwrap_or(5),
-                            batching_window: batching_window(&ep, &ewhat)?,
-                            visibility: queue_visibility.get(&arn).copied().unwrap_or(Duration::from_secs(30)),
-                        },
-                        f.clone(),
-                    ));
                 }
                 other => return Err(format!("{ewhat}: event type {other} is not modelled (HttpApi, DynamoDB and SQS are)")),
             }
         }
-        functions.insert(id.clone(), f);
+        out.functions.insert(id.clone(), f);
     }
-    let _set = function_cell.set(functions.clone());
+    Ok(out)
+}
 
-    // Ready when every function has initialised: its own error otherwise.
-    let warmed = futures::future::join_all(functions.values().map(|f| f.warm())).await;
-    let errors: Vec<String> = warmed.into_iter().filter_map(Result::err).collect();
-    if !errors.is_empty() {
-        for f in functions.values() {
-            f.stop();
+/// One function: its properties (over the template's Globals) checked and
+/// resolved, its bootstrap, environment and policy. Also its resolved
+/// properties and its policy, which its events are checked against.
+fn function(
+    place: &Place<'_>,
+    id: &str,
+    properties: &Map<String, Value>,
+    arch: &str,
+    pool: &Arc<crate::runtime::Concurrency>,
+) -> Result<(Arc<Function>, Value, Arc<crate::iam::Policy>), String> {
+    let (args, t, attrs, region) = (place.args, place.t, place.attrs, &place.args.region);
+    let mut merged = t.globals_function.clone();
+    for (k, v) in properties {
+        if k == "Environment" {
+            let mut vars = merged
+                .get("Environment")
+                .and_then(|e| e.get("Variables"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (vk, vv) in v.get("Variables").and_then(Value::as_object).into_iter().flatten() {
+                vars.insert(vk.clone(), vv.clone());
+            }
+            merged.insert("Environment".into(), json!({ "Variables": vars }));
+        } else {
+            merged.insert(k.clone(), v.clone());
         }
-        return Err(format!("the stack is not ready:\n{}", errors.join("\n")));
     }
-
-    let mut tasks = vec![];
-    let faults: crate::http_api::Control = {
-        let (functions, ws) = (functions.clone(), ws.clone());
-        Arc::new(move |req: Value| fault(&functions, &ws, &req))
-    };
-    let router = crate::http_api::router(
-        http_routes,
-        crate::http_api::Options {
-            timeout: args.http_timeout,
-            limits: Some((account.clone(), Arc::new(http_throttles))),
-            meter: meter.clone(),
-            access_log: http_access_log,
-            faults: Some(faults),
+    let what = format!("{id} (AWS::Serverless::Function)");
+    only_keys(
+        &what,
+        &merged,
+        &[
+            "Runtime",
+            "Handler",
+            "Architectures",
+            "MemorySize",
+            "Timeout",
+            "Environment",
+            "CodeUri",
+            "Description",
+            "Policies",
+            "Events",
+            "ReservedConcurrentExecutions",
+            "Tags",
+            "Role",
+        ],
+    )?;
+    let p = t.resolve(&Value::Object(merged), attrs)?;
+    let runtime = str_of(&p["Runtime"]);
+    if !["provided.al2023", "provided.al2"].contains(&runtime.as_str()) {
+        return Err(format!("{what}: Runtime {runtime} is not modelled (provided.al2023 and provided.al2 are)"));
+    }
+    let archs: Vec<String> =
+        p["Architectures"].as_array().map(|a| a.iter().map(str_of).collect()).unwrap_or_else(|| vec!["x86_64".into()]);
+    if archs.first().map(String::as_str) != Some(arch) {
+        return Err(format!("{what}: built for {archs:?}; this machine runs {arch} bootstraps"));
+    }
+    // Absolute: each process starts in its own function's directory.
+    let build_dir = std::path::absolute(&args.build_dir).map_err(|e| format!("--build-dir {}: {e}", args.build_dir.display()))?;
+    let bootstrap = build_dir.join(id).join("bootstrap");
+    if !bootstrap.exists() {
+        return Err(format!("{what}: no {} (run `sam build --beta-features` first, or pass --build-dir)", bootstrap.display()));
+    }
+    let timeout = Duration::from_secs(p["Timeout"].as_u64().or_else(|| str_of(&p["Timeout"]).parse().ok()).unwrap_or(3));
+    let memory = p["MemorySize"].as_u64().or_else(|| str_of(&p["MemorySize"]).parse().ok()).unwrap_or(128) as u32;
+    let name = attrs.reference(id)?;
+    let rewrite = |v: String| place.rewrites.iter().fold(v, |v, (from, to)| v.replace(from, to));
+    let mut env: Vec<(String, String)> =
+        p["Environment"]["Variables"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), rewrite(str_of(v)))).collect();
+    for (k, v) in [
+        ("AWS_REGION", region.clone()),
+        ("AWS_DEFAULT_REGION", region.clone()),
+        ("AWS_ACCESS_KEY_ID", "emulated".into()),
+        ("AWS_SECRET_ACCESS_KEY", "emulated".into()),
+        ("AWS_SESSION_TOKEN", "emulated".into()),
+        ("AWS_ENDPOINT_URL", place.front_url.to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", place.front_url.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory.to_string()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "emulated".into()),
+        ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        ("TZ", ":UTC".into()),
+        ("LANG", "en_US.UTF-8".into()),
+        ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
+    ] {
+        env.push((k.into(), v));
+    }
+    let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
+    let policy = Arc::new(crate::iam::Policy::of_function(t, attrs, id, p.as_object().unwrap_or(&Map::new()))?);
+    policy.check_service(&what, &crate::iam::logs_asks(region, &name))?;
+    let usage = place.meter.function(id);
+    usage.arm.store(arch == "arm64", std::sync::atomic::Ordering::Relaxed);
+    let f = Function::in_account(
+        FunctionSpec {
+            logical: id.to_owned(),
+            name: name.clone(),
+            arn: attrs.get_att(id, "Arn")?,
+            bootstrap,
+            env,
+            timeout,
+            concurrency: reserved.unwrap_or(args.max_processes).min(args.max_processes),
+            init_timeout: crate::runtime::INIT_LIMIT,
+            reserved,
+            memory_mb: memory,
+            policy: Some(policy.clone()),
         },
+        pool.clone(),
+        usage,
     );
-    tasks.push(tokio::spawn(async move {
-        let _stopped = axum::serve(http_listener, router).await;
-    }));
-    for (src, f) in stream_sources {
-        tasks.push(tokio::spawn(crate::sources::poll_stream(billed.clone(), src, f)));
+    Ok((f, p, policy))
+}
+
+/// An `HttpApi` event: the function's route on the HTTP API.
+fn http_event(ewhat: &str, ep: &Map<String, Value>, f: &Arc<Function>) -> Result<crate::http_api::Route, String> {
+    only_keys(ewhat, ep, &["ApiId", "Path", "Method", "TimeoutInMillis", "PayloadFormatVersion"])?;
+    if ep.get("PayloadFormatVersion").is_some_and(|v| str_of(v) != "2.0") {
+        return Err(format!("{ewhat}: PayloadFormatVersion {} is not modelled (2.0 is)", ep["PayloadFormatVersion"]));
     }
-    for (src, f) in queue_sources {
-        tasks.push(tokio::spawn(crate::sources::poll_queue(billed.clone(), src, f)));
-    }
-    Ok(Stack {
-        websocket: ws.ws_url(),
-        http: http_url,
-        dynamodb: front.url.clone(),
-        aws: endpoint,
-        functions,
-        ws,
-        front,
-        meter,
-        logs_dir,
-        _tasks: tasks,
-        _moto: moto,
+    let timeout = match ep.get("TimeoutInMillis").map(str_of) {
+        None => None,
+        Some(ms) => {
+            // "between 50 and 30,000 milliseconds for HTTP APIs"
+            let ms: u64 = ms
+                .parse()
+                .ok()
+                .filter(|m| (50..=30_000).contains(m))
+                .ok_or_else(|| format!("{ewhat}: TimeoutInMillis {ms:?} is not 50 to 30000"))?;
+            Some(Duration::from_millis(ms))
+        }
+    };
+    Ok(crate::http_api::Route {
+        method: str_of(&ep["Method"]).to_uppercase(),
+        path: str_of(&ep["Path"]),
+        function: f.clone(),
+        timeout,
     })
+}
+
+/// A `DynamoDB` event: the stream source polling for the function (none
+/// when the mapping is created disabled).
+fn stream_event(
+    ewhat: &str,
+    ep: &Map<String, Value>,
+    policy: &crate::iam::Policy,
+    queues: &Queues,
+) -> Result<Option<StreamSource>, String> {
+    only_keys(
+        ewhat,
+        ep,
+        &[
+            "Stream",
+            "StartingPosition",
+            "BatchSize",
+            "MaximumBatchingWindowInSeconds",
+            "BisectBatchOnFunctionError",
+            "MaximumRetryAttempts",
+            "DestinationConfig",
+            "FilterCriteria",
+            "FunctionResponseTypes",
+            "ParallelizationFactor",
+            "Enabled",
+            "MaximumRecordAgeInSeconds",
+        ],
+    )?;
+    if ep.get("ParallelizationFactor").is_some_and(|v| str_of(v) != "1") {
+        return Err(format!("{ewhat}: ParallelizationFactor above 1 is not modelled"));
+    }
+    let mut filters = vec![];
+    for fl in ep.get("FilterCriteria").and_then(|c| c["Filters"].as_array()).into_iter().flatten() {
+        let pat: Value = serde_json::from_str(&str_of(&fl["Pattern"]))
+            .map_err(|e| format!("{ewhat}: a filter pattern that is not JSON: {e}"))?;
+        crate::sources::check_pattern(&pat).map_err(|e| format!("{ewhat}: {e}"))?;
+        filters.push(pat);
+    }
+    let on_failure = match ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
+        Some(of) => {
+            let arn = str_of(&of["Destination"]);
+            Some(
+                queues
+                    .urls
+                    .get(&arn)
+                    .cloned()
+                    .ok_or_else(|| format!("{ewhat}: the on-failure destination {arn} is not a queue of this template"))?,
+            )
+        }
+        None => None,
+    };
+    policy.check_service(ewhat, &crate::iam::stream_source_asks(&str_of(&ep["Stream"])))?;
+    if let Some(of) = ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
+        policy.check_service(ewhat, &[crate::iam::Ask::new("sqs:SendMessage", str_of(&of["Destination"]))])?;
+    }
+    // A mapping created disabled polls nothing.
+    if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
+        return Ok(None);
+    }
+    Ok(Some(StreamSource {
+        stream_arn: str_of(&ep["Stream"]),
+        trim_horizon: str_of(&ep["StartingPosition"]) == "TRIM_HORIZON",
+        batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(100),
+        bisect: ep.get("BisectBatchOnFunctionError").is_some_and(|b| str_of(b) == "true"),
+        max_retries: ep.get("MaximumRetryAttempts").and_then(|b| str_of(b).parse().ok()).unwrap_or(-1),
+        on_failure,
+        filters,
+        report_item_failures: ep
+            .get("FunctionResponseTypes")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
+        batching_window: batching_window(ep, ewhat)?,
+        max_record_age: match ep.get("MaximumRecordAgeInSeconds").map(str_of) {
+            None => None,
+            Some(a) if a == "-1" => None,
+            Some(a) => Some(Duration::from_secs(
+                a.parse().map_err(|_| format!("{ewhat}: MaximumRecordAgeInSeconds {a:?} is not a number"))?,
+            )),
+        },
+    }))
+}
+
+/// An `SQS` event: the queue source polling for the function (none when
+/// the mapping is created disabled).
+fn queue_event(
+    ewhat: &str,
+    ep: &Map<String, Value>,
+    policy: &crate::iam::Policy,
+    queues: &Queues,
+) -> Result<Option<QueueSource>, String> {
+    only_keys(
+        ewhat,
+        ep,
+        &["Queue", "BatchSize", "FunctionResponseTypes", "ScalingConfig", "MaximumBatchingWindowInSeconds", "Enabled"],
+    )?;
+    let arn = str_of(&ep["Queue"]);
+    let url =
+        queues.urls.get(&arn).cloned().ok_or_else(|| format!("{ewhat}: the queue {arn} is not a queue of this template"))?;
+    policy.check_service(ewhat, &crate::iam::sqs_source_asks(&arn))?;
+    if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
+        return Ok(None);
+    }
+    Ok(Some(QueueSource {
+        queue_url: url,
+        queue_arn: arn.clone(),
+        batch_size: ep.get("BatchSize").and_then(|b| str_of(b).parse().ok()).unwrap_or(10),
+        report_item_failures: ep
+            .get("FunctionResponseTypes")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| str_of(x) == "ReportBatchItemFailures")),
+        // Without a cap Lambda scales to the queue; FIFO groups bound it.
+        max_concurrency: ep
+            .get("ScalingConfig")
+            .and_then(|s| s.get("MaximumConcurrency"))
+            .and_then(|m| str_of(m).parse().ok())
+            .unwrap_or(5),
+        batching_window: batching_window(ep, ewhat)?,
+        visibility: queues.visibility.get(&arn).copied().unwrap_or(Duration::from_secs(30)),
+    }))
 }
 
 /// A test's fault (`POST /__emulate/faults` on the HTTP API):
