@@ -88,6 +88,37 @@ pub struct EmulateArgs {
     pub max_processes: usize,
 }
 
+/// Why the stack did not start, or stopped: each as a person reads it
+/// (what is wrong and, where it helps, what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The template file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The template or its parameters are not what hookcast emulate takes.
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
+    /// A template key or event type that is not modelled.
+    #[error(transparent)]
+    Audit(#[from] crate::keys::AuditError),
+    /// moto, the DynamoDB front, or a table, queue or secret could not be made.
+    #[error("{0}")]
+    Provision(String),
+    /// The APIs' resources (routes, integrations, stages) are not modelled,
+    /// or do not go together.
+    #[error("{0}")]
+    Api(String),
+    /// A function or one of its events is not modelled, or cannot run here.
+    #[error("{0}")]
+    Function(String),
+    /// Functions that did not finish their init.
+    #[error("the stack is not ready:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    NotReady(Vec<crate::runtime::InitError>),
+    /// Serving: the HTTP API's port, the ready file, the signals.
+    #[error("{0}")]
+    Serve(String),
+}
+
 /// A running stack.
 pub struct Stack {
     pub websocket: String,
@@ -392,23 +423,26 @@ async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws) -> Result<()
 
 /// Reads the template, provisions it and starts everything. Errors are
 /// for a person: what is wrong and, where it helps, what to do.
-pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
-    let text = std::fs::read_to_string(&args.template).map_err(|e| format!("{}: {e}", args.template.display()))?;
+pub async fn start(args: &EmulateArgs) -> Result<Stack, StackError> {
+    let text =
+        std::fs::read_to_string(&args.template).map_err(|source| StackError::Read { path: args.template.clone(), source })?;
     let overrides = crate::template::parse_overrides(&args.parameter_overrides)?;
     let t = Template::parse(&text, &overrides, &args.region, &args.stack_name)?;
     let inert = crate::keys::audit(&t)?;
     if !inert.is_empty() {
         eprintln!("hookcast emulate: these change nothing on a running stack and are not emulated:\n  {}", inert.join("\n  "));
     }
-    let Provisioned { moto, endpoint, meter, account, front, billed, attrs, queues } = provision(args, &t).await?;
+    let Provisioned { moto, endpoint, meter, account, front, billed, attrs, queues } =
+        provision(args, &t).await.map_err(StackError::Provision)?;
     let logs_dir = args.logs_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("hookcast-emulate-{}-{}", std::process::id(), suffix().to_lowercase()))
     });
-    let (ws_api, http_api) = read_apis(&t, &attrs, &logs_dir)?;
+    let (ws_api, http_api) = read_apis(&t, &attrs, &logs_dir).map_err(StackError::Api)?;
     let function_cell: Arc<OnceLock<HashMap<String, Arc<Function>>>> = Arc::default();
-    let ws = start_websocket(args, &t, &attrs, ws_api, function_cell.clone(), &account, &meter).await?;
-    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("HTTP API: {e}"))?;
-    let http_url = format!("http://{}", http_listener.local_addr().map_err(|e| e.to_string())?);
+    let ws = start_websocket(args, &t, &attrs, ws_api, function_cell.clone(), &account, &meter).await.map_err(StackError::Api)?;
+    let http_listener =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| StackError::Serve(format!("HTTP API: {e}")))?;
+    let http_url = format!("http://{}", http_listener.local_addr().map_err(|e| StackError::Serve(e.to_string()))?);
 
     // The execute-api hosts the template names, and where they are here.
     let mut rewrites = vec![];
@@ -423,17 +457,18 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, String> {
         }
     }
     let place = Place { args, t: &t, attrs: &attrs, front_url: &front.url, meter: &meter, rewrites: &rewrites, queues: &queues };
-    let Functions { functions, http_routes, stream_sources, queue_sources } = start_functions(&place)?;
+    let Functions { functions, http_routes, stream_sources, queue_sources } =
+        start_functions(&place).map_err(StackError::Function)?;
     let _set = function_cell.set(functions.clone());
 
     // Ready when every function has initialised: its own error otherwise.
     let warmed = futures::future::join_all(functions.values().map(|f| f.warm())).await;
-    let errors: Vec<String> = warmed.into_iter().filter_map(Result::err).collect();
+    let errors: Vec<crate::runtime::InitError> = warmed.into_iter().filter_map(Result::err).collect();
     if !errors.is_empty() {
         for f in functions.values() {
             f.stop();
         }
-        return Err(format!("the stack is not ready:\n{}", errors.join("\n")));
+        return Err(StackError::NotReady(errors));
     }
 
     let mut tasks = vec![];
@@ -566,7 +601,8 @@ fn read_apis(t: &Template, attrs: &Attrs, logs_dir: &Path) -> Result<(WsApi, Htt
         let Some(settings) = p.get("AccessLogSettings").and_then(Value::as_object) else { return Ok(None) };
         only_keys(&format!("{what}.AccessLogSettings"), settings, &["DestinationArn", "Format"])?;
         let log =
-            crate::access_log::AccessLog::open(logs_dir, &str_of(&settings["DestinationArn"]), &str_of(&settings["Format"]))?;
+            crate::access_log::AccessLog::open(logs_dir, &str_of(&settings["DestinationArn"]), &str_of(&settings["Format"]))
+                .map_err(|e| e.to_string())?;
         Ok(Some(Arc::new(log)))
     };
     for (id, r) in t.live() {
@@ -704,7 +740,7 @@ async fn start_websocket(
                 Ok(out) => Ok(serde_json::from_slice(&out).unwrap_or(json!({"statusCode": 200}))),
                 Err(e) => {
                     tracing::warn!(route = %key, error = %e, "WebSocket integration failed");
-                    Err(e.to_string())
+                    Err(e)
                 }
             }
         })
@@ -785,7 +821,7 @@ fn start_functions(place: &Place<'_>) -> Result<Functions, String> {
                 v.parse::<usize>().map_err(|_| format!("{id}: ReservedConcurrentExecutions {v:?} is not a whole number"))?;
         }
     }
-    let pool = crate::runtime::Concurrency::new(place.args.account_concurrency, reserved_total)?;
+    let pool = crate::runtime::Concurrency::new(place.args.account_concurrency, reserved_total).map_err(|e| e.to_string())?;
     let mut out = Functions::default();
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::Serverless::Function") {
         let (f, p, policy) = function(place, id, &r.properties, arch, &pool)?;
@@ -904,8 +940,9 @@ fn function(
         env.push((k.into(), v));
     }
     let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
-    let policy = Arc::new(crate::iam::Policy::of_function(t, attrs, id, p.as_object().unwrap_or(&Map::new()))?);
-    policy.check_service(&what, &crate::iam::logs_asks(region, &name))?;
+    let policy =
+        Arc::new(crate::iam::Policy::of_function(t, attrs, id, p.as_object().unwrap_or(&Map::new())).map_err(|e| e.to_string())?);
+    policy.check_service(&what, &crate::iam::logs_asks(region, &name)).map_err(|e| e.to_string())?;
     let usage = place.meter.function(id);
     usage.arm.store(arch == "arm64", std::sync::atomic::Ordering::Relaxed);
     let f = Function::in_account(
@@ -1003,9 +1040,11 @@ fn stream_event(
         }
         None => None,
     };
-    policy.check_service(ewhat, &crate::iam::stream_source_asks(&str_of(&ep["Stream"])))?;
+    policy.check_service(ewhat, &crate::iam::stream_source_asks(&str_of(&ep["Stream"]))).map_err(|e| e.to_string())?;
     if let Some(of) = ep.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
-        policy.check_service(ewhat, &[crate::iam::Ask::new("sqs:SendMessage", str_of(&of["Destination"]))])?;
+        policy
+            .check_service(ewhat, &[crate::iam::Ask::new("sqs:SendMessage", str_of(&of["Destination"]))])
+            .map_err(|e| e.to_string())?;
     }
     // A mapping created disabled polls nothing.
     if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
@@ -1050,7 +1089,7 @@ fn queue_event(
     let arn = str_of(&ep["Queue"]);
     let url =
         queues.urls.get(&arn).cloned().ok_or_else(|| format!("{ewhat}: the queue {arn} is not a queue of this template"))?;
-    policy.check_service(ewhat, &crate::iam::sqs_source_asks(&arn))?;
+    policy.check_service(ewhat, &crate::iam::sqs_source_asks(&arn)).map_err(|e| e.to_string())?;
     if ep.get("Enabled").is_some_and(|e| str_of(e) == "false") {
         return Ok(None);
     }
@@ -1079,26 +1118,36 @@ fn queue_event(
 /// "mode":"drop"|"error"|"throttle","count":N}` breaks the route's next N
 /// frames (`"route":"@connections","mode":"throttle"`: the next N posts get
 /// 429). DynamoDB's faults are the front's own (`/__emulate/faults` there).
-fn fault(functions: &HashMap<String, Arc<Function>>, ws: &crate::apigw::Emulator, req: &Value) -> Result<Value, String> {
-    let count = req["count"].as_u64().filter(|c| *c > 0).ok_or("count: a whole number above 0")? as u32;
+fn fault(
+    functions: &HashMap<String, Arc<Function>>,
+    ws: &crate::apigw::Emulator,
+    req: &Value,
+) -> Result<Value, crate::http_api::ControlError> {
+    use crate::http_api::ControlError::{Field, Unknown};
+    let count = req["count"].as_u64().filter(|c| *c > 0).ok_or(Field { field: "count", takes: "a whole number above 0" })? as u32;
     match req["service"].as_str() {
         Some("lambda") => {
-            let name = req["function"].as_str().ok_or("function: a logical id")?;
-            functions.get(name).ok_or_else(|| format!("no function {name}"))?.throttle_next(count);
+            let name = req["function"].as_str().ok_or(Field { field: "function", takes: "a logical id" })?;
+            functions.get(name).ok_or_else(|| Unknown { what: "function", name: name.to_owned() })?.throttle_next(count);
         }
         Some("websocket") => {
-            let route = req["route"].as_str().ok_or("route: a route key or @connections")?;
-            let mode: crate::apigw::FaultMode =
-                serde_json::from_value(req["mode"].clone()).map_err(|_| "mode: drop, error or throttle".to_string())?;
+            let route = req["route"].as_str().ok_or(Field { field: "route", takes: "a route key or @connections" })?;
+            let mode: crate::apigw::FaultMode = serde_json::from_value(req["mode"].clone())
+                .map_err(|_| Field { field: "mode", takes: "drop, error or throttle" })?;
             ws.add_fault(route, mode, count);
         }
-        _ => return Err("service: lambda or websocket (DynamoDB's faults are at the front's /__emulate/faults)".into()),
+        _ => {
+            return Err(Field {
+                field: "service",
+                takes: "lambda or websocket (DynamoDB's faults are at the front's /__emulate/faults)",
+            })
+        }
     }
     Ok(json!({"ok": true}))
 }
 
 /// `hookcast emulate`: start, say where, run until Ctrl-C or SIGTERM.
-pub async fn run(args: EmulateArgs) -> Result<(), String> {
+pub async fn run(args: EmulateArgs) -> Result<(), StackError> {
     let stack = start(&args).await?;
     let ready = json!({
         "websocket": stack.websocket, "http": stack.http, "dynamodb": stack.dynamodb, "aws": stack.aws,
@@ -1110,9 +1159,10 @@ pub async fn run(args: EmulateArgs) -> Result<(), String> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, ready.to_string())
             .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| StackError::Serve(format!("{}: {e}", path.display())))?;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| StackError::Serve(e.to_string()))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

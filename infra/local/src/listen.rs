@@ -178,7 +178,8 @@ async fn follow(
             for f in frames {
                 match f {
                     ServerMsg::Event(ev) => {
-                        if take_event(args, ev, &mut last, &mut held, out)? {
+                        let done = take_event(args, ev, &mut last, &mut held, out)?;
+                        if done {
                             let _ = ws.close(None).await;
                             return Ok(Outcome::Done);
                         }
