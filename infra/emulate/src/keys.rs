@@ -243,6 +243,16 @@ pub fn audit(t: &Template) -> Result<Vec<String>, AuditError> {
     Ok(notes)
 }
 
+/// Refuses, by name, a key of `m` that is not in `known`.
+pub(crate) fn only_keys(what: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
+    for k in m.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(format!("{what}: property {k} is not modelled by hookcast emulate"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
