@@ -513,11 +513,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let g = LocalGateway::default();
+        let g = Arc::new(LocalGateway::default());
         let c = ConnId("c".into());
         let mut out = g.register(&c);
         out.queued.attach(Wire::new(server));
-        let push = |direct: bool, text: &'static str| std::future::ready(g.push_page(vec![c.clone()], text, direct));
+        // Through the fan-out's gateway, as the dispatcher pushes.
+        let push = |direct: bool, text: &'static str| {
+            let (pusher, conns) = (Pusher::new(g.clone(), direct), vec![c.clone()]);
+            async move { pusher.send_many(conns, text, 1).await }
+        };
         assert_eq!(push(true, "one").await[0].1, Delivery::Delivered);
         assert_eq!(out.queued.bytes(), 0, "written, not queued");
         let mut buf = [0u8; 5];
