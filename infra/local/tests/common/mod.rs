@@ -52,11 +52,8 @@ pub async fn next(ws: &mut Ws) -> Value {
     hookcast_testkit::next_json(ws, WAIT, "a frame").await
 }
 
-/// The next frame, as JSON (it must be text, within WAIT), on any WebSocket.
-pub async fn next_text_json<S>(ws: &mut WebSocketStream<S>, what: &str) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+/// The next frame, as JSON (it must be text, within WAIT), saying what it waited for.
+pub async fn next_text_json(ws: &mut Ws, what: &str) -> Value {
     match hookcast_testkit::within(WAIT, what, ws.next()).await.unwrap().unwrap() {
         Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
         other => panic!("{other:?}"),
