@@ -9,6 +9,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// A log file that cannot be opened: its path (or directory) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct OpenError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 pub struct AccessLog {
     format: String,
     pub path: PathBuf,
@@ -17,7 +25,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// A log for `destination` (a log group's ARN) in `dir`, in `format`.
-    pub fn open(dir: &Path, destination: &str, format: &str) -> Result<Self, String> {
+    pub fn open(dir: &Path, destination: &str, format: &str) -> Result<Self, OpenError> {
         // A log group's ARN ends in ":*".
         let name: String = destination
             .trim_end_matches(":*")
@@ -27,10 +35,13 @@ impl AccessLog {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
             .collect();
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError { path: dir.to_owned(), source })?;
         let path = dir.join(format!("{name}.log"));
-        let file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| OpenError { path: path.clone(), source })?;
         Ok(Self { format: format.to_owned(), path, file: Mutex::new(file) })
     }
 

@@ -55,7 +55,8 @@ use crate::bill::Meter;
 
 /// Runs a route's integration: the function's answer, or `Err` when the
 /// integration failed (an error, a timeout, a throttle).
-pub type Invoke = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
+pub type Invoke =
+    Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<Value, crate::runtime::InvokeError>> + Send>> + Send + Sync>;
 
 /// How long an `@connections` call takes: log-normal between a median and a 99th percentile.
 #[derive(Clone, Copy, Debug)]

@@ -238,7 +238,18 @@ pub struct Options {
 }
 
 /// A control route's handler: the request's JSON, and the answer or why not.
-pub type Control = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+pub type Control = Arc<dyn Fn(Value) -> Result<Value, ControlError> + Send + Sync>;
+
+/// Why a control request is refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A field missing or out of range: which, and what it takes.
+    #[error("{field}: {takes}")]
+    Field { field: &'static str, takes: &'static str },
+    /// The request names something the stack does not have.
+    #[error("no {what} {name}")]
+    Unknown { what: &'static str, name: String },
+}
 
 impl Default for Options {
     fn default() -> Self {
@@ -258,7 +269,7 @@ pub fn router(routes: Vec<Route>, opts: Options) -> axum::Router {
             axum::routing::post(move |body: axum::Json<Value>| async move {
                 match faults.as_ref().map(|f| f(body.0)) {
                     Some(Ok(v)) => (StatusCode::OK, axum::Json(v)).into_response(),
-                    Some(Err(e)) => gateway_error(StatusCode::BAD_REQUEST, &e),
+                    Some(Err(e)) => gateway_error(StatusCode::BAD_REQUEST, &e.to_string()),
                     None => gateway_error(StatusCode::NOT_FOUND, "Not Found"),
                 }
             }),

@@ -166,9 +166,25 @@ fn managed(arn: &str, what: &str) -> Result<Vec<Statement>, String> {
     }])
 }
 
+/// A call a role does not allow, or a role this emulator cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IamError {
+    /// A call the role does not allow, worded as AWS words it.
+    #[error("User: {caller} is not authorized to perform: {action} on resource: {resource} {why}")]
+    Denied { caller: String, action: String, resource: String, why: &'static str },
+    /// What Lambda itself does with a function's role (its logs, its event
+    /// sources) is not allowed: `what` is the function or its event.
+    #[error("{what}: the function's role does not allow what Lambda does with it: {denied}")]
+    Lambda { what: String, denied: Box<IamError> },
+    /// A role or policy that is not modelled, or that names what the
+    /// template does not have.
+    #[error("{0}")]
+    Policy(String),
+}
+
 impl Policy {
     /// Every authorisation of a call, or the first refusal, worded as AWS words it.
-    pub fn check(&self, asks: &[Ask]) -> Result<(), String> {
+    pub fn check(&self, asks: &[Ask]) -> Result<(), IamError> {
         for ask in asks {
             let applies: Vec<&Statement> = self.statements.iter().filter(|s| s.applies(ask)).collect();
             let why = if applies.iter().any(|s| !s.allow) {
@@ -178,10 +194,12 @@ impl Policy {
             } else {
                 continue;
             };
-            return Err(format!(
-                "User: {} is not authorized to perform: {} on resource: {} {why}",
-                self.caller, ask.action, ask.resource
-            ));
+            return Err(IamError::Denied {
+                caller: self.caller.clone(),
+                action: ask.action.clone(),
+                resource: ask.resource.clone(),
+                why,
+            });
         }
         Ok(())
     }
@@ -189,7 +207,11 @@ impl Policy {
     /// The role a SAM function runs with: its `Role` (a role of this
     /// template, with its inline policies and every `AWS::IAM::Policy`
     /// naming it), or the one SAM generates from `Policies` and its events.
-    pub fn of_function(t: &Template, attrs: &Attrs, id: &str, props: &Map<String, Value>) -> Result<Self, String> {
+    pub fn of_function(t: &Template, attrs: &Attrs, id: &str, props: &Map<String, Value>) -> Result<Self, IamError> {
+        Self::role_of(t, attrs, id, props).map_err(IamError::Policy)
+    }
+
+    fn role_of(t: &Template, attrs: &Attrs, id: &str, props: &Map<String, Value>) -> Result<Self, String> {
         let what = format!("{id} (AWS::Serverless::Function)");
         let function = attrs.reference(id)?;
         let mut statements = vec![];
@@ -259,8 +281,8 @@ impl Policy {
     /// (without the permission every line is dropped, silently; refused
     /// here), and polls each event source (refused at deploy by
     /// `CreateEventSourceMapping`).
-    pub fn check_service(&self, what: &str, asks: &[Ask]) -> Result<(), String> {
-        self.check(asks).map_err(|e| format!("{what}: the function's role does not allow what Lambda does with it: {e}"))
+    pub fn check_service(&self, what: &str, asks: &[Ask]) -> Result<(), IamError> {
+        self.check(asks).map_err(|e| IamError::Lambda { what: what.to_owned(), denied: Box::new(e) })
     }
 }
 
@@ -317,7 +339,7 @@ pub fn refusal(access_key: Option<&str>, asks: &[Ask]) -> Option<String> {
     let policy = ROLES.lock().unwrap().get(access_key?).cloned()?;
     let refused = policy.check(asks).err()?;
     tracing::warn!(refused = %refused, "IAM: a call refused");
-    Some(refused)
+    Some(refused.to_string())
 }
 
 /// The access key id a request was signed with (SigV4 `Credential=`).
@@ -367,7 +389,7 @@ mod tests {
             "Condition": { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["conn#*", "ip#*"] } }
         }]));
         assert!(p.check(&[keys("dynamodb:PutItem", &["conn#1", "ip#1.2.3.4"])]).is_ok());
-        let e = p.check(&[keys("dynamodb:PutItem", &["conn#1", "evs#orders"])]).unwrap_err();
+        let e = p.check(&[keys("dynamodb:PutItem", &["conn#1", "evs#orders"])]).unwrap_err().to_string();
         assert!(e.contains("is not authorized to perform: dynamodb:PutItem on resource: arn:aws:dynamodb:"), "{e}");
         // Another action, or another table: no statement allows it.
         assert!(p.check(&[keys("dynamodb:DeleteItem", &["conn#1"])]).is_err());
@@ -385,7 +407,7 @@ mod tests {
             { "Effect": "Deny", "Action": "sqs:DeleteMessage", "Resource": "arn:aws:sqs:us-east-1:123456789012:q.fifo" }
         ]));
         assert!(p.check(&[Ask::new("SQS:SendMessage", "arn:aws:sqs:us-east-1:123456789012:q.fifo")]).is_ok());
-        let e = p.check(&[Ask::new("sqs:DeleteMessage", "arn:aws:sqs:us-east-1:123456789012:q.fifo")]).unwrap_err();
+        let e = p.check(&[Ask::new("sqs:DeleteMessage", "arn:aws:sqs:us-east-1:123456789012:q.fifo")]).unwrap_err().to_string();
         assert!(e.contains("explicit deny"), "{e}");
     }
 

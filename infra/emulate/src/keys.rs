@@ -184,12 +184,21 @@ pub fn event_properties(kind: &str) -> Option<&'static [(&'static str, Key)]> {
     })
 }
 
-fn check(what: &str, m: &Map<String, Value>, table: &[(&str, Key)], notes: &mut Vec<String>) -> Result<(), String> {
+/// A template key, or an event type, that is not modelled here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("{what}: {key} is not modelled by hookcast emulate")]
+    Key { what: String, key: String },
+    #[error("{what}: event type {kind} is not modelled (HttpApi, DynamoDB and SQS are)")]
+    EventType { what: String, kind: String },
+}
+
+fn check(what: &str, m: &Map<String, Value>, table: &[(&str, Key)], notes: &mut Vec<String>) -> Result<(), AuditError> {
     for k in m.keys() {
         match table.iter().find(|(name, _)| *name == k) {
             Some((_, Modelled)) => {}
             Some((_, Inert(why))) => notes.push(format!("{what}.{k} ({why})")),
-            None => return Err(format!("{what}: {k} is not modelled by hookcast emulate")),
+            None => return Err(AuditError::Key { what: what.to_owned(), key: k.clone() }),
         }
     }
     Ok(())
@@ -198,7 +207,7 @@ fn check(what: &str, m: &Map<String, Value>, table: &[(&str, Key)], notes: &mut 
 /// Checks every live resource against the table: `Err` names the first key
 /// that is not modelled; `Ok` lists those that change nothing here, and the
 /// resources that are not run at all.
-pub fn audit(t: &Template) -> Result<Vec<String>, String> {
+pub fn audit(t: &Template) -> Result<Vec<String>, AuditError> {
     let mut notes = vec![];
     for (id, attrs) in &t.raw_resources {
         let Some(attrs) = attrs.as_object() else { continue };
@@ -223,9 +232,8 @@ pub fn audit(t: &Template) -> Result<Vec<String>, String> {
         check(id, &props, table, &mut notes)?;
         for (name, ev) in props.get("Events").and_then(Value::as_object).into_iter().flatten() {
             let kind = ev.get("Type").and_then(Value::as_str).unwrap_or_default();
-            let table = event_properties(kind).ok_or_else(|| {
-                format!("{id}.Events.{name}: event type {kind} is not modelled (HttpApi, DynamoDB and SQS are)")
-            })?;
+            let table = event_properties(kind)
+                .ok_or_else(|| AuditError::EventType { what: format!("{id}.Events.{name}"), kind: kind.to_owned() })?;
             let ep = ev.get("Properties").and_then(Value::as_object).cloned().unwrap_or_default();
             check(&format!("{id}.Events.{name}"), &ep, table, &mut notes)?;
         }
@@ -233,6 +241,16 @@ pub fn audit(t: &Template) -> Result<Vec<String>, String> {
     notes.sort();
     notes.dedup();
     Ok(notes)
+}
+
+/// Refuses, by name, a key of `m` that is not in `known`.
+pub(crate) fn only_keys(what: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
+    for k in m.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(format!("{what}: property {k} is not modelled by hookcast emulate"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,7 +270,7 @@ Resources:
     Properties: { BillingMode: PAY_PER_REQUEST, TableClass: STANDARD_INFREQUENT_ACCESS }
 "#;
         let t = Template::parse(text, &Default::default(), "us-east-1", "s").unwrap();
-        let e = audit(&t).unwrap_err();
+        let e = audit(&t).unwrap_err().to_string();
         assert_eq!(e, "T: TableClass is not modelled by hookcast emulate");
         let ok = text.replace(", TableClass: STANDARD_INFREQUENT_ACCESS", "");
         let t = Template::parse(&ok, &Default::default(), "us-east-1", "s").unwrap();

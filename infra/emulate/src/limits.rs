@@ -83,14 +83,25 @@ pub struct Routes {
     routes: HashMap<String, Bucket>,
 }
 
+/// Route settings this emulator does not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A key that is not modelled.
+    #[error("{what}: {key} is not modelled by hookcast emulate")]
+    Key { what: String, key: String },
+    /// A throttling limit that is not a number.
+    #[error("{key} {value:?} is not a number")]
+    NotANumber { key: String, value: String },
+}
+
 /// A `ThrottlingRateLimit` / `ThrottlingBurstLimit` pair, if the settings have one.
-fn bucket_of(settings: &Value) -> Result<Option<Bucket>, String> {
-    let num = |k: &str| -> Result<Option<f64>, String> {
+fn bucket_of(settings: &Value) -> Result<Option<Bucket>, SettingsError> {
+    let num = |k: &str| -> Result<Option<f64>, SettingsError> {
         match settings.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => {
                 let s = crate::template::str_of(v);
-                s.parse::<f64>().map(Some).map_err(|_| format!("{k} {s:?} is not a number"))
+                s.parse::<f64>().map(Some).map_err(|_| SettingsError::NotANumber { key: k.to_owned(), value: s })
             }
         }
     };
@@ -108,11 +119,11 @@ pub const ROUTE_SETTING_KEYS: &[&str] =
 
 impl Routes {
     /// From `DefaultRouteSettings` and `RouteSettings` (route key → settings).
-    pub fn from_settings(default: Option<&Value>, per_route: Option<&Value>) -> Result<Self, String> {
-        let check = |what: &str, v: &Value| -> Result<(), String> {
+    pub fn from_settings(default: Option<&Value>, per_route: Option<&Value>) -> Result<Self, SettingsError> {
+        let check = |what: &str, v: &Value| -> Result<(), SettingsError> {
             for k in v.as_object().into_iter().flatten().map(|(k, _)| k) {
                 if !ROUTE_SETTING_KEYS.contains(&k.as_str()) {
-                    return Err(format!("{what}: {k} is not modelled by hookcast emulate"));
+                    return Err(SettingsError::Key { what: what.to_owned(), key: k.clone() });
                 }
             }
             Ok(())
@@ -165,7 +176,7 @@ mod tests {
         .unwrap();
         assert_eq!((0..10).filter(|_| r.take("GET /hookcast.js")).count(), 2);
         assert_eq!((0..10).filter(|_| r.take("POST /hooks/{source}")).count(), 5);
-        let e = Routes::from_settings(Some(&json!({"Throttle": 1})), None).err().unwrap();
+        let e = Routes::from_settings(Some(&json!({"Throttle": 1})), None).err().unwrap().to_string();
         assert!(e.contains("Throttle is not modelled"), "{e}");
     }
 }

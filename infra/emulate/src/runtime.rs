@@ -94,20 +94,62 @@ pub struct Concurrency {
 impl Concurrency {
     /// The account's pool with `reserved` set aside, or the error Lambda
     /// gives when the reservations leave less than 100 unreserved.
-    pub fn new(account: usize, reserved: usize) -> Result<Arc<Self>, String> {
-        let unreserved = account.checked_sub(reserved).filter(|u| *u >= MIN_UNRESERVED).ok_or_else(|| {
-            format!(
-                "InvalidParameterValueException: reserved concurrency {reserved} decreases the account's \
-                 UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}] \
-                 (account concurrency {account}; see --account-concurrency)"
-            )
-        })?;
+    pub fn new(account: usize, reserved: usize) -> Result<Arc<Self>, ReservationError> {
+        let unreserved = account
+            .checked_sub(reserved)
+            .filter(|u| *u >= MIN_UNRESERVED)
+            .ok_or(ReservationError::BelowMinimum { account, reserved })?;
         Ok(Arc::new(Self { account, unreserved, in_flight: Default::default() }))
     }
     /// What functions without a reservation share.
     pub fn unreserved(&self) -> usize {
         self.unreserved
     }
+}
+
+/// Reservations the account's concurrency cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReservationError {
+    /// Lambda's error when the reservations leave less than
+    /// [`MIN_UNRESERVED`] unreserved.
+    #[error(
+        "InvalidParameterValueException: reserved concurrency {reserved} decreases the account's \
+         UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}] \
+         (account concurrency {account}; see --account-concurrency)"
+    )]
+    BelowMinimum { account: usize, reserved: usize },
+}
+
+/// Why a process did not finish its init.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitFailure {
+    #[error("exited during init ({0})")]
+    Exited(String),
+    #[error("lost during init: {0}")]
+    Lost(String),
+    #[error("init did not finish within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Why a function's process did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// Its Runtime API could not listen.
+    #[error("bind: {0}")]
+    Bind(std::io::Error),
+    #[error("{0}")]
+    Addr(std::io::Error),
+    /// Its bootstrap could not be started.
+    #[error("{function}: cannot start {}: {source}", bootstrap.display())]
+    Spawn { function: String, bootstrap: PathBuf, source: std::io::Error },
+    /// It started and failed its init: why, the init error it reported (if
+    /// any) and the last lines it wrote.
+    #[error(
+        "{function} failed its init: {why}{}{}",
+        init_error.as_ref().map(|o| format!("; init error {o}")).unwrap_or_default(),
+        if wrote.is_empty() { String::new() } else { format!("; it wrote:\n  {}", wrote.join("\n  ")) }
+    )]
+    Failed { function: String, why: InitFailure, init_error: Option<String>, wrote: Vec<String> },
 }
 
 /// One invocation's place under its concurrency limit, given back when dropped.
@@ -351,7 +393,7 @@ impl Function {
 
     /// Starts one process and waits through its init (at most `limit`):
     /// `Ok` once it asks for its first event, else the function's own init error.
-    async fn cold_start(self: &Arc<Self>, limit: Duration) -> Result<Arc<Proc>, String> {
+    async fn cold_start(self: &Arc<Self>, limit: Duration) -> Result<Arc<Proc>, InitError> {
         let spec = &self.spec;
         let (tx, rx) = mpsc::channel(1);
         let api = Arc::new(ApiState {
@@ -371,8 +413,8 @@ impl Function {
             // the server must not refuse it first at axum's 2 MB default.
             .layer(axum::extract::DefaultBodyLimit::max(4 * MAX_SYNC_PAYLOAD))
             .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(InitError::Bind)?;
+        let addr = listener.local_addr().map_err(InitError::Addr)?;
         let server = tokio::spawn(async move {
             let _stopped = axum::serve(listener, app).await;
         });
@@ -390,7 +432,11 @@ impl Function {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("{}: cannot start {}: {e}", spec.logical, spec.bootstrap.display()))?;
+        let mut child = cmd.spawn().map_err(|source| InitError::Spawn {
+            function: spec.logical.clone(),
+            bootstrap: spec.bootstrap.clone(),
+            source,
+        })?;
         if let Some(pid) = child.id() {
             CALLERS.lock().unwrap().insert(key.clone(), (spec.logical.clone(), pid));
         }
@@ -427,10 +473,10 @@ impl Function {
                 tokio::select! {
                     _ = &mut ready => Ok(()),
                     status = child.wait() => Err(match status {
-                        Ok(s) => format!("exited during init ({s})"),
-                        Err(e) => format!("lost during init: {e}"),
+                        Ok(s) => InitFailure::Exited(s.to_string()),
+                        Err(e) => InitFailure::Lost(e.to_string()),
                     }),
-                    _ = tokio::time::sleep(limit) => Err(format!("init did not finish within {limit:?}")),
+                    _ = tokio::time::sleep(limit) => Err(InitFailure::TimedOut(limit)),
                 }
             }
         };
@@ -443,18 +489,13 @@ impl Function {
             server.abort();
             let own = api.init_error.lock().unwrap().clone().map(|v| v.to_string());
             let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
-            return Err(format!(
-                "{} failed its init: {why}{}{}",
-                spec.logical,
-                own.map(|o| format!("; init error {o}")).unwrap_or_default(),
-                if lines.is_empty() { String::new() } else { format!("; it wrote:\n  {}", lines.join("\n  ")) }
-            ));
+            return Err(InitError::Failed { function: spec.logical.clone(), why, init_error: own, wrote: lines });
         }
         Ok(Arc::new(Proc { tx, key, child: tokio::sync::Mutex::new(child), tail, server }))
     }
 
     /// Starts one process (the stack is ready when every function has one).
-    pub async fn warm(self: &Arc<Self>) -> Result<(), String> {
+    pub async fn warm(self: &Arc<Self>) -> Result<(), InitError> {
         *self.alive.lock().unwrap() += 1;
         match self.cold_start(self.spec.init_timeout).await {
             Ok(p) => {
@@ -490,7 +531,7 @@ impl Function {
                 // invocation's own timeout.
                 let first = self.cold_start(self.spec.init_timeout).await;
                 let outcome = match first {
-                    Err(e) if e.contains("did not finish within") => {
+                    Err(InitError::Failed { why: InitFailure::TimedOut(_), .. }) => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         tracing::warn!(function = %self.spec.logical, "init ran over {:?}: tried again within the invocation's timeout", self.spec.init_timeout);
                         self.cold_start(left).await
@@ -500,7 +541,7 @@ impl Function {
                 return outcome.map(|p| (p, started.elapsed())).map_err(|e| {
                     *self.alive.lock().unwrap() -= 1;
                     self.freed.notify_one();
-                    InvokeError::Exited(e)
+                    InvokeError::Exited(e.to_string())
                 });
             }
             freed.await;

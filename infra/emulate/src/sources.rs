@@ -60,22 +60,33 @@ fn throttle_backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
+/// A filter pattern that uses what [`matches`] does not model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("an empty filter rule")]
+    EmptyRule,
+    #[error("the filter rule {0:?} is not modelled by hookcast emulate")]
+    Rule(String),
+    #[error("a filter pattern value must be a list or a mapping, not {0}")]
+    Value(Value),
+}
+
 /// Checks a filter pattern uses only what [`matches`] models.
-pub fn check_pattern(p: &Value) -> Result<(), String> {
+pub fn check_pattern(p: &Value) -> Result<(), PatternError> {
     match p {
         Value::Object(m) => m.values().try_for_each(check_pattern),
         Value::Array(a) => a.iter().try_for_each(|x| match x {
             Value::Object(o) => {
-                let (k, _) = o.iter().next().ok_or("an empty filter rule")?;
+                let (k, _) = o.iter().next().ok_or(PatternError::EmptyRule)?;
                 if ["prefix", "exists", "anything-but"].contains(&k.as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("the filter rule {k:?} is not modelled by hookcast emulate"))
+                    Err(PatternError::Rule(k.clone()))
                 }
             }
             _ => Ok(()),
         }),
-        _ => Err(format!("a filter pattern value must be a list or a mapping, not {p}")),
+        _ => Err(PatternError::Value(p.clone())),
     }
 }
 

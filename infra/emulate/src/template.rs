@@ -120,20 +120,43 @@ fn to_json(v: serde_yaml::Value) -> Result<Value, String> {
     })
 }
 
+/// What is wrong with a template, its parameters or a reference in it;
+/// each says so as a person reads it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `--parameter-overrides` words that are neither form.
+    #[error("{0}")]
+    Overrides(String),
+    /// The template is not one hookcast emulate takes: its YAML, a section,
+    /// a resource type, a parameter's value, a condition or a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// An intrinsic function or a reference that does not resolve.
+    #[error("{0}")]
+    Unresolved(String),
+}
+
+/// For the emulator's own checks, which word their errors as text.
+impl From<TemplateError> for String {
+    fn from(e: TemplateError) -> Self {
+        e.to_string()
+    }
+}
+
 /// `--parameter-overrides` in SAM's forms: `K=V` words, or one string of
 /// `ParameterKey=K,ParameterValue=V` pairs.
-pub fn parse_overrides(words: &[String]) -> Result<HashMap<String, String>, String> {
+pub fn parse_overrides(words: &[String]) -> Result<HashMap<String, String>, TemplateError> {
     let mut out = HashMap::new();
     for w in words {
         if let Some(rest) = w.strip_prefix("ParameterKey=") {
-            let (k, v) = rest
-                .split_once(",ParameterValue=")
-                .ok_or_else(|| format!("--parameter-overrides {w:?}: expected ParameterKey=K,ParameterValue=V"))?;
+            let (k, v) = rest.split_once(",ParameterValue=").ok_or_else(|| {
+                TemplateError::Overrides(format!("--parameter-overrides {w:?}: expected ParameterKey=K,ParameterValue=V"))
+            })?;
             out.insert(k.to_owned(), v.to_owned());
         } else if let Some((k, v)) = w.split_once('=') {
             out.insert(k.to_owned(), v.to_owned());
         } else {
-            return Err(format!("--parameter-overrides {w:?}: expected Key=Value"));
+            return Err(TemplateError::Overrides(format!("--parameter-overrides {w:?}: expected Key=Value")));
         }
     }
     Ok(out)
@@ -192,7 +215,11 @@ fn check_param(name: &str, spec: &Map<String, Value>, value: &str) -> Result<(),
 }
 
 impl Template {
-    pub fn parse(text: &str, overrides: &HashMap<String, String>, region: &str, stack: &str) -> Result<Self, String> {
+    pub fn parse(text: &str, overrides: &HashMap<String, String>, region: &str, stack: &str) -> Result<Self, TemplateError> {
+        Self::parse_text(text, overrides, region, stack).map_err(TemplateError::Invalid)
+    }
+
+    fn parse_text(text: &str, overrides: &HashMap<String, String>, region: &str, stack: &str) -> Result<Self, String> {
         let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| format!("template is not YAML: {e}"))?;
         let root = to_json(yaml)?;
         let root = root.as_object().ok_or("template: not a mapping")?;
@@ -336,7 +363,7 @@ impl Template {
     }
 
     fn condition_value(&self, v: &Value, attrs: &Attrs) -> Result<bool, String> {
-        match self.resolve(v, attrs)? {
+        match self.resolve_value(v, attrs)? {
             Value::Bool(b) => Ok(b),
             Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
             other => Err(format!("a condition that is not true or false: {other}")),
@@ -345,12 +372,16 @@ impl Template {
 
     /// The value of `v` with every intrinsic resolved. `attrs` holds the
     /// provisioned resources' `Ref` and `GetAtt` values.
-    pub fn resolve(&self, v: &Value, attrs: &Attrs) -> Result<Value, String> {
+    pub fn resolve(&self, v: &Value, attrs: &Attrs) -> Result<Value, TemplateError> {
+        self.resolve_value(v, attrs).map_err(TemplateError::Unresolved)
+    }
+
+    fn resolve_value(&self, v: &Value, attrs: &Attrs) -> Result<Value, String> {
         match v {
             Value::Array(a) => {
                 let mut out = vec![];
                 for x in a {
-                    let r = self.resolve(x, attrs)?;
+                    let r = self.resolve_value(x, attrs)?;
                     if r != json!({"__NoValue": true}) {
                         out.push(r);
                     }
@@ -369,14 +400,14 @@ impl Template {
                         let parts: Vec<String> = match arg {
                             Value::String(s) => s.splitn(2, '.').map(str::to_owned).collect(),
                             Value::Array(a) => {
-                                a.iter().map(|x| self.resolve(x, attrs).map(|v| str_of(&v))).collect::<Result<_, _>>()?
+                                a.iter().map(|x| self.resolve_value(x, attrs).map(|v| str_of(&v))).collect::<Result<_, _>>()?
                             }
                             _ => return Err("Fn::GetAtt: expected [Resource, Attribute]".into()),
                         };
                         if parts.len() != 2 {
                             return Err(format!("Fn::GetAtt {parts:?}: expected [Resource, Attribute]"));
                         }
-                        attrs.get_att(&parts[0], &parts[1]).map(Value::String)
+                        attrs.get_att(&parts[0], &parts[1]).map(Value::String).map_err(String::from)
                     }
                     "Fn::Sub" => {
                         let (text, vars) = match arg {
@@ -389,35 +420,36 @@ impl Template {
                         };
                         let mut local = HashMap::new();
                         for (k, v) in vars {
-                            local.insert(k, str_of(&self.resolve(&v, attrs)?));
+                            local.insert(k, str_of(&self.resolve_value(&v, attrs)?));
                         }
                         self.sub(&text, &local, attrs).map(Value::String)
                     }
                     "Fn::Join" => {
                         let a = arg.as_array().filter(|a| a.len() == 2).ok_or("Fn::Join: expected [delimiter, list]")?;
                         let sep = a[0].as_str().ok_or("Fn::Join: the delimiter must be a string")?;
-                        let list = self.resolve(&a[1], attrs)?;
+                        let list = self.resolve_value(&a[1], attrs)?;
                         let items = list.as_array().ok_or("Fn::Join: the second item must be a list")?;
                         Ok(Value::String(items.iter().map(str_of).collect::<Vec<_>>().join(sep)))
                     }
                     "Fn::Split" => {
                         let a = arg.as_array().filter(|a| a.len() == 2).ok_or("Fn::Split: expected [delimiter, string]")?;
                         let sep = a[0].as_str().ok_or("Fn::Split: the delimiter must be a string")?;
-                        let s = str_of(&self.resolve(&a[1], attrs)?);
+                        let s = str_of(&self.resolve_value(&a[1], attrs)?);
                         Ok(Value::Array(s.split(sep).map(|p| json!(p)).collect()))
                     }
                     "Fn::Select" => {
                         let a = arg.as_array().filter(|a| a.len() == 2).ok_or("Fn::Select: expected [index, list]")?;
-                        let i: usize =
-                            str_of(&self.resolve(&a[0], attrs)?).parse().map_err(|_| "Fn::Select: the index must be a number")?;
-                        let list = self.resolve(&a[1], attrs)?;
+                        let i: usize = str_of(&self.resolve_value(&a[0], attrs)?)
+                            .parse()
+                            .map_err(|_| "Fn::Select: the index must be a number")?;
+                        let list = self.resolve_value(&a[1], attrs)?;
                         list.as_array().and_then(|l| l.get(i)).cloned().ok_or_else(|| format!("Fn::Select: no item {i}"))
                     }
                     "Fn::If" => {
                         let a = arg.as_array().filter(|a| a.len() == 3).ok_or("Fn::If: expected [condition, then, else]")?;
                         let c = a[0].as_str().ok_or("Fn::If: the condition must be a name")?;
                         let b = *self.conditions.get(c).ok_or_else(|| format!("Fn::If: no condition {c}"))?;
-                        self.resolve(&a[if b { 1 } else { 2 }], attrs)
+                        self.resolve_value(&a[if b { 1 } else { 2 }], attrs)
                     }
                     "Fn::Not" => {
                         let a = arg.as_array().filter(|a| a.len() == 1).ok_or("Fn::Not: expected [condition]")?;
@@ -430,16 +462,16 @@ impl Template {
                     }
                     "Fn::Equals" => {
                         let a = arg.as_array().filter(|a| a.len() == 2).ok_or("Fn::Equals: expected [a, b]")?;
-                        Ok(json!(str_of(&self.resolve(&a[0], attrs)?) == str_of(&self.resolve(&a[1], attrs)?)))
+                        Ok(json!(str_of(&self.resolve_value(&a[0], attrs)?) == str_of(&self.resolve_value(&a[1], attrs)?)))
                     }
                     k if k.starts_with("Fn::") => Err(format!("the intrinsic {k} is not modelled by hookcast emulate")),
-                    _ => Ok(json!({ k.clone(): self.resolve(arg, attrs)? })),
+                    _ => Ok(json!({ k.clone(): self.resolve_value(arg, attrs)? })),
                 }
             }
             Value::Object(m) => {
                 let mut out = Map::new();
                 for (k, v) in m {
-                    let r = self.resolve(v, attrs)?;
+                    let r = self.resolve_value(v, attrs)?;
                     if r != json!({"__NoValue": true}) {
                         out.insert(k.clone(), r);
                     }
@@ -472,7 +504,7 @@ impl Template {
         if let Some(p) = self.params.get(name) {
             return Ok(Value::String(p.clone()));
         }
-        attrs.reference(name).map(Value::String)
+        attrs.reference(name).map(Value::String).map_err(String::from)
     }
 
     fn sub(&self, text: &str, local: &HashMap<String, String>, attrs: &Attrs) -> Result<String, String> {
@@ -524,11 +556,14 @@ impl Attrs {
     pub fn set_att(&mut self, id: &str, att: &str, v: impl Into<String>) {
         self.atts.insert((id.to_owned(), att.to_owned()), v.into());
     }
-    pub fn reference(&self, id: &str) -> Result<String, String> {
-        self.refs.get(id).cloned().ok_or_else(|| format!("Ref {id}: no such parameter or resource"))
+    pub fn reference(&self, id: &str) -> Result<String, TemplateError> {
+        self.refs.get(id).cloned().ok_or_else(|| TemplateError::Unresolved(format!("Ref {id}: no such parameter or resource")))
     }
-    pub fn get_att(&self, id: &str, att: &str) -> Result<String, String> {
-        self.atts.get(&(id.to_owned(), att.to_owned())).cloned().ok_or_else(|| format!("Fn::GetAtt {id}.{att}: not modelled"))
+    pub fn get_att(&self, id: &str, att: &str) -> Result<String, TemplateError> {
+        self.atts
+            .get(&(id.to_owned(), att.to_owned()))
+            .cloned()
+            .ok_or_else(|| TemplateError::Unresolved(format!("Fn::GetAtt {id}.{att}: not modelled")))
     }
     /// The logical id whose attribute `att` is `value` (e.g. the queue with that ARN).
     pub fn owner_of(&self, att: &str, value: &str) -> Option<String> {
@@ -595,7 +630,7 @@ Resources:
 "#;
         let parse = |o: &[(&str, &str)]| {
             let o: HashMap<String, String> = o.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            Template::parse(text, &o, "us-east-1", "s")
+            Template::parse(text, &o, "us-east-1", "s").map_err(|e| e.to_string())
         };
         assert!(parse(&[]).is_ok(), "the rule does not apply");
         assert!(parse(&[("Acl", "arn"), ("Secret", "x")]).is_ok());
@@ -604,15 +639,21 @@ Resources:
 
     #[test]
     fn refuses_what_cloudformation_refuses() {
-        let err = Template::parse(T, &HashMap::new(), "r", "s").unwrap_err();
+        let err = Template::parse(T, &HashMap::new(), "r", "s").unwrap_err().to_string();
         assert!(err.contains("Secret must have values"), "{err}");
-        let err = Template::parse(T, &parse_overrides(&["Secret=ab".into()]).unwrap(), "r", "s").unwrap_err();
+        let err = Template::parse(T, &parse_overrides(&["Secret=ab".into()]).unwrap(), "r", "s").unwrap_err().to_string();
         assert!(err.contains("at least 4 characters"), "{err}");
-        let err = Template::parse(T, &parse_overrides(&["Secret=abcd".into(), "N=65".into()]).unwrap(), "r", "s").unwrap_err();
+        let err = Template::parse(T, &parse_overrides(&["Secret=abcd".into(), "N=65".into()]).unwrap(), "r", "s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at most 64"), "{err}");
-        let err = Template::parse(T, &parse_overrides(&["Secret=abcd".into(), "Nope=1".into()]).unwrap(), "r", "s").unwrap_err();
+        let err = Template::parse(T, &parse_overrides(&["Secret=abcd".into(), "Nope=1".into()]).unwrap(), "r", "s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no parameter Nope"), "{err}");
-        let err = Template::parse("Resources:\n  X: { Type: AWS::EC2::Instance }\n", &HashMap::new(), "r", "s").unwrap_err();
+        let err = Template::parse("Resources:\n  X: { Type: AWS::EC2::Instance }\n", &HashMap::new(), "r", "s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("AWS::EC2::Instance is not modelled"), "{err}");
         let t = Template::parse(
             "Resources:\n  X: { Type: AWS::SQS::Queue, Properties: { A: !GetAZs '' } }\n",
@@ -621,7 +662,7 @@ Resources:
             "s",
         )
         .unwrap();
-        let err = t.resolve(&Value::Object(t.resources["X"].properties.clone()), &Attrs::default()).unwrap_err();
+        let err = t.resolve(&Value::Object(t.resources["X"].properties.clone()), &Attrs::default()).unwrap_err().to_string();
         assert!(err.contains("Fn::GetAZs is not modelled"), "{err}");
     }
 
@@ -645,7 +686,7 @@ Resources:
             "AlertEmail=none".into(),
         ])
         .unwrap();
-        let err = Template::parse(&text, &bad, "us-east-1", "hookcast").unwrap_err();
+        let err = Template::parse(&text, &bad, "us-east-1", "hookcast").unwrap_err().to_string();
         assert!(err.contains("NetlifySecret must match"), "{err}");
     }
 }

@@ -6,12 +6,44 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hookcast_core::config::Config;
+use hookcast_core::fanout::FanoutReport;
+use hookcast_core::ports::StoreError;
 use hookcast_core::protocol::Event;
+use hookcast_core::{Fanout, Live};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
-use crate::server::LocalFanout;
-use crate::store::Backlog;
+use crate::backlog::Backlog;
+use crate::gateway::{LocalGateway, Pusher};
+
+/// The push to subscribers, with the choice of writing straight to the
+/// sockets made per event (see [`LocalFanout::fan_out`]).
+pub struct LocalFanout {
+    direct: Fanout<Live, Pusher>,
+    queued: Fanout<Live, Pusher>,
+}
+
+impl LocalFanout {
+    pub fn new(config: Arc<Config>, live: Arc<Live>, gateway: Arc<LocalGateway>) -> Self {
+        Self {
+            direct: Fanout::new(config.clone(), live.clone(), Arc::new(Pusher::new(gateway.clone(), true))),
+            queued: Fanout::new(config, live, Arc::new(Pusher::new(gateway, false))),
+        }
+    }
+
+    /// Pushes one event to its channel's subscribers. `direct`: written
+    /// straight to the sockets while nothing else waits on the channel;
+    /// otherwise left to each socket's writer, which sends all that waited
+    /// in one write.
+    pub async fn fan_out(&self, event: &Event, direct: bool) -> Result<FanoutReport, StoreError> {
+        if direct {
+            self.direct.fan_out(event).await
+        } else {
+            self.queued.fan_out(event).await
+        }
+    }
+}
 
 /// Runs until the feed closes: routes each committed event to its channel's
 /// task, starting one the first time a channel is seen. Each event fanned
@@ -41,7 +73,7 @@ async fn channel_task(fanout: Arc<LocalFanout>, backlog: Arc<Backlog>, mut rx: U
         // writes after the first 128 sockets (a push never waits, so the
         // budget has nothing to share out).
         let direct = rx.is_empty();
-        let push = crate::gateway::DIRECT.scope(direct, fanout.fan_out(&ev));
+        let push = fanout.fan_out(&ev, direct);
         if let Err(e) = tokio::task::unconstrained(push).await {
             warn!(error = %e, channel = %ev.channel, seq = ev.seq, "fan-out failed; pages catch up from history");
         }

@@ -2,7 +2,8 @@
 //! command prints (`error: …`); the kind says where the problem is, so a
 //! caller (and a test) can tell a bad flag from a config file it cannot use,
 //! a data directory another server holds, a store that will not open, a
-//! certificate, the network, or the server failing while it runs.
+//! certificate, the network, the server failing while it runs, or the
+//! emulated AWS stack (`hookcast emulate`).
 
 use std::path::PathBuf;
 
@@ -31,6 +32,9 @@ pub enum Error {
     /// Listening, or serving once started.
     #[error("{0}")]
     Serve(String),
+    /// `hookcast emulate`: the stack did not start, or stopped.
+    #[error(transparent)]
+    Emulate(#[from] hookcast_emulate::stack::StackError),
     /// The command already said what went wrong (a refused `send`).
     #[error("")]
     Reported,

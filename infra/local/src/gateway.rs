@@ -325,14 +325,6 @@ pub struct Outbound {
     pub queued: Arc<Queued>,
 }
 
-tokio::task_local! {
-    /// Set by the dispatcher around a fan-out: whether this push may write
-    /// straight to the sockets (nothing else waits on its channel). When
-    /// events queue up, writes are left to the sockets' writers, which send
-    /// all that waited in one write.
-    pub static DIRECT: bool;
-}
-
 impl LocalGateway {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Queued>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
@@ -372,20 +364,14 @@ impl LocalGateway {
         };
         h.push(Frame::text(frame, kind), true, false).into()
     }
-}
 
-impl Gateway for LocalGateway {
-    async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
-        self.enqueue(conn, frame, Kind::Live)
-    }
-    async fn reply(&self, conn: &ConnId, frame: &str) -> Delivery {
-        self.enqueue(conn, frame, Kind::Reply)
-    }
-    /// One encoding of the frame, shared by every socket; the page's queues
-    /// are looked up under one lock and pushed to after it is released.
-    /// Pushing never waits, so no concurrency is needed.
-    async fn send_many(&self, conns: Vec<ConnId>, frame: &str, _concurrency: usize) -> Vec<(ConnId, Delivery)> {
-        let direct = DIRECT.try_with(|d| *d).unwrap_or(false);
+    /// One page of a fan-out: one encoding of the frame, shared by every
+    /// socket; the page's queues are looked up under one lock and pushed to
+    /// after it is released. Pushing never waits, so no concurrency is
+    /// needed. `direct`: whether a push may write straight to its socket
+    /// (nothing else waits on its channel); when events queue up, writes are
+    /// left to the sockets' writers, which send all that waited in one write.
+    pub fn push_page(&self, conns: Vec<ConnId>, frame: &str, direct: bool) -> Vec<(ConnId, Delivery)> {
         let (bytes, head) = crate::wire::text_frame(frame);
         let queues: Vec<Option<Arc<Queued>>> = {
             let map = self.map();
@@ -407,6 +393,49 @@ impl Gateway for LocalGateway {
         self.straight.fetch_add(straight, Ordering::Relaxed);
         self.other.fetch_add(page.len() as u64 - straight, Ordering::Relaxed);
         page
+    }
+}
+
+/// The gateway as a fan-out pushes through it, with its choice of writing
+/// straight to the sockets (see [`LocalGateway::push_page`]): the
+/// dispatcher holds one fan-out over each.
+pub struct Pusher {
+    gateway: Arc<LocalGateway>,
+    direct: bool,
+}
+
+impl Pusher {
+    pub fn new(gateway: Arc<LocalGateway>, direct: bool) -> Self {
+        Self { gateway, direct }
+    }
+}
+
+impl Gateway for Pusher {
+    async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
+        self.gateway.send(conn, frame).await
+    }
+    async fn reply(&self, conn: &ConnId, frame: &str) -> Delivery {
+        self.gateway.reply(conn, frame).await
+    }
+    async fn send_many(&self, conns: Vec<ConnId>, frame: &str, _concurrency: usize) -> Vec<(ConnId, Delivery)> {
+        self.gateway.push_page(conns, frame, self.direct)
+    }
+    async fn close(&self, conn: &ConnId) {
+        self.gateway.close(conn).await
+    }
+}
+
+impl Gateway for LocalGateway {
+    async fn send(&self, conn: &ConnId, frame: &str) -> Delivery {
+        self.enqueue(conn, frame, Kind::Live)
+    }
+    async fn reply(&self, conn: &ConnId, frame: &str) -> Delivery {
+        self.enqueue(conn, frame, Kind::Reply)
+    }
+    /// A page of a fan-out that is not a dispatcher's (see [`Pusher`]):
+    /// frames wait for the sockets' writers.
+    async fn send_many(&self, conns: Vec<ConnId>, frame: &str, _concurrency: usize) -> Vec<(ConnId, Delivery)> {
+        self.push_page(conns, frame, false)
     }
     async fn close(&self, conn: &ConnId) {
         if let Some(h) = self.map().get(conn) {
@@ -484,11 +513,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let g = LocalGateway::default();
+        let g = Arc::new(LocalGateway::default());
         let c = ConnId("c".into());
         let mut out = g.register(&c);
         out.queued.attach(Wire::new(server));
-        let push = |direct: bool, text: &'static str| DIRECT.scope(direct, g.send_many(vec![c.clone()], text, 1));
+        // Through the fan-out's gateway, as the dispatcher pushes.
+        let push = |direct: bool, text: &'static str| {
+            let (pusher, conns) = (Pusher::new(g.clone(), direct), vec![c.clone()]);
+            async move { pusher.send_many(conns, text, 1).await }
+        };
         assert_eq!(push(true, "one").await[0].1, Delivery::Delivered);
         assert_eq!(out.queued.bytes(), 0, "written, not queued");
         let mut buf = [0u8; 5];

@@ -1,7 +1,9 @@
 //! The `hookcast` local binary as a library, so tests start it in-process.
 
+pub mod backlog;
 pub mod dispatch;
 pub mod error;
+pub mod file_identity;
 pub mod gateway;
 pub mod listen;
 pub mod net;
@@ -10,6 +12,7 @@ pub mod send;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tungstenite_io;
 pub mod wire;
 
 use std::future::Future;
@@ -17,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hookcast_core::ports::Retention;
-use hookcast_core::{Fanout, Hooks, Live, Relay};
+use hookcast_core::{Hooks, Live, Relay};
 use tokio::net::TcpListener;
 
 use crate::error::Error;
@@ -41,7 +44,7 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, Error> {
     let config = Arc::new(settings.core.clone());
     let hooks = Arc::new(Hooks::new(config.clone(), log.clone()));
     let relay = Arc::new(Relay::new(config.clone(), log.clone(), live.clone(), gateway.clone()));
-    let fanout = Arc::new(Fanout::new(config, live.clone(), gateway.clone()));
+    let fanout = Arc::new(dispatch::LocalFanout::new(config, live.clone(), gateway.clone()));
     Ok(Arc::new(AppState {
         hooks,
         relay,

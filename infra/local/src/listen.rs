@@ -145,7 +145,7 @@ async fn follow(
         }
         // Events that came ahead of a gap (a replay continued with `next`,
         // or one being repaired), printed once the gap fills.
-        let mut held: BTreeMap<Channel, BTreeMap<u64, hookcast_core::Event>> = BTreeMap::new();
+        let mut held: Held = BTreeMap::new();
         let mut subscribed = 0;
         let mut failures: u32 = 0;
         while let Some(msg) = ws.next().await {
@@ -178,30 +178,10 @@ async fn follow(
             for f in frames {
                 match f {
                     ServerMsg::Event(ev) => {
-                        let Some(seen) = last.get_mut(&ev.channel) else { continue };
-                        if seen.is_some_and(|s| ev.seq <= s) {
-                            continue; // a replay overlapping what was printed
-                        }
-                        if seen.is_some_and(|s| ev.seq > s + 1) {
-                            held.entry(ev.channel.clone()).or_default().insert(ev.seq, ev);
-                            continue;
-                        }
-                        let channel = ev.channel.clone();
-                        let mut ready = vec![ev];
-                        if let Some(h) = held.get_mut(&channel) {
-                            while let Some(next) = h.remove(&(ready[ready.len() - 1].seq + 1)) {
-                                ready.push(next);
-                            }
-                        }
-                        for ev in ready {
-                            *seen = Some(ev.seq);
-                            let done = args.until.as_deref().is_some_and(|u| matches(u, ev.event.as_str()));
-                            writeln!(out, "{}", ServerMsg::Event(ev).to_json()).map_err(|e| e.to_string())?;
-                            out.flush().map_err(|e| e.to_string())?;
-                            if done {
-                                let _ = ws.close(None).await;
-                                return Ok(Outcome::Done);
-                            }
+                        let done = take_event(args, ev, &mut last, &mut held, out)?;
+                        if done {
+                            let _ = ws.close(None).await;
+                            return Ok(Outcome::Done);
                         }
                     }
                     ServerMsg::Subscribed { channel, seq: head, reset, epoch, next } => {
@@ -263,4 +243,44 @@ async fn follow(
         let _ = writeln!(log, "hookcast listen: disconnected; resuming in {wait:?}");
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Events that came ahead of a gap, per channel, by seq.
+type Held = BTreeMap<Channel, BTreeMap<u64, hookcast_core::Event>>;
+
+/// One event frame: printed in seq order (one past a gap is held until the
+/// gap fills, one already printed is skipped); `true` once the `--until`
+/// event has been printed (what followed it in the same run is not).
+fn take_event(
+    args: &ListenArgs,
+    ev: hookcast_core::Event,
+    last: &mut BTreeMap<Channel, Option<u64>>,
+    held: &mut Held,
+    out: &mut (dyn Write + Send),
+) -> Result<bool, String> {
+    let Some(seen) = last.get_mut(&ev.channel) else { return Ok(false) };
+    if seen.is_some_and(|s| ev.seq <= s) {
+        return Ok(false); // a replay overlapping what was printed
+    }
+    if seen.is_some_and(|s| ev.seq > s + 1) {
+        held.entry(ev.channel.clone()).or_default().insert(ev.seq, ev);
+        return Ok(false);
+    }
+    let channel = ev.channel.clone();
+    let mut ready = vec![ev];
+    if let Some(h) = held.get_mut(&channel) {
+        while let Some(next) = h.remove(&(ready[ready.len() - 1].seq + 1)) {
+            ready.push(next);
+        }
+    }
+    for ev in ready {
+        *seen = Some(ev.seq);
+        let done = args.until.as_deref().is_some_and(|u| matches(u, ev.event.as_str()));
+        writeln!(out, "{}", ServerMsg::Event(ev).to_json()).map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        if done {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

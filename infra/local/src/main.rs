@@ -127,7 +127,7 @@ fn main() -> ExitCode {
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(Error::Reported) }),
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
-            Cmd::Emulate(args) => hookcast_emulate::stack::run(args).await.map_err(Error::Serve),
+            Cmd::Emulate(args) => hookcast_emulate::stack::run(args).await.map_err(Error::from),
             Cmd::Listen(_) => unreachable!("handled above"),
         }
     });

@@ -23,6 +23,9 @@ use hookcast_core::state::{advance, State, StateMode};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::backlog::{Backlog, MAX_BACKLOG};
+use crate::file_identity::FileIdentity;
+
 pub struct SqliteStore {
     /// The one writer connection; only the writer thread writes through it
     /// (in memory, reads share it).
@@ -55,38 +58,8 @@ struct Job {
     done: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
 }
 
-/// Committed events the dispatcher has not finished: the distance between
-/// the log's head and what pages have been sent.
-#[derive(Default)]
-pub struct Backlog {
-    events: std::sync::atomic::AtomicUsize,
-    drained: tokio::sync::Notify,
-}
-
-impl Backlog {
-    /// The dispatcher has fanned out one event.
-    pub fn done(&self) {
-        self.events.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        self.drained.notify_waiters();
-    }
-    pub fn events(&self) -> usize {
-        self.events.load(std::sync::atomic::Ordering::Acquire)
-    }
-    async fn below(&self, max: usize) {
-        loop {
-            let notified = self.drained.notified();
-            if self.events() < max {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 /// Appends in one transaction at most (and so per fsync).
 const MAX_BATCH: usize = 256;
-/// Committed events waiting for the fan-out above which new appends wait.
-pub const MAX_BACKLOG: usize = 1024;
 /// How often the writer sweeps expired dedupe keys and states (both are
 /// already ignored once expired, so the sweep reclaims space, and takes a
 /// state's personal data off the disk), and how many rows at once.
@@ -273,37 +246,6 @@ struct Writer {
     gone_said: Option<Instant>,
 }
 
-/// A file's path and its device and inode when opened: the file at that
-/// path later is the same file only if both still match.
-struct FileIdentity {
-    path: std::path::PathBuf,
-    dev_ino: (u64, u64),
-}
-
-impl FileIdentity {
-    fn of(path: &Path) -> std::io::Result<Self> {
-        Ok(Self { path: path.to_owned(), dev_ino: Self::dev_ino(path)? })
-    }
-    #[cfg(unix)]
-    fn dev_ino(path: &Path) -> std::io::Result<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path)?;
-        Ok((m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    fn dev_ino(path: &Path) -> std::io::Result<(u64, u64)> {
-        std::fs::metadata(path).map(|_| (0, 0))
-    }
-    /// Why the file at the path is no longer the one opened, if it is not.
-    fn changed(&self) -> Option<String> {
-        match Self::dev_ino(&self.path) {
-            Ok(now) if now == self.dev_ino => None,
-            Ok(_) => Some(format!("{} was replaced by another file while the server runs", self.path.display())),
-            Err(e) => Some(format!("{} is gone ({e}); it was deleted while the server runs", self.path.display())),
-        }
-    }
-}
-
 impl Writer {
     fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
         // The first commit sweeps (a restart after a long stop finds states to drop).
@@ -415,7 +357,7 @@ impl Writer {
                 self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for (j, outcome) in jobs.into_iter().zip(outcomes) {
                     if let (Some(feed), Ok(Appended::Stored(event))) = (self.feed.get(), &outcome) {
-                        self.backlog.events.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        self.backlog.added();
                         // The receiver lives as long as the server; after
                         // shutdown the event is durable and replays on resubscribe.
                         if feed.send(event.clone()).is_err() {

@@ -4,18 +4,16 @@
 //! the fan-out while a socket has nothing waiting (see [`crate::gateway`]).
 //! Reading stays with tungstenite (masking, fragments, UTF-8, limits); what
 //! it writes itself (pongs, the reply to a close) goes through the same
-//! queue, so one socket's bytes never interleave.
+//! queue (see [`crate::tungstenite_io`]), so one socket's bytes never interleave.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use crate::gateway::{Frame, Queued};
 
 /// Anything a connection can be (plain TCP or TLS, behind hyper's upgrade).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -58,42 +56,11 @@ impl Wire {
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut **self.io()).poll_flush(cx)
     }
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut **self.io()).poll_read(cx, buf)
     }
-    fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut **self.io()).poll_shutdown(cx)
-    }
-}
-
-/// What tungstenite reads from and writes to: reads come from the wire;
-/// its writes (pongs, close replies) are queued as control frames behind
-/// whatever waits, and always taken whole.
-pub struct Tungstenite(pub Arc<Queued>);
-
-impl AsyncRead for Tungstenite {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.0.wire() {
-            Some(w) => w.poll_read(cx, buf),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncWrite for Tungstenite {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        // A socket already ended or over its budget (then closing) drops it.
-        self.0.push(Frame::control(Bytes::copy_from_slice(buf)), true, false);
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.0.wire() {
-            Some(w) => w.poll_shutdown(cx),
-            None => Poll::Ready(Ok(())),
-        }
     }
 }
 

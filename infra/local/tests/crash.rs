@@ -10,9 +10,10 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use hookcast_core::sign;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const SECRET: &str = "crash-test-hmac-secret";
 
@@ -27,10 +28,7 @@ async fn start(dir: &std::path::Path, config: &std::path::Path) -> (Child, Strin
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first =
-        hookcast_testkit::within(hookcast_testkit::LOCAL, "hookcast dev's banner", lines.next_line()).await.unwrap().unwrap();
-    let url = first.strip_prefix("hookcast listening on ").expect("banner").to_owned();
+    let (url, mut lines) = common::banner(&mut child, "hookcast dev's banner").await;
     // Keep draining stdout so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)

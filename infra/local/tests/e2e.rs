@@ -11,23 +11,15 @@ use hookcast::server::AppState;
 use hookcast::settings::{self, DevSecrets, Overrides};
 use hookcast_core::sign;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-// A ceiling for a stuck run (hookcast_testkit), not a guess at how long the work takes.
-const WAIT: Duration = hookcast_testkit::LOCAL;
+mod common;
+use common::{next, send, Ws, WAIT};
 
 fn secrets() -> DevSecrets {
-    DevSecrets {
-        netlify: "netlify-test-secret".into(),
-        zapier: "zapier-test-token".into(),
-        hmac: "hmac-test-secret".into(),
-        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-    }
+    common::dev_secrets("netlify-test-secret", "zapier-test-token", "hmac-test-secret")
 }
 
 struct Server {
@@ -57,7 +49,7 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
     async fn ws(&self) -> Ws {
-        connect_async(format!("ws://{}/ws", self.addr)).await.unwrap().0
+        common::ws_connect(self.addr).await
     }
     async fn stop(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
@@ -65,15 +57,6 @@ impl Server {
         // Sockets end on their own tasks; the data directory is free once they have.
         hookcast::released(&self.state, WAIT).await;
     }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next text frame as JSON, failing after WAIT.
-async fn next(ws: &mut Ws) -> Value {
-    hookcast_testkit::next_json(ws, WAIT, "a frame").await
 }
 
 async fn subscribe(ws: &mut Ws, channel: &str, since: Option<u64>) -> Value {
@@ -86,15 +69,9 @@ async fn subscribe(ws: &mut Ws, channel: &str, since: Option<u64>) -> Value {
 }
 
 async fn post(url: &str, content_type: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let (status, answer, ct) = common::post(url, content_type, headers, body).await;
     assert_eq!(ct.as_deref(), Some("application/json"), "every answer is JSON");
-    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+    (status, answer)
 }
 
 fn deploy_body(state: &str) -> Vec<u8> {

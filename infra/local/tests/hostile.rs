@@ -19,11 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{connect_async, MaybeTlsStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-// A ceiling for a stuck run (hookcast_testkit), not a guess at how long the work takes.
-const WAIT: Duration = hookcast_testkit::LOCAL;
+mod common;
+use common::{next, send, Ws, WAIT};
+
 const ORIGIN: &str = "https://site.example";
 
 struct Server {
@@ -86,14 +86,6 @@ impl Server {
             .unwrap();
         (res.status().as_u16(), res.json().await.unwrap())
     }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-async fn next(ws: &mut Ws) -> Value {
-    hookcast_testkit::next_json(ws, WAIT, "a frame").await
 }
 
 /// Reads until the server closes; the close frame's code, if one came.
@@ -276,11 +268,7 @@ async fn a_page_that_pauses_gets_every_frame_whole_and_in_order() {
         assert!(events < 1000, "20 MB posted and nothing ever waited in the queue");
         s.post_news(events, &pad).await;
         page.send(Message::Ping(events.to_be_bytes().to_vec().into())).await.unwrap();
-        hookcast_testkit::until_sync(WAIT, "the event to be fanned out", || match s.state.log.backlog().events() {
-            0 => Ok(()),
-            b => Err(format!("{b} events not yet fanned out")),
-        })
-        .await;
+        common::fanned_out(&s.state, "the event to be fanned out").await;
         events += 1;
         if queued_at.is_none() && s.state.gateway.queued_bytes() > 0 {
             queued_at = Some(events);

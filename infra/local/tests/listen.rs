@@ -9,13 +9,10 @@ use hookcast_core::sign;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
+mod common;
+
 fn secrets() -> DevSecrets {
-    DevSecrets {
-        netlify: "listen-netlify-secret-0123".into(),
-        zapier: "listen-zapier-token-0123".into(),
-        hmac: "listen-hmac-secret-0123".into(),
-        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-    }
+    common::dev_secrets("listen-netlify-secret-0123", "listen-zapier-token-0123", "listen-hmac-secret-0123")
 }
 
 async fn deploy(http: &str, state: &str, context: &str) {

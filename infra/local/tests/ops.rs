@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::process::Stdio;
 
 use futures::{SinkExt, StreamExt};
-use hookcast::settings::{self, DevSecrets, Overrides};
+use hookcast::settings::{self, Overrides};
 use hookcast_core::sign;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 /// Parses the Prometheus text format: `name{labels} value` per sample.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -26,12 +28,7 @@ fn parse(text: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_metrics_and_json_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = DevSecrets {
-        netlify: "ops-netlify-secret-0123".into(),
-        zapier: "ops-zapier-token-0123".into(),
-        hmac: "ops-hmac-secret-0123".into(),
-        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-    };
+    let secrets = common::dev_secrets("ops-netlify-secret-0123", "ops-zapier-token-0123", "ops-hmac-secret-0123");
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
     let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
     let addr = running.addr;
@@ -41,7 +38,7 @@ async fn healthz_metrics_and_json_logs() {
     assert_eq!(health.status(), 200);
     assert_eq!(health.json::<Value>().await.unwrap()["ok"], true);
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let mut ws = common::ws_connect(addr).await;
     ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
     hookcast_testkit::within(hookcast_testkit::LOCAL, "the subscribe reply", ws.next()).await.unwrap().unwrap();
     let client = reqwest::Client::new();
@@ -59,13 +56,7 @@ async fn healthz_metrics_and_json_logs() {
     hookcast_testkit::within(hookcast_testkit::LOCAL, "the event on the socket", ws.next()).await.unwrap().unwrap();
     // The frame is written before the fan-out counts it: wait for the
     // fan-out to finish, not for the frame (a busy machine shows the gap).
-    hookcast_testkit::until_sync(hookcast_testkit::LOCAL, "the fan-out to finish", || {
-        match running.state.log.backlog().events() {
-            0 => Ok(()),
-            n => Err(format!("{n} events not yet fanned out")),
-        }
-    })
-    .await;
+    common::fanned_out(&running.state, "the fan-out to finish").await;
 
     let res = reqwest::get(format!("{http}/metrics")).await.unwrap();
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
@@ -96,10 +87,7 @@ async fn healthz_metrics_and_json_logs() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner =
-        hookcast_testkit::within(hookcast_testkit::LOCAL, "hookcast serve's banner", out.next_line()).await.unwrap().unwrap();
-    let url = banner.strip_prefix("hookcast listening on ").unwrap().to_owned();
+    let (url, _out) = common::banner(&mut child, "hookcast serve's banner").await;
     reqwest::Client::new().post(format!("{url}/hooks/nope")).body("{}").send().await.unwrap();
     let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let line = hookcast_testkit::within(hookcast_testkit::LOCAL, "a JSON log line", err.next_line()).await.unwrap().unwrap();

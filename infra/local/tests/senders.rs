@@ -12,27 +12,15 @@ use futures::SinkExt;
 use hookcast::settings::{self, Overrides};
 use hookcast_testkit::senders::{cases, config_toml, fixture, sdk_sign, sign, Case, CONTENTFUL_SECRET};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-// A ceiling for a stuck run (hookcast_testkit), not a guess at how long the work takes.
-const WAIT: Duration = hookcast_testkit::LOCAL;
-
-async fn next(ws: &mut Ws) -> Value {
-    hookcast_testkit::next_json(ws, WAIT, "a frame").await
-}
+mod common;
+use common::{next, Ws, WAIT};
 
 async fn post(url: &str, content_type: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+    let (status, answer, _) = common::post(url, content_type, headers, body).await;
+    (status, answer)
 }
 
 /// The binary on port 0 with [`config`], and a page subscribed to `channels`.
@@ -41,7 +29,7 @@ async fn start(dir: &Path, channels: &[&str]) -> (hookcast::Running, Ws) {
     std::fs::write(&path, config_toml()).unwrap();
     let cli = Overrides { port: Some(0), data_dir: Some(dir.join("data")), ..Default::default() };
     let running = hookcast::spawn(&settings::load_file(&path, &cli).unwrap(), false).await.unwrap();
-    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    let mut page = common::ws_connect(running.addr).await;
     for ch in channels {
         page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
         assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");
@@ -291,7 +279,7 @@ async fn hookcast_dev_has_every_sender_kind_to_try() {
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().join("data")), ..Default::default() };
     let running = hookcast::spawn(&settings::dev_settings(&secrets, &cli).unwrap(), false).await.unwrap();
     let kinds = ["github", "vercel", "stripe", "shopify", "sanity", "contentful", "svix", "strapi"];
-    let mut page = connect_async(format!("ws://{}/ws", running.addr)).await.unwrap().0;
+    let mut page = common::ws_connect(running.addr).await;
     for ch in kinds {
         page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
         assert_eq!(next(&mut page).await["type"], "subscribed", "{ch}");

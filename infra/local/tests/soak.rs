@@ -18,12 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use hookcast::settings::{self, DevSecrets, Overrides};
+use hookcast::settings::{self, Overrides};
 use hookcast_core::sign;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const CLIENTS: usize = 200;
 const EVENTS: u64 = 5_000;
@@ -183,12 +185,8 @@ async fn follow(ws_url: String, seed: u64, expected: HashMap<&'static str, u64>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_flapping_clients_get_every_event_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = DevSecrets {
-        netlify: "soak-netlify-0123456789".into(),
-        zapier: "soak-zapier-0123456789".into(),
-        hmac: String::from_utf8(HMAC_SECRET.to_vec()).unwrap(),
-        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-    };
+    let secrets =
+        common::dev_secrets("soak-netlify-0123456789", "soak-zapier-0123456789", std::str::from_utf8(HMAC_SECRET).unwrap());
     let cli = Overrides { port: Some(0), data_dir: Some(dir.path().to_owned()), ..Default::default() };
     let mut s = settings::dev_settings(&secrets, &cli).unwrap();
     s.core.limits.history_max_events = 10_000; // clients away for a while still catch up

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
-use hookcast::settings::{self, DevSecrets, Overrides};
+use futures::SinkExt;
+use hookcast::settings::{self, Overrides};
 use hookcast_core::sign;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -24,15 +24,8 @@ fn client_config(trusted: Option<&rcgen::Certificate>) -> Arc<rustls::ClientConf
     Arc::new(config)
 }
 
-type Wss = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next frame, as JSON (it must be text, within the local wait).
-async fn next_json(ws: &mut Wss, what: &str) -> Value {
-    match hookcast_testkit::within(hookcast_testkit::LOCAL, what, ws.next()).await.unwrap().unwrap() {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("{other:?}"),
-    }
-}
+mod common;
+use common::{next_text_json as next_json, Ws as Wss};
 
 async fn subscribe_news(ws: &mut Wss) {
     ws.send(Message::Text(json!({"action": "subscribe", "channel": "news"}).to_string().into())).await.unwrap();
@@ -62,12 +55,7 @@ async fn wss_and_https_with_a_verified_certificate() {
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
 
-    let secrets = DevSecrets {
-        netlify: "tls-netlify-secret-0123".into(),
-        zapier: "tls-zapier-token-0123".into(),
-        hmac: "tls-hmac-secret-0123".into(),
-        standard: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-    };
+    let secrets = common::dev_secrets("tls-netlify-secret-0123", "tls-zapier-token-0123", "tls-hmac-secret-0123");
     let cli = Overrides {
         port: Some(0),
         data_dir: Some(dir.path().join("data")),
@@ -123,13 +111,7 @@ async fn wss_and_https_with_a_verified_certificate() {
     while queued_at.is_none_or(|q| events < q + 20) {
         assert!(events < 500, "4 MB posted and nothing ever waited in the queue");
         post_news(&https, addr.port(), &secrets.hmac, json!({"n": events, "pad": pad})).await;
-        hookcast_testkit::until_sync(hookcast_testkit::LOCAL, "the event to be fanned out", || {
-            match running.state.log.backlog().events() {
-                0 => Ok(()),
-                b => Err(format!("{b} events not yet fanned out")),
-            }
-        })
-        .await;
+        common::fanned_out(&running.state, "the event to be fanned out").await;
         events += 1;
         if queued_at.is_none() && running.state.gateway.queued_bytes() > 0 {
             queued_at = Some(events);

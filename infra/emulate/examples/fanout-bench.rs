@@ -4,7 +4,7 @@
 //! like an account's default limit. Subscribers come from the in-memory
 //! subscriptions so the numbers are the gateway fan-out alone.
 //!
-//!   cargo run --release -p hookcast-aws --example fanout-bench [connections] [concurrency,...] [rate/s]
+//!   cargo run --release -p hookcast-emulate --example fanout-bench [connections] [concurrency,...] [rate/s]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

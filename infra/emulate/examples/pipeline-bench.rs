@@ -10,7 +10,7 @@
 //! `Hooks` over the real DynamoDB client) are timed during the fan-out and
 //! while idle, and one channel's append rate is measured.
 //!
-//!   cargo run --release -p hookcast-aws --example pipeline-bench [subscribers,...] [shards] [workers] [posts/s per worker]
+//!   cargo run --release -p hookcast-emulate --example pipeline-bench [subscribers,...] [shards] [workers] [posts/s per worker]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
