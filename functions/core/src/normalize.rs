@@ -1,13 +1,11 @@
 //! Turning a verified webhook body into one event on one channel.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
 use crate::channel::{Channel, EventName};
-use crate::config::{form_slug, Route, Source, SourceKind};
+use crate::config::{Route, Source, SourceKind};
 use crate::error::HookError;
-use crate::mapping::{lookup, project, project_patch, time_ms};
+use crate::mapping::{project, project_patch};
 use crate::verify::Verified;
 
 /// A validated event, not yet in a channel log.
@@ -53,12 +51,8 @@ impl Normalised {
     }
 }
 
-/// The fields of a Netlify deploy that reach pages; the rest (admin URLs,
-/// committer details, build logs, …) never leaves the server.
-const DEPLOY_FIELDS: &[&str] =
-    &["id", "state", "branch", "context", "commit_ref", "deploy_ssl_url", "deploy_url", "published_at", "title"];
-
-enum Body {
+/// A webhook body, parsed by its content type.
+pub enum Body {
     Json(Value),
     Form(Vec<(String, String)>),
 }
@@ -183,27 +177,22 @@ fn hex_pair(a: Option<u8>, b: Option<u8>) -> Option<u8> {
 /// delivery header: a replayer writes what it likes there), the hash of
 /// what the signature covers.
 pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verified: &Verified) -> Result<Normalised, HookError> {
-    // GitHub's ping (sent when a webhook is made, and by "Redeliver") says
-    // the hook works; it is no event of the repository, and never a state.
-    if matches!(source.kind, SourceKind::Github { .. }) && verified.topic.as_deref() == Some("ping") {
+    // A verified delivery that is no event (GitHub's ping) publishes nothing.
+    if let Some(reason) = source.kind.ignores(verified) {
         let channel = source.route.as_ref().and_then(|r| r.channel.fixed()).unwrap_or(&source.name);
         if let Ok(channel) = Channel::parse(channel) {
-            return Ok(Normalised::Ignored { channel, reason: "GitHub's ping: the webhook works; nothing to publish".into() });
+            return Ok(Normalised::Ignored { channel, reason: reason.into() });
         }
     }
     let parsed = parse_body(content_type, body)?;
-    let mut ev = match (&source.kind, &source.route) {
-        (SourceKind::Netlify { forms, form_channels, .. }, _) => {
-            let Body::Json(Value::Object(obj)) = parsed else {
-                return Err(HookError::BadPayload("Netlify payloads are JSON objects".into()));
-            };
-            match netlify(&obj, forms, form_channels)? {
-                Normalised::Event(ev) => ev,
-                ignored => return Ok(ignored),
-            }
-        }
-        (_, Some(route)) => native(source, route, parsed, verified.topic.as_deref())?,
-        (_, None) => generic(source, parsed)?,
+    // A kind publishing its own body (Netlify's) first, whatever the route.
+    let mut ev = match (source.kind.own(&parsed), &source.route) {
+        (Some(own), _) => match own? {
+            Normalised::Event(ev) => ev,
+            ignored => return Ok(ignored),
+        },
+        (None, Some(route)) => native(source, route, parsed, verified.topic.as_deref())?,
+        (None, None) => generic(source, parsed)?,
     };
     // Ids read from the body are signed with it.
     let mut signed_identity = !ev.delivery_keys.is_empty();
@@ -230,128 +219,14 @@ pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verif
 /// event says no time of its own (the `hmac` and `token` kinds, a GitHub
 /// issue comment, …): a `last` state then takes whatever comes last.
 pub fn sender_time(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Option<u64> {
-    let paths: &[&str] = match kind {
-        SourceKind::Netlify { .. } => return body.as_object().and_then(netlify_time),
-        SourceKind::Stripe { .. } => &["created"],
-        SourceKind::Shopify { .. } => &["updated_at", "created_at"],
-        SourceKind::Vercel { .. } | SourceKind::Strapi { .. } => &["createdAt"],
-        SourceKind::Sanity { .. } => &["_updatedAt"],
-        SourceKind::Contentful { .. } => &["sys.updatedAt", "sys.deletedAt"],
-        SourceKind::Svix { .. } | SourceKind::Standard { .. } => &["timestamp"],
-        SourceKind::Github { .. } => match (topic?, body.get("action").and_then(Value::as_str)) {
-            ("push", _) => &["repository.pushed_at"],
-            ("deployment_status", _) => &["deployment_status.updated_at"],
-            ("deployment", _) => &["deployment.updated_at"],
-            ("workflow_run", _) => &["workflow_run.updated_at"],
-            ("release", Some("published" | "released" | "prereleased")) => &["release.published_at"],
-            ("release", Some("created")) => &["release.created_at"],
-            _ => &[],
-        },
-        SourceKind::Hmac { .. } | SourceKind::Token { .. } => &[],
-    };
-    paths.iter().find_map(|p| lookup(body, p).and_then(time_ms))
+    kind.time(body, topic)
 }
 
 /// What each sender kind publishes when the source lists no `fields`: the
 /// sender's ids, names and states, never an e-mail, address, IP or token.
 /// Deploys keep the deploy's id at `data.id` (a page knows its own deploy by it).
 pub fn default_fields(kind: &SourceKind) -> &'static [&'static str] {
-    match kind {
-        SourceKind::Github { .. } => &[
-            "action",
-            "repository.id",
-            "repository.full_name",
-            "release.id",
-            "release.tag_name",
-            "release.name",
-            "release.prerelease",
-            "id=deployment.id",
-            "deployment.environment",
-            "deployment.ref",
-            "deployment.sha",
-            "deployment_status.id",
-            "deployment_status.state",
-            "deployment_status.environment",
-            "ref",
-            "after",
-            "workflow_run.id",
-            "workflow_run.name",
-            "workflow_run.status",
-            "workflow_run.conclusion",
-            "workflow_run.head_branch",
-            "workflow_run.head_sha",
-        ],
-        SourceKind::Vercel { .. } => &[
-            "id=payload.deployment.id",
-            "payload.deployment.name",
-            "payload.deployment.url",
-            "payload.target",
-            "payload.project.id",
-        ],
-        SourceKind::Stripe { .. } => &["id", "data.object.id", "data.object.object"],
-        SourceKind::Shopify { .. } => &["id", "name", "admin_graphql_api_id", "title", "handle"],
-        SourceKind::Sanity { .. } => &["_id", "_type", "_rev"],
-        SourceKind::Contentful { .. } => {
-            &["sys.id", "sys.type", "sys.version", "sys.contentType.sys.id", "sys.environment.sys.id", "sys.space.sys.id"]
-        }
-        SourceKind::Svix { .. } => &["data.id", "data.object", "data.email_id"],
-        SourceKind::Strapi { .. } => &["model", "uid", "entry.id", "entry.documentId"],
-        SourceKind::Netlify { .. } | SourceKind::Hmac { .. } | SourceKind::Standard { .. } | SourceKind::Token { .. } => {
-            &["id", "type"]
-        }
-    }
-}
-
-fn need_str<'a>(body: &'a Value, key: &str, sender: &str) -> Result<&'a str, HookError> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| HookError::BadPayload(format!("not a {sender} event: the body has no \"{key}\" text")))
-}
-
-/// The sender's own name for the event and, where it is in the body, its
-/// delivery id. `topic` is the event type from a header, where the sender
-/// sends it there.
-fn sender_event(
-    kind: &SourceKind,
-    body: &Value,
-    topic: Option<&str>,
-    custom_fields: Option<&Vec<String>>,
-) -> Result<(Option<String>, Option<String>), HookError> {
-    Ok(match kind {
-        SourceKind::Github { .. } => {
-            let event = topic.unwrap_or_default();
-            match body.get("action").and_then(Value::as_str) {
-                Some(action) => (Some(format!("{event}.{action}")), None),
-                None => (Some(event.to_owned()), None),
-            }
-        }
-        SourceKind::Vercel { .. } => {
-            (Some(need_str(body, "type", "Vercel")?.to_owned()), Some(need_str(body, "id", "Vercel")?.to_owned()))
-        }
-        SourceKind::Stripe { .. } => {
-            // Snapshot events are "event"; thin events (event destinations) "v2.core.event".
-            if !body.get("object").and_then(Value::as_str).is_some_and(|o| o == "event" || o.ends_with(".event")) {
-                return Err(HookError::BadPayload("not a Stripe event: \"object\" is not \"event\"".into()));
-            }
-            (Some(need_str(body, "type", "Stripe")?.to_owned()), Some(need_str(body, "id", "Stripe")?.to_owned()))
-        }
-        // orders/create → orders.create
-        SourceKind::Shopify { .. } => (topic.map(|t| t.replace('/', ".")), None),
-        SourceKind::Sanity { .. } => (Some(format!("document.{}", topic.unwrap_or("change"))), None),
-        SourceKind::Contentful { .. } => {
-            // A customised payload may lack sys; then its fields say what to take.
-            if custom_fields.is_none() && !body.get("sys").is_some_and(Value::is_object) {
-                return Err(HookError::BadPayload("not a Contentful entity: the body has no \"sys\" object".into()));
-            }
-            (topic.map(str::to_owned), None)
-        }
-        SourceKind::Svix { .. } => (Some(need_str(body, "type", "Svix")?.to_owned()), None),
-        SourceKind::Strapi { .. } => (Some(need_str(body, "event", "Strapi")?.to_owned()), None),
-        SourceKind::Netlify { .. } | SourceKind::Hmac { .. } | SourceKind::Standard { .. } | SourceKind::Token { .. } => {
-            (None, None)
-        }
-    })
+    kind.default_fields()
 }
 
 /// A sender's own JSON body, mapped by the source's route and fields.
@@ -366,7 +241,7 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
             )))
         }
     };
-    let (sender_event, id) = sender_event(&source.kind, &body, topic, source.fields.as_ref())?;
+    let (sender_event, id) = source.kind.event(&body, topic, source.fields.as_ref())?;
     let event = match (&route.event, sender_event) {
         (Some(t), _) => t.event(&body)?,
         (None, Some(name)) => EventName::parse(&name)
@@ -387,115 +262,6 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
         content_key: None,
         event_ms,
     })
-}
-
-fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
-    obj.get(k).and_then(Value::as_str)
-}
-
-/// A Netlify form submission's `created_at`, a deploy's `updated_at`.
-fn netlify_time(obj: &Map<String, Value>) -> Option<u64> {
-    obj.get(if obj.contains_key("form_name") { "created_at" } else { "updated_at" }).and_then(time_ms)
-}
-
-fn netlify(
-    obj: &Map<String, Value>,
-    forms: &BTreeMap<String, Vec<String>>,
-    form_channels: &BTreeMap<String, Channel>,
-) -> Result<Normalised, HookError> {
-    if let Some(form_name) = str_field(obj, "form_name") {
-        // A form is configured under the name Netlify sends or under its slug.
-        let slug = form_slug(form_name);
-        let configured = |name: &str| Some(name) == slug.as_deref() || name == form_name;
-        // A form the source does not list publishes nothing, not even that it was sent.
-        let Some(allowed) = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields) else {
-            let shown: String = form_name.chars().take(40).collect();
-            let channel = slug.and_then(|s| Channel::parse(&format!("forms/{s}")).ok());
-            return Ok(Normalised::Ignored {
-                channel: channel.unwrap_or_else(|| Channel::parse("forms").expect("valid literal")),
-                reason: format!("form {shown:?} is not configured: list it under [sources.<name>.forms.<form>] to publish it"),
-            });
-        };
-        // Configured channel, else forms/<slug>: `Contact Form` → forms/contact-form.
-        let channel = match form_channels.iter().find(|(name, _)| configured(name)) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let slug = slug.as_deref().ok_or_else(|| {
-                    HookError::BadPayload(format!(
-                        "form name {:?} has no letter or digit to make a channel of; set [sources.<name>.forms.<form>] channel",
-                        form_name.chars().take(40).collect::<String>()
-                    ))
-                })?;
-                Channel::parse(&format!("forms/{slug}")).map_err(|e| HookError::BadPayload(e.to_string()))?
-            }
-        };
-        let mut data = Map::new();
-        data.insert("form".into(), Value::from(form_name));
-        if let Some(at) = obj.get("created_at") {
-            data.insert("created_at".into(), at.clone());
-        }
-        let submitted = obj.get("data").and_then(Value::as_object);
-        let mut fields = Map::new();
-        for name in allowed {
-            if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
-                fields.insert(name.clone(), v.clone());
-            }
-        }
-        data.insert("fields".into(), Value::Object(fields));
-        let key = str_field(obj, "id").map(|id| format!("form:{id}"));
-        return Ok(Normalised::Event(NewEvent {
-            channel,
-            event: EventName::parse("form.submitted").expect("valid literal"),
-            data: Value::Object(data),
-            delivery_keys: key.into_iter().collect(),
-            content_key: None,
-            event_ms: netlify_time(obj),
-        }));
-    }
-    if let Some(state) = str_field(obj, "state") {
-        let name = match state {
-            "building" | "enqueued" | "new" => "started".to_owned(),
-            "ready" => "succeeded".to_owned(),
-            "error" => "failed".to_owned(),
-            other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect(),
-        };
-        if name.is_empty() {
-            return Err(HookError::BadPayload(format!(
-                "deploy state {:?} is not recognised",
-                state.chars().take(40).collect::<String>()
-            )));
-        }
-        let event = EventName::parse(&format!("deploy.{name}"))
-            .map_err(|_| HookError::BadPayload(format!("deploy state {state:?} is not recognised")))?;
-        let data: Map<String, Value> = DEPLOY_FIELDS
-            .iter()
-            .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
-            .collect();
-        let key = str_field(obj, "id").map(|id| format!("deploy:{id}:{state}"));
-        // Production deploys go to `deploys`; previews and branch deploys to
-        // `deploys/<context>`, so they never refresh production pages.
-        let channel = match str_field(obj, "context") {
-            None | Some("production") => Channel::parse("deploys").expect("valid literal"),
-            Some(context) => {
-                let name: String = context
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
-                    .take(64)
-                    .collect();
-                Channel::parse(&format!("deploys/{name}"))
-                    .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
-            }
-        };
-        return Ok(Normalised::Event(NewEvent {
-            channel,
-            event,
-            data: Value::Object(data),
-            delivery_keys: key.into_iter().collect(),
-            content_key: None,
-            event_ms: netlify_time(obj),
-        }));
-    }
-    Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
 }
 
 fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
@@ -580,6 +346,7 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+    use crate::senders::netlify::{form_slug, DEPLOY_FIELDS};
     use serde_json::json;
     use std::collections::BTreeMap;
 
