@@ -21,7 +21,8 @@
 //!   signing), [`verify`] (the request and what a signature tells),
 //!   [`normalize`] (bodies to events), [`mapping`] (paths and templates into
 //!   native bodies), [`channel`] (names), [`config`], [`raw`], [`secret`],
-//!   [`sign`] (the signers by their old names), [`token`].
+//!   [`sign`] (the signers by their old names), [`token`], [`webhook`] (the
+//!   request, the verified facts, the body and event every kind shares).
 //! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
@@ -46,6 +47,7 @@ pub mod sign;
 pub mod state;
 pub mod token;
 pub mod verify;
+pub mod webhook;
 
 pub use channel::{Channel, EventName};
 pub use config::{Config, ConfigError, Source, SourceKind};

@@ -6,56 +6,9 @@ use crate::channel::{Channel, EventName};
 use crate::config::{Route, Source, SourceKind};
 use crate::error::HookError;
 use crate::mapping::{project, project_patch};
-use crate::verify::Verified;
+use crate::webhook::Verified;
 
-/// A validated event, not yet in a channel log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub channel: Channel,
-    pub event: EventName,
-    pub data: Value,
-    /// The sender's identities for this delivery, scoped to its source
-    /// (`<source>:id:<delivery id>`, `<source>:deploy:<id>:<state>`, …):
-    /// a redelivery carries the same. Empty with no `content_key`: every
-    /// delivery is a distinct event.
-    pub delivery_keys: Vec<String>,
-    /// `<source>:sha256:<hex>` of what the signature covers, when no
-    /// identity above is signed: a captured request replayed under a new
-    /// delivery id (or event-type header) is known by it.
-    pub content_key: Option<String>,
-    /// The sender's own time for the event (ms since the epoch), read where
-    /// its kind's body says it (see [`sender_time`]).
-    pub event_ms: Option<u64>,
-}
-
-/// What a verified webhook comes to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Normalised {
-    Event(NewEvent),
-    /// Nothing is published, nothing stored (a Netlify form the source does
-    /// not list): the sender is answered 200 so it does not retry.
-    Ignored {
-        /// Where it would have gone.
-        channel: Channel,
-        reason: String,
-    },
-}
-
-impl Normalised {
-    /// The event, if there is one.
-    pub fn event(self) -> Option<NewEvent> {
-        match self {
-            Self::Event(e) => Some(e),
-            Self::Ignored { .. } => None,
-        }
-    }
-}
-
-/// A webhook body, parsed by its content type.
-pub enum Body {
-    Json(Value),
-    Form(Vec<(String, String)>),
-}
+pub use crate::webhook::{Body, NewEvent, Normalised};
 
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, HookError> {
     let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|m| !m.is_empty());

@@ -1,72 +1,15 @@
-//! Signature verification on the raw body, before any parsing: what a
-//! webhook request is, what a valid signature tells, and [`verify`], which
+//! Signature verification on the raw body, before any parsing: [`verify`]
 //! hands the request to the source's kind (each kind's check is in its file
 //! under [`crate::senders`]; every MAC is checked with the MAC's own
-//! constant-time `verify_slice`).
+//! constant-time `verify_slice`). The request and what a valid signature
+//! tells are [`crate::webhook`]'s, named here as before.
 
 use std::time::SystemTime;
 
 use crate::config::Source;
 use crate::error::HookError;
 
-/// A request's headers as verification reads them: the first value of a
-/// name, compared case-insensitively; a value that is not text is absent.
-/// The HTTP edge implements it over its own header map, so nothing is copied.
-pub trait Headers: Sync {
-    fn get(&self, name: &str) -> Option<&str>;
-}
-
-fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
-
-/// Name-value pairs (tests, fuzzing, tools).
-impl Headers for Vec<(String, String)> {
-    fn get(&self, name: &str) -> Option<&str> {
-        find(self, name)
-    }
-}
-
-impl<const N: usize> Headers for [(String, String); N] {
-    fn get(&self, name: &str) -> Option<&str> {
-        find(self, name)
-    }
-}
-
-/// A webhook as it arrived.
-#[derive(Clone, Copy)]
-pub struct HookRequest<'a> {
-    pub headers: &'a dyn Headers,
-    pub body: &'a [u8],
-}
-
-impl<'a> HookRequest<'a> {
-    pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.get(name)
-    }
-}
-
-/// What a valid signature tells us beyond "authentic".
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Verified {
-    /// A sender-assigned delivery id from a header (`webhook-id`,
-    /// `X-GitHub-Delivery`, …); ids inside the body are read by [`crate::normalize`].
-    pub delivery_id: Option<String>,
-    /// Whether the signature covers `delivery_id` (Standard Webhooks and
-    /// Svix sign theirs; GitHub, Shopify, Sanity and the `hmac` kind do not,
-    /// so a captured request verifies again with another id in the header).
-    pub id_signed: bool,
-    /// Hex SHA-256 of what the signature covers (the body, or the signed
-    /// timestamp and body, or Contentful's canonical request), for kinds
-    /// whose signature may cover no delivery identity: a replay is known by
-    /// it. `None` where the identity is always signed (Stripe, Vercel,
-    /// Standard Webhooks, Svix: refused without one) or nothing is signed
-    /// (token, Strapi).
-    pub signed_sha256: Option<String>,
-    /// The sender's event type, where it sends it in a header
-    /// (`X-GitHub-Event`, `X-Shopify-Topic`, `X-Contentful-Topic`, `sanity-operation`).
-    pub topic: Option<String>,
-}
+pub use crate::webhook::{Headers, HookRequest, Verified};
 
 /// Checks `req` as the source's kind signs it, and reads what its headers say.
 pub fn verify(source: &Source, req: &HookRequest<'_>, now: SystemTime) -> Result<Verified, HookError> {

@@ -13,7 +13,7 @@ use super::{Build, BodyShape, Headers, Outgoing, SecretForm, Sender, SignError, 
 use crate::error::HookError;
 use crate::mapping::{lookup, time_ms};
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SIGNATURE: &str = "x-contentful-signature";
 pub const SIGNED_HEADERS: &str = "x-contentful-signed-headers";

@@ -10,7 +10,7 @@ use super::{Build, BodyShape, Headers, Outgoing, SecretForm, Sender, SignError, 
 use crate::error::HookError;
 use crate::mapping::{lookup, time_ms};
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 use hmac::Mac;
 
 pub const SIGNATURE: &str = "x-hub-signature-256";

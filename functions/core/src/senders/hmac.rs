@@ -13,7 +13,7 @@ use super::{github, valid_header, Build, BodyShape, Headers, Outgoing, SecretFor
 use crate::error::HookError;
 use crate::raw::RawSource;
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SPEC: Spec = Spec {
     name: "hmac",

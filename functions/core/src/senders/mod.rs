@@ -37,10 +37,10 @@ use serde_json::Value;
 
 use crate::channel::Channel;
 use crate::error::HookError;
-use crate::normalize::{Body, Normalised};
 use crate::raw::RawSource;
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{Body, Normalised};
+use crate::webhook::{HookRequest, Verified};
 
 pub mod shared;
 

@@ -18,10 +18,10 @@ use super::{misplaced, Build, BodyShape, Headers, Outgoing, SecretForm, Sender, 
 use crate::channel::{Channel, EventName};
 use crate::error::HookError;
 use crate::mapping::time_ms;
-use crate::normalize::{Body, NewEvent, Normalised};
+use crate::webhook::{Body, NewEvent, Normalised};
 use crate::raw::RawSource;
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SIGNATURE: &str = "x-webhook-signature";
 

@@ -10,7 +10,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::error::HookError;
-use crate::verify::HookRequest;
+use crate::webhook::HookRequest;
 
 /// How a MAC is written in its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use crate::clock::format_at;
 use crate::error::HookError;
 use crate::mapping::{lookup, time_ms};
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SIGNATURE: &str = "x-shopify-hmac-sha256";
 pub const TOPIC: &str = "x-shopify-topic";

@@ -16,7 +16,7 @@ use super::{Build, BodyShape, Headers, Outgoing, SecretForm, Sender, SignError, 
 use crate::error::HookError;
 use crate::mapping::{lookup, time_ms};
 use crate::secret::{Secret, MIN_SECRET_BYTES};
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SPEC: Spec = Spec {
     name: "standard",

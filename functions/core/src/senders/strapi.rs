@@ -11,7 +11,7 @@ use crate::clock::format_at;
 use crate::error::HookError;
 use crate::mapping::{lookup, time_ms};
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SPEC: Spec = Spec {
     name: "strapi",

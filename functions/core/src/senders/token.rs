@@ -7,7 +7,7 @@ use super::shared::delivery_id;
 use super::{Build, BodyShape, Headers, Outgoing, SecretForm, Sender, SignError, SourceKind, Spec};
 use crate::error::HookError;
 use crate::secret::Secret;
-use crate::verify::{HookRequest, Verified};
+use crate::webhook::{HookRequest, Verified};
 
 pub const SPEC: Spec = Spec {
     name: "token",
