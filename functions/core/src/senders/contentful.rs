@@ -178,3 +178,76 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
     v.push(("X-Contentful-Idempotency-Key".into(), (out.random_id)("")));
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    
+    use crate::config::SourceKind;
+    
+    use crate::secret::Secret;
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    use crate::verify::{verify, HookRequest};
+    
+    
+    
+    use std::time::Duration;
+
+    #[test]
+    fn contentful_request_verification() {
+        let body = fixture("contentful/entry-create.json");
+        let secret = "c".repeat(64);
+        let src = source(
+            SourceKind::Contentful {
+                secret: Secret::new(secret.clone()),
+                tolerance: Duration::from_secs(30),
+                path: "/hooks/contentful".into(),
+            },
+            Some("x-contentful-idempotency-key"),
+        );
+        let signed = "x-contentful-signed-headers,x-contentful-timestamp,x-contentful-topic";
+        // Python, as node-apps-toolkit's signRequest: hex HMAC-SHA256 of
+        // "POST\n/hooks/contentful\n" + "k:v" of each signed header joined by ";" + "\n" + body.
+        let sig = "1aa0c848bd4c957f6888a9918de30db78934b1d7860d2296afc0a21541524df4";
+        let ok = [
+            ("X-Contentful-Topic", "ContentManagement.Entry.create"),
+            ("x-contentful-signed-headers", signed),
+            ("x-contentful-timestamp", "1700000000000"),
+            ("x-contentful-signature", sig),
+            ("X-Contentful-Idempotency-Key", "9c1f"),
+        ];
+        let v = run(&src, &ok, &body, secs(1_700_000_010)).unwrap();
+        assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("9c1f"), Some("ContentManagement.Entry.create")));
+        // The idempotency key is not among the signed headers: the request's hash stands in.
+        assert!(!v.id_signed && v.signed_sha256.is_some());
+        // Signed among them, it is the delivery's signed identity.
+        let extra = [("X-Contentful-Topic", "ContentManagement.Entry.create"), ("X-Contentful-Idempotency-Key", "9c1f")];
+        let mut with_key: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        with_key.extend(sign::contentful(secret.as_bytes(), "/hooks/contentful", &extra, 1_700_000_000_000, &body));
+        let v = verify(&src, &HookRequest { headers: &with_key, body: &body }, secs(1_700_000_010)).unwrap();
+        assert!(v.id_signed, "{v:?}");
+        let ours = sign::contentful(
+            secret.as_bytes(),
+            "/hooks/contentful",
+            &[("X-Contentful-Topic", "ContentManagement.Entry.create")],
+            1_700_000_000_000,
+            &body,
+        );
+        assert_eq!(ours[0].1, sig);
+        assert_eq!(ours[1].1, signed);
+        let mut topic = ok;
+        topic[0].1 = "ContentManagement.Entry.delete";
+        assert!(refused(run(&src, &topic, &body, secs(1_700_000_010))).contains("does not match the request"));
+        assert!(refused(run(&src, &ok, &body, secs(1_700_000_031))).contains("tolerance"));
+        let mut unsigned_ts = ok;
+        unsigned_ts[1].1 = "x-contentful-signed-headers,x-contentful-topic";
+        assert!(refused(run(&src, &unsigned_ts, &body, secs(1_700_000_010))).contains("does not cover x-contentful-timestamp"));
+        let mut other_path = src.clone();
+        if let SourceKind::Contentful { path, .. } = &mut other_path.kind {
+            *path = "/hooks/cms".into();
+        }
+        assert!(refused(run(&other_path, &ok, &body, secs(1_700_000_010))).contains("does not match"));
+        assert!(refused(run(&src, &ok[..3], &body, secs(1_700_000_010))).contains("missing x-contentful-signature"));
+    }
+}

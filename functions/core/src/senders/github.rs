@@ -147,3 +147,101 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
         ("X-GitHub-Delivery".into(), (out.random_id)("")),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::SourceKind;
+    use crate::error::HookError;
+    use crate::secret::Secret;
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    use crate::verify::Verified;
+    
+    
+    
+    use sha2::{Digest, Sha256};
+    
+    
+    use crate::normalize::tests::*;
+    
+    
+    use serde_json::json;
+    
+    use super::check as github;
+
+    // GitHub's published example (docs: "Validating webhook deliveries").
+    #[test]
+    fn github_published_vector() {
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        github(secret, expected, body).unwrap();
+        assert_eq!(sign::github(secret, body), expected);
+        assert!(reason(github(b"wrong secret", expected, body)).contains("does not match"));
+        assert!(reason(github(secret, expected, b"Hello, World?")).contains("does not match"));
+        assert!(reason(github(secret, "sha256=zz", body)).contains("not hex"));
+        assert!(reason(github(secret, "sha1=757107ea", body)).contains("sha256="));
+        let truncated = &expected[..expected.len() - 2];
+        assert!(reason(github(secret, truncated, body)).contains("does not match"));
+    }
+
+    #[test]
+    fn github_kind_reads_event_and_delivery_headers() {
+        let body = fixture("github/release-published.json");
+        let src = source(SourceKind::Github { secret: Secret::new("gh-secret-0123456789") }, Some("x-github-delivery"));
+        // Python: "sha256=" + hmac.new(b"gh-secret-0123456789", body, sha256).hexdigest()
+        let sig = "sha256=10f379bae45786d129c990b1e4a57321e93ca0b30e408b37ccd51380444ae2ba";
+        let ok = [("X-Hub-Signature-256", sig), ("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "72d3162e")];
+        let v = run(&src, &ok, &body, now()).unwrap();
+        assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("72d3162e"), Some("release")));
+        // The delivery id and the event type travel beside the signature, not
+        // under it: a replayer may write others. The signed body's hash is the same.
+        assert!(!v.id_signed);
+        assert_eq!(v.signed_sha256, Some(hex::encode(Sha256::digest(&body))));
+        let replay = [ok[0], ("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "ffffffff")];
+        let r = run(&src, &replay, &body, now()).unwrap();
+        assert_eq!((r.delivery_id.as_deref(), r.signed_sha256), (Some("ffffffff"), v.signed_sha256));
+        assert!(refused(run(&src, &ok[..1], &body[1..], now())).contains("does not match"));
+        assert!(matches!(run(&src, &ok[..1], &body, now()), Err(HookError::BadPayload(m)) if m.contains("X-GitHub-Event")));
+    }
+
+    #[test]
+    fn github_events_names_and_default_data() {
+        let src = configured("github", |_| {});
+        let release = sender_fixture("github/release-published.json");
+        let v = Verified { delivery_id: Some("72d3162e".into()), topic: Some("release".into()), ..Verified::default() };
+        let ev = normalise(&src, Some("application/json"), &release, &v).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("src", "release.published"));
+        assert_eq!(
+            ev.data,
+            json!({"action": "published", "repository": {"id": 186853002, "full_name": "Codertocat/Hello-World"},
+                   "release": {"id": 17372790, "tag_name": "0.0.1", "name": "", "prerelease": false}})
+        );
+        assert_eq!(ev.delivery_keys, vec!["src:id:72d3162e"]);
+        let push = normalise(&src, None, &sender_fixture("github/push.json"), &topic("push")).unwrap();
+        assert_eq!(push.event.as_str(), "push");
+        assert_eq!(push.data["ref"], "refs/tags/simple-tag");
+        assert!(!json_of(&push).contains("@"), "no e-mail address: {}", json_of(&push));
+        // A deployment's id is data.id, where the snippet looks for the page's own deploy.
+        let ds = normalise(&src, None, &sender_fixture("github/deployment_status.json"), &topic("deployment_status")).unwrap();
+        assert_eq!(ds.event.as_str(), "deployment_status.created");
+        assert_eq!(ds.data["id"], 145988746);
+        assert_eq!(ds.data["deployment_status"]["state"], "success");
+        let wr = normalise(&src, None, &sender_fixture("github/workflow_run-completed.json"), &topic("workflow_run")).unwrap();
+        assert_eq!(wr.event.as_str(), "workflow_run.completed");
+        assert!(wr.data["workflow_run"]["conclusion"].is_string(), "{}", json_of(&wr));
+
+        // The issue's own example: a channel and the fields listed, nested as in the body.
+        let src = configured("github", |r| {
+            r.channel = Some("releases".into());
+            r.fields = Some(vec!["release.tag_name".into(), "repository.full_name".into(), "release.nope".into()]);
+        });
+        let ev = normalise(&src, None, &release, &topic("release")).unwrap();
+        assert_eq!(ev.channel.as_str(), "releases");
+        assert_eq!(ev.data, json!({"release": {"tag_name": "0.0.1"}, "repository": {"full_name": "Codertocat/Hello-World"}}));
+        // GitHub can be told to send form-encoded bodies; this kind reads JSON.
+        let form = normalise(&src, Some("application/x-www-form-urlencoded"), b"payload=%7B%7D", &topic("release"));
+        assert!(matches!(form, Err(HookError::BadPayload(m)) if m.contains("application/json")));
+    }
+}

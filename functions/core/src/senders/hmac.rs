@@ -178,3 +178,56 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
     headers.extend(ts.map(|(h, t)| (h, t.to_string())));
     Ok(headers)
 }
+
+#[cfg(test)]
+mod tests {
+    
+    use crate::config::{Algorithm as MacAlg, Encoding, HmacScheme, SourceKind};
+    
+    use crate::secret::Secret;
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    
+    
+    
+    
+    use sha2::{Digest, Sha256};
+    use std::time::Duration;
+
+    #[test]
+    fn generic_hmac_schemes() {
+        let body = fixture("strapi/entry-publish.json");
+        let secret = Secret::new("generic-secret-0123456789");
+        // GitHub's defaults, unchanged: the published vector.
+        let gh =
+            source(SourceKind::Hmac { secret: Secret::new("It's a Secret to Everybody"), scheme: HmacScheme::github() }, None);
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        run(&gh, &[("X-Hub-Signature-256", sig)], b"Hello, World!", now()).unwrap();
+        // base64 HMAC-SHA1 over "<t>.<body>", with a prefix and a timestamp header.
+        let scheme = HmacScheme {
+            header: "x-signature".into(),
+            prefix: "v1=".into(),
+            encoding: Encoding::Base64,
+            algorithm: MacAlg::Sha1,
+            timestamp: Some(("x-timestamp".into(), Duration::from_secs(300))),
+        };
+        let src = source(SourceKind::Hmac { secret, scheme }, None);
+        // Python: base64(hmac(b"generic-secret-0123456789", b"1700000000." + body, sha1))
+        let ok = [("X-Signature", "v1=jbnmp00Blq8xFKjFjaSRiGx6So0="), ("X-Timestamp", "1700000000")];
+        if let SourceKind::Hmac { scheme, .. } = &src.kind {
+            assert_eq!(sign::hmac_scheme(b"generic-secret-0123456789", scheme, Some(1_700_000_000), &body), ok[0].1);
+        }
+        let v = run(&src, &ok, &body, secs(1_700_000_000)).unwrap();
+        // What it signed is the timestamp and the body.
+        let signed = [&b"1700000000."[..], &body].concat();
+        assert_eq!(v.signed_sha256, Some(hex::encode(Sha256::digest(&signed))));
+        let r = |h: &[(&str, &str)], at| refused(run(&src, h, &body, secs(at)));
+        assert!(r(&ok, 1_700_000_301).contains("tolerance"));
+        assert!(r(&[ok[0], ("X-Timestamp", "1700000001")], 1_700_000_000).contains("does not match"));
+        assert!(r(&[ok[0]], 1_700_000_000).contains("missing x-timestamp"));
+        assert!(r(&[("X-Signature", "jbnmp00Blq8xFKjFjaSRiGx6So0="), ok[1]], 1_700_000_000).contains("must start with \"v1=\""));
+        assert!(r(&[("X-Signature", "v1=@@@"), ok[1]], 1_700_000_000).contains("not base64"));
+        assert!(r(&[ok[0], ("X-Timestamp", "later")], 1_700_000_000).contains("not a number"));
+    }
+}

@@ -367,3 +367,176 @@ impl SourceKind {
         self.with(|s| s.time(body, topic))
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    use crate::error::HookError;
+
+    use crate::verify::Verified;
+
+    use crate::normalize::tests::*;
+
+    use serde_json::{json, Value};
+
+    /// Each kind's own time for its event, read where the kind keeps it.
+    #[test]
+    fn sender_times_per_kind() {
+        let at = |s: &str| crate::mapping::time_ms(&json!(s));
+        let github = configured("github", |_| {});
+        for (file, event, want) in [
+            ("github/push.json", "push", Some(1_557_933_657_000)),
+            ("github/release-published.json", "release", at("2019-05-15T15:20:53Z")),
+            ("github/deployment_status.json", "deployment_status", at("2019-05-15T15:20:55Z")),
+            ("github/workflow_run-completed.json", "workflow_run", at("2020-10-05T16:33:49Z")),
+            // An event whose body has no time of its own.
+            ("github/release-published.json", "issue_comment", None),
+        ] {
+            let ev = normalise(&github, None, &sender_fixture(file), &topic(event)).unwrap();
+            assert_eq!(ev.event_ms, want, "{file} as {event}");
+        }
+        let deploy = deploy_payload("ready").to_string();
+        let ev = normalise(&netlify_src(&[]), None, deploy.as_bytes(), &Verified::default()).unwrap();
+        assert_eq!(ev.event_ms, crate::mapping::time_ms(&deploy_payload("ready")["updated_at"]));
+        assert!(ev.event_ms.is_some());
+        let form = sender_fixture("netlify/form-contact.json");
+        let ev = normalise(&netlify_src(&[("contact", &[])]), None, &form, &Verified::default()).unwrap();
+        assert_eq!(ev.event_ms, at("2022-05-10T11:57:44.515Z"));
+        for (kind, file, topic, want) in [
+            ("sanity", "sanity/document.json", "update", at("2020-09-28T12:51:59Z")),
+            ("contentful", "contentful/entry-create.json", "ContentManagement.Entry.create", at("2021-04-19T15:37:29.678Z")),
+            ("strapi", "strapi/entry-publish.json", "", at("2020-01-10T08:59:35.796Z")),
+        ] {
+            let v = Verified { topic: (!topic.is_empty()).then(|| topic.to_owned()), ..Verified::default() };
+            let ev = normalise(&configured(kind, |_| {}), None, &sender_fixture(file), &v).unwrap();
+            assert_eq!(ev.event_ms, want, "{kind}");
+        }
+        let zap = normalise(
+            &zap(),
+            None,
+            br#"{"channel":"alerts","event":"e","data":{"updated_at":"2020-01-01T00:00:00Z"}}"#,
+            &Verified::default(),
+        );
+        assert_eq!(zap.unwrap().event_ms, None, "the generic kinds read no time");
+    }
+
+    #[test]
+    fn contentful_sanity_svix_strapi() {
+        let src = configured("contentful", |r| r.channel = Some("cms/{sys.contentType.sys.id}".into()));
+        let v = Verified {
+            delivery_id: Some("idem-1".into()),
+            topic: Some("ContentManagement.Entry.create".into()),
+            ..Verified::default()
+        };
+        let ev = normalise(
+            &src,
+            Some("application/vnd.contentful.management.v1+json"),
+            &sender_fixture("contentful/entry-create.json"),
+            &v,
+        )
+        .unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("cms/blogpost", "ContentManagement.Entry.create"));
+        assert_eq!(ev.data["sys"]["id"], "oQx64E6BtEIiQacfLBYLU");
+        assert_eq!(ev.data["sys"]["contentType"]["sys"]["id"], "blogpost");
+        assert!(ev.data["sys"].get("createdBy").is_none() && ev.data.get("fields").is_none());
+        let err = normalise(&src, None, br#"{"sys":{"id":"x"}}"#, &v).unwrap_err();
+        assert!(matches!(&err, HookError::BadPayload(m) if m.contains("sys.contentType.sys.id")), "{err:?}");
+        assert!(matches!(normalise(&src, None, br#"{"a":1}"#, &v), Err(HookError::BadPayload(m)) if m.contains("\"sys\"")));
+        // A customised payload (Contentful lets the user shape it): its fields say what to take.
+        let custom = configured("contentful", |r| {
+            r.channel = Some("cms/{type}".into());
+            r.fields = Some(vec!["title".into()]);
+        });
+        let ev = normalise(&custom, None, br#"{"type":"post","title":"Hi","author":"a@b.example"}"#, &v).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.data.clone()), ("cms/post", json!({"title": "Hi"})));
+
+        let src = configured("sanity", |r| r.channel = Some("content/{_type}".into()));
+        let ev = normalise(&src, None, &sender_fixture("sanity/document.json"), &topic("update")).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("content/internalFaq", "document.update"));
+        assert_eq!(
+            ev.data,
+            json!({"_id": "a39a3ac3-4739-453f-91fa-d2870e3c5dd0", "_type": "internalFaq", "_rev": "ZHITOiY4SUOGzKSh61vMNA"})
+        );
+        let ev = normalise(&src, None, &sender_fixture("sanity/document.json"), &Verified::default()).unwrap();
+        assert_eq!(ev.event.as_str(), "document.change");
+
+        let src = configured("svix", |r| r.channel = Some("users".into()));
+        let v = Verified { delivery_id: Some("msg_1".into()), id_signed: true, ..Verified::default() };
+        let ev = normalise(&src, None, &sender_fixture("clerk/user-created.json"), &v).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("users", "user.created"));
+        assert_eq!(ev.data, json!({"data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "object": "user"}}));
+        assert!(!json_of(&ev).contains("example.org"));
+        assert_eq!(ev.delivery_keys, vec!["src:id:msg_1"]);
+        assert_eq!(ev.event_ms, Some(1_654_012_591_835), "timestamp");
+
+        let src = configured("strapi", |r| r.channel = Some("cms/{model}".into()));
+        let ev = normalise(&src, None, &sender_fixture("strapi/entry-publish.json"), &Verified::default()).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("cms/address", "entry.publish"));
+        assert_eq!(ev.data, json!({"model": "address", "entry": {"id": 1}}));
+        assert_eq!((ev.delivery_keys.len(), ev.content_key.clone()), (0, None), "Strapi names no delivery and signs nothing");
+        assert!(
+            matches!(normalise(&src, None, b"[1]", &Verified::default()), Err(HookError::BadPayload(m)) if m.contains("JSON object"))
+        );
+    }
+
+    /// Every sender kind's default data, on every real fixture: no e-mail
+    /// address, postal address, IP, phone number or token reaches a page.
+    #[test]
+    fn default_data_never_carries_personal_data_or_tokens() {
+        fn keys(v: &Value, out: &mut Vec<String>) {
+            if let Value::Object(m) = v {
+                for (k, x) in m {
+                    out.push(k.to_ascii_lowercase());
+                    keys(x, out);
+                }
+            }
+        }
+        let ip = |s: &str| {
+            s.split(|c: char| !c.is_ascii_digit() && c != '.')
+                .any(|w| w.split('.').count() == 4 && w.split('.').all(|p| !p.is_empty()))
+        };
+        for (kind, file, topic) in [
+            ("github", "github/release-published.json", "release"),
+            ("github", "github/push.json", "push"),
+            ("github", "github/deployment_status.json", "deployment_status"),
+            ("github", "github/workflow_run-completed.json", "workflow_run"),
+            ("vercel", "vercel/deployment-created.json", ""),
+            ("stripe", "stripe/event.json", ""),
+            ("shopify", "shopify/orders-create.json", "orders/create"),
+            ("sanity", "sanity/document.json", "update"),
+            ("contentful", "contentful/entry-create.json", "ContentManagement.Entry.create"),
+            ("svix", "clerk/user-created.json", ""),
+            ("strapi", "strapi/entry-publish.json", ""),
+            ("netlify", "netlify/form-contact.json", ""),
+            ("netlify", "netlify/form-submission.json", ""),
+            ("netlify", "netlify/deploy-succeeded.json", ""),
+        ] {
+            let src = if kind == "netlify" {
+                netlify_src(&[("contact", &[]), ("Contact Form", &[])])
+            } else {
+                configured(kind, |_| {})
+            };
+            let v = Verified { topic: (!topic.is_empty()).then(|| topic.to_owned()), ..Verified::default() };
+            let ev = normalise(&src, None, &sender_fixture(file), &v).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            let text = ev.data.to_string();
+            assert!(!text.contains('@') && !ip(&text), "{file}: {text}");
+            let mut names = Vec::new();
+            keys(&ev.data, &mut names);
+            for bad in [
+                "email",
+                "ip",
+                "browser_ip",
+                "address",
+                "billing_address",
+                "shipping_address",
+                "phone",
+                "token",
+                "first_name",
+                "last_name",
+            ] {
+                assert!(!names.iter().any(|n| n == bad), "{file}: {bad} in {text}");
+            }
+            assert!(ev.data.as_object().is_some_and(|o| !o.is_empty()), "{file}: some ids or names reach the page");
+        }
+    }
+}

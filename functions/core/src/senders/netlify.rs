@@ -359,3 +359,124 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
     Ok(vec![("X-Webhook-Signature".into(), sign(out.secret.as_bytes(), body))])
 }
+
+#[cfg(test)]
+mod tests {
+    
+    
+    
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    use crate::verify::Verified;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use sha2::{Digest, Sha256};
+    
+    
+    use crate::normalize::tests::*;
+    
+    use crate::senders::netlify::DEPLOY_FIELDS;
+    use serde_json::json;
+    
+    use super::check as netlify;
+
+    /// Netlify tokens made by an independent JWT implementation.
+    fn jwt(alg: Algorithm, secret: &[u8], claims: serde_json::Value) -> String {
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+    fn body_sha(body: &[u8]) -> String {
+        hex::encode(Sha256::digest(body))
+    }
+
+    #[test]
+    fn netlify_accepts_independently_signed_tokens() {
+        let body = br#"{"id":"abc","state":"ready"}"#;
+        let token = jwt(Algorithm::HS256, b"jws-secret", serde_json::json!({"iss":"netlify","sha256":body_sha(body)}));
+        netlify(b"jws-secret", &token, body, now()).unwrap();
+        // And our own signer produces tokens the independent one accepts.
+        let ours = sign::netlify(b"jws-secret", body);
+        let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
+        v.required_spec_claims.clear();
+        v.set_issuer(&["netlify"]);
+        let decoded =
+            jsonwebtoken::decode::<serde_json::Value>(&ours, &jsonwebtoken::DecodingKey::from_secret(b"jws-secret"), &v).unwrap();
+        assert_eq!(decoded.claims["sha256"], body_sha(body));
+    }
+
+    #[test]
+    fn netlify_refusals() {
+        let body = br#"{"id":"abc","state":"ready"}"#;
+        let good = serde_json::json!({"iss":"netlify","sha256":body_sha(body)});
+        let r = |t: &str, b: &[u8]| reason(netlify(b"jws-secret", t, b, now()));
+
+        assert!(r(&jwt(Algorithm::HS256, b"other", good.clone()), body).contains("does not match the secret"));
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", good.clone()), b"tampered").contains("sha256 claim does not match"));
+        assert!(r(&jwt(Algorithm::HS384, b"jws-secret", good.clone()), body).contains("\"HS384\" is not accepted"));
+        assert!(r(&jwt(Algorithm::HS512, b"jws-secret", good.clone()), body).contains("only HS256"));
+        let wrong_iss = serde_json::json!({"iss":"github","sha256":body_sha(body)});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", wrong_iss), body).contains("issuer"));
+        let no_iss = serde_json::json!({"sha256":body_sha(body)});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", no_iss), body).contains("issuer"));
+        let no_sha = serde_json::json!({"iss":"netlify"});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", no_sha), body).contains("no sha256 claim"));
+        let expired = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": NOW - 3600});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", expired), body).contains("expired"));
+        // A fractional NumericDate is still a date (it once skipped the check).
+        let fractional = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": (NOW - 3600) as f64 + 0.5});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", fractional), body).contains("expired"));
+        let fresh = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": NOW as f64 + 0.5});
+        netlify(b"jws-secret", &jwt(Algorithm::HS256, b"jws-secret", fresh), body, now()).unwrap();
+        let text = serde_json::json!({"iss":"netlify","sha256":body_sha(body),"exp": "tomorrow"});
+        assert!(r(&jwt(Algorithm::HS256, b"jws-secret", text), body).contains("NumericDate"));
+
+        // alg: none, with and without a signature part.
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(good.to_string());
+        assert!(r(&format!("{none_header}.{payload}."), body).contains("\"none\" is not accepted"));
+        assert!(r(&format!("{none_header}.{payload}"), body).contains("not a JWS"));
+        // A valid HS256 header swapped onto a none-signed token still fails on the MAC.
+        let hs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        assert!(r(&format!("{hs_header}.{payload}."), body).contains("does not match the secret"));
+        assert!(r("garbage", body).contains("not a JWS"));
+        assert!(r("a.b.c", body).contains("header is not base64url JSON"));
+    }
+
+    #[test]
+    fn netlify_deploy_carries_only_the_safe_subset() {
+        let body = deploy_payload("ready").to_string();
+        let ev = normalise(&netlify_src(&[]), Some("application/json"), body.as_bytes(), &Verified::default()).unwrap();
+        assert_eq!(ev.channel.as_str(), "deploys");
+        assert_eq!(ev.event.as_str(), "deploy.succeeded");
+        let keys: Vec<_> = ev.data.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), DEPLOY_FIELDS.len(), "{keys:?}");
+        assert_eq!(ev.data["title"], "Update pricing page");
+        assert!(!ev.data.to_string().contains("LOGTOKEN"));
+        assert!(ev.data.get("admin_url").is_none());
+        assert_eq!(ev.delivery_keys, vec!["netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready"]);
+        assert_eq!(ev.content_key, None, "its id is signed with the body");
+
+        for (state, name) in [("building", "deploy.started"), ("error", "deploy.failed"), ("processing", "deploy.processing")] {
+            let body = deploy_payload(state).to_string();
+            assert_eq!(normalise(&netlify_src(&[]), None, body.as_bytes(), &Verified::default()).unwrap().event.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn deploy_previews_and_branch_deploys_stay_off_production_pages() {
+        let mut p = deploy_payload("ready");
+        for (context, channel) in
+            [("production", "deploys"), ("deploy-preview", "deploys/deploy-preview"), ("branch-deploy", "deploys/branch-deploy")]
+        {
+            p["context"] = json!(context);
+            let ev = normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), &Verified::default()).unwrap();
+            assert_eq!(ev.channel.as_str(), channel);
+        }
+        p.as_object_mut().unwrap().remove("context");
+        assert_eq!(
+            normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), &Verified::default()).unwrap().channel.as_str(),
+            "deploys"
+        );
+    }
+}

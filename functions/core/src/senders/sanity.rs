@@ -117,3 +117,42 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
         ("idempotency-key".into(), (out.random_id)("msg-")),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    
+    
+    
+    
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    
+    
+    
+    
+    
+    
+    use std::time::Duration;
+    use super::check as sanity;
+
+    // sanity-io/webhook-toolkit test/signature.test.ts: secret "test", this body and header.
+    #[test]
+    fn sanity_toolkit_vector() {
+        let body = fixture("sanity/toolkit-vector.json");
+        let sig = "t=1633519811129,v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0";
+        sanity(b"test", sig, &body, secs(1_633_519_811), Duration::from_secs(300)).unwrap();
+        assert_eq!(sign::sanity(b"test", 1_633_519_811_129, &body), sig);
+        let r = |secret: &[u8], h: &str, b: &[u8], at| reason(sanity(secret, h, b, secs(at), Duration::from_secs(300)));
+        assert!(r(b"tesT", sig, &body, 1_633_519_811).contains("does not match"));
+        assert!(r(b"test", sig, br#"{"_id":"resumE"}"#, 1_633_519_811).contains("does not match"));
+        assert!(r(b"test", sig, &body, 1_633_519_811 + 301).contains("tolerance"));
+        assert!(r(b"test", "t=1633519811129", &body, 1_633_519_811).contains("not t=<ms>,v1=<signature>"));
+        assert!(r(b"test", "v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0", &body, 1_633_519_811).contains("not t="));
+        assert!(r(b"test", "t=1633519811129,v1=***", &body, 1_633_519_811).contains("not base64url"));
+        // A seconds-precision timestamp is not Sanity's (milliseconds): far out of tolerance.
+        assert!(
+            r(b"test", "t=1633519811,v1=tLa470fx7qkLLEcMOcEUFuBbRSkGujyskxrNXcoh0N0", &body, 1_633_519_811).contains("tolerance")
+        );
+    }
+}

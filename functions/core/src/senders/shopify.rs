@@ -94,3 +94,60 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
         ("X-Shopify-Triggered-At".into(), format_at(out.now)),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::SourceKind;
+    use crate::error::HookError;
+    use crate::secret::Secret;
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    use crate::verify::Verified;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    
+    
+    
+    use crate::normalize::tests::*;
+    
+    
+    
+    
+
+    #[test]
+    fn shopify_base64_hmac_and_topic() {
+        let body = fixture("shopify/orders-create.json");
+        let src =
+            source(SourceKind::Shopify { secret: Secret::new("shpss_hookcast_shopify_test_0123") }, Some("x-shopify-webhook-id"));
+        // Python: base64.b64encode(hmac.new(secret, body, sha256).digest())
+        let sig = "PXVtmf0dTQQ3sdwmD4uT2gc+NyGSpNrN/96VU4p0Ebo=";
+        assert_eq!(sign::shopify(b"shpss_hookcast_shopify_test_0123", &body), sig);
+        let ok = [("X-Shopify-Hmac-Sha256", sig), ("X-Shopify-Topic", "orders/create"), ("X-Shopify-Webhook-Id", "b54557e4")];
+        let v = run(&src, &ok, &body, now()).unwrap();
+        assert_eq!((v.delivery_id.as_deref(), v.topic.as_deref()), (Some("b54557e4"), Some("orders/create")));
+        assert!(refused(run(&src, &ok, &body[..body.len() - 2], now())).contains("does not match"));
+        let hex_sig = hex::encode(STANDARD.decode(sig).unwrap());
+        // Hex is not Shopify's encoding (it decodes as base64, to other bytes).
+        assert!(refused(run(&src, &[("X-Shopify-Hmac-Sha256", &hex_sig)], &body, now())).contains("does not match"));
+        assert!(refused(run(&src, &[("X-Shopify-Hmac-Sha256", "sha256=***")], &body, now())).contains("not base64"));
+        assert!(matches!(run(&src, &ok[..1], &body, now()), Err(HookError::BadPayload(m)) if m.contains("X-Shopify-Topic")));
+    }
+
+    #[test]
+    fn shopify_topic_names_the_event_and_no_customer_data_passes() {
+        let src = configured("shopify", |r| r.channel = Some("orders".into()));
+        let v = Verified { delivery_id: Some("b54557e4".into()), topic: Some("orders/create".into()), ..Verified::default() };
+        let ev = normalise(&src, None, &sender_fixture("shopify/orders-create.json"), &v).unwrap();
+        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("orders", "orders.create"));
+        let keys: Vec<&String> = ev.data.as_object().unwrap().keys().collect();
+        assert!(keys.iter().all(|k| ["id", "name", "admin_graphql_api_id", "title", "handle"].contains(&k.as_str())), "{keys:?}");
+        assert!(ev.data.get("id").is_some());
+        let all = json_of(&ev);
+        for private in ["@", "address", "browser_ip", "token", "phone"] {
+            assert!(!all.contains(private), "{private} in {all}");
+        }
+        assert_eq!(ev.delivery_keys, vec!["src:id:b54557e4"]);
+        assert_eq!(ev.event_ms, Some(1_199_980_800_000), "updated_at, with its offset");
+    }
+}

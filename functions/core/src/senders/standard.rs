@@ -165,3 +165,48 @@ pub fn send_as(names: &str, out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, 
 fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
     send_as("webhook", out, body)
 }
+
+#[cfg(test)]
+mod tests {
+    
+    
+    
+    
+    
+    use crate::sign;
+    use crate::verify::tests::*;
+    
+    
+    
+    
+    
+    
+    use std::time::{Duration, UNIX_EPOCH};
+    use super::check as standard;
+
+    #[test]
+    fn standard_webhooks_spec_vector() {
+        let key = crate::config::decode_standard_secret(STD_SECRET).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_614_265_330 + 10);
+        let tol = Duration::from_secs(300);
+        standard("webhook", key.expose(), STD_ID, STD_TS, STD_SIG, STD_BODY, at, tol).unwrap();
+        assert_eq!(sign::standard(key.expose(), STD_ID, 1_614_265_330, STD_BODY), STD_SIG);
+        // Several signatures, one valid (key rotation), in any position.
+        let multi = format!("v1,Zm9vYmFy v2,abc {STD_SIG}");
+        standard("webhook", key.expose(), STD_ID, STD_TS, &multi, STD_BODY, at, tol).unwrap();
+
+        let r = |secret: &[u8], id: &str, ts: &str, sig: &str, body: &[u8], at| {
+            reason(standard("webhook", secret, id, ts, sig, body, at, tol))
+        };
+        assert!(r(b"other", STD_ID, STD_TS, STD_SIG, STD_BODY, at).contains("no webhook-signature matches"));
+        assert!(r(key.expose(), "msg_other", STD_TS, STD_SIG, STD_BODY, at).contains("matches"));
+        assert!(r(key.expose(), STD_ID, STD_TS, STD_SIG, br#"{"test": 2432232315}"#, at).contains("matches"));
+        assert!(r(key.expose(), STD_ID, STD_TS, "v1,!!!notbase64", STD_BODY, at).contains("matches"));
+        assert!(r(key.expose(), STD_ID, STD_TS, "v2,abc", STD_BODY, at).contains("no v1"));
+        assert!(r(key.expose(), STD_ID, "soon", STD_SIG, STD_BODY, at).contains("not a number"));
+        let late = UNIX_EPOCH + Duration::from_secs(1_614_265_330 + 301);
+        let early = UNIX_EPOCH + Duration::from_secs(1_614_265_330 - 301);
+        assert!(r(key.expose(), STD_ID, STD_TS, STD_SIG, STD_BODY, late).contains("tolerance"));
+        assert!(r(key.expose(), STD_ID, STD_TS, STD_SIG, STD_BODY, early).contains("tolerance"));
+    }
+}

@@ -84,3 +84,33 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
     v.extend(event.map(|e| ("X-Strapi-Event".to_owned(), e)));
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    
+    use crate::config::SourceKind;
+    
+    use crate::secret::Secret;
+    
+    
+    use crate::verify::tests::*;
+    
+    
+    
+    
+    
+
+    #[test]
+    fn strapi_bearer_or_bare_token() {
+        let src =
+            source(SourceKind::Strapi { header: "authorization".into(), secret: Secret::new("strapi-token-0123456789") }, None);
+        let body = fixture("strapi/entry-publish.json");
+        for ok in ["Bearer strapi-token-0123456789", "bearer strapi-token-0123456789", "strapi-token-0123456789"] {
+            run(&src, &[("Authorization", ok)], &body, now()).unwrap();
+        }
+        for bad in ["Bearer strapi-token-012345678", "Basic strapi-token-0123456789", "", "Bearer "] {
+            assert!(refused(run(&src, &[("Authorization", bad)], &body, now())).contains("wrong"), "{bad:?}");
+        }
+        assert!(refused(run(&src, &[], &body, now())).contains("missing authorization"));
+    }
+}

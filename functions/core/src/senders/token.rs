@@ -50,3 +50,41 @@ impl Sender for Options<'_> {
 fn send_headers(out: &Outgoing<'_>, _body: &[u8]) -> Result<Headers, SignError> {
     Ok(vec![(out.header.to_owned(), out.secret.to_owned())])
 }
+
+#[cfg(test)]
+mod tests {
+    
+    
+    use crate::error::HookError;
+    
+    
+    
+    use crate::verify::tests::*;
+    use crate::verify::{verify, HookRequest};
+    
+    
+    
+    
+
+    #[test]
+    fn token_and_headers_through_verify() {
+        use crate::config::{Source, SourceKind};
+        use crate::secret::Secret;
+        let src = Source {
+            name: "zap".into(),
+            kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("t0ken") },
+            channels: vec!["*".parse().unwrap()],
+            delivery_header: None,
+            fields: None,
+            route: None,
+            events: None,
+        };
+        let ok = [("X-Hookcast-Token".to_string(), "t0ken".to_string())];
+        let bad = [("x-hookcast-token".to_string(), "t0ke".to_string())];
+        verify(&src, &HookRequest { headers: &ok, body: b"{}" }, now()).unwrap();
+        assert!(matches!(verify(&src, &HookRequest { headers: &bad, body: b"{}" }, now()), Err(HookError::Unauthorized(_))));
+        assert!(
+            matches!(verify(&src, &HookRequest { headers: &Vec::new(), body: b"{}" }, now()), Err(HookError::Unauthorized(m)) if m.contains("missing"))
+        );
+    }
+}

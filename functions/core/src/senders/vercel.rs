@@ -80,3 +80,65 @@ fn sample(out: &Outgoing<'_>) -> Value {
 fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
     Ok(vec![("x-vercel-signature".into(), sign(out.secret.as_bytes(), body))])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::SourceKind;
+    use crate::error::HookError;
+    use crate::secret::Secret;
+    use crate::senders::shared::mac;
+    use crate::sign;
+    use crate::verify::tests::*;
+    use crate::verify::Verified;
+    
+    
+    use hmac::Mac;
+    
+    
+    
+    use crate::normalize::tests::*;
+    
+    
+    use serde_json::json;
+    
+
+    // Sentry's Vercel integration tests: this body, this secret, this signature.
+    #[test]
+    fn vercel_published_vector() {
+        let body = fixture("vercel/deployment-created.json");
+        let src = source(SourceKind::Vercel { secret: Secret::new("AiK52QASLJXmCXX3X9gO2Zyh") }, None);
+        let sig = "cecad6333f8652af7d4e9c7b6ad87f1c922a76d3";
+        assert_eq!(run(&src, &[("x-vercel-signature", sig)], &body, now()).unwrap(), Verified::default());
+        assert_eq!(sign::vercel(b"AiK52QASLJXmCXX3X9gO2Zyh", &body), sig);
+        let other = source(SourceKind::Vercel { secret: Secret::new("AiK52QASLJXmCXX3X9gO2Zyi") }, None);
+        assert!(refused(run(&other, &[("x-vercel-signature", sig)], &body, now())).contains("does not match"));
+        assert!(refused(run(&src, &[("x-vercel-signature", sig)], &body[..body.len() - 1], now())).contains("does not match"));
+        assert!(refused(run(&src, &[("x-vercel-signature", "sha1=cecad6")], &body, now())).contains("not hex"));
+        assert!(refused(run(&src, &[], &body, now())).contains("missing x-vercel-signature"));
+        // An HMAC-SHA256 of the same body is not Vercel's signature.
+        let sha256 = hex::encode({
+            let mut m = mac(b"AiK52QASLJXmCXX3X9gO2Zyh");
+            m.update(&body);
+            m.finalize().into_bytes()
+        });
+        assert!(refused(run(&src, &[("x-vercel-signature", &sha256)], &body, now())).contains("does not match"));
+    }
+
+    #[test]
+    fn vercel_deploy_id_is_data_id_and_event_id_dedupes() {
+        let src = configured("vercel", |_| {});
+        let ev = normalise(&src, None, &sender_fixture("vercel/deployment-created.json"), &Verified::default()).unwrap();
+        assert_eq!(ev.event.as_str(), "deployment.created");
+        assert_eq!(
+            ev.data,
+            json!({"id": "dpl_2p92SueSKLagubfcRtheS3Cvmcj3",
+                   "payload": {"deployment": {"name": "nextjsblog-demo-new", "url": "nextjsblog-demo-new-gogovbsz1.vercel.app"},
+                               "target": "production", "project": {"id": "QmQPfU4xn5APjEsSje4ccPcSJCmVAByA8CDKfZRhYyVPAg"}}})
+        );
+        assert_eq!(ev.delivery_keys, vec!["src:id:uev_ZfbZKA3Ts2aEa2Cic6t6wSZ3"]);
+        assert_eq!(ev.event_ms, Some(1_592_335_604_941), "createdAt");
+        assert!(!json_of(&ev).contains("githubCommitAuthor"));
+        let no_type = normalise(&src, None, br#"{"id":"uev_1","payload":{}}"#, &Verified::default());
+        assert!(matches!(no_type, Err(HookError::BadPayload(m)) if m.contains("not a Vercel event")));
+    }
+}
