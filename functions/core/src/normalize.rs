@@ -162,22 +162,19 @@ pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verif
     Ok(Normalised::Event(ev))
 }
 
-/// The sender's own time for the event, in the field its kind keeps it:
-/// Netlify deploys `updated_at`, forms `created_at`; Stripe `created`;
-/// Shopify `updated_at` (else `created_at`); Vercel and Strapi `createdAt`;
-/// Sanity `_updatedAt`; Contentful `sys.updatedAt`; Svix and Standard
-/// Webhooks `timestamp`; GitHub by event: a push `repository.pushed_at`, a
-/// deployment (status) or workflow run its `updated_at`, a release its
-/// `published_at` (`created_at` when created). `None` where the kind or
-/// event says no time of its own (the `hmac` and `token` kinds, a GitHub
-/// issue comment, …): a `last` state then takes whatever comes last.
+/// The sender's own time for the event, in the field its kind keeps it
+/// (each kind's [`crate::senders::Sender::time`]: Stripe's `created`, a
+/// GitHub release's `published_at`, …). `None` where the kind or event says
+/// no time of its own (the `hmac` and `token` kinds, a GitHub issue comment,
+/// …): a `last` state then takes whatever comes last.
 pub fn sender_time(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Option<u64> {
     kind.time(body, topic)
 }
 
-/// What each sender kind publishes when the source lists no `fields`: the
-/// sender's ids, names and states, never an e-mail, address, IP or token.
-/// Deploys keep the deploy's id at `data.id` (a page knows its own deploy by it).
+/// What each sender kind publishes when the source lists no `fields` (its
+/// [`crate::senders::Sender::default_fields`]): the sender's ids, names and
+/// states, never an e-mail, address, IP or token. Deploys keep the deploy's
+/// id at `data.id` (a page knows its own deploy by it).
 pub fn default_fields(kind: &SourceKind) -> &'static [&'static str] {
     kind.default_fields()
 }
