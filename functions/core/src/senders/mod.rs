@@ -7,7 +7,7 @@
 //!
 //! # The design: one list, a table of specs, enum dispatch
 //!
-//! The kinds are listed once, in [`senders!`]'s invocation below; that one
+//! The kinds are listed once, in the `senders!` invocation below; that one
 //! line per kind declares the [`SourceKind`] variant (its fields are public
 //! API: the hosts and tests build and match them), and from the list come
 //! [`KINDS`], [`KINDS_NEEDING_FIELDS`], [`SPECS`] and the dispatch.
