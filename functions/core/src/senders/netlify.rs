@@ -179,104 +179,120 @@ fn netlify_time(obj: &Map<String, Value>) -> Option<u64> {
     obj.get(if obj.contains_key("form_name") { "created_at" } else { "updated_at" }).and_then(time_ms)
 }
 
+/// A deploy notification (it has a `state`) or a form submission (a `form_name`).
 fn publish(
     obj: &Map<String, Value>,
     forms: &BTreeMap<String, Vec<String>>,
     form_channels: &BTreeMap<String, Channel>,
 ) -> Result<Normalised, HookError> {
     if let Some(form_name) = str_field(obj, "form_name") {
-        // A form is configured under the name Netlify sends or under its slug.
-        let slug = form_slug(form_name);
-        let configured = |name: &str| Some(name) == slug.as_deref() || name == form_name;
-        // A form the source does not list publishes nothing, not even that it was sent.
-        let Some(allowed) = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields) else {
-            let shown: String = form_name.chars().take(40).collect();
-            let channel = slug.and_then(|s| Channel::parse(&format!("forms/{s}")).ok());
-            return Ok(Normalised::Ignored {
-                channel: channel.unwrap_or_else(|| Channel::parse("forms").expect("valid literal")),
-                reason: format!("form {shown:?} is not configured: list it under [sources.<name>.forms.<form>] to publish it"),
-            });
-        };
-        // Configured channel, else forms/<slug>: `Contact Form` → forms/contact-form.
-        let channel = match form_channels.iter().find(|(name, _)| configured(name)) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let slug = slug.as_deref().ok_or_else(|| {
-                    HookError::BadPayload(format!(
-                        "form name {:?} has no letter or digit to make a channel of; set [sources.<name>.forms.<form>] channel",
-                        form_name.chars().take(40).collect::<String>()
-                    ))
-                })?;
-                Channel::parse(&format!("forms/{slug}")).map_err(|e| HookError::BadPayload(e.to_string()))?
-            }
-        };
-        let mut data = Map::new();
-        data.insert("form".into(), Value::from(form_name));
-        if let Some(at) = obj.get("created_at") {
-            data.insert("created_at".into(), at.clone());
-        }
-        let submitted = obj.get("data").and_then(Value::as_object);
-        let mut fields = Map::new();
-        for name in allowed {
-            if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
-                fields.insert(name.clone(), v.clone());
-            }
-        }
-        data.insert("fields".into(), Value::Object(fields));
-        let key = str_field(obj, "id").map(|id| format!("form:{id}"));
-        return Ok(Normalised::Event(NewEvent {
-            channel,
-            event: EventName::parse("form.submitted").expect("valid literal"),
-            data: Value::Object(data),
-            delivery_keys: key.into_iter().collect(),
-            content_key: None,
-            event_ms: netlify_time(obj),
-        }));
+        return form(obj, form_name, forms, form_channels);
     }
     if let Some(state) = str_field(obj, "state") {
-        let name = match state {
-            "building" | "enqueued" | "new" => "started".to_owned(),
-            "ready" => "succeeded".to_owned(),
-            "error" => "failed".to_owned(),
-            other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect(),
-        };
-        if name.is_empty() {
-            return Err(HookError::BadPayload(format!(
-                "deploy state {:?} is not recognised",
-                state.chars().take(40).collect::<String>()
-            )));
-        }
-        let event = EventName::parse(&format!("deploy.{name}"))
-            .map_err(|_| HookError::BadPayload(format!("deploy state {state:?} is not recognised")))?;
-        let data: Map<String, Value> = DEPLOY_FIELDS
-            .iter()
-            .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
-            .collect();
-        let key = str_field(obj, "id").map(|id| format!("deploy:{id}:{state}"));
-        // Production deploys go to `deploys`; previews and branch deploys to
-        // `deploys/<context>`, so they never refresh production pages.
-        let channel = match str_field(obj, "context") {
-            None | Some("production") => Channel::parse("deploys").expect("valid literal"),
-            Some(context) => {
-                let name: String = context
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
-                    .take(64)
-                    .collect();
-                Channel::parse(&format!("deploys/{name}"))
-                    .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
-            }
-        };
-        return Ok(Normalised::Event(NewEvent {
-            channel,
-            event,
-            data: Value::Object(data),
-            delivery_keys: key.into_iter().collect(),
-            content_key: None,
-            event_ms: netlify_time(obj),
-        }));
+        return deploy(obj, state);
     }
     Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
+}
+
+/// A form submission: to the form's channel, with only its listed fields.
+fn form(
+    obj: &Map<String, Value>,
+    form_name: &str,
+    forms: &BTreeMap<String, Vec<String>>,
+    form_channels: &BTreeMap<String, Channel>,
+) -> Result<Normalised, HookError> {
+    // A form is configured under the name Netlify sends or under its slug.
+    let slug = form_slug(form_name);
+    let configured = |name: &str| Some(name) == slug.as_deref() || name == form_name;
+    // A form the source does not list publishes nothing, not even that it was sent.
+    let Some(allowed) = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields) else {
+        let shown: String = form_name.chars().take(40).collect();
+        let channel = slug.and_then(|s| Channel::parse(&format!("forms/{s}")).ok());
+        return Ok(Normalised::Ignored {
+            channel: channel.unwrap_or_else(|| Channel::parse("forms").expect("valid literal")),
+            reason: format!("form {shown:?} is not configured: list it under [sources.<name>.forms.<form>] to publish it"),
+        });
+    };
+    // Configured channel, else forms/<slug>: `Contact Form` → forms/contact-form.
+    let channel = match form_channels.iter().find(|(name, _)| configured(name)) {
+        Some((_, c)) => c.clone(),
+        None => {
+            let slug = slug.as_deref().ok_or_else(|| {
+                HookError::BadPayload(format!(
+                    "form name {:?} has no letter or digit to make a channel of; set [sources.<name>.forms.<form>] channel",
+                    form_name.chars().take(40).collect::<String>()
+                ))
+            })?;
+            Channel::parse(&format!("forms/{slug}")).map_err(|e| HookError::BadPayload(e.to_string()))?
+        }
+    };
+    let mut data = Map::new();
+    data.insert("form".into(), Value::from(form_name));
+    if let Some(at) = obj.get("created_at") {
+        data.insert("created_at".into(), at.clone());
+    }
+    let submitted = obj.get("data").and_then(Value::as_object);
+    let mut fields = Map::new();
+    for name in allowed {
+        if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
+            fields.insert(name.clone(), v.clone());
+        }
+    }
+    data.insert("fields".into(), Value::Object(fields));
+    let key = str_field(obj, "id").map(|id| format!("form:{id}"));
+    Ok(Normalised::Event(NewEvent {
+        channel,
+        event: EventName::parse("form.submitted").expect("valid literal"),
+        data: Value::Object(data),
+        delivery_keys: key.into_iter().collect(),
+        content_key: None,
+        event_ms: netlify_time(obj),
+    }))
+}
+
+/// A deploy notification: `deploy.<state>` to `deploys` (or `deploys/<context>`).
+fn deploy(obj: &Map<String, Value>, state: &str) -> Result<Normalised, HookError> {
+    let name = match state {
+        "building" | "enqueued" | "new" => "started".to_owned(),
+        "ready" => "succeeded".to_owned(),
+        "error" => "failed".to_owned(),
+        other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect(),
+    };
+    if name.is_empty() {
+        return Err(HookError::BadPayload(format!(
+            "deploy state {:?} is not recognised",
+            state.chars().take(40).collect::<String>()
+        )));
+    }
+    let event = EventName::parse(&format!("deploy.{name}"))
+        .map_err(|_| HookError::BadPayload(format!("deploy state {state:?} is not recognised")))?;
+    let data: Map<String, Value> = DEPLOY_FIELDS
+        .iter()
+        .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    let key = str_field(obj, "id").map(|id| format!("deploy:{id}:{state}"));
+    // Production deploys go to `deploys`; previews and branch deploys to
+    // `deploys/<context>`, so they never refresh production pages.
+    let channel = match str_field(obj, "context") {
+        None | Some("production") => Channel::parse("deploys").expect("valid literal"),
+        Some(context) => {
+            let name: String = context
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+                .take(64)
+                .collect();
+            Channel::parse(&format!("deploys/{name}"))
+                .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
+        }
+    };
+    Ok(Normalised::Event(NewEvent {
+        channel,
+        event,
+        data: Value::Object(data),
+        delivery_keys: key.into_iter().collect(),
+        content_key: None,
+        event_ms: netlify_time(obj),
+    }))
 }
 
 /// A Netlify form name as a channel segment: letters lower-cased (a Latin
