@@ -39,8 +39,7 @@ use crate::channel::Channel;
 use crate::error::HookError;
 use crate::raw::RawSource;
 use crate::secret::Secret;
-use crate::webhook::{Body, Normalised};
-use crate::webhook::{HookRequest, Verified};
+use crate::webhook::{Body, HookRequest, Normalised, Verified};
 
 pub mod shared;
 
@@ -274,6 +273,8 @@ macro_rules! senders {
     };
 }
 
+// The kind list: the one place the kinds are written, in the order a
+// configuration error lists them. A new kind is its file and one line here.
 senders! {
     /// `forms`: per form name, its allowed fields; `form_channels`: per form
     /// name, a channel that replaces `forms/<slug>`.
