@@ -5,13 +5,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine;
 use serde::Deserialize;
 
 use crate::channel::{Channel, ChannelPattern, EventName, EventPattern};
 use crate::mapping::{check_field, Template};
 use crate::secret::Secret;
+use crate::senders::{self, header_name, misplaced, BodyShape, Build, SecretForm, Spec};
 use crate::state::{StateMode, StateRules, StateSpec};
+
+pub use crate::raw::{RawForm, RawSource};
+pub use crate::secret::MIN_SECRET_BYTES;
+pub use crate::senders::netlify::form_slug;
+pub use crate::senders::standard::decode_standard_secret;
+pub use crate::senders::{Algorithm, Encoding, HmacScheme, SourceKind, KINDS, KINDS_NEEDING_FIELDS};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,81 +35,6 @@ pub struct RawLimits {
     pub body_timeout_secs: Option<u64>,
     pub fanout_retry_base_secs: Option<u64>,
     pub fanout_retry_max_secs: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawForm {
-    /// Submitted fields forwarded to pages; everything else is dropped.
-    #[serde(default)]
-    pub fields: Vec<String>,
-    /// The channel this form publishes to, instead of `forms/<slug>`.
-    pub channel: Option<String>,
-}
-
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSource {
-    pub kind: String,
-    pub secret: Option<String>,
-    /// Name of an environment variable holding the secret.
-    pub secret_env: Option<String>,
-    /// `token` and `strapi`: the header carrying the shared secret; `hmac`:
-    /// the header carrying the signature.
-    pub header: Option<String>,
-    /// `hmac`: text before the signature in its header (`sha256=`).
-    pub prefix: Option<String>,
-    /// `hmac`: `hex` (default) or `base64`.
-    pub encoding: Option<String>,
-    /// `hmac`: `sha256` (default) or `sha1`.
-    pub algorithm: Option<String>,
-    /// `hmac`: a header with the signed unix time (seconds); the MAC is then
-    /// over `<timestamp>.<body>` and `tolerance_secs` applies.
-    pub timestamp_header: Option<String>,
-    /// `contentful`: the request path Contentful signs (default `/hooks/<source>`).
-    pub path: Option<String>,
-    /// The channel events go to: a name, or a template with `{dotted.path}`
-    /// holes filled from the sender's body. Sender kinds default to the
-    /// source's name; `hmac`, `standard` and `token` read a native body
-    /// (not `{"channel","event","data"}`) when it is set.
-    pub channel: Option<String>,
-    /// The event name, or a template; sender kinds default to the sender's
-    /// own type.
-    pub event: Option<String>,
-    /// Channels this source may publish to: exact names or `prefix*`.
-    pub channels: Option<Vec<String>>,
-    /// The events this source publishes, by the name hookcast gives them
-    /// (`release.published`, `push`, `deploy.succeeded`): names or
-    /// `prefix*` (`release.*`). Any other delivery is verified, answered
-    /// 200 `{"ignored":true}` (so the sender does not retry) and stored
-    /// nowhere. Unset: every event.
-    pub events: Option<Vec<String>>,
-    /// Kinds whose sender signs a time: allowed clock skew (default 300 s;
-    /// `contentful` 30 s, as Contentful's toolkit).
-    pub tolerance_secs: Option<u64>,
-    /// `hmac` and `token` sources: the header naming each delivery (its
-    /// dedupe key; a retry with the same value is not pushed twice).
-    /// `hmac` defaults to GitHub's `x-github-delivery`. The header is not
-    /// signed, so an `hmac` delivery is also known by the hash of what its
-    /// signature covers (a replay under a new id is a duplicate); a `token`
-    /// delivery without one is always a distinct event.
-    pub delivery_header: Option<String>,
-    /// `netlify` sources: per-form field allow-lists.
-    #[serde(default)]
-    pub forms: BTreeMap<String, RawForm>,
-    /// What reaches pages. With a native body (every sender kind, or a
-    /// `channel` set): dotted paths into the body (`release.tag_name`, or
-    /// `tag=release.tag_name` to rename), unset: the kind's ids and names.
-    /// With `{"channel","event","data"}`: paths into `data`. Required for
-    /// `token`, `hmac` and `standard` sources, whose bodies are anyone's:
-    /// no field leaves unless it is named.
-    pub fields: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for RawSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawSource").field("kind", &self.kind).finish_non_exhaustive()
-    }
 }
 
 /// `[private]`: channels a page may read only with a subscribe token signed
@@ -145,18 +76,10 @@ pub struct RawConfig {
 /// The env var that overrides `[private].secret`.
 pub const PRIVATE_SECRET_ENV: &str = "HOOKCAST_SUBSCRIBE_SECRET";
 
-/// The shortest secret accepted for any source (bytes; for `standard`, after
-/// base64 decoding): shorter ones can be guessed or were pasted wrong.
-pub const MIN_SECRET_BYTES: usize = 16;
-
 /// The least a delivery's dedupe keys are kept when its sender signs no
 /// timestamp: such a request, once captured, verifies for ever, so only
 /// its remembered identity refuses a replay.
 pub const UNTIMED_DEDUPE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Kinds whose bodies are the sender's to shape, so `fields` must name
-/// what may reach pages.
-pub const KINDS_NEEDING_FIELDS: &[&str] = &["token", "hmac", "standard"];
 
 /// Private channels and the key their subscribe tokens are signed with.
 #[derive(Debug, Clone)]
@@ -207,103 +130,6 @@ impl Default for Limits {
     }
 }
 
-/// How the generic `hmac` kind reads a signature. [`HmacScheme::github`]
-/// is the default: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HmacScheme {
-    /// Lower-case header name.
-    pub header: String,
-    pub prefix: String,
-    pub encoding: Encoding,
-    pub algorithm: Algorithm,
-    /// A signed timestamp: its header and the allowed skew. The MAC is then
-    /// over `<timestamp>.<body>`.
-    pub timestamp: Option<(String, Duration)>,
-}
-
-impl HmacScheme {
-    pub fn github() -> Self {
-        Self {
-            header: "x-hub-signature-256".into(),
-            prefix: "sha256=".into(),
-            encoding: Encoding::Hex,
-            algorithm: Algorithm::Sha256,
-            timestamp: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    Hex,
-    Base64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    Sha256,
-    Sha1,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    /// `forms`: per form name, its allowed fields; `form_channels`: per form
-    /// name, a channel that replaces `forms/<slug>`.
-    Netlify {
-        secret: Secret,
-        forms: BTreeMap<String, Vec<String>>,
-        form_channels: BTreeMap<String, Channel>,
-    },
-    Hmac {
-        secret: Secret,
-        scheme: HmacScheme,
-    },
-    Standard {
-        secret: Secret,
-        tolerance: Duration,
-    },
-    Token {
-        header: String,
-        secret: Secret,
-    },
-    Github {
-        secret: Secret,
-    },
-    Vercel {
-        secret: Secret,
-    },
-    Stripe {
-        secret: Secret,
-        tolerance: Duration,
-    },
-    Shopify {
-        secret: Secret,
-    },
-    Sanity {
-        secret: Secret,
-        tolerance: Duration,
-    },
-    Contentful {
-        secret: Secret,
-        tolerance: Duration,
-        path: String,
-    },
-    /// Svix and every sender through it (Clerk, Resend): Standard Webhooks
-    /// under `svix-*` or `webhook-*` header names.
-    Svix {
-        secret: Secret,
-        tolerance: Duration,
-    },
-    Strapi {
-        header: String,
-        secret: Secret,
-    },
-}
-
-/// Every kind's name, as written in the configuration.
-pub const KINDS: &[&str] =
-    &["netlify", "github", "vercel", "stripe", "shopify", "sanity", "contentful", "svix", "strapi", "standard", "hmac", "token"];
-
 /// Where a native body's event goes and what it is called.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -340,102 +166,12 @@ impl Source {
     /// The clock skew allowed to the timestamp this source's sender signs;
     /// `None` when it signs none (then a captured request verifies for ever).
     pub fn signed_tolerance(&self) -> Option<Duration> {
-        match &self.kind {
-            SourceKind::Standard { tolerance, .. }
-            | SourceKind::Stripe { tolerance, .. }
-            | SourceKind::Sanity { tolerance, .. }
-            | SourceKind::Contentful { tolerance, .. }
-            | SourceKind::Svix { tolerance, .. } => Some(*tolerance),
-            SourceKind::Hmac { scheme, .. } => scheme.timestamp.as_ref().map(|(_, t)| *t),
-            SourceKind::Netlify { .. }
-            | SourceKind::Token { .. }
-            | SourceKind::Github { .. }
-            | SourceKind::Vercel { .. }
-            | SourceKind::Shopify { .. }
-            | SourceKind::Strapi { .. } => None,
-        }
+        self.kind.signed_tolerance()
     }
 
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            SourceKind::Netlify { .. } => "netlify",
-            SourceKind::Hmac { .. } => "hmac",
-            SourceKind::Standard { .. } => "standard",
-            SourceKind::Token { .. } => "token",
-            SourceKind::Github { .. } => "github",
-            SourceKind::Vercel { .. } => "vercel",
-            SourceKind::Stripe { .. } => "stripe",
-            SourceKind::Shopify { .. } => "shopify",
-            SourceKind::Sanity { .. } => "sanity",
-            SourceKind::Contentful { .. } => "contentful",
-            SourceKind::Svix { .. } => "svix",
-            SourceKind::Strapi { .. } => "strapi",
-        }
+        self.kind.name()
     }
-}
-
-/// A Netlify form name as a channel segment: letters lower-cased (a Latin
-/// letter without its marks: `Café` → `cafe`, `Straße` → `strasse`; a
-/// letter no ASCII letter stands for as its code point: `日本` →
-/// `u65e5-u672c`), digits, `-` and `_` kept, every other run of characters
-/// one `-`, no `-` at either end, at most 64 characters (`Contact Form` →
-/// `contact-form`). `None` when nothing is left.
-pub fn form_slug(name: &str) -> Option<String> {
-    let mut out = String::new();
-    let gap = |out: &mut String| {
-        if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    };
-    for c in name.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            out.push(c);
-        } else if let Some(latin) = fold_latin(c) {
-            out.push_str(latin);
-        } else if !c.is_ascii() && c.is_alphanumeric() {
-            // A letter no ASCII letters stand for (日, ж): its code point,
-            // one to one, in a word of its own.
-            gap(&mut out);
-            out.push_str(&format!("u{:x}", c as u32));
-            out.push('-');
-        } else {
-            gap(&mut out);
-        }
-    }
-    let slug: String = out.trim_matches('-').chars().take(64).collect();
-    let slug = slug.trim_end_matches('-').to_owned();
-    (!slug.is_empty()).then_some(slug)
-}
-
-/// A Latin letter with its marks taken off (`é` → `e`), or written as its
-/// language writes it without them (`ß` → `ss`, `æ` → `ae`).
-fn fold_latin(c: char) -> Option<&'static str> {
-    Some(match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
-        'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => "c",
-        'ď' | 'đ' | 'ð' => "d",
-        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => "e",
-        'ĝ' | 'ğ' | 'ġ' | 'ģ' => "g",
-        'ĥ' | 'ħ' => "h",
-        'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' | 'ı' => "i",
-        'ĵ' => "j",
-        'ķ' => "k",
-        'ĺ' | 'ļ' | 'ľ' | 'ŀ' | 'ł' => "l",
-        'ñ' | 'ń' | 'ņ' | 'ň' => "n",
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ŏ' | 'ő' => "o",
-        'ŕ' | 'ŗ' | 'ř' => "r",
-        'ś' | 'ŝ' | 'ş' | 'š' | 'ș' => "s",
-        'ţ' | 'ť' | 'ŧ' | 'ț' => "t",
-        'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => "u",
-        'ŵ' => "w",
-        'ý' | 'ÿ' | 'ŷ' => "y",
-        'ź' | 'ż' | 'ž' => "z",
-        'ß' => "ss",
-        'æ' => "ae",
-        'œ' => "oe",
-        'þ' => "th",
-        _ => return None,
-    })
 }
 
 #[derive(Debug, Clone)]
@@ -492,17 +228,6 @@ pub fn secret_env_name(source: &str) -> String {
     format!("HOOKCAST_SECRET_{upper}")
 }
 
-/// Decodes a Standard Webhooks secret: `whsec_` + base64.
-pub fn decode_standard_secret(s: &str) -> Result<Secret, String> {
-    let b64 = s.strip_prefix("whsec_").unwrap_or(s);
-    let key =
-        base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "must be whsec_ followed by base64".to_owned())?;
-    if key.len() < MIN_SECRET_BYTES {
-        return Err(format!("decodes to {} bytes; use at least {MIN_SECRET_BYTES} random bytes", key.len()));
-    }
-    Ok(Secret::new(key))
-}
-
 /// Each pattern parsed; each one that is not a pattern is a problem `at`.
 fn patterns(raw: &[String], at: &str, problems: &mut Vec<String>) -> Vec<ChannelPattern> {
     raw.iter().filter_map(|p| ChannelPattern::parse(p).map_err(|e| problems.push(format!("{at}: {e}"))).ok()).collect()
@@ -513,296 +238,12 @@ impl Config {
     /// the process environment.
     pub fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let d = Limits::default();
-        let l = &raw.limits;
-        let mut positive = |name: &str, v: Option<usize>, default: usize| -> usize {
-            match v {
-                Some(0) => {
-                    problems.push(format!("limits.{name} must be greater than 0"));
-                    default
-                }
-                Some(n) => n,
-                None => default,
-            }
-        };
-        let limits = Limits {
-            max_body_bytes: positive("max_body_bytes", l.max_body_bytes, d.max_body_bytes),
-            max_event_bytes: positive("max_event_bytes", l.max_event_bytes, d.max_event_bytes),
-            history_max_events: positive(
-                "history_max_events",
-                l.history_max_events.map(|v| v as usize),
-                d.history_max_events as usize,
-            ) as u32,
-            history_max_age: l.history_max_age_secs.map_or(d.history_max_age, Duration::from_secs),
-            dedupe_ttl: l.dedupe_ttl_secs.map_or(d.dedupe_ttl, Duration::from_secs),
-            state_ttl: Duration::from_secs(positive(
-                "state_ttl_secs",
-                l.state_ttl_secs.map(|v| v as usize),
-                d.state_ttl.as_secs() as usize,
-            ) as u64),
-            fanout_concurrency: positive("fanout_concurrency", l.fanout_concurrency, d.fanout_concurrency),
-            max_subscriptions: positive("max_subscriptions", l.max_subscriptions, d.max_subscriptions),
-            occupancy_interval: Duration::from_secs(positive(
-                "occupancy_interval_secs",
-                l.occupancy_interval_secs.map(|v| v as usize),
-                d.occupancy_interval.as_secs() as usize,
-            ) as u64),
-            body_timeout: Duration::from_secs(positive(
-                "body_timeout_secs",
-                l.body_timeout_secs.map(|v| v as usize),
-                d.body_timeout.as_secs() as usize,
-            ) as u64),
-            fanout_retry_base: Duration::from_secs(positive(
-                "fanout_retry_base_secs",
-                l.fanout_retry_base_secs.map(|v| v as usize),
-                d.fanout_retry_base.as_secs() as usize,
-            ) as u64),
-            fanout_retry_max: Duration::from_secs(positive(
-                "fanout_retry_max_secs",
-                l.fanout_retry_max_secs.map(|v| v as usize),
-                d.fanout_retry_max.as_secs() as usize,
-            ) as u64),
-        };
-        if limits.state_ttl < limits.history_max_age {
-            // On DynamoDB the channel's head, seq and all, expires with its
-            // state: no event may outlive it.
-            problems.push("limits.state_ttl_secs must be at least history_max_age_secs".into());
-        }
-        if limits.fanout_retry_max < limits.fanout_retry_base {
-            problems.push("limits.fanout_retry_max_secs must be at least fanout_retry_base_secs".into());
-        }
-        if limits.max_event_bytes > 120 * 1024 {
-            problems.push(
-                "limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into(),
-            );
-        }
-        for o in &raw.allowed_origins {
-            let stars = o.matches('*').count();
-            if o != "*" && (!(o.starts_with("http://") || o.starts_with("https://")) || stars > 1) {
-                problems.push(format!(
-                    "allowed_origins: {o:?} must look like https://example.com (one '*' allowed: https://*--site.netlify.app)"
-                ));
-            }
-        }
-
+        let limits = build_limits(&raw.limits, &mut problems);
+        check_origins(&raw.allowed_origins, &mut problems);
         let mut sources = BTreeMap::new();
         for (name, rs) in raw.sources {
-            let at = format!("sources.{name}");
-            let before = problems.len();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                problems.push(format!(
-                    "{at}: source names may use only letters, digits, '-' and '_' (they appear in /hooks/{{source}})"
-                ));
-            }
-            let secret = resolve_secret(&name, &rs, env, &mut problems);
-            let kind_name = rs.kind.as_str();
-            if !KINDS.contains(&kind_name) {
-                // Nothing else about it can be judged.
-                problems.push(format!("{at}.kind {kind_name:?} is not one of {}", KINDS.join(", ")));
-                continue;
-            }
-            let native_kind = !matches!(kind_name, "netlify" | "hmac" | "standard" | "token");
-            // hmac, standard and token read {"channel","event","data"} unless a channel is configured.
-            let native = native_kind || (kind_name != "netlify" && rs.channel.is_some());
-            let misplaced = |field: &str, set: bool, problems: &mut Vec<String>| {
-                if set {
-                    problems.push(format!("{at}.{field} does not apply to kind {:?}", rs.kind));
-                }
-            };
-            let channels = patterns(rs.channels.as_deref().unwrap_or_default(), &format!("{at}.channels"), &mut problems);
-            let events = rs.events.as_ref().map(|list| {
-                if list.is_empty() {
-                    problems
-                        .push(format!("{at}.events = [] would publish nothing; list event names or \"prefix*\", or remove it"));
-                }
-                list.iter()
-                    .filter_map(|p| {
-                        EventPattern::parse(p)
-                            .map_err(|_| {
-                                problems.push(format!(
-                                    "{at}.events: {p:?} is neither an event name nor a prefix ending in '*' (as \"release.*\")"
-                                ))
-                            })
-                            .ok()
-                    })
-                    .collect::<Vec<_>>()
-            });
-            if kind_name == "netlify" {
-                if rs.channels.is_some() {
-                    problems.push(format!(
-                        "{at}.channels: netlify sources publish to \"deploys\" and \"forms/<form name>\"; remove channels"
-                    ));
-                }
-                if rs.fields.is_some() {
-                    problems
-                        .push(format!("{at}.fields: netlify sources list fields per form: [{at}.forms.<form>] fields = [...]"));
-                }
-                misplaced("channel", rs.channel.is_some(), &mut problems);
-                misplaced("event", rs.event.is_some(), &mut problems);
-            } else if native {
-                if rs.channels.is_some() {
-                    problems.push(format!(
-                        "{at}.channels: this source's body is the sender's own, so it publishes where channel = \"…\" says \
-                         (default: the source's name); remove channels"
-                    ));
-                }
-                if !native_kind && rs.event.is_none() {
-                    problems.push(format!(
-                        "{at}.event: a {kind_name} source with a channel reads the sender's own body; name its events \
-                         (event = \"published\" or a template such as \"{{type}}\")"
-                    ));
-                }
-            } else {
-                if rs.channels.as_ref().is_none_or(|c| c.is_empty()) {
-                    problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
-                }
-                misplaced("event", rs.event.is_some(), &mut problems);
-            }
-            if rs.fields.is_none() && KINDS_NEEDING_FIELDS.contains(&kind_name) {
-                problems.push(format!(
-                    "{at}.fields: a {kind_name} source must name the fields pages may receive, as in fields = [\"title\", \"url\"] \
-                     (no field leaves unless it is named)"
-                ));
-            }
-            for f in rs.fields.iter().flatten() {
-                if let Err(e) = check_field(f) {
-                    problems.push(format!("{at}.fields: {e}"));
-                }
-            }
-            let template = |field: &str, t: &Option<String>, problems: &mut Vec<String>| {
-                t.as_deref().and_then(|t| Template::parse(t).map_err(|e| problems.push(format!("{at}.{field}: {e}"))).ok())
-            };
-            let route = if native {
-                let channel = template("channel", &rs.channel, &mut problems)
-                    .or_else(|| rs.channel.is_none().then(|| Template::literal(&name)));
-                let event = template("event", &rs.event, &mut problems);
-                if let Some(fixed) = channel.as_ref().and_then(Template::fixed) {
-                    if let Err(e) = Channel::parse(fixed) {
-                        problems.push(format!("{at}.channel: {e}"));
-                    }
-                }
-                channel.map(|channel| Route { channel, event })
-            } else {
-                None
-            };
-            let tolerance = |default: u64| Duration::from_secs(rs.tolerance_secs.unwrap_or(default));
-            let takes_tolerance = matches!(kind_name, "standard" | "stripe" | "sanity" | "contentful" | "svix")
-                || (kind_name == "hmac" && rs.timestamp_header.is_some());
-            misplaced("tolerance_secs", rs.tolerance_secs.is_some() && !takes_tolerance, &mut problems);
-            misplaced("header", rs.header.is_some() && !matches!(kind_name, "token" | "strapi" | "hmac"), &mut problems);
-            misplaced("forms", !rs.forms.is_empty() && kind_name != "netlify", &mut problems);
-            misplaced("path", rs.path.is_some() && kind_name != "contentful", &mut problems);
-            for (field, set) in [
-                ("prefix", rs.prefix.is_some()),
-                ("encoding", rs.encoding.is_some()),
-                ("algorithm", rs.algorithm.is_some()),
-                ("timestamp_header", rs.timestamp_header.is_some()),
-            ] {
-                misplaced(field, set && kind_name != "hmac", &mut problems);
-            }
-            // The delivery identity is signed for these, in a header or the body.
-            misplaced(
-                "delivery_header",
-                rs.delivery_header.is_some() && matches!(kind_name, "netlify" | "standard" | "svix" | "stripe" | "vercel"),
-                &mut problems,
-            );
-            let header_name = |field: &str, h: &str, problems: &mut Vec<String>| {
-                let h = h.to_ascii_lowercase();
-                if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    problems.push(format!("{at}.{field} {h:?} is not a valid header name"));
-                }
-                h
-            };
-            let whsec = |s: String, problems: &mut Vec<String>| match decode_standard_secret(&s) {
-                Ok(secret) => Some(secret),
-                Err(why) => {
-                    problems.push(format!("{at}.secret {why}"));
-                    None
-                }
-            };
-            let kind = match kind_name {
-                "netlify" => {
-                    let forms = rs.forms.iter().map(|(f, rf)| (f.clone(), rf.fields.clone())).collect();
-                    // Two forms configured under names that become one
-                    // channel would share it: refused, both named.
-                    let mut by_slug: BTreeMap<String, &String> = BTreeMap::new();
-                    for form in rs.forms.keys() {
-                        // (A name with no letter or digit makes no channel:
-                        // its submissions are refused, 400, unless it has one.)
-                        if let Some(slug) = form_slug(form) {
-                            if let Some(other) = by_slug.insert(slug.clone(), form) {
-                                problems.push(format!(
-                                    "{at}.forms: {other:?} and {form:?} both become channel forms/{slug}; rename one \
-                                     (or give one a channel = \"…\")"
-                                ));
-                            }
-                        }
-                    }
-                    let mut form_channels = BTreeMap::new();
-                    for (form, rf) in &rs.forms {
-                        if let Some(c) = &rf.channel {
-                            match Channel::parse(c) {
-                                Ok(c) => {
-                                    form_channels.insert(form.clone(), c);
-                                }
-                                Err(e) => problems.push(format!("{at}.forms.{form}.channel: {e}")),
-                            }
-                        }
-                    }
-                    secret.map(|s| SourceKind::Netlify { secret: Secret::new(s), forms, form_channels })
-                }
-                "hmac" => {
-                    let scheme = hmac_scheme(&at, &rs, &mut problems);
-                    secret.map(|s| SourceKind::Hmac { secret: Secret::new(s), scheme })
-                }
-                "standard" => secret
-                    .and_then(|s| whsec(s, &mut problems))
-                    .map(|secret| SourceKind::Standard { secret, tolerance: tolerance(300) }),
-                "svix" => secret
-                    .and_then(|s| whsec(s, &mut problems))
-                    .map(|secret| SourceKind::Svix { secret, tolerance: tolerance(300) }),
-                "token" | "strapi" => {
-                    let default = if kind_name == "token" { "x-hookcast-token" } else { "authorization" };
-                    let header = header_name("header", rs.header.as_deref().unwrap_or(default), &mut problems);
-                    secret.map(|s| {
-                        let secret = Secret::new(s);
-                        if kind_name == "token" {
-                            SourceKind::Token { header, secret }
-                        } else {
-                            SourceKind::Strapi { header, secret }
-                        }
-                    })
-                }
-                "github" => secret.map(|s| SourceKind::Github { secret: Secret::new(s) }),
-                "vercel" => secret.map(|s| SourceKind::Vercel { secret: Secret::new(s) }),
-                "stripe" => secret.map(|s| SourceKind::Stripe { secret: Secret::new(s), tolerance: tolerance(300) }),
-                "shopify" => secret.map(|s| SourceKind::Shopify { secret: Secret::new(s) }),
-                "sanity" => secret.map(|s| SourceKind::Sanity { secret: Secret::new(s), tolerance: tolerance(300) }),
-                "contentful" => {
-                    let path = rs.path.clone().unwrap_or_else(|| format!("/hooks/{name}"));
-                    if !path.starts_with('/') {
-                        problems.push(format!("{at}.path must start with '/' (the path of the URL given to Contentful)"));
-                    }
-                    secret.map(|s| SourceKind::Contentful { secret: Secret::new(s), tolerance: tolerance(30), path })
-                }
-                _ => None,
-            };
-            use crate::verify::names;
-            let default_delivery = match kind_name {
-                "hmac" if rs.header.is_none() => Some(names::GITHUB_DELIVERY),
-                "github" => Some(names::GITHUB_DELIVERY),
-                "shopify" => Some(names::SHOPIFY_WEBHOOK_ID),
-                "sanity" => Some(names::SANITY_IDEMPOTENCY_KEY),
-                "contentful" => Some(names::CONTENTFUL_IDEMPOTENCY_KEY),
-                _ => None,
-            };
-            let delivery_header = match rs.delivery_header.as_deref() {
-                Some(h) => Some(header_name("delivery_header", h, &mut problems)),
-                None => default_delivery.map(str::to_owned),
-            };
-            if let (Some(kind), true) = (kind, problems.len() == before) {
-                let fields = rs.fields.clone();
-                sources.insert(name.clone(), Source { name, kind, channels, delivery_header, fields, route, events });
+            if let Some(source) = build_source(name, rs, env, &mut problems) {
+                sources.insert(source.name.clone(), source);
             }
         }
         let private = raw.private.as_ref().and_then(|rp| build_private(rp, env, &mut problems));
@@ -813,6 +254,213 @@ impl Config {
             Err(ConfigError { problems })
         }
     }
+}
+
+fn build_limits(l: &RawLimits, problems: &mut Vec<String>) -> Limits {
+    let d = Limits::default();
+    let mut positive = |name: &str, v: Option<usize>, default: usize| -> usize {
+        match v {
+            Some(0) => {
+                problems.push(format!("limits.{name} must be greater than 0"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    };
+    let limits = Limits {
+        max_body_bytes: positive("max_body_bytes", l.max_body_bytes, d.max_body_bytes),
+        max_event_bytes: positive("max_event_bytes", l.max_event_bytes, d.max_event_bytes),
+        history_max_events: positive(
+            "history_max_events",
+            l.history_max_events.map(|v| v as usize),
+            d.history_max_events as usize,
+        ) as u32,
+        history_max_age: l.history_max_age_secs.map_or(d.history_max_age, Duration::from_secs),
+        dedupe_ttl: l.dedupe_ttl_secs.map_or(d.dedupe_ttl, Duration::from_secs),
+        state_ttl: Duration::from_secs(positive(
+            "state_ttl_secs",
+            l.state_ttl_secs.map(|v| v as usize),
+            d.state_ttl.as_secs() as usize,
+        ) as u64),
+        fanout_concurrency: positive("fanout_concurrency", l.fanout_concurrency, d.fanout_concurrency),
+        max_subscriptions: positive("max_subscriptions", l.max_subscriptions, d.max_subscriptions),
+        occupancy_interval: Duration::from_secs(positive(
+            "occupancy_interval_secs",
+            l.occupancy_interval_secs.map(|v| v as usize),
+            d.occupancy_interval.as_secs() as usize,
+        ) as u64),
+        body_timeout: Duration::from_secs(positive(
+            "body_timeout_secs",
+            l.body_timeout_secs.map(|v| v as usize),
+            d.body_timeout.as_secs() as usize,
+        ) as u64),
+        fanout_retry_base: Duration::from_secs(positive(
+            "fanout_retry_base_secs",
+            l.fanout_retry_base_secs.map(|v| v as usize),
+            d.fanout_retry_base.as_secs() as usize,
+        ) as u64),
+        fanout_retry_max: Duration::from_secs(positive(
+            "fanout_retry_max_secs",
+            l.fanout_retry_max_secs.map(|v| v as usize),
+            d.fanout_retry_max.as_secs() as usize,
+        ) as u64),
+    };
+    if limits.state_ttl < limits.history_max_age {
+        // On DynamoDB the channel's head, seq and all, expires with its
+        // state: no event may outlive it.
+        problems.push("limits.state_ttl_secs must be at least history_max_age_secs".into());
+    }
+    if limits.fanout_retry_max < limits.fanout_retry_base {
+        problems.push("limits.fanout_retry_max_secs must be at least fanout_retry_base_secs".into());
+    }
+    if limits.max_event_bytes > 120 * 1024 {
+        problems
+            .push("limits.max_event_bytes must be at most 122880 (API Gateway's 128 KB message limit, less the envelope)".into());
+    }
+    limits
+}
+
+fn check_origins(origins: &[String], problems: &mut Vec<String>) {
+    for o in origins {
+        let stars = o.matches('*').count();
+        if o != "*" && (!(o.starts_with("http://") || o.starts_with("https://")) || stars > 1) {
+            problems.push(format!(
+                "allowed_origins: {o:?} must look like https://example.com (one '*' allowed: https://*--site.netlify.app)"
+            ));
+        }
+    }
+}
+
+/// One `[sources.<name>]`: the settings every kind shares here, the kind's
+/// own through its [`Spec`]. `None` when anything about it is wrong.
+fn build_source(name: String, rs: RawSource, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<Source> {
+    let at = format!("sources.{name}");
+    let before = problems.len();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        problems.push(format!("{at}: source names may use only letters, digits, '-' and '_' (they appear in /hooks/{{source}})"));
+    }
+    let spec = senders::spec(&rs.kind);
+    let secret = resolve_secret(&name, &rs, spec, env, problems);
+    let Some(spec) = spec else {
+        // Nothing else about it can be judged.
+        problems.push(format!("{at}.kind {:?} is not one of {}", rs.kind, KINDS.join(", ")));
+        return None;
+    };
+    // Envelope kinds read {"channel","event","data"} unless a channel is configured.
+    let native = match spec.body {
+        BodyShape::Native => true,
+        BodyShape::Envelope => rs.channel.is_some(),
+        BodyShape::Own { .. } => false,
+    };
+    let channels = patterns(rs.channels.as_deref().unwrap_or_default(), &format!("{at}.channels"), problems);
+    let events = build_events(&at, rs.events.as_deref(), problems);
+    check_routing(&at, spec, &rs, native, problems);
+    let route = if native { build_route(&at, &name, &rs, problems) } else { None };
+    check_options(&at, spec, &rs, problems);
+    let kind = (spec.build)(&mut Build { at: &at, name: &name, raw: &rs, secret, problems });
+    let delivery_header = match rs.delivery_header.as_deref() {
+        Some(h) => Some(header_name(&at, "delivery_header", h, problems)),
+        None => (spec.delivery_header)(&rs).map(str::to_owned),
+    };
+    let kind = kind.filter(|_| problems.len() == before)?;
+    Some(Source { name, kind, channels, delivery_header, fields: rs.fields, route, events })
+}
+
+fn build_events(at: &str, list: Option<&[String]>, problems: &mut Vec<String>) -> Option<Vec<EventPattern>> {
+    let list = list?;
+    if list.is_empty() {
+        problems.push(format!("{at}.events = [] would publish nothing; list event names or \"prefix*\", or remove it"));
+    }
+    let parsed = list
+        .iter()
+        .filter_map(|p| {
+            EventPattern::parse(p)
+                .map_err(|_| {
+                    problems.push(format!(
+                        "{at}.events: {p:?} is neither an event name nor a prefix ending in '*' (as \"release.*\")"
+                    ))
+                })
+                .ok()
+        })
+        .collect();
+    Some(parsed)
+}
+
+/// Where the source may publish and what reaches pages: `channels` for an
+/// envelope, `channel` and `event` for a native body, the kind's own rules
+/// for a kind that publishes to channels of its own; `fields` where the body is anyone's.
+fn check_routing(at: &str, spec: &Spec, rs: &RawSource, native: bool, problems: &mut Vec<String>) {
+    let kind_name = spec.name;
+    match spec.body {
+        BodyShape::Own { check } => check(at, rs, problems),
+        _ if native => {
+            if rs.channels.is_some() {
+                problems.push(format!(
+                    "{at}.channels: this source's body is the sender's own, so it publishes where channel = \"…\" says \
+                     (default: the source's name); remove channels"
+                ));
+            }
+            if matches!(spec.body, BodyShape::Envelope) && rs.event.is_none() {
+                problems.push(format!(
+                    "{at}.event: a {kind_name} source with a channel reads the sender's own body; name its events \
+                     (event = \"published\" or a template such as \"{{type}}\")"
+                ));
+            }
+        }
+        _ => {
+            if rs.channels.as_ref().is_none_or(|c| c.is_empty()) {
+                problems.push(format!("{at}: set channels = [\"name\", \"prefix/*\"] to say where this source may publish"));
+            }
+            misplaced(at, &rs.kind, "event", rs.event.is_some(), problems);
+        }
+    }
+    if rs.fields.is_none() && matches!(spec.body, BodyShape::Envelope) {
+        problems.push(format!(
+            "{at}.fields: a {kind_name} source must name the fields pages may receive, as in fields = [\"title\", \"url\"] \
+             (no field leaves unless it is named)"
+        ));
+    }
+    for f in rs.fields.iter().flatten() {
+        if let Err(e) = check_field(f) {
+            problems.push(format!("{at}.fields: {e}"));
+        }
+    }
+}
+
+/// A native body's channel (default: the source's name) and event templates.
+fn build_route(at: &str, name: &str, rs: &RawSource, problems: &mut Vec<String>) -> Option<Route> {
+    let mut template = |field: &str, t: &Option<String>| {
+        t.as_deref().and_then(|t| Template::parse(t).map_err(|e| problems.push(format!("{at}.{field}: {e}"))).ok())
+    };
+    let channel = template("channel", &rs.channel).or_else(|| rs.channel.is_none().then(|| Template::literal(name)));
+    let event = template("event", &rs.event);
+    if let Some(fixed) = channel.as_ref().and_then(Template::fixed) {
+        if let Err(e) = Channel::parse(fixed) {
+            problems.push(format!("{at}.channel: {e}"));
+        }
+    }
+    channel.map(|channel| Route { channel, event })
+}
+
+/// Settings set on a kind that does not read them.
+fn check_options(at: &str, spec: &Spec, rs: &RawSource, problems: &mut Vec<String>) {
+    let reads = |option: &str| spec.options.contains(&option);
+    let kind = rs.kind.as_str();
+    misplaced(at, kind, "tolerance_secs", rs.tolerance_secs.is_some() && !(spec.tolerance)(rs), problems);
+    misplaced(at, kind, "header", rs.header.is_some() && !reads("header"), problems);
+    misplaced(at, kind, "forms", !rs.forms.is_empty() && !reads("forms"), problems);
+    misplaced(at, kind, "path", rs.path.is_some() && !reads("path"), problems);
+    for (field, set) in [
+        ("prefix", rs.prefix.is_some()),
+        ("encoding", rs.encoding.is_some()),
+        ("algorithm", rs.algorithm.is_some()),
+        ("timestamp_header", rs.timestamp_header.is_some()),
+    ] {
+        misplaced(at, kind, field, set && !reads(field), problems);
+    }
+    // The delivery identity is signed for these, in a header or the body.
+    misplaced(at, kind, "delivery_header", rs.delivery_header.is_some() && spec.signs_delivery, problems);
 }
 
 fn build_state(raw: &BTreeMap<String, String>, problems: &mut Vec<String>) -> StateRules {
@@ -838,42 +486,6 @@ pub fn parse_state_line(line: &str) -> Result<BTreeMap<String, String>, String> 
         out.insert(pattern.trim().to_owned(), mode.trim().to_owned());
     }
     Ok(out)
-}
-
-/// The generic `hmac` kind's scheme: GitHub's unless told otherwise.
-fn hmac_scheme(at: &str, rs: &RawSource, problems: &mut Vec<String>) -> HmacScheme {
-    let github = HmacScheme::github();
-    let header = rs.header.as_deref().map_or(github.header.clone(), str::to_ascii_lowercase);
-    // GitHub's prefix goes with GitHub's header; another header has none unless given.
-    let prefix = rs.prefix.clone().unwrap_or_else(|| if rs.header.is_none() { github.prefix.clone() } else { String::new() });
-    let encoding = match rs.encoding.as_deref() {
-        None | Some("hex") => Encoding::Hex,
-        Some("base64") => Encoding::Base64,
-        Some(other) => {
-            problems.push(format!("{at}.encoding {other:?} is not hex or base64"));
-            Encoding::Hex
-        }
-    };
-    let algorithm = match rs.algorithm.as_deref() {
-        None | Some("sha256") => Algorithm::Sha256,
-        Some("sha1") => Algorithm::Sha1,
-        Some(other) => {
-            problems.push(format!("{at}.algorithm {other:?} is not sha256 or sha1"));
-            Algorithm::Sha256
-        }
-    };
-    let valid = |h: &str| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid(&header) {
-        problems.push(format!("{at}.header {header:?} is not a valid header name"));
-    }
-    let timestamp = rs.timestamp_header.as_deref().map(|h| {
-        let h = h.to_ascii_lowercase();
-        if !valid(&h) {
-            problems.push(format!("{at}.timestamp_header {h:?} is not a valid header name"));
-        }
-        (h, Duration::from_secs(rs.tolerance_secs.unwrap_or(300)))
-    });
-    HmacScheme { header, prefix, encoding, algorithm, timestamp }
 }
 
 fn build_private(rp: &RawPrivate, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<Private> {
@@ -970,13 +582,14 @@ fn looks_like_a_variable_s_name(var: &str) -> bool {
 fn resolve_secret(
     name: &str,
     rs: &RawSource,
+    spec: Option<&Spec>,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
 ) -> Option<String> {
     let at = format!("sources.{name}");
     let found = find_secret(&at, &secret_env_name(name), rs.secret.as_deref(), rs.secret_env.as_deref(), env, problems)?;
     // Standard Webhooks secrets are checked after decoding (whsec_ + base64).
-    if !matches!(rs.kind.as_str(), "standard" | "svix") {
+    if spec.is_none_or(|s| s.secret != SecretForm::Whsec) {
         check_length(&at, found.len(), problems);
     }
     Some(found)
@@ -985,6 +598,7 @@ fn resolve_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn raw(toml_like: &[(&str, RawSource)]) -> RawConfig {
         RawConfig { sources: toml_like.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(), ..Default::default() }

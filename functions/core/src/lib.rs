@@ -17,9 +17,13 @@
 //!   refusal's status, code and message; the HTTP edge is `hookcast-http`).
 //! - Channel state for late visitors: [`state`] (`last`, `merge`, `list:N`,
 //!   carried on by every log in the append's commit).
-//! - Webhook input: [`verify`] (signatures), [`normalize`] (sender bodies to
-//!   events), [`mapping`] (paths and templates into native bodies),
-//!   [`channel`] (names), [`config`], [`secret`], [`sign`], [`token`].
+//! - Webhook input: [`senders`] (each sender kind in one file: its options,
+//!   signature check, event names and default fields, dedupe identity and
+//!   signing), [`verify`] (the request and what a signature tells),
+//!   [`normalize`] (bodies to events), [`mapping`] (paths and templates into
+//!   native bodies), [`channel`] (names), [`config`], [`raw`], [`secret`],
+//!   [`sign`] (the signers by their old names), [`token`], [`webhook`] (the
+//!   request, the verified facts, the body and event every kind shares).
 //! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
@@ -37,12 +41,15 @@ pub mod normalize;
 pub mod policy;
 pub mod ports;
 pub mod protocol;
+pub mod raw;
 pub mod relay;
 pub mod secret;
+pub mod senders;
 pub mod sign;
 pub mod state;
 pub mod token;
 pub mod verify;
+pub mod webhook;
 
 pub use channel::{Channel, EventName};
 pub use config::{Config, ConfigError, Source, SourceKind};

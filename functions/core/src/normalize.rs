@@ -1,67 +1,14 @@
 //! Turning a verified webhook body into one event on one channel.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
 use crate::channel::{Channel, EventName};
-use crate::config::{form_slug, Route, Source, SourceKind};
+use crate::config::{Route, Source, SourceKind};
 use crate::error::HookError;
-use crate::mapping::{lookup, project, project_patch, time_ms};
-use crate::verify::Verified;
+use crate::mapping::{project, project_patch};
+use crate::webhook::Verified;
 
-/// A validated event, not yet in a channel log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub channel: Channel,
-    pub event: EventName,
-    pub data: Value,
-    /// The sender's identities for this delivery, scoped to its source
-    /// (`<source>:id:<delivery id>`, `<source>:deploy:<id>:<state>`, …):
-    /// a redelivery carries the same. Empty with no `content_key`: every
-    /// delivery is a distinct event.
-    pub delivery_keys: Vec<String>,
-    /// `<source>:sha256:<hex>` of what the signature covers, when no
-    /// identity above is signed: a captured request replayed under a new
-    /// delivery id (or event-type header) is known by it.
-    pub content_key: Option<String>,
-    /// The sender's own time for the event (ms since the epoch), read where
-    /// its kind's body says it (see [`sender_time`]).
-    pub event_ms: Option<u64>,
-}
-
-/// What a verified webhook comes to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Normalised {
-    Event(NewEvent),
-    /// Nothing is published, nothing stored (a Netlify form the source does
-    /// not list): the sender is answered 200 so it does not retry.
-    Ignored {
-        /// Where it would have gone.
-        channel: Channel,
-        reason: String,
-    },
-}
-
-impl Normalised {
-    /// The event, if there is one.
-    pub fn event(self) -> Option<NewEvent> {
-        match self {
-            Self::Event(e) => Some(e),
-            Self::Ignored { .. } => None,
-        }
-    }
-}
-
-/// The fields of a Netlify deploy that reach pages; the rest (admin URLs,
-/// committer details, build logs, …) never leaves the server.
-const DEPLOY_FIELDS: &[&str] =
-    &["id", "state", "branch", "context", "commit_ref", "deploy_ssl_url", "deploy_url", "published_at", "title"];
-
-enum Body {
-    Json(Value),
-    Form(Vec<(String, String)>),
-}
+pub use crate::webhook::{Body, NewEvent, Normalised};
 
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, HookError> {
     let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|m| !m.is_empty());
@@ -183,27 +130,22 @@ fn hex_pair(a: Option<u8>, b: Option<u8>) -> Option<u8> {
 /// delivery header: a replayer writes what it likes there), the hash of
 /// what the signature covers.
 pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verified: &Verified) -> Result<Normalised, HookError> {
-    // GitHub's ping (sent when a webhook is made, and by "Redeliver") says
-    // the hook works; it is no event of the repository, and never a state.
-    if matches!(source.kind, SourceKind::Github { .. }) && verified.topic.as_deref() == Some("ping") {
+    // A verified delivery that is no event (GitHub's ping) publishes nothing.
+    if let Some(reason) = source.kind.ignores(verified) {
         let channel = source.route.as_ref().and_then(|r| r.channel.fixed()).unwrap_or(&source.name);
         if let Ok(channel) = Channel::parse(channel) {
-            return Ok(Normalised::Ignored { channel, reason: "GitHub's ping: the webhook works; nothing to publish".into() });
+            return Ok(Normalised::Ignored { channel, reason: reason.into() });
         }
     }
     let parsed = parse_body(content_type, body)?;
-    let mut ev = match (&source.kind, &source.route) {
-        (SourceKind::Netlify { forms, form_channels, .. }, _) => {
-            let Body::Json(Value::Object(obj)) = parsed else {
-                return Err(HookError::BadPayload("Netlify payloads are JSON objects".into()));
-            };
-            match netlify(&obj, forms, form_channels)? {
-                Normalised::Event(ev) => ev,
-                ignored => return Ok(ignored),
-            }
-        }
-        (_, Some(route)) => native(source, route, parsed, verified.topic.as_deref())?,
-        (_, None) => generic(source, parsed)?,
+    // A kind publishing its own body (Netlify's) first, whatever the route.
+    let mut ev = match (source.kind.own(&parsed), &source.route) {
+        (Some(own), _) => match own? {
+            Normalised::Event(ev) => ev,
+            ignored => return Ok(ignored),
+        },
+        (None, Some(route)) => native(source, route, parsed, verified.topic.as_deref())?,
+        (None, None) => generic(source, parsed)?,
     };
     // Ids read from the body are signed with it.
     let mut signed_identity = !ev.delivery_keys.is_empty();
@@ -220,138 +162,21 @@ pub fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], verif
     Ok(Normalised::Event(ev))
 }
 
-/// The sender's own time for the event, in the field its kind keeps it:
-/// Netlify deploys `updated_at`, forms `created_at`; Stripe `created`;
-/// Shopify `updated_at` (else `created_at`); Vercel and Strapi `createdAt`;
-/// Sanity `_updatedAt`; Contentful `sys.updatedAt`; Svix and Standard
-/// Webhooks `timestamp`; GitHub by event: a push `repository.pushed_at`, a
-/// deployment (status) or workflow run its `updated_at`, a release its
-/// `published_at` (`created_at` when created). `None` where the kind or
-/// event says no time of its own (the `hmac` and `token` kinds, a GitHub
-/// issue comment, …): a `last` state then takes whatever comes last.
+/// The sender's own time for the event, in the field its kind keeps it
+/// (each kind's [`crate::senders::Sender::time`]: Stripe's `created`, a
+/// GitHub release's `published_at`, …). `None` where the kind or event says
+/// no time of its own (the `hmac` and `token` kinds, a GitHub issue comment,
+/// …): a `last` state then takes whatever comes last.
 pub fn sender_time(kind: &SourceKind, body: &Value, topic: Option<&str>) -> Option<u64> {
-    let paths: &[&str] = match kind {
-        SourceKind::Netlify { .. } => return body.as_object().and_then(netlify_time),
-        SourceKind::Stripe { .. } => &["created"],
-        SourceKind::Shopify { .. } => &["updated_at", "created_at"],
-        SourceKind::Vercel { .. } | SourceKind::Strapi { .. } => &["createdAt"],
-        SourceKind::Sanity { .. } => &["_updatedAt"],
-        SourceKind::Contentful { .. } => &["sys.updatedAt", "sys.deletedAt"],
-        SourceKind::Svix { .. } | SourceKind::Standard { .. } => &["timestamp"],
-        SourceKind::Github { .. } => match (topic?, body.get("action").and_then(Value::as_str)) {
-            ("push", _) => &["repository.pushed_at"],
-            ("deployment_status", _) => &["deployment_status.updated_at"],
-            ("deployment", _) => &["deployment.updated_at"],
-            ("workflow_run", _) => &["workflow_run.updated_at"],
-            ("release", Some("published" | "released" | "prereleased")) => &["release.published_at"],
-            ("release", Some("created")) => &["release.created_at"],
-            _ => &[],
-        },
-        SourceKind::Hmac { .. } | SourceKind::Token { .. } => &[],
-    };
-    paths.iter().find_map(|p| lookup(body, p).and_then(time_ms))
+    kind.time(body, topic)
 }
 
-/// What each sender kind publishes when the source lists no `fields`: the
-/// sender's ids, names and states, never an e-mail, address, IP or token.
-/// Deploys keep the deploy's id at `data.id` (a page knows its own deploy by it).
+/// What each sender kind publishes when the source lists no `fields` (its
+/// [`crate::senders::Sender::default_fields`]): the sender's ids, names and
+/// states, never an e-mail, address, IP or token. Deploys keep the deploy's
+/// id at `data.id` (a page knows its own deploy by it).
 pub fn default_fields(kind: &SourceKind) -> &'static [&'static str] {
-    match kind {
-        SourceKind::Github { .. } => &[
-            "action",
-            "repository.id",
-            "repository.full_name",
-            "release.id",
-            "release.tag_name",
-            "release.name",
-            "release.prerelease",
-            "id=deployment.id",
-            "deployment.environment",
-            "deployment.ref",
-            "deployment.sha",
-            "deployment_status.id",
-            "deployment_status.state",
-            "deployment_status.environment",
-            "ref",
-            "after",
-            "workflow_run.id",
-            "workflow_run.name",
-            "workflow_run.status",
-            "workflow_run.conclusion",
-            "workflow_run.head_branch",
-            "workflow_run.head_sha",
-        ],
-        SourceKind::Vercel { .. } => &[
-            "id=payload.deployment.id",
-            "payload.deployment.name",
-            "payload.deployment.url",
-            "payload.target",
-            "payload.project.id",
-        ],
-        SourceKind::Stripe { .. } => &["id", "data.object.id", "data.object.object"],
-        SourceKind::Shopify { .. } => &["id", "name", "admin_graphql_api_id", "title", "handle"],
-        SourceKind::Sanity { .. } => &["_id", "_type", "_rev"],
-        SourceKind::Contentful { .. } => {
-            &["sys.id", "sys.type", "sys.version", "sys.contentType.sys.id", "sys.environment.sys.id", "sys.space.sys.id"]
-        }
-        SourceKind::Svix { .. } => &["data.id", "data.object", "data.email_id"],
-        SourceKind::Strapi { .. } => &["model", "uid", "entry.id", "entry.documentId"],
-        SourceKind::Netlify { .. } | SourceKind::Hmac { .. } | SourceKind::Standard { .. } | SourceKind::Token { .. } => {
-            &["id", "type"]
-        }
-    }
-}
-
-fn need_str<'a>(body: &'a Value, key: &str, sender: &str) -> Result<&'a str, HookError> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| HookError::BadPayload(format!("not a {sender} event: the body has no \"{key}\" text")))
-}
-
-/// The sender's own name for the event and, where it is in the body, its
-/// delivery id. `topic` is the event type from a header, where the sender
-/// sends it there.
-fn sender_event(
-    kind: &SourceKind,
-    body: &Value,
-    topic: Option<&str>,
-    custom_fields: Option<&Vec<String>>,
-) -> Result<(Option<String>, Option<String>), HookError> {
-    Ok(match kind {
-        SourceKind::Github { .. } => {
-            let event = topic.unwrap_or_default();
-            match body.get("action").and_then(Value::as_str) {
-                Some(action) => (Some(format!("{event}.{action}")), None),
-                None => (Some(event.to_owned()), None),
-            }
-        }
-        SourceKind::Vercel { .. } => {
-            (Some(need_str(body, "type", "Vercel")?.to_owned()), Some(need_str(body, "id", "Vercel")?.to_owned()))
-        }
-        SourceKind::Stripe { .. } => {
-            // Snapshot events are "event"; thin events (event destinations) "v2.core.event".
-            if !body.get("object").and_then(Value::as_str).is_some_and(|o| o == "event" || o.ends_with(".event")) {
-                return Err(HookError::BadPayload("not a Stripe event: \"object\" is not \"event\"".into()));
-            }
-            (Some(need_str(body, "type", "Stripe")?.to_owned()), Some(need_str(body, "id", "Stripe")?.to_owned()))
-        }
-        // orders/create → orders.create
-        SourceKind::Shopify { .. } => (topic.map(|t| t.replace('/', ".")), None),
-        SourceKind::Sanity { .. } => (Some(format!("document.{}", topic.unwrap_or("change"))), None),
-        SourceKind::Contentful { .. } => {
-            // A customised payload may lack sys; then its fields say what to take.
-            if custom_fields.is_none() && !body.get("sys").is_some_and(Value::is_object) {
-                return Err(HookError::BadPayload("not a Contentful entity: the body has no \"sys\" object".into()));
-            }
-            (topic.map(str::to_owned), None)
-        }
-        SourceKind::Svix { .. } => (Some(need_str(body, "type", "Svix")?.to_owned()), None),
-        SourceKind::Strapi { .. } => (Some(need_str(body, "event", "Strapi")?.to_owned()), None),
-        SourceKind::Netlify { .. } | SourceKind::Hmac { .. } | SourceKind::Standard { .. } | SourceKind::Token { .. } => {
-            (None, None)
-        }
-    })
+    kind.default_fields()
 }
 
 /// A sender's own JSON body, mapped by the source's route and fields.
@@ -366,7 +191,7 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
             )))
         }
     };
-    let (sender_event, id) = sender_event(&source.kind, &body, topic, source.fields.as_ref())?;
+    let (sender_event, id) = source.kind.event(&body, topic, source.fields.as_ref())?;
     let event = match (&route.event, sender_event) {
         (Some(t), _) => t.event(&body)?,
         (None, Some(name)) => EventName::parse(&name)
@@ -387,115 +212,6 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
         content_key: None,
         event_ms,
     })
-}
-
-fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
-    obj.get(k).and_then(Value::as_str)
-}
-
-/// A Netlify form submission's `created_at`, a deploy's `updated_at`.
-fn netlify_time(obj: &Map<String, Value>) -> Option<u64> {
-    obj.get(if obj.contains_key("form_name") { "created_at" } else { "updated_at" }).and_then(time_ms)
-}
-
-fn netlify(
-    obj: &Map<String, Value>,
-    forms: &BTreeMap<String, Vec<String>>,
-    form_channels: &BTreeMap<String, Channel>,
-) -> Result<Normalised, HookError> {
-    if let Some(form_name) = str_field(obj, "form_name") {
-        // A form is configured under the name Netlify sends or under its slug.
-        let slug = form_slug(form_name);
-        let configured = |name: &str| Some(name) == slug.as_deref() || name == form_name;
-        // A form the source does not list publishes nothing, not even that it was sent.
-        let Some(allowed) = forms.iter().find(|(name, _)| configured(name)).map(|(_, fields)| fields) else {
-            let shown: String = form_name.chars().take(40).collect();
-            let channel = slug.and_then(|s| Channel::parse(&format!("forms/{s}")).ok());
-            return Ok(Normalised::Ignored {
-                channel: channel.unwrap_or_else(|| Channel::parse("forms").expect("valid literal")),
-                reason: format!("form {shown:?} is not configured: list it under [sources.<name>.forms.<form>] to publish it"),
-            });
-        };
-        // Configured channel, else forms/<slug>: `Contact Form` → forms/contact-form.
-        let channel = match form_channels.iter().find(|(name, _)| configured(name)) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let slug = slug.as_deref().ok_or_else(|| {
-                    HookError::BadPayload(format!(
-                        "form name {:?} has no letter or digit to make a channel of; set [sources.<name>.forms.<form>] channel",
-                        form_name.chars().take(40).collect::<String>()
-                    ))
-                })?;
-                Channel::parse(&format!("forms/{slug}")).map_err(|e| HookError::BadPayload(e.to_string()))?
-            }
-        };
-        let mut data = Map::new();
-        data.insert("form".into(), Value::from(form_name));
-        if let Some(at) = obj.get("created_at") {
-            data.insert("created_at".into(), at.clone());
-        }
-        let submitted = obj.get("data").and_then(Value::as_object);
-        let mut fields = Map::new();
-        for name in allowed {
-            if let Some(v) = submitted.and_then(|d| d.get(name)).filter(|v| !v.is_object() && !v.is_array()) {
-                fields.insert(name.clone(), v.clone());
-            }
-        }
-        data.insert("fields".into(), Value::Object(fields));
-        let key = str_field(obj, "id").map(|id| format!("form:{id}"));
-        return Ok(Normalised::Event(NewEvent {
-            channel,
-            event: EventName::parse("form.submitted").expect("valid literal"),
-            data: Value::Object(data),
-            delivery_keys: key.into_iter().collect(),
-            content_key: None,
-            event_ms: netlify_time(obj),
-        }));
-    }
-    if let Some(state) = str_field(obj, "state") {
-        let name = match state {
-            "building" | "enqueued" | "new" => "started".to_owned(),
-            "ready" => "succeeded".to_owned(),
-            "error" => "failed".to_owned(),
-            other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect(),
-        };
-        if name.is_empty() {
-            return Err(HookError::BadPayload(format!(
-                "deploy state {:?} is not recognised",
-                state.chars().take(40).collect::<String>()
-            )));
-        }
-        let event = EventName::parse(&format!("deploy.{name}"))
-            .map_err(|_| HookError::BadPayload(format!("deploy state {state:?} is not recognised")))?;
-        let data: Map<String, Value> = DEPLOY_FIELDS
-            .iter()
-            .filter_map(|k| obj.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
-            .collect();
-        let key = str_field(obj, "id").map(|id| format!("deploy:{id}:{state}"));
-        // Production deploys go to `deploys`; previews and branch deploys to
-        // `deploys/<context>`, so they never refresh production pages.
-        let channel = match str_field(obj, "context") {
-            None | Some("production") => Channel::parse("deploys").expect("valid literal"),
-            Some(context) => {
-                let name: String = context
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
-                    .take(64)
-                    .collect();
-                Channel::parse(&format!("deploys/{name}"))
-                    .map_err(|e| HookError::BadPayload(format!("deploy context {context:?} cannot be a channel: {e}")))?
-            }
-        };
-        return Ok(Normalised::Event(NewEvent {
-            channel,
-            event,
-            data: Value::Object(data),
-            delivery_keys: key.into_iter().collect(),
-            content_key: None,
-            event_ms: netlify_time(obj),
-        }));
-    }
-    Err(HookError::BadPayload("not a Netlify deploy or form notification (no \"state\" or \"form_name\")".into()))
 }
 
 fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
@@ -577,13 +293,14 @@ fn generic(source: &Source, parsed: Body) -> Result<NewEvent, HookError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::secret::Secret;
+    use crate::senders::netlify::form_slug;
     use serde_json::json;
     use std::collections::BTreeMap;
 
-    fn netlify_src(forms: &[(&str, &[&str])]) -> Source {
+    pub(crate) fn netlify_src(forms: &[(&str, &[&str])]) -> Source {
         let forms: BTreeMap<_, _> =
             forms.iter().map(|(f, fs)| (f.to_string(), fs.iter().map(|s| s.to_string()).collect())).collect();
         Source {
@@ -596,7 +313,7 @@ mod tests {
             events: None,
         }
     }
-    fn zap() -> Source {
+    pub(crate) fn zap() -> Source {
         Source {
             name: "zap".into(),
             kind: SourceKind::Token { header: "x-hookcast-token".into(), secret: Secret::new("s") },
@@ -609,7 +326,12 @@ mod tests {
     }
 
     /// The event a webhook comes to (these tests expect one, not an ignored delivery).
-    fn normalise(source: &Source, content_type: Option<&str>, body: &[u8], v: &Verified) -> Result<NewEvent, HookError> {
+    pub(crate) fn normalise(
+        source: &Source,
+        content_type: Option<&str>,
+        body: &[u8],
+        v: &Verified,
+    ) -> Result<NewEvent, HookError> {
         super::normalise(source, content_type, body, v).map(|n| n.event().expect("an event, not an ignored delivery"))
     }
 
@@ -618,26 +340,6 @@ mod tests {
         let mut v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/netlify/deploy.json")).unwrap();
         v["state"] = Value::from(state);
         v
-    }
-
-    #[test]
-    fn netlify_deploy_carries_only_the_safe_subset() {
-        let body = deploy_payload("ready").to_string();
-        let ev = normalise(&netlify_src(&[]), Some("application/json"), body.as_bytes(), &Verified::default()).unwrap();
-        assert_eq!(ev.channel.as_str(), "deploys");
-        assert_eq!(ev.event.as_str(), "deploy.succeeded");
-        let keys: Vec<_> = ev.data.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys.len(), DEPLOY_FIELDS.len(), "{keys:?}");
-        assert_eq!(ev.data["title"], "Update pricing page");
-        assert!(!ev.data.to_string().contains("LOGTOKEN"));
-        assert!(ev.data.get("admin_url").is_none());
-        assert_eq!(ev.delivery_keys, vec!["netlify:deploy:6571ba2f1c3d8a0008f9b2c1:ready"]);
-        assert_eq!(ev.content_key, None, "its id is signed with the body");
-
-        for (state, name) in [("building", "deploy.started"), ("error", "deploy.failed"), ("processing", "deploy.processing")] {
-            let body = deploy_payload(state).to_string();
-            assert_eq!(normalise(&netlify_src(&[]), None, body.as_bytes(), &Verified::default()).unwrap().event.as_str(), name);
-        }
     }
 
     #[test]
@@ -839,30 +541,13 @@ mod tests {
         assert_eq!(normalise(&zap(), None, bare, &Verified::default()).unwrap().data, json!({}));
     }
 
-    #[test]
-    fn deploy_previews_and_branch_deploys_stay_off_production_pages() {
-        let mut p = deploy_payload("ready");
-        for (context, channel) in
-            [("production", "deploys"), ("deploy-preview", "deploys/deploy-preview"), ("branch-deploy", "deploys/branch-deploy")]
-        {
-            p["context"] = json!(context);
-            let ev = normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), &Verified::default()).unwrap();
-            assert_eq!(ev.channel.as_str(), channel);
-        }
-        p.as_object_mut().unwrap().remove("context");
-        assert_eq!(
-            normalise(&netlify_src(&[]), None, p.to_string().as_bytes(), &Verified::default()).unwrap().channel.as_str(),
-            "deploys"
-        );
-    }
-
     // ---- Sender kinds on their real bodies (tests/fixtures/senders). ----
 
-    fn sender_fixture(path: &str) -> Vec<u8> {
+    pub(crate) fn sender_fixture(path: &str) -> Vec<u8> {
         std::fs::read(format!("{}/../../tests/fixtures/senders/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
     /// A source built from configuration, as a user writes it.
-    fn configured(kind: &str, edit: impl FnOnce(&mut crate::config::RawSource)) -> Source {
+    pub(crate) fn configured(kind: &str, edit: impl FnOnce(&mut crate::config::RawSource)) -> Source {
         let secret = if matches!(kind, "svix" | "standard") {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         } else {
@@ -874,10 +559,10 @@ mod tests {
         let mut cfg = crate::config::Config::build(cfg, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         cfg.sources.remove("src").unwrap()
     }
-    fn topic(t: &str) -> Verified {
+    pub(crate) fn topic(t: &str) -> Verified {
         Verified { topic: Some(t.into()), ..Verified::default() }
     }
-    fn json_of(ev: &NewEvent) -> String {
+    pub(crate) fn json_of(ev: &NewEvent) -> String {
         ev.data.to_string()
     }
 
@@ -894,45 +579,6 @@ mod tests {
         });
         let ev = normalise(&hmac, None, &sender_fixture("github/ping.json"), &topic("ping")).unwrap();
         assert_eq!(ev.event.as_str(), "Repository");
-    }
-
-    #[test]
-    fn github_events_names_and_default_data() {
-        let src = configured("github", |_| {});
-        let release = sender_fixture("github/release-published.json");
-        let v = Verified { delivery_id: Some("72d3162e".into()), topic: Some("release".into()), ..Verified::default() };
-        let ev = normalise(&src, Some("application/json"), &release, &v).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("src", "release.published"));
-        assert_eq!(
-            ev.data,
-            json!({"action": "published", "repository": {"id": 186853002, "full_name": "Codertocat/Hello-World"},
-                   "release": {"id": 17372790, "tag_name": "0.0.1", "name": "", "prerelease": false}})
-        );
-        assert_eq!(ev.delivery_keys, vec!["src:id:72d3162e"]);
-        let push = normalise(&src, None, &sender_fixture("github/push.json"), &topic("push")).unwrap();
-        assert_eq!(push.event.as_str(), "push");
-        assert_eq!(push.data["ref"], "refs/tags/simple-tag");
-        assert!(!json_of(&push).contains("@"), "no e-mail address: {}", json_of(&push));
-        // A deployment's id is data.id, where the snippet looks for the page's own deploy.
-        let ds = normalise(&src, None, &sender_fixture("github/deployment_status.json"), &topic("deployment_status")).unwrap();
-        assert_eq!(ds.event.as_str(), "deployment_status.created");
-        assert_eq!(ds.data["id"], 145988746);
-        assert_eq!(ds.data["deployment_status"]["state"], "success");
-        let wr = normalise(&src, None, &sender_fixture("github/workflow_run-completed.json"), &topic("workflow_run")).unwrap();
-        assert_eq!(wr.event.as_str(), "workflow_run.completed");
-        assert!(wr.data["workflow_run"]["conclusion"].is_string(), "{}", json_of(&wr));
-
-        // The issue's own example: a channel and the fields listed, nested as in the body.
-        let src = configured("github", |r| {
-            r.channel = Some("releases".into());
-            r.fields = Some(vec!["release.tag_name".into(), "repository.full_name".into(), "release.nope".into()]);
-        });
-        let ev = normalise(&src, None, &release, &topic("release")).unwrap();
-        assert_eq!(ev.channel.as_str(), "releases");
-        assert_eq!(ev.data, json!({"release": {"tag_name": "0.0.1"}, "repository": {"full_name": "Codertocat/Hello-World"}}));
-        // GitHub can be told to send form-encoded bodies; this kind reads JSON.
-        let form = normalise(&src, Some("application/x-www-form-urlencoded"), b"payload=%7B%7D", &topic("release"));
-        assert!(matches!(form, Err(HookError::BadPayload(m)) if m.contains("application/json")));
     }
 
     /// A delivery id the signature does not cover is not the delivery's only
@@ -976,173 +622,6 @@ mod tests {
         assert_eq!((ev.delivery_keys.len(), ev.content_key), (0, Some(format!("netlify:sha256:{}", sha(bare)))));
     }
 
-    /// Each kind's own time for its event, read where the kind keeps it.
-    #[test]
-    fn sender_times_per_kind() {
-        let at = |s: &str| crate::mapping::time_ms(&json!(s));
-        let github = configured("github", |_| {});
-        for (file, event, want) in [
-            ("github/push.json", "push", Some(1_557_933_657_000)),
-            ("github/release-published.json", "release", at("2019-05-15T15:20:53Z")),
-            ("github/deployment_status.json", "deployment_status", at("2019-05-15T15:20:55Z")),
-            ("github/workflow_run-completed.json", "workflow_run", at("2020-10-05T16:33:49Z")),
-            // An event whose body has no time of its own.
-            ("github/release-published.json", "issue_comment", None),
-        ] {
-            let ev = normalise(&github, None, &sender_fixture(file), &topic(event)).unwrap();
-            assert_eq!(ev.event_ms, want, "{file} as {event}");
-        }
-        let deploy = deploy_payload("ready").to_string();
-        let ev = normalise(&netlify_src(&[]), None, deploy.as_bytes(), &Verified::default()).unwrap();
-        assert_eq!(ev.event_ms, crate::mapping::time_ms(&deploy_payload("ready")["updated_at"]));
-        assert!(ev.event_ms.is_some());
-        let form = sender_fixture("netlify/form-contact.json");
-        let ev = normalise(&netlify_src(&[("contact", &[])]), None, &form, &Verified::default()).unwrap();
-        assert_eq!(ev.event_ms, at("2022-05-10T11:57:44.515Z"));
-        for (kind, file, topic, want) in [
-            ("sanity", "sanity/document.json", "update", at("2020-09-28T12:51:59Z")),
-            ("contentful", "contentful/entry-create.json", "ContentManagement.Entry.create", at("2021-04-19T15:37:29.678Z")),
-            ("strapi", "strapi/entry-publish.json", "", at("2020-01-10T08:59:35.796Z")),
-        ] {
-            let v = Verified { topic: (!topic.is_empty()).then(|| topic.to_owned()), ..Verified::default() };
-            let ev = normalise(&configured(kind, |_| {}), None, &sender_fixture(file), &v).unwrap();
-            assert_eq!(ev.event_ms, want, "{kind}");
-        }
-        let zap = normalise(
-            &zap(),
-            None,
-            br#"{"channel":"alerts","event":"e","data":{"updated_at":"2020-01-01T00:00:00Z"}}"#,
-            &Verified::default(),
-        );
-        assert_eq!(zap.unwrap().event_ms, None, "the generic kinds read no time");
-    }
-
-    #[test]
-    fn vercel_deploy_id_is_data_id_and_event_id_dedupes() {
-        let src = configured("vercel", |_| {});
-        let ev = normalise(&src, None, &sender_fixture("vercel/deployment-created.json"), &Verified::default()).unwrap();
-        assert_eq!(ev.event.as_str(), "deployment.created");
-        assert_eq!(
-            ev.data,
-            json!({"id": "dpl_2p92SueSKLagubfcRtheS3Cvmcj3",
-                   "payload": {"deployment": {"name": "nextjsblog-demo-new", "url": "nextjsblog-demo-new-gogovbsz1.vercel.app"},
-                               "target": "production", "project": {"id": "QmQPfU4xn5APjEsSje4ccPcSJCmVAByA8CDKfZRhYyVPAg"}}})
-        );
-        assert_eq!(ev.delivery_keys, vec!["src:id:uev_ZfbZKA3Ts2aEa2Cic6t6wSZ3"]);
-        assert_eq!(ev.event_ms, Some(1_592_335_604_941), "createdAt");
-        assert!(!json_of(&ev).contains("githubCommitAuthor"));
-        let no_type = normalise(&src, None, br#"{"id":"uev_1","payload":{}}"#, &Verified::default());
-        assert!(matches!(no_type, Err(HookError::BadPayload(m)) if m.contains("not a Vercel event")));
-    }
-
-    #[test]
-    fn stripe_type_and_event_id() {
-        let src = configured("stripe", |r| r.channel = Some("billing/{data.object.object}".into()));
-        let ev = normalise(&src, None, &sender_fixture("stripe/event.json"), &Verified::default()).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("billing/plan", "plan.created"));
-        assert_eq!(
-            ev.data,
-            json!({"id": "evt_1Pgc76B7WZ01zgkWwyRHS12y", "data": {"object": {"id": "price_1PgafmB7WZ01zgkW6dKueIc5", "object": "plan"}}})
-        );
-        assert_eq!(ev.delivery_keys, vec!["src:id:evt_1Pgc76B7WZ01zgkWwyRHS12y"]);
-        assert_eq!(ev.event_ms, Some(1_234_567_890_000), "created");
-        // A thin event (Stripe's event destinations) is an event too.
-        let thin = br#"{"id":"evt_2","object":"v2.core.event","type":"v1.billing.meter.no_meter_found","related_object":{"id":"mtr_1"}}"#;
-        let thin_src = configured("stripe", |_| {});
-        assert_eq!(
-            normalise(&thin_src, None, thin, &Verified::default()).unwrap().event.as_str(),
-            "v1.billing.meter.no_meter_found"
-        );
-        for (body, why) in [
-            (&br#"{"id":"evt_1","type":"x.y"}"#[..], "\"object\" is not \"event\""),
-            (br#"{"id":"evt_1","object":"invoice","type":"x.y"}"#, "\"object\" is not \"event\""),
-            (br#"{"object":"event","type":"x.y"}"#, "no \"id\""),
-            (br#"{"object":"event","id":"evt_1"}"#, "no \"type\""),
-        ] {
-            let err = normalise(&src, None, body, &Verified::default()).unwrap_err();
-            assert!(matches!(&err, HookError::BadPayload(m) if m.contains(why)), "{err:?}");
-        }
-        // A channel a template cannot build names the path.
-        let err = normalise(&src, None, br#"{"object":"event","id":"evt_1","type":"x.y","data":{}}"#, &Verified::default());
-        assert!(matches!(err, Err(HookError::BadPayload(m)) if m.contains("data.object.object")));
-    }
-
-    #[test]
-    fn shopify_topic_names_the_event_and_no_customer_data_passes() {
-        let src = configured("shopify", |r| r.channel = Some("orders".into()));
-        let v = Verified { delivery_id: Some("b54557e4".into()), topic: Some("orders/create".into()), ..Verified::default() };
-        let ev = normalise(&src, None, &sender_fixture("shopify/orders-create.json"), &v).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("orders", "orders.create"));
-        let keys: Vec<&String> = ev.data.as_object().unwrap().keys().collect();
-        assert!(keys.iter().all(|k| ["id", "name", "admin_graphql_api_id", "title", "handle"].contains(&k.as_str())), "{keys:?}");
-        assert!(ev.data.get("id").is_some());
-        let all = json_of(&ev);
-        for private in ["@", "address", "browser_ip", "token", "phone"] {
-            assert!(!all.contains(private), "{private} in {all}");
-        }
-        assert_eq!(ev.delivery_keys, vec!["src:id:b54557e4"]);
-        assert_eq!(ev.event_ms, Some(1_199_980_800_000), "updated_at, with its offset");
-    }
-
-    #[test]
-    fn contentful_sanity_svix_strapi() {
-        let src = configured("contentful", |r| r.channel = Some("cms/{sys.contentType.sys.id}".into()));
-        let v = Verified {
-            delivery_id: Some("idem-1".into()),
-            topic: Some("ContentManagement.Entry.create".into()),
-            ..Verified::default()
-        };
-        let ev = normalise(
-            &src,
-            Some("application/vnd.contentful.management.v1+json"),
-            &sender_fixture("contentful/entry-create.json"),
-            &v,
-        )
-        .unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("cms/blogpost", "ContentManagement.Entry.create"));
-        assert_eq!(ev.data["sys"]["id"], "oQx64E6BtEIiQacfLBYLU");
-        assert_eq!(ev.data["sys"]["contentType"]["sys"]["id"], "blogpost");
-        assert!(ev.data["sys"].get("createdBy").is_none() && ev.data.get("fields").is_none());
-        let err = normalise(&src, None, br#"{"sys":{"id":"x"}}"#, &v).unwrap_err();
-        assert!(matches!(&err, HookError::BadPayload(m) if m.contains("sys.contentType.sys.id")), "{err:?}");
-        assert!(matches!(normalise(&src, None, br#"{"a":1}"#, &v), Err(HookError::BadPayload(m)) if m.contains("\"sys\"")));
-        // A customised payload (Contentful lets the user shape it): its fields say what to take.
-        let custom = configured("contentful", |r| {
-            r.channel = Some("cms/{type}".into());
-            r.fields = Some(vec!["title".into()]);
-        });
-        let ev = normalise(&custom, None, br#"{"type":"post","title":"Hi","author":"a@b.example"}"#, &v).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.data.clone()), ("cms/post", json!({"title": "Hi"})));
-
-        let src = configured("sanity", |r| r.channel = Some("content/{_type}".into()));
-        let ev = normalise(&src, None, &sender_fixture("sanity/document.json"), &topic("update")).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("content/internalFaq", "document.update"));
-        assert_eq!(
-            ev.data,
-            json!({"_id": "a39a3ac3-4739-453f-91fa-d2870e3c5dd0", "_type": "internalFaq", "_rev": "ZHITOiY4SUOGzKSh61vMNA"})
-        );
-        let ev = normalise(&src, None, &sender_fixture("sanity/document.json"), &Verified::default()).unwrap();
-        assert_eq!(ev.event.as_str(), "document.change");
-
-        let src = configured("svix", |r| r.channel = Some("users".into()));
-        let v = Verified { delivery_id: Some("msg_1".into()), id_signed: true, ..Verified::default() };
-        let ev = normalise(&src, None, &sender_fixture("clerk/user-created.json"), &v).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("users", "user.created"));
-        assert_eq!(ev.data, json!({"data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "object": "user"}}));
-        assert!(!json_of(&ev).contains("example.org"));
-        assert_eq!(ev.delivery_keys, vec!["src:id:msg_1"]);
-        assert_eq!(ev.event_ms, Some(1_654_012_591_835), "timestamp");
-
-        let src = configured("strapi", |r| r.channel = Some("cms/{model}".into()));
-        let ev = normalise(&src, None, &sender_fixture("strapi/entry-publish.json"), &Verified::default()).unwrap();
-        assert_eq!((ev.channel.as_str(), ev.event.as_str()), ("cms/address", "entry.publish"));
-        assert_eq!(ev.data, json!({"model": "address", "entry": {"id": 1}}));
-        assert_eq!((ev.delivery_keys.len(), ev.content_key.clone()), (0, None), "Strapi names no delivery and signs nothing");
-        assert!(
-            matches!(normalise(&src, None, b"[1]", &Verified::default()), Err(HookError::BadPayload(m)) if m.contains("JSON object"))
-        );
-    }
-
     #[test]
     fn generic_kinds_read_a_native_body_when_given_a_channel() {
         // A sender hookcast does not know, through the general hmac kind.
@@ -1166,66 +645,5 @@ mod tests {
         assert_eq!(ev.data, json!({"id": "in_1", "type": "invoice.paid"}));
         let bad = normalise(&src, None, br#"{"id":"in_1","type":"a b"}"#, &Verified::default());
         assert!(matches!(bad, Err(HookError::BadPayload(m)) if m.contains("event template")));
-    }
-
-    /// Every sender kind's default data, on every real fixture: no e-mail
-    /// address, postal address, IP, phone number or token reaches a page.
-    #[test]
-    fn default_data_never_carries_personal_data_or_tokens() {
-        fn keys(v: &Value, out: &mut Vec<String>) {
-            if let Value::Object(m) = v {
-                for (k, x) in m {
-                    out.push(k.to_ascii_lowercase());
-                    keys(x, out);
-                }
-            }
-        }
-        let ip = |s: &str| {
-            s.split(|c: char| !c.is_ascii_digit() && c != '.')
-                .any(|w| w.split('.').count() == 4 && w.split('.').all(|p| !p.is_empty()))
-        };
-        for (kind, file, topic) in [
-            ("github", "github/release-published.json", "release"),
-            ("github", "github/push.json", "push"),
-            ("github", "github/deployment_status.json", "deployment_status"),
-            ("github", "github/workflow_run-completed.json", "workflow_run"),
-            ("vercel", "vercel/deployment-created.json", ""),
-            ("stripe", "stripe/event.json", ""),
-            ("shopify", "shopify/orders-create.json", "orders/create"),
-            ("sanity", "sanity/document.json", "update"),
-            ("contentful", "contentful/entry-create.json", "ContentManagement.Entry.create"),
-            ("svix", "clerk/user-created.json", ""),
-            ("strapi", "strapi/entry-publish.json", ""),
-            ("netlify", "netlify/form-contact.json", ""),
-            ("netlify", "netlify/form-submission.json", ""),
-            ("netlify", "netlify/deploy-succeeded.json", ""),
-        ] {
-            let src = if kind == "netlify" {
-                netlify_src(&[("contact", &[]), ("Contact Form", &[])])
-            } else {
-                configured(kind, |_| {})
-            };
-            let v = Verified { topic: (!topic.is_empty()).then(|| topic.to_owned()), ..Verified::default() };
-            let ev = normalise(&src, None, &sender_fixture(file), &v).unwrap_or_else(|e| panic!("{file}: {e:?}"));
-            let text = ev.data.to_string();
-            assert!(!text.contains('@') && !ip(&text), "{file}: {text}");
-            let mut names = Vec::new();
-            keys(&ev.data, &mut names);
-            for bad in [
-                "email",
-                "ip",
-                "browser_ip",
-                "address",
-                "billing_address",
-                "shipping_address",
-                "phone",
-                "token",
-                "first_name",
-                "last_name",
-            ] {
-                assert!(!names.iter().any(|n| n == bad), "{file}: {bad} in {text}");
-            }
-            assert!(ev.data.as_object().is_some_and(|o| !o.is_empty()), "{file}: some ids or names reach the page");
-        }
     }
 }

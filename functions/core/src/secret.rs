@@ -3,6 +3,10 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The shortest secret accepted for any source (bytes; for `standard`, after
+/// base64 decoding): shorter ones can be guessed or were pasted wrong.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
 

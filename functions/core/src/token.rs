@@ -16,7 +16,7 @@ use hmac::Mac;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, ChannelPattern};
-use crate::sign::mac;
+use crate::senders::shared::mac;
 
 /// Tokens longer than this are refused before any work.
 pub const MAX_TOKEN_LEN: usize = 4096;

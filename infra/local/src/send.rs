@@ -2,35 +2,11 @@
 //! would, and posts it.
 
 use crate::error::Error;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use hookcast_core::config::decode_standard_secret;
-use hookcast_core::sign;
+use hookcast_core::senders::{self, BodyShape, Outgoing, SignError, Spec, KINDS};
 use rand::RngCore;
 use serde_json::{json, Map, Value};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
-    Netlify,
-    Hmac,
-    Standard,
-    Token,
-    Github,
-    Vercel,
-    Stripe,
-    Shopify,
-    Sanity,
-    Contentful,
-    Svix,
-    Strapi,
-}
-
-impl Kind {
-    /// Kinds whose body is the sender's own JSON (a sample, or `--body`).
-    fn native(self) -> bool {
-        !matches!(self, Kind::Netlify | Kind::Hmac | Kind::Standard | Kind::Token)
-    }
-}
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -39,8 +15,8 @@ pub struct SendArgs {
     pub url: String,
     /// How to sign: as Netlify (JWS), GitHub-style HMAC, Standard Webhooks, a token header,
     /// or as a sender itself (github, vercel, stripe, shopify, sanity, contentful, svix, strapi).
-    #[arg(long, value_enum, default_value = "netlify")]
-    pub kind: Kind,
+    #[arg(long, default_value = "netlify", value_parser = kind_parser())]
+    pub kind: &'static Spec,
     /// The source's secret.
     #[arg(long, env = "HOOKCAST_SEND_SECRET", hide_env_values = true)]
     pub secret: String,
@@ -94,115 +70,45 @@ pub struct SendArgs {
     pub header: String,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+/// `--kind`: one of the kinds hookcast knows ([`KINDS`], listed in `--help`).
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = &'static Spec> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(KINDS).map(|name| senders::spec(&name).expect("one of KINDS"))
 }
 
-/// The generic hmac kind's headers: GitHub's form unless the flags say otherwise,
-/// read as the source's `header`, `prefix`, `encoding`, `algorithm`, `timestamp_header`.
-fn hmac_headers(a: &SendArgs, body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    use hookcast_core::config::{Algorithm, Encoding, HmacScheme};
-    let github = HmacScheme::github();
-    let scheme = HmacScheme {
-        header: a.signature_header.clone().unwrap_or(github.header),
-        prefix: a.prefix.clone().unwrap_or_else(|| if a.signature_header.is_none() { github.prefix } else { String::new() }),
-        encoding: if a.encoding.as_deref() == Some("base64") { Encoding::Base64 } else { Encoding::Hex },
-        algorithm: if a.algorithm.as_deref() == Some("sha1") { Algorithm::Sha1 } else { Algorithm::Sha256 },
-        timestamp: None,
-    };
-    let ts = a.timestamp_header.as_ref().map(|h| (h.clone(), unix_now()));
-    let mut headers =
-        vec![(scheme.header.clone(), sign::hmac_scheme(a.secret.as_bytes(), &scheme, ts.as_ref().map(|t| t.1), body))];
-    headers.extend(ts.map(|(h, t)| (h, t.to_string())));
-    Ok(headers)
+/// Why `hookcast send` cannot build its request; each says which flag.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("--body {}: {source}", path.display())]
+    Body { path: std::path::PathBuf, source: std::io::Error },
+    #[error("--field {0:?} is not NAME=VALUE")]
+    Field(String),
+    #[error("--data is not JSON: {0}")]
+    Data(serde_json::Error),
+    #[error("netlify: pass --deploy STATE or --form NAME")]
+    NetlifyPayload,
+    #[error("--{0} is required for generic events")]
+    Generic(&'static str),
+    #[error(transparent)]
+    Sign(#[from] SignError),
 }
 
-/// A small body of each sender's own shape; `event` is its type where the body carries one.
-pub fn sample(kind: Kind, event: Option<&str>) -> Value {
-    let n = u32::from_str_radix(&random_id("")[..8], 16).unwrap_or(1);
-    match kind {
-        Kind::Github => json!({"action": "published",
-            "release": {"id": n, "tag_name": "v1.0.0", "name": "v1.0.0", "prerelease": false},
-            "repository": {"id": 1, "full_name": "you/site"}}),
-        Kind::Vercel => json!({"id": random_id("uev_"), "type": event.unwrap_or("deployment.succeeded"),
-            "createdAt": unix_now() * 1000,
-            "payload": {"deployment": {"id": random_id("dpl_"), "name": "site", "url": "site-git-main.vercel.app"},
-                        "target": "production", "project": {"id": "prj_hookcast"}}}),
-        Kind::Stripe => json!({"id": random_id("evt_"), "object": "event", "type": event.unwrap_or("checkout.session.completed"),
-            "created": unix_now(), "livemode": false,
-            "data": {"object": {"id": random_id("cs_test_"), "object": "checkout.session"}}}),
-        Kind::Shopify => json!({"id": n, "name": "#1001", "admin_graphql_api_id": format!("gid://shopify/Order/{n}")}),
-        Kind::Sanity => json!({"_id": "post-1", "_type": "post", "_rev": random_id(""), "title": "Hello"}),
-        Kind::Contentful => json!({"sys": {"id": "entry1", "type": "Entry", "version": 1 + n % 100,
-            "contentType": {"sys": {"id": "blogpost", "type": "Link", "linkType": "ContentType"}}},
-            "fields": {"title": {"en-US": "Hello"}}}),
-        Kind::Svix => json!({"type": event.unwrap_or("user.created"), "object": "event",
-            "data": {"id": random_id("user_"), "object": "user"}}),
-        Kind::Strapi => json!({"event": event.unwrap_or("entry.publish"), "createdAt": now_rfc3339(), "model": "post",
-            "entry": {"id": n % 1000, "title": "Hello"}}),
-        Kind::Netlify | Kind::Hmac | Kind::Standard | Kind::Token => json!({}),
+/// What the flags ask a kind to sign.
+fn outgoing<'a>(a: &'a SendArgs, random_id: &'a dyn Fn(&str) -> String) -> Outgoing<'a> {
+    Outgoing {
+        secret: &a.secret,
+        event: a.event.as_deref(),
+        url: &a.url,
+        path: a.path.as_deref(),
+        header: &a.header,
+        signature_header: a.signature_header.as_deref(),
+        prefix: a.prefix.as_deref(),
+        encoding: a.encoding.as_deref(),
+        algorithm: a.algorithm.as_deref(),
+        timestamp_header: a.timestamp_header.as_deref(),
+        now: SystemTime::now(),
+        random_id,
     }
-}
-
-/// The headers each sender sends with `body`, signed as it signs.
-fn sender_headers(a: &SendArgs, body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let secret = a.secret.as_bytes();
-    let h = |k: &str, v: String| (k.to_owned(), v);
-    Ok(match a.kind {
-        Kind::Github => vec![
-            h("X-Hub-Signature-256", sign::github(secret, body)),
-            h("X-GitHub-Event", a.event.clone().unwrap_or_else(|| "release".into())),
-            h("X-GitHub-Delivery", random_id("")),
-        ],
-        Kind::Vercel => vec![h("x-vercel-signature", sign::vercel(secret, body))],
-        Kind::Stripe => vec![h("Stripe-Signature", sign::stripe(secret, unix_now(), body))],
-        Kind::Shopify => vec![
-            h("X-Shopify-Hmac-Sha256", sign::shopify(secret, body)),
-            h("X-Shopify-Topic", a.event.clone().unwrap_or_else(|| "orders/create".into())),
-            h("X-Shopify-Webhook-Id", random_id("")),
-            h("X-Shopify-Triggered-At", now_rfc3339()),
-        ],
-        Kind::Sanity => {
-            let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            vec![
-                h("sanity-webhook-signature", sign::sanity(secret, ms, body)),
-                h("sanity-operation", a.event.clone().unwrap_or_else(|| "update".into())),
-                h("idempotency-key", random_id("msg-")),
-            ]
-        }
-        Kind::Contentful => {
-            let path = match &a.path {
-                Some(p) => p.clone(),
-                None => {
-                    a.url.split("://").nth(1).and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned())).unwrap_or("/".into())
-                }
-            };
-            let topic = a.event.clone().unwrap_or_else(|| "ContentManagement.Entry.publish".into());
-            let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            let mut v = sign::contentful(secret, &path, &[("x-contentful-topic", &topic)], ms, body);
-            v.push(h("X-Contentful-Topic", topic));
-            v.push(h("X-Contentful-Idempotency-Key", random_id("")));
-            v
-        }
-        Kind::Svix => {
-            let key = decode_standard_secret(&a.secret)?;
-            let id = random_id("msg_");
-            let ts = unix_now();
-            vec![
-                h("svix-signature", sign::standard(key.expose(), &id, ts, body)),
-                h("svix-id", id),
-                h("svix-timestamp", ts.to_string()),
-            ]
-        }
-        Kind::Strapi => {
-            let header = if a.header == "x-hookcast-token" { "Authorization".to_owned() } else { a.header.clone() };
-            let event = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["event"].as_str().map(str::to_owned));
-            let mut v = vec![(header, format!("Bearer {}", a.secret))];
-            v.extend(event.map(|e| h("X-Strapi-Event", e)));
-            v
-        }
-        Kind::Netlify | Kind::Hmac | Kind::Standard | Kind::Token => vec![],
-    })
 }
 
 pub struct Built {
@@ -225,12 +131,10 @@ fn humantime_like(t: SystemTime) -> String {
     hookcast_core::clock::format_at(t)
 }
 
-fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, String> {
+fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, SendError> {
     fields
         .iter()
-        .map(|f| {
-            f.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("--field {f:?} is not NAME=VALUE"))
-        })
+        .map(|f| f.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| SendError::Field(f.clone())))
         .collect()
 }
 
@@ -280,67 +184,60 @@ pub fn netlify_form(form: &str, fields: &[(String, String)]) -> Value {
 }
 
 pub fn build(a: &SendArgs) -> Result<Built, Error> {
-    make(a).map_err(Error::Usage)
+    make(a).map_err(|e| Error::Usage(e.to_string()))
 }
 
-fn make(a: &SendArgs) -> Result<Built, String> {
-    if a.kind.native() {
+fn read_body(path: &std::path::Path) -> Result<Vec<u8>, SendError> {
+    std::fs::read(path).map_err(|source| SendError::Body { path: path.to_owned(), source })
+}
+
+fn make(a: &SendArgs) -> Result<Built, SendError> {
+    let out = outgoing(a, &random_id);
+    let kind = a.kind;
+    if matches!(kind.body, BodyShape::Native) {
         let body = match &a.body {
-            Some(path) => std::fs::read(path).map_err(|e| format!("--body {}: {e}", path.display()))?,
-            None => sample(a.kind, a.event.as_deref()).to_string().into_bytes(),
+            Some(path) => read_body(path)?,
+            None => (kind.sample)(&out).to_string().into_bytes(),
         };
-        let content_type =
-            if a.kind == Kind::Contentful { "application/vnd.contentful.management.v1+json" } else { "application/json" };
-        return Ok(Built { content_type, headers: sender_headers(a, &body)?, body });
+        return Ok(Built { content_type: kind.content_type, headers: (kind.sign)(&out, &body)?, body });
     }
     let fields = parse_fields(&a.fields)?;
-    let (content_type, body): (&'static str, Vec<u8>) = if let Some(path) = &a.body {
-        ("application/json", std::fs::read(path).map_err(|e| format!("--body {}: {e}", path.display()))?)
-    } else if a.kind == Kind::Netlify {
-        let payload = match (&a.deploy, &a.form) {
-            (Some(state), None) => netlify_deploy(state),
-            (None, Some(form)) => netlify_form(form, &fields),
-            _ => return Err("netlify: pass --deploy STATE or --form NAME".into()),
-        };
-        ("application/json", payload.to_string().into_bytes())
-    } else {
-        let channel = a.channel.clone().ok_or("--channel is required for generic events")?;
-        let event = a.event.clone().ok_or("--event is required for generic events")?;
-        if a.form_encoded {
-            let mut pairs = vec![("channel".to_owned(), channel), ("event".to_owned(), event)];
-            pairs.extend(fields);
-            ("application/x-www-form-urlencoded", serde_urlencoded_pairs(&pairs).into_bytes())
-        } else {
-            let mut data = match &a.data {
-                Some(d) => serde_json::from_str(d).map_err(|e| format!("--data is not JSON: {e}"))?,
-                None => json!({}),
-            };
-            if let Some(obj) = data.as_object_mut() {
-                for (k, v) in fields {
-                    obj.insert(k, json!(v));
-                }
-            }
-            ("application/json", json!({"channel": channel, "event": event, "data": data}).to_string().into_bytes())
-        }
+    let (content_type, body) = match (&a.body, kind.body) {
+        (Some(path), _) => ("application/json", read_body(path)?),
+        (None, BodyShape::Own { .. }) => ("application/json", netlify_payload(a, &fields)?.to_string().into_bytes()),
+        (None, _) => envelope(a, fields)?,
     };
-    let secret = a.secret.as_bytes();
-    let headers = match a.kind {
-        Kind::Netlify => vec![("X-Webhook-Signature".into(), sign::netlify(secret, &body))],
-        Kind::Hmac => hmac_headers(a, &body)?,
-        Kind::Standard => {
-            let key = decode_standard_secret(&a.secret)?;
-            let id = random_id("msg_");
-            let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-            vec![
-                ("webhook-signature".into(), sign::standard(key.expose(), &id, ts, &body)),
-                ("webhook-id".into(), id),
-                ("webhook-timestamp".into(), ts.to_string()),
-            ]
-        }
-        Kind::Token => vec![(a.header.clone(), a.secret.clone())],
-        _ => sender_headers(a, &body)?,
+    Ok(Built { content_type, headers: (kind.sign)(&out, &body)?, body })
+}
+
+/// A Netlify deploy or form notification, as `--deploy` or `--form` say.
+fn netlify_payload(a: &SendArgs, fields: &[(String, String)]) -> Result<Value, SendError> {
+    match (&a.deploy, &a.form) {
+        (Some(state), None) => Ok(netlify_deploy(state)),
+        (None, Some(form)) => Ok(netlify_form(form, fields)),
+        _ => Err(SendError::NetlifyPayload),
+    }
+}
+
+/// `{"channel","event","data"}`, or its form-encoded fields as Zapier sends them.
+fn envelope(a: &SendArgs, fields: Vec<(String, String)>) -> Result<(&'static str, Vec<u8>), SendError> {
+    let channel = a.channel.clone().ok_or(SendError::Generic("channel"))?;
+    let event = a.event.clone().ok_or(SendError::Generic("event"))?;
+    if a.form_encoded {
+        let mut pairs = vec![("channel".to_owned(), channel), ("event".to_owned(), event)];
+        pairs.extend(fields);
+        return Ok(("application/x-www-form-urlencoded", serde_urlencoded_pairs(&pairs).into_bytes()));
+    }
+    let mut data = match &a.data {
+        Some(d) => serde_json::from_str(d).map_err(SendError::Data)?,
+        None => json!({}),
     };
-    Ok(Built { content_type, headers, body })
+    if let Some(obj) = data.as_object_mut() {
+        for (k, v) in fields {
+            obj.insert(k, json!(v));
+        }
+    }
+    Ok(("application/json", json!({"channel": channel, "event": event, "data": data}).to_string().into_bytes()))
 }
 
 fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {

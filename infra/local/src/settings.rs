@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use hookcast_core::config::{Config, RawConfig, RawForm, RawLimits, RawPrivate, RawSource};
+use hookcast_core::senders::{BodyShape, SecretForm, SPECS};
 use rand::RngCore;
 use serde::Deserialize;
 
@@ -249,11 +250,14 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, E
     // Each sender's own kind, to try with `hookcast send --kind <kind>`: the
     // signing senders share the hmac secret, Svix the standard one, Strapi
     // the Zapier token. Each publishes to the channel of its name.
-    for kind in ["github", "vercel", "stripe", "shopify", "sanity", "contentful"] {
-        sources.insert(kind.into(), src(kind, &secrets.hmac, None));
+    for kind in SPECS.iter().filter(|k| matches!(k.body, BodyShape::Native)) {
+        let secret = match kind.secret {
+            SecretForm::Key => &secrets.hmac,
+            SecretForm::Whsec => &secrets.standard,
+            SecretForm::Token => &secrets.zapier,
+        };
+        sources.insert(kind.name.into(), src(kind.name, secret, None));
     }
-    sources.insert("svix".into(), src("svix", &secrets.standard, None));
-    sources.insert("strapi".into(), src("strapi", &secrets.zapier, None));
     // The demo's channels keep a state: a page opened (or reloaded) after
     // the events shows them.
     let state = [("deploys", "last"), ("scoreboard", "merge"), ("forms/*", "list:20")]
