@@ -97,8 +97,8 @@ for name, resource in [("NetlifySecret", "Secrets"), ("ZapierToken", "Secrets"),
             failures.append(f"{name}: {v!r} breaks {resource}'s JSON: {e}")
     for v in BAD:
         check(not allowed(v), f"{name} accepts {v!r}, which breaks {resource}'s JSON or is too short")
-    if name == "SubscribeSecret":
-        check(allowed(""), "SubscribeSecret must stay optional (empty)")
+    # Every secret parameter is optional: secrets live in SenderSecrets (filled with `hookcast secrets`).
+    check(allowed(""), f"{name} must stay optional (empty)")
 
 # The edge option's origin secret is pasted too: only letters, digits, '-' and '_'.
 edge = params["EdgeOriginSecret"].get("AllowedPattern", "")
@@ -118,8 +118,22 @@ for stage in stages:
 # ---- the subscribe secret reaches exactly the token-checking roles ---------------
 TOKEN_ROLES = {"Message", "Webhook"}
 env_globals = template["Globals"]["Function"]["Environment"]["Variables"]
-check("HOOKCAST_PRIVATE_CHANNELS" in env_globals, "PrivateChannels does not reach the functions")
-check(env_globals.get("HOOKCAST_STATE") == {"Ref": "StateConfig"}, "StateConfig does not reach the functions")
+# ---- one hookcast.toml: the config layer reaches every function ------------------
+layer = resources.get("ConfigLayer", {})
+check(layer.get("Type") == "AWS::Serverless::LayerVersion", "no ConfigLayer: config/hookcast.toml does not reach the functions")
+content = ROOT / str(layer.get("Properties", {}).get("ContentUri", "")).rstrip("/")
+check((content / "hookcast.toml").is_file(), f"the ConfigLayer's ContentUri {content} holds no hookcast.toml")
+check(sorted(p.name for p in content.iterdir()) == ["hookcast.toml"] if content.is_dir() else False,
+      "the ConfigLayer's folder holds more than hookcast.toml: all of it would be published in the layer")
+check(template["Globals"]["Function"].get("Layers") == [{"Ref": "ConfigLayer"}], "the functions do not all have the ConfigLayer")
+check(not any("HOOKCAST_CONFIG" == k or k in ("HOOKCAST_PRIVATE_CHANNELS", "HOOKCAST_STATE") for k in env_globals),
+      "a retired parameter still reaches the functions' environment beside the config layer")
+# A retired parameter set by an older samconfig.toml is refused, saying where it goes.
+rules = template.get("Rules", {})
+for retired in ("SourcesConfig", "PrivateChannels", "StateConfig"):
+    asserted = [a for r in rules.values() for a in r.get("Assertions", []) if a.get("Assert") == {"Fn::Equals": [{"Ref": retired}, ""]}]
+    check(len(asserted) == 1 and "config/hookcast.toml" in asserted[0].get("AssertDescription", ""),
+          f"{retired} is not refused by a Rule naming config/hookcast.toml")
 for key, r in resources.items():
     if r["Type"] != "AWS::Serverless::Function":
         continue

@@ -24,9 +24,10 @@ header = "x-hookcast-token"
 channels = ["zaps/*"]
 fields = ["i", "s"]
 `;
+const CONFIG = `${SOURCES}[state]\n${JSON.stringify(CHANNEL)} = "merge"\n`;
 const PARAMS = [
   `NetlifySecret=${NETLIFY_SECRET}`, `ZapierToken=${ZAPIER}`, 'AllowedOrigins=http://127.0.0.1:*,http://127.0.0.1',
-  'AlertEmail=none', `SourcesConfig=${SOURCES}`, `StateConfig=${CHANNEL}=merge`,
+  'AlertEmail=none',
   // 200 webhooks a second, each in flight for tens of milliseconds, need
   // more than the default 10 set aside (the README says so beside the
   // parameter); the account's pool is AWS's 1,000.
@@ -62,7 +63,7 @@ function merge(target, patch) {
 }
 
 let stack;
-test.before(async () => { stack = await started({ params: PARAMS }); });
+test.before(async () => { stack = await started({ params: PARAMS, config: CONFIG }); });
 test.after(async () => { await stopAll(); });
 
 test(`${WEBHOOKS} webhooks to one channel at ${RATE}/s from ${SENDERS} senders: all acknowledged, every page gets them once in seq order with no gap, the state is their fold`, async () => {

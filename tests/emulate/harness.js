@@ -27,15 +27,24 @@ async function until(what, cond, ceiling = CEILING) {
 const running = new Set();
 
 /**
- * Starts `hookcast emulate` with `params` (SAM parameter overrides) and
- * `extra` flags; resolves with the ready file's URLs, `stop()` and what it
+ * Starts `hookcast emulate` with `params` (SAM parameter overrides),
+ * `config` (the site's hookcast.toml as text, in place of the one the
+ * stack's config layer ships) and `extra` flags; resolves with the ready file's URLs, `stop()` and what it
  * said (`stdout()`, `stderr()`, `log()`, `tail()`), or, when it stopped
  * before being ready, with `failed` (its exit) and `readyWritten`.
  */
-async function emulate({ params = [], extra = [], template = path.join(ROOT, 'template.yaml') } = {}) {
+async function emulate({ params = [], extra = [], config, template = path.join(ROOT, 'template.yaml') } = {}) {
   assert.ok(fs.existsSync(path.join(BUILD, 'WebhookFunction', 'bootstrap')), `no sam build output in ${BUILD}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-emulate-'));
   const ready = path.join(dir, 'ready.json');
+  // A changed copy of the template elsewhere: its config layer (ContentUri
+  // config/, beside the template) is copied beside it.
+  const layer = path.join(path.dirname(template), 'config');
+  if (!fs.existsSync(layer)) fs.cpSync(path.join(ROOT, 'config'), layer, { recursive: true });
+  if (config !== undefined) {
+    fs.writeFileSync(path.join(dir, 'hookcast.toml'), config);
+    extra = ['--config', path.join(dir, 'hookcast.toml'), ...extra];
+  }
   const child = spawn(BIN, ['emulate', '--template', template, '--build-dir', BUILD, '--ready-file', ready, ...extra,
     '--parameter-overrides', ...params],
   { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });

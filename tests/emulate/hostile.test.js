@@ -68,7 +68,7 @@ header = "x-hookcast-token"
 channels = ["zaps/*"]
 fields = ["i", "pad"]
 `;
-// The stack's StateConfig. Built from 4bd6dd0 (issue 35), the message
+// The stack's [state] (StateConfig before the config layer). Built from 4bd6dd0 (issue 35), the message
 // function had no sources (functions/aws/src/env.rs cleared them for every
 // role but the webhook's), so policy::reachable refused every public channel
 // without a state, deploys included (test 0a); 7d45129 gave it the sources.
@@ -152,14 +152,24 @@ async function emulate(endpoint, secretsName) {
   const template = fs.readFileSync(TEMPLATE, 'utf8');
   const params = [
     `NetlifySecret=${NETLIFY}`, `ZapierToken=${ZAPIER}`, `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`,
-    `SenderSecretsName=${secretsName}`, `SourcesConfig=${SOURCES}`, ...(STATE ? [`StateConfig=${STATE}`] : []),
+    `SenderSecretsName=${secretsName}`,
     // The WebSocket stage's access log: a line per frame once it is answered (see drained()).
     'ApiGatewayLoggingRole=existing',
   ];
+  // The site's configuration: its hookcast.toml in place of the config
+  // layer's; a template from before the layer took it as parameters.
+  const extra = [];
+  if (/^ {2}ConfigLayer:/m.test(template)) {
+    const state = STATE ? `[state]\n${STATE.split(',').map((kv) => kv.split('=')).map(([k, v]) => `${JSON.stringify(k)} = ${JSON.stringify(v)}`).join('\n')}\n` : '';
+    fs.writeFileSync(path.join(dir, 'hookcast.toml'), SOURCES + state);
+    extra.push('--config', path.join(dir, 'hookcast.toml'));
+  } else {
+    params.push(`SourcesConfig=${SOURCES}`, ...(STATE ? [`StateConfig=${STATE}`] : []));
+  }
   // The code before issue 35 had no AlertEmail parameter.
   if (/^ {2}AlertEmail:/m.test(template)) params.push('AlertEmail=none');
   const child = spawn(BIN, ['emulate', '--template', TEMPLATE, '--build-dir', BUILD, '--aws-endpoint', endpoint,
-    '--ready-file', ready, '--parameter-overrides', ...params],
+    '--ready-file', ready, ...extra, '--parameter-overrides', ...params],
   { cwd: path.dirname(TEMPLATE), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   children.push(child);
   let err = '';

@@ -28,7 +28,7 @@ const NETLIFY = 'limits-netlify-secret-0123456789';
 const ZAPIER = 'limits-zapier-token-0123456789';
 const ORIGIN = 'http://127.0.0.1';
 const PARAMS = [`NetlifySecret=${NETLIFY}`, `ZapierToken=${ZAPIER}`, `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`, 'AlertEmail=none'];
-// template.yaml's default SourcesConfig, with fan-out jobs that failed coming
+// config/hookcast.toml's sources, with fan-out jobs that failed coming
 // back after 1 s (functions/core/src/config.rs RawLimits) instead of 5 s doubling.
 const SOURCES = `[sources.netlify]
 kind = "netlify"
@@ -43,7 +43,7 @@ fields = ["i", "n", "pad", "big", "k", "t"]
 fanout_retry_base_secs = 1
 fanout_retry_max_secs = 1
 `;
-const SHARED = [`SourcesConfig=${SOURCES}`, 'PostsPerSecondPerWorker=50', 'FanoutMaxWorkers=2'];
+const SHARED = ['PostsPerSecondPerWorker=50', 'FanoutMaxWorkers=2'];
 // template.yaml's Shards default.
 const SHARDS = 8;
 // functions/aws/src/dynamo.rs: a subscription transaction cancelled by a
@@ -62,12 +62,12 @@ const backoff = (attempt, base = 500, max = 30000) => Math.floor(Math.random() *
 
 /** `hookcast emulate` with this file's parameters first. */
 const emulate = (o = {}) => harness.emulate({ ...o, params: [...PARAMS, ...(o.params || [])] });
-const started = (params, extra) => harness.started({ params: [...PARAMS, ...(params || [])], extra });
+const started = (params, extra, config) => harness.started({ params: [...PARAMS, ...(params || [])], extra, config });
 
 let shared = null;
 /** The stack the tests with the shared parameters use (started once). */
 async function sharedStack() {
-  if (!shared) shared = started(SHARED);
+  if (!shared) shared = started(SHARED, [], SOURCES);
   return shared;
 }
 /** Stops the shared stack before a test that runs its own (two core machine). */
@@ -684,7 +684,7 @@ test('each function runs under its role: a call the role does not allow is refus
   await releaseShared();
   // The webhook's role without the channel's event items (evs#): its commit
   // (a transaction whose every item IAM authorises on its own) is refused.
-  const stack = await harness.started({ params: [...PARAMS, ...SHARED], template: withChange('WebhookRole', '"evs#*", ', '') });
+  const stack = await harness.started({ params: [...PARAMS, ...SHARED], config: SOURCES, template: withChange('WebhookRole', '"evs#*", ', '') });
   t.after(() => stack.stop({ refusals: true }));
   const r = await zap(stack, 'zaps/iam/one', 'n', { n: 1 });
   assert.ok(r.status >= 500, `a commit the role refuses is not acknowledged: ${r.status} ${JSON.stringify(r.body)}`);
@@ -741,7 +741,7 @@ test('the edge option: a request around the CloudFront distribution is refused; 
   assert.ok(bare.failed, 'emulate must not become ready');
   assert.match(bare.log(), /EdgeWebAclArn needs EdgeOriginSecret/);
 
-  const stack = await started([...SHARED, EDGE_ACL, `EdgeOriginSecret=${EDGE}`]);
+  const stack = await started([...SHARED, EDGE_ACL, `EdgeOriginSecret=${EDGE}`], [], SOURCES);
   t.after(() => stack.stop());
   const send = (headers) => fetch(`${stack.http}/hooks/zapier`, {
     method: 'POST', headers: { 'content-type': 'application/json', 'x-hookcast-token': ZAPIER, ...headers },
@@ -800,7 +800,7 @@ test('the edge option off, a secret left from when it was on locks nobody out', 
   await releaseShared();
   // `sam deploy` keeps a parameter's earlier value: EdgeOriginSecret
   // without EdgeWebAclArn is a stack with no distribution in front.
-  const stack = await started([...SHARED, `EdgeOriginSecret=${EDGE}`]);
+  const stack = await started([...SHARED, `EdgeOriginSecret=${EDGE}`], [], SOURCES);
   t.after(() => stack.stop());
   const r = await zap(stack, 'zaps/edge-off', 'n', { n: 1 });
   assert.equal(r.status, 200, JSON.stringify(r.body));

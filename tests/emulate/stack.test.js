@@ -36,14 +36,20 @@ header = "x-hookcast-token"
 channels = ["zaps/*"]
 fields = ["title", "url", "state", "home", "away", "period", "n", "i"]
 `;
+// The site's hookcast.toml: those sources, private channels and state rules.
+const CONFIG = `${SOURCES}[private]
+channels = ["zaps/private/*"]
+[state]
+"zaps/score" = "merge"
+"zaps/feed/*" = "list:5"
+`;
 const PARAMS = [
   `NetlifySecret=${NETLIFY}`, `ZapierToken=${ZAPIER}`, `SubscribeSecret=${SUBSCRIBE}`,
-  'PrivateChannels=zaps/private/*', `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`,
-  'StateConfig=zaps/score=merge,zaps/feed/*=list:5', 'AlertEmail=none', `SourcesConfig=${SOURCES}`,
+  `AllowedOrigins=${ORIGIN}:*,${ORIGIN}`, 'AlertEmail=none',
 ];
 
-/** Starts `hookcast emulate` with this file's parameters. */
-const emulate = (o = {}) => harness.emulate({ ...o, params: PARAMS });
+/** Starts `hookcast emulate` with this file's parameters and configuration. */
+const emulate = (o = {}) => harness.emulate({ config: CONFIG, ...o, params: PARAMS });
 
 let stack, browser, site;
 

@@ -41,31 +41,64 @@ pub struct LambdaConfig {
     pub core: Config,
 }
 
-/// Secrets written into `SourcesConfig` (`secret = "…"`), each refused with
-/// where it goes instead. Locally a file may hold them; on AWS the
-/// configuration is an environment variable of every function, shown to
-/// anyone who can read the functions or the stack's parameters.
-fn inline_secrets(raw: &RawConfig, problems: &mut Vec<String>) {
-    for (name, source) in &raw.sources {
-        if source.secret.is_some() {
-            let goes = match name.as_str() {
-                "netlify" => "the stack's NetlifySecret parameter (kept in its Secrets Manager secret)".to_owned(),
-                "zapier" => "the stack's ZapierToken parameter (kept in its Secrets Manager secret)".to_owned(),
-                _ => format!("the Secrets Manager secret named by the stack's SenderSecretsName, as {{\"{name}\": \"…\"}}"),
-            };
+/// A secret of a shape every kind takes (Standard Webhooks' `whsec_` and
+/// base64), for a source whose real secret this function never uses.
+const STAND_IN: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Where Lambda extracts the stack's config layer (template.yaml's
+/// `ConfigLayer`): the site's `hookcast.toml`, the same file the local
+/// binary runs.
+pub const CONFIG_DIR: &str = "/opt";
+/// The lookup key under which [`crate::Startup::load`] hands
+/// [`LambdaConfig::from_env`] the config layer's `hookcast.toml`.
+pub const CONFIG_FILE_KEY: &str = "@hookcast.toml";
+
+/// The configuration: the config layer's `hookcast.toml` (its `[server]`
+/// section is the local binary's and is not read here), or the TOML text in
+/// `HOOKCAST_CONFIG` (a function deployed without the layer); never both.
+fn read_config(env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> RawConfig {
+    let inline = env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty());
+    let (name, text) = match (env(CONFIG_FILE_KEY), inline) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "HOOKCAST_CONFIG is set beside the config layer's hookcast.toml: the configuration is the file \
+                 alone; remove HOOKCAST_CONFIG (the stack's SourcesConfig)"
+                    .into(),
+            );
+            return RawConfig::default();
+        }
+        (Some(file), None) => ("hookcast.toml", file),
+        (None, Some(inline)) => ("HOOKCAST_CONFIG", inline),
+        (None, None) => return RawConfig::default(),
+    };
+    let parsed = toml::from_str::<toml::Table>(&text).map_err(|e| e.to_string()).and_then(|mut table| {
+        table.remove("server");
+        serde::Deserialize::deserialize(toml::Value::Table(table)).map_err(|e: toml::de::Error| e.to_string())
+    });
+    parsed.unwrap_or_else(|e| {
+        problems.push(format!("{name}: {}", e.trim_end()));
+        RawConfig::default()
+    })
+}
+
+/// A source with no secret where the stack keeps them is named with where
+/// it goes: its `secret_env` names a variable of the machine that runs the
+/// local binary, which no function has. The source then stands in for
+/// itself so that the build does not add a second, local, message.
+fn missing_secrets(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Vec<String> {
+    let mut stand_ins = vec![];
+    for (name, source) in &mut raw.sources {
+        let var = hookcast_core::config::secret_env_name(name);
+        if source.secret.is_none() && env(&var).filter(|v| !v.is_empty()).is_none() {
             problems.push(format!(
-                "sources.{name}.secret: a secret may not be written into SourcesConfig on AWS (it would be in every \
-                 function's environment); remove it and put it in {goes}"
+                "sources.{name}: no secret in the stack's secrets; put it under \"{name}\" in the SenderSecrets secret \
+                 (`hookcast secrets --config hookcast.toml` prints them all as its JSON; README: Deploy to AWS)"
             ));
+            source.secret_env = None;
+            stand_ins.push(var);
         }
     }
-    if raw.private.as_ref().is_some_and(|p| p.secret.is_some()) {
-        problems.push(
-            "private.secret: a secret may not be written into SourcesConfig on AWS; remove it and set the stack's \
-             SubscribeSecret parameter (kept in its Secrets Manager secret)"
-                .into(),
-        );
-    }
+    stand_ins
 }
 
 impl LambdaConfig {
@@ -121,14 +154,9 @@ impl LambdaConfig {
         if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
             problems.push("HOOKCAST_EDGE_SECRET (EdgeOriginSecret) must be at least 32 characters".into());
         }
-        let mut raw: RawConfig = match env("HOOKCAST_CONFIG").filter(|v| !v.trim().is_empty()) {
-            None => RawConfig::default(),
-            Some(text) => toml::from_str(&text).unwrap_or_else(|e| {
-                problems.push(format!("HOOKCAST_CONFIG: {e}"));
-                RawConfig::default()
-            }),
-        };
-        inline_secrets(&raw, &mut problems);
+        let mut raw = read_config(env, &mut problems);
+        problems.extend(hookcast_core::config::written_secrets(&raw));
+        let missing = if role == Role::Webhook { missing_secrets(&mut raw, env, &mut problems) } else { vec![] };
         // A comma-separated list from the stack's parameters wins over the TOML.
         if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
             raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
@@ -147,6 +175,15 @@ impl LambdaConfig {
                 Err(e) => problems.push(format!("HOOKCAST_STATE (StateConfig): {e}")),
             }
         }
+        // The template asked for origins as a required parameter; now either
+        // place may hold them, but a function that checks them needs some.
+        if raw.allowed_origins.is_empty() && matches!(role, Role::Webhook | Role::Connection | Role::Message) {
+            problems.push(
+                "allowed_origins is empty: list your site's origins in hookcast.toml (allowed_origins = \
+                 [\"https://example.netlify.app\"]) or the stack's AllowedOrigins parameter; [\"*\"] allows any site"
+                    .into(),
+            );
+        }
         // Only the webhook function verifies signatures; the others never see
         // the sources' secrets. The message function keeps the sources for
         // where they publish (a subscribe to a channel none reaches is
@@ -164,12 +201,13 @@ impl LambdaConfig {
         // the subscribe secret (the message function's own, real).
         let stand_in = |k: &str| match role {
             // A shape every kind takes (Standard Webhooks' whsec_ and base64).
-            Role::Message if k != hookcast_core::config::PRIVATE_SECRET_ENV => {
-                Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
-            }
+            Role::Message if k != hookcast_core::config::PRIVATE_SECRET_ENV => Some(STAND_IN.to_owned()),
             _ => env(k),
         };
-        let core = Config::build(raw, &stand_in).map_err(|e| problems.extend(e.problems)).ok();
+        let core =
+            Config::build(raw, &|k: &str| if missing.iter().any(|m| m == k) { Some(STAND_IN.into()) } else { stand_in(k) })
+                .map_err(|e| problems.extend(e.problems))
+                .ok();
         for warning in core.iter().flat_map(Config::warnings) {
             tracing::warn!("{warning}");
         }
@@ -204,12 +242,55 @@ mod tests {
             ("HOOKCAST_TABLE", "t"),
             ("HOOKCAST_WS_ENDPOINT", "https://abc.execute-api.eu-west-1.amazonaws.com/live"),
             ("HOOKCAST_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q.fifo"),
+            ("HOOKCAST_ALLOWED_ORIGINS", "https://site.example"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         vars.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         move |k| vars.get(k).cloned()
+    }
+
+    /// The config layer's file is the local binary's, `[server]` and all;
+    /// its sources' secrets come from the stack's secrets by source name,
+    /// whatever `secret_env` names on the laptop.
+    #[test]
+    fn the_config_layer_is_the_local_file() {
+        let file = "allowed_origins = [\"https://x.netlify.app\"]\n[server]\nport = 8787\ndata_dir = \".hookcast\"\n\
+                    [sources.gh]\nkind = \"github\"\nsecret_env = \"GITHUB_WEBHOOK_SECRET\"\n[state]\n\"deploys\" = \"last\"\n";
+        // The stack's AllowedOrigins left empty: the file's origins hold.
+        let env = env_with(&[
+            (CONFIG_FILE_KEY, file),
+            ("HOOKCAST_SECRET_GH", "gh-secret-from-the-stack-0123"),
+            ("HOOKCAST_ALLOWED_ORIGINS", ""),
+        ]);
+        let cfg = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
+        assert_eq!(cfg.core.allowed_origins, vec!["https://x.netlify.app"]);
+        let secret = match &cfg.core.sources["gh"].kind {
+            hookcast_core::SourceKind::Github { secret, .. } => secret.expose().to_vec(),
+            _ => panic!("a github source"),
+        };
+        assert_eq!(secret, b"gh-secret-from-the-stack-0123");
+        assert!(cfg.core.state_spec(&hookcast_core::Channel::parse("deploys").unwrap()).is_some());
+
+        // Not in the stack's secrets: where it goes, not the laptop's variable.
+        let err = LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file)]), Role::Webhook).unwrap_err().to_string();
+        assert!(
+            err.contains("sources.gh: no secret in the stack's secrets; put it under \"gh\" in the SenderSecrets secret"),
+            "{err}"
+        );
+        assert!(!err.contains("GITHUB_WEBHOOK_SECRET"), "{err}");
+        assert_eq!(err.matches("sources.gh").count(), 1, "one message: {err}");
+        // The other functions never need it.
+        assert!(LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file)]), Role::Fanout).is_ok());
+
+        // The file and HOOKCAST_CONFIG are never merged.
+        let both = env_with(&[(CONFIG_FILE_KEY, file), ("HOOKCAST_CONFIG", "[sources.n]\nkind = \"netlify\"\n")]);
+        let err = LambdaConfig::from_env(&both, Role::Fanout).unwrap_err().to_string();
+        assert!(err.contains("HOOKCAST_CONFIG is set beside the config layer's hookcast.toml"), "{err}");
+        // A mistake in the file names the file.
+        let err = LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, "[sourcez.a]\n")]), Role::Fanout).unwrap_err().to_string();
+        assert!(err.contains("hookcast.toml: unknown field `sourcez`"), "{err}");
     }
 
     #[test]
@@ -220,7 +301,10 @@ mod tests {
             e.problems,
             vec![
                 "environment variable HOOKCAST_TABLE is not set",
-                "sources.n: no secret; set secret, secret_env, or HOOKCAST_SECRET_N"
+                "sources.n: no secret in the stack's secrets; put it under \"n\" in the SenderSecrets secret (`hookcast secrets \
+             --config hookcast.toml` prints them all as its JSON; README: Deploy to AWS)",
+            "allowed_origins is empty: list your site's origins in hookcast.toml (allowed_origins = [\"https://example.netlify.app\"]) \
+             or the stack's AllowedOrigins parameter; [\"*\"] allows any site"
             ]
         );
         let e = LambdaConfig::from_env(&env, Role::Fanout).unwrap_err();
@@ -355,9 +439,12 @@ channels = ["orders/*"]
         };
         for role in [Role::Webhook, Role::Message, Role::Connection, Role::Dispatch, Role::Fanout] {
             let e = LambdaConfig::from_env(&env(config), role).unwrap_err().to_string();
-            assert!(e.contains("sources.netlify.secret: a secret may not be written into SourcesConfig"), "{role:?}: {e}");
-            assert!(e.contains("NetlifySecret parameter"), "{e}");
-            assert!(e.contains("sources.github.secret") && e.contains("SenderSecretsName, as {\"github\": \"…\"}"), "{e}");
+            assert!(
+                e.contains("sources.netlify.secret: a secret may not be written into the configuration on AWS"),
+                "{role:?}: {e}"
+            );
+            assert!(e.contains("SenderSecrets secret as {\"netlify\": \"…\"}"), "{e}");
+            assert!(e.contains("sources.github.secret") && e.contains("SenderSecrets secret as {\"github\": \"…\"}"), "{e}");
             assert!(e.contains("private.secret") && e.contains("SubscribeSecret parameter"), "{e}");
             assert!(!e.contains("inline-0123456789"), "a secret is echoed: {e}");
         }
@@ -421,6 +508,9 @@ channel = "cms/{sys.contentType.sys.id}"
         // A sender source without its secret stops the cold start, naming where it goes.
         let missing = |k: &str| if k == "HOOKCAST_SECRET_CMS" { None } else { env(k) };
         let e = LambdaConfig::from_env(&missing, Role::Webhook).unwrap_err().to_string();
-        assert!(e.contains("sources.cms: no secret") && e.contains("HOOKCAST_SECRET_CMS"), "{e}");
+        assert!(
+            e.contains("sources.cms: no secret in the stack's secrets; put it under \"cms\" in the SenderSecrets secret"),
+            "{e}"
+        );
     }
 }

@@ -45,6 +45,8 @@ pub enum StartupError {
     SecretsUnreadable { arn: String, detail: String },
     #[error("the secret {arn} must be a JSON object of source name to secret")]
     SecretsNotAnObject { arn: String },
+    #[error("cannot read {path}: {detail}")]
+    ConfigUnreadable { path: String, detail: String },
     #[error(transparent)]
     Config(#[from] hookcast_core::ConfigError),
 }
@@ -76,10 +78,15 @@ impl Startup {
         let arns = std::env::var("HOOKCAST_SECRETS_ARN").unwrap_or_default();
         if matches!(role, env::Role::Webhook | env::Role::Message) {
             for arn in arns.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                secrets.extend(fetch_secrets(&sdk, arn).await?);
+                // An empty value is no value: a later secret fills what an earlier one left empty.
+                secrets.extend(fetch_secrets(&sdk, arn).await?.into_iter().filter(|(_, v)| !v.is_empty()));
             }
         }
-        let lookup = |k: &str| secrets.get(k).cloned().or_else(|| std::env::var(k).ok());
+        let config_file = read_config_layer()?;
+        let lookup = |k: &str| match k {
+            env::CONFIG_FILE_KEY => config_file.clone(),
+            _ => secrets.get(k).cloned().or_else(|| std::env::var(k).ok()),
+        };
         let cfg = env::LambdaConfig::from_env(&lookup, role)?;
         Ok(Self { cfg, sdk })
     }
@@ -152,6 +159,20 @@ impl Startup {
     }
     pub fn queue(&self) -> pipeline::SqsQueue {
         pipeline::SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), &self.cfg.queue_url)
+    }
+}
+
+/// The config layer's `hookcast.toml`, if the function has the layer. Lambda
+/// extracts layers into /opt; `hookcast emulate` runs functions as local
+/// processes, which share one /opt, and names the directory that stands for
+/// it in `HOOKCAST_OPT_DIR`.
+fn read_config_layer() -> Result<Option<String>, StartupError> {
+    let dir = std::env::var("HOOKCAST_OPT_DIR").unwrap_or_else(|_| env::CONFIG_DIR.to_owned());
+    let path = std::path::Path::new(&dir).join("hookcast.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StartupError::ConfigUnreadable { path: path.display().to_string(), detail: e.to_string() }),
     }
 }
 

@@ -228,6 +228,43 @@ pub fn secret_env_name(source: &str) -> String {
     format!("HOOKCAST_SECRET_{upper}")
 }
 
+/// Secrets written into a configuration that goes to AWS, each refused with
+/// where it goes instead. Locally the file may hold them; on AWS the file is
+/// published as the stack's config layer, which anyone who can read the
+/// functions can download.
+pub fn written_secrets(raw: &RawConfig) -> Vec<String> {
+    let mut problems: Vec<String> = raw
+        .sources
+        .iter()
+        .filter(|(_, s)| s.secret.is_some())
+        .map(|(name, _)| {
+            format!(
+                "sources.{name}.secret: a secret may not be written into the configuration on AWS (hookcast.toml is \
+                 published as a layer, readable by whoever can read the functions); remove it and put it in the \
+                 stack's SenderSecrets secret as {{\"{name}\": \"…\"}} (`hookcast secrets` prints that JSON)"
+            )
+        })
+        .collect();
+    if raw.private.as_ref().is_some_and(|p| p.secret.is_some()) {
+        problems.push(
+            "private.secret: a secret may not be written into the configuration on AWS; remove it and set the stack's \
+             SubscribeSecret parameter (kept in its Secrets Manager secret)"
+                .into(),
+        );
+    }
+    problems
+}
+
+/// The secret source `name` verifies with on this machine:
+/// `HOOKCAST_SECRET_<NAME>`, else its `secret_env`, else its `secret`, as
+/// the local binary finds it; or why there is none. What `hookcast secrets`
+/// hands the AWS stack.
+pub fn source_secret(name: &str, raw: &RawSource, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+    let mut problems = vec![];
+    let at = format!("sources.{name}");
+    find_secret(&at, &secret_env_name(name), raw.secret.as_deref(), raw.secret_env.as_deref(), env, &mut problems).ok_or(problems)
+}
+
 /// Each pattern parsed; each one that is not a pattern is a problem `at`.
 fn patterns(raw: &[String], at: &str, problems: &mut Vec<String>) -> Vec<ChannelPattern> {
     raw.iter().filter_map(|p| ChannelPattern::parse(p).map_err(|e| problems.push(format!("{at}: {e}"))).ok()).collect()

@@ -97,6 +97,13 @@ impl StateRules {
         rules.sort_by_key(|(p, _)| (p.as_str().ends_with('*'), std::cmp::Reverse(p.as_str().len())));
         Self(rules)
     }
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     pub fn mode(&self, channel: &Channel) -> Option<StateMode> {
         self.0.iter().find(|(p, _)| p.matches(channel)).map(|(_, m)| *m)
     }

@@ -21,7 +21,7 @@ fn root() -> PathBuf {
 pub const CONTENTFUL_SECRET: &str = "cf5ecret-0123456789abcdef0123456789abcdef0123456789abcdef0123456";
 
 /// Each source a user would write for these senders, as the inside of a
-/// TOML inline table (so a subset fits on one line, as SourcesConfig takes it).
+/// TOML inline table (so a subset fits on one line).
 const SOURCES: &[(&str, &str)] = &[
     (
         "github",
@@ -65,8 +65,7 @@ pub fn config_toml() -> String {
     sources_config(&SOURCES.iter().map(|(name, _)| *name).collect::<Vec<_>>())
 }
 
-/// Only the named sources, on one line (`sources = { … }`): what the AWS
-/// stack's SourcesConfig (at most 900 characters) takes.
+/// Only the named sources, on one line (`sources = { … }`), secrets written in.
 pub fn sources_config(names: &[&str]) -> String {
     let tables: Vec<String> = SOURCES
         .iter()
@@ -77,37 +76,50 @@ pub fn sources_config(names: &[&str]) -> String {
     format!("sources = {{ {} }}", tables.join(", "))
 }
 
-/// [`sources_config`] without the secrets, as the AWS stack takes it: a
-/// secret written into SourcesConfig is refused there ([`secrets_json`]
-/// goes into Secrets Manager instead).
-pub fn sources_config_without_secrets(names: &[&str]) -> String {
-    let line = sources_config(names);
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line.as_str();
-    while let Some(at) = rest.find("secret = \"") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + "secret = \"".len()..];
-        let end = after.find('"').expect("a closing quote");
-        rest = after[end + 1..].strip_prefix(", ").unwrap_or(&after[end + 1..]);
-    }
-    out.push_str(rest);
-    out
-}
+/// The private channel of [`one_file`]: Shopify's orders, read with a token.
+pub const PRIVATE_CHANNEL: &str = "orders";
 
-/// The named sources' secrets as the stack's SenderSecretsName secret holds
-/// them: a JSON object of source name to secret.
-pub fn secrets_json(names: &[&str]) -> String {
-    let secrets: serde_json::Map<String, Value> = SOURCES
+/// The one `hookcast.toml` a user keeps for both hosts: every source, each
+/// secret named by `secret_env` (never written in it), a private channel
+/// and state rules. [`secret_env_vars`] are the variables it names, as the
+/// machine that runs `hookcast serve` or `hookcast secrets` has them.
+pub fn one_file() -> String {
+    let sources: Vec<String> = SOURCES
         .iter()
-        .filter(|(name, _)| names.contains(name))
         .map(|(name, table)| {
-            let at = table.find("secret = \"").expect("every source has a secret") + "secret = \"".len();
-            let secret = &table[at..at + table[at..].find('"').unwrap()];
-            let secret = if secret == "CONTENTFUL_SECRET" { CONTENTFUL_SECRET } else { secret };
-            (name.to_string(), Value::from(secret))
+            let (var, _) = secret_var(name, table);
+            let written = format!("secret = \"{}\"", secret_literal(table));
+            format!("{name} = {{ {} }}", table.replace(&written, &format!("secret_env = \"{var}\"")))
         })
         .collect();
-    Value::Object(secrets).to_string()
+    format!(
+        "allowed_origins = [\"http://127.0.0.1\", \"http://127.0.0.1:*\"]\nsources = {{ {} }}\n\
+         [private]\nchannels = [\"{PRIVATE_CHANNEL}\"]\nsecret_env = \"HOOKCAST_E2E_SUBSCRIBE\"\n\
+         [state]\n\"releases\" = \"last\"\n\"billing/*\" = \"merge\"\n",
+        sources.join(", ")
+    )
+}
+
+/// The subscribe secret [`one_file`]'s `[private]` names.
+pub const SUBSCRIBE_SECRET: &str = "subscribe-e2e-secret-0123456789";
+
+/// Every variable [`one_file`] names, with its value.
+pub fn secret_env_vars() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = SOURCES.iter().map(|(name, table)| secret_var(name, table)).collect();
+    vars.push(("HOOKCAST_E2E_SUBSCRIBE".into(), SUBSCRIBE_SECRET.into()));
+    vars
+}
+
+fn secret_literal(table: &str) -> &str {
+    let at = table.find("secret = \"").expect("every source has a secret") + "secret = \"".len();
+    &table[at..at + table[at..].find('"').unwrap()]
+}
+
+/// A source's `secret_env` variable and the secret it holds.
+fn secret_var(name: &str, table: &str) -> (String, String) {
+    let secret = secret_literal(table);
+    let secret = if secret == "CONTENTFUL_SECRET" { CONTENTFUL_SECRET } else { secret };
+    (format!("HOOKCAST_E2E_{}", name.to_ascii_uppercase().replace('-', "_")), secret.to_owned())
 }
 
 pub fn fixture(path: &str) -> PathBuf {

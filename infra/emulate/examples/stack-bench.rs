@@ -186,13 +186,17 @@ async fn stack(cli: &Cli, latency: Duration) -> Stack {
             "NetlifySecret=bench-netlify-secret-0123456789".into(),
             format!("ZapierToken={ZAPIER}"),
             format!("AllowedOrigins={ORIGIN}"),
-            format!("SourcesConfig={SOURCES}"),
-            "StateConfig=zaps/*=merge".into(),
             "AlertEmail=none".into(),
             // A busy channel's senders need more than the default 10 set aside.
             // Concurrency is rate x latency, and moto makes latency long.
             "WebhookReservedConcurrency=400".into(),
         ];
+    }
+    if args.config.is_none() {
+        // The site's hookcast.toml: these sources, and a merge state on every zap channel.
+        let file = std::env::temp_dir().join(format!("hookcast-stack-bench-{}.toml", std::process::id()));
+        std::fs::write(&file, format!("{SOURCES}[state]\n\"zaps/*\" = \"merge\"\n")).expect("a temporary hookcast.toml");
+        args.config = Some(file);
     }
     start(&args).await.unwrap_or_else(|e| panic!("emulate: {e}"))
 }

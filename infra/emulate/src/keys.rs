@@ -49,7 +49,17 @@ pub fn properties(kind: &str) -> Option<&'static [(&'static str, Key)]> {
             ("Role", Modelled),
             ("Events", Modelled),
             ("ReservedConcurrentExecutions", Modelled),
+            ("Layers", Modelled),
             ("Tags", Inert(TAGS)),
+        ],
+        "AWS::Serverless::LayerVersion" => &[
+            ("ContentUri", Modelled),
+            ("CompatibleRuntimes", Modelled),
+            ("CompatibleArchitectures", Modelled),
+            ("Description", Inert(DESCRIPTION)),
+            ("LayerName", Inert("the layer's name")),
+            ("LicenseInfo", Inert("the layer's licence")),
+            ("RetentionPolicy", Inert("what a stack deletion keeps")),
         ],
         "AWS::Serverless::HttpApi" => &[
             ("DefaultRouteSettings", Modelled),

@@ -6,6 +6,7 @@
 mod apis;
 mod args;
 mod functions;
+mod layers;
 mod provision;
 
 use std::collections::HashMap;
@@ -66,6 +67,7 @@ pub struct Stack {
     pub logs_dir: PathBuf,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
     _moto: Option<tokio::process::Child>,
+    _opt: layers::OptDir,
 }
 
 impl Drop for Stack {
@@ -116,7 +118,18 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, StackError> {
             }
         }
     }
-    let place = Place { args, t: &t, attrs: &attrs, front_url: &front.url, meter: &meter, rewrites: &rewrites, queues: &queues };
+    let opt = layers::OptDir::new();
+    let opt_dir = opt.0.clone();
+    let place = Place {
+        args,
+        t: &t,
+        attrs: &attrs,
+        front_url: &front.url,
+        meter: &meter,
+        rewrites: &rewrites,
+        queues: &queues,
+        opt_dir: &opt_dir,
+    };
     let Functions { functions, http_routes, stream_sources, queue_sources } =
         start_functions(&place).map_err(StackError::Function)?;
     let _set = function_cell.set(functions.clone());
@@ -168,6 +181,7 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, StackError> {
         logs_dir,
         _tasks: tasks,
         _moto: moto,
+        _opt: opt,
     })
 }
 

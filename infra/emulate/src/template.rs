@@ -13,6 +13,7 @@ pub const ACCOUNT: &str = "123456789012";
 /// Resource types the emulator provisions or runs.
 pub const MODELLED: &[&str] = &[
     "AWS::Serverless::Function",
+    "AWS::Serverless::LayerVersion",
     "AWS::Serverless::HttpApi",
     "AWS::DynamoDB::Table",
     "AWS::SQS::Queue",

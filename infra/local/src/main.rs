@@ -68,6 +68,24 @@ enum Cmd {
     /// API Gateway's WebSocket and HTTP APIs, the stream and queue event
     /// sources, moto behind a DynamoDB front that conflicts as DynamoDB does.
     Emulate(hookcast_emulate::stack::EmulateArgs),
+    /// Check a hookcast.toml: as `serve` runs it, or with --aws as the AWS
+    /// stack's functions will read it (its config layer), before `sam deploy`.
+    Check {
+        /// Check it for the AWS stack: no secret written in it, origins set;
+        /// its secrets are the stack's (see `hookcast secrets`).
+        #[arg(long)]
+        aws: bool,
+        #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
+        config: PathBuf,
+    },
+    /// Print every source's secret, found as `serve` finds it (its
+    /// secret_env, HOOKCAST_SECRET_<NAME>, or secret), as the JSON the AWS
+    /// stack's SenderSecrets secret holds: aws secretsmanager
+    /// put-secret-value --secret-id <SenderSecretsArn> --secret-string "$(hookcast secrets)".
+    Secrets {
+        #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
+        config: PathBuf,
+    },
     /// Mint a subscribe token for private channels (printed on stdout).
     Token {
         /// A channel or `prefix*` pattern the token lets its holder read. Repeatable.
@@ -127,6 +145,8 @@ fn main() -> ExitCode {
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(Error::Reported) }),
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
+            Cmd::Check { aws, config } => hookcast::deploy::check(&config, aws).map(|ok| println!("{ok}")),
+            Cmd::Secrets { config } => hookcast::deploy::secrets(&config).map(|json| println!("{json}")),
             Cmd::Emulate(args) => hookcast_emulate::stack::run(args).await.map_err(Error::from),
             Cmd::Listen(_) => unreachable!("handled above"),
         }

@@ -82,6 +82,23 @@ pub fn load_file(path: &Path, cli: &Overrides) -> Result<Settings, Error> {
 }
 
 fn load(path: &Path, cli: &Overrides) -> Result<Settings, String> {
+    build(read(path)?, cli)
+}
+
+/// The file's shared part (everything but `[server]`), as both hosts read
+/// it: what `hookcast check --aws` and `hookcast secrets` look at.
+pub fn read_shared(path: &Path) -> Result<RawConfig, Error> {
+    let file = read(path).map_err(Error::Config)?;
+    Ok(RawConfig {
+        allowed_origins: file.allowed_origins,
+        limits: file.limits,
+        sources: file.sources,
+        private: file.private,
+        state: file.state,
+    })
+}
+
+fn read(path: &Path) -> Result<File, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (write one: see README, Configure it; or run `hookcast dev` for the demo with generated secrets)"
@@ -90,8 +107,7 @@ fn load(path: &Path, cli: &Overrides) -> Result<Settings, String> {
         };
         format!("cannot read {}: {e}{hint}", path.display())
     })?;
-    let file: File = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-    build(file, cli)
+    toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
 }
 
 /// Where and what, without the offending line: it may hold a secret.

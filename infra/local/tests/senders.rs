@@ -303,169 +303,184 @@ async fn hookcast_dev_has_every_sender_kind_to_try() {
     hookcast_testkit::within(WAIT, "shutdown", running.stop()).await.unwrap();
 }
 
-/// The same proof through the AWS stack as AWS runs it: `hookcast emulate`
-/// on `sam build`'s output (the real bootstraps) with the sources in the
-/// stack's SourcesConfig (at most 900 characters, so the kinds are split over
-/// a few stacks). Every real body, signed by the independent signer, is
-/// acknowledged by the webhook function and reaches a WebSocket on the
-/// stack's API with the configured channel, event and data; a forgery is
-/// refused. The sources' secrets are in Secrets Manager (SenderSecretsName),
-/// as the stack refuses them in SourcesConfig. Run by tests/run after sam
-/// build (`--ignored`, with HOOKCAST_BUILD_DIR and moto's
-/// HOOKCAST_DYNAMODB_ENDPOINT).
+/// One `hookcast.toml` for both hosts, as a user keeps it: every sender
+/// kind, each secret named by `secret_env` (none written in it), a private
+/// channel and state rules. The same file is checked for both hosts
+/// (`hookcast check`, `hookcast check --aws`), run by `hookcast serve`, and
+/// run by the AWS stack as AWS runs it: `hookcast emulate` on `sam build`'s
+/// output (the real bootstraps), the file as the stack's config layer, its
+/// secrets put into the stack's SenderSecrets secret as `hookcast secrets`
+/// prints them, and the origins from the file (the AllowedOrigins parameter
+/// left empty). On each host every real body, signed by the independent
+/// signer, reaches a page with the configured channel, event and data (the
+/// private one with a token from `hookcast token`), and a forgery is
+/// refused. Run by tests/run after sam build (`--ignored`, with
+/// HOOKCAST_BUILD_DIR and moto's HOOKCAST_DYNAMODB_ENDPOINT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sam build's output; tests/run runs it in its AWS phase with HOOKCAST_BUILD_DIR"]
-async fn every_sender_through_the_aws_stack() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    const LIMIT: usize = 900;
+async fn one_hookcast_toml_on_both_hosts() {
     let build = std::env::var("HOOKCAST_BUILD_DIR").expect("HOOKCAST_BUILD_DIR: the sam build output to run");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cases = cases();
-    let mut sources: Vec<&str> = Vec::new();
-    for c in &cases {
-        if !sources.contains(&c.source) {
-            sources.push(c.source);
-        }
-    }
-    // Stacks whose SourcesConfig line fits the parameter.
-    let mut stacks: Vec<Vec<&str>> = vec![vec![]];
-    for s in sources {
-        let mut with = stacks.last().unwrap().clone();
-        with.push(s);
-        if hookcast_testkit::senders::sources_config_without_secrets(&with).len() <= LIMIT {
-            *stacks.last_mut().unwrap() = with;
-        } else {
-            stacks.push(vec![s]);
-        }
-    }
-    // The secrets go into Secrets Manager, as on AWS (SourcesConfig may not
-    // hold them): moto's, which the emulated stack runs on.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookcast.toml");
+    std::fs::write(&file, hookcast_testkit::senders::one_file()).unwrap();
+    let config = file.to_str().unwrap();
+    let vars = hookcast_testkit::senders::secret_env_vars();
+    let hookcast = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"));
+        cmd.args(args).envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))).env("RUST_LOG", "warn");
+        cmd
+    };
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
+            .args(args)
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "hookcast {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    // Ready for both hosts: all 13 sources, the private channel, the state rules.
+    assert!(run(&["check", "--config", config]).contains("ready for hookcast serve: 13 sources"));
+    let aws = run(&["check", "--aws", "--config", config]);
+    assert!(
+        aws.contains("ready for the AWS stack: 13 sources") && aws.contains("1 private channel pattern, 2 state rules"),
+        "{aws}"
+    );
+    let secrets = run(&["secrets", "--config", config]);
+    let parsed: Value = serde_json::from_str(secrets.trim()).unwrap();
+    assert_eq!(parsed.as_object().map(|o| o.len()), Some(13), "a secret per source");
+    let secrets_file = dir.path().join("secrets.json");
+    std::fs::write(&secrets_file, secrets.trim()).unwrap();
+    let token = run(&["token", "--channel", hookcast_testkit::senders::PRIVATE_CHANNEL, "--config", config]).trim().to_owned();
+
+    // The local binary.
+    let mut serve = hookcast(&["serve", "--config", config, "--port", "0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (http, _lines) = common::banner(&mut serve, "hookcast serve's banner").await;
+    let ws = format!("{}/ws", http.replacen("http://", "ws://", 1));
+    every_case_reaches_a_page(&http, &ws, &token, "hookcast serve").await;
+    serve.kill().await.unwrap();
+
+    // The AWS stack, from the same file and the secrets JSON.
     let aws_endpoint =
         std::env::var("HOOKCAST_DYNAMODB_ENDPOINT").expect("HOOKCAST_DYNAMODB_ENDPOINT: moto's server (tests/run starts it)");
-    let aws = hookcast_emulate::aws::Aws::new(&aws_endpoint, "us-east-1");
-    for (i, group) in stacks.into_iter().enumerate() {
-        let line = hookcast_testkit::senders::sources_config_without_secrets(&group);
-        assert!(line.len() <= LIMIT, "{group:?} alone is {} characters", line.len());
-        assert!(!line.contains("secret"), "{line}");
-        let secrets_name = format!("hookcast-senders-{}-{i}", std::process::id());
-        aws.secrets(
-            "CreateSecret",
-            json!({"Name": secrets_name, "SecretString": hookcast_testkit::senders::secrets_json(&group)}),
-        )
-        .await
+    let ready = dir.path().join("ready.json");
+    let mut child = hookcast(&["emulate", "--template", "template.yaml", "--build-dir", &build, "--aws-endpoint", &aws_endpoint])
+        .current_dir(&root)
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(["--config", config, "--put-secret"])
+        .arg(format!("SenderSecrets={}", secrets_file.display()))
+        .arg("--parameter-overrides")
+        .args([format!("SubscribeSecret={}", hookcast_testkit::senders::SUBSCRIBE_SECRET), "AlertEmail=none".to_owned()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("ready.json");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
-            .current_dir(&root)
-            .args([
-                "emulate",
-                "--template",
-                "template.yaml",
-                "--build-dir",
-                &build,
-                "--aws-endpoint",
-                &aws_endpoint,
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .arg("--parameter-overrides")
-            .args([
-                "NetlifySecret=netlify-e2e-secret-0123456789".to_owned(),
-                "ZapierToken=zapier-e2e-token-0123456789".to_owned(),
-                "AllowedOrigins=http://127.0.0.1".to_owned(),
-                "AlertEmail=none".to_owned(),
-                format!("SenderSecretsName={secrets_name}"),
-                format!("SourcesConfig={line}"),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut log = child.stderr.take().unwrap();
-        let log = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut log, &mut s).await;
-            s
-        });
-        // A ceiling for a stuck start (six bootstraps and moto on a busy machine).
-        let started = tokio::time::Instant::now();
-        let urls: Value = loop {
-            if let Some(v) = std::fs::read(&ready).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-                break v;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("emulate exited {status} before it was ready:\n{}", log.await.unwrap());
-            }
-            assert!(
-                started.elapsed() < hookcast_testkit::MOTO,
-                "the emulated stack was not ready within {:?}",
-                hookcast_testkit::MOTO
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let (http, wsu) = (urls["http"].as_str().unwrap().to_owned(), urls["websocket"].as_str().unwrap().to_owned());
-        let mut req = wsu.into_client_request().unwrap();
-        req.headers_mut().insert("origin", "http://127.0.0.1".parse().unwrap());
-        let mut page = connect_async(req).await.unwrap().0;
-        let mine: Vec<&Case> = cases.iter().filter(|c| group.contains(&c.source)).collect();
-        let mut channels: Vec<&str> = mine.iter().map(|c| c.channel).collect();
-        channels.sort();
-        channels.dedup();
-        for ch in &channels {
-            page.send(Message::Text(json!({"action": "subscribe", "channel": ch}).to_string().into())).await.unwrap();
-            let reply = next(&mut page).await;
-            assert_eq!(reply["type"], "subscribed", "{ch}: {reply}");
+    let mut log = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut log, &mut s).await;
+        s
+    });
+    // A ceiling for a stuck start (six bootstraps and moto on a busy machine).
+    let started = tokio::time::Instant::now();
+    let urls: Value = loop {
+        if let Some(v) = std::fs::read(&ready).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            break v;
         }
-        for case in mine {
-            let what = format!("{} ({}) through the stack", case.source, case.fixture);
-            let body = std::fs::read(fixture(case.fixture)).unwrap();
-            let url = format!("{http}/hooks/{}", case.source);
-            let wrong = if matches!(case.scheme, "svix" | "webhook") {
-                "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-            } else {
-                "not-the-secret-0123456789-not-the-secret-0123456789-not-the-secret"
-            };
-            let forged = sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
-            let (status, answer) = post(&url, case.content_type, &forged, body.clone()).await;
-            assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what}, forged: {answer}");
-            let headers = sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
-            let (status, answer) = post(&url, case.content_type, &headers, body).await;
-            assert_eq!(status, 200, "{what}: {answer}");
-            // The fan-out is asynchronous (stream, queue, workers); the ceiling is moto's.
-            let ev = hookcast_testkit::within(hookcast_testkit::MOTO, &what, next(&mut page)).await;
-            assert_eq!(
-                (ev["type"].as_str(), ev["channel"].as_str(), ev["event"].as_str()),
-                (Some("event"), Some(case.channel), Some(case.event)),
-                "{what}: {ev}"
-            );
-            assert_eq!(ev["data"], case.data, "{what}");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("emulate exited {status} before it was ready:\n{}", log.await.unwrap());
         }
-        if group.contains(&"github") {
-            // events = ["release.*"] on AWS too: a push and a ping are
-            // answered 200 ignored, and the channel holds the release alone.
-            for (file, extra) in hookcast_testkit::senders::ignored_by_github() {
-                let headers = sign("github", "github-e2e-secret-0123456789", &fixture(file), &extra);
-                let (status, answer) =
-                    post(&format!("{http}/hooks/github"), "application/json", &headers, std::fs::read(fixture(file)).unwrap())
-                        .await;
-                assert_eq!((status, answer["ignored"].as_bool()), (200, Some(true)), "{file} through the stack: {answer}");
-            }
-            let history: Value =
-                reqwest::get(format!("{http}/channels/releases/events?since=0")).await.unwrap().json().await.unwrap();
-            assert_eq!(history["events"].as_array().map(Vec::len), Some(1), "only the release is stored: {history}");
-        }
-        eprintln!("through the stack with SourcesConfig {:?} ({} characters): every case delivered", group, line.len());
-        drop(page);
-        // SIGTERM: emulate stops its bootstraps and moto before it exits.
-        if let Some(pid) = child.id() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        }
-        let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "emulate to stop", child.wait()).await.unwrap();
-        let log = log.await.unwrap();
-        assert!(status.success() || status.code().is_none(), "emulate stopped with {status}:\n{log}");
+        assert!(
+            started.elapsed() < hookcast_testkit::MOTO,
+            "the emulated stack was not ready within {:?}",
+            hookcast_testkit::MOTO
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (http, wsu) = (urls["http"].as_str().unwrap().to_owned(), urls["websocket"].as_str().unwrap().to_owned());
+    every_case_reaches_a_page(&http, &wsu, &token, "the AWS stack").await;
+    // SIGTERM: emulate stops its bootstraps and moto before it exits.
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
+    let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "emulate to stop", child.wait()).await.unwrap();
+    let log = log.await.unwrap();
+    assert!(status.success() || status.code().is_none(), "emulate stopped with {status}:\n{log}");
+}
+
+/// Every case on one host: a page subscribed to every channel (the private
+/// one with `token`), each forgery refused, each real delivery on the page
+/// with its channel, event and data; the github source's filter holds.
+async fn every_case_reaches_a_page(http: &str, ws: &str, token: &str, host: &str) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let cases = cases();
+    let mut req = ws.into_client_request().unwrap();
+    req.headers_mut().insert("origin", "http://127.0.0.1".parse().unwrap());
+    let mut page = connect_async(req).await.unwrap().0;
+    let mut channels: Vec<&str> = cases.iter().map(|c| c.channel).collect();
+    channels.sort();
+    channels.dedup();
+    for ch in &channels {
+        let mut sub = json!({"action": "subscribe", "channel": ch});
+        if *ch == hookcast_testkit::senders::PRIVATE_CHANNEL {
+            // Refused without its token, then taken with it.
+            page.send(Message::Text(sub.to_string().into())).await.unwrap();
+            let reply = next(&mut page).await;
+            assert_eq!(
+                (reply["type"].as_str(), reply["code"].as_str()),
+                (Some("error"), Some("forbidden")),
+                "{host}, {ch}: {reply}"
+            );
+            sub["token"] = json!(token);
+        }
+        page.send(Message::Text(sub.to_string().into())).await.unwrap();
+        let reply = next(&mut page).await;
+        assert_eq!(reply["type"], "subscribed", "{host}, {ch}: {reply}");
+    }
+    for case in &cases {
+        let what = format!("{} ({}) on {host}", case.source, case.fixture);
+        let body = std::fs::read(fixture(case.fixture)).unwrap();
+        let url = format!("{http}/hooks/{}", case.source);
+        let wrong = if matches!(case.scheme, "svix" | "webhook") {
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        } else {
+            "not-the-secret-0123456789-not-the-secret-0123456789-not-the-secret"
+        };
+        let forged = sign(case.scheme, wrong, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url, case.content_type, &forged, body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_signature")), "{what}, forged: {answer}");
+        let headers = sign(case.scheme, case.secret, &fixture(case.fixture), &case.extra);
+        let (status, answer) = post(&url, case.content_type, &headers, body).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        // On AWS the fan-out is asynchronous (stream, queue, workers); the ceiling is moto's.
+        let ev = hookcast_testkit::within(hookcast_testkit::MOTO, &what, next(&mut page)).await;
+        assert_eq!(
+            (ev["type"].as_str(), ev["channel"].as_str(), ev["event"].as_str()),
+            (Some("event"), Some(case.channel), Some(case.event)),
+            "{what}: {ev}"
+        );
+        assert_eq!(ev["data"], case.data, "{what}");
+    }
+    // events = ["release.*"]: a push and a ping are answered 200 ignored,
+    // and the channel holds the release alone.
+    for (file, extra) in hookcast_testkit::senders::ignored_by_github() {
+        let headers = sign("github", "github-e2e-secret-0123456789", &fixture(file), &extra);
+        let (status, answer) =
+            post(&format!("{http}/hooks/github"), "application/json", &headers, std::fs::read(fixture(file)).unwrap()).await;
+        assert_eq!((status, answer["ignored"].as_bool()), (200, Some(true)), "{file} on {host}: {answer}");
+    }
+    let history: Value = reqwest::get(format!("{http}/channels/releases/events?since=0")).await.unwrap().json().await.unwrap();
+    assert_eq!(history["events"].as_array().map(Vec::len), Some(1), "only the release is stored on {host}: {history}");
+    assert_eq!(history["mode"], "last", "[state] from the file on {host}: {history}");
+    eprintln!("{host}: every case delivered");
 }

@@ -71,6 +71,16 @@ pub struct EmulateArgs {
     /// a new directory under the system's temporary directory.
     #[arg(long)]
     pub logs_dir: Option<PathBuf>,
+    /// The site's configuration in place of the hookcast.toml its config
+    /// layer ships (as if the layer's config/hookcast.toml were this file).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A value put into one of the template's secrets before any function
+    /// starts, as `aws secretsmanager put-secret-value` would after a
+    /// deploy: `LogicalId=FILE` (e.g. `SenderSecrets=secrets.json`, from
+    /// `hookcast secrets`). Repeatable.
+    #[arg(long, value_name = "ID=FILE")]
+    pub put_secret: Vec<String>,
     /// Processes per function at most (below its reserved concurrency).
     #[arg(long, default_value_t = 64)]
     pub max_processes: usize,

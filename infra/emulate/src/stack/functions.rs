@@ -37,6 +37,8 @@ pub(super) struct Place<'a> {
     /// execute-api hosts → where those APIs are here.
     pub(super) rewrites: &'a [(String, String)],
     pub(super) queues: &'a Queues,
+    /// Where each function's stand-in for /opt goes ([`super::layers`]).
+    pub(super) opt_dir: &'a std::path::Path,
 }
 
 /// The functions, and what their events attach them to.
@@ -119,6 +121,11 @@ fn function(
                 vars.insert(vk.clone(), vv.clone());
             }
             merged.insert("Environment".into(), json!({ "Variables": vars }));
+        } else if k == "Layers" {
+            // A list in Globals is added to, not replaced: the Globals' layers first.
+            let mut layers = merged.get("Layers").and_then(Value::as_array).cloned().unwrap_or_default();
+            layers.extend(v.as_array().cloned().unwrap_or_default());
+            merged.insert("Layers".into(), Value::Array(layers));
         } else {
             merged.insert(k.clone(), v.clone());
         }
@@ -141,6 +148,7 @@ fn function(
             "ReservedConcurrentExecutions",
             "Tags",
             "Role",
+            "Layers",
         ],
     )?;
     let p = t.resolve(&Value::Object(merged), attrs)?;
@@ -185,6 +193,11 @@ fn function(
         ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
     ] {
         env.push((k.into(), v));
+    }
+    let code_bytes = std::fs::metadata(&bootstrap).map(|m| m.len()).unwrap_or(0);
+    let props = p.as_object().cloned().unwrap_or_default();
+    if let Some(opt) = super::layers::populate(place, id, &what, &props, &runtime, arch, code_bytes)? {
+        env.push(("HOOKCAST_OPT_DIR".into(), opt.display().to_string()));
     }
     let reserved = p.get("ReservedConcurrentExecutions").and_then(|v| str_of(v).parse::<usize>().ok());
     let policy =

@@ -70,6 +70,10 @@ fn name_resources(t: &Template, aws: &Aws, region: &str, stack: &str) -> Result<
                 attrs.set_ref(id, &name);
                 attrs.set_att(id, "Arn", format!("arn:aws:lambda:{region}:{ACCOUNT}:function:{name}"));
             }
+            // `Ref` of a layer version is its ARN, ending in its version.
+            "AWS::Serverless::LayerVersion" => {
+                attrs.set_ref(id, format!("arn:aws:lambda:{region}:{ACCOUNT}:layer:{name}:1"));
+            }
             "AWS::ApiGatewayV2::Api" | "AWS::Serverless::HttpApi" => {
                 attrs.set_ref(id, api_id());
             }
@@ -239,8 +243,18 @@ async fn create_tables(t: &Template, attrs: &mut Attrs, aws: &Aws, stack: &str) 
     Ok(())
 }
 
-/// Secrets, from the template's parameters.
-async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws) -> Result<(), String> {
+/// Secrets, from the template's parameters; then each `--put-secret`, as
+/// `PutSecretValue` after the stack was made and before any function
+/// started (what a user does on AWS before the first delivery).
+async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws, puts: &[String]) -> Result<(), String> {
+    let mut puts: HashMap<&str, String> = puts
+        .iter()
+        .map(|p| {
+            let (id, file) = p.split_once('=').ok_or_else(|| format!("--put-secret {p:?}: write LogicalId=FILE"))?;
+            let value = std::fs::read_to_string(file).map_err(|e| format!("--put-secret {id}: {file}: {e}"))?;
+            Ok((id, value))
+        })
+        .collect::<Result<_, String>>()?;
     for (id, r) in t.live().filter(|(_, r)| r.kind == "AWS::SecretsManager::Secret") {
         let props = t.resolve(&Value::Object(r.properties.clone()), attrs)?;
         let props = props.as_object().cloned().unwrap_or_default();
@@ -259,8 +273,16 @@ async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws) -> Result<()
             .await
             .map_err(|e| format!("{id}: CreateSecret: {e}"))?;
         attrs.set_ref(id, str_of(&out["ARN"]));
+        if let Some(value) = puts.remove(id.as_str()) {
+            aws.secrets("PutSecretValue", json!({"SecretId": name, "SecretString": value}))
+                .await
+                .map_err(|e| format!("{id}: PutSecretValue: {e}"))?;
+        }
     }
-    Ok(())
+    match puts.keys().next() {
+        Some(id) => Err(format!("--put-secret: the template has no secret {id}")),
+        None => Ok(()),
+    }
 }
 
 /// Each queue of the template: its URL and visibility timeout, by ARN.
@@ -314,6 +336,6 @@ pub(super) async fn provision(args: &EmulateArgs, t: &Template) -> Result<Provis
     let (mut attrs, queue_names) = name_resources(t, &aws, &args.region, &args.stack_name)?;
     let (urls, visibility) = create_queues(t, &mut attrs, &aws, &queue_names).await?;
     create_tables(t, &mut attrs, &aws, &args.stack_name).await?;
-    create_secrets(t, &mut attrs, &aws).await?;
+    create_secrets(t, &mut attrs, &aws, &args.put_secret).await?;
     Ok(Provisioned { moto, endpoint, meter, account, front, billed, attrs, queues: Queues { urls, visibility } })
 }
