@@ -147,6 +147,9 @@ impl EventPattern {
     pub fn matches(&self, event: &EventName) -> bool {
         name_matches(&self.0, event.as_str())
     }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A name, or a prefix ending in `*`, against a name.

@@ -136,6 +136,15 @@ pub struct Route {
     pub channel: Template,
     /// `None`: the sender's own type (sender kinds only).
     pub event: Option<Template>,
+    /// [`RawSource::channel_by_event`], the most specific pattern first.
+    pub by_event: Vec<(EventPattern, Template)>,
+}
+
+impl Route {
+    /// The channel `event` goes to: the first pattern it matches, else `channel`.
+    pub fn channel_for(&self, event: &EventName) -> &Template {
+        self.by_event.iter().find(|(p, _)| p.matches(event)).map_or(&self.channel, |(_, t)| t)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +403,12 @@ fn build_source(name: String, rs: RawSource, env: &dyn Fn(&str) -> Option<String
     let events = build_events(&at, rs.events.as_deref(), problems);
     check_routing(&at, spec, &rs, native, problems);
     let route = if native { build_route(&at, &name, &rs, problems) } else { None };
+    if !native && !rs.channel_by_event.is_empty() {
+        problems.push(format!(
+            "{at}.channel_by_event: this source's channel comes from {}; channel_by_event applies to a sender's own body",
+            if matches!(spec.body, BodyShape::Own { .. }) { "its kind" } else { "each delivery's \"channel\"" }
+        ));
+    }
     check_options(&at, spec, &rs, problems);
     let kind = (spec.build)(&mut Build { at: &at, name: &name, raw: &rs, secret, problems });
     let delivery_header = match rs.delivery_header.as_deref() {
@@ -472,12 +487,29 @@ fn build_route(at: &str, name: &str, rs: &RawSource, problems: &mut Vec<String>)
     };
     let channel = template("channel", &rs.channel).or_else(|| rs.channel.is_none().then(|| Template::literal(name)));
     let event = template("event", &rs.event);
-    if let Some(fixed) = channel.as_ref().and_then(Template::fixed) {
-        if let Err(e) = Channel::parse(fixed) {
-            problems.push(format!("{at}.channel: {e}"));
+    let fixed_problem = |field: &str, t: &Template| match t.fixed().map(Channel::parse) {
+        Some(Err(e)) => Some(format!("{at}.{field}: {e}")),
+        _ => None,
+    };
+    problems.extend(channel.as_ref().and_then(|c| fixed_problem("channel", c)));
+    let mut by_event = vec![];
+    for (pattern, target) in &rs.channel_by_event {
+        let field = format!("channel_by_event.{pattern:?}");
+        let p = EventPattern::parse(pattern).map_err(|_| {
+            format!("{at}.channel_by_event: {pattern:?} is neither an event name nor a prefix ending in '*' (as \"release.*\")")
+        });
+        let t = Template::parse(target).map_err(|e| format!("{at}.{field}: {e}"));
+        match (p, t) {
+            (Ok(p), Ok(t)) => {
+                problems.extend(fixed_problem(&field, &t));
+                by_event.push((p, t));
+            }
+            (p, t) => problems.extend(p.err().into_iter().chain(t.err())),
         }
     }
-    channel.map(|channel| Route { channel, event })
+    // Most specific first: exact names, then longer prefixes.
+    by_event.sort_by_key(|(p, _)| (p.as_str().ends_with('*'), std::cmp::Reverse(p.as_str().len())));
+    channel.map(|channel| Route { channel, event, by_event })
 }
 
 /// Settings set on a kind that does not read them.
@@ -654,6 +686,55 @@ mod tests {
         None
     }
     const LONG: &str = "a-long-enough-secret-0123456789";
+    /// A secret of the kind's shape: Stripe's start with whsec_.
+    fn secret_for(kind: &str) -> &'static str {
+        if kind == "stripe" {
+            "whsec_a-long-enough-secret-0123456789"
+        } else {
+            LONG
+        }
+    }
+
+    /// A channel per event pattern: the most specific pattern wins, an
+    /// event none matches goes to `channel`; where the channel comes from
+    /// the delivery or the kind, it is refused with why.
+    #[test]
+    fn a_channel_per_event_pattern() {
+        let mut s = src("github", Some(LONG), None);
+        s.channel = Some("github/other".into());
+        s.channel_by_event =
+            [("release.*", "releases/{repository.name}"), ("release.published", "published"), ("*", "everything")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        let cfg = Config::build(raw(&[("gh", s.clone())]), &no_env).unwrap();
+        let route = cfg.sources["gh"].route.clone().unwrap();
+        let to = |e: &str| route.channel_for(&EventName::parse(e).unwrap()).as_str().to_owned();
+        assert_eq!(to("release.published"), "published", "an exact name first");
+        assert_eq!(to("release.created"), "releases/{repository.name}", "then the longest prefix");
+        assert_eq!(to("push"), "everything");
+        s.channel_by_event.remove("*");
+        let route = Config::build(raw(&[("gh", s.clone())]), &no_env).unwrap().sources["gh"].route.clone().unwrap();
+        assert_eq!(route.channel_for(&EventName::parse("push").unwrap()).as_str(), "github/other", "none matches: channel");
+
+        s.channel_by_event = [("rel ease".to_owned(), "x".to_owned()), ("push".to_owned(), "a b".to_owned())].into();
+        let err = Config::build(raw(&[("gh", s)]), &no_env).unwrap_err().to_string();
+        assert!(err.contains("sources.gh.channel_by_event: \"rel ease\" is neither an event name nor a prefix"), "{err}");
+        assert!(err.contains("sources.gh.channel_by_event.\"push\": "), "{err}");
+        let mut z = src("token", Some(LONG), Some(&["zaps/*"]));
+        z.channel_by_event = [("a".to_owned(), "b".to_owned())].into();
+        let err = Config::build(raw(&[("zapier", z)]), &no_env).unwrap_err().to_string();
+        assert!(err.contains("sources.zapier.channel_by_event: this source's channel comes from each delivery's \"channel\""), "{err}");
+    }
+
+    /// A Stripe secret without its whsec_ would make every delivery 401:
+    /// refused at start-up, its value not shown.
+    #[test]
+    fn a_stripe_secret_without_whsec_is_refused_at_start_up() {
+        let err = Config::build(raw(&[("billing", src("stripe", Some(LONG), None))]), &no_env).unwrap_err().to_string();
+        assert!(err.contains("sources.billing.secret: a Stripe endpoint's signing secret starts with whsec_"), "{err}");
+        assert!(!err.contains(LONG), "{err}");
+    }
 
     #[test]
     fn an_unset_secret_env_is_named_when_it_is_shaped_as_a_name() {
@@ -757,7 +838,7 @@ mod tests {
             assert!(Config::build(raw(&[("zapier", s)]), &no_env).is_ok(), "{kind}: an empty list is a choice (ids only)");
         }
         for kind in ["github", "vercel", "stripe", "shopify", "sanity", "contentful", "strapi"] {
-            assert!(Config::build(raw(&[("s", src(kind, Some(LONG), None))]), &no_env).is_ok(), "{kind}");
+            assert!(Config::build(raw(&[("s", src(kind, Some(secret_for(kind)), None))]), &no_env).is_ok(), "{kind}");
         }
     }
 
@@ -922,7 +1003,7 @@ mod tests {
     #[test]
     fn sender_kinds_and_their_options() {
         let with = |kind: &str, edit: &dyn Fn(&mut RawSource)| {
-            let mut s = src(kind, Some(LONG), None);
+            let mut s = src(kind, Some(secret_for(kind)), None);
             edit(&mut s);
             Config::build(raw(&[("s", s)]), &no_env)
         };

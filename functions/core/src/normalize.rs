@@ -198,7 +198,7 @@ fn native(source: &Source, route: &Route, parsed: Body, topic: Option<&str>) -> 
             .map_err(|e| HookError::BadPayload(format!("the {kind} event type cannot be an event name: {e}")))?,
         (None, None) => return Err(HookError::BadPayload(format!("a {kind} body names no event; set event = \"…\""))),
     };
-    let channel = route.channel.channel(&body)?;
+    let channel = route.channel_for(&event).channel(&body)?;
     let data = match &source.fields {
         Some(fields) => project(&body, fields),
         None => project(&body, default_fields(&source.kind)),
@@ -548,10 +548,11 @@ pub(crate) mod tests {
     }
     /// A source built from configuration, as a user writes it.
     pub(crate) fn configured(kind: &str, edit: impl FnOnce(&mut crate::config::RawSource)) -> Source {
-        let secret = if matches!(kind, "svix" | "standard") {
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-        } else {
-            "a-long-enough-secret-0123"
+        let secret = match kind {
+            "svix" | "standard" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            // Stripe's signing secrets start with whsec_ (refused otherwise).
+            "stripe" => "whsec_a-long-enough-secret-0123",
+            _ => "a-long-enough-secret-0123",
         };
         let mut raw = crate::config::RawSource { kind: kind.into(), secret: Some(secret.into()), ..Default::default() };
         edit(&mut raw);

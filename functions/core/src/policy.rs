@@ -66,7 +66,7 @@ pub fn reachable(config: &crate::config::Config, channel: &crate::channel::Chann
     };
     let by_source = config.sources.values().any(|s| {
         s.channels.iter().any(|p| p.matches(channel))
-            || s.route.as_ref().is_some_and(|r| prefix(r.channel.as_str()))
+            || s.route.as_ref().is_some_and(|r| prefix(r.channel.as_str()) || r.by_event.iter().any(|(_, t)| prefix(t.as_str())))
             || match &s.kind {
                 SourceKind::Netlify { form_channels, .. } => {
                     c == "deploys"

@@ -53,6 +53,12 @@ pub struct RawSource {
     /// 200 `{"ignored":true}` (so the sender does not retry) and stored
     /// nowhere. Unset: every event.
     pub events: Option<Vec<String>>,
+    /// A channel per event (`"release.*" = "releases"`, `"push" =
+    /// "commits/{repository.name}"`): event patterns, the most specific
+    /// first (an exact name, then the longest prefix), each to a channel or a
+    /// template; an event none matches goes to `channel`. Sender bodies only.
+    #[serde(default)]
+    pub channel_by_event: BTreeMap<String, String>,
     /// Kinds whose sender signs a time: allowed clock skew (default 300 s;
     /// `contentful` 30 s, as Contentful's toolkit).
     pub tolerance_secs: Option<u64>,

@@ -31,7 +31,7 @@ fn sources() -> Vec<Source> {
         channels: vec![],
         delivery_header: delivery.map(str::to_owned),
         fields: None,
-        route: Some(Route { channel: Template::parse("x/{a.b}").unwrap(), event: None }),
+        route: Some(Route { channel: Template::parse("x/{a.b}").unwrap(), event: None, by_event: vec![] }),
         events: None,
     };
     let tol = Duration::from_secs(300);

@@ -29,6 +29,10 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     ("gh-deploys", r#"kind = "github", secret = "github-e2e-secret-0123456789""#),
     (
+        "gh-routes",
+        r#"kind = "github", secret = "github-e2e-secret-0123456789", channel = "gh-other", channel_by_event = { "release.*" = "releases/{repository.name}", "push" = "pushes" }, fields = ["repository.full_name"]"#,
+    ),
+    (
         "netlify",
         r#"kind = "netlify", secret = "netlify-e2e-secret-0123456789", forms = { contact = { fields = ["name", "message"] } }"#,
     ),
@@ -198,6 +202,28 @@ pub fn cases() -> Vec<Case> {
             "release.published",
             json!({"release": {"tag_name": "0.0.1"}, "repository": {"full_name": "Codertocat/Hello-World"}}),
         ),
+        // One source, a channel per event pattern: a release to its
+        // repository's releases channel, a push to pushes.
+        c(
+            "gh-routes",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/release-published.json",
+            vec![("X-GitHub-Event", "release"), ("X-GitHub-Delivery", "5e1f0000-cc78-11e3-81ab-routes000001")],
+            "releases/Hello-World",
+            "release.published",
+            json!({"repository": {"full_name": "Codertocat/Hello-World"}}),
+        ),
+        c(
+            "gh-routes",
+            "github",
+            "github-e2e-secret-0123456789",
+            "github/push.json",
+            vec![("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "5e1f0000-cc78-11e3-81ab-routes000002")],
+            "pushes",
+            "push",
+            json!({"repository": {"full_name": "Codertocat/Hello-World"}}),
+        ),
         c(
             "gh-deploys",
             "github",
@@ -346,17 +372,24 @@ pub fn cases() -> Vec<Case> {
 mod tests {
     use super::*;
 
-    /// What the AWS stack takes: the sources without a secret, and every
-    /// secret under its source's name.
+    /// The one file names every secret and writes none: each source's
+    /// `secret_env` variable holds the secret the cases sign with.
     #[test]
-    fn secrets_go_apart_from_the_sources() {
-        let all: Vec<&str> = SOURCES.iter().map(|(name, _)| *name).collect();
-        let line = sources_config_without_secrets(&all);
-        assert!(!line.contains("secret") && !line.contains("0123456789"), "{line}");
-        assert!(line.contains(r#"github = { kind = "github", channel = "releases""#), "{line}");
-        let secrets: serde_json::Map<String, Value> = serde_json::from_str(&secrets_json(&all)).unwrap();
-        assert_eq!(secrets.len(), SOURCES.len());
-        assert_eq!(secrets["contentful"], CONTENTFUL_SECRET);
-        assert_eq!(secrets["zapier"], "zapier-e2e-token-0123456789");
+    fn the_one_file_names_its_secrets_and_writes_none() {
+        let file = one_file();
+        let parsed: toml::Table = toml::from_str(&file).unwrap();
+        let sources = parsed["sources"].as_table().unwrap();
+        assert_eq!(sources.len(), SOURCES.len());
+        let vars: std::collections::HashMap<String, String> = secret_env_vars().into_iter().collect();
+        for (name, table) in SOURCES {
+            let source = sources[*name].as_table().unwrap();
+            assert!(!source.contains_key("secret"), "{name}: a secret written in");
+            let var = source["secret_env"].as_str().unwrap();
+            assert_eq!(vars[var], secret_var(name, table).1, "{name}");
+        }
+        assert_eq!(vars["HOOKCAST_E2E_CONTENTFUL"], CONTENTFUL_SECRET);
+        assert!(!file.contains("0123456789"), "no secret value in the file: {file}");
+        assert_eq!(parsed["private"]["channels"][0].as_str(), Some(PRIVATE_CHANNEL));
+        assert_eq!(parsed["state"]["releases"].as_str(), Some("last"));
     }
 }

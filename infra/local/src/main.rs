@@ -256,7 +256,8 @@ fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Opt
         println!("    zapier    x-hookcast-token    {}", sec.zapier);
         println!("    hmac      X-Hub-Signature-256 {}", sec.hmac);
         println!("    standard  webhook secret      {}", sec.standard);
-        println!("    github, vercel, stripe, shopify, sanity, contentful: the hmac secret; svix: the standard one;");
+        println!("    github, vercel, shopify, sanity, contentful: the hmac secret; stripe: whsec_ and the hmac secret;");
+        println!("    svix: the standard one;");
         println!("    strapi: the zapier token (as Authorization: Bearer)");
         println!("  zapier, hmac and standard forward only the fields {}", settings::DEV_FIELDS.join(", "));
         println!();

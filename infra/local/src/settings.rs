@@ -264,11 +264,17 @@ pub fn dev_settings(secrets: &DevSecrets, cli: &Overrides) -> Result<Settings, E
     sources.insert("hmac".into(), src("hmac", &secrets.hmac, any()));
     sources.insert("standard".into(), src("standard", &secrets.standard, any()));
     // Each sender's own kind, to try with `hookcast send --kind <kind>`: the
-    // signing senders share the hmac secret, Svix the standard one, Strapi
+    // signing senders share the hmac secret (Stripe's with whsec_ before
+    // it, as Stripe's are), Svix the standard one, Strapi
     // the Zapier token. Each publishes to the channel of its name.
     for kind in SPECS.iter().filter(|k| matches!(k.body, BodyShape::Native)) {
+        let prefixed;
         let secret = match kind.secret {
             SecretForm::Key => &secrets.hmac,
+            SecretForm::Prefixed(p) => {
+                prefixed = format!("{p}{}", secrets.hmac);
+                &prefixed
+            }
             SecretForm::Whsec => &secrets.standard,
             SecretForm::Token => &secrets.zapier,
         };

@@ -286,13 +286,15 @@ async fn hookcast_dev_has_every_sender_kind_to_try() {
     }
     for kind in kinds {
         let secret = match kind {
-            "svix" => &secrets.standard,
-            "strapi" => &secrets.zapier,
-            _ => &secrets.hmac,
+            "svix" => secrets.standard.clone(),
+            "strapi" => secrets.zapier.clone(),
+            // Stripe's secrets start with whsec_ (refused otherwise).
+            "stripe" => format!("whsec_{}", secrets.hmac),
+            _ => secrets.hmac.clone(),
         };
         let url = format!("http://{}/hooks/{kind}", running.addr);
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookcast"))
-            .args(["send", "--url", &url, "--kind", kind, "--secret", secret])
+            .args(["send", "--url", &url, "--kind", kind, "--secret", &secret])
             .output()
             .await
             .unwrap();
@@ -305,7 +307,7 @@ async fn hookcast_dev_has_every_sender_kind_to_try() {
 
 /// One `hookcast.toml` for both hosts, as a user keeps it: every sender
 /// kind, each secret named by `secret_env` (none written in it), a private
-/// channel and state rules. The same file is checked for both hosts
+/// channel, state rules, an event filter and a channel per event pattern. The same file is checked for both hosts
 /// (`hookcast check`, `hookcast check --aws`), run by `hookcast serve`, and
 /// run by the AWS stack as AWS runs it: `hookcast emulate` on `sam build`'s
 /// output (the real bootstraps), the file as the stack's config layer, its
@@ -342,15 +344,15 @@ async fn one_hookcast_toml_on_both_hosts() {
         stdout
     };
     // Ready for both hosts: all 13 sources, the private channel, the state rules.
-    assert!(run(&["check", "--config", config]).contains("ready for hookcast serve: 13 sources"));
+    assert!(run(&["check", "--config", config]).contains("ready for hookcast serve: 14 sources"));
     let aws = run(&["check", "--aws", "--config", config]);
     assert!(
-        aws.contains("ready for the AWS stack: 13 sources") && aws.contains("1 private channel pattern, 2 state rules"),
+        aws.contains("ready for the AWS stack: 14 sources") && aws.contains("1 private channel pattern, 2 state rules"),
         "{aws}"
     );
     let secrets = run(&["secrets", "--config", config]);
     let parsed: Value = serde_json::from_str(secrets.trim()).unwrap();
-    assert_eq!(parsed.as_object().map(|o| o.len()), Some(13), "a secret per source");
+    assert_eq!(parsed.as_object().map(|o| o.len()), Some(14), "a secret per source");
     let secrets_file = dir.path().join("secrets.json");
     std::fs::write(&secrets_file, secrets.trim()).unwrap();
     let token = run(&["token", "--channel", hookcast_testkit::senders::PRIVATE_CHANNEL, "--config", config]).trim().to_owned();

@@ -70,6 +70,8 @@ pub enum SecretForm {
     Whsec,
     /// A token the sender sends as is.
     Token,
+    /// An HMAC key used as given, which always starts with this (Stripe's `whsec_`).
+    Prefixed(&'static str),
 }
 
 /// What `hookcast send` was asked for; a kind reads what applies to it.

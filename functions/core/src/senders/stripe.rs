@@ -18,7 +18,7 @@ pub const SIGNATURE: &str = "stripe-signature";
 pub const SPEC: Spec = Spec {
     name: "stripe",
     body: BodyShape::Native,
-    secret: SecretForm::Key,
+    secret: SecretForm::Prefixed("whsec_"),
     options: &[],
     tolerance: super::always,
     signs_delivery: true,
@@ -36,7 +36,18 @@ pub struct Options<'a> {
 
 fn build(b: &mut Build<'_>) -> Option<SourceKind> {
     let tolerance = b.tolerance(300);
-    b.secret.take().map(|s| SourceKind::Stripe { secret: Secret::new(s), tolerance })
+    let secret = b.secret.take()?;
+    // Every Stripe signing secret starts so; without it every delivery would be 401.
+    if !secret.starts_with("whsec_") {
+        b.problem(format!(
+            "{}.secret: a Stripe endpoint's signing secret starts with whsec_ (Stripe Dashboard, Developers, Webhooks, \
+             your endpoint, Signing secret); this one does not (its value is not shown), so every delivery would be \
+             refused",
+            b.at
+        ));
+        return None;
+    }
+    Some(SourceKind::Stripe { secret: Secret::new(secret), tolerance })
 }
 
 impl Sender for Options<'_> {

@@ -23,8 +23,32 @@ fn api_id() -> String {
     (0..10).map(|_| A[rand::random::<u32>() as usize % A.len()] as char).collect()
 }
 
+/// Brings up moto for a checkout where the test command has not run: a
+/// `.tools/venv` with moto alone, at the version `tests/aws/requirements.txt`
+/// pins (the test command later makes the venv again with everything).
+async fn install_moto(project: &Path) -> Result<(), String> {
+    let pin = std::fs::read_to_string(project.join("tests/aws/requirements.txt"))
+        .ok()
+        .and_then(|r| r.lines().find(|l| l.starts_with("moto")).map(|l| l.trim().to_owned()))
+        .unwrap_or_else(|| "moto[server]".into());
+    let venv = project.join(".tools/venv");
+    let command = format!("python3 -m venv {v} && {v}/bin/pip install '{pin}'", v = venv.display());
+    eprintln!("hookcast emulate: no moto in {}; installing it once: {command}", venv.display());
+    let steps: [(&str, Vec<String>); 2] = [
+        ("python3", vec!["-m".into(), "venv".into(), venv.display().to_string()]),
+        (&format!("{}/bin/pip", venv.display()), vec!["install".into(), "-q".into(), "--disable-pip-version-check".into(), pin]),
+    ];
+    for (program, args) in steps {
+        let ok = tokio::process::Command::new(program).args(&args).status().await.map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            return Err(format!("no moto to start, and installing it failed; run `{command}` yourself, or pass --aws-endpoint URL"));
+        }
+    }
+    Ok(())
+}
+
 /// Starts moto's server from the project's venv (beside the template, or in
-/// the working directory); its URL.
+/// the working directory), installed there first if need be; its URL.
 async fn start_moto(project: &Path) -> Result<(tokio::process::Child, String), String> {
     let here = std::env::current_dir().unwrap_or_default();
     let project = [project, here.as_path()]
@@ -33,12 +57,14 @@ async fn start_moto(project: &Path) -> Result<(tokio::process::Child, String), S
         .unwrap_or(project);
     let python = project.join(".tools/venv/bin/python");
     let script = project.join("tests/aws/moto_server.py");
-    if !python.exists() || !script.exists() {
+    if !script.exists() {
         return Err(format!(
-            "no moto to start: {} or {} is missing (run ./tests/run once, which installs it, or pass --aws-endpoint URL)",
-            python.display(),
+            "no moto to start: {} is missing (run hookcast emulate in a hookcast checkout, or pass --aws-endpoint URL)",
             script.display()
         ));
+    }
+    if !python.exists() {
+        install_moto(project).await?;
     }
     let mut child = tokio::process::Command::new(&python)
         .arg(&script)
