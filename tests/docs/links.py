@@ -79,7 +79,8 @@ def anchors(path):
 
 
 def main():
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=True, capture_output=True, text=True).stdout.strip()
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], check=True, capture_output=True, text=True).stdout.strip()
     os.chdir(root)
     files = tracked_markdown(root)
     broken, checked = [], 0
