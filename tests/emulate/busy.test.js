@@ -29,7 +29,7 @@ const PARAMS = [
   `NetlifySecret=${NETLIFY_SECRET}`, `ZapierToken=${ZAPIER}`, 'AllowedOrigins=http://127.0.0.1:*,http://127.0.0.1',
   'AlertEmail=none',
   // 200 webhooks a second, each in flight for tens of milliseconds, need
-  // more than the default 10 set aside (the README says so beside the
+  // more than the default 10 set aside (docs/deploy-aws.md says so beside the
   // parameter); the account's pool is AWS's 1,000.
   'WebhookReservedConcurrency=50',
 ];

@@ -25,7 +25,7 @@
 //  (c) the attacking connection is closed, where the attack is one, and a
 //      flooding address is refused at $connect after 3 closes an hour.
 // The last test prints the table of what each attack costs per hour and what
-// stops it (for the README).
+// stops it (for docs/deploy-aws.md).
 //
 // HOSTILE_REPORT_ONLY=1 turns every verdict into a report (for measuring the
 // code before issue 35, which had no budgets): the figures are printed and

@@ -92,7 +92,7 @@ fn missing_secrets(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>, pr
         if source.secret.is_none() && env(&var).filter(|v| !v.is_empty()).is_none() {
             problems.push(format!(
                 "sources.{name}: no secret in the stack's secrets; put it under \"{name}\" in the SenderSecrets secret \
-                 (`hookcast secrets --config hookcast.toml` prints them all as its JSON; README: Deploy to AWS)"
+                 (`hookcast secrets --config hookcast.toml` prints them all as its JSON; docs/deploy-aws.md)"
             ));
             source.secret_env = None;
             stand_ins.push(var);
@@ -302,7 +302,7 @@ mod tests {
             vec![
                 "environment variable HOOKCAST_TABLE is not set",
                 "sources.n: no secret in the stack's secrets; put it under \"n\" in the SenderSecrets secret (`hookcast secrets \
-             --config hookcast.toml` prints them all as its JSON; README: Deploy to AWS)",
+             --config hookcast.toml` prints them all as its JSON; docs/deploy-aws.md)",
             "allowed_origins is empty: list your site's origins in hookcast.toml (allowed_origins = [\"https://example.netlify.app\"]) \
              or the stack's AllowedOrigins parameter; [\"*\"] allows any site"
             ]

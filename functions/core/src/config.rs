@@ -724,7 +724,10 @@ mod tests {
         let mut z = src("token", Some(LONG), Some(&["zaps/*"]));
         z.channel_by_event = [("a".to_owned(), "b".to_owned())].into();
         let err = Config::build(raw(&[("zapier", z)]), &no_env).unwrap_err().to_string();
-        assert!(err.contains("sources.zapier.channel_by_event: this source's channel comes from each delivery's \"channel\""), "{err}");
+        assert!(
+            err.contains("sources.zapier.channel_by_event: this source's channel comes from each delivery's \"channel\""),
+            "{err}"
+        );
     }
 
     /// A Stripe secret without its whsec_ would make every delivery 401:

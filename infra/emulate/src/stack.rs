@@ -7,6 +7,7 @@ mod apis;
 mod args;
 mod functions;
 mod layers;
+mod place;
 mod provision;
 
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use crate::runtime::Function;
 use crate::template::Template;
 
 pub use args::EmulateArgs;
-use functions::{start_functions, Functions, Place};
+use functions::{start_functions, Functions};
+use place::Place;
 use provision::{provision, suffix, Provisioned};
 
 /// Why the stack did not start, or stopped: each as a person reads it

@@ -54,7 +54,7 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         opts: ServeOpts,
-        /// The TOML configuration: sources, allowed origins, limits (README: Configure it).
+        /// The TOML configuration: sources, allowed origins, limits (docs/configuration.md).
         #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
         config: PathBuf,
     },

@@ -101,7 +101,7 @@ pub fn read_shared(path: &Path) -> Result<RawConfig, Error> {
 fn read(path: &Path) -> Result<File, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            " (write one: see README, Configure it; or run `hookcast dev` for the demo with generated secrets)"
+            " (write one: see docs/configuration.md; or run `hookcast dev` for the demo with generated secrets)"
         } else {
             ""
         };

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::args::EmulateArgs;
+use super::place::Place;
 use super::provision::Queues;
 use crate::keys::only_keys;
 use crate::runtime::{Function, FunctionSpec};
 use crate::sources::{QueueSource, StreamSource};
-use crate::template::{str_of, Attrs, Template};
+use crate::template::str_of;
 
 /// `MaximumBatchingWindowInSeconds` of an event source (0 when unset).
 fn batching_window(props: &Map<String, Value>, what: &str) -> Result<Duration, String> {
@@ -24,21 +24,6 @@ fn batching_window(props: &Map<String, Value>, what: &str) -> Result<Duration, S
             .map(Duration::from_secs)
             .map_err(|_| format!("{what}: MaximumBatchingWindowInSeconds {w:?} is not a whole number of seconds")),
     }
-}
-
-/// Where the functions start: the template, resolved, and what they call.
-pub(super) struct Place<'a> {
-    pub(super) args: &'a EmulateArgs,
-    pub(super) t: &'a Template,
-    pub(super) attrs: &'a Attrs,
-    /// The DynamoDB front's URL (the functions' AWS endpoint).
-    pub(super) front_url: &'a str,
-    pub(super) meter: &'a Arc<crate::bill::Meter>,
-    /// execute-api hosts → where those APIs are here.
-    pub(super) rewrites: &'a [(String, String)],
-    pub(super) queues: &'a Queues,
-    /// Where each function's stand-in for /opt goes ([`super::layers`]).
-    pub(super) opt_dir: &'a std::path::Path,
 }
 
 /// The functions, and what their events attach them to.

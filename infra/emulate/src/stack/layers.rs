@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::functions::Place;
+use super::place::Place;
 use crate::template::str_of;
 
 /// "You can add up to five layers to a Lambda function" ("Adding layers to

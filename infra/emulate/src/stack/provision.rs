@@ -41,7 +41,9 @@ async fn install_moto(project: &Path) -> Result<(), String> {
     for (program, args) in steps {
         let ok = tokio::process::Command::new(program).args(&args).status().await.map(|s| s.success()).unwrap_or(false);
         if !ok {
-            return Err(format!("no moto to start, and installing it failed; run `{command}` yourself, or pass --aws-endpoint URL"));
+            return Err(format!(
+                "no moto to start, and installing it failed; run `{command}` yourself, or pass --aws-endpoint URL"
+            ));
         }
     }
     Ok(())
