@@ -1,7 +1,7 @@
 //! Lambda configuration from the environment, through the same typed schema
 //! the local binary reads from TOML. Every problem is listed at once.
 
-use hookcast_core::config::{Config, ConfigError, RawConfig, RawPrivate};
+use hookcast_core::config::{Config, ConfigError, RawConfig, RawPrivate, PRIVATE_SECRET_ENV};
 
 /// Which function is starting: each reads only what it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +71,25 @@ fn read_config(env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>)
         (None, Some(inline)) => ("HOOKCAST_CONFIG", inline),
         (None, None) => return RawConfig::default(),
     };
-    let parsed = toml::from_str::<toml::Table>(&text).map_err(|e| e.to_string()).and_then(|mut table| {
+    let parsed = toml::from_str::<toml::Table>(&text).map_err(|e| located(&text, &e)).and_then(|mut table| {
         table.remove("server");
-        serde::Deserialize::deserialize(toml::Value::Table(table)).map_err(|e: toml::de::Error| e.to_string())
+        serde::Deserialize::deserialize(toml::Value::Table(table)).map_err(|e: toml::de::Error| located(&text, &e))
     });
     parsed.unwrap_or_else(|e| {
         problems.push(format!("{name}: {}", e.trim_end()));
         RawConfig::default()
     })
+}
+
+/// Where and what, never the offending line (toml's own rendering shows
+/// it, and it may hold a secret: the function's log would keep it).
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {}, column {column}: ", before.matches('\n').count() + 1)
+    });
+    format!("{}{}", at.unwrap_or_default(), e.message().trim_end())
 }
 
 /// A source with no secret where the stack keeps them is named with where
@@ -197,11 +208,34 @@ impl LambdaConfig {
         if !matches!(role, Role::Webhook | Role::Message) {
             raw.private = None;
         }
-        // The build looks up only secrets: the sources' (stood in for) and
-        // the subscribe secret (the message function's own, real).
+        // On AWS the subscribe secret is the stack's SubscribeSecret and
+        // nothing else: a [private] secret_env names a variable of the laptop,
+        // which no function has (and which the stand-ins below must never
+        // answer, or tokens signed with a public key would open private
+        // channels).
+        if let Some(p) = raw.private.as_mut() {
+            p.secret_env = None;
+            let subscribe = env(PRIVATE_SECRET_ENV).filter(|v| !v.is_empty());
+            if p.secret.is_none() && subscribe.is_none() && !p.channels.is_empty() {
+                problems.push(
+                    "private: the stack's SubscribeSecret parameter (HOOKCAST_SUBSCRIBE_SECRET) is empty; [private] \
+                     channels need it (16+ characters) to sign and check subscribe tokens"
+                        .into(),
+                );
+                p.secret = Some(STAND_IN.into());
+            }
+        }
+        // The build looks up only secrets: the sources' (stood in for, by
+        // their names alone) and the subscribe secret (real).
+        let source_vars: Vec<String> = raw.sources.keys().map(|n| hookcast_core::config::secret_env_name(n)).collect();
+        if role == Role::Message {
+            for source in raw.sources.values_mut() {
+                source.secret_env = None;
+            }
+        }
         let stand_in = |k: &str| match role {
             // A shape every kind takes (Standard Webhooks' whsec_ and base64).
-            Role::Message if k != hookcast_core::config::PRIVATE_SECRET_ENV => Some(STAND_IN.to_owned()),
+            Role::Message if source_vars.iter().any(|v| v == k) => Some(STAND_IN.to_owned()),
             _ => env(k),
         };
         let core =
@@ -251,6 +285,35 @@ mod tests {
         move |k| vars.get(k).cloned()
     }
 
+    /// A `[private] secret_env` names a laptop's variable: on AWS the
+    /// subscribe secret is the stack's SubscribeSecret alone, and without it
+    /// the cold start stops saying so; never a stand-in key, whose tokens
+    /// anyone could sign.
+    #[test]
+    fn private_channels_on_aws_need_the_stacks_subscribe_secret() {
+        let file = "allowed_origins = [\"https://a.example\"]\n[sources.gh]\nkind = \"github\"\n\
+                    [private]\nchannels = [\"orders/*\"]\nsecret_env = \"MY_SUBSCRIBE_SECRET\"\n";
+        for role in [Role::Message, Role::Webhook] {
+            let env = env_with(&[
+                (CONFIG_FILE_KEY, file),
+                ("HOOKCAST_SECRET_GH", "gh-secret-from-the-stack-0123"),
+                ("MY_SUBSCRIBE_SECRET", "a-laptop-variable-no-function-has"),
+            ]);
+            let err = LambdaConfig::from_env(&env, role).unwrap_err().to_string();
+            assert!(
+                err.contains("private: the stack's SubscribeSecret parameter (HOOKCAST_SUBSCRIBE_SECRET) is empty"),
+                "{role:?}: {err}"
+            );
+            let env = env_with(&[
+                (CONFIG_FILE_KEY, file),
+                ("HOOKCAST_SECRET_GH", "gh-secret-from-the-stack-0123"),
+                (PRIVATE_SECRET_ENV, "the-stacks-subscribe-secret-0123"),
+            ]);
+            let cfg = LambdaConfig::from_env(&env, role).unwrap_or_else(|e| panic!("{role:?}: {e}"));
+            assert_eq!(cfg.core.private.unwrap().secret.expose(), b"the-stacks-subscribe-secret-0123", "{role:?}");
+        }
+    }
+
     /// The config layer's file is the local binary's, `[server]` and all;
     /// its sources' secrets come from the stack's secrets by source name,
     /// whatever `secret_env` names on the laptop.
@@ -288,9 +351,13 @@ mod tests {
         let both = env_with(&[(CONFIG_FILE_KEY, file), ("HOOKCAST_CONFIG", "[sources.n]\nkind = \"netlify\"\n")]);
         let err = LambdaConfig::from_env(&both, Role::Fanout).unwrap_err().to_string();
         assert!(err.contains("HOOKCAST_CONFIG is set beside the config layer's hookcast.toml"), "{err}");
-        // A mistake in the file names the file.
+        // A mistake in the file names the file, and where, never the line (it may hold a secret).
         let err = LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, "[sourcez.a]\n")]), Role::Fanout).unwrap_err().to_string();
         assert!(err.contains("hookcast.toml: unknown field `sourcez`"), "{err}");
+        let broken = "[sources.gh]\nkind = \"github\"\nsecret = \"hunter2-very-secret\" trailing\n";
+        let err = LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, broken)]), Role::Fanout).unwrap_err().to_string();
+        assert!(err.contains("hookcast.toml: line 3, column"), "{err}");
+        assert!(!err.contains("hunter2"), "the line is shown: {err}");
     }
 
     #[test]

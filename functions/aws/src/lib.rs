@@ -78,8 +78,17 @@ impl Startup {
         let arns = std::env::var("HOOKCAST_SECRETS_ARN").unwrap_or_default();
         if matches!(role, env::Role::Webhook | env::Role::Message) {
             for arn in arns.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                // An empty value is no value: a later secret fills what an earlier one left empty.
-                secrets.extend(fetch_secrets(&sdk, arn).await?.into_iter().filter(|(_, v)| !v.is_empty()));
+                for (k, v) in fetch_secrets(&sdk, arn).await? {
+                    // An empty value is no value: a later secret fills what an
+                    // earlier one left empty. The stack's own settings (its
+                    // "@" keys, read first) are never taken over by a secret
+                    // a user fills; a source's secret in a later one wins.
+                    let setting = !k.starts_with("HOOKCAST_SECRET_");
+                    if v.is_empty() || (setting && secrets.contains_key(&k)) {
+                        continue;
+                    }
+                    secrets.insert(k, v);
+                }
             }
         }
         let config_file = read_config_layer()?;

@@ -320,6 +320,7 @@ async fn channel_read<L: EventLog>(
 ) -> Response {
     let hooks = &st.hooks;
     let answer = async {
+        let params = ReadParams::parse(query.as_deref())?;
         let (name, read) = match (path.strip_suffix("/events"), path.strip_suffix("/head")) {
             (Some(name), _) => (name, Read::Events),
             (None, Some(name)) => (name, Read::Head),
@@ -331,7 +332,7 @@ async fn channel_read<L: EventLog>(
                 ))
             }
         };
-        let params = ReadParams::parse(query.as_deref(), read)?;
+        params.fit(read)?;
         let channel = Channel::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_channel", e))?;
         let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         // Tokens are base64url with dots: nothing in them needs percent-decoding.
@@ -360,7 +361,7 @@ enum Read {
 
 /// A channel read's query: each parameter at most once, and only these (a
 /// repeated or misspelt one is an error, never silently the first or
-/// ignored); `/head` takes only `token`.
+/// ignored), checked before the path; `/head` takes only `token` ([`Self::fit`]).
 #[derive(Default)]
 struct ReadParams {
     since: Option<String>,
@@ -369,7 +370,7 @@ struct ReadParams {
 }
 
 impl ReadParams {
-    fn parse(query: Option<&str>, read: Read) -> Result<Self, ApiError> {
+    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message);
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| invalid("the query string does not decode".into()))?;
@@ -390,14 +391,20 @@ impl ReadParams {
                 return Err(invalid(format!("{k} is given more than once")));
             }
         }
-        if read == Read::Head {
-            if let Some(k) =
-                [("since", &params.since), ("epoch", &params.epoch)].iter().find(|(_, v)| v.is_some()).map(|(k, _)| k)
-            {
-                return Err(invalid(format!("{k} does not apply to /head; it takes token")));
-            }
-        }
         Ok(params)
+    }
+
+    /// `/head` takes only `token` (the others named in the order the keys sort).
+    fn fit(&self, read: Read) -> Result<(), ApiError> {
+        let extra = [("epoch", &self.epoch), ("since", &self.since)].into_iter().find(|(_, v)| v.is_some() && read == Read::Head);
+        match extra {
+            Some((k, _)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{k} does not apply to /head; it takes token"),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn since(&self) -> Result<u64, ApiError> {
@@ -438,7 +445,8 @@ async fn head<L: EventLog>(hooks: &Hooks<L>, channel: &Channel) -> Result<String
     Ok(serde_json::to_string(&HeadAnswer { channel, epoch: &h.epoch, seq: h.head }).unwrap_or_default())
 }
 
-/// The `/events` answer (its keys in the order every answer has had).
+/// The `/events` answer: its keys in the order they had (sorted); each
+/// event's in the order of the WebSocket frame's.
 #[derive(serde::Serialize)]
 struct EventsAnswer<'a> {
     channel: &'a Channel,

@@ -2,13 +2,13 @@
 //! does, or (`--aws`) as the AWS stack's functions will once it is their
 //! config layer, with the same messages; `hookcast secrets` prints the
 //! secrets the local binary finds for it as the JSON the stack's
-//! SenderSecrets secret holds (`aws secretsmanager put-secret-value
-//! --secret-string "$(hookcast secrets)"`).
+//! SenderSecrets secret holds (`hookcast secrets | aws secretsmanager
+//! put-secret-value --secret-id … --secret-string file:///dev/stdin`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hookcast_core::config::{source_secret, written_secrets, Config, RawConfig};
+use hookcast_core::config::{secret_env_name, source_secret, written_secrets, Config, RawConfig};
 
 use crate::error::Error;
 use crate::settings::{self, Overrides};
@@ -49,8 +49,25 @@ pub fn check(path: &Path, aws: bool) -> Result<String, Error> {
 /// Every source's secret as this machine has it, as the JSON object of
 /// source name to secret the AWS stack reads.
 pub fn secrets(path: &Path) -> Result<String, Error> {
-    secrets_of(settings::read_shared(path)?, &|k: &str| std::env::var(k).ok())
-        .map_err(|problems| Error::Config(format!("{}: a secret is missing:\n  - {}", path.display(), problems.join("\n  - "))))
+    let raw = settings::read_shared(path)?;
+    let json = secrets_of(raw.clone(), &|k: &str| std::env::var(k).ok()).map_err(|problems| {
+        Error::Config(format!("{}: a secret is missing:\n  - {}", path.display(), problems.join("\n  - ")))
+    })?;
+    // Each one as the stack's functions will judge it (Stripe's whsec_,
+    // Standard Webhooks' form, the length): none the stack would refuse.
+    let found: BTreeMap<String, String> = serde_json::from_str(&json).unwrap_or_default();
+    let lookup = |k: &str| match found.iter().find(|(name, _)| secret_env_name(name) == k) {
+        Some((_, v)) => Some(v.clone()),
+        None => Some(STAND_IN.to_owned()),
+    };
+    let mut judged = raw;
+    for source in judged.sources.values_mut() {
+        (source.secret, source.secret_env) = (None, None);
+    }
+    Config::build(judged, &lookup).map_err(|e| {
+        Error::Config(format!("{}: the stack would refuse these secrets:\n  - {}", path.display(), e.problems.join("\n  - ")))
+    })?;
+    Ok(json)
 }
 
 fn secrets_of(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
@@ -145,5 +162,19 @@ mod tests {
         );
         // The same file locally needs its secret on this machine.
         assert!(check(&file, false).unwrap_err().to_string().contains("NOT_SET_HERE is not set"));
+    }
+
+    /// `hookcast secrets` prints nothing the stack would refuse: a Stripe
+    /// secret without its whsec_ is named, its value not shown.
+    #[test]
+    fn secrets_the_stack_would_refuse_are_not_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookcast.toml");
+        std::fs::write(&file, "[sources.billing]\nkind = \"stripe\"\nsecret = \"not-whsec-0123456789abcdef\"\n").unwrap();
+        let e = secrets(&file).unwrap_err().to_string();
+        assert!(e.contains("sources.billing.secret: a Stripe endpoint's signing secret starts with whsec_"), "{e}");
+        assert!(!e.contains("not-whsec-0123456789abcdef"), "{e}");
+        std::fs::write(&file, "[sources.billing]\nkind = \"stripe\"\nsecret = \"whsec_0123456789abcdef\"\n").unwrap();
+        assert_eq!(secrets(&file).unwrap(), r#"{"billing":"whsec_0123456789abcdef"}"#);
     }
 }

@@ -80,8 +80,8 @@ enum Cmd {
     },
     /// Print every source's secret, found as `serve` finds it (its
     /// secret_env, HOOKCAST_SECRET_<NAME>, or secret), as the JSON the AWS
-    /// stack's SenderSecrets secret holds: aws secretsmanager
-    /// put-secret-value --secret-id <SenderSecretsArn> --secret-string "$(hookcast secrets)".
+    /// stack's SenderSecrets secret holds: hookcast secrets | aws secretsmanager
+    /// put-secret-value --secret-id <SenderSecretsArn> --secret-string file:///dev/stdin.
     Secrets {
         #[arg(long, env = "HOOKCAST_CONFIG", default_value = "hookcast.toml")]
         config: PathBuf,

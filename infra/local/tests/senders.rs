@@ -343,7 +343,7 @@ async fn one_hookcast_toml_on_both_hosts() {
         assert!(out.status.success(), "hookcast {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
         stdout
     };
-    // Ready for both hosts: all 13 sources, the private channel, the state rules.
+    // Ready for both hosts: all 14 sources (every kind), the private channel, the state rules.
     assert!(run(&["check", "--config", config]).contains("ready for hookcast serve: 14 sources"));
     let aws = run(&["check", "--aws", "--config", config]);
     assert!(

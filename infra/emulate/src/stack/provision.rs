@@ -41,6 +41,8 @@ async fn install_moto(project: &Path) -> Result<(), String> {
     for (program, args) in steps {
         let ok = tokio::process::Command::new(program).args(&args).status().await.map(|s| s.success()).unwrap_or(false);
         if !ok {
+            // Half made, it would be taken for installed next time.
+            let _ = std::fs::remove_dir_all(&venv);
             return Err(format!(
                 "no moto to start, and installing it failed; run `{command}` yourself, or pass --aws-endpoint URL"
             ));
