@@ -133,4 +133,48 @@ function deploy(state, extra = {}) {
   return { ...base, id: crypto.randomBytes(12).toString('hex'), state, ...extra };
 }
 
-module.exports = { startServer, runPrinted, launch, openPage, subscribed, postSigned, deploy, ARTIFACTS, BIN, CEILING };
+/**
+ * Starts `hookcast serve --config <config>` on port 0; resolves with the
+ * child, its base URL and its stderr so far (`log()`).
+ */
+function startConfigured(config, rustLog = 'hookcast=warn') {
+  const child = spawn(BIN, ['serve', '--config', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: rustLog } });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no banner within ${CEILING} ms:\n${out}\n${err}`)), CEILING);
+    child.on('exit', (code) => reject(new Error(`hookcast exited ${code}:\n${err}`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /hookcast listening on (http:\/\/\S+)/.exec(out);
+      if (!m) return;
+      clearTimeout(timer);
+      resolve({ child, base: m[1], log: () => err });
+    });
+  });
+}
+
+/** A static host on 127.0.0.1, port 0: the files under `root`, nothing else. */
+function startStaticHost(root) {
+  const http = require('node:http');
+  const types = { '.js': 'text/javascript', '.mjs': 'text/javascript' };
+  const server = http.createServer((req, res) => {
+    const file = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    if (!file.startsWith(root) || !fs.existsSync(file) || !fs.statSync(file).isFile()) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'content-type': types[path.extname(file)] || 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(fs.readFileSync(file));
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** Netlify's notification signature, by node's crypto: a JWS (HS256) over the body's SHA-256. */
+function signNetlify(body, secret) {
+  const crypto = require('node:crypto');
+  const b64 = (x) => Buffer.from(x).toString('base64url');
+  const head = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const claims = b64(JSON.stringify({ iss: 'netlify', sha256: crypto.createHash('sha256').update(body).digest('hex') }));
+  return `${head}.${claims}.${crypto.createHmac('sha256', secret).update(`${head}.${claims}`).digest('base64url')}`;
+}
+
+module.exports = { startServer, startConfigured, startStaticHost, signNetlify, runPrinted, launch, openPage, subscribed, postSigned, deploy, ARTIFACTS, BIN, CEILING };

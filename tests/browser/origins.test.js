@@ -12,31 +12,14 @@ const http = require('node:http');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
-const { launch, BIN, CEILING } = require('./harness.js');
+const { launch, startConfigured, signNetlify, BIN } = require('./harness.js');
 
 const HMAC = 'origins-hmac-secret-0123456789';
 const NETLIFY = 'origins-netlify-secret-0123456789';
 let release = 'v1'; // what the static host serves in its pre-rendered region
 let browser, hookcast, site, dir, token;
-
-function startHookcast(config) {
-  const child = spawn(BIN, ['serve', '--config', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'hookcast=info' } });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner within ${CEILING} ms:\n${out}\n${err}`)), CEILING);
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /hookcast listening on (http:\/\/\S+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      resolve({ child, base: m[1], log: () => err });
-    });
-  });
-}
 
 /** The site: one static page, served as a static host would. */
 function startSite(page) {
@@ -56,7 +39,7 @@ test.before(async () => {
     '[private]', 'secret = "origins-private-secret-0123456789"', 'channels = ["orders/*"]', '',
   ].join('\n'));
   token = execFileSync(BIN, ['token', '--channel', 'orders/*', '--ttl', '10m', '--config', config], { env: { ...process.env, HOOKCAST_SUBSCRIBE_SECRET: '' } }).toString().trim();
-  hookcast = await startHookcast(config);
+  hookcast = await startConfigured(config, 'hookcast=info');
   const ws = hookcast.base.replace('http://', 'ws://') + '/ws';
   const page = () => `<!doctype html><meta charset="utf-8"><title>site</title>
     <p id="status" data-hookcast-status>…</p>
@@ -82,10 +65,7 @@ async function post(source, payload) {
   const body = JSON.stringify(payload);
   const headers = { 'content-type': 'application/json' };
   if (source === 'netlify') {
-    const b64 = (x) => Buffer.from(x).toString('base64url');
-    const head = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-    const claims = b64(JSON.stringify({ iss: 'netlify', sha256: crypto.createHash('sha256').update(body).digest('hex') }));
-    headers['x-webhook-signature'] = `${head}.${claims}.${crypto.createHmac('sha256', NETLIFY).update(`${head}.${claims}`).digest('base64url')}`;
+    headers['x-webhook-signature'] = signNetlify(body, NETLIFY);
   } else {
     headers['x-hub-signature-256'] = 'sha256=' + crypto.createHmac('sha256', HMAC).update(body).digest('hex');
   }

@@ -9,13 +9,11 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const crypto = require('node:crypto');
-const { spawn, execFileSync } = require('node:child_process');
-const { launch, BIN, CEILING } = require('./harness.js');
+const { execFileSync } = require('node:child_process');
+const { launch, startConfigured, startStaticHost, signNetlify } = require('./harness.js');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const NETLIFY = 'packages-netlify-secret-0123456789';
@@ -23,44 +21,6 @@ const WORKSPACES = ['site-snippet', 'site-snippet/stamp', 'site-snippet/netlify-
 let dir, hookcast, site, browser;
 
 const npm = (args, cwd) => execFileSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' } });
-
-function startHookcast(config) {
-  const child = spawn(BIN, ['serve', '--config', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'hookcast=warn' } });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner within ${CEILING} ms:\n${out}\n${err}`)), CEILING);
-    child.on('exit', (code) => reject(new Error(`hookcast exited ${code}:\n${err}`)));
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /hookcast listening on (http:\/\/\S+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      resolve({ child, base: m[1] });
-    });
-  });
-}
-
-/** A static host: the publish directory as files. */
-function startSite(root) {
-  const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript' };
-  const server = http.createServer((req, res) => {
-    const file = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    if (!file.startsWith(root) || !fs.existsSync(file) || !fs.statSync(file).isFile()) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
-    res.end(fs.readFileSync(file));
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
-/** Netlify's deploy notification signature: a JWS (HS256) over the body's SHA-256. */
-function signNetlify(body) {
-  const b64 = (x) => Buffer.from(x).toString('base64url');
-  const head = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const claims = b64(JSON.stringify({ iss: 'netlify', sha256: crypto.createHash('sha256').update(body).digest('hex') }));
-  return `${head}.${claims}.${crypto.createHmac('sha256', NETLIFY).update(`${head}.${claims}`).digest('base64url')}`;
-}
 
 test.before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookcast-packages-'));
@@ -70,7 +30,7 @@ test.before(async () => {
     '[server]', `data_dir = "${path.join(dir, 'data')}"`,
     '[sources.netlify]', 'kind = "netlify"', `secret = "${NETLIFY}"`, '',
   ].join('\n'));
-  [hookcast, browser] = await Promise.all([startHookcast(config), launch()]);
+  [hookcast, browser] = await Promise.all([startConfigured(config), launch()]);
 });
 
 test.after(async () => {
@@ -131,7 +91,7 @@ test('a sample site installs the three packed packages, builds, stamps through t
   // The deploy before the build went live: the stamp records it.
   const deploy = async (id) => {
     const payload = JSON.stringify({ id, state: 'ready', context: 'production', branch: 'main', site_id: 's1' });
-    const res = await fetch(`${hookcast.base}/hooks/netlify`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-webhook-signature': signNetlify(payload) }, body: payload });
+    const res = await fetch(`${hookcast.base}/hooks/netlify`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-webhook-signature': signNetlify(payload, NETLIFY) }, body: payload });
     assert.equal(res.status, 200, await res.clone().text());
     return (await res.json()).seq;
   };
@@ -162,7 +122,7 @@ test('a sample site installs the three packed packages, builds, stamps through t
   assert.equal(fs.readFileSync(path.join(publish, 'index.html'), 'utf8'), stamped);
 
   // Live: both pages, served from the site's own origin, get the next deploy.
-  site = await startSite(publish);
+  site = await startStaticHost(publish);
   const origin = `http://127.0.0.1:${site.address().port}`;
   const context = await browser.newContext();
   const problems = [];

@@ -22,8 +22,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
-const { spawn, execFile } = require('node:child_process');
-const { launch, BIN, CEILING } = require('./harness.js');
+const { execFile } = require('node:child_process');
+const { launch, startConfigured, startStaticHost, signNetlify } = require('./harness.js');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const STAMP = path.join(ROOT, 'site-snippet', 'stamp', 'stamp.mjs');
@@ -31,35 +31,6 @@ const PLUGIN = path.join(ROOT, 'site-snippet', 'netlify-plugin', 'index.js');
 const HMAC = 'state-hmac-secret-0123456789';
 const NETLIFY = 'state-netlify-secret-0123456789';
 let browser, hookcast, site, dir, build;
-
-function startHookcast(config) {
-  const child = spawn(BIN, ['serve', '--config', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'hookcast=warn' } });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner within ${CEILING} ms:\n${out}\n${err}`)), CEILING);
-    child.on('exit', (code) => reject(new Error(`hookcast exited ${code}:\n${err}`)));
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /hookcast listening on (http:\/\/\S+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      resolve({ child, base: m[1] });
-    });
-  });
-}
-
-/** A static host: serves the build folder as files, nothing else. */
-function startSite(root) {
-  const server = http.createServer((req, res) => {
-    const file = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    if (!file.startsWith(root) || !fs.existsSync(file) || !fs.statSync(file).isFile()) { res.writeHead(404); res.end(); return; }
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(fs.readFileSync(file));
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 /** The site's HTML as its generator wrote it, before any stamp. */
 const pageHtml = (deploy) => `<!doctype html>
@@ -74,17 +45,10 @@ const pageHtml = (deploy) => `<!doctype html>
 </body></html>
 `;
 
-function signNetlify(body) {
-  const b64 = (x) => Buffer.from(x).toString('base64url');
-  const head = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const claims = b64(JSON.stringify({ iss: 'netlify', sha256: crypto.createHash('sha256').update(body).digest('hex') }));
-  return `${head}.${claims}.${crypto.createHmac('sha256', NETLIFY).update(`${head}.${claims}`).digest('base64url')}`;
-}
-
 async function post(source, payload) {
   const body = JSON.stringify(payload);
   const headers = { 'content-type': 'application/json' };
-  if (source === 'netlify') headers['x-webhook-signature'] = signNetlify(body);
+  if (source === 'netlify') headers['x-webhook-signature'] = signNetlify(body, NETLIFY);
   else headers['x-hub-signature-256'] = 'sha256=' + crypto.createHmac('sha256', HMAC).update(body).digest('hex');
   const res = await fetch(`${hookcast.base}/hooks/${source}`, { method: 'POST', headers, body });
   assert.equal(res.status, 200, await res.clone().text());
@@ -135,10 +99,10 @@ test.before(async () => {
     '[sources.netlify.forms.contact]', 'fields = ["name", "message"]',
     '[state]', '"deploys" = "last"', '"stock" = "merge"', '"forms/*" = "list:20"', '',
   ].join('\n'));
-  hookcast = await startHookcast(config);
+  hookcast = await startConfigured(config);
   build = path.join(dir, 'build');
   fs.mkdirSync(path.join(build, 'shop'), { recursive: true });
-  [browser, site] = await Promise.all([launch(), startSite(build)]);
+  [browser, site] = await Promise.all([launch(), startStaticHost(build)]);
 });
 
 test.after(async () => {
