@@ -1,6 +1,8 @@
 //! Lambda configuration from the environment, through the same typed schema
 //! the local binary reads from TOML. Every problem is listed at once.
 
+use std::collections::BTreeMap;
+
 use hookcast_core::config::{Config, ConfigError, RawConfig, RawPrivate, PRIVATE_SECRET_ENV};
 
 /// Which function is starting: each reads only what it uses.
@@ -39,6 +41,9 @@ pub struct LambdaConfig {
     /// ([`crate::edge`]).
     pub edge_secret: Option<String>,
     pub core: Config,
+    /// Sources with no secret in the stack's secrets yet, each with why:
+    /// the webhook function refuses their deliveries (503) saying so.
+    pub unready: BTreeMap<String, String>,
 }
 
 /// A secret of a shape every kind takes (Standard Webhooks' `whsec_` and
@@ -92,24 +97,26 @@ fn located(text: &str, e: &toml::de::Error) -> String {
     format!("{}{}", at.unwrap_or_default(), e.message().trim_end())
 }
 
-/// A source with no secret where the stack keeps them is named with where
-/// it goes: its `secret_env` names a variable of the machine that runs the
-/// local binary, which no function has. The source then stands in for
-/// itself so that the build does not add a second, local, message.
-fn missing_secrets(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Vec<String> {
-    let mut stand_ins = vec![];
+/// A source with no secret where the stack keeps them (a stack just
+/// deployed, before `SenderSecrets` is filled): the function still starts,
+/// and that source's deliveries are refused with where its secret goes
+/// ([`LambdaConfig::unready`]); the snippet, history and every other source
+/// go on. Its `secret_env` names a variable of the laptop, which no function
+/// has; the source stands in for itself so the build adds no message.
+fn missing_secrets(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, (String, String)> {
+    let mut missing = BTreeMap::new();
     for (name, source) in &mut raw.sources {
         let var = hookcast_core::config::secret_env_name(name);
         if source.secret.is_none() && env(&var).filter(|v| !v.is_empty()).is_none() {
-            problems.push(format!(
+            let why = format!(
                 "sources.{name}: no secret in the stack's secrets; put it under \"{name}\" in the SenderSecrets secret \
                  (`hookcast secrets --config hookcast.toml` prints them all as its JSON; docs/deploy-aws.md)"
-            ));
+            );
             source.secret_env = None;
-            stand_ins.push(var);
+            missing.insert(name.clone(), (var, why));
         }
     }
-    stand_ins
+    missing
 }
 
 impl LambdaConfig {
@@ -167,7 +174,10 @@ impl LambdaConfig {
         }
         let mut raw = read_config(env, &mut problems);
         problems.extend(hookcast_core::config::written_secrets(&raw));
-        let missing = if role == Role::Webhook { missing_secrets(&mut raw, env, &mut problems) } else { vec![] };
+        let missing = if role == Role::Webhook { missing_secrets(&mut raw, env) } else { BTreeMap::new() };
+        for (_, why) in missing.values() {
+            tracing::warn!("{why}: its deliveries are refused (503) until an instance starts with it");
+        }
         // A comma-separated list from the stack's parameters wins over the TOML.
         if let Some(list) = env("HOOKCAST_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty()) {
             raw.allowed_origins = list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
@@ -238,16 +248,22 @@ impl LambdaConfig {
             Role::Message if source_vars.iter().any(|v| v == k) => Some(STAND_IN.to_owned()),
             _ => env(k),
         };
-        let core =
-            Config::build(raw, &|k: &str| if missing.iter().any(|m| m == k) { Some(STAND_IN.into()) } else { stand_in(k) })
-                .map_err(|e| problems.extend(e.problems))
-                .ok();
+        let core = Config::build(raw, &|k: &str| {
+            if missing.values().any(|(v, _)| v == k) {
+                Some(STAND_IN.into())
+            } else {
+                stand_in(k)
+            }
+        })
+        .map_err(|e| problems.extend(e.problems))
+        .ok();
         for warning in core.iter().flat_map(Config::warnings) {
             tracing::warn!("{warning}");
         }
         match core {
             Some(core) if problems.is_empty() => {
-                Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, fanout_workers, edge_secret, core })
+                let unready = missing.into_iter().map(|(name, (_, why))| (name, why)).collect();
+                Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, fanout_workers, edge_secret, core, unready })
             }
             _ => Err(ConfigError { problems }),
         }
@@ -336,14 +352,22 @@ mod tests {
         assert_eq!(secret, b"gh-secret-from-the-stack-0123");
         assert!(cfg.core.state_spec(&hookcast_core::Channel::parse("deploys").unwrap()).is_some());
 
-        // Not in the stack's secrets: where it goes, not the laptop's variable.
-        let err = LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file)]), Role::Webhook).unwrap_err().to_string();
+        // Not in the stack's secrets (a stack just deployed): the function
+        // starts, and that source is refused with where its secret goes,
+        // not the laptop's variable.
+        let cfg = LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file), ("HOOKCAST_ALLOWED_ORIGINS", "")]), Role::Webhook)
+            .unwrap();
+        let why = &cfg.unready["gh"];
         assert!(
-            err.contains("sources.gh: no secret in the stack's secrets; put it under \"gh\" in the SenderSecrets secret"),
-            "{err}"
+            why.contains("sources.gh: no secret in the stack's secrets; put it under \"gh\" in the SenderSecrets secret"),
+            "{why}"
         );
-        assert!(!err.contains("GITHUB_WEBHOOK_SECRET"), "{err}");
-        assert_eq!(err.matches("sources.gh").count(), 1, "one message: {err}");
+        assert!(!why.contains("GITHUB_WEBHOOK_SECRET"), "{why}");
+        let (status, body) = crate::unready_refusal(&cfg.unready, "/hooks/gh").unwrap();
+        assert_eq!(status, 503);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], "source_not_ready");
+        assert!(crate::unready_refusal(&cfg.unready, "/hookcast.js").is_none());
+        assert!(crate::unready_refusal(&cfg.unready, "/hooks/other").is_none());
         // The other functions never need it.
         assert!(LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file)]), Role::Fanout).is_ok());
 
@@ -368,9 +392,8 @@ mod tests {
             e.problems,
             vec![
                 "environment variable HOOKCAST_TABLE is not set",
-                "sources.n: no secret in the stack's secrets; put it under \"n\" in the SenderSecrets secret (`hookcast secrets \
-             --config hookcast.toml` prints them all as its JSON; docs/deploy-aws.md)",
-            "allowed_origins is empty: list your site's origins in hookcast.toml (allowed_origins = [\"https://example.netlify.app\"]) \
+                // (sources.n's missing secret is no problem of the start: its deliveries are refused)
+                "allowed_origins is empty: list your site's origins in hookcast.toml (allowed_origins = [\"https://example.netlify.app\"]) \
              or the stack's AllowedOrigins parameter; [\"*\"] allows any site"
             ]
         );
@@ -417,8 +440,8 @@ mod tests {
         for (yes, channel) in [(true, "zaps/x"), (true, "deploys"), (true, "github/site"), (true, "orders"), (false, "nowhere")] {
             assert_eq!(hookcast_core::policy::reachable(&c.core, &ch(channel)), yes, "{channel}");
         }
-        let e = LambdaConfig::from_env(&env, Role::Webhook).unwrap_err();
-        assert_eq!(e.problems.len(), 4, "the webhook function needs every real secret: {e:?}");
+        let c = LambdaConfig::from_env(&env, Role::Webhook).unwrap();
+        assert_eq!(c.unready.len(), 4, "the webhook function refuses each source without its real secret: {:?}", c.unready);
         let c = LambdaConfig::from_env(&env, Role::Fanout).unwrap();
         assert!(c.core.sources.is_empty());
     }
@@ -574,10 +597,12 @@ channel = "cms/{sys.contentType.sys.id}"
         }
         // A sender source without its secret stops the cold start, naming where it goes.
         let missing = |k: &str| if k == "HOOKCAST_SECRET_CMS" { None } else { env(k) };
-        let e = LambdaConfig::from_env(&missing, Role::Webhook).unwrap_err().to_string();
+        let c = LambdaConfig::from_env(&missing, Role::Webhook).unwrap();
+        let why = &c.unready["cms"];
         assert!(
-            e.contains("sources.cms: no secret in the stack's secrets; put it under \"cms\" in the SenderSecrets secret"),
-            "{e}"
+            why.contains("sources.cms: no secret in the stack's secrets; put it under \"cms\" in the SenderSecrets secret"),
+            "{why}"
         );
+        assert_eq!(c.unready.len(), 1, "{:?}", c.unready);
     }
 }

@@ -171,6 +171,16 @@ impl Startup {
     }
 }
 
+/// A delivery to a source whose secret the stack's secrets do not hold yet
+/// ([`env::LambdaConfig::unready`]): 503 with where the secret goes, and
+/// `Retry-After`, so the sender tries again; `None` for every other request.
+pub fn unready_refusal(unready: &std::collections::BTreeMap<String, String>, path: &str) -> Option<(u16, String)> {
+    let source = path.strip_prefix("/hooks/")?;
+    let why = unready.get(source)?;
+    let message = format!("{why}; an instance that started before it was put there answers this until it restarts");
+    Some((503, serde_json::json!({"error": "source_not_ready", "message": message}).to_string()))
+}
+
 /// The config layer's `hookcast.toml`, if the function has the layer. Lambda
 /// extracts layers into /opt; `hookcast emulate` runs functions as local
 /// processes, which share one /opt, and names the directory that stands for

@@ -369,55 +369,93 @@ async fn one_hookcast_toml_on_both_hosts() {
     every_case_reaches_a_page(&http, &ws, &token, "hookcast serve").await;
     serve.kill().await.unwrap();
 
-    // The AWS stack, from the same file and the secrets JSON.
+    // The AWS stack, from the same file: first as just deployed, before its
+    // SenderSecrets is filled (it starts; each source's delivery is refused
+    // saying where its secret goes; the snippet is served), then with the
+    // secrets JSON put in.
     let aws_endpoint =
         std::env::var("HOOKCAST_DYNAMODB_ENDPOINT").expect("HOOKCAST_DYNAMODB_ENDPOINT: moto's server (tests/run starts it)");
-    let ready = dir.path().join("ready.json");
-    let mut child = hookcast(&["emulate", "--template", "template.yaml", "--build-dir", &build, "--aws-endpoint", &aws_endpoint])
-        .current_dir(&root)
-        .arg("--ready-file")
-        .arg(&ready)
-        .args(["--config", config, "--put-secret"])
-        .arg(format!("SenderSecrets={}", secrets_file.display()))
-        .arg("--parameter-overrides")
-        .args([format!("SubscribeSecret={}", hookcast_testkit::senders::SUBSCRIBE_SECRET), "AlertEmail=none".to_owned()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut log = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut log, &mut s).await;
-        s
-    });
-    // A ceiling for a stuck start (six bootstraps and moto on a busy machine).
-    let started = tokio::time::Instant::now();
-    let urls: Value = loop {
-        if let Some(v) = std::fs::read(&ready).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-            break v;
+    let emulate = |put: Option<&Path>, ready: &Path| {
+        let mut cmd =
+            hookcast(&["emulate", "--template", "template.yaml", "--build-dir", &build, "--aws-endpoint", &aws_endpoint]);
+        cmd.current_dir(&root).arg("--ready-file").arg(ready).args(["--config", config]);
+        if let Some(file) = put {
+            cmd.arg("--put-secret").arg(format!("SenderSecrets={}", file.display()));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("emulate exited {status} before it was ready:\n{}", log.await.unwrap());
-        }
-        assert!(
-            started.elapsed() < hookcast_testkit::MOTO,
-            "the emulated stack was not ready within {:?}",
-            hookcast_testkit::MOTO
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        cmd.arg("--parameter-overrides")
+            .args([format!("SubscribeSecret={}", hookcast_testkit::senders::SUBSCRIBE_SECRET), "AlertEmail=none".to_owned()]);
+        cmd
     };
-    let (http, wsu) = (urls["http"].as_str().unwrap().to_owned(), urls["websocket"].as_str().unwrap().to_owned());
-    every_case_reaches_a_page(&http, &wsu, &token, "the AWS stack").await;
-    // SIGTERM: emulate stops its bootstraps and moto before it exits.
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let fresh = Stack::start(emulate(None, &dir.path().join("fresh.json")), &dir.path().join("fresh.json")).await;
+    let res = reqwest::Client::new().post(format!("{}/hooks/github", fresh.http)).body("{}").send().await.unwrap();
+    assert_eq!(
+        (res.status().as_u16(), res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned())),
+        (503, Some("60".into()))
+    );
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["error"], "source_not_ready", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("put it under \"github\" in the SenderSecrets secret"), "{answer}");
+    assert_eq!(
+        reqwest::get(format!("{}/hookcast.js", fresh.http)).await.unwrap().status(),
+        200,
+        "the snippet is served meanwhile"
+    );
+    fresh.stop().await;
+
+    let ready = dir.path().join("ready.json");
+    let stack = Stack::start(emulate(Some(&secrets_file), &ready), &ready).await;
+    every_case_reaches_a_page(&stack.http, &stack.ws, &token, "the AWS stack").await;
+    stack.stop().await;
+}
+
+/// `hookcast emulate`, started and ready (its ready file's URLs), its log kept.
+struct Stack {
+    child: tokio::process::Child,
+    log: tokio::task::JoinHandle<String>,
+    http: String,
+    ws: String,
+}
+
+impl Stack {
+    async fn start(mut cmd: tokio::process::Command, ready: &Path) -> Stack {
+        let mut child =
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+        let mut log = child.stderr.take().unwrap();
+        let log = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut log, &mut s).await;
+            s
+        });
+        // A ceiling for a stuck start (six bootstraps and moto on a busy machine).
+        let started = tokio::time::Instant::now();
+        let urls: Value = loop {
+            if let Some(v) = std::fs::read(ready).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                break v;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("emulate exited {status} before it was ready:\n{}", log.await.unwrap());
+            }
+            assert!(
+                started.elapsed() < hookcast_testkit::MOTO,
+                "the emulated stack was not ready within {:?}",
+                hookcast_testkit::MOTO
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (http, ws) = (urls["http"].as_str().unwrap().to_owned(), urls["websocket"].as_str().unwrap().to_owned());
+        Stack { child, log, http, ws }
     }
-    let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "emulate to stop", child.wait()).await.unwrap();
-    let log = log.await.unwrap();
-    assert!(status.success() || status.code().is_none(), "emulate stopped with {status}:\n{log}");
+
+    /// SIGTERM: emulate stops its bootstraps and moto before it exits.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let status = hookcast_testkit::within(hookcast_testkit::LOCAL, "emulate to stop", self.child.wait()).await.unwrap();
+        let log = self.log.await.unwrap();
+        assert!(status.success() || status.code().is_none(), "emulate stopped with {status}:\n{log}");
+    }
 }
 
 /// Every case on one host: a page subscribed to every channel (the private
