@@ -120,15 +120,17 @@ fn missing_secrets(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) ->
 }
 
 impl LambdaConfig {
-    /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required; `HOOKCAST_CONFIG`
-    /// (TOML: allowed_origins, limits, sources, private),
-    /// `HOOKCAST_ALLOWED_ORIGINS` and `HOOKCAST_PRIVATE_CHANNELS`
-    /// (comma-separated), `HOOKCAST_STATE` (`channel=mode, …`) and
-    /// `HOOKCAST_SHARDS` optional; secrets from
-    /// `HOOKCAST_SECRET_<SOURCE>` or each source's `secret_env`, the subscribe
-    /// secret from `HOOKCAST_SUBSCRIBE_SECRET` (the stack maps its Secrets
-    /// Manager secrets to these). A secret written into the configuration
-    /// itself is refused: it would sit in every function's environment.
+    /// `HOOKCAST_TABLE`, `HOOKCAST_WS_ENDPOINT` required (and the queue
+    /// for the pipeline's functions); the configuration from the config
+    /// layer's `hookcast.toml` ([`CONFIG_FILE_KEY`]) or, without the layer,
+    /// the TOML in `HOOKCAST_CONFIG`; `HOOKCAST_ALLOWED_ORIGINS` (wins over
+    /// the file's), `HOOKCAST_PRIVATE_CHANNELS` and `HOOKCAST_STATE` (set by
+    /// no template since the layer; kept for a function deployed without it)
+    /// and `HOOKCAST_SHARDS` optional. The sources' secrets from
+    /// `HOOKCAST_SECRET_<SOURCE>` (the stack's secrets, by source name; a
+    /// source without one is [`LambdaConfig::unready`]), the subscribe
+    /// secret from `HOOKCAST_SUBSCRIBE_SECRET` alone. A secret written into
+    /// the configuration itself is refused.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>, role: Role) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut required = |k: &str, needed: bool| {

@@ -50,16 +50,13 @@ pub fn check(path: &Path, aws: bool) -> Result<String, Error> {
 /// source name to secret the AWS stack reads.
 pub fn secrets(path: &Path) -> Result<String, Error> {
     let raw = settings::read_shared(path)?;
-    let json = secrets_of(raw.clone(), &|k: &str| std::env::var(k).ok()).map_err(|problems| {
+    let found = secrets_of(&raw, &|k: &str| std::env::var(k).ok()).map_err(|problems| {
         Error::Config(format!("{}: a secret is missing:\n  - {}", path.display(), problems.join("\n  - ")))
     })?;
     // Each one as the stack's functions will judge it (Stripe's whsec_,
     // Standard Webhooks' form, the length): none the stack would refuse.
-    let found: BTreeMap<String, String> = serde_json::from_str(&json).unwrap_or_default();
-    let lookup = |k: &str| match found.iter().find(|(name, _)| secret_env_name(name) == k) {
-        Some((_, v)) => Some(v.clone()),
-        None => Some(STAND_IN.to_owned()),
-    };
+    let by_var: BTreeMap<String, &String> = found.iter().map(|(name, v)| (secret_env_name(name), v)).collect();
+    let lookup = |k: &str| Some(by_var.get(k).map_or_else(|| STAND_IN.to_owned(), |v| v.to_string()));
     let mut judged = raw;
     for source in judged.sources.values_mut() {
         (source.secret, source.secret_env) = (None, None);
@@ -67,10 +64,11 @@ pub fn secrets(path: &Path) -> Result<String, Error> {
     Config::build(judged, &lookup).map_err(|e| {
         Error::Config(format!("{}: the stack would refuse these secrets:\n  - {}", path.display(), e.problems.join("\n  - ")))
     })?;
-    Ok(json)
+    Ok(serde_json::to_string(&found).unwrap_or_default())
 }
 
-fn secrets_of(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+/// Source name → its secret, as this machine finds each; or every problem.
+fn secrets_of(raw: &RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<BTreeMap<String, String>, Vec<String>> {
     let mut out = BTreeMap::new();
     let mut problems = vec![];
     for (name, source) in &raw.sources {
@@ -81,10 +79,11 @@ fn secrets_of(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             Err(p) => problems.extend(p),
         }
     }
-    if !problems.is_empty() {
-        return Err(problems);
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
     }
-    Ok(serde_json::to_string(&out).unwrap_or_default())
 }
 
 fn summary(core: &Config) -> String {
@@ -123,12 +122,12 @@ mod tests {
             "Z_TOKEN" => Some("not-this-one-0123456789".to_owned()),
             _ => None,
         };
-        let json: serde_json::Value = serde_json::from_str(&secrets_of(cfg.clone(), &env).unwrap()).unwrap();
+        let json = serde_json::to_value(secrets_of(&cfg, &env).unwrap()).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"gh": "from-gh-secret-0123456789", "n": "inline-0123456789abc", "z": "override-0123456789abcdef"})
         );
-        let problems = secrets_of(cfg, &|_| None).unwrap_err();
+        let problems = secrets_of(&cfg, &|_| None).unwrap_err();
         assert!(problems.iter().any(|p| p.contains("GH_SECRET is not set")), "{problems:?}");
         assert_eq!(problems.len(), 2, "gh and z, not n: {problems:?}");
     }

@@ -181,17 +181,11 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
 
 #[cfg(test)]
 mod tests {
-    
     use crate::config::SourceKind;
-    
     use crate::secret::Secret;
-    
     use crate::sign;
     use crate::verify::tests::*;
     use crate::verify::{verify, HookRequest};
-    
-    
-    
     use std::time::Duration;
 
     #[test]

@@ -153,21 +153,12 @@ mod tests {
     use crate::config::SourceKind;
     use crate::error::HookError;
     use crate::secret::Secret;
-    
     use crate::sign;
     use crate::verify::tests::*;
     use crate::verify::Verified;
-    
-    
-    
     use sha2::{Digest, Sha256};
-    
-    
     use crate::normalize::tests::*;
-    
-    
     use serde_json::json;
-    
     use super::check as github;
 
     // GitHub's published example (docs: "Validating webhook deliveries").

@@ -181,17 +181,10 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
 
 #[cfg(test)]
 mod tests {
-    
     use crate::config::{Algorithm as MacAlg, Encoding, HmacScheme, SourceKind};
-    
     use crate::secret::Secret;
-    
     use crate::sign;
     use crate::verify::tests::*;
-    
-    
-    
-    
     use sha2::{Digest, Sha256};
     use std::time::Duration;
 

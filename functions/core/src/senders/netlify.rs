@@ -378,10 +378,6 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
 
 #[cfg(test)]
 mod tests {
-    
-    
-    
-    
     use crate::sign;
     use crate::verify::tests::*;
     use crate::verify::Verified;
@@ -389,13 +385,9 @@ mod tests {
     use base64::Engine;
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     use sha2::{Digest, Sha256};
-    
-    
     use crate::normalize::tests::*;
-    
     use crate::senders::netlify::DEPLOY_FIELDS;
     use serde_json::json;
-    
     use super::check as netlify;
 
     /// Netlify tokens made by an independent JWT implementation.

@@ -120,19 +120,8 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
 
 #[cfg(test)]
 mod tests {
-    
-    
-    
-    
-    
     use crate::sign;
     use crate::verify::tests::*;
-    
-    
-    
-    
-    
-    
     use std::time::Duration;
     use super::check as sanity;
 

@@ -100,20 +100,12 @@ mod tests {
     use crate::config::SourceKind;
     use crate::error::HookError;
     use crate::secret::Secret;
-    
     use crate::sign;
     use crate::verify::tests::*;
     use crate::verify::Verified;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
-    
-    
-    
     use crate::normalize::tests::*;
-    
-    
-    
-    
 
     #[test]
     fn shopify_base64_hmac_and_topic() {

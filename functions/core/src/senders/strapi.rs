@@ -87,18 +87,9 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
 
 #[cfg(test)]
 mod tests {
-    
     use crate::config::SourceKind;
-    
     use crate::secret::Secret;
-    
-    
     use crate::verify::tests::*;
-    
-    
-    
-    
-    
 
     #[test]
     fn strapi_bearer_or_bare_token() {

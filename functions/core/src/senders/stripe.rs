@@ -133,20 +133,12 @@ mod tests {
     use crate::config::SourceKind;
     use crate::error::HookError;
     use crate::secret::Secret;
-    
     use crate::sign;
     use crate::verify::tests::*;
     use crate::verify::Verified;
-    
-    
-    
     use std::time::Duration;
-    
     use crate::normalize::tests::*;
-    
-    
     use serde_json::json;
-    
 
     #[test]
     fn stripe_signature_header() {

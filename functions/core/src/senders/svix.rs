@@ -76,19 +76,8 @@ fn send_headers(out: &Outgoing<'_>, body: &[u8]) -> Result<Headers, SignError> {
 
 #[cfg(test)]
 mod tests {
-    
     use crate::config::SourceKind;
-    
-    
-    
-    
     use crate::verify::tests::*;
-    
-    
-    
-    
-    
-    
     use std::time::Duration;
 
     #[test]

@@ -53,18 +53,9 @@ fn send_headers(out: &Outgoing<'_>, _body: &[u8]) -> Result<Headers, SignError> 
 
 #[cfg(test)]
 mod tests {
-    
-    
     use crate::error::HookError;
-    
-    
-    
     use crate::verify::tests::*;
     use crate::verify::{verify, HookRequest};
-    
-    
-    
-    
 
     #[test]
     fn token_and_headers_through_verify() {

@@ -90,17 +90,9 @@ mod tests {
     use crate::sign;
     use crate::verify::tests::*;
     use crate::verify::Verified;
-    
-    
     use hmac::Mac;
-    
-    
-    
     use crate::normalize::tests::*;
-    
-    
     use serde_json::json;
-    
 
     // Sentry's Vercel integration tests: this body, this secret, this signature.
     #[test]
