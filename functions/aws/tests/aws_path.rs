@@ -58,7 +58,14 @@ struct Stack {
 /// in AWS's v2 shape, through lambda_http, into the shared router.
 async fn http(hooks: &Arc<AwsHooks>, snippets: hookcast_http::Snippets, req: lambda_http::Request) -> (u16, Value, String) {
     use tower::ServiceExt;
-    let res = hookcast_http::router(hooks.clone(), snippets).oneshot(req).await.unwrap();
+    let res = hookcast_http::router(
+        hooks.clone(),
+        Arc::new(hookcast_core::deliveries::MemDeliveries::new(Default::default())),
+        snippets,
+    )
+    .oneshot(req)
+    .await
+    .unwrap();
     let status = res.status().as_u16();
     let headers: serde_json::Map<String, Value> =
         res.headers().iter().map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();

@@ -16,7 +16,7 @@ use crate::protocol::{Event, ServerMsg};
 /// Subscribers read per page during fan-out: memory stays bounded at any audience.
 pub const FANOUT_PAGE: usize = 1000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FanoutReport {
     pub delivered: usize,
     pub gone: usize,

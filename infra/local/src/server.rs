@@ -30,7 +30,11 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.demo {
         local = demo::routes(local);
     }
-    hookcast_http::router(state.hooks.clone(), hookcast_http::Snippets::same_host())
-        .merge(local.with_state(state))
-        .layer(axum::middleware::map_response(hookcast_http::json_errors))
+    hookcast_http::router(
+        state.hooks.clone(),
+        Arc::new(hookcast_core::deliveries::MemDeliveries::new(Default::default())),
+        hookcast_http::Snippets::same_host(),
+    )
+    .merge(local.with_state(state))
+    .layer(axum::middleware::map_response(hookcast_http::json_errors))
 }
