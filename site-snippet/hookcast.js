@@ -594,7 +594,8 @@
     }
 
     var client = createClient({
-      url: opts.url,
+      // Which build this page is (its deploy): the console counts open pages by it.
+      url: opts.url + (deploy ? (/\?/.test(opts.url) ? '&' : '?') + 'build=' + encodeURIComponent(deploy) : ''),
       storage: opts.storage,
       onEvent: apply,
       onState: snapshot,
