@@ -1,6 +1,7 @@
 //! The `hookcast` local binary as a library, so tests start it in-process.
 
 pub mod backlog;
+pub mod deliveries;
 pub mod deploy;
 pub mod dispatch;
 pub mod error;
