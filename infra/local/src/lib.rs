@@ -15,6 +15,7 @@ pub mod send;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tail;
 pub mod tungstenite_io;
 pub mod wire;
 

@@ -63,6 +63,9 @@ enum Cmd {
     /// Follow channels as a page does and print each event as a JSON line;
     /// with --until, exit 0 when that event arrives, 1 on timeout (for CI).
     Listen(hookcast::listen::ListenArgs),
+    /// Print a server's delivery log (every webhook: accepted or refused and
+    /// why) as JSON lines, oldest first; with --follow, new ones as they come.
+    Deliveries(hookcast::tail::DeliveriesArgs),
     /// Run the AWS stack (template.yaml, after `sam build`) on this machine as
     /// AWS runs it: the built bootstraps behind a local Lambda Runtime API,
     /// API Gateway's WebSocket and HTTP APIs, the stream and queue event
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
             Cmd::Dev { opts, config } => serve(opts, config, true).await,
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(Error::Reported) }),
+            Cmd::Deliveries(args) => hookcast::tail::run(&args).await,
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
             Cmd::Check { aws, config } => hookcast::deploy::check(&config, aws).map(|ok| println!("{ok}")),
             Cmd::Secrets { config } => hookcast::deploy::secrets(&config).map(|json| println!("{json}")),
