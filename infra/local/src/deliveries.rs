@@ -2,17 +2,25 @@
 //! store's file, its own SQLite file so that the log an operator reads never
 //! takes a lock an append waits on.
 //!
-//! One writer thread commits whatever has queued in one transaction (as the
-//! event store's writer does): an entry, and the fan-out counts that the
-//! dispatcher hands over without waiting ([`SqliteDeliveries::note_audience`]).
-//! Each commit then prunes the log to its [`Bounds`]: rows past
-//! `max_entries` by id order, rows older than `max_age` before the newest
-//! by the `at_ms` index. Reads have their own connection (WAL: the writer
-//! never blocks them).
+//! Nothing waits for it to write: an entry (which the webhook's answer
+//! would otherwise wait for) and a fan-out's counts (which the next push
+//! would) are queued for one writer thread, which commits whatever has
+//! queued in one transaction, as the event store's writer does. Each commit
+//! then prunes the log to its [`Bounds`]: rows older than `max_age` before
+//! the newest by the `at_ms` index, then the oldest by id past
+//! `max_entries` (the writer keeps the count, so a commit under the bound
+//! deletes nothing and reads nothing more).
+//! A read first has the writer commit what was queued before it (so it
+//! sees every write made before it), then reads on its own connection
+//! (WAL: the writer never blocks it).
 //!
-//! WAL with `synchronous = NORMAL`: an entry survives the process being
-//! killed, not a power cut. It is a record for an operator; the event it
-//! describes is in the event store, which syncs every commit.
+//! What that gives up, and where it is said (docs/operations.md): an entry
+//! queued in the moment before the process dies is lost, and so are entries
+//! past [`QUEUE`] waiting (a flood the writer cannot keep up with; each
+//! drop is logged). WAL with `synchronous = NORMAL`: a committed entry
+//! survives the process being killed, not a power cut. It is a record for
+//! an operator; the event it describes is in the event store, which syncs
+//! every commit.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,10 +69,20 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::unavailable(format!("delivery log: {e}"))
 }
 
-/// What the writer is asked to do; `done` (if any) hears once it is committed.
+/// What the writer is asked to do.
 enum Job {
-    Record { id: String, at_ms: u64, json: String, done: oneshot::Sender<Result<(), StoreError>> },
-    Audience { channel: String, seq: u64, report: FanoutReport, done: Option<oneshot::Sender<Result<(), StoreError>>> },
+    Record {
+        id: String,
+        at_ms: u64,
+        json: String,
+    },
+    Audience {
+        channel: String,
+        seq: u64,
+        report: FanoutReport,
+    },
+    /// Answered once every job queued before it is committed (or failed).
+    Flush(oneshot::Sender<()>),
 }
 
 pub struct SqliteDeliveries {
@@ -112,15 +130,14 @@ impl SqliteDeliveries {
         Ok(Self { jobs, reader: reader.unwrap_or(writer), audiences_dropped: AtomicU64::new(0) })
     }
 
-    /// Adds a fan-out's counts without waiting (the dispatcher's path): the
-    /// writer commits them with whatever else has queued. A report of
-    /// nobody is not written (it reads as zeroes anyway).
+    /// Adds a fan-out's counts without waiting (the dispatcher's path). A
+    /// report of nobody is not written (it reads as zeroes anyway); one the
+    /// writer has no room for is counted and dropped.
     pub fn note_audience(&self, channel: &str, seq: u64, report: FanoutReport) {
         if report == FanoutReport::default() {
             return;
         }
-        let job = Job::Audience { channel: channel.to_owned(), seq, report, done: None };
-        if self.jobs.try_send(job).is_err() {
+        if self.queue(Job::Audience { channel: channel.to_owned(), seq, report }).is_err() {
             let n = self.audiences_dropped.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n + 1, "the delivery log is behind: fan-out counts not added");
@@ -128,18 +145,27 @@ impl SqliteDeliveries {
         }
     }
 
-    async fn send(&self, job: Job, done: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), StoreError> {
+    /// Hands `job` to the writer, never waiting: a full queue is an error.
+    fn queue(&self, job: Job) -> Result<(), StoreError> {
         self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => err("behind (over 4096 writes waiting): this one is dropped"),
+            TrySendError::Full(_) => err(format!("behind (over {QUEUE} writes waiting): this one is dropped")),
             TrySendError::Disconnected(_) => err("the writer has stopped"),
-        })?;
-        done.await.map_err(|_| err("the writer has stopped"))?
+        })
     }
 
+    /// Runs `f` on the reader once the writer has committed what was queued
+    /// before (with the queue full, the read goes ahead on what is committed:
+    /// an operator reading during a flood is not kept waiting by it).
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let (flushed, done) = oneshot::channel();
+        match self.jobs.try_send(Job::Flush(flushed)) {
+            Ok(()) => done.await.map_err(|_| err("the writer has stopped"))?,
+            Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => return Err(err("the writer has stopped")),
+        }
         let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || f(&conn.lock().unwrap_or_else(|p| p.into_inner())).map_err(err)).await.map_err(err)?
     }
@@ -158,74 +184,97 @@ fn age_ms(bounds: Bounds) -> u64 {
 /// The writer thread: ends when the log (every sender) is dropped.
 fn write_loop(conn: &Mutex<Connection>, bounds: Bounds, jobs: &Receiver<Job>) {
     crate::push::answer_promptly();
+    let mut writer = Writer { bounds, rows: None };
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter().take(MAX_BATCH - 1));
         let result = {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            commit(&mut conn, &batch, bounds).map_err(err)
+            writer.commit(&mut conn, &batch)
         };
         if let Err(e) = &result {
-            tracing::warn!(error = %e, entries = batch.len(), "the delivery log did not keep a batch");
+            tracing::warn!(error = %e, jobs = batch.len(), "the delivery log did not keep a batch of entries and counts");
         }
         for job in batch {
-            let done = match job {
-                Job::Record { done, .. } => Some(done),
-                Job::Audience { done, .. } => done,
-            };
-            if let Some(done) = done {
-                // The caller may have gone (its request ended): nothing to tell.
-                let _ = done.send(result.clone());
+            if let Job::Flush(done) = job {
+                // The reader may have gone (its request ended): nothing to tell.
+                let _ = done.send(());
             }
         }
     }
 }
 
-const INSERT_ENTRY: &str = "INSERT OR REPLACE INTO entries (id, at_ms, json) VALUES (?1, ?2, ?3)";
+/// An entry recorded twice (the same id) is the same entry: kept once.
+const INSERT_ENTRY: &str = "INSERT OR IGNORE INTO entries (id, at_ms, json) VALUES (?1, ?2, ?3)";
 const ADD_AUDIENCE: &str = "INSERT INTO audience (channel, seq, delivered, gone, failed) VALUES (?1, ?2, ?3, ?4, ?5)
     ON CONFLICT (channel, seq) DO UPDATE SET delivered = delivered + excluded.delivered,
         gone = gone + excluded.gone, failed = failed + excluded.failed";
-/// Past the count: every row at or before the first one not kept (the
-/// primary key walks `max_entries` rows, no table scan).
-const PRUNE_COUNT: &str = "DELETE FROM entries WHERE id <= (SELECT id FROM entries ORDER BY id DESC LIMIT 1 OFFSET ?1)";
+/// The `?1` oldest entries, by id (the primary key's order).
+const PRUNE_OLDEST: &str = "DELETE FROM entries WHERE id IN (SELECT id FROM entries ORDER BY id LIMIT ?1)";
 const PRUNE_AGE: &str = "DELETE FROM entries WHERE at_ms < (SELECT MAX(at_ms) FROM entries) - ?1";
-/// An event's counts are read only through its entry: as many rows as
-/// there may be entries is enough.
-const PRUNE_AUDIENCE: &str =
-    "DELETE FROM audience WHERE rowid <= (SELECT rowid FROM audience ORDER BY rowid DESC LIMIT 1 OFFSET ?1)";
+/// An event's counts are read only through its entry, so as many rows as
+/// there may be entries is enough: the newest by arrival, whose rowids are
+/// the last `?1` integers at most (a new row's rowid is the largest plus one).
+const PRUNE_AUDIENCE: &str = "DELETE FROM audience WHERE rowid <= (SELECT MAX(rowid) FROM audience) - ?1";
 
-/// One transaction: the batch's entries and counts, then the prune.
-fn commit(conn: &mut Connection, batch: &[Job], bounds: Bounds) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (mut entries, mut audiences) = (false, false);
-    for job in batch {
-        match job {
-            Job::Record { id, at_ms, json, .. } => {
-                tx.prepare_cached(INSERT_ENTRY)?.execute(params![id, *at_ms as i64, json])?;
-                entries = true;
-            }
-            Job::Audience { channel, seq, report: r, .. } => {
-                let counts = [r.delivered, r.gone, r.failed].map(|n| n as i64);
-                tx.prepare_cached(ADD_AUDIENCE)?.execute(params![channel, *seq as i64, counts[0], counts[1], counts[2]])?;
-                audiences = true;
+/// The writer's own state: the number of entries, so that a commit prunes
+/// only what is over the count (found with the primary key, never a walk
+/// through the `max_entries` kept).
+struct Writer {
+    bounds: Bounds,
+    /// None until counted, and again after a failed commit.
+    rows: Option<u64>,
+}
+
+impl Writer {
+    /// One transaction: the batch's entries and counts, then the prune.
+    fn commit(&mut self, conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+        if batch.iter().all(|j| matches!(j, Job::Flush(_))) {
+            return Ok(());
+        }
+        let rows = self.rows.take();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rows = match rows {
+            Some(n) => n,
+            None => tx.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64,
+        };
+        let (mut entries, mut audiences) = (false, false);
+        for job in batch {
+            match job {
+                Job::Record { id, at_ms, json } => {
+                    rows += tx.prepare_cached(INSERT_ENTRY)?.execute(params![id, *at_ms as i64, json])? as u64;
+                    entries = true;
+                }
+                Job::Audience { channel, seq, report: r } => {
+                    let counts = [r.delivered, r.gone, r.failed].map(|n| n as i64);
+                    tx.prepare_cached(ADD_AUDIENCE)?.execute(params![channel, *seq as i64, counts[0], counts[1], counts[2]])?;
+                    audiences = true;
+                }
+                Job::Flush(_) => {}
             }
         }
+        let keep = self.bounds.max_entries as u64;
+        if entries {
+            rows -= tx.prepare_cached(PRUNE_AGE)?.execute(params![age_ms(self.bounds).min(i64::MAX as u64) as i64])? as u64;
+            if rows > keep {
+                rows -= tx.prepare_cached(PRUNE_OLDEST)?.execute(params![(rows - keep) as i64])? as u64;
+            }
+        }
+        if audiences {
+            tx.prepare_cached(PRUNE_AUDIENCE)?.execute(params![keep as i64])?;
+        }
+        tx.commit()?;
+        self.rows = Some(rows);
+        Ok(())
     }
-    let keep = bounds.max_entries as i64;
-    if entries {
-        tx.prepare_cached(PRUNE_COUNT)?.execute(params![keep])?;
-        tx.prepare_cached(PRUNE_AGE)?.execute(params![age_ms(bounds).min(i64::MAX as u64) as i64])?;
-    }
-    if audiences {
-        tx.prepare_cached(PRUNE_AUDIENCE)?.execute(params![keep])?;
-    }
-    tx.commit()
 }
 
 fn decode(json: &str) -> rusqlite::Result<Entry> {
     serde_json::from_str(json).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
+/// Writes are queued, never waited for (see the module's doc); a read sees
+/// every write queued before it.
 impl DeliveryLog for SqliteDeliveries {
     async fn record(&self, entry: &Entry) -> Result<(), StoreError> {
         // The audience is read from its own table, never kept in the entry.
@@ -235,8 +284,7 @@ impl DeliveryLog for SqliteDeliveries {
             serde_json::to_string(entry)
         }
         .map_err(err)?;
-        let (done, answer) = oneshot::channel();
-        self.send(Job::Record { id: entry.id.clone(), at_ms: entry.at_ms, json, done }, answer).await
+        self.queue(Job::Record { id: entry.id.clone(), at_ms: entry.at_ms, json })
     }
 
     async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
@@ -268,8 +316,7 @@ impl DeliveryLog for SqliteDeliveries {
     }
 
     async fn add_audience(&self, channel: &str, seq: u64, report: FanoutReport) -> Result<(), StoreError> {
-        let (done, answer) = oneshot::channel();
-        self.send(Job::Audience { channel: channel.to_owned(), seq, report, done: Some(done) }, answer).await
+        self.queue(Job::Audience { channel: channel.to_owned(), seq, report })
     }
 
     async fn audience(&self, channel: &str, seq: u64) -> Result<FanoutReport, StoreError> {
@@ -325,11 +372,13 @@ mod tests {
         let made: Vec<Entry> = (0..10_000u64).map(|i| conformance::accepted("flood", i + 1, t0 + i / 10)).collect();
         let started = Instant::now();
         for chunk in made.chunks(50) {
-            let results = futures::future::join_all(chunk.iter().map(|e| log.record(e))).await;
-            assert!(results.iter().all(Result::is_ok), "{results:?}");
             for e in chunk {
+                log.record(e).await.unwrap();
                 log.note_audience("flood", e.seq.unwrap(), FanoutReport { delivered: 1, gone: 0, failed: 0 });
             }
+            // Paced as webhooks are (each waits for the event store's
+            // commit): the writer's queue never fills.
+            log.list(None, 1).await.unwrap();
         }
         let took = started.elapsed();
         log.add_audience("flood", 10_000, FanoutReport { delivered: 1, gone: 0, failed: 0 }).await.unwrap();
@@ -341,6 +390,52 @@ mod tests {
         assert_eq!(kept.last().map(|e| &e.id), made.last().map(|e| &e.id), "the newest is kept");
         assert_eq!(kept.first().map(|e| &e.id), Some(&made[made.len() - bounds.max_entries].id));
         assert_eq!(log.audience("flood", 10_000).await.unwrap().delivered, 2);
+    }
+
+    /// The fan-out never waits on SQLite: with the writer stuck (its
+    /// connection held), 10,000 reports (more than the queue holds) are
+    /// handed over at once, the overflow counted and dropped.
+    #[test]
+    fn noting_an_audience_never_waits_for_the_writer() {
+        let log = Arc::new(SqliteDeliveries::in_memory(Bounds::default()).unwrap());
+        let stuck = log.reader.clone();
+        let held = stuck.lock().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let noting = log.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for seq in 1..=10_000 {
+                noting.note_audience("a", seq, FanoutReport { delivered: 1, gone: 0, failed: 0 });
+            }
+            done.send(started.elapsed()).unwrap();
+        });
+        let took = finished.recv_timeout(hookcast_testkit::LOCAL).expect("note_audience waited for the writer");
+        eprintln!("10,000 note_audience with the writer stuck: {took:?} ({:?} each)", took / 10_000);
+        drop(held);
+        // The writer took one batch off the queue before it found the lock held.
+        let dropped = log.audiences_dropped.load(Ordering::Relaxed);
+        assert!(dropped >= (10_000 - QUEUE - MAX_BATCH) as u64, "{dropped} dropped");
+    }
+
+    /// A webhook's answer never waits on this log: with the writer stuck,
+    /// entries are still taken at once, and read once it goes on.
+    #[tokio::test]
+    async fn recording_never_waits_for_the_writer() {
+        let log = Arc::new(SqliteDeliveries::in_memory(Bounds::default()).unwrap());
+        let made: Vec<Entry> = (0..100).map(|i| conformance::accepted("a", i + 1, conformance::T0 + i)).collect();
+        let held = log.reader.lock().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let (recording, entries) = (log.clone(), made.clone());
+        std::thread::spawn(move || {
+            for e in &entries {
+                futures::executor::block_on(recording.record(e)).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        finished.recv_timeout(hookcast_testkit::LOCAL).expect("record waited for the writer");
+        drop(held);
+        let listed = log.list(None, 1000).await.unwrap();
+        assert_eq!(listed, made);
     }
 
     /// The age bound holds across a restart: entries older than `max_age`
