@@ -8,11 +8,13 @@
   'use strict';
 
   var KEY = 'hookcast-operator-token';
-  var POLL_MS = 500;
+  // The log is asked again this long after each answer (never two asks at once).
+  var POLL_MS = 250;
   var $ = function (id) { return /** @type {any} */ (document.getElementById(id)); };
   var token = null;
   var channel = null;
   var timers = [];
+  var loopTimer = null;
 
   function readToken() {
     var m = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
@@ -51,6 +53,7 @@
     token = null;
     try { sessionStorage.removeItem(KEY); } catch (_) { /* nothing kept */ }
     timers.forEach(clearInterval);
+    clearTimeout(loopTimer);
     timers = [];
     $('app').hidden = true;
     $('signout').hidden = true;
@@ -193,9 +196,11 @@
     $('login').hidden = true;
     $('app').hidden = false;
     $('signout').hidden = false;
-    pollDeliveries();
+    var loop = function () {
+      pollDeliveries().then(function () { if (token) loopTimer = setTimeout(loop, POLL_MS); });
+    };
+    loop();
     pollPages();
-    timers.push(setInterval(pollDeliveries, POLL_MS));
     timers.push(setInterval(pollChannel, 1000));
     timers.push(setInterval(pollPages, 2000));
   }

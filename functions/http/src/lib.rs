@@ -84,17 +84,15 @@ fn etag(body: &str) -> String {
     format!("\"{}\"", hex::encode(&sha2::Sha256::digest(body.as_bytes())[..12]))
 }
 
-/// Every refusal is a JSON error: a response of 400 or more that is not JSON
-/// already (the framework's own rejections) is rewritten as one, its text
-/// kept as the message.
+/// Every refusal is a JSON error: a response of 400 or more in plain text
+/// or with no type (the framework's own rejections) is rewritten as one, its
+/// text kept as the message. A typed answer (JSON, or the console's 401
+/// page) is left as it is.
 pub async fn json_errors(res: Response) -> Response {
     let status = res.status();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if status.as_u16() < 400 || is_json {
+    let typed =
+        res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| !ct.starts_with("text/plain"));
+    if status.as_u16() < 400 || typed {
         return res;
     }
     let (parts, body) = res.into_parts();
