@@ -197,7 +197,9 @@
     $('app').hidden = false;
     $('signout').hidden = false;
     var loop = function () {
-      pollDeliveries().then(function () { if (token) loopTimer = setTimeout(loop, POLL_MS); });
+      // A hidden tab asks nothing (each ask is a request, and on AWS a bill).
+      var asked = document.visibilityState === 'hidden' ? Promise.resolve() : pollDeliveries();
+      asked.then(function () { if (token) loopTimer = setTimeout(loop, POLL_MS); });
     };
     loop();
     pollPages();
