@@ -203,8 +203,9 @@
     };
     loop();
     pollPages();
-    timers.push(setInterval(pollChannel, 1000));
-    timers.push(setInterval(pollPages, 2000));
+    var shown = function (fn) { return function () { if (document.visibilityState !== 'hidden') fn(); }; };
+    timers.push(setInterval(shown(pollChannel), 1000));
+    timers.push(setInterval(shown(pollPages), 2000));
   }
 
   document.addEventListener('DOMContentLoaded', function () {
