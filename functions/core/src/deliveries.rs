@@ -307,11 +307,14 @@ pub async fn list_with_audience<D: DeliveryLog>(log: &D, after: Option<&str>, li
     Ok(entries)
 }
 
+/// The entries, oldest first, and each event's audience.
+type MemInner = (std::collections::VecDeque<Entry>, BTreeMap<(String, u64), FanoutReport>);
+
 /// The delivery log in memory, bounded: for tests and for a host without a
 /// store of its own.
 pub struct MemDeliveries {
     bounds: Bounds,
-    inner: Mutex<(std::collections::VecDeque<Entry>, BTreeMap<(String, u64), FanoutReport>)>,
+    inner: Mutex<MemInner>,
 }
 
 impl MemDeliveries {

@@ -102,17 +102,18 @@ fn guarded(mut res: Response) -> Response {
 }
 
 /// `Ok` for the operator; else the refusal (401, or 403 cross-site).
-fn operator<L, D, P>(st: &Console<L, D, P>, headers: &HeaderMap) -> Result<(), Response> {
+fn operator<L, D, P>(st: &Console<L, D, P>, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
-        return Err(json_error(StatusCode::FORBIDDEN, "cross_site", "the console does not answer requests from other sites"));
+        let refused = json_error(StatusCode::FORBIDDEN, "cross_site", "the console does not answer requests from other sites");
+        return Err(Box::new(refused));
     }
     let Some(token) = &st.token else {
-        return Err(unauthorized("the console is off: no operator token is set (HOOKCAST_OPERATOR_TOKEN)"));
+        return Err(Box::new(unauthorized("the console is off: no operator token is set (HOOKCAST_OPERATOR_TOKEN)")));
     };
     if token.admits(headers) {
         Ok(())
     } else {
-        Err(unauthorized("the console needs the operator token: Authorization: Bearer <token>"))
+        Err(Box::new(unauthorized("the console needs the operator token: Authorization: Bearer <token>")))
     }
 }
 
@@ -145,7 +146,7 @@ where
     F: std::future::Future<Output = Result<Value, ApiError>>,
 {
     let res = match operator(st, headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(()) => match f.await {
             Ok(body) => ok_json(body),
             Err(e) => e.into_response(),

@@ -334,14 +334,14 @@ async fn ingest<L: EventLog, D: DeliveryLog>(
     let m = hookcast_core::metrics::global();
     let done = st.hooks.ingest(source, content_type, &req).await.inspect_err(|e| {
         info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
-        m.webhook(&source, e.code());
+        m.webhook(source, e.code());
     })?;
     if let Some(why) = &done.ignored {
         info!(source, reason = %why, "webhook ignored: nothing published");
-        m.webhook(&source, "ignored");
+        m.webhook(source, "ignored");
     } else {
         info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
-        m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
+        m.webhook(source, if done.duplicate { "duplicate" } else { "accepted" });
         if !done.duplicate {
             m.event_appended();
         }
