@@ -4,6 +4,7 @@
 pub mod apigw;
 mod attr;
 mod commit;
+pub mod deliveries;
 pub mod dynamo;
 pub mod edge;
 pub mod emf;
@@ -91,6 +92,19 @@ impl Startup {
                 }
             }
         }
+        // The console's operator token: a plain string the stack generates
+        // (OperatorSecret). Not readable, the console is off and the
+        // webhooks go on: it is not what they need.
+        if role == env::Role::Webhook {
+            if let Some(arn) = std::env::var("HOOKCAST_OPERATOR_SECRET_ARN").ok().filter(|a| !a.trim().is_empty()) {
+                match fetch_secret_string(&sdk, arn.trim()).await {
+                    Ok(token) => {
+                        secrets.insert("HOOKCAST_OPERATOR_TOKEN".to_owned(), token);
+                    }
+                    Err(e) => tracing::error!("{e}: the console is off"),
+                }
+            }
+        }
         let config_file = read_config_layer()?;
         let lookup = |k: &str| match k {
             env::CONFIG_FILE_KEY => config_file.clone(),
@@ -162,6 +176,16 @@ impl Startup {
         let pacer = gateway.pacer().expect("the fan-out's gateway has a rate");
         ((Fanout::new(Arc::new(self.cfg.core.clone()), store.clone(), gateway), store), pacer)
     }
+    /// The delivery log (the console's, and the fan-out's audiences): in
+    /// the table, each entry kept a day ([`deliveries`]).
+    pub fn deliveries(&self) -> deliveries::DynamoDeliveries {
+        let store = self.store();
+        deliveries::DynamoDeliveries::new(store.client().clone(), store.table(), Default::default())
+    }
+    /// Open pages, for the console: occupancy and pages by build.
+    pub fn pages(&self) -> deliveries::DynamoPages {
+        deliveries::DynamoPages::new(Arc::new(self.store()))
+    }
     /// The workers posting now, for the fan-out's whole share.
     pub fn share(&self) -> pipeline::Share {
         pipeline::Share::new(self.store().client().clone(), &self.cfg.table, self.cfg.posts_per_second, self.cfg.fanout_workers)
@@ -193,6 +217,17 @@ fn read_config_layer() -> Result<Option<String>, StartupError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StartupError::ConfigUnreadable { path: path.display().to_string(), detail: e.to_string() }),
     }
+}
+
+/// A secret's string as it is (not JSON).
+async fn fetch_secret_string(sdk: &aws_config::SdkConfig, arn: &str) -> Result<String, StartupError> {
+    let out = aws_sdk_secretsmanager::Client::new(sdk).get_secret_value().secret_id(arn).send().await.map_err(|e| {
+        StartupError::SecretsUnreadable {
+            arn: arn.to_owned(),
+            detail: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+        }
+    })?;
+    Ok(out.secret_string().unwrap_or_default().to_owned())
 }
 
 /// The secret JSON, as `HOOKCAST_SECRET_<SOURCE>` lookups.
@@ -284,7 +319,7 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     let startup = Startup::load(env::Role::Fanout).await?;
     let ((fanout, cursors), pacer) = startup.fanout_paced();
     let rate = startup.cfg.posts_per_second;
-    let state = Arc::new((fanout, cursors, startup.queue(), startup.share(), pacer));
+    let state = Arc::new((fanout, cursors, startup.queue(), startup.share(), pacer, startup.deliveries()));
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
         async move {
@@ -294,7 +329,7 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
             let left = std::time::Duration::from_millis(ev.context.deadline.saturating_sub(now_ms));
             let until = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
             let budget = pipeline::Budget { until, posts_per_second: Some(rate) };
-            let batch = pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &ev.payload, Some(budget));
+            let batch = pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &state.5, &ev.payload, Some(budget));
             let result = Box::pin(state.3.while_posting(&state.4, batch)).await;
             emf::flush();
             Ok::<_, lambda_runtime::Error>(result)

@@ -294,14 +294,35 @@ pub trait DeliveryLog: Send + Sync + 'static {
     fn get(&self, id: &str) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send;
     fn add_audience(&self, channel: &str, seq: u64, report: FanoutReport) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn audience(&self, channel: &str, seq: u64) -> impl Future<Output = Result<FanoutReport, StoreError>> + Send;
+    /// [`DeliveryLog::audience`] of several events, in `events`' order: one
+    /// by one unless a host reads them together (DynamoDB: one
+    /// BatchGetItem per 100, where a list of 100 accepted entries would
+    /// otherwise cost 100 round trips).
+    fn audiences(&self, events: &[(String, u64)]) -> impl Future<Output = Result<Vec<FanoutReport>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(events.len());
+            for (channel, seq) in events {
+                out.push(self.audience(channel, *seq).await?);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Reads `list` and fills each accepted entry's audience.
 pub async fn list_with_audience<D: DeliveryLog>(log: &D, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
     let mut entries = log.list(after, limit).await?;
-    for e in entries.iter_mut().filter(|e| e.outcome == Outcome::Accepted) {
-        if let (Some(channel), Some(seq)) = (&e.channel, e.seq) {
-            e.audience = Some(log.audience(channel, seq).await?);
+    let (at, events): (Vec<usize>, Vec<(String, u64)>) = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match (e.outcome, &e.channel, e.seq) {
+            (Outcome::Accepted, Some(channel), Some(seq)) => Some((i, (channel.clone(), seq))),
+            _ => None,
+        })
+        .unzip();
+    if !events.is_empty() {
+        for (i, audience) in at.into_iter().zip(log.audiences(&events).await?) {
+            entries[i].audience = Some(audience);
         }
     }
     Ok(entries)

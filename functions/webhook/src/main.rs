@@ -4,8 +4,8 @@ use hookcast_aws::env::Role;
 use lambda_http::{run, Error};
 
 /// Verify, append, acknowledge: the shared HTTP router over the DynamoDB
-/// event log. This function has no gateway at all; the table's stream drives
-/// the fan-out.
+/// event log, and the operator's console. This function has no gateway at
+/// all; the commit's enqueue and the table's stream drive the fan-out.
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     hookcast_aws::init_tracing();
@@ -19,46 +19,50 @@ async fn main() -> Result<(), Error> {
     };
     let edge: Option<Arc<str>> = startup.cfg.edge_secret.as_deref().map(Arc::from);
     let unready = Arc::new(startup.cfg.unready.clone());
+    // Every delivery's answer goes to the delivery log in the table, which
+    // the console at /_console reads (behind the stack's OperatorSecret).
+    let hooks = Arc::new(startup.hooks());
+    let deliveries = Arc::new(startup.deliveries());
+    let token = startup.cfg.operator_token.as_deref().and_then(hookcast_http::console::OperatorToken::new);
+    let console = hookcast_http::console::routes(hooks.clone(), deliveries.clone(), Arc::new(startup.pages()), token);
     // After each answer, what the counters gained goes out as CloudWatch EMF lines.
-    let router = hookcast_http::router(
-        Arc::new(startup.hooks()),
-        Arc::new(hookcast_http::MemDeliveries::new(Default::default())),
-        snippets,
-    )
-    .layer(axum::middleware::map_response(|res: axum::response::Response| async move {
-        hookcast_aws::emf::flush();
-        res
-    }))
-    // A source whose secret the stack does not hold yet: its deliveries
-    // are refused saying where the secret goes; the rest goes on.
-    .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let unready = unready.clone();
-        async move {
-            match hookcast_aws::unready_refusal(&unready, req.uri().path()) {
-                None => next.run(req).await,
-                Some((status, body)) => {
-                    use axum::response::IntoResponse;
-                    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
-                    let headers =
-                        [(axum::http::header::CONTENT_TYPE, "application/json"), (axum::http::header::RETRY_AFTER, "60")];
-                    (status, headers, body).into_response()
+    let router = hookcast_http::router(hooks, deliveries, snippets)
+        .merge(console)
+        .layer(axum::middleware::map_response(|res: axum::response::Response| async move {
+            hookcast_aws::emf::flush();
+            res
+        }))
+        // A source whose secret the stack does not hold yet: its deliveries
+        // are refused saying where the secret goes; the rest goes on.
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let unready = unready.clone();
+            async move {
+                match hookcast_aws::unready_refusal(&unready, req.uri().path()) {
+                    None => next.run(req).await,
+                    Some((status, body)) => {
+                        use axum::response::IntoResponse;
+                        let status =
+                            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                        let headers =
+                            [(axum::http::header::CONTENT_TYPE, "application/json"), (axum::http::header::RETRY_AFTER, "60")];
+                        (status, headers, body).into_response()
+                    }
                 }
             }
-        }
-    }))
-    // With the edge option, a request that did not come through
-    // CloudFront (and its WAF) is refused before anything reads it.
-    .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let edge = edge.clone();
-        async move {
-            if hookcast_aws::edge::admits(edge.as_deref(), req.headers()) {
-                next.run(req).await
-            } else {
-                use axum::response::IntoResponse;
-                let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
-                (axum::http::StatusCode::FORBIDDEN, json, hookcast_aws::edge::REFUSED).into_response()
+        }))
+        // With the edge option, a request that did not come through
+        // CloudFront (and its WAF) is refused before anything reads it.
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let edge = edge.clone();
+            async move {
+                if hookcast_aws::edge::admits(edge.as_deref(), req.headers()) {
+                    next.run(req).await
+                } else {
+                    use axum::response::IntoResponse;
+                    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+                    (axum::http::StatusCode::FORBIDDEN, json, hookcast_aws::edge::REFUSED).into_response()
+                }
             }
-        }
-    }));
+        }));
     run(router).await
 }

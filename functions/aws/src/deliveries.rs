@@ -1,0 +1,285 @@
+//! The delivery log and the console's open pages on AWS, in the stack's one
+//! table (the items are in [`crate::dynamo`]'s table of items).
+//!
+//! Entries are spread over [`DELIVERY_SHARDS`] partitions by a hash of
+//! their id (`dlv#<shard>` / `<id>`), so a flood of deliveries is not held
+//! to one partition's 1,000 writes a second; the id alone says its shard,
+//! so `get` is one GetItem. `list` asks every shard for its part (newest
+//! first with a `Limit`, or after the cursor oldest first) and merges them.
+//!
+//! Bounds, as AWS can keep them: the count is bounded per read (`limit`,
+//! which the console caps at 200), not in storage; what is stored is bounded
+//! by age: every entry carries the table's `ttl` at its time plus
+//! [`Bounds::max_age`] (24 h by default), after which DynamoDB deletes it
+//! (within days; reads skip it from its `ttl` on). The storage is so at most
+//! `max_age` × the rate entries come in, and refused ones come in at most
+//! 20 a second per webhook instance (hookcast-http's `REFUSED_PER_SEC`).
+//!
+//! An event's audience is one item per event (`aud#<channel>` / `<seq>`),
+//! moved by `ADD` alone: each fan-out unit (a channel's shard) adds its own
+//! counts, and additions from any number of workers, in any order, sum.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::KeysAndAttributes;
+use aws_sdk_dynamodb::Client;
+use hookcast_core::deliveries::{Bounds, DeliveryLog, Entry, Pages};
+use hookcast_core::fanout::FanoutReport;
+use hookcast_core::ports::{ConnId, StoreError, StoreErrorKind, Subscriptions};
+use hookcast_core::Channel;
+
+use crate::attr::{fnv1a, get_n, get_s, key, n, s, sdk_err, Item};
+use crate::dynamo::DynamoStore;
+
+/// Partitions the entries are spread over.
+pub const DELIVERY_SHARDS: u32 = 8;
+/// Partitions the open-page counters are spread over (by connection).
+pub const BUILD_SHARDS: u32 = 8;
+/// Keys one BatchGetItem may ask for.
+const BATCH_GET_MAX: usize = 100;
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The partition of entry `id`.
+pub fn entry_pk(id: &str) -> String {
+    format!("dlv#{}", fnv1a(id) % DELIVERY_SHARDS)
+}
+
+/// An event's audience item.
+pub fn audience_key(channel: &str, seq: u64) -> Item {
+    key(format!("aud#{channel}"), format!("{seq:020}"))
+}
+
+/// The counter of pages on `build` that `conn` opened in `hour` counts on.
+pub(crate) fn build_counter_key(conn: &ConnId, build: &str, hour: u64) -> Item {
+    key(format!("bld#{}", fnv1a(&conn.0) % BUILD_SHARDS), format!("{build}#{hour}"))
+}
+
+/// Whether an item is past its TTL (DynamoDB deletes such items lazily).
+fn expired(item: &Item, now_s: u64) -> bool {
+    get_n(item, "ttl").is_some_and(|t| t <= now_s)
+}
+
+/// The delivery log in the table.
+#[derive(Clone)]
+pub struct DynamoDeliveries {
+    client: Client,
+    table: String,
+    bounds: Bounds,
+}
+
+impl DynamoDeliveries {
+    /// `bounds.max_age` is each entry's and audience's time to live;
+    /// `bounds.max_entries` is not kept in storage (see the module's doc).
+    pub fn new(client: Client, table: impl Into<String>, bounds: Bounds) -> Self {
+        Self { client, table: table.into(), bounds }
+    }
+
+    fn ttl_after(&self, secs: u64) -> u64 {
+        secs + self.bounds.max_age.as_secs()
+    }
+
+    fn decode(item: &Item) -> Option<Entry> {
+        let entry = get_s(item, "e").and_then(|json| serde_json::from_str(json).ok());
+        if entry.is_none() {
+            tracing::warn!(id = get_s(item, "sk").unwrap_or_default(), "a delivery log item does not decode; skipped");
+        }
+        entry
+    }
+
+    /// One shard's live entries with id > `from`: the newest `limit`
+    /// (`newest`) or the oldest `limit`.
+    async fn shard_part(&self, shard: u32, from: &str, newest: bool, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let now = now_secs();
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk > :from")
+                .expression_attribute_values(":pk", s(format!("dlv#{shard}")))
+                .expression_attribute_values(":from", s(from))
+                .scan_index_forward(!newest)
+                .limit((limit - out.len()).min(1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for item in page.items.unwrap_or_default() {
+                if !expired(&item, now) {
+                    out.extend(Self::decode(&item));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() && out.len() < limit => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+impl DeliveryLog for DynamoDeliveries {
+    /// One PutItem (one write unit for an entry up to 1 KB; the largest,
+    /// with every listed header at its longest, about 5).
+    async fn record(&self, entry: &Entry) -> Result<(), StoreError> {
+        let json = serde_json::to_string(entry).map_err(|e| StoreError::new(StoreErrorKind::Invalid, e.to_string()))?;
+        let mut item = key(entry_pk(&entry.id), entry.id.clone());
+        item.insert("e".into(), s(json));
+        item.insert("ttl".into(), n(self.ttl_after(entry.at_ms / 1000)));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_err)?;
+        Ok(())
+    }
+
+    /// One Query per shard, side by side, each from the oldest id still
+    /// live (ids begin with their time) or the cursor, whichever is later.
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let floor = format!("{:013}", now_secs().saturating_sub(self.bounds.max_age.as_secs()) * 1000);
+        let from = match after {
+            Some(a) if a > floor.as_str() => a.to_owned(),
+            _ => floor,
+        };
+        let newest = after.is_none();
+        let parts =
+            futures::future::join_all((0..DELIVERY_SHARDS).map(|shard| self.shard_part(shard, &from, newest, limit))).await;
+        let mut all = Vec::new();
+        for part in parts {
+            all.extend(part?);
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        if newest {
+            all.drain(..all.len().saturating_sub(limit));
+        } else {
+            all.truncate(limit);
+        }
+        Ok(all)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Entry>, StoreError> {
+        let got =
+            self.client.get_item().table_name(&self.table).set_key(Some(key(entry_pk(id), id))).send().await.map_err(sdk_err)?;
+        Ok(got.item.filter(|i| !expired(i, now_secs())).and_then(|i| Self::decode(&i)))
+    }
+
+    /// One UpdateItem of `ADD`s (none for a report of nobody): commutative,
+    /// so any number of fan-out workers may add to one event at once.
+    async fn add_audience(&self, channel: &str, seq: u64, report: FanoutReport) -> Result<(), StoreError> {
+        if report == FanoutReport::default() {
+            return Ok(());
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(audience_key(channel, seq)))
+            .update_expression("ADD delivered :d, gone :g, failed :f SET #ttl = :ttl")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":d", n(report.delivered))
+            .expression_attribute_values(":g", n(report.gone))
+            .expression_attribute_values(":f", n(report.failed))
+            .expression_attribute_values(":ttl", n(self.ttl_after(now_secs())))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn audience(&self, channel: &str, seq: u64) -> Result<FanoutReport, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(audience_key(channel, seq)))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(got.item.filter(|i| !expired(i, now_secs())).map(|i| report_of(&i)).unwrap_or_default())
+    }
+
+    /// BatchGetItem, 100 keys a call (the same event asked twice is read
+    /// once), what DynamoDB leaves unprocessed asked again.
+    async fn audiences(&self, events: &[(String, u64)]) -> Result<Vec<FanoutReport>, StoreError> {
+        let mut wanted: Vec<(String, u64)> = events.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        let now = now_secs();
+        let mut found: HashMap<(String, u64), FanoutReport> = HashMap::new();
+        for chunk in wanted.chunks(BATCH_GET_MAX) {
+            let keys: Vec<Item> = chunk.iter().map(|(c, seq)| audience_key(c, *seq)).collect();
+            let mut ask = Some(
+                KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(|e| StoreError::unavailable(e.to_string()))?,
+            );
+            let mut attempt = 0;
+            while let Some(keys) = ask.take() {
+                let out = self.client.batch_get_item().request_items(&self.table, keys).send().await.map_err(sdk_err)?;
+                for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    let channel = get_s(&item, "pk").and_then(|pk| pk.strip_prefix("aud#")).map(str::to_owned);
+                    let seq = get_s(&item, "sk").and_then(|sk| sk.parse().ok());
+                    if let (Some(channel), Some(seq), false) = (channel, seq, expired(&item, now)) {
+                        found.insert((channel, seq), report_of(&item));
+                    }
+                }
+                ask = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
+                if ask.is_some() {
+                    attempt += 1;
+                    if attempt >= 8 {
+                        return Err(StoreError::new(
+                            StoreErrorKind::Throttled,
+                            "BatchGetItem left keys unprocessed after 8 attempts",
+                        ));
+                    }
+                    crate::backoff_sleep(attempt, Duration::from_millis(20), Duration::from_secs(1)).await;
+                }
+            }
+        }
+        Ok(events.iter().map(|k| found.get(k).copied().unwrap_or_default()).collect())
+    }
+}
+
+fn report_of(item: &Item) -> FanoutReport {
+    let count = |k| get_n(item, k).unwrap_or(0) as usize;
+    FanoutReport { delivered: count("delivered"), gone: count("gone"), failed: count("failed") }
+}
+
+/// Open pages as the table counts them: a channel's occupancy from the
+/// subscribe counters (what the `occupancy` route reads), pages per build
+/// from the counters `$connect` and `$disconnect` move ([`crate::guard`]).
+pub struct DynamoPages {
+    store: Arc<DynamoStore>,
+}
+
+impl DynamoPages {
+    pub fn new(store: Arc<DynamoStore>) -> Self {
+        Self { store }
+    }
+}
+
+impl Pages for DynamoPages {
+    async fn occupancy(&self, channel: &Channel) -> Result<u64, StoreError> {
+        self.store.count_subscribers(channel).await
+    }
+
+    /// One Query per counter shard: a handful of small items per build
+    /// (shards × the about three hours a connection's counter lives).
+    async fn builds(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let now = self.store.clock_secs();
+        let pks: Vec<String> = (0..BUILD_SHARDS).map(|shard| format!("bld#{shard}")).collect();
+        let parts = futures::future::join_all(pks.iter().map(|pk| self.store.query_all(pk, None))).await;
+        let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+        for part in parts {
+            for item in part?.iter().filter(|i| !expired(i, now)) {
+                let Some((build, _hour)) = get_s(item, "sk").and_then(|sk| sk.rsplit_once('#')) else { continue };
+                let by = item.get("n").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                *sums.entry(build.to_owned()).or_default() += by;
+            }
+        }
+        Ok(sums.into_iter().filter(|(_, n)| *n > 0).map(|(b, n)| (b, n as u64)).collect())
+    }
+}
