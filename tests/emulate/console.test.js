@@ -17,8 +17,11 @@ const harness = require('./harness.js');
 
 const { ROOT, ORIGIN, until } = harness;
 const GITHUB = 'emulate-console-github-secret-0123456789';
+// github's secret is put in SenderSecrets; stripe's is not (a stack just deployed).
 const CONFIG = `[sources.github]
 kind = "github"
+[sources.stripe]
+kind = "stripe"
 `;
 const BUILD = 'b1';
 
@@ -170,6 +173,20 @@ test('a refused delivery says why, an accepted one reaches the page and its audi
   assert.deepEqual([again.event, again.data], [first.event, first.data]);
   const log = await api('GET', `/api/deliveries?after=${good.id}`);
   assert.deepEqual(log.json.deliveries.map((d) => [d.kind, d.seq]), [['test', seq + 1], ['replay', seq + 2]]);
+});
+
+test('a delivery to a source whose secret the stack lacks is logged saying where it goes', async () => {
+  const res = await fetch(`${stack.http}/hooks/stripe`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': 't=1,v1=00' }, body: '{"type":"ping"}',
+  });
+  assert.equal(res.status, 503, await res.text());
+  const entry = await until('the not-ready delivery in the log', async () => {
+    const r = await api('GET', '/api/deliveries?limit=50');
+    return r.json.deliveries.find((d) => d.source === 'stripe');
+  });
+  assert.deepEqual([entry.status, entry.outcome, entry.code, entry.kind], [503, 'refused', 'source_not_ready', 'stripe']);
+  assert.match(entry.reason, /put it under "stripe" in the SenderSecrets secret/);
+  assert.ok(!JSON.stringify(entry).includes('v1=00'), 'no signature kept');
 });
 
 test('open pages: by build, and on the channel', async () => {
