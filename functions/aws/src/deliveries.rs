@@ -29,8 +29,9 @@
 //! every [`FULL_READ_EVERY`], or when a larger `limit` is asked. An entry
 //! that became visible more than [`FRESH_WINDOW`] after its id's time (a
 //! write retried that long) is shown from the next full read. An event's
-//! audience, once read [`SETTLED`] after its event, is kept too: the fan-out
-//! is long done by then.
+//! audience is read again at most every [`AUDIENCE_REREAD`], and not at all
+//! once it was read [`SETTLED`] after its event: the fan-out is long done by
+//! then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -59,8 +60,10 @@ pub const FRESH_WINDOW: Duration = Duration::from_secs(10);
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(60);
 /// An audience read this long after its event is kept by the instance.
 pub const SETTLED: Duration = Duration::from_secs(600);
-/// Settled audiences an instance keeps (past it, it starts over).
-const SETTLED_KEPT: usize = 4096;
+/// A younger event's audience, read this long ago, is read again.
+pub const AUDIENCE_REREAD: Duration = Duration::from_secs(2);
+/// Audiences an instance keeps (past it, it starts over).
+const AUDIENCES_KEPT: usize = 4096;
 
 fn now_secs() -> u64 {
     now_ms() / 1000
@@ -108,8 +111,9 @@ struct Recent {
     /// When the last full read, and the last read, started (ms).
     full_at_ms: u64,
     read_at_ms: u64,
-    /// Audiences read [`SETTLED`] after their event.
-    settled: HashMap<(String, u64), FanoutReport>,
+    /// Audiences as last read: when (ms), and whether that was [`SETTLED`]
+    /// after their event.
+    audiences: HashMap<(String, u64), (FanoutReport, u64, bool)>,
 }
 
 impl DynamoDeliveries {
@@ -293,17 +297,22 @@ impl DeliveryLog for DynamoDeliveries {
     }
 
     /// BatchGetItem, 100 keys a call (the same event asked twice is read
-    /// once), what DynamoDB leaves unprocessed asked again; audiences this
-    /// instance read [`SETTLED`] after their event are not read again.
+    /// once), what DynamoDB leaves unprocessed asked again; an audience this
+    /// instance read less than [`AUDIENCE_REREAD`] ago, or [`SETTLED`] after
+    /// its event, is not read again.
     async fn audiences(&self, events: &[(String, u64)]) -> Result<Vec<FanoutReport>, StoreError> {
         let started = now_ms();
+        let reread_ms = AUDIENCE_REREAD.as_millis() as u64;
         let mut found: HashMap<(String, u64), FanoutReport> = HashMap::new();
         // When each event was logged, as far as this instance knows.
         let logged: HashMap<(String, u64), u64> = {
             let r = self.recent();
             for k in events {
-                if let Some(a) = r.settled.get(k) {
-                    found.insert(k.clone(), *a);
+                match r.audiences.get(k) {
+                    Some((a, read_at, settled)) if *settled || started.saturating_sub(*read_at) < reread_ms => {
+                        found.insert(k.clone(), *a);
+                    }
+                    _ => {}
                 }
             }
             r.entries
@@ -348,14 +357,13 @@ impl DeliveryLog for DynamoDeliveries {
         // out settles at zeroes).
         let settled_ms = SETTLED.as_millis() as u64;
         let mut r = self.recent();
-        if r.settled.len() + wanted.len() > SETTLED_KEPT {
-            r.settled.clear();
+        if r.audiences.len() + wanted.len() > AUDIENCES_KEPT {
+            r.audiences.clear();
         }
         for k in wanted {
-            if logged.get(&k).is_some_and(|at| started.saturating_sub(*at) >= settled_ms) {
-                let a = found.get(&k).copied().unwrap_or_default();
-                r.settled.insert(k, a);
-            }
+            let settled = logged.get(&k).is_some_and(|at| started.saturating_sub(*at) >= settled_ms);
+            let a = found.get(&k).copied().unwrap_or_default();
+            r.audiences.insert(k, (a, started, settled));
         }
         Ok(events.iter().map(|k| found.get(k).copied().unwrap_or_default()).collect())
     }
