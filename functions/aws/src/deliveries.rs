@@ -18,6 +18,20 @@
 //! An event's audience is one item per event (`aud#<channel>` / `<seq>`),
 //! moved by `ADD` alone: each fan-out unit (a channel's shard) adds its own
 //! counts, and additions from any number of workers, in any order, sum.
+//!
+//! The console asks for the newest entries a few times a second while it is
+//! open. Read whole each time, that is every shard's newest `limit` items
+//! and every listed event's audience: about 100 read units a poll with a
+//! full log, some $0.15 an hour. So each instance keeps what it last read
+//! ([`Recent`]): a poll reads only what its shards hold from
+//! [`FRESH_WINDOW`] before the previous poll on (half a read unit a shard
+//! when nothing came), entries being immutable; a full read is made at most
+//! every [`FULL_READ_EVERY`], or when a larger `limit` is asked. An entry
+//! that became visible more than [`FRESH_WINDOW`] after its id's time (a
+//! write retried that long) is shown from the next full read. An event's
+//! audience is read again at most every [`AUDIENCE_REREAD`], and not at all
+//! once it was read [`SETTLED`] after its event: the fan-out is long done by
+//! then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -39,9 +53,23 @@ pub const DELIVERY_SHARDS: u32 = 8;
 pub const BUILD_SHARDS: u32 = 8;
 /// Keys one BatchGetItem may ask for.
 const BATCH_GET_MAX: usize = 100;
+/// A poll of the newest entries reads its shards from this long before the
+/// previous poll: an entry is visible within it of its id's time.
+pub const FRESH_WINDOW: Duration = Duration::from_secs(10);
+/// The newest entries are read whole at least this often.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(60);
+/// An audience read this long after its event is kept by the instance.
+pub const SETTLED: Duration = Duration::from_secs(600);
+/// A younger event's audience, read this long ago, is read again.
+pub const AUDIENCE_REREAD: Duration = Duration::from_secs(2);
+/// Audiences an instance keeps (past it, it starts over).
+const AUDIENCES_KEPT: usize = 4096;
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    now_ms() / 1000
+}
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The partition of entry `id`.
@@ -70,13 +98,81 @@ pub struct DynamoDeliveries {
     client: Client,
     table: String,
     bounds: Bounds,
+    recent: Arc<std::sync::Mutex<Recent>>,
+}
+
+/// What this instance last read of the newest entries (see the module's doc).
+#[derive(Default)]
+struct Recent {
+    /// The newest `depth` entries as of `read_at_ms`, oldest first.
+    entries: Vec<Entry>,
+    /// The `limit` of the last full read (0: none yet).
+    depth: usize,
+    /// When the last full read, and the last read, started (ms).
+    full_at_ms: u64,
+    read_at_ms: u64,
+    /// Audiences as last read: when (ms), and whether that was [`SETTLED`]
+    /// after their event.
+    audiences: HashMap<(String, u64), (FanoutReport, u64, bool)>,
 }
 
 impl DynamoDeliveries {
     /// `bounds.max_age` is each entry's and audience's time to live;
     /// `bounds.max_entries` is not kept in storage (see the module's doc).
     pub fn new(client: Client, table: impl Into<String>, bounds: Bounds) -> Self {
-        Self { client, table: table.into(), bounds }
+        Self { client, table: table.into(), bounds, recent: Default::default() }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Every change to it is whole before the lock is let go.
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The first id of `ms` (ids begin with their time): `sk > ` it is every
+    /// entry of that millisecond on.
+    fn id_floor(ms: u64) -> String {
+        format!("{ms:013}")
+    }
+
+    /// The newest `limit` live entries: what this instance read before, and
+    /// what its shards hold from [`FRESH_WINDOW`] before that read on (all
+    /// of them, when a full read is due).
+    async fn newest(&self, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let started = now_ms();
+        let oldest_live = now_secs().saturating_sub(self.bounds.max_age.as_secs()) * 1000;
+        let full_due = |r: &Recent| r.depth < limit || started.saturating_sub(r.full_at_ms) >= FULL_READ_EVERY.as_millis() as u64;
+        let (full, from_ms) = {
+            let r = self.recent();
+            match full_due(&r) {
+                true => (true, oldest_live),
+                false => (false, r.read_at_ms.saturating_sub(FRESH_WINDOW.as_millis() as u64).max(oldest_live)),
+            }
+        };
+        let from = Self::id_floor(from_ms);
+        let parts = futures::future::join_all((0..DELIVERY_SHARDS).map(|shard| self.shard_part(shard, &from, true, limit))).await;
+        let mut read = Vec::new();
+        for part in parts {
+            read.extend(part?);
+        }
+        let mut r = self.recent();
+        if full {
+            r.entries = read;
+            r.depth = limit;
+            r.full_at_ms = started;
+        } else {
+            // Entries never change: what was read before stays as it was.
+            r.entries.extend(read);
+        }
+        r.read_at_ms = r.read_at_ms.max(started);
+        r.entries.sort_by(|a, b| a.id.cmp(&b.id));
+        r.entries.dedup_by(|a, b| a.id == b.id);
+        let max_age_ms = self.bounds.max_age.as_millis() as u64;
+        r.entries.retain(|e| e.at_ms + max_age_ms > started);
+        let keep = r.depth.max(limit);
+        let extra = r.entries.len().saturating_sub(keep);
+        r.entries.drain(..extra);
+        let skip = r.entries.len().saturating_sub(limit);
+        Ok(r.entries[skip..].to_vec())
     }
 
     fn ttl_after(&self, secs: u64) -> u64 {
@@ -138,28 +234,25 @@ impl DeliveryLog for DynamoDeliveries {
 
     /// One Query per shard, side by side, each from the oldest id still
     /// live (ids begin with their time) or the cursor, whichever is later.
+    /// Without a cursor, the newest `limit` ([`DynamoDeliveries::newest`]:
+    /// mostly what this instance read before).
     async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let Some(after) = after else {
+            return if limit == 0 { Ok(vec![]) } else { self.newest(limit).await };
+        };
         if limit == 0 {
             return Ok(vec![]);
         }
-        let floor = format!("{:013}", now_secs().saturating_sub(self.bounds.max_age.as_secs()) * 1000);
-        let from = match after {
-            Some(a) if a > floor.as_str() => a.to_owned(),
-            _ => floor,
-        };
-        let newest = after.is_none();
+        let floor = Self::id_floor(now_secs().saturating_sub(self.bounds.max_age.as_secs()) * 1000);
+        let from = if after > floor.as_str() { after.to_owned() } else { floor };
         let parts =
-            futures::future::join_all((0..DELIVERY_SHARDS).map(|shard| self.shard_part(shard, &from, newest, limit))).await;
+            futures::future::join_all((0..DELIVERY_SHARDS).map(|shard| self.shard_part(shard, &from, false, limit))).await;
         let mut all = Vec::new();
         for part in parts {
             all.extend(part?);
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
-        if newest {
-            all.drain(..all.len().saturating_sub(limit));
-        } else {
-            all.truncate(limit);
-        }
+        all.truncate(limit);
         Ok(all)
     }
 
@@ -204,13 +297,34 @@ impl DeliveryLog for DynamoDeliveries {
     }
 
     /// BatchGetItem, 100 keys a call (the same event asked twice is read
-    /// once), what DynamoDB leaves unprocessed asked again.
+    /// once), what DynamoDB leaves unprocessed asked again; an audience this
+    /// instance read less than [`AUDIENCE_REREAD`] ago, or [`SETTLED`] after
+    /// its event, is not read again.
     async fn audiences(&self, events: &[(String, u64)]) -> Result<Vec<FanoutReport>, StoreError> {
-        let mut wanted: Vec<(String, u64)> = events.to_vec();
+        let started = now_ms();
+        let reread_ms = AUDIENCE_REREAD.as_millis() as u64;
+        let mut found: HashMap<(String, u64), FanoutReport> = HashMap::new();
+        // When each event was logged, as far as this instance knows.
+        let logged: HashMap<(String, u64), u64> = {
+            let r = self.recent();
+            for k in events {
+                match r.audiences.get(k) {
+                    Some((a, read_at, settled)) if *settled || started.saturating_sub(*read_at) < reread_ms => {
+                        found.insert(k.clone(), *a);
+                    }
+                    _ => {}
+                }
+            }
+            r.entries
+                .iter()
+                .filter_map(|e| Some(((e.channel.clone()?, e.seq?), e.at_ms)))
+                .filter(|(k, _)| events.contains(k))
+                .collect()
+        };
+        let mut wanted: Vec<(String, u64)> = events.iter().filter(|k| !found.contains_key(*k)).cloned().collect();
         wanted.sort();
         wanted.dedup();
         let now = now_secs();
-        let mut found: HashMap<(String, u64), FanoutReport> = HashMap::new();
         for chunk in wanted.chunks(BATCH_GET_MAX) {
             let keys: Vec<Item> = chunk.iter().map(|(c, seq)| audience_key(c, *seq)).collect();
             let mut ask = Some(
@@ -238,6 +352,18 @@ impl DeliveryLog for DynamoDeliveries {
                     crate::backoff_sleep(attempt, Duration::from_millis(20), Duration::from_secs(1)).await;
                 }
             }
+        }
+        // Settled: read long enough after its event (an event never fanned
+        // out settles at zeroes).
+        let settled_ms = SETTLED.as_millis() as u64;
+        let mut r = self.recent();
+        if r.audiences.len() + wanted.len() > AUDIENCES_KEPT {
+            r.audiences.clear();
+        }
+        for k in wanted {
+            let settled = logged.get(&k).is_some_and(|at| started.saturating_sub(*at) >= settled_ms);
+            let a = found.get(&k).copied().unwrap_or_default();
+            r.audiences.insert(k, (a, started, settled));
         }
         Ok(events.iter().map(|k| found.get(k).copied().unwrap_or_default()).collect())
     }

@@ -418,6 +418,22 @@ mod tests {
         assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], "source_not_ready");
         assert!(crate::unready_refusal(&cfg.unready, "/hookcast.js").is_none());
         assert!(crate::unready_refusal(&cfg.unready, "/hooks/other").is_none());
+        // The console's log says the same, with the listed headers only.
+        let headers: Vec<(String, String)> =
+            [("X-GitHub-Event", "push"), ("X-Hub-Signature-256", "sha256=ab"), ("Content-Length", "42")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let now = std::time::SystemTime::now();
+        let entry = crate::unready_entry(&cfg.unready, "/hooks/gh", "github", &headers, now).unwrap();
+        assert_eq!((entry.status, entry.code.as_deref(), entry.bytes), (503, Some("source_not_ready"), 42));
+        assert_eq!(entry.reason.as_deref(), Some(why.as_str()));
+        assert_eq!(entry.headers.keys().collect::<Vec<_>>(), ["content-length", "x-github-event"]);
+        assert!(crate::unready_entry(&cfg.unready, "/hooks/other", "", &headers, now).is_none());
+        // A flood of them is logged 20 a second.
+        let cap = crate::LogCap::default();
+        assert_eq!((0..30).filter(|_| cap.take(now)).count(), 20);
+        assert!(cap.take(now + std::time::Duration::from_secs(1)));
         // The other functions never need it.
         assert!(LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file)]), Role::Fanout).is_ok());
 

@@ -205,6 +205,50 @@ pub fn unready_refusal(unready: &std::collections::BTreeMap<String, String>, pat
     Some((503, serde_json::json!({"error": "source_not_ready", "message": message}).to_string()))
 }
 
+/// The delivery log's entry for what [`unready_refusal`] answers (503
+/// `source_not_ready`, saying where the secret goes): right after a deploy
+/// it is the first thing an operator looking at the console needs to see.
+/// `kind` is the source's sender kind, `headers` the request's.
+pub fn unready_entry(
+    unready: &std::collections::BTreeMap<String, String>,
+    path: &str,
+    kind: &str,
+    headers: &[(String, String)],
+    now: std::time::SystemTime,
+) -> Option<hookcast_core::deliveries::Entry> {
+    let source = path.strip_prefix("/hooks/")?;
+    let why = unready.get(source)?;
+    let bytes = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok());
+    let e = hookcast_core::HookError::Unavailable;
+    let mut entry = hookcast_core::deliveries::Entry::refused(now, source, kind, &e, &headers.to_vec(), bytes.unwrap_or(0));
+    entry.status = 503;
+    entry.code = Some("source_not_ready".into());
+    entry.reason = Some(why.chars().take(hookcast_core::deliveries::REASON_MAX).collect());
+    Some(entry)
+}
+
+/// Deliveries refused before the router (a source not ready) logged per
+/// second by one instance, as the router logs its own refusals (20).
+pub const UNREADY_LOGGED_PER_SEC: u32 = 20;
+
+/// A per-second cap on what one instance logs of a flood
+/// ([`UNREADY_LOGGED_PER_SEC`]).
+#[derive(Default)]
+pub struct LogCap(std::sync::Mutex<(u64, u32)>);
+
+impl LogCap {
+    /// Whether one more may be logged in `now`'s second.
+    pub fn take(&self, now: std::time::SystemTime) -> bool {
+        let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0 != second {
+            *g = (second, 0);
+        }
+        g.1 += 1;
+        g.1 <= UNREADY_LOGGED_PER_SEC
+    }
+}
+
 /// The config layer's `hookcast.toml`, if the function has the layer. Lambda
 /// extracts layers into /opt; `hookcast emulate` runs functions as local
 /// processes, which share one /opt, and names the directory that stands for

@@ -158,3 +158,64 @@ async fn audiences_add_up_from_writers_at_once_and_read_back_together() {
     let audiences: Vec<usize> = listed.iter().map(|e| e.audience.unwrap().delivered).collect();
     assert_eq!(audiences, [42, 43, 0]);
 }
+
+/// The console asks for the newest entries a few times a second: after one
+/// whole read, an instance reads only the last seconds of each shard (half
+/// a read unit a shard when nothing came), and still shows what another
+/// instance records, late ones within the window included; an audience read
+/// long after its event is not read again, a recent one is, every 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn polling_the_newest_entries_reads_what_is_new_only() {
+    use hookcast_core::deliveries::Bounds;
+    let (writer, table) = fresh();
+    let meter = std::sync::Arc::new(hookcast_emulate::bill::Meter::default());
+    let front = hookcast_emulate::front::start(&common::endpoint(), Default::default(), meter.clone()).await.unwrap();
+    let metered = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(front.url.clone())));
+    let console = DynamoDeliveries::new(metered, &table, Bounds::default());
+    let read_units = || meter.dynamodb_rru_halves.load(std::sync::atomic::Ordering::SeqCst) as f64 / 2.0;
+    let now = SystemTime::now();
+    // A full log's worth: 100 accepted deliveries from 20 minutes ago on, each heard by 2 pages.
+    let old: Vec<Entry> = (0..100).map(|i| accepted("busy", i + 1, now - Duration::from_secs(1200 - i))).collect();
+    for e in &old {
+        writer.record(e).await.unwrap();
+        writer.add_audience("busy", e.seq.unwrap(), FanoutReport { delivered: 2, gone: 0, failed: 0 }).await.unwrap();
+    }
+    let before = read_units();
+    let first = list_with_audience(&console, None, 100).await.unwrap();
+    assert_eq!(ids(&first), ids(&old));
+    assert!(first.iter().all(|e| e.audience.unwrap().delivered == 2));
+    let whole = read_units() - before;
+
+    // Nothing new: each shard's last seconds, and no audience read again (their events are long done).
+    let before = read_units();
+    let again = list_with_audience(&console, None, 100).await.unwrap();
+    assert_eq!(again, first);
+    let quiet = read_units() - before;
+    assert!(quiet <= f64::from(DELIVERY_SHARDS) / 2.0, "a quiet poll read {quiet} units (the whole read {whole})");
+    assert!(whole >= 10.0 * quiet, "the whole read {whole} units, a quiet poll {quiet}");
+
+    // Another instance records one now and one stamped 5 s ago that shows up late: both on the next poll.
+    let fresh_one = accepted("busy", 101, SystemTime::now());
+    let late_one = accepted("busy", 102, SystemTime::now() - Duration::from_secs(5));
+    writer.record(&fresh_one).await.unwrap();
+    writer.record(&late_one).await.unwrap();
+    writer.add_audience("busy", 101, FanoutReport { delivered: 1, gone: 0, failed: 0 }).await.unwrap();
+    let polled = list_with_audience(&console, None, 100).await.unwrap();
+    let mut want: Vec<&str> = ids(&old[2..]);
+    want.extend([late_one.id.as_str(), fresh_one.id.as_str()]);
+    want.sort();
+    assert_eq!(ids(&polled), want);
+    // Polled again at once: the young audience was read a moment ago.
+    let before = read_units();
+    list_with_audience(&console, None, 100).await.unwrap();
+    let at_once = read_units() - before;
+    assert!(at_once <= f64::from(DELIVERY_SHARDS) / 2.0, "an immediate poll read {at_once} units");
+    // A recent event's audience is read again, a moment later: it may still be growing.
+    writer.add_audience("busy", 101, FanoutReport { delivered: 4, gone: 0, failed: 0 }).await.unwrap();
+    tokio::time::sleep(hookcast_aws::deliveries::AUDIENCE_REREAD).await;
+    let polled = list_with_audience(&console, None, 100).await.unwrap();
+    let heard = polled.iter().find(|e| e.seq == Some(101)).unwrap().audience.unwrap();
+    assert_eq!(heard.delivered, 5);
+    // A cursor read is the table's, whole.
+    assert_eq!(ids(&console.list(Some(&old[97].id), 10).await.unwrap()).len(), 4);
+}

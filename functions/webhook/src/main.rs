@@ -25,21 +25,40 @@ async fn main() -> Result<(), Error> {
     let deliveries = Arc::new(startup.deliveries());
     let token = startup.cfg.operator_token.as_deref().and_then(hookcast_http::console::OperatorToken::new);
     let console = hookcast_http::console::routes(hooks.clone(), deliveries.clone(), Arc::new(startup.pages()), token);
+    // What the not-ready refusal below logs: the source's kind, and its cap.
+    let kinds: Arc<std::collections::BTreeMap<String, &'static str>> =
+        Arc::new(startup.cfg.core.sources.iter().map(|(name, s)| (name.clone(), s.kind_name())).collect());
+    let (unready_log, unready_cap) = (deliveries.clone(), Arc::new(hookcast_aws::LogCap::default()));
     // After each answer, what the counters gained goes out as CloudWatch EMF lines.
-    let router = hookcast_http::router(hooks, deliveries, snippets)
+    let router = hookcast_http::router(hooks.clone(), deliveries, snippets)
         .merge(console)
         .layer(axum::middleware::map_response(|res: axum::response::Response| async move {
             hookcast_aws::emf::flush();
             res
         }))
         // A source whose secret the stack does not hold yet: its deliveries
-        // are refused saying where the secret goes; the rest goes on.
+        // are refused saying where the secret goes (and logged, for the
+        // console); the rest goes on.
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let unready = unready.clone();
+            let (unready, kinds, log, cap, hooks) =
+                (unready.clone(), kinds.clone(), unready_log.clone(), unready_cap.clone(), hooks.clone());
             async move {
                 match hookcast_aws::unready_refusal(&unready, req.uri().path()) {
                     None => next.run(req).await,
                     Some((status, body)) => {
+                        let now = hooks.now();
+                        if cap.take(now) {
+                            let path = req.uri().path();
+                            let kind = path.strip_prefix("/hooks/").and_then(|s| kinds.get(s).copied()).unwrap_or("");
+                            let headers: Vec<(String, String)> = req
+                                .headers()
+                                .iter()
+                                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                                .collect();
+                            if let Some(entry) = hookcast_aws::unready_entry(&unready, path, kind, &headers, now) {
+                                hookcast_http::console::record(&*log, &entry).await;
+                            }
+                        }
                         use axum::response::IntoResponse;
                         let status =
                             axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
