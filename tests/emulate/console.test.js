@@ -175,6 +175,34 @@ test('a refused delivery says why, an accepted one reaches the page and its audi
   assert.deepEqual(log.json.deliveries.map((d) => [d.kind, d.seq]), [['test', seq + 1], ['replay', seq + 2]]);
 });
 
+test('in Chromium, the console on the stack shows the same: the refusal and why, the delivery with its audience, the test event and the replay, the page by build', async () => {
+  const { launch, ARTIFACTS } = require('../browser/harness.js');
+  const browser = await launch();
+  try {
+    const tab = await browser.newPage();
+    const problems = [];
+    tab.on('console', (m) => { if (m.type() === 'error' && !/401/.test(m.text())) problems.push(m.text()); });
+    tab.on('pageerror', (e) => problems.push(String(e)));
+    const opened = await tab.goto(`${stack.outputs.ConsoleUrl}#token=${token}`);
+    assert.equal(opened.status(), 401, 'a navigation carries no token: the page is 401 and its script takes the token from the fragment');
+    await tab.waitForSelector('#status[data-status="live"]');
+    assert.ok(!tab.url().includes('token='), 'the token leaves the address bar');
+    const refused = await tab.textContent('tr[data-outcome="refused"]:has-text("invalid_signature"), tr[data-outcome="refused"]:has-text("does not match")');
+    assert.match(refused, /github/);
+    assert.match(refused, /cannot tell a different secret from a changed body/);
+    await tab.waitForFunction(() => [...document.querySelectorAll('tr[data-outcome="accepted"]')]
+      .some((tr) => tr.querySelector('td.channel').textContent === 'github' && /[1-9]\d* delivered/.test(tr.querySelector('td.audience').textContent)));
+    await tab.waitForSelector('td.reason >> text=/^replay of /');
+    await tab.waitForSelector('tr[data-outcome="accepted"] >> text=test');
+    await tab.waitForSelector(`#pages tr[data-build="${BUILD}"]`);
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await tab.screenshot({ path: path.join(ARTIFACTS, 'console-emulate.png'), fullPage: true });
+    assert.deepEqual(problems, [], 'no script error and no CSP violation on the console');
+  } finally {
+    await browser.close();
+  }
+});
+
 test('a delivery to a source whose secret the stack lacks is logged saying where it goes', async () => {
   const res = await fetch(`${stack.http}/hooks/stripe`, {
     method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': 't=1,v1=00' }, body: '{"type":"ping"}',
