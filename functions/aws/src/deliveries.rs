@@ -13,7 +13,7 @@
 //! [`Bounds::max_age`] (24 h by default), after which DynamoDB deletes it
 //! (within days; reads skip it from its `ttl` on). The storage is so at most
 //! `max_age` × the rate entries come in, and refused ones come in at most
-//! 20 a second per webhook instance (hookcast-http's `REFUSED_PER_SEC`).
+//! one a second per source and code, 20 in all, per webhook instance (hookcast-http's `REFUSED_PER_SEC`).
 //!
 //! An event's audience is one item per event (`aud#<channel>` / `<seq>`),
 //! moved by `ADD` alone: each fan-out unit (a channel's shard) adds its own

@@ -242,8 +242,10 @@ async fn hook<L: EventLog, D: DeliveryLog>(
     let h = RequestHeaders(&headers);
     let entry = match &answer {
         Ok(done) => Some(Entry::answered(now, &source, kind, done, &h, size)),
-        Err(ApiError::Hook(e)) => st.refused.take(now).then(|| Entry::refused(now, &source, kind, e, &h, size)),
-        Err(ApiError::Request { status, code, message }) => st.refused.take(now).then(|| {
+        Err(ApiError::Hook(e)) => {
+            st.refused.take(now, &source, e.code()).then(|| Entry::refused(now, &source, kind, e, &h, size))
+        }
+        Err(ApiError::Request { status, code, message }) => st.refused.take(now, &source, code).then(|| {
             let e = HookError::BadPayload(message.clone());
             let mut entry = Entry::refused(now, &source, kind, &e, &h, size);
             entry.status = status.as_u16();
@@ -255,7 +257,9 @@ async fn hook<L: EventLog, D: DeliveryLog>(
     if let Some(mut entry) = entry {
         let dropped = st.refused.dropped();
         if dropped > 0 {
-            let note = format!(" ({dropped} refused deliveries before this one were not logged: over {REFUSED_PER_SEC}/s)");
+            let note = format!(
+                " ({dropped} refused deliveries before this one were not logged: one a second per source and refusal, {REFUSED_PER_SEC} in all)"
+            );
             entry.reason = Some(entry.reason.take().unwrap_or_default() + &note);
         }
         console::record(&*st.deliveries, &entry).await;
@@ -266,26 +270,34 @@ async fn hook<L: EventLog, D: DeliveryLog>(
 }
 
 /// Refused deliveries logged per second by one process (one Lambda
-/// instance): a flood of bad requests costs the log no more than this.
-pub const REFUSED_PER_SEC: u32 = 20;
+/// instance): one per source and refusal code, and at most this many in
+/// all. A flood of one kind of bad request costs the log one write a second
+/// per instance, and its requests stay as short as the check that refuses
+/// them (logging every one cost each a write, and on a slow store made a
+/// flood of 100 a second need more instances than the function has).
+pub const REFUSED_PER_SEC: usize = 20;
 
-/// A token bucket for refused entries: [`REFUSED_PER_SEC`], bursts of as
-/// many; what it drops is counted and said on the next one it keeps.
+/// The refused entries logged this second, by (source, code); what it
+/// drops is counted and said on the next one it keeps.
 #[derive(Default)]
 struct RefusedBudget {
-    inner: std::sync::Mutex<(u64, u32, u64)>,
+    inner: std::sync::Mutex<Logged>,
 }
 
+/// This second, the (source, code) pairs logged in it, and how many were
+/// dropped since the last entry kept.
+type Logged = (u64, Vec<(String, &'static str)>, u64);
+
 impl RefusedBudget {
-    fn take(&self, now: std::time::SystemTime) -> bool {
+    fn take(&self, now: std::time::SystemTime, source: &str, code: &'static str) -> bool {
         let second = hookcast_core::clock::millis(now) / 1000;
-        let mut g = self.inner.lock().expect("not poisoned");
+        let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if g.0 != second {
             g.0 = second;
-            g.1 = 0;
+            g.1.clear();
         }
-        if g.1 < REFUSED_PER_SEC {
-            g.1 += 1;
+        if g.1.len() < REFUSED_PER_SEC && !g.1.iter().any(|(s, c)| s == source && *c == code) {
+            g.1.push((source.to_owned(), code));
             true
         } else {
             g.2 += 1;
@@ -294,7 +306,7 @@ impl RefusedBudget {
     }
     /// How many were dropped since the last call (and forgets them).
     fn dropped(&self) -> u64 {
-        std::mem::take(&mut self.inner.lock().expect("not poisoned").2)
+        std::mem::take(&mut self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).2)
     }
 }
 
