@@ -7,7 +7,7 @@ module.exports = [
   { ignores: ['node_modules/', 'target/', 'site-snippet/dist/', 'tests/artifacts/', '.tools/', '.aws-sam/', '.hookcast/'] },
   js.configs.recommended,
   {
-    files: ['site-snippet/hookcast.js', 'site-snippet/demo/demo.js', 'site-snippet/console/console.js'],
+    files: ['site-snippet/hookcast.js', 'site-snippet/demo/demo.js'],
     languageOptions: { sourceType: 'script', ecmaVersion: 2020, globals: { ...globals.browser, module: 'writable' } },
   },
   {

@@ -594,8 +594,7 @@
     }
 
     var client = createClient({
-      // Which build this page is (its deploy): the console counts open pages by it.
-      url: opts.url + (deploy ? (/\?/.test(opts.url) ? '&' : '?') + 'build=' + encodeURIComponent(deploy) : ''),
+      url: opts.url,
       storage: opts.storage,
       onEvent: apply,
       onState: snapshot,

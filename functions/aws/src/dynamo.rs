@@ -11,18 +11,6 @@
 //! | channel head (+ `state_kind`, `state_json`, `state_event_ms`: the channel state at `seq`; `ttl`: `state_ttl` after its last append) | `chan#<channel>` | `head` |
 //! | event | `chan#<channel>` | `ev#<seq, 20 digits>` |
 //! | dedupe key | `dedupe#<key>` | `dedupe` |
-//! | delivery log entry (`e`: the entry as JSON; `ttl`: its time + the log's max age, 24 h) | `dlv#<FNV-1a of the id % 8>` | `<entry id>` |
-//! | an event's audience (`delivered`, `gone`, `failed`: each fan-out unit `ADD`s its counts; `ttl` as the entries') | `aud#<channel>` | `<seq, 20 digits>` |
-//! | open pages of a build opened in one hour, one of 8 counters (`n`: `$connect` adds 1, `$disconnect` takes it off; expires 3 h after the hour) | `bld#<FNV-1a of the conn id % 8>` | `<build stamp>#<hour>` |
-//!
-//! The delivery log ([`crate::deliveries`]) is bounded on AWS by age and
-//! per read, not by count in storage: a read answers at most its `limit`
-//! (the console asks for 200 at most), and DynamoDB's TTL deletes entries a
-//! day after their time, so what is stored is at most a day of entries; a
-//! flood of refused deliveries adds at most 20 entries a second per webhook
-//! instance (hookcast-http's `REFUSED_PER_SEC`). A connection's build stamp
-//! is kept on its budget item (`conn#<id>` / `guard`, [`crate::guard`]),
-//! which `$disconnect` reads back as it marks it gone.
 //!
 //! Subscribers are sharded by a hash of the connection id so one hot channel
 //! spreads over partitions, and fan-out works one (channel, shard) at a time.
@@ -190,10 +178,6 @@ impl DynamoStore {
         self.clock = clock;
         self
     }
-    /// Now, by that clock (epoch seconds).
-    pub(crate) fn clock_secs(&self) -> u64 {
-        (self.clock)()
-    }
 
     /// Creates the table as template.yaml does (tests and local setups).
     /// Returns nothing; the stream's ARN is [`DynamoStore::stream_arn`].
@@ -238,7 +222,7 @@ impl DynamoStore {
     }
 
     /// Every item of one partition (optionally an sk prefix), all pages.
-    pub(crate) async fn query_all(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+    async fn query_all(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {

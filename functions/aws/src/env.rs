@@ -8,9 +8,8 @@ use hookcast_core::config::{Config, ConfigError, RawConfig, RawPrivate, PRIVATE_
 /// Which function is starting: each reads only what it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `POST /hooks/…`, history, the snippet, the console: the table and the
-    /// sources with their secrets, the subscribe secret (history of private
-    /// channels) and the operator token.
+    /// `POST /hooks/…`, history, the snippet: the table and the sources with
+    /// their secrets, and the subscribe secret (history of private channels).
     Webhook,
     /// `$connect`, `$disconnect`: the table and `@connections`; no secret.
     Connection,
@@ -45,15 +44,7 @@ pub struct LambdaConfig {
     /// Sources with no secret in the stack's secrets yet, each with why:
     /// the webhook function refuses their deliveries (503) saying so.
     pub unready: BTreeMap<String, String>,
-    /// The console's operator token (`HOOKCAST_OPERATOR_TOKEN`: the stack's
-    /// OperatorSecret, read at the webhook function's cold start); `None`
-    /// turns the console off. One shorter than [`OPERATOR_TOKEN_MIN`]
-    /// characters could be guessed: it is refused (logged) and the console is off.
-    pub operator_token: Option<String>,
 }
-
-/// The shortest operator token the console takes (as hookcast-http's `OperatorToken`).
-pub const OPERATOR_TOKEN_MIN: usize = 16;
 
 /// A secret of a shape every kind takes (Standard Webhooks' `whsec_` and
 /// base64), for a source whose real secret this function never uses.
@@ -180,20 +171,6 @@ impl LambdaConfig {
             }
         };
         let edge_secret = env("HOOKCAST_EDGE_SECRET").filter(|v| !v.is_empty());
-        let operator_token = match env("HOOKCAST_OPERATOR_TOKEN").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
-            Some(t) if role == Role::Webhook && t.len() >= OPERATOR_TOKEN_MIN => Some(t),
-            Some(_) if role == Role::Webhook => {
-                tracing::error!(
-                    "the operator token (OperatorSecret) is shorter than {OPERATOR_TOKEN_MIN} characters: the console is off"
-                );
-                None
-            }
-            None if role == Role::Webhook => {
-                tracing::warn!("no operator token (OperatorSecret): the console at /_console answers 401 to everything");
-                None
-            }
-            _ => None,
-        };
         if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
             problems.push("HOOKCAST_EDGE_SECRET (EdgeOriginSecret) must be at least 32 characters".into());
         }
@@ -288,18 +265,7 @@ impl LambdaConfig {
         match core {
             Some(core) if problems.is_empty() => {
                 let unready = missing.into_iter().map(|(name, (_, why))| (name, why)).collect();
-                Ok(Self {
-                    table,
-                    ws_endpoint,
-                    queue_url,
-                    shards,
-                    posts_per_second,
-                    fanout_workers,
-                    edge_secret,
-                    core,
-                    unready,
-                    operator_token,
-                })
+                Ok(Self { table, ws_endpoint, queue_url, shards, posts_per_second, fanout_workers, edge_secret, core, unready })
             }
             _ => Err(ConfigError { problems }),
         }
@@ -335,20 +301,6 @@ mod tests {
         .collect();
         vars.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         move |k| vars.get(k).cloned()
-    }
-
-    /// The operator token is the webhook function's alone, and one short
-    /// enough to guess turns the console off rather than opening it.
-    #[test]
-    fn the_operator_token_opens_the_console_on_the_webhook_function_only() {
-        let token = "0123456789abcdefghij0123456789abcdefghij";
-        let webhook = LambdaConfig::from_env(&env_with(&[("HOOKCAST_OPERATOR_TOKEN", token)]), Role::Webhook).unwrap();
-        assert_eq!(webhook.operator_token.as_deref(), Some(token));
-        let message = LambdaConfig::from_env(&env_with(&[("HOOKCAST_OPERATOR_TOKEN", token)]), Role::Message).unwrap();
-        assert_eq!(message.operator_token, None);
-        let short = LambdaConfig::from_env(&env_with(&[("HOOKCAST_OPERATOR_TOKEN", "short")]), Role::Webhook).unwrap();
-        assert_eq!(short.operator_token, None);
-        assert_eq!(LambdaConfig::from_env(&env_with(&[]), Role::Webhook).unwrap().operator_token, None);
     }
 
     /// A `[private] secret_env` names a laptop's variable: on AWS the
@@ -418,22 +370,6 @@ mod tests {
         assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], "source_not_ready");
         assert!(crate::unready_refusal(&cfg.unready, "/hookcast.js").is_none());
         assert!(crate::unready_refusal(&cfg.unready, "/hooks/other").is_none());
-        // The console's log says the same, with the listed headers only.
-        let headers: Vec<(String, String)> =
-            [("X-GitHub-Event", "push"), ("X-Hub-Signature-256", "sha256=ab"), ("Content-Length", "42")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        let now = std::time::SystemTime::now();
-        let entry = crate::unready_entry(&cfg.unready, "/hooks/gh", "github", &headers, now).unwrap();
-        assert_eq!((entry.status, entry.code.as_deref(), entry.bytes), (503, Some("source_not_ready"), 42));
-        assert_eq!(entry.reason.as_deref(), Some(why.as_str()));
-        assert_eq!(entry.headers.keys().collect::<Vec<_>>(), ["content-length", "x-github-event"]);
-        assert!(crate::unready_entry(&cfg.unready, "/hooks/other", "", &headers, now).is_none());
-        // A flood of them is logged 20 a second.
-        let cap = crate::LogCap::default();
-        assert_eq!((0..30).filter(|_| cap.take(now)).count(), 20);
-        assert!(cap.take(now + std::time::Duration::from_secs(1)));
         // The other functions never need it.
         assert!(LambdaConfig::from_env(&env_with(&[(CONFIG_FILE_KEY, file)]), Role::Fanout).is_ok());
 

@@ -13,14 +13,8 @@
 //!
 //! Items (each with a `ttl`):
 //! - `conn#<id>` / `guard`: the connection's address, the hour it opened,
-//!   the build stamp its page sent (`build`, `""` for none), this minute's
-//!   spending (`w`, the minute; `ops`; `bytes`), and `closed` once it is
-//!   closed (over its budget, or by `$disconnect`).
-//! - `bld#<shard>` / `<build>#<hour>`: pages of that build opened in that
-//!   hour and still open (the console's pages by build): `$connect` adds
-//!   one, `$disconnect` takes it off, as for the address's open count; the
-//!   shard is a hash of the connection id, so a burst of pages of one build
-//!   spreads over [`crate::deliveries::BUILD_SHARDS`] partitions.
+//!   this minute's spending (`w`, the minute; `ops`; `bytes`), and `closed`
+//!   once it is closed (over its budget, or by `$disconnect`).
 //! - `ip#<address>` / `m#<minute>`: connections opened in that minute.
 //! - `ip#<address>` / `h#<hour>`: connections opened in that hour and still
 //!   open (`$disconnect` takes one off; a lost `$disconnect` inflates it
@@ -116,16 +110,9 @@ impl Default for Budgets {
 
 /// The budgets of the socket functions' callers.
 pub trait Guard: Send + Sync {
-    /// A new connection from `address`, its page built as `build` (`""`:
-    /// unstamped): within the address's budgets (and then counted open
-    /// under its build), or refused.
-    fn connect(
-        &self,
-        conn: &ConnId,
-        address: &str,
-        build: &str,
-    ) -> impl std::future::Future<Output = Result<Verdict, StoreError>> + Send;
-    /// The connection ended: its address and its build have one connection fewer.
+    /// A new connection from `address`: within the address's budgets, or refused.
+    fn connect(&self, conn: &ConnId, address: &str) -> impl std::future::Future<Output = Result<Verdict, StoreError>> + Send;
+    /// The connection ended: its address has one connection fewer.
     fn disconnect(&self, conn: &ConnId) -> impl std::future::Future<Output = ()> + Send;
     /// The connection spends `frames` and `bytes` of this minute's budget,
     /// and one of `subscribed`'s subscribes.
@@ -147,7 +134,7 @@ pub trait Guard: Send + Sync {
 pub struct Unguarded;
 
 impl Guard for Unguarded {
-    async fn connect(&self, _: &ConnId, _: &str, _: &str) -> Result<Verdict, StoreError> {
+    async fn connect(&self, _: &ConnId, _: &str) -> Result<Verdict, StoreError> {
         Ok(Verdict::Allowed)
     }
     async fn disconnect(&self, _: &ConnId) {}
@@ -353,33 +340,6 @@ impl TableGuard {
         }
     }
 
-    /// Pages of `build` opened in `hour`, still open, move by `by`: a
-    /// figure for the console, so a counter that fails to move is logged,
-    /// never the connection's failure. Taking one off is conditional on
-    /// there being one (an item TTL removed is not brought back below zero).
-    async fn count_build(&self, conn: &ConnId, build: &str, hour: u64, by: i64) {
-        let mut u = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(crate::deliveries::build_counter_key(conn, build, hour)))
-            .expression_attribute_values(":by", n(by));
-        u = if by > 0 {
-            u.update_expression("ADD n :by SET #ttl = :ttl")
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":ttl", n((hour + 3) * 3600))
-        } else {
-            u.update_expression("ADD n :by")
-                .condition_expression("attribute_exists(n) AND n > :zero")
-                .expression_attribute_values(":zero", n(0))
-        };
-        if let Err(e) = u.send().await {
-            if !condition_failed(&e) {
-                tracing::warn!(error = %sdk_err(e), build, "the open pages of a build did not move");
-            }
-        }
-    }
-
     /// One more of the address's connections closed over a budget this hour.
     async fn strike(&self, address: &str, hour: u64) {
         let r = self
@@ -400,7 +360,7 @@ impl TableGuard {
 }
 
 impl Guard for TableGuard {
-    async fn connect(&self, conn: &ConnId, address: &str, build: &str) -> Result<Verdict, StoreError> {
+    async fn connect(&self, conn: &ConnId, address: &str) -> Result<Verdict, StoreError> {
         let now = (self.clock)();
         let (minute, hour) = (now / 60, now / 3600);
         let pk = format!("ip#{address}");
@@ -468,10 +428,8 @@ impl Guard for TableGuard {
         let mut item = key(format!("conn#{}", conn.0), "guard");
         item.insert("ip".into(), s(address));
         item.insert("hour".into(), n(hour));
-        item.insert("build".into(), s(build));
         item.insert("ttl".into(), n(now + 3 * 3600));
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_err)?;
-        self.count_build(conn, build, hour, 1).await;
         Ok(Verdict::Allowed)
     }
 
@@ -489,10 +447,6 @@ impl Guard for TableGuard {
         let Some((ip, hour)) = old.as_ref().and_then(|o| Some((get_s(o, "ip")?.to_owned(), get_n(o, "hour")?))) else {
             return;
         };
-        // A connection made before builds were counted has none to take off.
-        if let Some(build) = old.as_ref().and_then(|o| get_s(o, "build")) {
-            self.count_build(conn, build, hour, -1).await;
-        }
         let r = self
             .client
             .update_item()

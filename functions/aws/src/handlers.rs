@@ -23,9 +23,8 @@ fn conn_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<ConnId> {
 }
 
 /// `$connect`: check Origin and the address's budgets (connections a
-/// minute, open at once), record the connection, counted open under the
-/// build its page sent (`?build=`). Never posts: API Gateway answers 410 to
-/// any post before `$connect` returns.
+/// minute, open at once), record the connection. Never posts: API Gateway
+/// answers 410 to any post before `$connect` returns.
 ///
 /// With the edge option's secret (`edge`), a handshake that did not come
 /// through CloudFront (and its WAF) is refused before anything else, and
@@ -53,11 +52,7 @@ pub async fn ws_connect<L: EventLog, S: Subscriptions, G: Gateway, B: Guard>(
         );
         return ws_response(403, Some("no viewer address from the edge"));
     };
-    // The page's build (the snippet's `?build=<deploy id>`), for the
-    // console's pages by build; none, or one that is not a plain short
-    // token, counts as unstamped.
-    let build = hookcast_core::deliveries::build_stamp(ev.query_string_parameters.first("build")).unwrap_or_default();
-    match guard.connect(&conn, &address, &build).await {
+    match guard.connect(&conn, &address).await {
         Ok(Verdict::Allowed) => {}
         // (`connect` says `Closed` of no connection: only `spend` does.)
         Ok(verdict @ (Verdict::Over(_) | Verdict::Closed)) => {

@@ -4,7 +4,6 @@
 pub mod apigw;
 mod attr;
 mod commit;
-pub mod deliveries;
 pub mod dynamo;
 pub mod edge;
 pub mod emf;
@@ -92,19 +91,6 @@ impl Startup {
                 }
             }
         }
-        // The console's operator token: a plain string the stack generates
-        // (OperatorSecret). Not readable, the console is off and the
-        // webhooks go on: it is not what they need.
-        if role == env::Role::Webhook {
-            if let Some(arn) = std::env::var("HOOKCAST_OPERATOR_SECRET_ARN").ok().filter(|a| !a.trim().is_empty()) {
-                match fetch_secret_string(&sdk, arn.trim()).await {
-                    Ok(token) => {
-                        secrets.insert("HOOKCAST_OPERATOR_TOKEN".to_owned(), token);
-                    }
-                    Err(e) => tracing::error!("{e}: the console is off"),
-                }
-            }
-        }
         let config_file = read_config_layer()?;
         let lookup = |k: &str| match k {
             env::CONFIG_FILE_KEY => config_file.clone(),
@@ -176,16 +162,6 @@ impl Startup {
         let pacer = gateway.pacer().expect("the fan-out's gateway has a rate");
         ((Fanout::new(Arc::new(self.cfg.core.clone()), store.clone(), gateway), store), pacer)
     }
-    /// The delivery log (the console's, and the fan-out's audiences): in
-    /// the table, each entry kept a day ([`deliveries`]).
-    pub fn deliveries(&self) -> deliveries::DynamoDeliveries {
-        let store = self.store();
-        deliveries::DynamoDeliveries::new(store.client().clone(), store.table(), Default::default())
-    }
-    /// Open pages, for the console: occupancy and pages by build.
-    pub fn pages(&self) -> deliveries::DynamoPages {
-        deliveries::DynamoPages::new(Arc::new(self.store()))
-    }
     /// The workers posting now, for the fan-out's whole share.
     pub fn share(&self) -> pipeline::Share {
         pipeline::Share::new(self.store().client().clone(), &self.cfg.table, self.cfg.posts_per_second, self.cfg.fanout_workers)
@@ -205,50 +181,6 @@ pub fn unready_refusal(unready: &std::collections::BTreeMap<String, String>, pat
     Some((503, serde_json::json!({"error": "source_not_ready", "message": message}).to_string()))
 }
 
-/// The delivery log's entry for what [`unready_refusal`] answers (503
-/// `source_not_ready`, saying where the secret goes): right after a deploy
-/// it is the first thing an operator looking at the console needs to see.
-/// `kind` is the source's sender kind, `headers` the request's.
-pub fn unready_entry(
-    unready: &std::collections::BTreeMap<String, String>,
-    path: &str,
-    kind: &str,
-    headers: &[(String, String)],
-    now: std::time::SystemTime,
-) -> Option<hookcast_core::deliveries::Entry> {
-    let source = path.strip_prefix("/hooks/")?;
-    let why = unready.get(source)?;
-    let bytes = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok());
-    let e = hookcast_core::HookError::Unavailable;
-    let mut entry = hookcast_core::deliveries::Entry::refused(now, source, kind, &e, &headers.to_vec(), bytes.unwrap_or(0));
-    entry.status = 503;
-    entry.code = Some("source_not_ready".into());
-    entry.reason = Some(why.chars().take(hookcast_core::deliveries::REASON_MAX).collect());
-    Some(entry)
-}
-
-/// Deliveries refused before the router (a source not ready) logged per
-/// second by one instance, as the router logs its own refusals (20).
-pub const UNREADY_LOGGED_PER_SEC: u32 = 20;
-
-/// A per-second cap on what one instance logs of a flood
-/// ([`UNREADY_LOGGED_PER_SEC`]).
-#[derive(Default)]
-pub struct LogCap(std::sync::Mutex<(u64, u32)>);
-
-impl LogCap {
-    /// Whether one more may be logged in `now`'s second.
-    pub fn take(&self, now: std::time::SystemTime) -> bool {
-        let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.0 != second {
-            *g = (second, 0);
-        }
-        g.1 += 1;
-        g.1 <= UNREADY_LOGGED_PER_SEC
-    }
-}
-
 /// The config layer's `hookcast.toml`, if the function has the layer. Lambda
 /// extracts layers into /opt; `hookcast emulate` runs functions as local
 /// processes, which share one /opt, and names the directory that stands for
@@ -261,17 +193,6 @@ fn read_config_layer() -> Result<Option<String>, StartupError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StartupError::ConfigUnreadable { path: path.display().to_string(), detail: e.to_string() }),
     }
-}
-
-/// A secret's string as it is (not JSON).
-async fn fetch_secret_string(sdk: &aws_config::SdkConfig, arn: &str) -> Result<String, StartupError> {
-    let out = aws_sdk_secretsmanager::Client::new(sdk).get_secret_value().secret_id(arn).send().await.map_err(|e| {
-        StartupError::SecretsUnreadable {
-            arn: arn.to_owned(),
-            detail: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-        }
-    })?;
-    Ok(out.secret_string().unwrap_or_default().to_owned())
 }
 
 /// The secret JSON, as `HOOKCAST_SECRET_<SOURCE>` lookups.
@@ -363,7 +284,7 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
     let startup = Startup::load(env::Role::Fanout).await?;
     let ((fanout, cursors), pacer) = startup.fanout_paced();
     let rate = startup.cfg.posts_per_second;
-    let state = Arc::new((fanout, cursors, startup.queue(), startup.share(), pacer, startup.deliveries()));
+    let state = Arc::new((fanout, cursors, startup.queue(), startup.share(), pacer));
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
         let state = state.clone();
         async move {
@@ -373,7 +294,7 @@ pub async fn run_fanout_function() -> Result<(), lambda_runtime::Error> {
             let left = std::time::Duration::from_millis(ev.context.deadline.saturating_sub(now_ms));
             let until = std::time::Instant::now() + left.saturating_sub(FANOUT_RESERVE.min(left / 2));
             let budget = pipeline::Budget { until, posts_per_second: Some(rate) };
-            let batch = pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &state.5, &ev.payload, Some(budget));
+            let batch = pipeline::fan_out_batch(&state.0, &*state.1, &state.2, &ev.payload, Some(budget));
             let result = Box::pin(state.3.while_posting(&state.4, batch)).await;
             emf::flush();
             Ok::<_, lambda_runtime::Error>(result)

@@ -11,7 +11,6 @@ use std::time::Duration;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use futures::{SinkExt, StreamExt};
 use hookcast_aws::apigw::ApiGwGateway;
-use hookcast_aws::deliveries::DynamoDeliveries;
 use hookcast_aws::dynamo::DynamoStore;
 use hookcast_aws::guard::TableGuard;
 use hookcast_aws::{handlers, pipeline, AwsFanout, AwsHooks, AwsRelay};
@@ -48,8 +47,6 @@ struct Stack {
     store: Arc<DynamoStore>,
     /// The socket functions' budgets, in the same table.
     guard: Arc<TableGuard>,
-    /// The delivery log and the events' audiences, in the same table.
-    deliveries: Arc<DynamoDeliveries>,
     emu: Emulator,
     queue_url: String,
     dlq_url: String,
@@ -61,14 +58,7 @@ struct Stack {
 /// in AWS's v2 shape, through lambda_http, into the shared router.
 async fn http(hooks: &Arc<AwsHooks>, snippets: hookcast_http::Snippets, req: lambda_http::Request) -> (u16, Value, String) {
     use tower::ServiceExt;
-    let res = hookcast_http::router(
-        hooks.clone(),
-        Arc::new(hookcast_core::deliveries::MemDeliveries::new(Default::default())),
-        snippets,
-    )
-    .oneshot(req)
-    .await
-    .unwrap();
+    let res = hookcast_http::router(hooks.clone(), snippets).oneshot(req).await.unwrap();
     let status = res.status().as_u16();
     let headers: serde_json::Map<String, Value> =
         res.headers().iter().map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap()))).collect();
@@ -132,12 +122,7 @@ async fn stack_for(opts: Options, cfg: Config, shards: u32, visibility_secs: u32
     let fanout = Arc::new(Fanout::new(cfg, store.clone(), gateway.clone()));
     cell.set((relay.clone(), guard.clone(), gateway, store.clone())).ok().unwrap();
     let pump = common::StreamPump::new(&arn).await;
-    let deliveries = Arc::new(DynamoDeliveries::new(
-        aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(common::endpoint()))),
-        store.table(),
-        Default::default(),
-    ));
-    Stack { hooks, relay, fanout, store, guard, deliveries, emu, queue_url, dlq_url, pump, shards }
+    Stack { hooks, relay, fanout, store, guard, emu, queue_url, dlq_url, pump, shards }
 }
 
 impl Stack {
@@ -155,7 +140,6 @@ impl Stack {
         let jobs = self.pump.drain(&queue, &*self.store, self.shards, 3).await;
         let runs = (0..workers).map(|_| {
             let (fanout, store, url) = (self.fanout.clone(), self.store.clone(), self.queue_url.clone());
-            let deliveries = self.deliveries.clone();
             async move {
                 let retries = common::sqs_queue(&url);
                 // The ceiling is on a queue that stops moving, not on the whole drain, which grows with the work.
@@ -177,7 +161,7 @@ impl Stack {
                     hookcast_testkit::slow(moved.elapsed(), WAIT, &"the next fan-out batch");
                     let budget =
                         budget.map(|b| pipeline::Budget { until: std::time::Instant::now() + b, posts_per_second: None });
-                    let res = pipeline::fan_out_batch(&fanout, &*store, &retries, &*deliveries, &batch, budget).await;
+                    let res = pipeline::fan_out_batch(&fanout, &*store, &retries, &batch, budget).await;
                     common::complete(&url, &batch, &res).await;
                     moved = tokio::time::Instant::now();
                 }
@@ -468,9 +452,6 @@ async fn fan_out_through_the_pipeline_reaches_every_live_page_once_and_drops_the
     assert_eq!(left, want, "exactly the Gone connections were deleted");
     assert_eq!(s.store.count_subscribers(&ch).await.unwrap(), 380, "the counter followed");
     assert_eq!(common::queue_depth(&s.dlq_url).await, 0);
-    // The console's audience: eight units from two workers, added up.
-    let reached = hookcast_core::deliveries::DeliveryLog::audience(&*s.deliveries, "deploys", 1).await.unwrap();
-    assert_eq!((reached.delivered, reached.gone, reached.failed), (380, 20, 0));
 }
 
 /// Two webhook "instances" (separate clients) append to one channel at once;
@@ -528,9 +509,7 @@ async fn a_worker_killed_mid_shard_is_redelivered_and_every_page_gets_the_event(
         Arc::new(ApiGwGateway::new(&common::sdk_config(None), &s.emu.management_endpoint())),
     );
     let retries = common::sqs_queue(&s.queue_url);
-    let deliveries = s.deliveries.clone();
-    let worker =
-        tokio::spawn(async move { pipeline::fan_out_batch(&fanout, &*store, &retries, &*deliveries, &batch, None).await });
+    let worker = tokio::spawn(async move { pipeline::fan_out_batch(&fanout, &*store, &retries, &batch, None).await });
     let posted = || s.emu.counters().posted.load(std::sync::atomic::Ordering::Relaxed);
     // Polled tightly, so the kill lands mid-shard; the ceiling is for a worker that never posts.
     let start = tokio::time::Instant::now();
@@ -596,7 +575,7 @@ async fn drain_with<S: hookcast_core::ports::Subscriptions>(
         receives += 1;
         moved = tokio::time::Instant::now();
         let budget = budget.map(|b| pipeline::Budget { until: std::time::Instant::now() + b, posts_per_second: None });
-        let res = pipeline::fan_out_batch(fanout, &*s.store, queue, &*s.deliveries, &batch, budget).await;
+        let res = pipeline::fan_out_batch(fanout, &*s.store, queue, &batch, budget).await;
         common::complete(&s.queue_url, &batch, &res).await;
     }
 }
@@ -704,9 +683,6 @@ async fn a_shard_bigger_than_the_time_budget_resumes_where_it_stopped() {
     }
     assert_eq!(s.emu.counters().calls.load(Ordering::Relaxed), n as u64, "no page was posted to twice");
     assert_eq!(common::queue_depth(&s.dlq_url).await, 0);
-    // Each run added what it reached: the resumed unit's audience is every page once.
-    let reached = hookcast_core::deliveries::DeliveryLog::audience(&*s.deliveries, "deploys", 1).await.unwrap();
-    assert_eq!(reached.delivered, n);
 }
 
 /// The dispatcher reads AWS's own DynamoDB stream event: items that are not

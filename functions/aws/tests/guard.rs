@@ -3,8 +3,7 @@
 //! an address's connections counted open until they close (exactly, when
 //! they arrive at once), a connection over its budget closed once however
 //! many frames are in flight behind it, and an address whose connections
-//! keep being closed refused for the rest of the hour; and the console's
-//! open pages by build, counted at `$connect` and taken off at `$disconnect`.
+//! keep being closed refused for the rest of the hour.
 
 mod common;
 
@@ -19,7 +18,6 @@ static NOW2: AtomicU64 = AtomicU64::new(1_800_000_000);
 static NOW3: AtomicU64 = AtomicU64::new(1_800_000_000);
 static NOW4: AtomicU64 = AtomicU64::new(1_800_000_000);
 static NOW5: AtomicU64 = AtomicU64::new(1_800_000_000);
-static NOW6: AtomicU64 = AtomicU64::new(1_800_000_000);
 fn clock1() -> u64 {
     NOW1.load(Ordering::SeqCst)
 }
@@ -34,9 +32,6 @@ fn clock4() -> u64 {
 }
 fn clock5() -> u64 {
     NOW5.load(Ordering::SeqCst)
-}
-fn clock6() -> u64 {
-    NOW6.load(Ordering::SeqCst)
 }
 
 fn small() -> Budgets {
@@ -99,26 +94,26 @@ async fn an_address_is_held_to_its_new_and_open_connections() {
     let conn = |i: u32| ConnId(format!("a{i}="));
     // 5 new connections a minute from one address; another address is apart.
     for i in 0..5 {
-        assert_eq!(gs[i as usize % 2].connect(&conn(i), "203.0.113.7", "").await.unwrap(), Verdict::Allowed, "connection {i}");
+        assert_eq!(gs[i as usize % 2].connect(&conn(i), "203.0.113.7").await.unwrap(), Verdict::Allowed, "connection {i}");
     }
     assert_eq!(
-        gs[0].connect(&conn(5), "203.0.113.7", "").await.unwrap(),
+        gs[0].connect(&conn(5), "203.0.113.7").await.unwrap(),
         Verdict::Over("new connections a minute from this address")
     );
-    assert_eq!(gs[1].connect(&conn(100), "198.51.100.1", "").await.unwrap(), Verdict::Allowed);
+    assert_eq!(gs[1].connect(&conn(100), "198.51.100.1").await.unwrap(), Verdict::Allowed);
     // Next minute: two more (7 open at once is the limit), then the cap.
     NOW2.fetch_add(60, Ordering::SeqCst);
     for i in 6..8 {
-        assert_eq!(gs[0].connect(&conn(i), "203.0.113.7", "").await.unwrap(), Verdict::Allowed, "connection {i}");
+        assert_eq!(gs[0].connect(&conn(i), "203.0.113.7").await.unwrap(), Verdict::Allowed, "connection {i}");
     }
-    assert_eq!(gs[1].connect(&conn(8), "203.0.113.7", "").await.unwrap(), Verdict::Over("connections open from this address"));
+    assert_eq!(gs[1].connect(&conn(8), "203.0.113.7").await.unwrap(), Verdict::Over("connections open from this address"));
     // One closes: a place for one more.
     gs[0].disconnect(&conn(0)).await;
-    assert_eq!(gs[1].connect(&conn(9), "203.0.113.7", "").await.unwrap(), Verdict::Allowed);
-    assert_eq!(gs[0].connect(&conn(10), "203.0.113.7", "").await.unwrap(), Verdict::Over("connections open from this address"));
+    assert_eq!(gs[1].connect(&conn(9), "203.0.113.7").await.unwrap(), Verdict::Allowed);
+    assert_eq!(gs[0].connect(&conn(10), "203.0.113.7").await.unwrap(), Verdict::Over("connections open from this address"));
     // Three hours on, the counts have expired (a lost $disconnect cannot hold a place for ever).
     NOW2.fetch_add(3 * 3600, Ordering::SeqCst);
-    assert_eq!(gs[0].connect(&conn(11), "203.0.113.7", "").await.unwrap(), Verdict::Allowed);
+    assert_eq!(gs[0].connect(&conn(11), "203.0.113.7").await.unwrap(), Verdict::Allowed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -129,7 +124,7 @@ async fn connections_arriving_at_once_never_pass_the_open_limit() {
     // 30 at once from one address, through 4 instances: exactly 7 open.
     let tries = (0..30).map(|i| {
         let g = &gs[i % 4];
-        async move { g.connect(&ConnId(format!("o{i}=")), "192.0.2.9", "").await.unwrap() }
+        async move { g.connect(&ConnId(format!("o{i}=")), "192.0.2.9").await.unwrap() }
     });
     let got = futures::future::join_all(tries).await;
     assert_eq!(got.iter().filter(|v| **v == Verdict::Allowed).count(), 7, "{got:?}");
@@ -142,7 +137,7 @@ async fn a_connection_over_its_budget_is_closed_once_and_its_address_struck() {
     let address = "198.51.100.77";
     let conn = |i: u32| ConnId(format!("x{i}="));
     for round in 0..2u32 {
-        assert_eq!(gs[0].connect(&conn(round), address, "").await.unwrap(), Verdict::Allowed);
+        assert_eq!(gs[0].connect(&conn(round), address).await.unwrap(), Verdict::Allowed);
         // 40 frames at once through 4 instances: 10 served, one closes it,
         // every other answers `Closed` (nothing to close, nothing to post).
         let tries = (0..40).map(|i| {
@@ -163,12 +158,12 @@ async fn a_connection_over_its_budget_is_closed_once_and_its_address_struck() {
     // Two connections closed over their budget this hour (the limit here):
     // the address opens no more until the hour turns; another address can.
     assert_eq!(
-        gs[2].connect(&conn(9), address, "").await.unwrap(),
+        gs[2].connect(&conn(9), address).await.unwrap(),
         Verdict::Over("connections closed over their budget this hour from this address")
     );
-    assert_eq!(gs[2].connect(&conn(10), "198.51.100.78", "").await.unwrap(), Verdict::Allowed);
+    assert_eq!(gs[2].connect(&conn(10), "198.51.100.78").await.unwrap(), Verdict::Allowed);
     NOW4.fetch_add(3600, Ordering::SeqCst);
-    assert_eq!(gs[2].connect(&conn(11), address, "").await.unwrap(), Verdict::Allowed);
+    assert_eq!(gs[2].connect(&conn(11), address).await.unwrap(), Verdict::Allowed);
     // A frame still in flight after $disconnect finds the connection closed.
     gs[0].disconnect(&conn(11)).await;
     assert_eq!(gs[3].spend(&conn(11), 1, 0, None).await.unwrap(), Verdict::Closed);
@@ -178,7 +173,7 @@ async fn a_connection_over_its_budget_is_closed_once_and_its_address_struck() {
 async fn pings_are_counted_by_the_instance_and_a_flood_of_them_is_closed_for_every_instance() {
     let (gs, _) = guards(2, clock3);
     let conn = ConnId("p1=".into());
-    assert_eq!(gs[0].connect(&conn, "203.0.113.50", "").await.unwrap(), Verdict::Allowed);
+    assert_eq!(gs[0].connect(&conn, "203.0.113.50").await.unwrap(), Verdict::Allowed);
     let mut got = vec![];
     for _ in 0..15 {
         got.push(gs[0].spend_local(&conn).await.unwrap());
@@ -220,64 +215,4 @@ async fn subscribes_to_one_channel_have_a_budget_of_their_own_that_starts_over_e
         gs[0].spend(&replayer, 1, 0, Some("zaps/busy")).await.unwrap(),
         Verdict::Over("frames or subscribes to one channel a minute")
     );
-}
-
-/// Pages by build, as the console reads them: each connection counted open
-/// under the build its page sent (unstamped under ""), from any instance
-/// and spread over the counter shards; taken off once at its `$disconnect`
-/// however many times that comes; a build with none open is not listed;
-/// and what a lost `$disconnect` leaves goes with its hour's counters.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn open_pages_are_counted_by_build_until_their_disconnect() {
-    use hookcast_core::deliveries::Pages;
-    let (gs, table) = guards(2, clock6);
-    let store = common::fresh_store_on(&table, Retention::from(&hookcast_core::config::Limits::default())).with_clock(clock6);
-    let pages = hookcast_aws::deliveries::DynamoPages::new(std::sync::Arc::new(store));
-    let conn = |i: usize| ConnId(format!("bld{i}="));
-    let build = |i: usize| match i {
-        0..12 => "b1",
-        12..15 => "2026-12-08T10:00:00Z.abc-1",
-        _ => "",
-    };
-    // Each from an address of its own (the small budgets allow 5 a minute per address).
-    let opened = futures::future::join_all((0..17).map(|i| {
-        let g = &gs[i % 2];
-        async move { g.connect(&conn(i), &format!("198.51.100.{i}"), build(i)).await.unwrap() }
-    }))
-    .await;
-    assert!(opened.iter().all(|v| *v == Verdict::Allowed), "{opened:?}");
-    let want = |b1: u64| {
-        let mut m: std::collections::BTreeMap<String, u64> =
-            [("2026-12-08T10:00:00Z.abc-1".to_owned(), 3), (String::new(), 2)].into_iter().collect();
-        if b1 > 0 {
-            m.insert("b1".into(), b1);
-        }
-        m
-    };
-    assert_eq!(pages.builds().await.unwrap(), want(12));
-    // The counters are spread: a burst of one build's pages is not one partition's.
-    let client = aws_sdk_dynamodb::Client::new(&common::sdk_config(Some(common::endpoint())));
-    let mut partitions = 0;
-    for shard in 0..hookcast_aws::deliveries::BUILD_SHARDS {
-        let q = client
-            .query()
-            .table_name(&table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("bld#{shard}")))
-            .send()
-            .await
-            .unwrap();
-        partitions += usize::from(q.count > 0);
-    }
-    assert!(partitions >= 4, "the open-page counters are on {partitions} partitions");
-    // A $disconnect twice (API Gateway's is at least once), on both instances at once: one page fewer.
-    futures::future::join(gs[0].disconnect(&conn(0)), gs[1].disconnect(&conn(0))).await;
-    assert_eq!(pages.builds().await.unwrap(), want(11));
-    for i in 1..12 {
-        gs[i % 2].disconnect(&conn(i)).await;
-    }
-    assert_eq!(pages.builds().await.unwrap(), want(0), "a build with no page open is not listed");
-    // A $disconnect that never came is forgotten with its hour's counter.
-    NOW6.fetch_add(4 * 3600, Ordering::SeqCst);
-    assert!(pages.builds().await.unwrap().is_empty());
 }

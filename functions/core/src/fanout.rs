@@ -16,7 +16,7 @@ use crate::protocol::{Event, ServerMsg};
 /// Subscribers read per page during fan-out: memory stays bounded at any audience.
 pub const FANOUT_PAGE: usize = 1000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FanoutReport {
     pub delivered: usize,
     pub gone: usize,
@@ -35,10 +35,6 @@ impl std::ops::AddAssign for FanoutReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardOutcome {
     pub report: FanoutReport,
-    /// The same counts event by event, in the unit's frame order: a
-    /// connection that failed or was gone at a frame counts so for that
-    /// frame and every later one (it was sent none of them).
-    pub frames: Vec<FanoutReport>,
     /// Connections whose post failed (not Gone), each with the first of the
     /// unit's frames it lacks (it was sent none after its failure): worth
     /// one more try from there.
@@ -121,7 +117,6 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
     ) -> Result<ShardOutcome, StoreError> {
         let n = self.config.limits.fanout_concurrency;
         let mut report = FanoutReport::default();
-        let mut per_frame = vec![FanoutReport::default(); frames.len()];
         let mut gone = Vec::new();
         let mut failed = Vec::new();
         let mut after = run.after;
@@ -165,7 +160,6 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                             match d {
                                 Delivery::Delivered => {
                                     report.delivered += 1;
-                                    per_frame[k].delivered += 1;
                                     still.push(c);
                                 }
                                 Delivery::Failed | Delivery::Gone => {
@@ -188,18 +182,13 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                 match d {
                     // Counted frame by frame above when there are several.
                     Delivery::Delivered if multi => {}
-                    Delivery::Delivered => {
-                        report.delivered += 1;
-                        per_frame[0].delivered += 1;
-                    }
+                    Delivery::Delivered => report.delivered += 1,
                     Delivery::Failed => {
                         report.failed += 1;
-                        per_frame.iter_mut().skip(at).for_each(|f| f.failed += 1);
                         failed.push((c, at));
                     }
                     Delivery::Gone => {
                         report.gone += 1;
-                        per_frame.iter_mut().skip(at).for_each(|f| f.gone += 1);
                         gone.push(c);
                     }
                 }
@@ -213,7 +202,6 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
                     // A retry list cut short: the rest fail this round and go on in the next.
                     for c in &conns[reached..] {
                         report.failed += 1;
-                        per_frame.iter_mut().for_each(|f| f.failed += 1);
                         failed.push((c.clone(), 0));
                     }
                     resume_after = None;
@@ -228,6 +216,6 @@ impl<S: Subscriptions, G: Gateway> Fanout<S, G> {
         futures::stream::iter(gone).for_each_concurrent(n, |c| async move { forget(&*self.subs, &c).await }).await;
         debug!(channel = %channel, frames = frames.len(), shard, ?report, ?resume_after, "fanned out");
         crate::metrics::global().deliveries(report.delivered, report.gone, 0);
-        Ok(ShardOutcome { report, frames: per_frame, failed, resume_after })
+        Ok(ShardOutcome { report, failed, resume_after })
     }
 }

@@ -164,45 +164,6 @@ impl<L: EventLog> Hooks<L> {
         Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate, ignored: None })
     }
 
-    /// An event the operator publishes from the console (a test event, or a
-    /// replay of an accepted one): no sender, no dedupe, the same limits and
-    /// state rule as a webhook's. `Ok` once it is durably in the log.
-    pub async fn publish(&self, channel: Channel, event: EventName, data: serde_json::Value) -> Result<Accepted, HookError> {
-        let data_len = data.to_string().len();
-        if data_len > self.config.limits.max_event_bytes {
-            return Err(HookError::EventTooLarge { size: data_len, limit: self.config.limits.max_event_bytes });
-        }
-        let now = (self.clock)();
-        let state = self.config.state_spec(&channel);
-        let pending = Pending {
-            channel,
-            event,
-            data,
-            at: format_at(now),
-            at_ms: millis(now),
-            dedupe_keys: Vec::new(),
-            event_ms: None,
-            state,
-        };
-        let appended = self.log.append(&pending).await.map_err(|e| {
-            tracing::warn!(error = %e, channel = %pending.channel, "console append failed");
-            HookError::Unavailable
-        })?;
-        let seq = match appended {
-            Appended::Stored(e) => e.seq,
-            Appended::Duplicate { seq } => seq,
-            Appended::StateTooLarge(t) => {
-                return Err(HookError::StateTooLarge { channel: pending.channel.to_string(), size: t.size, limit: t.limit })
-            }
-        };
-        Ok(Accepted { channel: pending.channel, event: pending.event, seq, duplicate: false, ignored: None })
-    }
-
-    /// The clock this engine stamps with (the delivery log stamps with it too).
-    pub fn now(&self) -> std::time::SystemTime {
-        (self.clock)()
-    }
-
     /// Whether `token` lets its holder read `channel` (always, for a public one).
     pub fn may_read(&self, channel: &Channel, token: Option<&str>) -> Result<(), crate::token::TokenError> {
         may_read(&self.config, channel, token, (self.clock)())

@@ -24,8 +24,6 @@
 //!   native bodies), [`channel`] (names), [`config`], [`raw`], [`secret`],
 //!   [`sign`] (the signers by their old names), [`token`], [`webhook`] (the
 //!   request, the verified facts, the body and event every kind shares).
-//! - What an operator reads: [`deliveries`] (the delivery log's entry, its
-//!   port and what an entry may hold; open pages by build).
 //! - Shared plumbing: [`backoff`], [`metrics`].
 
 pub mod backoff;
@@ -33,7 +31,6 @@ pub mod catchup;
 pub mod channel;
 pub mod clock;
 pub mod config;
-pub mod deliveries;
 pub mod error;
 pub mod fanout;
 pub mod hooks;

@@ -572,9 +572,6 @@ fn a_unit_of_several_frames_keeps_each_connection_in_order_and_stops_it_at_its_f
     assert!(!sent.contains_key("c"));
     assert_eq!(out.failed, vec![(ConnId("b".into()), 1)], "the retry starts at the frame b lacks");
     assert_eq!((out.report.delivered, out.report.gone, out.report.failed), (7, 1, 1));
-    // Event by event: c is gone for all three, b failed from f2 on.
-    let per_frame: Vec<_> = out.frames.iter().map(|f| (f.delivered, f.gone, f.failed)).collect();
-    assert_eq!(per_frame, vec![(3, 1, 0), (2, 1, 1), (2, 1, 1)]);
     assert_eq!(block_on(all_subscribers(&*live, &ch)).unwrap().len(), 3, "the Gone connection is forgotten");
 }
 

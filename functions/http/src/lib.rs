@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hookcast_core::deliveries::{DeliveryLog, Entry};
 use hookcast_core::policy::origin_allowed;
 use hookcast_core::verify::{Headers, HookRequest};
 use hookcast_core::{Channel, EventLog, HookError, Hooks, StoreError};
@@ -84,15 +83,17 @@ fn etag(body: &str) -> String {
     format!("\"{}\"", hex::encode(&sha2::Sha256::digest(body.as_bytes())[..12]))
 }
 
-/// Every refusal is a JSON error: a response of 400 or more in plain text
-/// or with no type (the framework's own rejections) is rewritten as one, its
-/// text kept as the message. A typed answer (JSON, or the console's 401
-/// page) is left as it is.
+/// Every refusal is a JSON error: a response of 400 or more that is not JSON
+/// already (the framework's own rejections) is rewritten as one, its text
+/// kept as the message.
 pub async fn json_errors(res: Response) -> Response {
     let status = res.status();
-    let typed =
-        res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| !ct.starts_with("text/plain"));
-    if status.as_u16() < 400 || typed {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
         return res;
     }
     let (parts, body) = res.into_parts();
@@ -106,27 +107,19 @@ pub async fn json_errors(res: Response) -> Response {
     out
 }
 
-pub mod console;
-
-pub use hookcast_core::deliveries::MemDeliveries;
-
-struct Shared<L, D> {
+struct Shared<L> {
     hooks: Arc<Hooks<L>>,
-    deliveries: Arc<D>,
-    refused: RefusedBudget,
     snippets: Snippets,
 }
 
-/// The routes both hosts serve, with JSON 404 and 405 fallbacks. Every
-/// webhook delivery is kept in `deliveries` (refused ones within
-/// [`RefusedBudget`]'s rate).
-pub fn router<L: EventLog, D: DeliveryLog>(hooks: Arc<Hooks<L>>, deliveries: Arc<D>, snippets: Snippets) -> Router {
-    let shared = Arc::new(Shared { hooks, deliveries, refused: RefusedBudget::default(), snippets });
+/// The routes both hosts serve, with JSON 404 and 405 fallbacks.
+pub fn router<L: EventLog>(hooks: Arc<Hooks<L>>, snippets: Snippets) -> Router {
+    let shared = Arc::new(Shared { hooks, snippets });
     Router::new()
-        .route("/hooks/{source}", post(hook::<L, D>).layer(DefaultBodyLimit::disable()))
-        .route("/channels/{*path}", get(channel_read::<L, D>))
-        .route("/hookcast.js", get(classic::<L, D>))
-        .route("/hookcast.mjs", get(module::<L, D>))
+        .route("/hooks/{source}", post(hook::<L>).layer(DefaultBodyLimit::disable()))
+        .route("/channels/{*path}", get(channel_read::<L>))
+        .route("/hookcast.js", get(classic::<L>))
+        .route("/hookcast.mjs", get(module::<L>))
         .fallback(|body: Body| async move {
             drain(body).await;
             json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -220,105 +213,20 @@ fn script(body: &Arc<str>, cache_control: &'static str, headers: &HeaderMap) -> 
     (common, [(header::CONTENT_TYPE, "application/javascript; charset=utf-8")], body.to_string()).into_response()
 }
 
-async fn classic<L: EventLog, D: DeliveryLog>(State(st): State<Arc<Shared<L, D>>>, headers: HeaderMap) -> Response {
+async fn classic<L: EventLog>(State(st): State<Arc<Shared<L>>>, headers: HeaderMap) -> Response {
     script(&st.snippets.classic, st.snippets.cache_control, &headers)
 }
 
-async fn module<L: EventLog, D: DeliveryLog>(State(st): State<Arc<Shared<L, D>>>, headers: HeaderMap) -> Response {
+async fn module<L: EventLog>(State(st): State<Arc<Shared<L>>>, headers: HeaderMap) -> Response {
     script(&st.snippets.module, st.snippets.cache_control, &headers)
 }
 
-/// `POST /hooks/{source}`: [`ingest`], its answer kept in the delivery log.
-async fn hook<L: EventLog, D: DeliveryLog>(
-    State(st): State<Arc<Shared<L, D>>>,
+async fn hook<L: EventLog>(
+    State(st): State<Arc<Shared<L>>>,
     Path(source): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut size = 0usize;
-    let answer = ingest(&st, &source, &headers, body, &mut size).await;
-    let now = st.hooks.now();
-    let kind = st.hooks.config().sources.get(&source).map_or("", |s| s.kind_name());
-    let h = RequestHeaders(&headers);
-    let entry = match &answer {
-        Ok(done) => Some(Entry::answered(now, &source, kind, done, &h, size)),
-        Err(ApiError::Hook(e)) => {
-            st.refused.take(now, &source, e.code()).then(|| Entry::refused(now, &source, kind, e, &h, size))
-        }
-        Err(ApiError::Request { status, code, message }) => st.refused.take(now, &source, code).then(|| {
-            let e = HookError::BadPayload(message.clone());
-            let mut entry = Entry::refused(now, &source, kind, &e, &h, size);
-            entry.status = status.as_u16();
-            entry.code = Some((*code).to_owned());
-            entry
-        }),
-        Err(ApiError::Store(_)) => None,
-    };
-    if let Some(mut entry) = entry {
-        let dropped = st.refused.dropped();
-        if dropped > 0 {
-            let note = format!(
-                " ({dropped} refused deliveries before this one were not logged: one a second per source and refusal, {REFUSED_PER_SEC} in all)"
-            );
-            entry.reason = Some(entry.reason.take().unwrap_or_default() + &note);
-        }
-        console::record(&*st.deliveries, &entry).await;
-    }
-    let done = answer?;
-    let answer = AcceptedAnswer { accepted: &done, ok: true };
-    Ok(json_response(StatusCode::OK, serde_json::to_string(&answer).unwrap_or_default()))
-}
-
-/// Refused deliveries logged per second by one process (one Lambda
-/// instance): one per source and refusal code, and at most this many in
-/// all. A flood of one kind of bad request costs the log one write a second
-/// per instance, and its requests stay as short as the check that refuses
-/// them (logging every one cost each a write, and on a slow store made a
-/// flood of 100 a second need more instances than the function has).
-pub const REFUSED_PER_SEC: usize = 20;
-
-/// The refused entries logged this second, by (source, code); what it
-/// drops is counted and said on the next one it keeps.
-#[derive(Default)]
-struct RefusedBudget {
-    inner: std::sync::Mutex<Logged>,
-}
-
-/// This second, the (source, code) pairs logged in it, and how many were
-/// dropped since the last entry kept.
-type Logged = (u64, Vec<(String, &'static str)>, u64);
-
-impl RefusedBudget {
-    fn take(&self, now: std::time::SystemTime, source: &str, code: &'static str) -> bool {
-        let second = hookcast_core::clock::millis(now) / 1000;
-        let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.0 != second {
-            g.0 = second;
-            g.1.clear();
-        }
-        if g.1.len() < REFUSED_PER_SEC && !g.1.iter().any(|(s, c)| s == source && *c == code) {
-            g.1.push((source.to_owned(), code));
-            true
-        } else {
-            g.2 += 1;
-            false
-        }
-    }
-    /// How many were dropped since the last call (and forgets them).
-    fn dropped(&self) -> u64 {
-        std::mem::take(&mut self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).2)
-    }
-}
-
-/// Reads the body within the limits and ingests it; `size` is how much of
-/// the body was read.
-async fn ingest<L: EventLog, D: DeliveryLog>(
-    st: &Shared<L, D>,
-    source: &str,
-    headers: &HeaderMap,
-    body: Body,
-    size: &mut usize,
-) -> Result<hookcast_core::Accepted, ApiError> {
     let limit = st.hooks.config().limits.max_body_bytes;
     let deadline = st.hooks.config().limits.body_timeout;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
@@ -329,34 +237,31 @@ async fn ingest<L: EventLog, D: DeliveryLog>(
     })?;
     let bytes = match read {
         Ok(b) => b,
-        Err(Some(got)) => {
-            *size = got;
-            return Err(HookError::TooLarge { size: got, limit }.into());
-        }
+        Err(Some(size)) => return Err(HookError::TooLarge { size, limit }.into()),
         Err(None) => {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended before it was complete"))
         }
     };
-    *size = bytes.len();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let req = HookRequest { headers: &RequestHeaders(headers), body: &bytes };
+    let req = HookRequest { headers: &RequestHeaders(&headers), body: &bytes };
     // 200 only once the event is durably in the log.
     let m = hookcast_core::metrics::global();
-    let done = st.hooks.ingest(source, content_type, &req).await.inspect_err(|e| {
+    let done = st.hooks.ingest(&source, content_type, &req).await.inspect_err(|e| {
         info!(source, status = e.status(), code = e.code(), reason = %e, "webhook refused");
-        m.webhook(source, e.code());
+        m.webhook(&source, e.code());
     })?;
     if let Some(why) = &done.ignored {
         info!(source, reason = %why, "webhook ignored: nothing published");
-        m.webhook(source, "ignored");
+        m.webhook(&source, "ignored");
     } else {
         info!(source, channel = %done.channel, seq = done.seq, duplicate = done.duplicate, "webhook accepted");
-        m.webhook(source, if done.duplicate { "duplicate" } else { "accepted" });
+        m.webhook(&source, if done.duplicate { "duplicate" } else { "accepted" });
         if !done.duplicate {
             m.event_appended();
         }
     }
-    Ok(done)
+    let answer = AcceptedAnswer { accepted: &done, ok: true };
+    Ok(json_response(StatusCode::OK, serde_json::to_string(&answer).unwrap_or_default()))
 }
 
 /// The acknowledgement's body: the [`hookcast_core::Accepted`] fields and `ok`.
@@ -407,8 +312,8 @@ const DRAIN_MAX: usize = 8 * 1024 * 1024;
 /// both reach the same channel), so the route is one wildcard and the
 /// suffix says which. A private channel needs a subscribe token (`?token=`
 /// or `Authorization: Bearer`).
-async fn channel_read<L: EventLog, D: DeliveryLog>(
-    State(st): State<Arc<Shared<L, D>>>,
+async fn channel_read<L: EventLog>(
+    State(st): State<Arc<Shared<L>>>,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -601,8 +506,7 @@ mod tests {
             private: None,
             state: Default::default(),
         });
-        let deliveries = Arc::new(hookcast_core::deliveries::MemDeliveries::new(Default::default()));
-        router(Arc::new(Hooks::new(config, Arc::new(MemLog::new(Retention::from(&Limits::default()))))), deliveries, snippets)
+        router(Arc::new(Hooks::new(config, Arc::new(MemLog::new(Retention::from(&Limits::default()))))), snippets)
     }
 
     async fn get(app: &Router, method: &str, uri: &str) -> (u16, String, String) {

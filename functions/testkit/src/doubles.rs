@@ -1,7 +1,6 @@
 //! Test doubles of the ports and their conformance suites. Every event
 //! log runs [`conformance::log`], every subscriptions store
-//! [`conformance::subscriptions`], every delivery log
-//! [`conformance::deliveries`].
+//! [`conformance::subscriptions`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -177,13 +176,10 @@ impl Gateway for RecordingGateway {
 
 pub mod conformance {
     //! The ports' contracts. Call [`log`] or [`subscriptions`] with a
-    //! factory that makes a fresh, empty store for the given retention,
-    //! [`deliveries`] with one that makes a delivery log for given bounds.
+    //! factory that makes a fresh, empty store for the given retention.
 
     use std::time::Duration;
 
-    use hookcast_core::deliveries::{Bounds, DeliveryLog, Entry};
-    use hookcast_core::fanout::FanoutReport;
     use hookcast_core::state::{StateMode, StateSpec};
     use serde_json::json;
 
@@ -668,132 +664,6 @@ pub mod conformance {
         assert_eq!(s.occupancy_turn(&conn("c"), &a, T0 + 40_000, 10_000).await.unwrap(), Turn::NotSubscribed);
         assert_eq!(s.occupancy_turn(&conn("other"), &b, T0, 10_000).await.unwrap(), Turn::NotSubscribed);
     }
-
-    /// Every [`DeliveryLog`](hookcast_core::deliveries::DeliveryLog) check,
-    /// each on a fresh log made with the given bounds.
-    pub async fn deliveries<D: DeliveryLog, F: Fn(Bounds) -> D>(make: F) {
-        let roomy = Bounds { max_entries: 1000, max_age: Duration::from_secs(3600) };
-        entries_round_trip_exactly(make(roomy)).await;
-        list_is_oldest_first_after_a_cursor(make(roomy)).await;
-        entries_recorded_at_once_are_all_kept(make(roomy)).await;
-        audiences_add_up_per_event(make(roomy)).await;
-        the_oldest_go_first_past_the_count(make(Bounds { max_entries: 3, ..roomy })).await;
-        entries_past_the_age_go(make(Bounds { max_age: Duration::from_secs(60), ..roomy })).await;
-        a_flood_keeps_the_newest_within_the_bound(make(Bounds { max_entries: 50, ..roomy })).await;
-    }
-
-    fn at(ms: u64) -> std::time::SystemTime {
-        std::time::UNIX_EPOCH + Duration::from_millis(ms)
-    }
-
-    /// An accepted event on `channel` at `ms`, as the console logs one.
-    pub fn accepted(channel: &str, seq: u64, ms: u64) -> Entry {
-        let done = hookcast_core::Accepted {
-            channel: ch(channel),
-            event: hookcast_core::EventName::parse("thing.happened").unwrap(),
-            seq,
-            duplicate: false,
-            ignored: None,
-        };
-        Entry::console(at(ms), &done, None)
-    }
-
-    fn ids(entries: &[Entry]) -> Vec<&str> {
-        entries.iter().map(|e| e.id.as_str()).collect()
-    }
-
-    /// Every field comes back as it went in: a refusal's reason, code and
-    /// headers, a replay's origin.
-    pub async fn entries_round_trip_exactly<D: DeliveryLog>(log: D) {
-        let headers: Vec<(String, String)> =
-            vec![("X-GitHub-Event".into(), "release".into()), ("User-Agent".into(), "GitHub-Hookshot/ü✓".into())];
-        let e = hookcast_core::HookError::Unauthorized("signature does not match the body".into());
-        let refused = Entry::refused(at(T0), "gh", "github", &e, &headers, 1234);
-        let mut replay = accepted("forms/guestbook", 7, T0 + 1);
-        replay.replay_of = Some(refused.id.clone());
-        for entry in [&refused, &replay] {
-            log.record(entry).await.unwrap();
-            assert_eq!(log.get(&entry.id).await.unwrap().as_ref(), Some(entry));
-        }
-        assert_eq!(log.list(None, 10).await.unwrap(), vec![refused, replay]);
-        assert_eq!(log.get("1800000000000-00000000deadbeef").await.unwrap(), None);
-    }
-
-    /// `list` is oldest first: after a cursor (exclusive), else the newest
-    /// `limit`; whatever order the entries were recorded in.
-    pub async fn list_is_oldest_first_after_a_cursor<D: DeliveryLog>(log: D) {
-        let made: Vec<Entry> = (0..5).map(|i| accepted("a", i + 1, T0 + i)).collect();
-        for i in [0, 1, 3, 4, 2] {
-            log.record(&made[i]).await.unwrap();
-        }
-        let all = log.list(None, 10).await.unwrap();
-        assert_eq!(ids(&all), ids(&made));
-        assert_eq!(ids(&log.list(None, 2).await.unwrap()), ids(&made[3..]), "the newest two, oldest first");
-        assert_eq!(ids(&log.list(Some(&made[1].id), 10).await.unwrap()), ids(&made[2..]), "after is exclusive");
-        assert_eq!(ids(&log.list(Some(&made[1].id), 2).await.unwrap()), ids(&made[2..4]), "the oldest after it");
-        assert!(log.list(Some(&made[4].id), 10).await.unwrap().is_empty());
-        assert_eq!(ids(&log.list(Some("0000000000000-0000000000000000"), 10).await.unwrap()), ids(&made));
-    }
-
-    /// Many records at once (a burst of webhooks) lose none.
-    pub async fn entries_recorded_at_once_are_all_kept<D: DeliveryLog>(log: D) {
-        let made: Vec<Entry> = (0..64).map(|i| accepted("burst", i + 1, T0)).collect();
-        let results = futures::future::join_all(made.iter().map(|e| log.record(e))).await;
-        assert!(results.iter().all(Result::is_ok), "{results:?}");
-        assert_eq!(ids(&log.list(None, 100).await.unwrap()), ids(&made));
-    }
-
-    /// An event's audience is the sum of its fan-outs; one never fanned out
-    /// reads as zeroes.
-    pub async fn audiences_add_up_per_event<D: DeliveryLog>(log: D) {
-        let zero = FanoutReport::default();
-        assert_eq!(log.audience("a", 1).await.unwrap(), zero);
-        log.add_audience("a", 1, FanoutReport { delivered: 2, gone: 1, failed: 0 }).await.unwrap();
-        log.add_audience("a", 1, FanoutReport { delivered: 3, gone: 0, failed: 4 }).await.unwrap();
-        log.add_audience("a", 2, FanoutReport { delivered: 1, gone: 0, failed: 0 }).await.unwrap();
-        log.add_audience("forms/a", 1, FanoutReport { delivered: 9, gone: 0, failed: 0 }).await.unwrap();
-        assert_eq!(log.audience("a", 1).await.unwrap(), FanoutReport { delivered: 5, gone: 1, failed: 4 });
-        assert_eq!(log.audience("a", 2).await.unwrap(), FanoutReport { delivered: 1, gone: 0, failed: 0 });
-        assert_eq!(log.audience("forms/a", 1).await.unwrap().delivered, 9);
-        assert_eq!(log.audience("b", 1).await.unwrap(), zero);
-        // The reader's helper fills accepted entries only.
-        log.record(&accepted("a", 1, T0)).await.unwrap();
-        let listed = hookcast_core::deliveries::list_with_audience(&log, None, 10).await.unwrap();
-        assert_eq!(listed[0].audience, Some(FanoutReport { delivered: 5, gone: 1, failed: 4 }));
-    }
-
-    /// Past `max_entries`, the oldest go.
-    pub async fn the_oldest_go_first_past_the_count<D: DeliveryLog>(log: D) {
-        let made: Vec<Entry> = (0..5).map(|i| accepted("a", i + 1, T0 + i)).collect();
-        for e in &made {
-            log.record(e).await.unwrap();
-        }
-        assert_eq!(ids(&log.list(None, 10).await.unwrap()), ids(&made[2..]));
-        assert_eq!(log.get(&made[0].id).await.unwrap(), None);
-        assert_eq!(log.get(&made[2].id).await.unwrap().as_ref(), Some(&made[2]));
-    }
-
-    /// An entry older than `max_age` before the newest one goes.
-    pub async fn entries_past_the_age_go<D: DeliveryLog>(log: D) {
-        let old = [accepted("a", 1, T0), accepted("a", 2, T0 + 1_000)];
-        for e in &old {
-            log.record(e).await.unwrap();
-        }
-        assert_eq!(log.list(None, 10).await.unwrap().len(), 2);
-        let late = accepted("a", 3, T0 + 61_500);
-        log.record(&late).await.unwrap();
-        assert_eq!(ids(&log.list(None, 10).await.unwrap()), [late.id.as_str()]);
-    }
-
-    /// Two thousand deliveries leave the newest `max_entries`.
-    pub async fn a_flood_keeps_the_newest_within_the_bound<D: DeliveryLog>(log: D) {
-        let made: Vec<Entry> = (0..2000).map(|i| accepted("flood", i + 1, T0 + i)).collect();
-        for chunk in made.chunks(100) {
-            let results = futures::future::join_all(chunk.iter().map(|e| log.record(e))).await;
-            assert!(results.iter().all(Result::is_ok), "{results:?}");
-        }
-        assert_eq!(ids(&log.list(None, 10_000).await.unwrap()), ids(&made[made.len() - 50..]));
-    }
 }
 
 #[cfg(test)]
@@ -801,11 +671,6 @@ mod tests {
     #[test]
     fn mem_log_passes_the_log_suite() {
         futures::executor::block_on(super::conformance::log(super::MemLog::new));
-    }
-
-    #[test]
-    fn mem_deliveries_pass_the_deliveries_suite() {
-        futures::executor::block_on(super::conformance::deliveries(hookcast_core::deliveries::MemDeliveries::new));
     }
 
     #[test]

@@ -193,13 +193,11 @@ async fn push(emu: &hookcast_emulate::apigw::Emulator, store: &Arc<Sharded>, eve
         );
         let store = store.clone();
         let fifo = fifo.clone();
-        // The audience in memory: this bench measures posting, not the table.
-        let audience = Arc::new(hookcast_core::deliveries::MemDeliveries::new(Default::default()));
         async move {
             loop {
                 match fifo.take() {
                     Some(job) => {
-                        let res = pipeline::fan_out_batch(&fanout, &*store, &*fifo, &*audience, &sqs_event(&job), None).await;
+                        let res = pipeline::fan_out_batch(&fanout, &*store, &*fifo, &sqs_event(&job), None).await;
                         assert!(res.batch_item_failures.is_empty());
                         fifo.done(&job);
                     }

@@ -7,8 +7,7 @@
 //!   close the connection (1009); a connection closes after its idle limit (10 min) or its
 //!   lifetime (2 h); closing runs `$disconnect`, which is best-effort: with
 //!   `disconnect_on_loss` off, a connection lost without a close frame never
-//!   gets one. Events have the shape AWS sends (`$connect`'s with the
-//!   handshake's query string).
+//!   gets one. Events have the shape AWS sends.
 //! - `POST /{stage}/@connections/{id}` writes to that socket, or answers 410
 //!   `GoneException` (also for a connection whose `$connect` has not returned);
 //!   `DELETE` closes it. A post over 128 KB is refused (413
@@ -422,31 +421,7 @@ fn event(
     ev
 }
 
-/// The handshake's query string as API Gateway puts it in the `$connect`
-/// event: `queryStringParameters` (a repeated name: its last value) and
-/// `multiValueQueryStringParameters` (every value), decoded; neither when
-/// there is no query.
-fn with_query(mut ev: Value, query: Option<&str>) -> Value {
-    let pairs: Vec<(String, String)> = query.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
-    if pairs.is_empty() {
-        return ev;
-    }
-    let (mut single, mut multi) = (serde_json::Map::new(), serde_json::Map::new());
-    for (k, v) in pairs {
-        single.insert(k.clone(), json!(v));
-        multi.entry(k).or_insert_with(|| json!([])).as_array_mut().into_iter().for_each(|a| a.push(json!(v)));
-    }
-    ev["queryStringParameters"] = Value::Object(single);
-    ev["multiValueQueryStringParameters"] = Value::Object(multi);
-    ev
-}
-
-async fn upgrade(
-    State(inner): State<Arc<Inner>>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
+async fn upgrade(State(inner): State<Arc<Inner>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if let Some((account, routes)) = &inner.opts.limits {
         if !account.new_connections.take() || !routes.take("$connect") || !account.requests.take() {
             Meter::add(&inner.opts.meter.apigw_throttled, 1);
@@ -457,8 +432,7 @@ async fn upgrade(
     }
     let conn = new_connection_id();
     let connected_at = now_ms();
-    let connect = with_query(event(&inner, "$connect", "CONNECT", &conn, connected_at, &headers, None), query.as_deref());
-    let res = (inner.invoke)(connect).await;
+    let res = (inner.invoke)(event(&inner, "$connect", "CONNECT", &conn, connected_at, &headers, None)).await;
     let status = match res {
         Ok(v) => v["statusCode"].as_u64().unwrap_or(500) as u16,
         Err(e) => {

@@ -99,7 +99,6 @@ pub fn properties(kind: &str) -> Option<&'static [(&'static str, Key)]> {
         "AWS::SecretsManager::Secret" => &[
             ("Name", Modelled),
             ("SecretString", Modelled),
-            ("GenerateSecretString", Modelled),
             ("Description", Inert(DESCRIPTION)),
             ("KmsKeyId", Inert(AT_REST)),
             ("Tags", Inert(TAGS)),

@@ -67,8 +67,6 @@ pub struct Stack {
     pub meter: Arc<crate::bill::Meter>,
     /// Where the access logs are.
     pub logs_dir: PathBuf,
-    /// The template's outputs, its execute-api URLs as they are here.
-    pub outputs: std::collections::BTreeMap<String, String>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
     _moto: Option<tokio::process::Child>,
     _opt: layers::OptDir,
@@ -122,18 +120,6 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, StackError> {
             }
         }
     }
-    // The outputs a deploy would print (the URLs as they are here; a
-    // secret's ARN to read it with, as on AWS, at `aws`).
-    let outputs = {
-        let wss: Vec<(String, String)> = rewrites
-            .iter()
-            .map(|(from, to)| (from.replacen("https://", "wss://", 1), to.replacen("http://", "ws://", 1)))
-            .collect();
-        t.output_values(&attrs)?
-            .into_iter()
-            .map(|(k, v)| (k, rewrites.iter().chain(&wss).fold(v, |v, (from, to)| v.replace(from, to))))
-            .collect()
-    };
     let opt = layers::OptDir::new();
     let opt_dir = opt.0.clone();
     let place = Place {
@@ -195,7 +181,6 @@ pub async fn start(args: &EmulateArgs) -> Result<Stack, StackError> {
         front,
         meter,
         logs_dir,
-        outputs,
         _tasks: tasks,
         _moto: moto,
         _opt: opt,
@@ -243,7 +228,6 @@ pub async fn run(args: EmulateArgs) -> Result<(), StackError> {
         "websocket": stack.websocket, "http": stack.http, "dynamodb": stack.dynamodb, "aws": stack.aws,
         "bill": format!("{}/__emulate/bill", stack.http),
         "logs": stack.logs_dir.display().to_string(),
-        "outputs": stack.outputs,
     });
     println!("{ready}");
     if let Some(path) = &args.ready_file {

@@ -41,7 +41,6 @@ pub const INERT: &[&str] = &[
     "AWS::Budgets::Budget",
     "AWS::CloudFront::Distribution",
     "AWS::CloudFront::OriginRequestPolicy",
-    "AWS::CloudFront::CachePolicy",
 ];
 
 #[derive(Debug)]
@@ -49,8 +48,6 @@ pub struct Template {
     pub resources: BTreeMap<String, Resource>,
     /// The Resources section as written (every attribute of every resource).
     pub raw_resources: Map<String, Value>,
-    /// The Outputs section as written.
-    pub outputs: Map<String, Value>,
     pub globals_function: Map<String, Value>,
     pub params: HashMap<String, String>,
     pub conditions: HashMap<String, bool>,
@@ -306,7 +303,6 @@ impl Template {
         let mut t = Template {
             resources,
             raw_resources: root.get("Resources").and_then(Value::as_object).cloned().unwrap_or_default(),
-            outputs: root.get("Outputs").and_then(Value::as_object).cloned().unwrap_or_default(),
             globals_function: globals.get("Function").and_then(Value::as_object).cloned().unwrap_or_default(),
             params,
             conditions: HashMap::new(),
@@ -365,21 +361,6 @@ impl Template {
         self.resources
             .iter()
             .filter(|(_, r)| r.condition.as_ref().is_none_or(|c| self.conditions.get(c).copied().unwrap_or(false)))
-    }
-
-    /// The stack's outputs as CloudFormation shows them once it is made:
-    /// each whose `Condition` holds, its `Value` resolved.
-    pub fn output_values(&self, attrs: &Attrs) -> Result<BTreeMap<String, String>, TemplateError> {
-        let mut out = BTreeMap::new();
-        for (name, o) in &self.outputs {
-            let on = o.get("Condition").and_then(Value::as_str).is_none_or(|c| self.conditions.get(c).copied().unwrap_or(false));
-            if on {
-                let value =
-                    self.resolve(&o["Value"], attrs).map_err(|e| TemplateError::Invalid(format!("output {name}: {e}")))?;
-                out.insert(name.clone(), str_of(&value));
-            }
-        }
-        Ok(out)
     }
 
     fn condition_value(&self, v: &Value, attrs: &Attrs) -> Result<bool, String> {

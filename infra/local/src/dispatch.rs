@@ -15,36 +15,33 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
 use crate::backlog::Backlog;
-use crate::deliveries::SqliteDeliveries;
 use crate::gateway::{LocalGateway, Pusher};
 
 /// The push to subscribers, with the choice of writing straight to the
-/// sockets made per event (see [`LocalFanout::fan_out`]), and its counts
-/// kept as the event's audience in the delivery log.
+/// sockets made per event (see [`LocalFanout::fan_out`]).
 pub struct LocalFanout {
     direct: Fanout<Live, Pusher>,
     queued: Fanout<Live, Pusher>,
-    deliveries: Arc<SqliteDeliveries>,
 }
 
 impl LocalFanout {
-    pub fn new(config: Arc<Config>, live: Arc<Live>, gateway: Arc<LocalGateway>, deliveries: Arc<SqliteDeliveries>) -> Self {
+    pub fn new(config: Arc<Config>, live: Arc<Live>, gateway: Arc<LocalGateway>) -> Self {
         Self {
             direct: Fanout::new(config.clone(), live.clone(), Arc::new(Pusher::new(gateway.clone(), true))),
             queued: Fanout::new(config, live, Arc::new(Pusher::new(gateway, false))),
-            deliveries,
         }
     }
 
     /// Pushes one event to its channel's subscribers. `direct`: written
     /// straight to the sockets while nothing else waits on the channel;
     /// otherwise left to each socket's writer, which sends all that waited
-    /// in one write. The report goes to the delivery log's writer without
-    /// waiting for it (the next event's push does not wait on SQLite).
+    /// in one write.
     pub async fn fan_out(&self, event: &Event, direct: bool) -> Result<FanoutReport, StoreError> {
-        let report = if direct { self.direct.fan_out(event).await } else { self.queued.fan_out(event).await }?;
-        self.deliveries.note_audience(event.channel.as_str(), event.seq, report);
-        Ok(report)
+        if direct {
+            self.direct.fan_out(event).await
+        } else {
+            self.queued.fan_out(event).await
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! The `hookcast` local binary as a library, so tests start it in-process.
 
 pub mod backlog;
-pub mod deliveries;
 pub mod deploy;
 pub mod dispatch;
 pub mod error;
@@ -9,13 +8,11 @@ pub mod file_identity;
 pub mod gateway;
 pub mod listen;
 pub mod net;
-pub mod pages;
 pub mod push;
 pub mod send;
 pub mod server;
 pub mod settings;
 pub mod store;
-pub mod tail;
 pub mod tungstenite_io;
 pub mod wire;
 
@@ -27,15 +24,13 @@ use hookcast_core::ports::Retention;
 use hookcast_core::{Hooks, Live, Relay};
 use tokio::net::TcpListener;
 
-use crate::deliveries::SqliteDeliveries;
 use crate::error::Error;
 use crate::gateway::LocalGateway;
 use crate::server::{app, AppState};
 use crate::settings::Settings;
 use crate::store::SqliteStore;
 
-/// Opens the store and the delivery log in `settings.data_dir` and builds
-/// the shared state.
+/// Opens the store in `settings.data_dir` and builds the shared state.
 pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, Error> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| Error::DataDir(format!("cannot create data dir {}: {e}", settings.data_dir.display())))?;
@@ -46,25 +41,18 @@ pub fn state(settings: &Settings, demo: bool) -> Result<Arc<AppState>, Error> {
         .map_err(|source| Error::Store { path: db.clone(), source })?
         .with_feed(feed);
     let log = Arc::new(store);
-    let deliveries_db = settings.data_dir.join(deliveries::FILE);
-    let deliveries = SqliteDeliveries::open(&deliveries_db, settings.console.deliveries)
-        .map_err(|source| Error::Store { path: deliveries_db, source })?;
-    let deliveries = Arc::new(deliveries);
     let (live, gateway) = (Arc::new(Live::new()), Arc::new(LocalGateway::default()));
     let config = Arc::new(settings.core.clone());
     let hooks = Arc::new(Hooks::new(config.clone(), log.clone()));
     let relay = Arc::new(Relay::new(config.clone(), log.clone(), live.clone(), gateway.clone()));
-    let fanout = Arc::new(dispatch::LocalFanout::new(config, live.clone(), gateway.clone(), deliveries.clone()));
+    let fanout = Arc::new(dispatch::LocalFanout::new(config, live.clone(), gateway.clone()));
     Ok(Arc::new(AppState {
         hooks,
         relay,
         fanout,
         log,
-        pages: Arc::new(pages::LocalPages::new(live.clone())),
         live,
         gateway,
-        deliveries,
-        operator: settings.console.operator_token.clone(),
         demo,
         shutdown: tokio::sync::watch::Sender::new(false),
         commits: std::sync::Mutex::new(Some(commits)),

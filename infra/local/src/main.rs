@@ -63,9 +63,6 @@ enum Cmd {
     /// Follow channels as a page does and print each event as a JSON line;
     /// with --until, exit 0 when that event arrives, 1 on timeout (for CI).
     Listen(hookcast::listen::ListenArgs),
-    /// Print a server's delivery log (every webhook: accepted or refused and
-    /// why) as JSON lines, oldest first; with --follow, new ones as they come.
-    Deliveries(hookcast::tail::DeliveriesArgs),
     /// Run the AWS stack (template.yaml, after `sam build`) on this machine as
     /// AWS runs it: the built bootstraps behind a local Lambda Runtime API,
     /// API Gateway's WebSocket and HTTP APIs, the stream and queue event
@@ -147,7 +144,6 @@ fn main() -> ExitCode {
             Cmd::Dev { opts, config } => serve(opts, config, true).await,
             Cmd::Serve { opts, config } => serve(opts, Some(config), false).await,
             Cmd::Send(args) => hookcast::send::run(args).await.and_then(|ok| if ok { Ok(()) } else { Err(Error::Reported) }),
-            Cmd::Deliveries(args) => hookcast::tail::run(&args).await,
             Cmd::Token { channels, ttl, config } => token(&channels, &ttl, &config),
             Cmd::Check { aws, config } => hookcast::deploy::check(&config, aws).map(|ok| println!("{ok}")),
             Cmd::Secrets { config } => hookcast::deploy::secrets(&config).map(|json| println!("{json}")),
@@ -200,7 +196,7 @@ fn token(channels: &[String], ttl: &str, config: &std::path::Path) -> Result<(),
 async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(), Error> {
     let cli =
         Overrides { bind: opts.bind, port: opts.port, data_dir: opts.data_dir, tls_cert: opts.tls_cert, tls_key: opts.tls_key };
-    let (mut settings, secrets) = match config {
+    let (settings, secrets) = match config {
         Some(path) => (settings::load_file(&path, &cli)?, None),
         None => {
             let data_dir = cli.data_dir.clone().unwrap_or_else(|| ".hookcast".into());
@@ -213,14 +209,9 @@ async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(
     for warning in settings.core.warnings() {
         tracing::warn!("{warning}");
     }
-    // hookcast dev opens its console with a token of its own, new each start.
-    let made_token = (demo && settings.console.operator_token.is_none()).then(settings::random_operator_token);
-    if let Some(t) = &made_token {
-        settings.console.operator_token = hookcast_http::console::OperatorToken::new(t);
-    }
     let state = hookcast::state(&settings, demo)?;
     let (addr, serving) = hookcast::bind(&settings, state.clone(), hookcast::shutdown_signal()).await?;
-    print_banner(addr, &settings, secrets.as_ref(), demo, made_token.as_deref());
+    print_banner(addr, &settings, secrets.as_ref(), demo);
     let served = serving.await.map_err(|e| Error::Serve(format!("server failed: {e}")));
     // The sockets run on the push runtime: let them send their 1012 (each
     // waits at most a second for its client) before the process ends.
@@ -228,25 +219,7 @@ async fn serve(opts: ServeOpts, config: Option<PathBuf>, demo: bool) -> Result<(
     served
 }
 
-/// Where the console is and how to open it. A token the operator set is
-/// never printed; the one `hookcast dev` made is, in the URL's fragment
-/// (which a browser never sends to a server).
-fn print_console(http: &str, s: &settings::Settings, made_token: Option<&str>) {
-    let env = settings::OPERATOR_TOKEN_ENV;
-    match (made_token, &s.console.operator_token) {
-        (Some(token), _) => println!("  console     {http}/_console#token={token}"),
-        (None, Some(_)) => println!("  console     {http}/_console (the operator token is {env})"),
-        (None, None) => println!("  console     off (set {env} to a token of 16 characters or more to turn it on)"),
-    }
-}
-
-fn print_banner(
-    addr: std::net::SocketAddr,
-    s: &settings::Settings,
-    secrets: Option<&DevSecrets>,
-    demo: bool,
-    made_token: Option<&str>,
-) {
+fn print_banner(addr: std::net::SocketAddr, s: &settings::Settings, secrets: Option<&DevSecrets>, demo: bool) {
     let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
     let (scheme, ws) = if s.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let http = format!("{scheme}://{host}");
@@ -259,7 +232,6 @@ fn print_banner(
     println!("  snippet     {http}/hookcast.js");
     println!("  history     {http}/channels/{{channel}}/events?since=N");
     println!("  data        {}", s.data_dir.join("hookcast.db").display());
-    print_console(&http, s, made_token);
     let origins = &s.core.allowed_origins;
     if origins.is_empty() || origins.iter().any(|o| o == "*") {
         println!("  origins     any (set allowed_origins to limit which sites may connect)");

@@ -2,8 +2,7 @@
 //! the demo site, on one port. `app` is separate from binding so tests drive
 //! it on port 0. Each room has its own module: the WebSocket session
 //! (`socket`), SSE (`sse`), the demo (`demo`), the operator's endpoints
-//! (`ops`); this one assembles the router, with the console's routes
-//! (`hookcast_http::console`) over this host's delivery log and pages.
+//! (`ops`); this one assembles the router.
 
 mod demo;
 mod ops;
@@ -21,7 +20,7 @@ pub use state::{AppState, LocalFanout, LocalRelay, SocketLimits};
 
 /// The shared routes (webhooks, history, the snippet: the same table the
 /// webhook Lambda runs) plus the local binary's own: `/ws`, `/sse`,
-/// `/healthz`, the console (`/_console`) and, in dev, the demo site.
+/// `/healthz` and, in dev, the demo site.
 pub fn app(state: Arc<AppState>) -> Router {
     let mut local = Router::new()
         .route("/ws", get(socket::ws_upgrade))
@@ -31,14 +30,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.demo {
         local = demo::routes(local);
     }
-    let console = hookcast_http::console::routes(
-        state.hooks.clone(),
-        state.deliveries.clone(),
-        state.pages.clone(),
-        state.operator.clone(),
-    );
-    hookcast_http::router(state.hooks.clone(), state.deliveries.clone(), hookcast_http::Snippets::same_host())
-        .merge(console)
+    hookcast_http::router(state.hooks.clone(), hookcast_http::Snippets::same_host())
         .merge(local.with_state(state))
         .layer(axum::middleware::map_response(hookcast_http::json_errors))
 }

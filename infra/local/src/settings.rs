@@ -7,9 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use hookcast_core::config::{Config, RawConfig, RawForm, RawLimits, RawPrivate, RawSource};
-use hookcast_core::deliveries::Bounds;
 use hookcast_core::senders::{BodyShape, SecretForm, SPECS};
-use hookcast_http::console::OperatorToken;
 use rand::RngCore;
 use serde::Deserialize;
 
@@ -24,11 +22,6 @@ struct ServerSection {
     /// Serve HTTPS/WSS with this PEM certificate chain and key.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
-    /// The delivery log (the console's): entries kept at most, and for how
-    /// long. Here, not in a section of its own, because `[server]` is the
-    /// one part of the file the AWS stack's functions skip.
-    max_deliveries: Option<usize>,
-    max_delivery_age_secs: Option<u64>,
 }
 
 /// The file's shape: `[server]` for this binary, the rest shared with Lambda.
@@ -76,55 +69,6 @@ pub struct Settings {
     pub net: crate::net::NetLimits,
     /// HTTPS and WSS, when a certificate is configured.
     pub tls: Option<crate::net::Tls>,
-    pub console: ConsoleSettings,
-}
-
-/// The variable that holds the operator token (the console's).
-pub const OPERATOR_TOKEN_ENV: &str = "HOOKCAST_OPERATOR_TOKEN";
-
-/// The console: who may open it and what its delivery log keeps.
-#[derive(Clone)]
-pub struct ConsoleSettings {
-    /// None: the console answers 401 saying how to turn it on.
-    pub operator_token: Option<OperatorToken>,
-    pub deliveries: Bounds,
-}
-
-impl std::fmt::Debug for ConsoleSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let token = if self.operator_token.is_some() { "set" } else { "none" };
-        f.debug_struct("ConsoleSettings").field("operator_token", &token).field("deliveries", &self.deliveries).finish()
-    }
-}
-
-/// A new operator token for `hookcast dev`: 32 hex characters.
-pub fn random_operator_token() -> String {
-    random_secret(16)
-}
-
-/// The console's settings: the token from [`OPERATOR_TOKEN_ENV`] (a short
-/// one is a problem: it could be guessed), the bounds from `[server]`.
-fn console(server: &ServerSection, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> ConsoleSettings {
-    let operator_token = env(OPERATOR_TOKEN_ENV).filter(|t| !t.trim().is_empty()).and_then(|t| {
-        let token = OperatorToken::new(&t);
-        if token.is_none() {
-            problems.push(format!(
-                "{OPERATOR_TOKEN_ENV} is shorter than 16 characters: the console would be guessable; set a longer one \
-                 (openssl rand -hex 16) or unset it"
-            ));
-        }
-        token
-    });
-    let defaults = Bounds::default();
-    let max_entries = server.max_deliveries.unwrap_or(defaults.max_entries);
-    if max_entries == 0 {
-        problems.push("server.max_deliveries must be greater than 0".into());
-    }
-    let max_age = server.max_delivery_age_secs.map_or(defaults.max_age, std::time::Duration::from_secs);
-    if max_age.is_zero() {
-        problems.push("server.max_delivery_age_secs must be greater than 0".into());
-    }
-    ConsoleSettings { operator_token, deliveries: Bounds { max_entries, max_age } }
 }
 
 impl std::fmt::Debug for crate::net::Tls {
@@ -193,7 +137,6 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
     let env = |k: &str| std::env::var(k).ok();
     let mut problems = Vec::new();
-    let console = console(&file.server, &env, &mut problems);
     let bind_text = cli.bind.clone().or(file.server.bind).unwrap_or_else(|| "127.0.0.1".into());
     let bind = bind_text.parse::<IpAddr>().map_err(|_| problems.push(format!("server.bind {bind_text:?} is not an IP address")));
     let raw = RawConfig {
@@ -232,7 +175,6 @@ fn build(file: File, cli: &Overrides) -> Result<Settings, String> {
         idle_limit: std::time::Duration::from_secs(75),
         net: crate::net::NetLimits { max_connections: http_cap, ..Default::default() },
         tls,
-        console,
     })
 }
 
@@ -452,32 +394,6 @@ mod tests {
         let e = e.to_string();
         assert!(e.contains("is not valid"), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json", "left as it was");
-    }
-
-    #[test]
-    fn the_delivery_log_s_bounds_are_read_from_server() {
-        let file: File = toml::from_str("[server]\nmax_deliveries = 50\nmax_delivery_age_secs = 3600\n").unwrap();
-        let s = build(file, &Overrides::default()).unwrap();
-        assert_eq!(s.console.deliveries, Bounds { max_entries: 50, max_age: std::time::Duration::from_secs(3600) });
-        assert_eq!(build(File::default(), &Overrides::default()).unwrap().console.deliveries, Bounds::default());
-        let file: File = toml::from_str("[server]\nmax_deliveries = 0\nmax_delivery_age_secs = 0\n").unwrap();
-        let e = build(file, &Overrides::default()).unwrap_err();
-        assert!(e.contains("server.max_deliveries") && e.contains("server.max_delivery_age_secs"), "{e}");
-    }
-
-    #[test]
-    fn a_short_operator_token_is_refused_without_showing_it() {
-        let mut problems = Vec::new();
-        let short = |k: &str| (k == OPERATOR_TOKEN_ENV).then(|| "hunter2-short".to_string());
-        assert!(console(&ServerSection::default(), &short, &mut problems).operator_token.is_none());
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("shorter than 16") && !problems[0].contains("hunter2"), "{problems:?}");
-        let long = |k: &str| (k == OPERATOR_TOKEN_ENV).then(|| "a-long-enough-operator-token".to_string());
-        let mut problems = Vec::new();
-        let s = console(&ServerSection::default(), &long, &mut problems);
-        assert!(s.operator_token.is_some() && problems.is_empty());
-        assert!(!format!("{s:?}").contains("a-long-enough"), "{s:?}");
-        assert_eq!(random_operator_token().len(), 32);
     }
 
     #[test]

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use hookcast_core::deliveries::DeliveryLog;
-use hookcast_core::fanout::{Fanout, FanoutReport, ShardRun};
+use hookcast_core::fanout::{Fanout, ShardRun};
 use hookcast_core::ports::{ConnId, Gateway, Subscriptions};
 use tracing::{info, warn};
 
@@ -34,14 +33,10 @@ pub fn failure_backoff(failures: u32, limits: &hookcast_core::config::Limits) ->
 /// - Messages the budget does not reach come back at once, untouched.
 /// - Posts that failed are retried for just those connections, a bounded
 ///   number of rounds; only the last round's failures count as `Failed`.
-/// - Each unit's counts, event by event, are added to the events' audience
-///   in `audience` (the delivery log): one write per event of the unit that
-///   reached anyone; a write that fails is logged, never the job's failure.
-pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue, A: DeliveryLog>(
+pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue>(
     fanout: &Fanout<S, G>,
     cursors: &C,
     queue: &Q,
-    audience: &A,
     batch: &SqsEvent,
     budget: Option<Budget>,
 ) -> SqsBatchResponse {
@@ -69,7 +64,7 @@ pub async fn fan_out_batch<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue
             None => groups.push((group, vec![received])),
         }
     }
-    let runs = groups.iter().map(|(_, list)| run_group(fanout, cursors, queue, audience, list, budget));
+    let runs = groups.iter().map(|(_, list)| run_group(fanout, cursors, queue, list, budget));
     let failures: Vec<BatchItemFailure> = futures::future::join_all(runs).await.into_iter().flatten().collect();
     let mut res = SqsBatchResponse::default();
     res.batch_item_failures = failures;
@@ -85,11 +80,10 @@ struct Received {
 }
 
 /// One FIFO group's jobs, in order; the messages to hand back.
-async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue, A: DeliveryLog>(
+async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue>(
     fanout: &Fanout<S, G>,
     cursors: &C,
     queue: &Q,
-    audience: &A,
     list: &[Received],
     budget: Option<Budget>,
 ) -> Vec<BatchItemFailure> {
@@ -134,9 +128,9 @@ async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue, A: Del
                 info!(channel = %job.channel, seq = job.first_seq(), last = job.last_seq(), shard = job.shard, round = job.round,
                       delivered = out.report.delivered, gone = out.report.gone, failed = out.report.failed,
                       unfinished = out.resume_after.is_some(), "fanned out");
-                // A failed post still to be retried is not a failure yet.
-                let failures_final = out.failed.is_empty() || retry_failed(queue, job, out.failed).await;
-                note_audience(audience, job, &out.frames, failures_final).await;
+                if !out.failed.is_empty() {
+                    retry_failed(queue, job, out.failed).await;
+                }
                 if let Some(at) = out.resume_after {
                     if let Err(e) = cursors.save_resume_point(&key, &at).await {
                         warn!(error = %e, "could not save where this job stopped; it starts over (pages drop the repeats)");
@@ -179,37 +173,17 @@ async fn run_group<S: Subscriptions, C: Cursors, G: Gateway, Q: JobQueue, A: Del
 /// they count as failed (the metric the template alarms on) and catch up
 /// when they next resubscribe. A retry is queued behind the group's later
 /// events: the page holds those until the gap fills or it asks again with
-/// `since`. `true` when these failures are final (no retry is queued).
-async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<(ConnId, usize)>) -> bool {
+/// `since`.
+async fn retry_failed<Q: JobQueue>(queue: &Q, job: &Job, failed: Vec<(ConnId, usize)>) {
     if job.round >= MAX_RETRY_ROUNDS {
         warn!(channel = %job.channel, seq = job.first_seq(), connections = failed.len(), "posts still failing; giving up on these connections");
         hookcast_core::metrics::global().deliveries(0, 0, failed.len());
-        return true;
+        return;
     }
     let retries = retry_jobs(job, failed);
     if let Err(e) = queue.enqueue(&retries).await {
         warn!(error = %e, channel = %job.channel, seq = job.first_seq(), "could not queue a retry for failed posts");
         hookcast_core::metrics::global().deliveries(0, 0, retries.iter().map(|r| r.only.as_ref().map_or(0, Vec::len)).sum());
-        return true;
-    }
-    false
-}
-
-/// Adds one unit's counts (`per_frame`, in the job's frame order) to each
-/// event's audience, side by side: one UpdateItem per event that reached,
-/// lost or (finally) failed anyone. Failures that a retry will try again
-/// are left out (`failures_final` false): the retry counts them. A unit
-/// that starts over (redelivered with no resume point) counts its pages
-/// again: an audience errs high, never low.
-async fn note_audience<A: DeliveryLog>(audience: &A, job: &Job, per_frame: &[FanoutReport], failures_final: bool) {
-    let adds = job.frames.iter().zip(per_frame).map(|(frame, report)| {
-        let report = FanoutReport { failed: if failures_final { report.failed } else { 0 }, ..*report };
-        async move { (frame.seq, audience.add_audience(job.channel.as_str(), frame.seq, report).await) }
-    });
-    for (seq, added) in futures::future::join_all(adds).await {
-        if let Err(e) = added {
-            warn!(error = %e, channel = %job.channel, seq, "could not add a fan-out's counts to the event's audience");
-        }
     }
 }
 

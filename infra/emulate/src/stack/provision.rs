@@ -291,17 +291,13 @@ async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws, puts: &[Stri
         only_keys(
             &format!("{id} (AWS::SecretsManager::Secret)"),
             &props,
-            &["Name", "Description", "SecretString", "GenerateSecretString", "Tags", "KmsKeyId"],
+            &["Name", "Description", "SecretString", "Tags", "KmsKeyId"],
         )?;
         let name = props.get("Name").map(str_of).unwrap_or_else(|| format!("{id}-{}", suffix()));
-        let secret = match (props.get("SecretString"), props.get("GenerateSecretString")) {
-            (Some(s), None) => str_of(s),
-            (None, Some(g)) => generate_secret_string(g).map_err(|e| format!("{id}: GenerateSecretString: {e}"))?,
-            // "Either SecretString or GenerateSecretString must have a value, but not both."
-            _ => {
-                return Err(format!("{id}: give SecretString or GenerateSecretString (one of them, as CloudFormation requires)"))
-            }
-        };
+        let secret = props
+            .get("SecretString")
+            .map(str_of)
+            .ok_or_else(|| format!("{id}: no SecretString (GenerateSecretString is not modelled)"))?;
         let out = aws
             .secrets("CreateSecret", json!({"Name": name, "SecretString": secret}))
             .await
@@ -316,82 +312,6 @@ async fn create_secrets(t: &Template, attrs: &mut Attrs, aws: &Aws, puts: &[Stri
     match puts.keys().next() {
         Some(id) => Err(format!("--put-secret: the template has no secret {id}")),
         None => Ok(()),
-    }
-}
-
-/// What CloudFormation makes of a secret's `GenerateSecretString`, as its
-/// reference says ("AWS::SecretsManager::Secret GenerateSecretString",
-/// docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-properties-secretsmanager-secret-generatesecretstring.html,
-/// and Secrets Manager's GetRandomPassword, which it calls): a random
-/// string of `PasswordLength` characters (default 32) from upper- and
-/// lower-case letters, digits and the punctuation
-/// ``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``, each class left out by its
-/// `Exclude…` flag, `ExcludeCharacters` left out one by one, a space only
-/// with `IncludeSpace` (default false), and at least one character of
-/// every class included unless `RequireEachIncludedType` is false (default
-/// true). With `SecretStringTemplate` (a JSON object) and
-/// `GenerateStringKey`, which go together, the secret is the template with
-/// the string added under that key.
-pub(crate) fn generate_secret_string(g: &Value) -> Result<String, String> {
-    let g = g.as_object().ok_or("not a mapping")?;
-    only_keys(
-        "GenerateSecretString",
-        g,
-        &[
-            "ExcludeCharacters",
-            "ExcludeLowercase",
-            "ExcludeNumbers",
-            "ExcludePunctuation",
-            "ExcludeUppercase",
-            "GenerateStringKey",
-            "IncludeSpace",
-            "PasswordLength",
-            "RequireEachIncludedType",
-            "SecretStringTemplate",
-        ],
-    )?;
-    let flag = |k: &str, default: bool| g.get(k).map_or(default, |v| str_of(v) == "true");
-    let length: usize = match g.get("PasswordLength") {
-        None => 32,
-        Some(v) => str_of(v).parse().ok().filter(|n| (1..=4096).contains(n)).ok_or("PasswordLength must be 1 to 4096")?,
-    };
-    let excluded: Vec<char> = g.get("ExcludeCharacters").map(str_of).unwrap_or_default().chars().collect();
-    let classes: Vec<Vec<char>> = [
-        (!flag("ExcludeUppercase", false), ('A'..='Z').collect::<String>()),
-        (!flag("ExcludeLowercase", false), ('a'..='z').collect()),
-        (!flag("ExcludeNumbers", false), ('0'..='9').collect()),
-        (!flag("ExcludePunctuation", false), "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~".to_owned()),
-        (flag("IncludeSpace", false), " ".to_owned()),
-    ]
-    .into_iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, chars)| chars.chars().filter(|c| !excluded.contains(c)).collect::<Vec<char>>())
-    .filter(|chars| !chars.is_empty())
-    .collect();
-    let all: Vec<char> = classes.concat();
-    if all.is_empty() {
-        return Err("every character is excluded".into());
-    }
-    let each = flag("RequireEachIncludedType", true);
-    if each && length < classes.len() {
-        return Err(format!("PasswordLength {length} cannot hold one character of each of {} classes", classes.len()));
-    }
-    let pick = |from: &[char]| from[rand::random_range(0..from.len())];
-    let text = loop {
-        let text: String = (0..length).map(|_| pick(&all)).collect();
-        if !each || classes.iter().all(|class| text.chars().any(|c| class.contains(&c))) {
-            break text;
-        }
-    };
-    match (g.get("SecretStringTemplate"), g.get("GenerateStringKey")) {
-        (None, None) => Ok(text),
-        (Some(template), Some(k)) => {
-            let mut object: Map<String, Value> =
-                serde_json::from_str(&str_of(template)).map_err(|_| "SecretStringTemplate must be a JSON object")?;
-            object.insert(str_of(k), json!(text));
-            Ok(Value::Object(object).to_string())
-        }
-        _ => Err("SecretStringTemplate and GenerateStringKey go together".into()),
     }
 }
 
@@ -448,40 +368,4 @@ pub(super) async fn provision(args: &EmulateArgs, t: &Template) -> Result<Provis
     create_tables(t, &mut attrs, &aws, &args.stack_name).await?;
     create_secrets(t, &mut attrs, &aws, &args.put_secret).await?;
     Ok(Provisioned { moto, endpoint, meter, account, front, billed, attrs, queues: Queues { urls, visibility } })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_secrets_are_what_cloudformation_makes() {
-        // The template's operator token: 40 letters and digits, each kind at least once.
-        for _ in 0..50 {
-            let t = generate_secret_string(&json!({"PasswordLength": 40, "ExcludePunctuation": true})).unwrap();
-            assert_eq!(t.len(), 40, "{t}");
-            assert!(t.chars().all(|c| c.is_ascii_alphanumeric()), "{t}");
-            assert!([char::is_ascii_uppercase, char::is_ascii_lowercase, char::is_ascii_digit]
-                .iter()
-                .all(|k| t.chars().any(|c| k(&c))));
-        }
-        // AWS's defaults: 32 characters, punctuation included, no space.
-        let d = generate_secret_string(&json!({})).unwrap();
-        assert_eq!(d.chars().count(), 32);
-        assert!(!d.contains(' '));
-        let many: String = (0..20).map(|_| generate_secret_string(&json!({})).unwrap()).collect();
-        assert!(many.chars().any(|c| c.is_ascii_punctuation()), "punctuation is in by default");
-        // Characters left out, and a template with its key.
-        let digits =
-            generate_secret_string(&json!({"PasswordLength": "12", "ExcludeUppercase": "true", "ExcludeLowercase": true,
-            "ExcludePunctuation": true, "ExcludeCharacters": "0123456789"}));
-        assert_eq!(digits.unwrap_err(), "every character is excluded");
-        let with_key =
-            generate_secret_string(&json!({"SecretStringTemplate": "{\"user\":\"ops\"}", "GenerateStringKey": "password"}))
-                .unwrap();
-        let v: Value = serde_json::from_str(&with_key).unwrap();
-        assert_eq!((v["user"].as_str(), v["password"].as_str().map(str::len)), (Some("ops"), Some(32)));
-        assert!(generate_secret_string(&json!({"GenerateStringKey": "password"})).is_err(), "the key needs its template");
-        assert!(generate_secret_string(&json!({"PasswordLenght": 8})).is_err(), "an unknown key is named");
-    }
 }

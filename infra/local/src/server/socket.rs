@@ -46,8 +46,7 @@ pub async fn ws_upgrade(State(st): State<Arc<AppState>>, req: axum::extract::Req
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let (refused, seat) = if st.relay.origin_allowed(origin) {
         match take_seat(&st) {
-            // Counted under its build (`?build=`) while it is open.
-            Ok(seat) => (None, Some((seat, st.pages.open(parts.uri.query())))),
+            Ok(seat) => (None, Some(seat)),
             Err(refusal) => return *refusal,
         }
     } else {

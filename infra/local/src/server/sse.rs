@@ -31,8 +31,6 @@ struct SseGuard {
     /// Dropped with the stream: ends the budget watcher.
     _watch: tokio::sync::oneshot::Sender<()>,
     _seat: crate::gateway::Seat,
-    /// Counted under its build while the stream lives.
-    _page: crate::pages::OpenPage,
 }
 
 impl Drop for SseGuard {
@@ -101,8 +99,7 @@ pub async fn sse(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
             }
         });
     }
-    let page = st.pages.open(query.as_deref());
-    let guard = SseGuard { st: st.clone(), id: id.clone(), _watch: gone_tx, _seat: seat, _page: page };
+    let guard = SseGuard { st: st.clone(), id: id.clone(), _watch: gone_tx, _seat: seat };
     for channel in channels {
         let since = cursor.get(channel.as_str()).copied();
         st.relay.command(&id, ClientMsg::Subscribe { channel, since, batch: false, token: token.clone(), epoch: None }).await;

@@ -7,9 +7,7 @@ use std::time::Duration;
 use hookcast_core::relay::Relay;
 use hookcast_core::{Hooks, Live};
 
-use crate::deliveries::SqliteDeliveries;
 use crate::gateway::LocalGateway;
-use crate::pages::LocalPages;
 use crate::store::SqliteStore;
 
 pub use crate::dispatch::LocalFanout;
@@ -27,12 +25,6 @@ pub struct AppState {
     pub log: Arc<SqliteStore>,
     pub live: Arc<Live>,
     pub gateway: Arc<LocalGateway>,
-    /// Every webhook's answer and each event's audience (the console's log).
-    pub deliveries: Arc<SqliteDeliveries>,
-    /// Open pages by channel and by build (the console's view).
-    pub pages: Arc<LocalPages>,
-    /// Who may open the console; none: it is off.
-    pub operator: Option<hookcast_http::console::OperatorToken>,
     /// Serve the demo site at `/` (hookcast dev).
     pub demo: bool,
     /// Set on shutdown: endless responses (SSE) end so graceful shutdown can finish.
