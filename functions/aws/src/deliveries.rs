@@ -12,8 +12,12 @@
 //! by age: every entry carries the table's `ttl` at its time plus
 //! [`Bounds::max_age`] (24 h by default), after which DynamoDB deletes it
 //! (within days; reads skip it from its `ttl` on). The storage is so at most
-//! `max_age` × the rate entries come in, and refused ones come in at most
-//! 20 a second per webhook instance (hookcast-http's `REFUSED_PER_SEC`).
+//! `max_age` × the rate entries come in. Refused ones are written at most
+//! [`REFUSED_WRITTEN_PER_SEC`] a second per webhook instance (below
+//! hookcast-http's own 20): a refusal answers before any read or write
+//! (the cheapest answer a flood of forgeries can get), so the write its
+//! entry costs must not be what a flood pays for or waits on; those over it
+//! are counted, and the next one written says how many.
 //!
 //! An event's audience is one item per event (`aud#<channel>` / `<seq>`),
 //! moved by `ADD` alone: each fan-out unit (a channel's shard) adds its own
@@ -64,6 +68,8 @@ pub const SETTLED: Duration = Duration::from_secs(600);
 pub const AUDIENCE_REREAD: Duration = Duration::from_secs(2);
 /// Audiences an instance keeps (past it, it starts over).
 const AUDIENCES_KEPT: usize = 4096;
+/// Refused entries one instance writes a second (by the entries' time).
+pub const REFUSED_WRITTEN_PER_SEC: u32 = 5;
 
 fn now_secs() -> u64 {
     now_ms() / 1000
@@ -99,6 +105,8 @@ pub struct DynamoDeliveries {
     table: String,
     bounds: Bounds,
     recent: Arc<std::sync::Mutex<Recent>>,
+    /// Refused entries written in a second: (the second, written, not written since the last one that was).
+    refused: Arc<std::sync::Mutex<(u64, u32, u64)>>,
 }
 
 /// What this instance last read of the newest entries (see the module's doc).
@@ -120,7 +128,7 @@ impl DynamoDeliveries {
     /// `bounds.max_age` is each entry's and audience's time to live;
     /// `bounds.max_entries` is not kept in storage (see the module's doc).
     pub fn new(client: Client, table: impl Into<String>, bounds: Bounds) -> Self {
-        Self { client, table: table.into(), bounds, recent: Default::default() }
+        Self { client, table: table.into(), bounds, recent: Default::default(), refused: Default::default() }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -222,8 +230,35 @@ impl DynamoDeliveries {
 
 impl DeliveryLog for DynamoDeliveries {
     /// One PutItem (one write unit for an entry up to 1 KB; the largest,
-    /// with every listed header at its longest, about 5).
+    /// with every listed header at its longest, about 5). A refused entry
+    /// over [`REFUSED_WRITTEN_PER_SEC`] is not written, and the next one
+    /// that is says how many were not.
     async fn record(&self, entry: &Entry) -> Result<(), StoreError> {
+        let mut noted;
+        let mut entry = entry;
+        if entry.outcome == hookcast_core::deliveries::Outcome::Refused {
+            let second = entry.at_ms / 1000;
+            let skipped = {
+                let mut g = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if g.0 != second {
+                    (g.0, g.1) = (second, 0);
+                }
+                if g.1 >= REFUSED_WRITTEN_PER_SEC {
+                    g.2 += 1;
+                    return Ok(());
+                }
+                g.1 += 1;
+                std::mem::take(&mut g.2)
+            };
+            if skipped > 0 {
+                noted = entry.clone();
+                let note = format!(
+                    " ({skipped} refused deliveries before this one were not logged: over {REFUSED_WRITTEN_PER_SEC}/s on this instance)"
+                );
+                noted.reason = Some(noted.reason.take().unwrap_or_default() + &note);
+                entry = &noted;
+            }
+        }
         let json = serde_json::to_string(entry).map_err(|e| StoreError::new(StoreErrorKind::Invalid, e.to_string()))?;
         let mut item = key(entry_pk(&entry.id), entry.id.clone());
         item.insert("e".into(), s(json));

@@ -219,3 +219,28 @@ async fn polling_the_newest_entries_reads_what_is_new_only() {
     // A cursor read is the table's, whole.
     assert_eq!(ids(&console.list(Some(&old[97].id), 10).await.unwrap()).len(), 4);
 }
+
+/// A flood of refusals costs the log at most 5 writes a second per
+/// instance; the next entry written says how many were not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_entries_are_written_5_a_second_and_the_next_says_how_many_were_not() {
+    use hookcast_aws::deliveries::REFUSED_WRITTEN_PER_SEC;
+    let (log, _) = fresh();
+    let second = (SystemTime::now() - Duration::from_secs(30)).duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let at = |s: u64, ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+    let e = hookcast_core::HookError::Unauthorized("signature does not match the body".into());
+    let refused = |t| Entry::refused(t, "gh", "github", &e, &Vec::<(String, String)>::new(), 10);
+    for i in 0..12 {
+        log.record(&refused(at(second, i * 10))).await.unwrap();
+    }
+    // Accepted deliveries are never held back.
+    log.record(&accepted("a", 1, at(second, 500))).await.unwrap();
+    log.record(&refused(at(second + 1, 0))).await.unwrap();
+    let listed = log.list(None, 100).await.unwrap();
+    let kinds: Vec<&str> = listed.iter().map(|e| e.outcome.as_str()).collect();
+    let mut want = vec!["refused"; REFUSED_WRITTEN_PER_SEC as usize];
+    want.extend(["accepted", "refused"]);
+    assert_eq!(kinds, want);
+    let last = listed.last().unwrap().reason.as_deref().unwrap();
+    assert!(last.ends_with("(7 refused deliveries before this one were not logged: over 5/s on this instance)"), "{last}");
+}
